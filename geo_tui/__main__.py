@@ -1,0 +1,3 @@
+from geo_tui.cli import main
+
+raise SystemExit(main())
