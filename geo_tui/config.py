@@ -1,0 +1,731 @@
+"""The geo-tui configuration file: one TOML file naming the primary, its secondaries and how to reach them.
+
+The file's shape is a public contract (other tools write it)::
+
+    [engine]          database, repository_concurrency, blob_concurrency, replicate_deletions,
+                      reconcile_interval, sync_attempts           (all optional)
+    [auth]            private_key, issuer, service, token_ttl    (needed if a site uses auth = "jwt")
+    [notifications]   listen, secret | secret_file               (used by `geo-tui serve`)
+    [primary]         name, registry, auth, username, password | password_file, ca_file, tls_verify
+    [[secondaries]]   the keys of [primary], plus include and exclude
+
+`load_config` checks everything before anything touches a registry. Every problem is a `ConfigError` whose
+one-line message names the file and the dotted key (`secondaries[1].registry`), and never a secret's value.
+Relative paths in the file are relative to the file's folder; `~` expands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import difflib
+import fnmatch
+import hmac
+import ipaddress
+import math
+import os
+import re
+import secrets
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, cast, get_args
+from urllib.parse import urlsplit
+
+import platformdirs
+import tomli_w
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+__all__ = [
+    "AuthConfig",
+    "AuthMethod",
+    "Config",
+    "ConfigError",
+    "EngineConfig",
+    "NotificationsConfig",
+    "Secret",
+    "SiteConfig",
+    "SiteRole",
+    "load_config",
+    "resolve_config_path",
+    "warn_if_world_readable",
+    "write_config",
+]
+
+AuthMethod = Literal["jwt", "token", "basic", "none"]
+SiteRole = Literal["primary", "secondary"]
+
+ENV_VAR: Final = "GEO_TUI_CONFIG"
+APP_NAME: Final = "geo-tui"
+
+_TOP_KEYS: Final = ("engine", "auth", "notifications", "primary", "secondaries")
+_ENGINE_KEYS: Final = (
+    "database",
+    "repository_concurrency",
+    "blob_concurrency",
+    "replicate_deletions",
+    "reconcile_interval",
+    "sync_attempts",
+)
+_AUTH_KEYS: Final = ("private_key", "issuer", "service", "token_ttl")
+_NOTIFICATIONS_KEYS: Final = ("listen", "secret", "secret_file")
+_PRIMARY_KEYS: Final = (
+    "name",
+    "registry",
+    "auth",
+    "username",
+    "password",
+    "password_file",
+    "ca_file",
+    "tls_verify",
+)
+_SECONDARY_KEYS: Final = (*_PRIMARY_KEYS, "include", "exclude")
+_AUTH_METHODS: Final = get_args(AuthMethod)
+
+# Site names end up in log lines and tracking-DB rows, so keep them plain.
+_SITE_NAME: Final = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+_HOSTNAME: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+_PORT: Final = re.compile(r"[0-9]{1,5}")
+_TOML_LOCATION: Final = re.compile(r" \(at (?:line (\d+), column (\d+)|end of document)\)$")
+
+_MAX_CONFIG_BYTES: Final = 4 * 1024 * 1024
+_MAX_SECRET_BYTES: Final = 64 * 1024  # private keys, passwords, notification secrets
+_MIN_NOTIFICATION_SECRET: Final = 16
+_JWT_CURVES: Final = ("secp256r1", "secp384r1", "secp521r1")
+
+
+class Secret:
+    """A secret string that never shows itself: repr, str and f-strings all give ``Secret('********')``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself, for the one place that must send it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(
+            self._value.encode("utf-8", "surrogatepass"), other._value.encode("utf-8", "surrogatepass")
+        )
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """How the sync engine runs: ``[engine]``."""
+
+    database: Path
+    repository_concurrency: int
+    blob_concurrency: int
+    replicate_deletions: bool
+    reconcile_interval: float
+    sync_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """The key pair that signs registry tokens for every ``auth = "jwt"`` site: ``[auth]``."""
+
+    private_key_path: Path
+    private_key_pem: bytes = field(repr=False)
+    issuer: str
+    service: str
+    token_ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationsConfig:
+    """Where `geo-tui serve` listens for registry notifications: ``[notifications]``."""
+
+    listen_host: str
+    listen_port: int
+    secret: Secret
+
+
+@dataclass(frozen=True, slots=True)
+class SiteConfig:
+    """One registry: the primary or a secondary."""
+
+    name: str
+    registry: str
+    auth: AuthMethod
+    role: SiteRole
+    username: str | None
+    password: Secret | None
+    ca_file: Path | None
+    tls_verify: bool
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+
+    def wants(self, repository: str) -> bool:
+        """Whether this site replicates `repository`: no include means all; exclude wins over include."""
+        if self.include and not any(fnmatch.fnmatchcase(repository, p) for p in self.include):
+            return False
+        return not any(fnmatch.fnmatchcase(repository, p) for p in self.exclude)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole, checked configuration file."""
+
+    path: Path
+    engine: EngineConfig
+    auth: AuthConfig | None
+    notifications: NotificationsConfig | None
+    primary: SiteConfig
+    secondaries: tuple[SiteConfig, ...]
+
+    @property
+    def sites(self) -> tuple[SiteConfig, ...]:
+        """The primary, then the secondaries in file order."""
+        return (self.primary, *self.secondaries)
+
+    def site(self, name: str) -> SiteConfig:
+        """The site called `name`; KeyError if there is none."""
+        for site in self.sites:
+            if site.name == name:
+                return site
+        raise KeyError(f"no site named {name!r} in {self.path}")
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used. ``str(e)`` is one line: ``<path>: <key>: <message>``,
+    or ``<path>:<line>: <message>`` for TOML syntax errors."""
+
+    def __init__(self, path: Path, key: str | None, message: str, line: int | None = None) -> None:
+        self.path = path
+        self.key = key
+        self.message = " ".join(message.splitlines())
+        self.line = line
+        if line is not None:
+            text = f"{path}:{line}: {self.message}"
+        elif key is not None:
+            text = f"{path}: {key}: {self.message}"
+        else:
+            text = f"{path}: {self.message}"
+        super().__init__(" ".join(text.splitlines()))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.key, self.message, self.line))
+
+
+def resolve_config_path(cli_value: str | None, environ: Mapping[str, str] = os.environ) -> Path:
+    """The config file to use: ``--config``, then ``$GEO_TUI_CONFIG``, then the user config dir's
+    ``geo-tui/config.toml``. Empty values count as unset; ``~`` expands."""
+    for value in (cli_value, environ.get(ENV_VAR)):
+        if value:
+            return Path(value).expanduser()
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def load_config(path: Path) -> Config:
+    """Read and check the configuration file at `path`. Raises ConfigError for anything wrong with it."""
+    path = Path(path)
+    top = _Table(path, "", _parse_toml(path), _TOP_KEYS)
+    base = path.absolute().parent
+    engine = _engine(top.table("engine", _ENGINE_KEYS) or _Table(path, "engine", {}, ()), base)
+    auth_table = top.table("auth", _AUTH_KEYS)
+    auth = _auth(auth_table, base) if auth_table is not None else None
+    notifications_table = top.table("notifications", _NOTIFICATIONS_KEYS)
+    notifications = _notifications(notifications_table, base) if notifications_table is not None else None
+    if not top.has("primary"):
+        raise top.error("primary", "missing required table [primary]")
+    primary = _site(_site_table(path, "primary", top.data["primary"], "primary"), base, "primary")
+    secondaries = _secondaries(top, base, primary)
+    if auth is None:
+        for site in (primary, *secondaries):
+            if site.auth == "jwt":
+                user = "primary" if site.role == "primary" else f"secondary {site.name!r}"
+                raise top.error("auth", f'missing [auth] section: the {user} uses auth = "jwt"')
+    return Config(path, engine, auth, notifications, primary, secondaries)
+
+
+def write_config(path: Path, data: Mapping[str, Any]) -> None:
+    """Write `data` as TOML to `path`, creating its folders. The file is owner-only (0600) from the moment
+    it exists, and replaces any old file atomically."""
+    text = tomli_w.dumps(data)  # a value TOML cannot hold fails here, before the disk is touched
+    path = Path(path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if os.name == "posix":  # make the rename itself durable
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+
+def warn_if_world_readable(path: Path) -> str | None:
+    """A one-line warning if the file at `path` holds an inline secret (``password``, ``secret``) and its
+    group or others may read it; None otherwise, including when the file cannot be read."""
+    if os.name != "posix":
+        return None
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode & 0o777
+        if not mode & 0o044:
+            return None
+        document = tomllib.loads(_read_capped(path, _MAX_CONFIG_BYTES).decode("utf-8-sig"))
+    except (OSError, ValueError, RecursionError, _Unreadable):
+        return None
+    keys = _inline_secret_keys(document)
+    if not keys:
+        return None
+    who = {0o040: "its group", 0o004: "others"}.get(mode & 0o044, "its group and others")
+    return (
+        f"warning: {path} holds {', '.join(keys)} and is readable by {who} (mode {mode:04o}); "
+        f"run: chmod 600 {path}"
+    )
+
+
+# --- reading the document -----------------------------------------------------------------------------
+
+
+class _Unreadable(Exception):
+    """A file that could not be read; the message says why, without the file's content."""
+
+
+def _read_capped(path: Path, limit: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise _Unreadable("no such file") from None
+    except IsADirectoryError:
+        raise _Unreadable("is a directory, not a file") from None
+    except PermissionError:
+        raise _Unreadable("permission denied") from None
+    except OSError as exc:
+        raise _Unreadable(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    except ValueError:  # a NUL byte in the path
+        raise _Unreadable("is not a valid path") from None
+    if len(data) > limit:
+        raise _Unreadable(f"is larger than {limit // 1024} KiB")
+    return data
+
+
+def _parse_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = _read_capped(path, _MAX_CONFIG_BYTES)
+    except _Unreadable as exc:
+        raise ConfigError(path, None, str(exc)) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, None, "not UTF-8 text", line=data[: exc.start].count(b"\n") + 1) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message, line = str(exc), max(1, text.count("\n") + (not text.endswith("\n")))  # the last line
+        found = _TOML_LOCATION.search(message)
+        if found is not None:
+            message = message[: found.start()]
+            if found.group(1):
+                line = int(found.group(1))
+                message += f" (column {found.group(2)})"
+        raise ConfigError(path, None, f"TOML syntax error: {message}", line=line) from None
+    except RecursionError:
+        raise ConfigError(path, None, "TOML syntax error: arrays or tables nested too deeply") from None
+    except ValueError:  # e.g. an integer literal past Python's 4300-digit limit
+        raise ConfigError(path, None, "TOML syntax error: a value is too large") from None
+
+
+def _toml_type(value: object) -> str:
+    kinds: tuple[tuple[type, str], ...] = (
+        (bool, "boolean"),
+        (int, "integer"),
+        (float, "float"),
+        (str, "string"),
+        (list, "array"),
+        (dict, "table"),
+        (dt.datetime, "datetime"),
+        (dt.date, "date"),
+        (dt.time, "time"),
+    )
+    return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
+
+
+def _show_number(value: float) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return text if len(text) <= 24 else "a huge number"
+
+
+class _Table:
+    """One TOML table under check: getters that return typed values or raise ConfigError naming the key."""
+
+    def __init__(self, file: Path, key: str, value: object, allowed: Sequence[str]) -> None:
+        self.file, self.key = file, key
+        if not isinstance(value, dict):
+            raise ConfigError(file, key, f"must be a table, got {_toml_type(value)}")
+        self.data: dict[str, Any] = value
+        unknown = [name for name in value if name not in allowed]
+        if len(unknown) == 1:
+            raise self.error(unknown[0], f"unknown key {unknown[0]!r}{_suggest(unknown[0], allowed)}")
+        if unknown:
+            listed = ", ".join(f"{name!r}{_suggest(name, allowed)}" for name in unknown)
+            raise ConfigError(file, key or None, f"unknown keys {listed}")
+
+    def dotted(self, name: str) -> str:
+        return f"{self.key}.{name}" if self.key else name
+
+    def error(self, name: str, message: str) -> ConfigError:
+        return ConfigError(self.file, self.dotted(name), message)
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def table(self, name: str, allowed: Sequence[str]) -> _Table | None:
+        if name not in self.data:
+            return None
+        return _Table(self.file, self.dotted(name), self.data[name], allowed)
+
+    def string(self, name: str, default: str | None = None) -> str | None:
+        value = self.data.get(name, default)
+        if value is not None and not isinstance(value, str):
+            raise self.error(name, f"must be a string, got {_toml_type(value)}")
+        return value
+
+    def required_string(self, name: str) -> str:
+        value = self.string(name)
+        if value is None:
+            raise self.error(name, "missing required key")
+        if not value:
+            raise self.error(name, "must not be empty")
+        return value
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        value = self.data.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(name, f"must be an integer, got {_toml_type(value)}")
+        if not low <= value <= high:
+            raise self.error(name, f"must be between {low} and {high}, got {_show_number(value)}")
+        return value
+
+    def number(self, name: str, default: float, low: float, high: float | None = None) -> float:
+        value = self.data.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(name, f"must be a number, got {_toml_type(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(name, f"must be a finite number, got {value}")
+        if high is not None and not low <= value <= high:
+            raise self.error(name, f"must be between {low:g} and {high:g}, got {_show_number(value)}")
+        if value < low:
+            raise self.error(name, f"must be at least {low:g}, got {_show_number(value)}")
+        try:
+            return float(value)
+        except OverflowError:
+            raise self.error(name, "is too large") from None
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.data.get(name, default)
+        if not isinstance(value, bool):
+            raise self.error(name, f"must be true or false, got {_toml_type(value)}")
+        return value
+
+    def path(self, name: str, base: Path) -> Path | None:
+        raw = self.string(name)
+        if raw is None:
+            return None
+        if not raw:
+            raise self.error(name, "must not be empty")
+        if "\0" in raw:
+            raise self.error(name, "must not contain a NUL character")
+        try:
+            path = Path(raw).expanduser()
+        except RuntimeError:  # ~someone who does not exist
+            raise self.error(name, f"cannot expand '~' in {raw!r}") from None
+        return path if path.is_absolute() else base / path
+
+    def read(self, name: str, path: Path, limit: int = _MAX_SECRET_BYTES) -> bytes:
+        try:
+            return _read_capped(path, limit)
+        except _Unreadable as exc:
+            raise self.error(name, f"{path}: {exc}") from None
+
+    def string_list(self, name: str) -> tuple[str, ...]:
+        value = self.data.get(name, [])
+        if not isinstance(value, list):
+            raise self.error(name, f"must be an array of strings, got {_toml_type(value)}")
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.error(f"{name}[{index}]", f"must be a string, got {_toml_type(item)}")
+            if not item:
+                raise self.error(f"{name}[{index}]", "must not be empty")
+        return tuple(value)
+
+
+def _suggest(name: str, allowed: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, allowed, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _inline_secret_keys(document: Mapping[str, Any]) -> list[str]:
+    keys: list[str] = []
+    notifications = document.get("notifications")
+    if isinstance(notifications, dict) and isinstance(notifications.get("secret"), str):
+        keys.append("notifications.secret")
+    primary = document.get("primary")
+    if isinstance(primary, dict) and isinstance(primary.get("password"), str):
+        keys.append("primary.password")
+    secondaries = document.get("secondaries")
+    for index, site in enumerate(secondaries if isinstance(secondaries, list) else []):
+        if isinstance(site, dict) and isinstance(site.get("password"), str):
+            keys.append(f"secondaries[{index}].password")
+    return keys
+
+
+# --- the sections -------------------------------------------------------------------------------------
+
+
+def _engine(t: _Table, base: Path) -> EngineConfig:
+    database = t.path("database", base) or Path(platformdirs.user_data_dir(APP_NAME)) / "tracking.db"
+    return EngineConfig(
+        database=database,
+        repository_concurrency=t.integer("repository_concurrency", 10, 1, 256),
+        blob_concurrency=t.integer("blob_concurrency", 4, 1, 64),
+        replicate_deletions=t.boolean("replicate_deletions", True),
+        reconcile_interval=t.number("reconcile_interval", 600, 10),
+        sync_attempts=t.integer("sync_attempts", 3, 1, 20),
+    )
+
+
+def _auth(t: _Table, base: Path) -> AuthConfig:
+    path = t.path("private_key", base)
+    if path is None:
+        raise t.error("private_key", "missing required key")
+    pem = t.read("private_key", path)
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except TypeError:  # cryptography's way of saying the key needs a password
+        raise t.error(
+            "private_key",
+            f"{path}: the key is encrypted (password-protected), which is not supported; "
+            "write an unencrypted copy with `openssl pkey -in KEY -out KEY.plain` and keep it 0600",
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise t.error("private_key", f"{path}: not a PEM private key") from None
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        kind = type(key).__name__.lstrip("_").replace("PrivateKey", "") or "this kind of"
+        raise t.error("private_key", f"{path}: {kind} keys are not supported; use an RSA or EC key")
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name not in _JWT_CURVES:
+        # JWT signs with ES256/ES384/ES512 only, i.e. the NIST curves P-256, P-384 and P-521.
+        raise t.error(
+            "private_key", f"{path}: EC curve {key.curve.name} cannot sign JWTs; use P-256, P-384 or P-521"
+        )
+    service = t.string("service", "container_registry")
+    if not service:
+        raise t.error("service", "must not be empty")
+    return AuthConfig(
+        private_key_path=path,
+        private_key_pem=pem,
+        issuer=t.required_string("issuer"),
+        service=service,
+        token_ttl=t.number("token_ttl", 300, 30, 3600),
+    )
+
+
+def _notifications(t: _Table, base: Path) -> NotificationsConfig:
+    host, port = _listen(t, "listen")
+    secret, key = _secret(t, "secret", "secret_file", base)
+    if secret is None:
+        raise t.error("secret", "missing required key (set secret or secret_file)")
+    if len(secret.reveal()) < _MIN_NOTIFICATION_SECRET:
+        raise t.error(key, f"too short: use at least {_MIN_NOTIFICATION_SECRET} characters")
+    return NotificationsConfig(listen_host=host, listen_port=port, secret=secret)
+
+
+def _listen(t: _Table, name: str) -> tuple[str, int]:
+    raw = t.required_string(name)
+    host, _, port = raw.rpartition(":")
+    if not host or not _PORT.fullmatch(port):
+        raise t.error(name, f"must be host:port, e.g. 127.0.0.1:5050, got {raw!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise t.error(name, f"{host!r} is not an IPv6 address") from None
+    elif ":" in host:
+        raise t.error(name, "put an IPv6 address in brackets, e.g. [::1]:5050")
+    elif not _HOSTNAME.fullmatch(host):
+        raise t.error(name, f"{host!r} is not a host name or address")
+    if not 1 <= int(port) <= 65535:
+        raise t.error(name, f"port must be between 1 and 65535, got {int(port)}")
+    return host, int(port)
+
+
+def _secret(t: _Table, inline: str, file_key: str, base: Path) -> tuple[Secret | None, str]:
+    """The secret given inline or in a file (trailing newline stripped), and which key gave it."""
+    value = t.string(inline)
+    path = t.path(file_key, base)
+    if value is not None and path is not None:
+        raise t.error(file_key, f"set {inline} or {file_key}, not both")
+    if value is not None:
+        if not value:
+            raise t.error(inline, "must not be empty")
+        return Secret(value), inline
+    if path is None:
+        return None, inline
+    try:
+        text = t.read(file_key, path).decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise t.error(file_key, f"{path}: not UTF-8 text") from None
+    if not text:
+        raise t.error(file_key, f"{path}: is empty")
+    return Secret(text), file_key
+
+
+def _site_table(file: Path, key: str, value: object, role: SiteRole) -> _Table:
+    if role == "primary" and isinstance(value, dict):
+        for name in ("include", "exclude"):
+            if name in value:
+                raise ConfigError(
+                    file,
+                    f"{key}.{name}",
+                    "filters apply to secondaries only: set include/exclude on each [[secondaries]] table",
+                )
+    return _Table(file, key, value, _PRIMARY_KEYS if role == "primary" else _SECONDARY_KEYS)
+
+
+def _site(t: _Table, base: Path, role: SiteRole) -> SiteConfig:
+    name = t.required_string("name")
+    if not _SITE_NAME.fullmatch(name):
+        raise t.error(
+            "name",
+            f"{name!r} is not a valid site name: 1-63 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit",
+        )
+    registry = _registry_url(t, "registry")
+    auth = t.string("auth", "none")
+    if auth not in _AUTH_METHODS:
+        raise t.error("auth", f"must be one of {', '.join(map(repr, _AUTH_METHODS))}, got {auth!r}")
+    method = cast(AuthMethod, auth)
+    username, password = _credentials(t, method, base)
+    ca_file = t.path("ca_file", base)
+    tls_verify = t.boolean("tls_verify", True)
+    if ca_file is not None:
+        t.read("ca_file", ca_file, _MAX_CONFIG_BYTES)
+        if not tls_verify:
+            raise t.error("ca_file", "is set but tls_verify = false: choose one")
+    return SiteConfig(
+        name=name,
+        registry=registry,
+        auth=method,
+        role=role,
+        username=username,
+        password=password,
+        ca_file=ca_file,
+        tls_verify=tls_verify,
+        include=t.string_list("include"),
+        exclude=t.string_list("exclude"),
+    )
+
+
+def _credentials(t: _Table, auth: AuthMethod, base: Path) -> tuple[str | None, Secret | None]:
+    if auth in ("jwt", "none"):
+        for name in ("username", "password", "password_file"):
+            if t.has(name):
+                raise t.error(name, f'is only used with auth = "token" or "basic", not "{auth}"')
+        return None, None
+    username = t.string("username")
+    if username == "":
+        raise t.error("username", "must not be empty")
+    password, _ = _secret(t, "password", "password_file", base)
+    if auth == "basic" and username is None:
+        raise t.error("username", 'missing required key: auth = "basic" needs username and password')
+    if auth == "basic" and password is None:
+        raise t.error("password", 'missing required key: auth = "basic" needs password or password_file')
+    if (username is None) != (password is None):
+        missing = "password" if password is None else "username"
+        raise t.error(missing, 'missing: with auth = "token" set username and password, or neither')
+    return username, password
+
+
+def _registry_url(t: _Table, name: str) -> str:
+    """The registry's base URL without a trailing slash. The URL itself is never echoed: it might hold a
+    password (https://user:pass@host)."""
+    raw = t.required_string(name)
+    if any(c.isspace() or not c.isprintable() for c in raw):
+        raise t.error(name, "must not contain spaces or control characters")
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0..65535
+    except ValueError:
+        raise t.error(name, "is not a valid URL (check the host and port)") from None
+    if parts.scheme.lower() not in ("http", "https") or not raw.lower().startswith(
+        parts.scheme.lower() + "://"
+    ):
+        raise t.error(name, "must be an http:// or https:// URL")
+    if "@" in parts.netloc:
+        raise t.error(name, "must not contain credentials (user:password@); use username and password")
+    if not parts.hostname:
+        raise t.error(name, "has no host")
+    if "?" in raw:
+        raise t.error(name, "must not have a query string")
+    if "#" in raw:
+        raise t.error(name, "must not have a fragment")
+    return f"{parts.scheme.lower()}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def _same_registry(a: str, b: str) -> bool:
+    """Whether two checked registry URLs reach the same place (host case and default ports aside)."""
+
+    def where(url: str) -> tuple[str, int, str]:
+        parts = urlsplit(url)
+        default = 443 if parts.scheme == "https" else 80
+        return (parts.hostname or "", parts.port or default, parts.path)
+
+    return where(a) == where(b)
+
+
+def _secondaries(top: _Table, base: Path, primary: SiteConfig) -> tuple[SiteConfig, ...]:
+    if not top.has("secondaries"):
+        raise top.error("secondaries", "missing: add at least one [[secondaries]] table")
+    value = top.data["secondaries"]
+    if not isinstance(value, list):
+        kind = _toml_type(value)
+        raise top.error("secondaries", f"must be an array of tables ([[secondaries]]), got {kind}")
+    if not value:
+        raise top.error("secondaries", "is empty: add at least one [[secondaries]] table")
+    owners = {primary.name: "primary"}
+    sites: list[SiteConfig] = []
+    for index, item in enumerate(value):
+        t = _site_table(top.file, f"secondaries[{index}]", item, "secondary")
+        site = _site(t, base, "secondary")
+        if site.name in owners:
+            raise t.error("name", f"duplicate site name {site.name!r} (also used by {owners[site.name]})")
+        if _same_registry(site.registry, primary.registry):
+            raise t.error(
+                "registry",
+                "is the primary's registry: replicating a registry into itself could delete what it copies",
+            )
+        owners[site.name] = t.key
+        sites.append(site)
+    return tuple(sites)
