@@ -1,0 +1,108 @@
+"""Shared fixtures: the session's signing key and token realm, and real Distribution instances per test.
+
+    def test_copy(primary, secondary): ...            # two registries, token auth, primary accepts schema 1
+    def test_three(registry_factory): registry_factory("eu", notification_url=...)
+
+Tests that use a registry fixture get the `registry` marker. Without docker-registry (or skopeo) they are
+skipped locally and fail in CI (CI=true), where .ci/run must have installed them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.binaries import find_binary
+from tests.support.distribution import Distribution
+from tests.support.keys import TestKeyPair, session_key_pair
+from tests.support.push import RawPusher
+from tests.support.token_server import TokenServer
+
+REGISTRY_FIXTURES = {
+    "registry_factory",
+    "primary",
+    "secondary",
+    "secondary2",
+    "primary_pusher",
+    "secondary_pusher",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Also declared in pyproject.toml; repeated so a run from another rootdir does not warn.
+    config.addinivalue_line("markers", "registry: needs real CNCF Distribution and skopeo")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if REGISTRY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.registry)
+
+
+@pytest.fixture(scope="session")
+def key_pair() -> TestKeyPair:
+    """The RSA key that signs every token of the session; its certificate is each registry's trust."""
+    return session_key_pair()
+
+
+@pytest.fixture(scope="session")
+def token_server(key_pair: TestKeyPair) -> Iterator[TokenServer]:
+    """The token realm of every lab registry: grants whatever is asked, anonymously."""
+    with TokenServer(key_pair) as server:
+        yield server
+
+
+@pytest.fixture
+def registry_factory(
+    tmp_path_factory: pytest.TempPathFactory, key_pair: TestKeyPair, token_server: TokenServer
+) -> Iterator[Callable[..., Distribution]]:
+    """`registry_factory(name="secondary", **options) -> Distribution`, started; all stopped at teardown.
+
+    Options are `Distribution`'s: schema1, auth ("token" | "none"), issuer, delete_enabled,
+    notification_url, notification_secret, port, token_realm.
+    """
+    find_binary("docker-registry")
+    started: list[Distribution] = []
+
+    def start(name: str = "registry", **options: Any) -> Distribution:
+        options.setdefault("key_pair", key_pair)
+        options.setdefault("token_realm", token_server.url)
+        registry = Distribution(tmp_path_factory.mktemp(f"registry-{name}"), name=name, **options)
+        started.append(registry)
+        return registry.start()
+
+    try:
+        yield start
+    finally:
+        for registry in started:
+            registry.stop()
+
+
+@pytest.fixture
+def primary(registry_factory: Callable[..., Distribution]) -> Distribution:
+    """The primary registry: token auth, schema 1 compatibility on (so schema 1 content can exist)."""
+    return registry_factory("primary", schema1=True)
+
+
+@pytest.fixture
+def secondary(registry_factory: Callable[..., Distribution]) -> Distribution:
+    return registry_factory("secondary")
+
+
+@pytest.fixture
+def secondary2(registry_factory: Callable[..., Distribution]) -> Distribution:
+    return registry_factory("secondary2")
+
+
+@pytest.fixture
+def primary_pusher(primary: Distribution) -> Iterator[RawPusher]:
+    with RawPusher.for_registry(primary) as pusher:
+        yield pusher
+
+
+@pytest.fixture
+def secondary_pusher(secondary: Distribution) -> Iterator[RawPusher]:
+    with RawPusher.for_registry(secondary) as pusher:
+        yield pusher
