@@ -1,0 +1,96 @@
+"""The async client of a container registry, through the OCI distribution API.
+
+Everything public is re-exported here; the modules behind it are private.
+"""
+
+from __future__ import annotations
+
+from ._auth import (
+    Authenticator,
+    BasicAuth,
+    BearerChallengeAuth,
+    JwtAuth,
+    NoAuth,
+    Scope,
+    TokenSigner,
+    libtrust_key_id,
+)
+from ._client import BlobStream, Manifest, ManifestInfo, RegistryClient
+from ._errors import (
+    DigestMismatch,
+    NotFound,
+    RateLimited,
+    RegistryAuthError,
+    RegistryError,
+    RegistryRejected,
+    RegistryUnavailable,
+)
+from ._headers import Challenge, parse_link_next, parse_retry_after, parse_www_authenticate
+from ._manifest import (
+    Descriptor,
+    InvalidManifest,
+    ManifestRefs,
+    compute_digest,
+    is_valid_digest,
+    manifest_digest,
+    parse_manifest,
+)
+from ._mediatypes import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST_V2,
+    DOCKER_SCHEMA1,
+    DOCKER_SCHEMA1_SIGNED,
+    IMAGE_MANIFEST_TYPES,
+    INDEX_TYPES,
+    MANIFEST_ACCEPT,
+    MANIFEST_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+)
+from ._names import is_valid_repository_name, is_valid_tag, validate_repository_name
+
+__all__ = [
+    "DOCKER_LIST",
+    "DOCKER_MANIFEST_V2",
+    "DOCKER_SCHEMA1",
+    "DOCKER_SCHEMA1_SIGNED",
+    "IMAGE_MANIFEST_TYPES",
+    "INDEX_TYPES",
+    "MANIFEST_ACCEPT",
+    "MANIFEST_TYPES",
+    "OCI_INDEX",
+    "OCI_MANIFEST",
+    "Authenticator",
+    "BasicAuth",
+    "BearerChallengeAuth",
+    "BlobStream",
+    "Challenge",
+    "Descriptor",
+    "DigestMismatch",
+    "InvalidManifest",
+    "JwtAuth",
+    "Manifest",
+    "ManifestInfo",
+    "ManifestRefs",
+    "NoAuth",
+    "NotFound",
+    "RateLimited",
+    "RegistryAuthError",
+    "RegistryClient",
+    "RegistryError",
+    "RegistryRejected",
+    "RegistryUnavailable",
+    "Scope",
+    "TokenSigner",
+    "compute_digest",
+    "is_valid_digest",
+    "is_valid_repository_name",
+    "is_valid_tag",
+    "libtrust_key_id",
+    "manifest_digest",
+    "parse_link_next",
+    "parse_manifest",
+    "parse_retry_after",
+    "parse_www_authenticate",
+    "validate_repository_name",
+]

@@ -1,0 +1,471 @@
+"""The async client of one registry through the OCI distribution API."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import ssl
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from urllib.parse import urljoin
+
+import httpx
+
+from geo_tui import __version__
+
+from ._auth import Authenticator, Scope
+from ._errors import DigestMismatch, RegistryError, RegistryUnavailable
+from ._headers import parse_link_next
+from ._manifest import InvalidManifest, is_valid_digest, manifest_digest, parse_manifest
+from ._mediatypes import MANIFEST_ACCEPT, MANIFEST_TYPES, normalize_media_type
+from ._names import validate_reference, validate_repository_name
+from ._session import Op, Session, read_capped, same_origin
+
+__all__ = ["BlobStream", "Manifest", "ManifestInfo", "RegistryClient"]
+
+CHUNK_SIZE = 1024 * 1024
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # Distribution 3 refuses manifests over 4 MiB
+MAX_LISTING_BYTES = 64 * 1024 * 1024
+_OK = frozenset({200, 201, 202, 204})
+
+
+@dataclass(frozen=True)
+class ManifestInfo:
+    """What a HEAD tells about a manifest: its digest, media type and size in bytes."""
+
+    digest: str
+    media_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest's exact bytes, with its digest and media type."""
+
+    digest: str
+    media_type: str
+    content: bytes
+
+
+class BlobStream:
+    """The body of a blob being downloaded, as raw bytes.
+
+    `size` is the Content-Length, if the registry sent one. `chunks()` yields about 1 MiB at a time
+    and, once the body is complete, raises DigestMismatch if it does not hash to `digest`. A transport
+    failure in the middle raises RegistryUnavailable.
+    """
+
+    def __init__(self, response: httpx.Response, digest: str, session: Session, op: Op) -> None:
+        self._response = response
+        self._session = session
+        self._op = op
+        self.digest = digest
+        length = response.headers.get("content-length", "")
+        self.size: int | None = int(length) if length.isdigit() else None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The blob's bytes, verified against its digest at the end."""
+        algorithm = self.digest.split(":", 1)[0]
+        hasher = hashlib.new(algorithm)
+        try:
+            # Raw: the digest is over the stored bytes, never over a content-decoded form.
+            async for chunk in self._response.aiter_raw(CHUNK_SIZE):
+                hasher.update(chunk)
+                yield chunk
+        except httpx.TransportError as exc:
+            detail = f"{type(exc).__name__} after the body started: {exc}"
+            raise self._session.error(RegistryUnavailable, self._op, detail=detail) from exc
+        actual = f"{algorithm}:{hasher.hexdigest()}"
+        if actual != self.digest:
+            raise self._session.error(DigestMismatch, self._op, detail=f"content hashes to {actual}")
+
+
+def _with_digest(location: str, digest: str) -> str:
+    # The Location carries its own state (_state=...); the digest is added to it, never replacing it.
+    return f"{location}{'&' if '?' in location else '?'}digest={digest}"
+
+
+class RegistryClient:
+    """An async client of one registry.
+
+    Two connection pools: one for metadata (manifests, tags, catalog, HEADs, mounts) and one for blob
+    bodies, so small requests never queue behind multi-GB layers. `transport`, if given, serves both
+    (tests inject faults with httpx.MockTransport). `verify` may be a CA bundle path.
+
+    Idempotent requests are retried `retries` times on transport errors, 5xx and 429 (honouring
+    Retry-After up to 30 s); streamed uploads are not (the caller retries the whole copy). Names and
+    references are validated before anything is sent: an invalid one raises ValueError.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        auth: Authenticator,
+        *,
+        verify: bool | str = True,
+        max_connections: int = 8,
+        blob_connections: int = 4,
+        timeout: float = 30.0,
+        retries: int = 3,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry_base_delay: float = 0.2,
+    ) -> None:
+        url = httpx.URL(base_url)
+        if url.scheme not in ("http", "https") or not url.host or url.query:
+            raise ValueError(f"registry URL must be http(s)://host[:port], got {base_url!r}")
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        # Waiting for a free connection is not a failure: only connect/read/write time out.
+        limits_timeout = httpx.Timeout(timeout, pool=None)
+        ssl_verify: bool | ssl.SSLContext = (
+            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        )
+
+        def pool(connections: int) -> httpx.AsyncClient:
+            limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+            return httpx.AsyncClient(
+                transport=transport,
+                verify=ssl_verify,
+                limits=limits,
+                timeout=limits_timeout,
+                headers={"User-Agent": f"geo-tui/{__version__}"},
+            )
+
+        self._session = Session(
+            name,
+            self.base_url,
+            auth,
+            meta=pool(max_connections),
+            blobs=pool(blob_connections),
+            retries=retries,
+            retry_base_delay=retry_base_delay,
+        )
+
+    def __repr__(self) -> str:
+        return f"RegistryClient({self.name!r}, {self.base_url!r})"
+
+    async def aclose(self) -> None:
+        """Close both connection pools."""
+        await self._session.meta.aclose()
+        await self._session.blobs.aclose()
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _url(self, repository: str, *parts: str) -> str:
+        validate_repository_name(repository)
+        return "/".join((self.base_url, "v2", repository, *parts))
+
+    async def _read(self, op: Op, response: httpx.Response, limit: int) -> bytes:
+        try:
+            body = await read_capped(response, limit)
+        except httpx.TransportError as exc:
+            raise self._session.error(RegistryUnavailable, op, detail=type(exc).__name__) from exc
+        finally:
+            await response.aclose()
+        if body is None:
+            raise self._session.error(RegistryError, op, detail=f"answer larger than {limit} bytes")
+        return body
+
+    def _location(self, op: Op, response: httpx.Response) -> str:
+        location: str = response.headers.get("location", "")
+        if not location:
+            raise self._session.error(
+                RegistryError, op, status=response.status_code, detail="answer without a Location header"
+            )
+        try:
+            return urljoin(str(response.url), location)
+        except ValueError:
+            raise self._session.error(RegistryError, op, detail="invalid Location header") from None
+
+    async def _paged(self, op: Op, url: str | None, scope: Scope, key: str) -> list[str]:
+        """Every item under `key` of a listing, following Link rel="next" to the last page."""
+        items: list[str] = []
+        seen: set[str] = set()
+        while url is not None and url not in seen:
+            seen.add(url)
+            response = await self._session.open(op, "GET", url, scopes=[scope], expect={200})
+            link = response.headers.get("link")
+            page_url = str(response.url)
+            body = await self._read(op, response, MAX_LISTING_BYTES)
+            try:
+                document = json.loads(body)
+                values = document.get(key) if isinstance(document, dict) else ()
+            except (ValueError, RecursionError):
+                values = ()
+            if values is None:  # Distribution: {"name": "a", "tags": null} once every tag is deleted
+                values = []
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise self._session.error(RegistryError, op, status=200, detail=f"malformed {key} listing")
+            items.extend(values)
+            url = parse_link_next(link, page_url)
+            if url is not None and not same_origin(url, self.base_url):
+                raise self._session.error(RegistryError, op, detail="next page link leaves the registry")
+        return list(dict.fromkeys(items))
+
+    # --- the API -----------------------------------------------------------------------------
+
+    async def ping(self) -> float:
+        """``GET /v2/``; the seconds it took. Raises a RegistryError subclass if the registry fails."""
+        started = time.perf_counter()
+        op = Op("ping")
+        response = await self._session.open(op, "GET", f"{self.base_url}/v2/", scopes=[], expect={200})
+        await self._read(op, response, 64 * 1024)
+        return time.perf_counter() - started
+
+    async def catalog(self, page_size: int = 100) -> list[str]:
+        """Every repository name in the registry (``GET /v2/_catalog``, all pages)."""
+        url = f"{self.base_url}/v2/_catalog?n={int(page_size)}"
+        return await self._paged(Op("GET catalog"), url, Scope.CATALOG, "repositories")
+
+    async def list_tags(self, repository: str, page_size: int = 1000) -> list[str]:
+        """Every tag of `repository`, all pages. Raises NotFound if the repository is unknown."""
+        url = self._url(repository, "tags", f"list?n={int(page_size)}")
+        return await self._paged(
+            Op("GET tags", repository), url, Scope.repository(repository, "pull"), "tags"
+        )
+
+    async def head_manifest(self, repository: str, reference: str) -> ManifestInfo | None:
+        """Digest, media type and size of a manifest by tag or digest; None if there is none."""
+        validate_reference(reference)
+        op = Op("HEAD manifest", repository, reference)
+        response = await self._session.open(
+            op,
+            "HEAD",
+            self._url(repository, "manifests", reference),
+            scopes=[Scope.repository(repository, "pull")],
+            expect={200, 404},
+            headers={"Accept": MANIFEST_ACCEPT},
+        )
+        await response.aclose()
+        if response.status_code == 404:
+            return None
+        digest = response.headers.get("docker-content-digest", "")
+        length = response.headers.get("content-length", "")
+        if is_valid_digest(reference):
+            if digest and digest != reference:
+                raise self._session.error(DigestMismatch, op, detail=f"registry says {digest}")
+            digest = reference
+        if not is_valid_digest(digest) or not length.isdigit():
+            # Some registries leave these out of a HEAD: the GET always tells.
+            manifest = await self.get_manifest(repository, reference)
+            return ManifestInfo(manifest.digest, manifest.media_type, len(manifest.content))
+        media_type = normalize_media_type(response.headers.get("content-type"))
+        return ManifestInfo(digest, media_type, int(length))
+
+    async def get_manifest(self, repository: str, reference: str) -> Manifest:
+        """A manifest's exact bytes by tag or digest, verified against the digest.
+
+        Raises NotFound if it does not exist and DigestMismatch if the bytes do not hash to the digest
+        asked for (or, by tag, to the digest the registry announced).
+        """
+        validate_reference(reference)
+        op = Op("GET manifest", repository, reference)
+        response = await self._session.open(
+            op,
+            "GET",
+            self._url(repository, "manifests", reference),
+            scopes=[Scope.repository(repository, "pull")],
+            expect={200},
+            headers={"Accept": MANIFEST_ACCEPT},
+        )
+        announced = response.headers.get("docker-content-digest", "")
+        content_type = normalize_media_type(response.headers.get("content-type"))
+        content = await self._read(op, response, MAX_MANIFEST_BYTES)
+        media_type = content_type
+        if media_type not in MANIFEST_TYPES:
+            try:
+                media_type = parse_manifest(content, None).media_type
+            except InvalidManifest:
+                media_type = content_type or "application/octet-stream"
+        expected = (
+            reference if is_valid_digest(reference) else announced if is_valid_digest(announced) else ""
+        )
+        algorithm = expected.split(":", 1)[0] if expected else "sha256"
+        try:
+            actual = manifest_digest(content, media_type, algorithm)
+        except InvalidManifest as exc:
+            if expected:
+                raise self._session.error(DigestMismatch, op, detail=exc.reason) from None
+            actual = manifest_digest(content, "", algorithm)
+        if expected and actual != expected:
+            raise self._session.error(
+                DigestMismatch, op, detail=f"expected {expected}, content hashes to {actual}"
+            )
+        return Manifest(actual, media_type, content)
+
+    async def put_manifest(self, repository: str, reference: str, content: bytes, media_type: str) -> str:
+        """Push a manifest's exact bytes under a tag or digest; the digest the registry gave it."""
+        validate_reference(reference)
+        op = Op("PUT manifest", repository, reference)
+        response = await self._session.open(
+            op,
+            "PUT",
+            self._url(repository, "manifests", reference),
+            scopes=[Scope.repository(repository, "pull", "push")],
+            expect=_OK,
+            headers={"Content-Type": media_type},
+            content=bytes(content),
+        )
+        await response.aclose()
+        digest: str = response.headers.get("docker-content-digest", "")
+        if is_valid_digest(digest):
+            return digest
+        try:
+            return manifest_digest(content, media_type)
+        except InvalidManifest:
+            return manifest_digest(content, "")
+
+    async def delete_manifest(self, repository: str, reference: str) -> None:
+        """Delete a manifest by digest (or a tag, where the registry allows it).
+
+        Raises NotFound if there is none, RegistryRejected (405, or 400 ``UNSUPPORTED``) if the
+        registry does not allow deletes.
+        """
+        validate_reference(reference)
+        op = Op("DELETE manifest", repository, reference)
+        response = await self._session.open(
+            op,
+            "DELETE",
+            self._url(repository, "manifests", reference),
+            scopes=[Scope.repository(repository, "delete")],
+            expect=_OK,
+        )
+        await response.aclose()
+
+    async def head_blob(self, repository: str, digest: str) -> int | None:
+        """The size of a blob, or None if the repository does not have it."""
+        _validate_digest(digest)
+        op = Op("HEAD blob", repository, digest)
+        response = await self._session.open(
+            op,
+            "HEAD",
+            self._url(repository, "blobs", digest),
+            scopes=[Scope.repository(repository, "pull")],
+            expect={200, 404},
+            follow_redirects=True,
+        )
+        await response.aclose()
+        if response.status_code == 404:
+            return None
+        length = response.headers.get("content-length", "")
+        if not length.isdigit():
+            raise self._session.error(RegistryError, op, status=200, detail="answer without Content-Length")
+        return int(length)
+
+    @asynccontextmanager
+    async def stream_blob(self, repository: str, digest: str) -> AsyncIterator[BlobStream]:
+        """Download a blob: ``async with client.stream_blob(repo, digest) as blob:`` then
+        ``async for chunk in blob.chunks()``. Raises NotFound if the repository does not have it.
+
+        Redirects (to object storage) are followed; httpx drops the Authorization header when a
+        redirect leaves the registry's origin.
+        """
+        _validate_digest(digest)
+        op = Op("GET blob", repository, digest)
+        response = await self._session.open(
+            op,
+            "GET",
+            self._url(repository, "blobs", digest),
+            scopes=[Scope.repository(repository, "pull")],
+            expect={200},
+            pool="blob",
+            headers={"Accept-Encoding": "identity"},
+            follow_redirects=True,
+        )
+        try:
+            yield BlobStream(response, digest, self._session, op)
+        finally:
+            await response.aclose()
+
+    async def mount_blob(self, repository: str, digest: str, from_repository: str) -> str | None:
+        """Mount a blob from another repository of this registry.
+
+        None if it was mounted (201). If the registry opened an upload instead (202: the source does
+        not have it, or mounting is not allowed), the absolute upload URL to pass to upload_blob.
+        """
+        _validate_digest(digest)
+        validate_repository_name(from_repository)
+        op = Op("mount blob", repository, digest)
+        url = self._url(repository, "blobs", f"uploads/?mount={digest}&from={from_repository}")
+        scopes = [Scope.repository(repository, "pull", "push"), Scope.repository(from_repository, "pull")]
+        response = await self._session.open(op, "POST", url, scopes=scopes, expect={201, 202})
+        await self._read(op, response, 64 * 1024)
+        return None if response.status_code == 201 else self._location(op, response)
+
+    async def upload_blob(
+        self,
+        repository: str,
+        digest: str,
+        size: int | None,
+        chunks: AsyncIterable[bytes],
+        *,
+        location: str | None = None,
+        chunked: bool = False,
+    ) -> None:
+        """Upload a blob from `chunks`, streamed end to end (never held in memory or on disk).
+
+        Opens an upload session unless `location` (from mount_blob) is given, then sends one
+        ``PUT <location>&digest=`` with the body, or with `chunked`, one ``PATCH`` with the body and
+        an empty ``PUT``. The registry verifies the digest. Not retried: `chunks` cannot be replayed.
+        """
+        _validate_digest(digest)
+        validate_repository_name(repository)
+        op = Op("upload blob", repository, digest)
+        scopes = [Scope.repository(repository, "pull", "push")]
+        if location is None:
+            response = await self._session.open(
+                op, "POST", self._url(repository, "blobs", "uploads/"), scopes=scopes, expect={202}
+            )
+            await self._read(op, response, 64 * 1024)
+            location = self._location(op, response)
+        else:
+            location = urljoin(self.base_url + "/", location)
+        headers = {"Content-Type": "application/octet-stream"}
+        if size is not None:
+            headers["Content-Length"] = str(size)
+        if chunked:
+            response = await self._session.open(
+                op,
+                "PATCH",
+                location,
+                scopes=scopes,
+                expect={202, 204},
+                pool="blob",
+                headers=headers,
+                content=chunks,
+            )
+            await self._read(op, response, 64 * 1024)
+            location = self._location(op, response)
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": "0"}
+            body: bytes | AsyncIterable[bytes] = b""
+        else:
+            body = chunks
+        response = await self._session.open(
+            op,
+            "PUT",
+            _with_digest(location, digest),
+            scopes=scopes,
+            expect={201, 204},
+            pool="blob",
+            headers=headers,
+            content=body,
+            retry=False,
+        )
+        await self._read(op, response, 64 * 1024)
+
+
+def _validate_digest(digest: str) -> None:
+    if not is_valid_digest(digest):
+        raise ValueError(f"invalid digest {digest!r}")

@@ -1,0 +1,180 @@
+"""The exceptions a registry client raises, one hierarchy the console maps to what it shows.
+
+    RegistryError                  (registry, operation, repository, reference, status, code, detail)
+    ├── RegistryUnavailable        transport error, timeout, or 5xx after the retries ran out
+    ├── RegistryAuthError          401/403 after re-authenticating once; token realm failures
+    ├── NotFound                   404: MANIFEST_UNKNOWN, BLOB_UNKNOWN, NAME_UNKNOWN, ...
+    ├── RateLimited                429 after the retries ran out
+    ├── RegistryRejected           any other 4xx: DIGEST_INVALID, MANIFEST_INVALID, UNSUPPORTED, 405, ...
+    └── DigestMismatch             content read does not hash to the digest asked for
+
+    ValueError
+    └── InvalidManifest            (in _manifest) manifest bytes that cannot be parsed; names the digest
+
+`str(error)` is one line, ``"<registry>: <operation> <repository>[@ref]: <status> <code>: <detail>"``,
+and never carries a token, password or Authorization value: details are built from the OCI error body
+or the transport error, then scrubbed of anything that looks like a credential.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+__all__ = [
+    "DigestMismatch",
+    "NotFound",
+    "RateLimited",
+    "RegistryAuthError",
+    "RegistryError",
+    "RegistryRejected",
+    "RegistryUnavailable",
+    "error_class_for_status",
+    "parse_error_body",
+    "redact",
+]
+
+_MAX_DETAIL = 300
+
+# Credentials that could ride along in a transport error or an echoed body: auth schemes with their
+# value, JWTs, and user:password@ in URLs.
+_SECRET_PATTERNS = (
+    re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),
+    re.compile(r"(?i)((?:access_)?token|password|secret)([\"']?\s*[:=]\s*[\"']?)[^\s\"'&,}]+"),
+    re.compile(r"//[^/\s@]+@"),
+)
+
+
+def redact(text: str) -> str:
+    """One line of `text`, cut to a readable length, with anything credential-shaped removed."""
+    text = " ".join(text.split())
+    text = _SECRET_PATTERNS[0].sub(lambda m: f"{m.group(1)} [redacted]", text)
+    text = _SECRET_PATTERNS[1].sub("[redacted]", text)
+    text = _SECRET_PATTERNS[2].sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
+    text = _SECRET_PATTERNS[3].sub("//[redacted]@", text)
+    if len(text) > _MAX_DETAIL:
+        text = text[: _MAX_DETAIL - 3] + "..."
+    return text
+
+
+class RegistryError(Exception):
+    """A request to a registry failed; every attribute is safe to show to a person.
+
+    Attributes:
+        registry: the site name of the registry.
+        operation: what was attempted, e.g. ``"GET manifest"`` or ``"upload blob"``.
+        repository: the repository involved, if any.
+        reference: the tag or digest involved, if any.
+        status: the HTTP status of the final answer, if there was one.
+        code: the first OCI error code of the answer's JSON body, e.g. ``"MANIFEST_UNKNOWN"``.
+        detail: a short human-readable explanation, free of credentials.
+    """
+
+    def __init__(
+        self,
+        registry: str,
+        operation: str,
+        repository: str | None = None,
+        *,
+        reference: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        detail: str = "",
+    ) -> None:
+        self.registry = registry
+        self.operation = operation
+        self.repository = repository
+        self.reference = reference
+        self.status = status
+        self.code = code
+        self.detail = redact(detail)
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        target = self.repository or ""
+        if self.reference:
+            target = f"{target}@{self.reference}"
+        where = f"{self.registry}: {self.operation}" + (f" {target}" if target else "")
+        what = " ".join(str(part) for part in (self.status, self.code) if part is not None)
+        parts = [where]
+        if what:
+            parts.append(what)
+        if self.detail:
+            parts.append(self.detail)
+        return ": ".join(parts)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only attributes do not survive the default Exception pickling.
+        return (_rebuild, (type(self), self.__dict__.copy()))
+
+
+def _rebuild(cls: type[RegistryError], state: dict[str, Any]) -> RegistryError:
+    error = cls.__new__(cls)
+    error.__dict__.update(state)
+    Exception.__init__(error, error._message())
+    return error
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry could not be reached, timed out, or kept answering 5xx."""
+
+
+class RegistryAuthError(RegistryError):
+    """The registry refused the credentials (401/403), even after re-authenticating once."""
+
+
+class NotFound(RegistryError):
+    """The repository, manifest or blob does not exist (404)."""
+
+
+class RateLimited(RegistryError):
+    """The registry kept answering 429 Too Many Requests."""
+
+
+class RegistryRejected(RegistryError):
+    """The registry refused the request (a 4xx other than 401, 403, 404 and 429)."""
+
+
+class DigestMismatch(RegistryError):
+    """Content read from the registry does not hash to the digest that was asked for."""
+
+
+def error_class_for_status(status: int) -> type[RegistryError]:
+    """The exception class for a final, unsuccessful HTTP status."""
+    if status in (401, 403):
+        return RegistryAuthError
+    if status == 404:
+        return NotFound
+    if status == 429:
+        return RateLimited
+    if status >= 500:
+        return RegistryUnavailable
+    if 400 <= status < 500:
+        return RegistryRejected
+    return RegistryError
+
+
+def parse_error_body(body: bytes) -> tuple[str | None, str]:
+    """The first OCI error code and a one-line message from ``{"errors": [{"code", "message"}]}``.
+
+    Anything else (HTML from a proxy, empty bodies, garbage) gives ``(None, "")``.
+    """
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return None, ""
+    errors = document.get("errors") if isinstance(document, dict) else None
+    if not isinstance(errors, list):
+        return None, ""
+    code: str | None = None
+    messages: list[str] = []
+    for entry in errors:
+        if not isinstance(entry, dict):
+            continue
+        if code is None and isinstance(entry.get("code"), str):
+            code = entry["code"]
+        if isinstance(entry.get("message"), str) and entry["message"]:
+            messages.append(entry["message"])
+    return code, redact("; ".join(messages))

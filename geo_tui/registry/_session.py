@@ -1,0 +1,207 @@
+"""One request to one registry, done properly: credentials, one re-authentication, retries, errors.
+
+Every response is opened as a stream so that no body is read into memory unless the caller wants
+it, and then only up to a limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import httpx
+
+from ._auth import Authenticator, Scope, TokenFetchError
+from ._errors import (
+    RegistryAuthError,
+    RegistryError,
+    RegistryUnavailable,
+    error_class_for_status,
+    parse_error_body,
+)
+from ._headers import parse_retry_after
+
+__all__ = ["ERROR_BODY_LIMIT", "Op", "Session", "read_capped", "same_origin"]
+
+ERROR_BODY_LIMIT = 64 * 1024
+MAX_RETRY_DELAY = 30.0
+# 501 and 505 will not change on a retry; the rest of 5xx, 408 and 429 may.
+_RETRY_STATUSES = frozenset({408, 429}) | (frozenset(range(500, 600)) - {501, 505})
+
+
+@dataclass(frozen=True)
+class Op:
+    """What a request is for, as an error message names it."""
+
+    operation: str
+    repository: str | None = None
+    reference: str | None = None
+
+
+def same_origin(url: str, base_url: str) -> bool:
+    """Whether `url` has the scheme, host and port of `base_url` (credentials go nowhere else)."""
+    try:
+        a, b = httpx.URL(url), httpx.URL(base_url)
+    except httpx.InvalidURL:
+        return False
+    return (a.scheme, a.host, a.port or _default_port(a)) == (b.scheme, b.host, b.port or _default_port(b))
+
+
+def _default_port(url: httpx.URL) -> int:
+    return 443 if url.scheme == "https" else 80
+
+
+async def read_capped(response: httpx.Response, limit: int) -> bytes | None:
+    """The (decoded) body of a streamed `response`, or None if it is longer than `limit` bytes."""
+    parts: list[bytes] = []
+    total = 0
+    async for chunk in response.aiter_bytes():
+        total += len(chunk)
+        if total > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+class Session:
+    """The request core of a RegistryClient: two connection pools, one authenticator, one policy."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        auth: Authenticator,
+        *,
+        meta: httpx.AsyncClient,
+        blobs: httpx.AsyncClient,
+        retries: int,
+        retry_base_delay: float,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url
+        self.auth = auth
+        self.meta = meta
+        self.blobs = blobs
+        self.retries = max(0, retries)
+        self.retry_base_delay = max(0.0, retry_base_delay)
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self.clock: Callable[[], float] = time.time
+
+    def error(
+        self,
+        cls: type[RegistryError],
+        op: Op,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        detail: str = "",
+    ) -> RegistryError:
+        """An exception of class `cls` about `op` on this registry."""
+        return cls(
+            self.name,
+            op.operation,
+            op.repository,
+            reference=op.reference,
+            status=status,
+            code=code,
+            detail=detail,
+        )
+
+    def retry_delay(self, attempt: int, response: httpx.Response | None) -> float:
+        """Seconds before retry number `attempt + 1`: Retry-After if given, else backoff with jitter."""
+        if response is not None:
+            after = parse_retry_after(response.headers.get("retry-after"), self.clock())
+            if after is not None:
+                return min(after, MAX_RETRY_DELAY)
+        backoff = self.retry_base_delay * 2.0**attempt
+        return min(backoff * (0.5 + random.random()), MAX_RETRY_DELAY)
+
+    async def _credentials(self, op: Op, url: str, scopes: Sequence[Scope]) -> dict[str, str]:
+        if not same_origin(url, self.base_url):
+            return {}  # a redirect target or foreign upload URL must not see our token
+        try:
+            return await self.auth.headers(scopes)
+        except TokenFetchError as exc:
+            raise self.error(RegistryAuthError, op, detail=str(exc)) from None
+
+    async def open(
+        self,
+        op: Op,
+        method: str,
+        url: str,
+        *,
+        scopes: Sequence[Scope],
+        expect: Collection[int],
+        pool: Literal["meta", "blob"] = "meta",
+        headers: dict[str, str] | None = None,
+        content: bytes | AsyncIterable[bytes] | None = None,
+        retry: bool = True,
+        follow_redirects: bool = False,
+    ) -> httpx.Response:
+        """Send a request and return its open, streamed response if its status is in `expect`.
+
+        The caller must close the response. Anything else raises the RegistryError subclass for the
+        final outcome. A body that is an async iterable is sent once: no retry, no re-authentication.
+        """
+        http = self.meta if pool == "meta" else self.blobs
+        try:
+            if httpx.URL(url).scheme not in ("http", "https"):
+                raise httpx.InvalidURL("not http(s)")
+        except httpx.InvalidURL:
+            # URLs can come from the registry (Location, Link): a bad one is its fault, not ours.
+            raise self.error(RegistryError, op, detail="the registry gave an invalid URL") from None
+        replayable = content is None or isinstance(content, bytes)
+        attempt = 0
+        reauthenticated = False
+        while True:
+            request_headers = {**(headers or {}), **await self._credentials(op, url, scopes)}
+            try:
+                request = http.build_request(method, url, headers=request_headers, content=content)
+                response = await http.send(request, stream=True, follow_redirects=follow_redirects)
+            except httpx.TransportError as exc:
+                if retry and replayable and attempt < self.retries:
+                    await self.sleep(self.retry_delay(attempt, None))
+                    attempt += 1
+                    continue
+                detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                raise self.error(RegistryUnavailable, op, detail=detail) from exc
+            status = response.status_code
+            if status in expect:
+                return response
+            if status == 401 and not reauthenticated:
+                reauthenticated = True
+                await response.aread()
+                await response.aclose()
+                try:
+                    again = await self.auth.on_unauthorized(scopes, response, http)
+                except TokenFetchError as exc:
+                    raise self.error(RegistryAuthError, op, status=401, detail=str(exc)) from None
+                if again and replayable:
+                    continue
+                raise self.error(RegistryAuthError, op, status=401, detail="authentication required")
+            if retry and replayable and status in _RETRY_STATUSES and attempt < self.retries:
+                delay = self.retry_delay(attempt, response)
+                await response.aclose()
+                await self.sleep(delay)
+                attempt += 1
+                continue
+            raise await self.failure(op, response)
+
+    async def failure(self, op: Op, response: httpx.Response) -> RegistryError:
+        """The exception for an unexpected `response`, which it reads (a little of) and closes."""
+        try:
+            body = await read_capped(response, ERROR_BODY_LIMIT) if response.request.method != "HEAD" else b""
+        except httpx.HTTPError:
+            body = b""
+        finally:
+            await response.aclose()
+        code, message = parse_error_body(body or b"")
+        status = response.status_code
+        cls = error_class_for_status(status)
+        if not message:
+            message = response.reason_phrase or ("unexpected answer" if cls is RegistryError else "")
+        return self.error(cls, op, status=status, code=code, detail=message)
