@@ -1,0 +1,304 @@
+"""The ``geo-tui`` command line: sync, status, verify and resync without a console.
+
+Exit status: 0 all good, 1 something failed or differs, 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from geo_tui import __version__
+from geo_tui.config import Config, ConfigError, load_config, resolve_config_path
+from geo_tui.engine import Engine, SyncState, SyncSummary
+from geo_tui.progress import ProgressReporter
+from geo_tui.registry import RegistryError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A command line that names something that does not exist (a site, a repository)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="geo-tui",
+        description="Keep secondary container registries in step with a primary registry.",
+    )
+    parser.add_argument("--version", action="version", version=f"geo-tui {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $GEO_TUI_CONFIG, then the user config dir's geo-tui/config.toml)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sync = sub.add_parser("sync", help="backfill the secondaries: copy every repository that differs")
+    sync.add_argument(
+        "--once",
+        action="store_true",
+        required=True,
+        help="run one pass and exit (continuous replication is `geo-tui serve`)",
+    )
+    sync.add_argument("--site", action="append", metavar="NAME", help="only this secondary (repeatable)")
+    sync.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+
+    status = sub.add_parser("status", help="counts and percent synced per site, from the tracking database")
+    status.add_argument("--json", action="store_true")
+
+    verify = sub.add_parser("verify", help="compare repository checksums on the primary and the secondaries")
+    verify.add_argument("repositories", nargs="*", metavar="REPO")
+    verify.add_argument("--site", action="append", metavar="NAME")
+    verify.add_argument("--json", action="store_true")
+
+    resync = sub.add_parser("resync", help="queue repositories for a new sync")
+    which = resync.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every repository")
+    which.add_argument("--failed", action="store_true", help="the failed ones")
+    which.add_argument("repositories", nargs="*", metavar="REPO", default=[])
+    resync.add_argument("--site", action="append", metavar="NAME")
+    resync.add_argument("--now", action="store_true", help="run them now instead of leaving them to `serve`")
+    resync.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    _setup_logging(args.verbose)
+    try:
+        config = load_config(resolve_config_path(args.config))
+        sites = _check_sites(config, getattr(args, "site", None))
+        handler = _COMMANDS[args.command]
+        return asyncio.run(handler(config, args, sites))
+    except ConfigError as exc:
+        print(f"geo-tui: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"geo-tui: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RegistryError as exc:
+        print(f"geo-tui: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("geo-tui: interrupted", file=sys.stderr)
+        return 130
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("geo_tui")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+def _check_sites(config: Config, names: list[str] | None) -> list[str] | None:
+    if not names:
+        return None
+    known = [s.name for s in config.secondaries]
+    for name in names:
+        if name not in known:
+            raise UsageError(
+                f"--site {name}: no secondary of that name in {config.path} (have: {', '.join(known)})"
+            )
+    return names
+
+
+async def _cmd_sync(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
+    async with Engine(config) as engine:
+        await _require_primary(engine)
+        with ProgressReporter(engine, sites or engine.secondary_names, sys.stderr):
+            summary = await engine.sync_once(sites=sites)
+    _print_summary(summary, as_json=args.json)
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+async def _require_primary(engine: Engine) -> None:
+    health = (await engine.check_health()).get(engine.config.primary.name)
+    if health is not None and not health.healthy:
+        raise RegistryError(
+            registry=engine.config.primary.name,
+            operation="ping",
+            repository=None,
+            status=None,
+            code=None,
+            detail=f"the primary is unreachable: {health.error}",
+        )
+
+
+def _summary_dict(summary: SyncSummary) -> dict[str, Any]:
+    return {
+        "ok": summary.ok,
+        "seconds": round(summary.seconds, 3),
+        "sites": {
+            name: {
+                "synced": s.synced,
+                "failed": s.failed,
+                "tags_pushed": s.stats.tags_pushed,
+                "tags_deleted": s.stats.tags_deleted,
+                "manifests_pushed": s.stats.manifests_pushed,
+                "blobs_copied": s.stats.blobs_copied,
+                "blobs_mounted": s.stats.blobs_mounted,
+                "blobs_present": s.stats.blobs_present,
+                "blobs_foreign": s.stats.blobs_foreign,
+                "bytes": s.stats.bytes_copied,
+                "failures": dict(sorted(s.failures.items())),
+                "warnings": s.warnings,
+            }
+            for name, s in summary.sites.items()
+        },
+    }
+
+
+def _print_summary(summary: SyncSummary, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(_summary_dict(summary), indent=2))
+        return
+    for name, s in summary.sites.items():
+        st = s.stats
+        print(
+            f"{name}: {s.synced} repositories synced, {s.failed} failed; "
+            f"blobs {st.blobs_copied} copied, {st.blobs_mounted} mounted, {st.blobs_present} already present"
+            + (f", {st.blobs_foreign} foreign skipped" if st.blobs_foreign else "")
+            + f"; {st.tags_pushed} tags pushed, {st.tags_deleted} deleted; "
+            f"{_human_bytes(st.bytes_copied)} in {summary.seconds:.1f} s"
+        )
+        for repository, reason in sorted(s.failures.items()):
+            print(f"  failed {repository}: {reason}")
+        for warning in s.warnings:
+            print(f"  warning: {warning}")
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+async def _cmd_status(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
+    from geo_tui.engine import Tracking  # the status reads the database only: no network
+
+    tracking = Tracking(config.engine.database)
+    try:
+        names = [s.name for s in config.secondaries]
+        counts = tracking.counts(names)
+        failed = tracking.rows(sites=names, states=[SyncState.FAILED])
+    finally:
+        tracking.close()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "sites": {
+                        n: {
+                            "total": c.total,
+                            "synced": c.synced,
+                            "failed": c.failed,
+                            "pending": c.pending,
+                            "started": c.started,
+                            "percent_synced": c.percent_synced,
+                            "verified": c.verified,
+                            "verification_failed": c.verification_failed,
+                            "bytes": c.bytes,
+                        }
+                        for n, c in counts.items()
+                    },
+                    "failed": [
+                        {
+                            "site": r.site,
+                            "repository": r.repository,
+                            "reason": r.last_sync_failure,
+                            "retry_count": r.retry_count,
+                            "retry_at": r.retry_at,
+                        }
+                        for r in failed
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    header = (
+        f"{'SITE':<20} {'SYNCED':>7} {'FAILED':>7} {'PENDING':>8} {'TOTAL':>7} {'SYNCED %':>9} "
+        f"{'VERIFIED':>9} {'VERIFY FAILED':>14}"
+    )
+    print(header)
+    for n, c in counts.items():
+        print(
+            f"{n:<20} {c.synced:>7} {c.failed:>7} {c.pending + c.started:>8} {c.total:>7} "
+            f"{c.percent_synced:>8.2f}% {c.verified:>9} {c.verification_failed:>14}"
+        )
+    if failed:
+        print("\nfailed repositories:")
+        for r in failed:
+            print(f"  {r.site}  {r.repository}  (attempt {r.retry_count}): {r.last_sync_failure}")
+    return EXIT_OK
+
+
+async def _cmd_verify(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
+    async with Engine(config) as engine:
+        await _require_primary(engine)
+        results = await engine.verify(sites=sites, repositories=args.repositories or None)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "site": r.site,
+                        "repository": r.repository,
+                        "ok": r.ok,
+                        "primary_checksum": r.primary_checksum,
+                        "secondary_checksum": r.secondary_checksum,
+                        "detail": r.detail,
+                    }
+                    for r in results
+                ],
+                indent=2,
+            )
+        )
+    else:
+        for r in results:
+            mark = "ok  " if r.ok else "FAIL"
+            print(f"{mark} {r.site}  {r.repository}: {r.detail}")
+        bad = sum(not r.ok for r in results)
+        print(f"{len(results) - bad} verified, {bad} failed")
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+async def _cmd_resync(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
+    if not (args.all or args.failed or args.repositories):
+        raise UsageError("resync: name repositories, or use --all or --failed")
+    async with Engine(config) as engine:
+        count = engine.resync(sites=sites, repositories=args.repositories or None, failed_only=args.failed)
+        if not args.now:
+            print(f"{count} repositories queued for resync")
+            return EXIT_OK
+        await _require_primary(engine)
+        with ProgressReporter(engine, sites or engine.secondary_names, sys.stderr):
+            summary = await engine.run_due(sites=sites)
+    _print_summary(summary, as_json=args.json)
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+_COMMANDS = {
+    "sync": _cmd_sync,
+    "status": _cmd_status,
+    "verify": _cmd_verify,
+    "resync": _cmd_resync,
+}

@@ -1,0 +1,38 @@
+"""The sync engine: discovery, copy plans, queue, retries, verification and the tracking database.
+
+Everything the console and the CLI need is exported here; nothing in this package imports Textual.
+"""
+
+from __future__ import annotations
+
+from .backoff import in_run_delay, retry_delay
+from .engine import Engine, EngineSnapshot, SiteSnapshot, SiteSummary, SyncSummary
+from .replicate import CopyStats, repository_checksum
+from .tracking import LogRecord, RepositoryRow, SiteCounts, SyncState, Tracking, VerificationState
+from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
+from .verify import VerificationResult
+
+__all__ = [
+    "BytesCopied",
+    "CopyStats",
+    "Engine",
+    "EngineSnapshot",
+    "EngineStatus",
+    "LogLine",
+    "LogRecord",
+    "RepositoryRow",
+    "RepositoryUpdated",
+    "SiteCounts",
+    "SiteHealth",
+    "SiteSnapshot",
+    "SiteSummary",
+    "SyncState",
+    "SyncSummary",
+    "Tracking",
+    "Update",
+    "VerificationResult",
+    "VerificationState",
+    "in_run_delay",
+    "repository_checksum",
+    "retry_delay",
+]

@@ -1,0 +1,700 @@
+"""The sync engine: what to copy and when.
+
+It discovers repositories on the primary, tracks every (secondary, repository) pair in the
+tracking database, and runs due pairs with bounded concurrency: one job per repository reads
+the primary once and replicates into every secondary that needs it. Failures retry on a
+backoff schedule. Whoever watches (the console, the CLI) subscribes to typed updates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from geo_tui.config import Config, SiteConfig
+from geo_tui.registry import RegistryClient, RegistryError, is_valid_repository_name
+
+from .backoff import in_run_delay, retry_delay
+from .replicate import (
+    BlobCopier,
+    CopyStats,
+    ManifestCache,
+    PrimaryRepository,
+    RepositoryOutcome,
+    read_primary_repository,
+    replicate_repository,
+)
+from .sites import build_client, build_signer
+from .throughput import CompletionRate, Throughput
+from .tracking import RepositoryRow, SiteCounts, SyncState, Tracking, VerificationState
+from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
+from .verify import VerificationResult, verify_repository
+
+__all__ = ["Engine", "EngineSnapshot", "SiteSnapshot", "SiteSummary", "SyncSummary"]
+
+log = logging.getLogger("geo_tui.engine")
+
+HEALTH_INTERVAL = 15.0
+FLUSH_INTERVAL = 0.5
+
+
+@dataclass
+class _Site:
+    config: SiteConfig
+    client: RegistryClient
+    copier: BlobCopier | None = None
+    health: SiteHealth | None = None
+    throughput: Throughput = field(default_factory=Throughput)
+    completions: CompletionRate = field(default_factory=CompletionRate)
+    stats: CopyStats = field(default_factory=CopyStats)
+    unflushed: int = 0
+
+
+@dataclass(frozen=True)
+class SiteSnapshot:
+    """What the console shows on a site's card."""
+
+    name: str
+    role: str
+    registry: str
+    health: SiteHealth | None
+    counts: SiteCounts | None
+    throughput: float
+    throughput_history: tuple[float, ...]
+    eta: float | None
+    lag: float | None
+    repository_count: int | None
+
+
+@dataclass(frozen=True)
+class EngineSnapshot:
+    sites: tuple[SiteSnapshot, ...]
+    running: bool
+    paused: bool
+    in_flight: int
+
+
+@dataclass
+class SiteSummary:
+    site: str
+    synced: int = 0
+    failed: int = 0
+    stats: CopyStats = field(default_factory=CopyStats)
+    failures: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SyncSummary:
+    sites: dict[str, SiteSummary]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return all(s.failed == 0 for s in self.sites.values())
+
+
+class Engine:
+    """The embedded sync engine. Use ``async with Engine(config) as engine:`` or open()/close()."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        in_run_retry_base: float = 0.5,
+    ) -> None:
+        self.config = config
+        self._transports = dict(transports or {})
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._in_run_retry_base = in_run_retry_base
+        self._subscribers: list[Callable[[Update], None]] = []
+        self._cache = ManifestCache()
+        self._sites: dict[str, _Site] = {}
+        self._tracking: Tracking | None = None
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._wake: asyncio.Event | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._paused = False
+        self._running = False
+        self._primary_repositories: int | None = None
+        # per `sync --once` run: attempts so far, and summaries being filled
+        self._run_attempts: dict[tuple[str, str], int] = {}
+        self._run_summary: dict[str, SiteSummary] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def tracking(self) -> Tracking:
+        if self._tracking is None:
+            raise RuntimeError("the engine is not open")
+        return self._tracking
+
+    @property
+    def primary(self) -> RegistryClient:
+        return self._sites[self.config.primary.name].client
+
+    @property
+    def secondary_names(self) -> list[str]:
+        return [s.name for s in self.config.secondaries]
+
+    def client(self, site: str) -> RegistryClient:
+        return self._sites[site].client
+
+    async def open(self) -> None:
+        if self._tracking is not None:
+            return
+        self._tracking = Tracking(self.config.engine.database, clock=self._clock)
+        self._wake = asyncio.Event()
+        signer = build_signer(self.config.auth) if self.config.auth is not None else None
+        blob_connections = self.config.engine.blob_concurrency * 2
+        for site in self.config.sites:
+            client = build_client(
+                site,
+                self.config,
+                signer=signer,
+                blob_connections=blob_connections,
+                transport=self._transports.get(site.name),
+            )
+            self._sites[site.name] = _Site(
+                site, client, throughput=Throughput(self._clock), completions=CompletionRate(self._clock)
+            )
+        primary = self._sites[self.config.primary.name].client
+        for site in self.config.secondaries:
+            entry = self._sites[site.name]
+            entry.copier = BlobCopier(
+                primary, entry.client, site.name, self.tracking, on_bytes=self._bytes_counter(entry)
+            )
+        recovered = self.tracking.recover_started()
+        if recovered:
+            self.log("warning", f"picked up {recovered} repositories left in progress by an earlier run")
+
+    async def close(self) -> None:
+        await self.stop()
+        for site in self._sites.values():
+            await site.client.aclose()
+        self._sites.clear()
+        if self._tracking is not None:
+            self._tracking.close()
+            self._tracking = None
+
+    async def __aenter__(self) -> Engine:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Run in the background: discovery, the scheduler, health checks, verification, reconcile."""
+        await self.open()
+        if self._running:
+            return
+        self._running = True
+        self._background = [
+            asyncio.ensure_future(self._discover_forever()),
+            asyncio.ensure_future(self._schedule(once=False, sites=self.secondary_names)),
+            asyncio.ensure_future(self._health_forever()),
+            asyncio.ensure_future(self._flush_forever()),
+            asyncio.ensure_future(self._verify_forever()),
+        ]
+        self._emit(EngineStatus(running=True, paused=self._paused))
+        self.log("info", "engine started")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop scheduling; let copies in flight finish for ``grace`` seconds, then leave them pending."""
+        if not self._running and not self._inflight:
+            return
+        self._running = False
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._background = []
+        if self._inflight:
+            _, pending = await asyncio.wait(list(self._inflight.values()), timeout=grace)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._flush_bytes()
+        self._emit(EngineStatus(running=False, paused=self._paused))
+        if self._tracking is not None:
+            self.log("info", "engine stopped")
+
+    # -- observation -----------------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[Update], None]) -> Callable[[], None]:
+        """Call ``callback`` with every update, on the engine's event loop; returns an unsubscriber."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _emit(self, update: Update) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(update)
+            except Exception:  # a broken watcher must never stop replication
+                log.exception("an engine subscriber failed")
+
+    def log(
+        self, level: str, message: str, *, site: str | None = None, repository: str | None = None
+    ) -> None:
+        record = self.tracking.log(level, message, site=site, repository=repository)
+        log.log(logging.getLevelName(level.upper()), "%s", _prefixed(message, site, repository))
+        self._emit(LogLine(record))
+
+    def snapshot(self) -> EngineSnapshot:
+        counts = self.tracking.counts(self.secondary_names)
+        now = self._clock()
+        sites = []
+        for name, site in self._sites.items():
+            c = counts.get(name)
+            remaining = (c.pending + c.started + c.failed) if c else 0
+            sites.append(
+                SiteSnapshot(
+                    name=name,
+                    role=site.config.role,
+                    registry=site.config.registry,
+                    health=site.health,
+                    counts=c,
+                    throughput=site.throughput.rate(),
+                    throughput_history=tuple(site.throughput.history()),
+                    eta=site.completions.eta(remaining) if c else None,
+                    lag=(now - c.oldest_unsynced_event_at) if c and c.oldest_unsynced_event_at else None,
+                    repository_count=self._primary_repositories if site.config.role == "primary" else None,
+                )
+            )
+        return EngineSnapshot(tuple(sites), self._running, self._paused, len(self._inflight))
+
+    def rows(
+        self, *, sites: Sequence[str] | None = None, states: Sequence[SyncState] | None = None
+    ) -> list[RepositoryRow]:
+        return self.tracking.rows(sites=sites, states=states)
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def resync(
+        self,
+        *,
+        sites: Sequence[str] | None = None,
+        repositories: Sequence[str] | None = None,
+        failed_only: bool = False,
+    ) -> int:
+        """Queue repositories for a sync (all, the failed ones, or those named). Returns how many rows."""
+        if repositories is not None:
+            for site in sites or self.secondary_names:
+                wanted = [r for r in repositories if self._sites[site].config.wants(r)]
+                self.tracking.ensure_rows(site, wanted)
+        count = self.tracking.request_sync(sites=sites, repositories=repositories, failed_only=failed_only)
+        what = (
+            "failed repositories"
+            if failed_only
+            else ("all repositories" if repositories is None else ", ".join(repositories[:5]))
+        )
+        self.log("info", f"resync requested: {what} ({count} rows)")
+        self._poke()
+        return count
+
+    def request_verification(
+        self, *, sites: Sequence[str] | None = None, repositories: Sequence[str] | None = None
+    ) -> int:
+        count = self.tracking.request_verify(sites=sites, repositories=repositories)
+        self._poke()
+        return count
+
+    def pause(self) -> None:
+        self._paused = True
+        self.log("warning", "replication paused")
+        self._emit(EngineStatus(self._running, True))
+
+    def resume(self) -> None:
+        self._paused = False
+        self.log("info", "replication resumed")
+        self._emit(EngineStatus(self._running, False))
+        self._poke()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    # -- discovery -------------------------------------------------------------------------------
+
+    async def discover(self) -> list[str]:
+        """Read the primary's catalog and track every repository each secondary wants."""
+        names = await self.primary.catalog()
+        valid = [n for n in names if is_valid_repository_name(n)]
+        for bad in sorted(set(names) - set(valid))[:10]:
+            self.log("warning", f"primary catalog lists an invalid repository name {bad!r}; skipped")
+        self._primary_repositories = len(valid)
+        for site in self.config.secondaries:
+            wanted = [n for n in valid if site.wants(n)]
+            added = self.tracking.ensure_rows(site.name, wanted)
+            gone = self.tracking.mark_absent_from_primary(site.name, set(wanted))
+            if added:
+                self.log("info", f"tracking {added} new repositories", site=site.name)
+            for repository in gone[:10]:
+                self.log(
+                    "warning",
+                    "no longer on the primary (or filtered out); the secondary keeps its copy",
+                    site=site.name,
+                    repository=repository,
+                )
+        return valid
+
+    async def _discover_forever(self) -> None:
+        interval = self.config.engine.reconcile_interval
+        while True:
+            try:
+                await self.discover()
+                self.tracking.request_sync(sites=self.secondary_names)
+                self._poke()
+            except RegistryError as exc:
+                self.log("error", f"cannot read the primary's catalog: {exc}")
+                await asyncio.sleep(min(30.0, interval))
+                continue
+            await asyncio.sleep(interval)
+
+    # -- one-shot backfill -----------------------------------------------------------------------
+
+    async def sync_once(self, *, sites: Sequence[str] | None = None) -> SyncSummary:
+        """Compare every repository on the given secondaries and copy what differs, retrying
+        failures up to ``sync_attempts`` times within the run."""
+        return await self._run_pass(sites, compare_all=True)
+
+    async def run_due(self, *, sites: Sequence[str] | None = None) -> SyncSummary:
+        """Run what is queued (pending, or failed and due) now, with the in-run retries of ``sync_once``."""
+        return await self._run_pass(sites, compare_all=False)
+
+    async def _run_pass(self, sites: Sequence[str] | None, *, compare_all: bool) -> SyncSummary:
+        names = list(sites or self.secondary_names)
+        started = self._clock()
+        self._run_attempts.clear()
+        self._run_summary = {n: SiteSummary(n) for n in names}
+        try:
+            if compare_all:
+                await self.discover()
+                self.tracking.request_sync(sites=names)
+            await self._schedule(once=True, sites=names)
+            self._flush_bytes()
+            return SyncSummary(self._run_summary, self._clock() - started)
+        finally:
+            self._run_summary = None
+
+    # -- scheduling ------------------------------------------------------------------------------
+
+    async def _schedule(self, *, once: bool, sites: list[str]) -> None:
+        limit = self.config.engine.repository_concurrency
+        attempts = self.config.engine.sync_attempts
+        wake = self._wake
+        assert wake is not None
+        while True:
+            wake.clear()
+            if not self._paused:
+                room = limit - len(self._inflight)
+                groups: dict[str, list[RepositoryRow]] = {}
+                if room > 0:
+                    for row in self.tracking.due(self._clock(), sites=sites, limit=max(100, room * 8)):
+                        if row.repository in self._inflight:
+                            continue
+                        if once and self._run_attempts.get(row.key, 0) >= attempts:
+                            continue
+                        if row.repository not in groups and len(groups) >= room:
+                            continue
+                        groups.setdefault(row.repository, []).append(row)
+                for repository, rows in groups.items():
+                    self._inflight[repository] = asyncio.ensure_future(self._run_job(repository, rows, once))
+            if once and not self._inflight and not self._paused:
+                pending_retry = self._next_in_run_retry(sites, attempts)
+                if pending_retry is None:
+                    return
+                await self._wait(wake, max(0.0, pending_retry - self._clock()))
+                continue
+            await self._wait(wake, 1.0)
+
+    def _next_in_run_retry(self, sites: list[str], attempts: int) -> float | None:
+        due = [
+            row.retry_at
+            for row in self.tracking.rows(sites=sites, states=[SyncState.FAILED, SyncState.PENDING])
+            if row.on_primary and self._run_attempts.get(row.key, 0) < attempts
+        ]
+        return min((d or 0.0) for d in due) if due else None
+
+    async def _wait(self, wake: asyncio.Event, timeout: float) -> None:
+        tasks = [asyncio.ensure_future(wake.wait()), *self._inflight.values()]
+        try:
+            await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            tasks[0].cancel()
+
+    async def _run_job(self, repository: str, rows: list[RepositoryRow], once: bool) -> None:
+        try:
+            await self._replicate_everywhere(repository, rows, once)
+        finally:
+            self._inflight.pop(repository, None)
+            self._poke()
+
+    async def _replicate_everywhere(self, repository: str, rows: list[RepositoryRow], once: bool) -> None:
+        generations: dict[str, int] = {}
+        for row in rows:
+            self._run_attempts[row.key] = self._run_attempts.get(row.key, 0) + 1
+            generations[row.site] = self.tracking.mark_started(row.site, repository)
+            self._emit_row(row.site, repository)
+        try:
+            try:
+                view = await read_primary_repository(self.primary, repository)
+            except Exception as exc:  # the primary could not be read: every secondary's row fails
+                for row in rows:
+                    self._record_failure(row.site, repository, f"primary: {_describe(exc)}", once)
+                return
+            await asyncio.gather(
+                *(self._replicate_one(row.site, view, generations[row.site], once) for row in rows)
+            )
+        except asyncio.CancelledError:
+            for row in rows:
+                self.tracking.mark_pending(row.site, repository)
+            raise
+
+    async def _replicate_one(
+        self, site_name: str, view: PrimaryRepository, generation: int, once: bool
+    ) -> None:
+        site = self._sites[site_name]
+        assert site.copier is not None
+        repository = view.name
+        try:
+            outcome = await replicate_repository(
+                view,
+                site.client,
+                site.copier,
+                self._cache,
+                site=site_name,
+                blob_concurrency=self.config.engine.blob_concurrency,
+                replicate_deletions=self.config.engine.replicate_deletions,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            outcome = RepositoryOutcome(
+                site_name, repository, CopyStats(), [_describe(exc)], [], len(view.tags), None
+            )
+        site.stats.add(outcome.stats)
+        summary = self._run_summary.get(site_name) if self._run_summary is not None else None
+        if summary is not None:
+            summary.stats.add(outcome.stats)
+            summary.warnings.extend(outcome.warnings)
+        for warning in outcome.warnings:
+            self.log("warning", warning, site=site_name, repository=repository)
+        if outcome.ok:
+            synced = self.tracking.mark_synced(
+                site_name, repository, generation, tag_count=outcome.tag_count, size=outcome.size
+            )
+            if outcome.stats.writes:
+                self.tracking.mark_verification(site_name, repository, VerificationState.PENDING)
+                self.log(
+                    "info", f"synced: {_describe_stats(outcome.stats)}", site=site_name, repository=repository
+                )
+            site.completions.record()
+            if summary is not None:
+                summary.synced += 1
+                summary.failures.pop(repository, None)
+            if not synced:
+                self._poke()  # new work arrived during the run
+            self._emit_row(site_name, repository)
+        else:
+            self._record_failure(site_name, repository, outcome.failure, once)
+
+    def _record_failure(self, site: str, repository: str, reason: str, once: bool) -> None:
+        now = self._clock()
+        attempts = self._run_attempts.get((site, repository), 1)
+        row = self.tracking.row(site, repository)
+        count = (row.retry_count if row else 0) + 1
+        if once and attempts < self.config.engine.sync_attempts:
+            retry_at = now + in_run_delay(attempts, self._in_run_retry_base)
+        else:
+            retry_at = now + retry_delay(count, self._rng)
+        self.tracking.mark_failed(site, repository, reason, retry_at)
+        summary = self._run_summary.get(site) if self._run_summary is not None else None
+        final = not once or attempts >= self.config.engine.sync_attempts
+        if summary is not None and final:
+            summary.failed += 1
+            summary.failures[repository] = reason
+        self.log("error", f"failed (attempt {attempts}): {reason}", site=site, repository=repository)
+        self._emit_row(site, repository)
+
+    def _emit_row(self, site: str, repository: str) -> None:
+        if not self._subscribers:
+            return
+        row = self.tracking.row(site, repository)
+        if row is not None:
+            self._emit(RepositoryUpdated(row))
+
+    # -- verification ------------------------------------------------------------------------------
+
+    async def verify(
+        self, *, sites: Sequence[str] | None = None, repositories: Sequence[str] | None = None
+    ) -> list[VerificationResult]:
+        """Verify now: compare checksums on the primary and each secondary, record the result,
+        and queue a resync for every mismatch."""
+        names = list(sites or self.secondary_names)
+        if repositories is None:
+            wanted = sorted(
+                {r for site in names for r in self.tracking.repository_names(site)}
+                | set(await self.discover())
+            )
+        else:
+            wanted = list(repositories)
+        for site in names:
+            self.tracking.ensure_rows(site, [r for r in wanted if self._sites[site].config.wants(r)])
+        results: list[VerificationResult] = []
+        sem = asyncio.Semaphore(self.config.engine.repository_concurrency)
+
+        async def one(repository: str) -> None:
+            async with sem:
+                targets = [s for s in names if self._sites[s].config.wants(repository)]
+                results.extend(await self._verify_repository(repository, targets))
+
+        await asyncio.gather(*(one(r) for r in wanted))
+        return sorted(results, key=lambda r: (r.site, r.repository))
+
+    async def _verify_repository(self, repository: str, sites: Iterable[str]) -> list[VerificationResult]:
+        sites = list(sites)
+        for site in sites:
+            self.tracking.mark_verification(site, repository, VerificationState.STARTED)
+        try:
+            view = await read_primary_repository(self.primary, repository)
+        except Exception as exc:
+            results = [
+                VerificationResult(s, repository, False, None, None, f"primary: {_describe(exc)}")
+                for s in sites
+            ]
+        else:
+            results = list(
+                await asyncio.gather(*(verify_repository(view, self._sites[s].client, s) for s in sites))
+            )
+        for result in results:
+            state = VerificationState.SUCCEEDED if result.ok else VerificationState.FAILED
+            self.tracking.mark_verification(
+                result.site,
+                repository,
+                state,
+                checksum=result.secondary_checksum,
+                failure=None if result.ok else result.detail,
+            )
+            if result.ok:
+                self.log("info", f"verified: {result.detail}", site=result.site, repository=repository)
+            else:
+                self.log(
+                    "error", f"verification failed: {result.detail}", site=result.site, repository=repository
+                )
+                if result.mismatch:
+                    self.tracking.request_sync(sites=[result.site], repositories=[repository])
+            self._emit_row(result.site, repository)
+        self._poke()
+        return results
+
+    async def _verify_forever(self) -> None:
+        while True:
+            if not self._paused:
+                rows = self.tracking.verification_due(sites=self.secondary_names, limit=50)
+                by_repo: dict[str, list[str]] = {}
+                for row in rows:
+                    by_repo.setdefault(row.repository, []).append(row.site)
+                for repository, sites in by_repo.items():
+                    if repository not in self._inflight:
+                        await self._verify_repository(repository, sites)
+                if rows:
+                    continue
+            await asyncio.sleep(2.0)
+
+    # -- health and throughput -----------------------------------------------------------------
+
+    async def check_health(self) -> dict[str, SiteHealth]:
+        async def ping(site: _Site) -> None:
+            now = self._clock()
+            try:
+                latency = await site.client.ping()
+                health = SiteHealth(site.config.name, True, latency, None, now)
+            except Exception as exc:
+                health = SiteHealth(site.config.name, False, None, _describe(exc), now)
+            changed = site.health is None or site.health.healthy != health.healthy
+            site.health = health
+            self._emit(health)
+            if changed and self._tracking is not None:
+                if health.healthy:
+                    self.log(
+                        "info", f"reachable ({(health.latency or 0) * 1000:.0f} ms)", site=site.config.name
+                    )
+                else:
+                    self.log("error", f"unreachable: {health.error}", site=site.config.name)
+
+        await asyncio.gather(*(ping(s) for s in self._sites.values()))
+        return {name: s.health for name, s in self._sites.items() if s.health is not None}
+
+    async def _health_forever(self) -> None:
+        while True:
+            await self.check_health()
+            await asyncio.sleep(HEALTH_INTERVAL)
+
+    def _bytes_counter(self, site: _Site) -> Callable[[str, int], None]:
+        def count(_repository: str, nbytes: int) -> None:
+            site.throughput.add(nbytes)
+            site.unflushed += nbytes
+
+        return count
+
+    def _flush_bytes(self) -> None:
+        now = self._clock()
+        for name, site in self._sites.items():
+            if site.unflushed:
+                nbytes, site.unflushed = site.unflushed, 0
+                self._emit(BytesCopied(name, nbytes, now))
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            self._flush_bytes()
+
+
+def _prefixed(message: str, site: str | None, repository: str | None) -> str:
+    where = "/".join(p for p in (site, repository) if p)
+    return f"[{where}] {message}" if where else message
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, RegistryError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _describe_stats(stats: CopyStats) -> str:
+    parts = [f"{stats.tags_pushed} tags"]
+    if stats.manifests_pushed:
+        parts.append(f"{stats.manifests_pushed} child manifests")
+    parts.append(
+        f"{stats.blobs_copied} blobs copied, {stats.blobs_mounted} mounted, {stats.blobs_present} present"
+    )
+    if stats.tags_deleted:
+        parts.append(f"{stats.tags_deleted} tags deleted")
+    parts.append(f"{stats.bytes_copied / 1048576:.1f} MiB")
+    return ", ".join(parts)

@@ -1,0 +1,497 @@
+"""Copy one repository from the primary into one secondary, byte for byte.
+
+The order of writes is what keeps a secondary correct at every instant, even if the process is
+killed: blobs first, then child manifests by digest (depth first, for nested indexes), then the
+top manifest by tag. A tag is only ever written once everything below it is in place, so a
+secondary never holds a tag that points at something missing. Referrer fallback tags
+(``sha256-<hex>``) go after the other tags, so referrers travel after their subject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from geo_tui.registry import (
+    DOCKER_SCHEMA1,
+    DOCKER_SCHEMA1_SIGNED,
+    Descriptor,
+    DigestMismatch,
+    InvalidManifest,
+    Manifest,
+    ManifestInfo,
+    NotFound,
+    RateLimited,
+    RegistryClient,
+    RegistryError,
+    RegistryRejected,
+    RegistryUnavailable,
+    parse_manifest,
+)
+
+from .tracking import Tracking
+
+__all__ = [
+    "BlobCopier",
+    "CopyStats",
+    "ManifestCache",
+    "PrimaryRepository",
+    "RepositoryOutcome",
+    "read_primary_repository",
+    "read_secondary_tags",
+    "replicate_repository",
+    "repository_checksum",
+]
+
+log = logging.getLogger("geo_tui.engine")
+
+T = TypeVar("T")
+METADATA_CONCURRENCY = 16
+SCHEMA1_TYPES = frozenset({DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED})
+REFERRERS_TAG_PREFIX = "sha256-"
+_RETRYABLE = (RegistryUnavailable, RateLimited, DigestMismatch)
+
+
+def repository_checksum(tags: Mapping[str, str]) -> str:
+    """SHA-256 over the sorted ``tag + digest`` strings, as GitLab Geo checksums a repository."""
+    return hashlib.sha256("".join(sorted(t + d for t, d in tags.items())).encode()).hexdigest()
+
+
+async def _gather_limited(
+    items: Iterable[T], func: Callable[[T], Awaitable[object]], limit: int
+) -> list[BaseException | None]:
+    """Run ``func`` over ``items`` with at most ``limit`` at once; return each item's exception or None."""
+    sem = asyncio.Semaphore(limit)
+
+    async def one(item: T) -> BaseException | None:
+        async with sem:
+            try:
+                await func(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # collected and reported per item by the caller
+                return exc
+            return None
+
+    return list(await asyncio.gather(*(one(i) for i in items)))
+
+
+@dataclass
+class CopyStats:
+    """What one run did; added up per site for the summary."""
+
+    tags_pushed: int = 0
+    tags_deleted: int = 0
+    manifests_pushed: int = 0
+    blobs_copied: int = 0
+    blobs_mounted: int = 0
+    blobs_present: int = 0
+    blobs_foreign: int = 0
+    bytes_copied: int = 0
+
+    def add(self, other: CopyStats) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def writes(self) -> int:
+        return (
+            self.tags_pushed
+            + self.tags_deleted
+            + self.manifests_pushed
+            + self.blobs_copied
+            + self.blobs_mounted
+        )
+
+
+@dataclass
+class PrimaryRepository:
+    """The primary's view of one repository: tag -> manifest info, read once and shared by all secondaries."""
+
+    name: str
+    exists: bool
+    tags: dict[str, ManifestInfo] = field(default_factory=dict)
+    tag_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def digests(self) -> dict[str, str]:
+        return {t: i.digest for t, i in self.tags.items()}
+
+
+@dataclass
+class RepositoryOutcome:
+    site: str
+    repository: str
+    stats: CopyStats
+    errors: list[str]
+    warnings: list[str]
+    tag_count: int
+    size: int | None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def failure(self) -> str:
+        shown = "; ".join(self.errors[:3])
+        more = len(self.errors) - 3
+        return shown + (f"; and {more} more" if more > 0 else "")
+
+
+class ManifestCache:
+    """A bounded LRU of manifests read from the primary, keyed by digest (content addressed)."""
+
+    def __init__(self, max_bytes: int = 32 * 1024 * 1024) -> None:
+        self._max = max_bytes
+        self._size = 0
+        self._items: OrderedDict[str, Manifest] = OrderedDict()
+
+    def get(self, digest: str) -> Manifest | None:
+        item = self._items.get(digest)
+        if item is not None:
+            self._items.move_to_end(digest)
+        return item
+
+    def put(self, manifest: Manifest) -> None:
+        if manifest.digest in self._items or len(manifest.content) > self._max:
+            return
+        self._items[manifest.digest] = manifest
+        self._size += len(manifest.content)
+        while self._size > self._max:
+            _, old = self._items.popitem(last=False)
+            self._size -= len(old.content)
+
+
+async def read_primary_repository(primary: RegistryClient, repository: str) -> PrimaryRepository:
+    """List the primary's tags and HEAD each one. A tag whose HEAD fails is kept aside, never deleted."""
+    try:
+        tags = await primary.list_tags(repository)
+    except NotFound:
+        return PrimaryRepository(repository, exists=False)
+    view = PrimaryRepository(repository, exists=True)
+
+    async def head(tag: str) -> None:
+        info = await primary.head_manifest(repository, tag)
+        if info is not None:  # None: deleted between the listing and the HEAD
+            view.tags[tag] = info
+
+    for tag, exc in zip(tags, await _gather_limited(tags, head, METADATA_CONCURRENCY), strict=True):
+        if exc is not None:
+            view.tag_errors[tag] = str(exc)
+    return view
+
+
+async def read_secondary_tags(secondary: RegistryClient, repository: str) -> dict[str, str]:
+    """Tag -> digest on a secondary; an unknown repository is an empty one."""
+    try:
+        tags = await secondary.list_tags(repository)
+    except NotFound:
+        return {}
+    found: dict[str, str] = {}
+
+    async def head(tag: str) -> None:
+        info = await secondary.head_manifest(repository, tag)
+        if info is not None:
+            found[tag] = info.digest
+
+    errors = await _gather_limited(tags, head, METADATA_CONCURRENCY)
+    for exc in errors:
+        if exc is not None:
+            raise exc
+    return found
+
+
+class BlobCopier:
+    """Puts blobs into one secondary: HEAD first, then a mount from a repository known to hold
+    the blob, then a streamed copy from the primary. One per secondary, shared by every
+    repository run, so two repositories needing one base layer copy it once and mount it once."""
+
+    def __init__(
+        self,
+        primary: RegistryClient,
+        secondary: RegistryClient,
+        site: str,
+        tracking: Tracking,
+        *,
+        attempts: int = 3,
+        retry_delay: float = 0.5,
+        on_bytes: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.primary = primary
+        self.secondary = secondary
+        self.site = site
+        self.tracking = tracking
+        self.attempts = attempts
+        self.retry_delay = retry_delay
+        self._on_bytes = on_bytes
+        self._inflight: dict[str, asyncio.Event] = {}
+
+    async def ensure(self, repository: str, blob: Descriptor, stats: CopyStats) -> None:
+        digest = blob.digest
+        if await self.secondary.head_blob(repository, digest) is not None:
+            stats.blobs_present += 1
+            self.tracking.add_blob_locations(self.site, repository, [digest])
+            return
+        while (busy := self._inflight.get(digest)) is not None:
+            await busy.wait()  # another repository is copying it here: mount from there afterwards
+        done = self._inflight[digest] = asyncio.Event()
+        try:
+            await self._mount_or_copy(repository, blob, stats)
+        finally:
+            del self._inflight[digest]
+            done.set()
+
+    async def _mount_or_copy(self, repository: str, blob: Descriptor, stats: CopyStats) -> None:
+        location: str | None = None
+        for source in self.tracking.blob_sources(self.site, blob.digest, exclude=repository):
+            try:
+                location = await self.secondary.mount_blob(repository, blob.digest, source)
+            except (NotFound, RegistryRejected):
+                self.tracking.forget_blob_location(self.site, blob.digest, source)
+                continue
+            if location is None:
+                stats.blobs_mounted += 1
+                self.tracking.add_blob_locations(self.site, repository, [blob.digest])
+                return
+            break  # 202: the registry opened an upload session instead; stream into it
+        await self._stream(repository, blob, stats, location)
+
+    async def _stream(
+        self, repository: str, blob: Descriptor, stats: CopyStats, location: str | None
+    ) -> None:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                async with self.primary.stream_blob(repository, blob.digest) as source:
+                    size = source.size if source.size is not None else (blob.size if blob.size >= 0 else None)
+                    await self.secondary.upload_blob(
+                        repository,
+                        blob.digest,
+                        size,
+                        self._counted(repository, source.chunks()),
+                        location=location,
+                    )
+            except NotFound:
+                if blob.urls:  # a foreign layer: clients fetch it from its URLs, the primary need not hold it
+                    stats.blobs_foreign += 1
+                    return
+                raise
+            except _RETRYABLE:
+                if attempt == self.attempts:
+                    raise
+                location = None  # the session saw a broken stream; open a new one
+                await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
+                continue
+            stats.blobs_copied += 1
+            stats.bytes_copied += size if size is not None else 0
+            self.tracking.add_blob_locations(self.site, repository, [blob.digest])
+            return
+
+    async def _counted(self, repository: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            if self._on_bytes is not None:
+                self._on_bytes(repository, len(chunk))
+            yield chunk
+
+
+class _RepositoryRun:
+    """One (secondary, repository) run: the manifest trees that must exist, and the tags."""
+
+    def __init__(
+        self,
+        repository: str,
+        primary: RegistryClient,
+        secondary: RegistryClient,
+        blobs: BlobCopier,
+        cache: ManifestCache,
+        blob_concurrency: int,
+    ) -> None:
+        self.repository = repository
+        self.primary = primary
+        self.secondary = secondary
+        self.blobs = blobs
+        self.cache = cache
+        self.stats = CopyStats()
+        self._blob_slots = asyncio.Semaphore(blob_concurrency)
+        self._children: dict[str, asyncio.Task[None]] = {}
+
+    async def fetch(self, digest: str) -> Manifest:
+        manifest = self.cache.get(digest)
+        if manifest is None:
+            manifest = await self.primary.get_manifest(self.repository, digest)
+            self.cache.put(manifest)
+        return manifest
+
+    async def copy_tag(self, tag: str, digest: str) -> None:
+        manifest = await self.fetch(digest)
+        if await self.secondary.head_manifest(self.repository, digest) is None:
+            await self._copy_below(manifest)
+        try:
+            pushed = await self.secondary.put_manifest(
+                self.repository, tag, manifest.content, manifest.media_type
+            )
+        except RegistryError as exc:
+            if manifest.media_type in SCHEMA1_TYPES and (exc.status or 0) >= 500:
+                # Distribution answers a bare 500 when schema 1 support is off.
+                raise RegistryRejected(
+                    registry=exc.registry,
+                    operation=exc.operation,
+                    repository=self.repository,
+                    status=exc.status,
+                    code=exc.code,
+                    detail=f"{exc.detail}; is schema 1 enabled there (compatibility.schema1.enabled)?",
+                ) from None
+            raise
+        if pushed != digest:
+            raise DigestMismatch(
+                registry=self.secondary.name,
+                operation="PUT manifest",
+                repository=self.repository,
+                status=None,
+                code=None,
+                detail=f"tag {tag}: secondary stored {pushed}, primary has {digest}",
+            )
+        self.stats.tags_pushed += 1
+
+    async def _copy_below(self, manifest: Manifest) -> None:
+        try:
+            refs = parse_manifest(manifest.content, manifest.media_type)
+        except InvalidManifest as exc:
+            raise InvalidManifest(manifest.digest, f"in {self.repository}: {exc.reason}") from None
+        await asyncio.gather(
+            *(self._child(child.digest) for child in refs.manifests),
+            *(self._blob(blob) for blob in refs.blobs),
+        )
+
+    def _child(self, digest: str) -> asyncio.Task[None]:
+        task = self._children.get(digest)
+        if task is None:
+            task = self._children[digest] = asyncio.ensure_future(self._copy_child(digest))
+        return task
+
+    async def _copy_child(self, digest: str) -> None:
+        if await self.secondary.head_manifest(self.repository, digest) is not None:
+            return
+        manifest = await self.fetch(digest)
+        await self._copy_below(manifest)
+        await self.secondary.put_manifest(self.repository, digest, manifest.content, manifest.media_type)
+        self.stats.manifests_pushed += 1
+
+    async def _blob(self, blob: Descriptor) -> None:
+        async with self._blob_slots:
+            await self.blobs.ensure(self.repository, blob, self.stats)
+
+    async def protected_digests(self, keep: Mapping[str, str]) -> set[str]:
+        """Every manifest digest reachable from the tags that stay: none of them may be deleted."""
+        seen: set[str] = set()
+        stack = list(set(keep.values()))
+        while stack:
+            digest = stack.pop()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            try:
+                manifest = await self.secondary.get_manifest(self.repository, digest)
+                stack.extend(
+                    c.digest for c in parse_manifest(manifest.content, manifest.media_type).manifests
+                )
+            except (RegistryError, InvalidManifest):
+                continue  # unreadable: still protected itself, its children unknown
+        return seen
+
+
+def _tag_order(tags: Iterable[str]) -> tuple[list[str], list[str]]:
+    plain = sorted(t for t in tags if not t.startswith(REFERRERS_TAG_PREFIX))
+    referrers = sorted(t for t in tags if t.startswith(REFERRERS_TAG_PREFIX))
+    return plain, referrers
+
+
+async def replicate_repository(
+    view: PrimaryRepository,
+    secondary: RegistryClient,
+    blobs: BlobCopier,
+    cache: ManifestCache,
+    *,
+    site: str,
+    blob_concurrency: int = 4,
+    tag_concurrency: int = 4,
+    replicate_deletions: bool = True,
+) -> RepositoryOutcome:
+    """Make ``secondary`` hold exactly the primary's tags of one repository, with the same digests."""
+    repository = view.name
+    run = _RepositoryRun(repository, blobs.primary, secondary, blobs, cache, blob_concurrency)
+    errors = [f"tag {t}: primary: {e}" for t, e in sorted(view.tag_errors.items())]
+    warnings: list[str] = []
+    try:
+        current = await read_secondary_tags(secondary, repository)
+    except RegistryError as exc:
+        return RepositoryOutcome(site, repository, run.stats, [str(exc)], warnings, len(view.tags), None)
+
+    wanted = view.digests
+    stale_copy = [t for t, d in wanted.items() if current.get(t) != d]
+    for phase in _tag_order(stale_copy):
+        results = await _gather_limited(phase, lambda t: run.copy_tag(t, wanted[t]), tag_concurrency)
+        errors.extend(f"tag {t}: {e}" for t, e in zip(phase, results, strict=True) if e is not None)
+
+    extra = {t: d for t, d in current.items() if t not in wanted and t not in view.tag_errors}
+    if extra and replicate_deletions:
+        if not view.exists or not view.tags:
+            warnings.append(
+                f"primary lists no tags for {repository}; kept {len(extra)} tag(s) on {site} (deletion guard)"
+            )
+        else:
+            await _delete_tags(run, extra, wanted, errors, warnings)
+
+    return RepositoryOutcome(site, repository, run.stats, errors, warnings, len(wanted), None)
+
+
+async def _delete_tags(
+    run: _RepositoryRun,
+    extra: dict[str, str],
+    keep: dict[str, str],
+    errors: list[str],
+    warnings: list[str],
+) -> None:
+    """Remove tags the primary no longer has: by tag where the registry can, else by digest when
+    no tag that stays still reaches that manifest (GitLab once deleted by digest and lost such tags)."""
+    secondary, repository = run.secondary, run.repository
+    protected: set[str] | None = None
+    for tag, digest in sorted(extra.items()):
+        try:
+            await secondary.delete_manifest(repository, tag)
+            run.stats.tags_deleted += 1
+            continue
+        except NotFound:
+            continue  # already gone
+        except RegistryRejected as exc:
+            if exc.status == 405:  # Distribution with storage.delete off answers 405 UNSUPPORTED
+                errors.append(
+                    f"tag {tag}: the secondary refuses deletes (405); enable storage.delete there "
+                    "or set replicate_deletions = false"
+                )
+                return
+            # 400 DIGEST_INVALID: Distribution 2.8 cannot delete a tag alone; fall through to by-digest
+        except RegistryError as exc:
+            errors.append(f"tag {tag}: delete: {exc}")
+            continue
+        # The registry cannot delete a tag alone (Distribution 2.8): delete the manifest by digest.
+        if protected is None:
+            protected = await run.protected_digests(keep)
+        if digest in protected:
+            warnings.append(
+                f"tag {tag} kept on {run.blobs.site}: its manifest {digest} is still used by tags that stay, "
+                "and this registry can only delete by digest"
+            )
+            continue
+        try:
+            await secondary.delete_manifest(repository, digest)
+            run.stats.tags_deleted += sum(1 for d in extra.values() if d == digest)
+        except NotFound:
+            continue
+        except RegistryError as exc:
+            errors.append(f"tag {tag}: delete {digest}: {exc}")

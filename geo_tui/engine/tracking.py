@@ -1,0 +1,499 @@
+"""The tracking database: what each secondary holds, what failed, and what is known where.
+
+One SQLite file in WAL mode. One row per (secondary, repository) carries the sync state
+(pending, started, synced, failed, as GitLab Geo names them) and, separately, the verification
+state. A ``generation`` counter is bumped whenever new work is asked for a row (an event, a
+resync); a sync marks the row synced only if the generation it started with is still current,
+so an event that lands during a copy queues the repository again instead of being lost.
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "LogRecord",
+    "RepositoryRow",
+    "SiteCounts",
+    "SyncState",
+    "Tracking",
+    "VerificationState",
+]
+
+EVENT_LOG_LIMIT = 10_000
+
+
+class SyncState(enum.StrEnum):
+    PENDING = "pending"
+    STARTED = "started"
+    SYNCED = "synced"
+    FAILED = "failed"
+
+
+class VerificationState(enum.StrEnum):
+    PENDING = "pending"
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS repositories (
+    site TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    generation INTEGER NOT NULL DEFAULT 1,
+    retry_count INTEGER NOT NULL DEFAULT 0,
+    retry_at REAL,
+    started_at REAL,
+    last_synced_at REAL,
+    last_sync_failure TEXT,
+    tag_count INTEGER,
+    bytes INTEGER,
+    verification_state TEXT NOT NULL DEFAULT 'pending',
+    verification_checksum TEXT,
+    verified_at REAL,
+    verification_failure TEXT,
+    on_primary INTEGER NOT NULL DEFAULT 1,
+    oldest_unsynced_event_at REAL,
+    PRIMARY KEY (site, repository)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS repositories_due ON repositories (state, retry_at);
+CREATE TABLE IF NOT EXISTS blob_locations (
+    site TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    PRIMARY KEY (site, digest, repository)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS event_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    level TEXT NOT NULL,
+    site TEXT,
+    repository TEXT,
+    message TEXT NOT NULL
+);
+"""
+
+_ROW_COLUMNS = (
+    "site, repository, state, generation, retry_count, retry_at, started_at, last_synced_at, "
+    "last_sync_failure, tag_count, bytes, verification_state, verification_checksum, verified_at, "
+    "verification_failure, on_primary, oldest_unsynced_event_at"
+)
+
+
+@dataclass(frozen=True)
+class RepositoryRow:
+    """The tracked state of one repository on one secondary."""
+
+    site: str
+    repository: str
+    state: SyncState
+    generation: int
+    retry_count: int
+    retry_at: float | None
+    started_at: float | None
+    last_synced_at: float | None
+    last_sync_failure: str | None
+    tag_count: int | None
+    bytes: int | None
+    verification_state: VerificationState
+    verification_checksum: str | None
+    verified_at: float | None
+    verification_failure: str | None
+    on_primary: bool
+    oldest_unsynced_event_at: float | None
+
+    @classmethod
+    def _from_sql(cls, row: Sequence[object]) -> RepositoryRow:
+        values = list(row)
+        values[2] = SyncState(str(values[2]))
+        values[11] = VerificationState(str(values[11]))
+        values[15] = bool(values[15])
+        return cls(*values)  # type: ignore[arg-type]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.site, self.repository)
+
+
+@dataclass(frozen=True)
+class SiteCounts:
+    """Counts of one secondary's rows, the figures of GitLab's Geo dashboard."""
+
+    site: str
+    total: int
+    pending: int
+    started: int
+    synced: int
+    failed: int
+    verified: int
+    verification_failed: int
+    verification_pending: int
+    bytes: int
+    oldest_unsynced_event_at: float | None
+
+    @property
+    def percent_synced(self) -> float:
+        return round(100.0 * self.synced / self.total, 2) if self.total else 100.0
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    id: int
+    at: float
+    level: str
+    site: str | None
+    repository: str | None
+    message: str
+
+
+class Tracking:
+    """Thread-safe access to the tracking database (one connection, one lock)."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] | None = None) -> None:
+        self.path = path
+        self._clock = clock or time.time
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable against a killed process in WAL mode; only power loss may drop the tail.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self._lock:
+            self._db.executescript(_SCHEMA)  # executescript commits on its own
+        self._log_inserts = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            return list(self._db.execute(sql, params).fetchall())
+
+    @property
+    def journal_mode(self) -> str:
+        return str(self._query("PRAGMA journal_mode")[0][0])
+
+    # -- discovery -------------------------------------------------------------------------
+
+    def ensure_rows(self, site: str, repositories: Iterable[str]) -> int:
+        """Create pending rows for repositories not tracked yet; mark all given ones as on the primary."""
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT INTO repositories (site, repository) VALUES (?, ?) "
+                "ON CONFLICT (site, repository) DO UPDATE SET on_primary = 1 WHERE on_primary = 0",
+                [(site, repo) for repo in repositories],
+            )
+            return db.total_changes - before
+
+    def mark_absent_from_primary(self, site: str, present: set[str]) -> list[str]:
+        """Flag rows whose repository the primary's catalog no longer lists. Returns their names."""
+        gone = [r for r in self.repository_names(site) if r not in present]
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE repositories SET on_primary = 0 WHERE site = ? AND repository = ?",
+                [(site, r) for r in gone],
+            )
+        return gone
+
+    def repository_names(self, site: str) -> list[str]:
+        rows = self._query("SELECT repository FROM repositories WHERE site = ? ORDER BY repository", (site,))
+        return [str(r[0]) for r in rows]
+
+    # -- sync state ------------------------------------------------------------------------
+
+    def recover_started(self) -> int:
+        """Rows left in ``started`` by a crashed or killed engine go back to pending."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE repositories SET state = 'pending', started_at = NULL, retry_at = NULL "
+                "WHERE state = 'started'"
+            )
+            db.execute(
+                "UPDATE repositories SET verification_state = 'pending' WHERE verification_state = 'started'"
+            )
+            return cur.rowcount
+
+    def due(
+        self, now: float, *, sites: Sequence[str] | None = None, limit: int = 1000
+    ) -> list[RepositoryRow]:
+        """Rows ready to run: pending ones, and failed ones whose retry time has come."""
+        sql = (
+            f"SELECT {_ROW_COLUMNS} FROM repositories WHERE on_primary = 1 AND "
+            "(state = 'pending' OR (state = 'failed' AND retry_at IS NOT NULL AND retry_at <= ?))"
+        )
+        params: list[object] = [now]
+        if sites is not None:
+            sql += f" AND site IN ({','.join('?' * len(sites))})"
+            params.extend(sites)
+        sql += " ORDER BY COALESCE(oldest_unsynced_event_at, 9e18), retry_count, repository LIMIT ?"
+        params.append(limit)
+        return [RepositoryRow._from_sql(r) for r in self._query(sql, params)]
+
+    def next_retry_at(self, *, sites: Sequence[str] | None = None) -> float | None:
+        sql = "SELECT MIN(retry_at) FROM repositories WHERE on_primary = 1 AND state = 'failed'"
+        params: list[object] = []
+        if sites is not None:
+            sql += f" AND site IN ({','.join('?' * len(sites))})"
+            params.extend(sites)
+        value = self._query(sql, params)[0][0]
+        return float(value) if value is not None else None  # type: ignore[arg-type]
+
+    def mark_started(self, site: str, repository: str) -> int:
+        """Move a row to started; returns the generation this run works for."""
+        now = self._clock()
+        with self._tx() as db:
+            db.execute(
+                "UPDATE repositories SET state = 'started', started_at = ? WHERE site = ? AND repository = ?",
+                (now, site, repository),
+            )
+            row = db.execute(
+                "SELECT generation FROM repositories WHERE site = ? AND repository = ?", (site, repository)
+            ).fetchone()
+        return int(row[0])
+
+    def mark_synced(
+        self, site: str, repository: str, generation: int, *, tag_count: int, size: int | None
+    ) -> bool:
+        """Synced only if no new work came during the run; otherwise back to pending. True if synced."""
+        now = self._clock()
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE repositories SET state = 'synced', retry_count = 0, retry_at = NULL, "
+                "started_at = NULL, "
+                "last_synced_at = ?, last_sync_failure = NULL, tag_count = ?, bytes = COALESCE(?, bytes), "
+                "oldest_unsynced_event_at = NULL "
+                "WHERE site = ? AND repository = ? AND state = 'started' AND generation = ?",
+                (now, tag_count, size, site, repository, generation),
+            )
+            if cur.rowcount:
+                return True
+            db.execute(
+                "UPDATE repositories SET state = 'pending', started_at = NULL, tag_count = ? "
+                "WHERE site = ? AND repository = ? AND state = 'started'",
+                (tag_count, site, repository),
+            )
+            return False
+
+    def mark_failed(self, site: str, repository: str, reason: str, retry_at: float | None) -> int:
+        """Record a failure; returns the new retry count."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE repositories SET state = 'failed', retry_count = retry_count + 1, retry_at = ?, "
+                "started_at = NULL, last_sync_failure = ? WHERE site = ? AND repository = ?",
+                (retry_at, reason[:2000], site, repository),
+            )
+            row = db.execute(
+                "SELECT retry_count FROM repositories WHERE site = ? AND repository = ?", (site, repository)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def mark_pending(self, site: str, repository: str) -> None:
+        """Put a started row back to pending (engine shutting down mid-copy)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE repositories SET state = 'pending', started_at = NULL "
+                "WHERE site = ? AND repository = ? AND state = 'started'",
+                (site, repository),
+            )
+
+    def request_sync(
+        self,
+        *,
+        sites: Sequence[str] | None = None,
+        repositories: Sequence[str] | None = None,
+        failed_only: bool = False,
+        event_at: float | None = None,
+    ) -> int:
+        """Queue rows for a sync: bump their generation so a run in progress will run again."""
+        where, params = self._selection(sites, repositories)
+        if failed_only:
+            where += " AND state = 'failed'"
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE repositories SET generation = generation + 1, retry_at = NULL, retry_count = 0, "
+                "state = CASE WHEN state = 'started' THEN 'started' ELSE 'pending' END, "
+                "oldest_unsynced_event_at = CASE WHEN ? IS NULL THEN oldest_unsynced_event_at "
+                "ELSE MIN(COALESCE(oldest_unsynced_event_at, ?), ?) END "
+                f"WHERE {where}",
+                [event_at, event_at, event_at, *params],
+            )
+            return cur.rowcount
+
+    def _selection(
+        self, sites: Sequence[str] | None, repositories: Sequence[str] | None
+    ) -> tuple[str, list[object]]:
+        where = "1 = 1"
+        params: list[object] = []
+        if sites is not None:
+            where += f" AND site IN ({','.join('?' * len(sites))})"
+            params.extend(sites)
+        if repositories is not None:
+            where += f" AND repository IN ({','.join('?' * len(repositories))})"
+            params.extend(repositories)
+        return where, params
+
+    # -- verification ----------------------------------------------------------------------
+
+    def request_verify(
+        self, *, sites: Sequence[str] | None = None, repositories: Sequence[str] | None = None
+    ) -> int:
+        where, params = self._selection(sites, repositories)
+        with self._tx() as db:
+            return db.execute(
+                f"UPDATE repositories SET verification_state = 'pending' WHERE {where}", params
+            ).rowcount
+
+    def mark_verification(
+        self,
+        site: str,
+        repository: str,
+        state: VerificationState,
+        *,
+        checksum: str | None = None,
+        failure: str | None = None,
+    ) -> None:
+        now = self._clock()
+        with self._tx() as db:
+            db.execute(
+                "UPDATE repositories SET verification_state = ?, verification_checksum = COALESCE(?, "
+                "verification_checksum), verified_at = CASE WHEN ? IN ('succeeded', 'failed') THEN ? "
+                "ELSE verified_at END, verification_failure = ? WHERE site = ? AND repository = ?",
+                (str(state), checksum, str(state), now, failure, site, repository),
+            )
+
+    def verification_due(
+        self, *, sites: Sequence[str] | None = None, limit: int = 1000
+    ) -> list[RepositoryRow]:
+        sql = (
+            f"SELECT {_ROW_COLUMNS} FROM repositories WHERE on_primary = 1 AND state = 'synced' "
+            "AND verification_state = 'pending'"
+        )
+        params: list[object] = []
+        if sites is not None:
+            sql += f" AND site IN ({','.join('?' * len(sites))})"
+            params.extend(sites)
+        sql += " ORDER BY repository LIMIT ?"
+        params.append(limit)
+        return [RepositoryRow._from_sql(r) for r in self._query(sql, params)]
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def row(self, site: str, repository: str) -> RepositoryRow | None:
+        rows = self._query(
+            f"SELECT {_ROW_COLUMNS} FROM repositories WHERE site = ? AND repository = ?", (site, repository)
+        )
+        return RepositoryRow._from_sql(rows[0]) if rows else None
+
+    def rows(
+        self,
+        *,
+        sites: Sequence[str] | None = None,
+        states: Sequence[SyncState] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[RepositoryRow]:
+        where, params = self._selection(sites, None)
+        if states is not None:
+            where += f" AND state IN ({','.join('?' * len(states))})"
+            params.extend(str(s) for s in states)
+        sql = f"SELECT {_ROW_COLUMNS} FROM repositories WHERE {where} ORDER BY site, repository"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params.extend([limit, offset])
+        return [RepositoryRow._from_sql(r) for r in self._query(sql, params)]
+
+    def counts(self, sites: Sequence[str]) -> dict[str, SiteCounts]:
+        """Per-site counts over the repositories the primary still has."""
+        raw = {
+            str(r[0]): r
+            for r in self._query(
+                "SELECT site, COUNT(*), SUM(state = 'pending'), SUM(state = 'started'), "
+                "SUM(state = 'synced'), "
+                "SUM(state = 'failed'), SUM(verification_state = 'succeeded'), "
+                "SUM(verification_state = 'failed'), SUM(verification_state IN ('pending', 'started')), "
+                "SUM(COALESCE(bytes, 0)), MIN(oldest_unsynced_event_at) "
+                "FROM repositories WHERE on_primary = 1 GROUP BY site"
+            )
+        }
+        result: dict[str, SiteCounts] = {}
+        for site in sites:
+            r = raw.get(site)
+            if r is None:
+                result[site] = SiteCounts(site, 0, 0, 0, 0, 0, 0, 0, 0, 0, None)
+                continue
+            n = [int(v or 0) for v in r[1:10]]  # type: ignore[call-overload]
+            oldest = float(r[10]) if r[10] is not None else None  # type: ignore[arg-type]
+            result[site] = SiteCounts(site, n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7], n[8], oldest)
+        return result
+
+    # -- blob locations ----------------------------------------------------------------------
+
+    def add_blob_locations(self, site: str, repository: str, digests: Iterable[str]) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO blob_locations (site, digest, repository) VALUES (?, ?, ?)",
+                [(site, d, repository) for d in digests],
+            )
+
+    def blob_sources(self, site: str, digest: str, *, exclude: str, limit: int = 3) -> list[str]:
+        """Repositories on ``site`` known to hold ``digest``: candidates for a cross-repository mount."""
+        rows = self._query(
+            "SELECT repository FROM blob_locations WHERE site = ? AND digest = ? AND repository != ? LIMIT ?",
+            (site, digest, exclude, limit),
+        )
+        return [str(r[0]) for r in rows]
+
+    def forget_blob_location(self, site: str, digest: str, repository: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM blob_locations WHERE site = ? AND digest = ? AND repository = ?",
+                (site, digest, repository),
+            )
+
+    # -- event log ---------------------------------------------------------------------------
+
+    def log(
+        self, level: str, message: str, *, site: str | None = None, repository: str | None = None
+    ) -> LogRecord:
+        now = self._clock()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO event_log (at, level, site, repository, message) VALUES (?, ?, ?, ?, ?)",
+                (now, level, site, repository, message),
+            )
+            rowid = int(cur.lastrowid or 0)
+            self._log_inserts += 1
+            if self._log_inserts % 500 == 0:
+                db.execute("DELETE FROM event_log WHERE id <= ?", (rowid - EVENT_LOG_LIMIT,))
+        return LogRecord(rowid, now, level, site, repository, message)
+
+    def recent_log(self, limit: int = 500) -> list[LogRecord]:
+        rows = self._query(
+            "SELECT id, at, level, site, repository, message FROM event_log ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [LogRecord(*r) for r in reversed(rows)]  # type: ignore[arg-type]

@@ -1,0 +1,27 @@
+"""The registry client, the engine and the config never import Textual (STYLE.md)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+
+def test_core_imports_without_textual() -> None:
+    code = (
+        "import sys; sys.modules['textual'] = None\n"
+        "import geo_tui.registry, geo_tui.engine, geo_tui.config, geo_tui.cli\n"
+        "assert not any(m == 'textual' or m.startswith('textual.') for m in sys.modules if sys.modules[m])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_import_contracts_hold() -> None:
+    lint = shutil.which("lint-imports")
+    if lint is None:
+        pytest.fail("lint-imports (import-linter) is not installed: install the test extra")
+    result = subprocess.run([lint], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,142 @@
+"""The tracking database: states, generations, retries, crash recovery, blob locations."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from geo_tui.engine import SyncState, Tracking, VerificationState
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def db(tmp_path: Path, clock: Clock) -> Tracking:
+    tracking = Tracking(tmp_path / "state" / "tracking.db", clock=clock)
+    yield tracking
+    tracking.close()
+
+
+def test_real_file_in_wal_mode(db: Tracking) -> None:
+    assert db.path.exists()
+    assert db.journal_mode == "wal"
+    with sqlite3.connect(db.path) as other:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_new_rows_are_pending_and_due(db: Tracking, clock: Clock) -> None:
+    assert db.ensure_rows("eu", ["a/x", "b/y"]) == 2
+    assert db.ensure_rows("eu", ["a/x"]) == 0
+    due = db.due(clock.now)
+    assert [(r.site, r.repository, r.state) for r in due] == [
+        ("eu", "a/x", SyncState.PENDING),
+        ("eu", "b/y", SyncState.PENDING),
+    ]
+
+
+def test_synced_only_if_no_new_work_arrived(db: Tracking) -> None:
+    db.ensure_rows("eu", ["app"])
+    generation = db.mark_started("eu", "app")
+    assert db.mark_synced("eu", "app", generation, tag_count=3, size=10) is True
+    row = db.row("eu", "app")
+    assert row is not None and row.state is SyncState.SYNCED and row.tag_count == 3
+
+    generation = db.mark_started("eu", "app")
+    db.request_sync(repositories=["app"])  # an event arrives during the run
+    assert db.mark_synced("eu", "app", generation, tag_count=3, size=None) is False
+    row = db.row("eu", "app")
+    assert row is not None and row.state is SyncState.PENDING
+
+
+def test_failed_rows_wait_for_their_retry_time(db: Tracking, clock: Clock) -> None:
+    db.ensure_rows("eu", ["app"])
+    db.mark_started("eu", "app")
+    assert db.mark_failed("eu", "app", "primary: 500", clock.now + 60) == 1
+    assert db.due(clock.now) == []
+    assert db.next_retry_at() == clock.now + 60
+    clock.now += 61
+    (row,) = db.due(clock.now)
+    assert row.state is SyncState.FAILED and row.retry_count == 1 and row.last_sync_failure == "primary: 500"
+
+
+def test_started_rows_left_by_a_crash_are_picked_up(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "t.db"
+    first = Tracking(path, clock=clock)
+    first.ensure_rows("eu", ["app"])
+    first.mark_started("eu", "app")
+    first.close()  # the process "dies" with the row in started
+    second = Tracking(path, clock=clock)
+    assert second.recover_started() == 1
+    (row,) = second.due(clock.now)
+    assert row.state is SyncState.PENDING
+    second.close()
+
+
+def test_resync_failed_only(db: Tracking, clock: Clock) -> None:
+    db.ensure_rows("eu", ["ok", "bad"])
+    db.mark_synced("eu", "ok", db.mark_started("eu", "ok"), tag_count=1, size=None)
+    db.mark_started("eu", "bad")
+    db.mark_failed("eu", "bad", "boom", clock.now + 3600)
+    assert db.request_sync(failed_only=True) == 1
+    assert [r.repository for r in db.due(clock.now)] == ["bad"]
+
+
+def test_counts_and_percent(db: Tracking) -> None:
+    db.ensure_rows("eu", [f"r{i}" for i in range(3)])
+    db.mark_synced("eu", "r0", db.mark_started("eu", "r0"), tag_count=1, size=5)
+    db.mark_started("eu", "r1")
+    db.mark_failed("eu", "r1", "x", None)
+    counts = db.counts(["eu", "us"])
+    assert counts["eu"].total == 3 and counts["eu"].synced == 1 and counts["eu"].failed == 1
+    assert counts["eu"].percent_synced == 33.33
+    assert counts["us"].total == 0 and counts["us"].percent_synced == 100.0
+
+
+def test_verification_state(db: Tracking) -> None:
+    db.ensure_rows("eu", ["app"])
+    db.mark_verification("eu", "app", VerificationState.FAILED, checksum="abc", failure="missing: v1")
+    row = db.row("eu", "app")
+    assert row is not None
+    assert row.verification_state is VerificationState.FAILED
+    assert row.verification_failure == "missing: v1" and row.verified_at is not None
+
+
+def test_blob_locations_for_mounts(db: Tracking) -> None:
+    db.add_blob_locations("eu", "base", ["sha256:aa", "sha256:bb"])
+    assert db.blob_sources("eu", "sha256:aa", exclude="app") == ["base"]
+    assert db.blob_sources("eu", "sha256:aa", exclude="base") == []
+    assert db.blob_sources("us", "sha256:aa", exclude="app") == []
+    db.forget_blob_location("eu", "sha256:aa", "base")
+    assert db.blob_sources("eu", "sha256:aa", exclude="app") == []
+
+
+def test_absent_repositories_are_flagged_not_forgotten(db: Tracking, clock: Clock) -> None:
+    db.ensure_rows("eu", ["keep", "gone"])
+    assert db.mark_absent_from_primary("eu", {"keep"}) == ["gone"]
+    assert [r.repository for r in db.due(clock.now)] == ["keep"]
+    assert db.row("eu", "gone") is not None
+    assert db.counts(["eu"])["eu"].total == 1
+
+
+def test_event_log_is_bounded(db: Tracking, monkeypatch: pytest.MonkeyPatch) -> None:
+    import geo_tui.engine.tracking as tracking_module
+
+    monkeypatch.setattr(tracking_module, "EVENT_LOG_LIMIT", 100)
+    for i in range(1000):
+        db.log("info", f"line {i}")
+    recent = db.recent_log(limit=5000)
+    assert len(recent) <= 600
+    assert recent[-1].message == "line 999"
