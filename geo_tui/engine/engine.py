@@ -452,6 +452,7 @@ class Engine:
             await self._replicate_everywhere(repository, rows, once)
         finally:
             self._inflight.pop(repository, None)
+            self._flush_bytes()
             self._poke()
 
     async def _replicate_everywhere(self, repository: str, rows: list[RepositoryRow], once: bool) -> None:
