@@ -1,4 +1,4 @@
-"""The engine's API for the console: start/stop, snapshot, typed updates, and commands, on real Distribution."""
+"""The engine API for the console: start/stop, snapshot, typed updates and commands, on real Distribution."""
 
 from __future__ import annotations
 
