@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--site", action="append", metavar="NAME", help="only this secondary (repeatable)")
     sync.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
 
+    sub.add_parser(
+        "serve", help="replicate continuously: notifications, backfill, retries and periodic reconcile"
+    )
+
     status = sub.add_parser("status", help="counts and percent synced per site, from the tracking database")
     status.add_argument("--json", action="store_true")
 
@@ -296,7 +300,18 @@ async def _cmd_resync(config: Config, args: argparse.Namespace, sites: list[str]
     return EXIT_OK if summary.ok else EXIT_FAILED
 
 
+async def _cmd_serve(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
+    from geo_tui.engine.serve import ListenError, serve
+
+    try:
+        return await serve(config)
+    except ListenError as exc:
+        print(f"geo-tui: {config.path}: notifications.listen: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 _COMMANDS = {
+    "serve": _cmd_serve,
     "sync": _cmd_sync,
     "status": _cmd_status,
     "verify": _cmd_verify,

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from geo_tui.config import Config, SiteConfig
 from geo_tui.registry import RegistryClient, RegistryError, is_valid_repository_name
 
 from .backoff import in_run_delay, retry_delay
+from .metrics import EngineMetrics
+from .notifications import RegistryEvent
 from .replicate import (
     BlobCopier,
     CopyStats,
@@ -131,6 +134,8 @@ class Engine:
         # per `sync --once` run: attempts so far, and summaries being filled
         self._run_attempts: dict[tuple[str, str], int] = {}
         self._run_summary: dict[str, SiteSummary] | None = None
+        self.metrics = EngineMetrics()
+        self.last_event_at: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -175,6 +180,9 @@ class Engine:
             entry.copier = BlobCopier(
                 primary, entry.client, site.name, self.tracking, on_bytes=self._bytes_counter(entry)
             )
+        self.metrics.watch_state(
+            lambda: self.tracking.counts(self.secondary_names), lambda: len(self._inflight)
+        )
         recovered = self.tracking.recover_started()
         if recovered:
             self.log("warning", f"picked up {recovered} repositories left in progress by an earlier run")
@@ -338,6 +346,39 @@ class Engine:
         if self._wake is not None:
             self._wake.set()
 
+    # -- notifications ---------------------------------------------------------------------------
+
+    def accept_notifications(self, events: Sequence[RegistryEvent]) -> int:
+        """Durably queue the repositories that notification events name, then wake the scheduler.
+
+        The events are in the tracking database when this returns: acknowledge only after it.
+        Returns how many (site, repository) rows were queued."""
+        now = self._clock()
+        relevant = [e for e in events if e.matters]
+        for event in events:
+            self.metrics.notifications.labels(event.action or "unknown").inc()
+        pairs = sorted(
+            {
+                (site.name, e.repository)
+                for e in relevant
+                for site in self.config.secondaries
+                if site.wants(e.repository)
+            }
+        )
+        queued = self.tracking.record_notifications(
+            [(e.id, e.action, e.repository, e.tag, e.digest) for e in relevant], pairs, now
+        )
+        if events:
+            self.last_event_at = now
+        for event in relevant[:20]:
+            what = event.tag or event.digest or "?"
+            self.log(
+                "info", f"notification: {event.action} {event.repository}:{what}", repository=event.repository
+            )
+        if pairs:
+            self._poke()
+        return queued
+
     # -- discovery -------------------------------------------------------------------------------
 
     async def discover(self) -> list[str]:
@@ -469,7 +510,12 @@ class Engine:
                     self._record_failure(row.site, repository, f"primary: {_describe(exc)}", once)
                 return
             await asyncio.gather(
-                *(self._replicate_one(row.site, view, generations[row.site], once) for row in rows)
+                *(
+                    self._replicate_one(
+                        row.site, view, generations[row.site], once, row.oldest_unsynced_event_at
+                    )
+                    for row in rows
+                )
             )
         except asyncio.CancelledError:
             for row in rows:
@@ -477,7 +523,7 @@ class Engine:
             raise
 
     async def _replicate_one(
-        self, site_name: str, view: PrimaryRepository, generation: int, once: bool
+        self, site_name: str, view: PrimaryRepository, generation: int, once: bool, event_at: float | None
     ) -> None:
         site = self._sites[site_name]
         assert site.copier is not None
@@ -499,6 +545,7 @@ class Engine:
                 site_name, repository, CopyStats(), [_describe(exc)], [], len(view.tags), None
             )
         site.stats.add(outcome.stats)
+        self._count(site_name, outcome.stats)
         summary = self._run_summary.get(site_name) if self._run_summary is not None else None
         if summary is not None:
             summary.stats.add(outcome.stats)
@@ -515,6 +562,8 @@ class Engine:
                     "info", f"synced: {_describe_stats(outcome.stats)}", site=site_name, repository=repository
                 )
             site.completions.record()
+            if synced and event_at is not None:
+                self.metrics.event_to_synced.labels(site_name).observe(max(0.0, self._clock() - event_at))
             if summary is not None:
                 summary.synced += 1
                 summary.failures.pop(repository, None)
@@ -534,6 +583,7 @@ class Engine:
         else:
             retry_at = now + retry_delay(count, self._rng)
         self.tracking.mark_failed(site, repository, reason, retry_at)
+        self.metrics.failures.labels(site, _reason_class(reason)).inc()
         summary = self._run_summary.get(site) if self._run_summary is not None else None
         final = not once or attempts >= self.config.engine.sync_attempts
         if summary is not None and final:
@@ -541,6 +591,17 @@ class Engine:
             summary.failures[repository] = reason
         self.log("error", f"failed (attempt {attempts}): {reason}", site=site, repository=repository)
         self._emit_row(site, repository)
+
+    def _count(self, site: str, stats: CopyStats) -> None:
+        if stats.bytes_copied:
+            self.metrics.bytes_copied.labels(site).inc(stats.bytes_copied)
+        for how, value in (
+            ("copied", stats.blobs_copied),
+            ("mounted", stats.blobs_mounted),
+            ("present", stats.blobs_present),
+        ):
+            if value:
+                self.metrics.blobs.labels(site, how).inc(value)
 
     def _emit_row(self, site: str, repository: str) -> None:
         if not self._subscribers:
@@ -674,6 +735,21 @@ class Engine:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
             self._flush_bytes()
+
+
+_STATUS = re.compile(r": (\d{3})\b")
+
+
+def _reason_class(reason: str) -> str:
+    """A short, bounded label for a failure reason (metrics must not grow a series per message)."""
+    side = "primary" if reason.startswith("primary") else "secondary"
+    status = _STATUS.search(reason)
+    if status:
+        return f"{side}_http_{status.group(1)}"
+    for word in ("unreachable", "timed out", "digest", "schema 1", "refuses deletes", "invalid manifest"):
+        if word in reason.lower():
+            return f"{side}_{word.replace(' ', '_')}"
+    return f"{side}_other"
 
 
 def _prefixed(message: str, site: str | None, repository: str | None) -> str:

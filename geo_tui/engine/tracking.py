@@ -73,6 +73,15 @@ CREATE TABLE IF NOT EXISTS blob_locations (
     repository TEXT NOT NULL,
     PRIMARY KEY (site, digest, repository)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at REAL NOT NULL,
+    event_id TEXT,
+    action TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    tag TEXT,
+    digest TEXT
+);
 CREATE TABLE IF NOT EXISTS event_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -172,6 +181,7 @@ class Tracking:
         with self._lock:
             self._db.executescript(_SCHEMA)  # executescript commits on its own
         self._log_inserts = 0
+        self._notification_inserts = 0
 
     def close(self) -> None:
         with self._lock:
@@ -355,6 +365,51 @@ class Tracking:
             where += f" AND repository IN ({','.join('?' * len(repositories))})"
             params.extend(repositories)
         return where, params
+
+    def record_notifications(
+        self,
+        events: Sequence[tuple[str, str, str, str | None, str | None]],
+        rows: Iterable[tuple[str, str]],
+        received_at: float,
+    ) -> int:
+        """Store received events and queue their (site, repository) rows, in one transaction: once
+        this returns, a killed process still replicates them after a restart. Returns rows queued."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO notifications (received_at, event_id, action, repository, tag, digest) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(received_at, *event) for event in events],
+            )
+            before = db.total_changes
+            db.executemany(
+                "INSERT INTO repositories (site, repository, oldest_unsynced_event_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (site, repository) DO UPDATE SET generation = generation + 1, retry_at = NULL, "
+                "retry_count = 0, on_primary = 1, "
+                "state = CASE WHEN state = 'started' THEN 'started' ELSE 'pending' END, "
+                "oldest_unsynced_event_at = MIN(COALESCE(oldest_unsynced_event_at, "
+                "excluded.oldest_unsynced_event_at), excluded.oldest_unsynced_event_at)",
+                [(site, repo, received_at) for site, repo in rows],
+            )
+            queued = db.total_changes - before
+            self._notification_inserts += len(events)
+            if self._notification_inserts >= 1000:
+                self._notification_inserts = 0
+                db.execute(
+                    "DELETE FROM notifications WHERE id <= (SELECT MAX(id) FROM notifications) - ?",
+                    (EVENT_LOG_LIMIT,),
+                )
+        return queued
+
+    def recent_notifications(self, limit: int = 100) -> list[tuple[object, ...]]:
+        return list(
+            reversed(
+                self._query(
+                    "SELECT received_at, event_id, action, repository, tag, digest FROM notifications "
+                    "ORDER BY id DESC LIMIT ?",
+                    (limit,),
+                )
+            )
+        )
 
     # -- verification ----------------------------------------------------------------------
 

@@ -1,0 +1,107 @@
+"""Prometheus series for `GET /metrics`, kept with the ecosystem's client library."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .tracking import SiteCounts
+
+__all__ = ["CONTENT_TYPE", "EngineMetrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
+
+class _StateCollector(Collector):
+    """Repositories by state per site, and queue depth, read from the tracking DB at scrape time."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, SiteCounts]], in_flight: Callable[[], int]) -> None:
+        self._counts = counts
+        self._in_flight = in_flight
+
+    def collect(self) -> Iterator[Metric]:
+        by_state = GaugeMetricFamily(
+            "geo_tui_repositories", "Repositories per secondary by sync state", labels=["site", "state"]
+        )
+        verification = GaugeMetricFamily(
+            "geo_tui_repositories_verification",
+            "Repositories per secondary by verification state",
+            labels=["site", "state"],
+        )
+        queue = GaugeMetricFamily(
+            "geo_tui_queue_depth", "Repositories waiting to sync, per site", labels=["site"]
+        )
+        for site, c in self._counts().items():
+            for state, value in (
+                ("pending", c.pending),
+                ("started", c.started),
+                ("synced", c.synced),
+                ("failed", c.failed),
+            ):
+                by_state.add_metric([site, state], value)
+            for state, value in (
+                ("succeeded", c.verified),
+                ("failed", c.verification_failed),
+                ("pending", c.verification_pending),
+            ):
+                verification.add_metric([site, state], value)
+            queue.add_metric([site], c.pending)
+        yield by_state
+        yield verification
+        yield queue
+        yield GaugeMetricFamily(
+            "geo_tui_repositories_in_flight", "Repository jobs running now", value=self._in_flight()
+        )
+
+
+class EngineMetrics:
+    """The engine's counters and histograms, in a registry of its own (not the process-global one)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.bytes_copied = Counter(
+            "geo_tui_bytes_copied", "Blob bytes streamed into a secondary", ["site"], registry=self.registry
+        )
+        self.blobs = Counter(
+            "geo_tui_blobs",
+            "Blobs put in place, by how (copied, mounted, present)",
+            ["site", "how"],
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            "geo_tui_sync_failures",
+            "Failed repository syncs by reason",
+            ["site", "reason"],
+            registry=self.registry,
+        )
+        self.notifications = Counter(
+            "geo_tui_notifications",
+            "Notification events received, by action",
+            ["action"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "geo_tui_notification_requests_rejected",
+            "Notification requests refused, by status",
+            ["status"],
+            registry=self.registry,
+        )
+        self.event_to_synced = Histogram(
+            "geo_tui_event_to_synced_seconds",
+            "From a notification to the repository synced on a secondary",
+            ["site"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def watch_state(
+        self, counts: Callable[[], Mapping[str, SiteCounts]], in_flight: Callable[[], int]
+    ) -> None:
+        self.registry.register(_StateCollector(counts, in_flight))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
