@@ -12,9 +12,8 @@ import asyncio
 import contextlib
 import logging
 import random
-import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -23,7 +22,9 @@ from geo_tui.config import Config, SiteConfig
 from geo_tui.registry import RegistryClient, RegistryError, is_valid_repository_name
 
 from .backoff import in_run_delay, retry_delay
+from .describe import describe_error, describe_stats, prefixed, reason_class
 from .metrics import EngineMetrics
+from .model import EngineSnapshot, SiteSnapshot, SiteSummary, SyncSummary
 from .notifications import RegistryEvent
 from .replicate import (
     BlobCopier,
@@ -36,9 +37,9 @@ from .replicate import (
 )
 from .sites import build_client, build_signer
 from .throughput import CompletionRate, Throughput
-from .tracking import RepositoryRow, SiteCounts, SyncState, Tracking, VerificationState
+from .tracking import RepositoryRow, SyncState, Tracking, VerificationState
 from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
-from .verify import VerificationResult, verify_repository
+from .verify import VerificationResult, Verifier
 
 __all__ = ["Engine", "EngineSnapshot", "SiteSnapshot", "SiteSummary", "SyncSummary"]
 
@@ -58,50 +59,6 @@ class _Site:
     completions: CompletionRate = field(default_factory=CompletionRate)
     stats: CopyStats = field(default_factory=CopyStats)
     unflushed: int = 0
-
-
-@dataclass(frozen=True)
-class SiteSnapshot:
-    """What the console shows on a site's card."""
-
-    name: str
-    role: str
-    registry: str
-    health: SiteHealth | None
-    counts: SiteCounts | None
-    throughput: float
-    throughput_history: tuple[float, ...]
-    eta: float | None
-    lag: float | None
-    repository_count: int | None
-
-
-@dataclass(frozen=True)
-class EngineSnapshot:
-    sites: tuple[SiteSnapshot, ...]
-    running: bool
-    paused: bool
-    in_flight: int
-
-
-@dataclass
-class SiteSummary:
-    site: str
-    synced: int = 0
-    failed: int = 0
-    stats: CopyStats = field(default_factory=CopyStats)
-    failures: dict[str, str] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class SyncSummary:
-    sites: dict[str, SiteSummary]
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return all(s.failed == 0 for s in self.sites.values())
 
 
 class Engine:
@@ -180,6 +137,14 @@ class Engine:
             entry.copier = BlobCopier(
                 primary, entry.client, site.name, self.tracking, on_bytes=self._bytes_counter(entry)
             )
+        self._verifier = Verifier(
+            self.tracking,
+            primary,
+            {name: site.client for name, site in self._sites.items()},
+            wants=lambda site, repository: self._sites[site].config.wants(repository),
+            log=self.log,
+            row_changed=self._emit_row,
+        )
         self.metrics.watch_state(
             lambda: self.tracking.counts(self.secondary_names), lambda: len(self._inflight)
         )
@@ -265,7 +230,7 @@ class Engine:
         self, level: str, message: str, *, site: str | None = None, repository: str | None = None
     ) -> None:
         record = self.tracking.log(level, message, site=site, repository=repository)
-        log.log(logging.getLevelName(level.upper()), "%s", _prefixed(message, site, repository))
+        log.log(logging.getLevelName(level.upper()), "%s", prefixed(message, site, repository))
         self._emit(LogLine(record))
 
     def snapshot(self) -> EngineSnapshot:
@@ -507,7 +472,7 @@ class Engine:
                 view = await read_primary_repository(self.primary, repository)
             except Exception as exc:  # the primary could not be read: every secondary's row fails
                 for row in rows:
-                    self._record_failure(row.site, repository, f"primary: {_describe(exc)}", once)
+                    self._record_failure(row.site, repository, f"primary: {describe_error(exc)}", once)
                 return
             await asyncio.gather(
                 *(
@@ -542,7 +507,7 @@ class Engine:
             raise
         except Exception as exc:
             outcome = RepositoryOutcome(
-                site_name, repository, CopyStats(), [_describe(exc)], [], len(view.tags), None
+                site_name, repository, CopyStats(), [describe_error(exc)], [], len(view.tags), None
             )
         site.stats.add(outcome.stats)
         self._count(site_name, outcome.stats)
@@ -559,7 +524,7 @@ class Engine:
             if outcome.stats.writes:
                 self.tracking.mark_verification(site_name, repository, VerificationState.PENDING)
                 self.log(
-                    "info", f"synced: {_describe_stats(outcome.stats)}", site=site_name, repository=repository
+                    "info", f"synced: {describe_stats(outcome.stats)}", site=site_name, repository=repository
                 )
             site.completions.record()
             if synced and event_at is not None:
@@ -583,7 +548,7 @@ class Engine:
         else:
             retry_at = now + retry_delay(count, self._rng)
         self.tracking.mark_failed(site, repository, reason, retry_at)
-        self.metrics.failures.labels(site, _reason_class(reason)).inc()
+        self.metrics.failures.labels(site, reason_class(reason)).inc()
         summary = self._run_summary.get(site) if self._run_summary is not None else None
         final = not once or attempts >= self.config.engine.sync_attempts
         if summary is not None and final:
@@ -619,58 +584,11 @@ class Engine:
         and queue a resync for every mismatch."""
         names = list(sites or self.secondary_names)
         if repositories is None:
-            wanted = sorted(
-                {r for site in names for r in self.tracking.repository_names(site)}
-                | set(await self.discover())
-            )
+            tracked = {r for site in names for r in self.tracking.repository_names(site)}
+            wanted = sorted(tracked | set(await self.discover()))
         else:
             wanted = list(repositories)
-        for site in names:
-            self.tracking.ensure_rows(site, [r for r in wanted if self._sites[site].config.wants(r)])
-        results: list[VerificationResult] = []
-        sem = asyncio.Semaphore(self.config.engine.repository_concurrency)
-
-        async def one(repository: str) -> None:
-            async with sem:
-                targets = [s for s in names if self._sites[s].config.wants(repository)]
-                results.extend(await self._verify_repository(repository, targets))
-
-        await asyncio.gather(*(one(r) for r in wanted))
-        return sorted(results, key=lambda r: (r.site, r.repository))
-
-    async def _verify_repository(self, repository: str, sites: Iterable[str]) -> list[VerificationResult]:
-        sites = list(sites)
-        for site in sites:
-            self.tracking.mark_verification(site, repository, VerificationState.STARTED)
-        try:
-            view = await read_primary_repository(self.primary, repository)
-        except Exception as exc:
-            results = [
-                VerificationResult(s, repository, False, None, None, f"primary: {_describe(exc)}")
-                for s in sites
-            ]
-        else:
-            results = list(
-                await asyncio.gather(*(verify_repository(view, self._sites[s].client, s) for s in sites))
-            )
-        for result in results:
-            state = VerificationState.SUCCEEDED if result.ok else VerificationState.FAILED
-            self.tracking.mark_verification(
-                result.site,
-                repository,
-                state,
-                checksum=result.secondary_checksum,
-                failure=None if result.ok else result.detail,
-            )
-            if result.ok:
-                self.log("info", f"verified: {result.detail}", site=result.site, repository=repository)
-            else:
-                self.log(
-                    "error", f"verification failed: {result.detail}", site=result.site, repository=repository
-                )
-                if result.mismatch:
-                    self.tracking.request_sync(sites=[result.site], repositories=[repository])
-            self._emit_row(result.site, repository)
+        results = await self._verifier.verify(names, wanted, self.config.engine.repository_concurrency)
         self._poke()
         return results
 
@@ -683,8 +601,9 @@ class Engine:
                     by_repo.setdefault(row.repository, []).append(row.site)
                 for repository, sites in by_repo.items():
                     if repository not in self._inflight:
-                        await self._verify_repository(repository, sites)
+                        await self._verifier.verify_repository(repository, sites)
                 if rows:
+                    self._poke()
                     continue
             await asyncio.sleep(2.0)
 
@@ -697,7 +616,7 @@ class Engine:
                 latency = await site.client.ping()
                 health = SiteHealth(site.config.name, True, latency, None, now)
             except Exception as exc:
-                health = SiteHealth(site.config.name, False, None, _describe(exc), now)
+                health = SiteHealth(site.config.name, False, None, describe_error(exc), now)
             changed = site.health is None or site.health.healthy != health.healthy
             site.health = health
             self._emit(health)
@@ -735,43 +654,3 @@ class Engine:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
             self._flush_bytes()
-
-
-_STATUS = re.compile(r": (\d{3})\b")
-
-
-def _reason_class(reason: str) -> str:
-    """A short, bounded label for a failure reason (metrics must not grow a series per message)."""
-    side = "primary" if reason.startswith("primary") else "secondary"
-    status = _STATUS.search(reason)
-    if status:
-        return f"{side}_http_{status.group(1)}"
-    for word in ("unreachable", "timed out", "digest", "schema 1", "refuses deletes", "invalid manifest"):
-        if word in reason.lower():
-            return f"{side}_{word.replace(' ', '_')}"
-    return f"{side}_other"
-
-
-def _prefixed(message: str, site: str | None, repository: str | None) -> str:
-    where = "/".join(p for p in (site, repository) if p)
-    return f"[{where}] {message}" if where else message
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    if isinstance(exc, RegistryError):
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _describe_stats(stats: CopyStats) -> str:
-    parts = [f"{stats.tags_pushed} tags"]
-    if stats.manifests_pushed:
-        parts.append(f"{stats.manifests_pushed} child manifests")
-    parts.append(
-        f"{stats.blobs_copied} blobs copied, {stats.blobs_mounted} mounted, {stats.blobs_present} present"
-    )
-    if stats.tags_deleted:
-        parts.append(f"{stats.tags_deleted} tags deleted")
-    parts.append(f"{stats.bytes_copied / 1048576:.1f} MiB")
-    return ", ".join(parts)

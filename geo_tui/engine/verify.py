@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from geo_tui.registry import RegistryClient, RegistryError
 
-from .replicate import PrimaryRepository, read_secondary_tags, repository_checksum
+from .describe import describe_error
+from .replicate import PrimaryRepository, read_primary_repository, read_secondary_tags, repository_checksum
+from .tracking import Tracking, VerificationState
 
-__all__ = ["VerificationResult", "verify_repository"]
+__all__ = ["VerificationResult", "Verifier", "verify_repository"]
 
 
 @dataclass(frozen=True)
@@ -58,3 +62,74 @@ async def verify_repository(
     return VerificationResult(
         site, view.name, False, ours, theirs, describe_difference(primary_tags, secondary_tags)
     )
+
+
+class Verifier:
+    """Runs verifications and records them: a mismatch fails the row and queues a resync."""
+
+    def __init__(
+        self,
+        tracking: Tracking,
+        primary: RegistryClient,
+        clients: Mapping[str, RegistryClient],
+        *,
+        wants: Callable[[str, str], bool],
+        log: Callable[..., None],
+        row_changed: Callable[[str, str], None],
+    ) -> None:
+        self._tracking = tracking
+        self._primary = primary
+        self._clients = clients
+        self._wants = wants
+        self._log = log
+        self._row_changed = row_changed
+
+    async def verify(
+        self, sites: Sequence[str], repositories: Sequence[str], concurrency: int
+    ) -> list[VerificationResult]:
+        for site in sites:
+            self._tracking.ensure_rows(site, [r for r in repositories if self._wants(site, r)])
+        results: list[VerificationResult] = []
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(repository: str) -> None:
+            async with slots:
+                targets = [s for s in sites if self._wants(s, repository)]
+                results.extend(await self.verify_repository(repository, targets))
+
+        await asyncio.gather(*(one(r) for r in repositories))
+        return sorted(results, key=lambda r: (r.site, r.repository))
+
+    async def verify_repository(self, repository: str, sites: Sequence[str]) -> list[VerificationResult]:
+        for site in sites:
+            self._tracking.mark_verification(site, repository, VerificationState.STARTED)
+        try:
+            view = await read_primary_repository(self._primary, repository)
+        except Exception as exc:
+            reason = f"primary: {describe_error(exc)}"
+            results = [VerificationResult(s, repository, False, None, None, reason) for s in sites]
+        else:
+            results = list(
+                await asyncio.gather(*(verify_repository(view, self._clients[s], s) for s in sites))
+            )
+        for result in results:
+            self._record(result)
+        return results
+
+    def _record(self, result: VerificationResult) -> None:
+        site, repository = result.site, result.repository
+        state = VerificationState.SUCCEEDED if result.ok else VerificationState.FAILED
+        self._tracking.mark_verification(
+            site,
+            repository,
+            state,
+            checksum=result.secondary_checksum,
+            failure=None if result.ok else result.detail,
+        )
+        if result.ok:
+            self._log("info", f"verified: {result.detail}", site=site, repository=repository)
+        else:
+            self._log("error", f"verification failed: {result.detail}", site=site, repository=repository)
+            if result.mismatch:
+                self._tracking.request_sync(sites=[site], repositories=[repository])
+        self._row_changed(site, repository)
