@@ -6,7 +6,8 @@ Everything the console and the CLI need is exported here; nothing in this packag
 from __future__ import annotations
 
 from .backoff import in_run_delay, retry_delay
-from .engine import Engine, EngineSnapshot, SiteSnapshot, SiteSummary, SyncSummary
+from .engine import Engine
+from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, SiteTags, SyncSummary
 from .replicate import CopyStats, repository_checksum
 from .tracking import LogRecord, RepositoryRow, SiteCounts, SyncState, Tracking, VerificationState
 from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
@@ -20,12 +21,14 @@ __all__ = [
     "EngineStatus",
     "LogLine",
     "LogRecord",
+    "RepositoryDetail",
     "RepositoryRow",
     "RepositoryUpdated",
     "SiteCounts",
     "SiteHealth",
     "SiteSnapshot",
     "SiteSummary",
+    "SiteTags",
     "SyncState",
     "SyncSummary",
     "Tracking",

@@ -24,7 +24,7 @@ from geo_tui.registry import RegistryClient, RegistryError, is_valid_repository_
 from .backoff import in_run_delay, retry_delay
 from .describe import describe_error, describe_stats, prefixed, reason_class
 from .metrics import EngineMetrics
-from .model import EngineSnapshot, SiteSnapshot, SiteSummary, SyncSummary
+from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, SiteTags, SyncSummary
 from .notifications import RegistryEvent
 from .replicate import (
     BlobCopier,
@@ -33,6 +33,7 @@ from .replicate import (
     PrimaryRepository,
     RepositoryOutcome,
     read_primary_repository,
+    read_secondary_tags,
     replicate_repository,
 )
 from .sites import build_client, build_signer
@@ -260,6 +261,23 @@ class Engine:
         self, *, sites: Sequence[str] | None = None, states: Sequence[SyncState] | None = None
     ) -> list[RepositoryRow]:
         return self.tracking.rows(sites=sites, states=states)
+
+    async def repository_detail(self, repository: str) -> RepositoryDetail:
+        """Tags and digests of one repository on every site, read now, with its rows and history."""
+
+        async def read(name: str) -> SiteTags:
+            try:
+                return SiteTags(name, await read_secondary_tags(self._sites[name].client, repository))
+            except Exception as exc:
+                return SiteTags(name, None, describe_error(exc))
+
+        sites = await asyncio.gather(*(read(name) for name in self._sites))
+        rows = tuple(
+            r for name in self.secondary_names if (r := self.tracking.row(name, repository)) is not None
+        )
+        return RepositoryDetail(
+            repository, tuple(sites), rows, tuple(self.tracking.repository_log(repository))
+        )
 
     # -- commands ------------------------------------------------------------------------------
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .replicate import CopyStats
-from .tracking import SiteCounts
+from .tracking import LogRecord, RepositoryRow, SiteCounts
 from .updates import SiteHealth
 
-__all__ = ["EngineSnapshot", "SiteSnapshot", "SiteSummary", "SyncSummary"]
+__all__ = ["EngineSnapshot", "RepositoryDetail", "SiteSnapshot", "SiteSummary", "SiteTags", "SyncSummary"]
 
 
 @dataclass(frozen=True)
@@ -53,3 +53,29 @@ class SyncSummary:
     @property
     def ok(self) -> bool:
         return all(s.failed == 0 for s in self.sites.values())
+
+
+@dataclass(frozen=True)
+class SiteTags:
+    """One site's tags of a repository (tag -> digest), or why they could not be read."""
+
+    site: str
+    tags: dict[str, str] | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RepositoryDetail:
+    """What the console's detail screen shows for one repository: tags on every site side by side,
+    each secondary's tracked row, and the recent history from the event log."""
+
+    repository: str
+    sites: tuple[SiteTags, ...]
+    rows: tuple[RepositoryRow, ...]
+    history: tuple[LogRecord, ...]
+
+    def differing_tags(self) -> set[str]:
+        """Tags whose digest is not the same on every site that could be read (missing counts)."""
+        readable = [s.tags for s in self.sites if s.tags is not None]
+        every = set().union(*readable) if readable else set()
+        return {t for t in every if len({tags.get(t) for tags in readable}) > 1}

@@ -546,6 +546,14 @@ class Tracking:
                 db.execute("DELETE FROM event_log WHERE id <= ?", (rowid - EVENT_LOG_LIMIT,))
         return LogRecord(rowid, now, level, site, repository, message)
 
+    def repository_log(self, repository: str, limit: int = 200) -> list[LogRecord]:
+        rows = self._query(
+            "SELECT id, at, level, site, repository, message FROM event_log WHERE repository = ? "
+            "ORDER BY id DESC LIMIT ?",
+            (repository, limit),
+        )
+        return [LogRecord(*r) for r in reversed(rows)]  # type: ignore[arg-type]
+
     def recent_log(self, limit: int = 500) -> list[LogRecord]:
         rows = self._query(
             "SELECT id, at, level, site, repository, message FROM event_log ORDER BY id DESC LIMIT ?",
