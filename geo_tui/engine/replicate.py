@@ -234,12 +234,19 @@ class BlobCopier:
 
     async def ensure(self, repository: str, blob: Descriptor, stats: CopyStats) -> None:
         digest = blob.digest
-        if await self.secondary.head_blob(repository, digest) is not None:
-            stats.blobs_present += 1
-            self.tracking.add_blob_locations(self.site, repository, [digest])
-            return
-        while (busy := self._inflight.get(digest)) is not None:
-            await busy.wait()  # another repository is copying it here: mount from there afterwards
+        while True:
+            busy = self._inflight.get(digest)
+            if busy is not None:
+                # Another run is putting this blob into this secondary (maybe into this very
+                # repository, for another tag): wait, then look again, and mount from it if need be.
+                await busy.wait()
+                continue
+            if await self.secondary.head_blob(repository, digest) is not None:
+                stats.blobs_present += 1
+                self.tracking.add_blob_locations(self.site, repository, [digest])
+                return
+            if digest not in self._inflight:  # nobody started it while the HEAD was out
+                break
         done = self._inflight[digest] = asyncio.Event()
         try:
             await self._mount_or_copy(repository, blob, stats)
@@ -269,13 +276,10 @@ class BlobCopier:
             try:
                 async with self.primary.stream_blob(repository, blob.digest) as source:
                     size = source.size if source.size is not None else (blob.size if blob.size >= 0 else None)
-                    await self.secondary.upload_blob(
-                        repository,
-                        blob.digest,
-                        size,
-                        self._counted(repository, source.chunks()),
-                        location=location,
-                    )
+                    # The receiving registry verifies the digest of every upload (OCI spec), so the
+                    # bytes are not hashed here a second time.
+                    chunks = self._counted(repository, source.chunks(verify=False))
+                    await self.secondary.upload_blob(repository, blob.digest, size, chunks, location=location)
             except NotFound:
                 if blob.urls:  # a foreign layer: clients fetch it from its URLs, the primary need not hold it
                     stats.blobs_foreign += 1

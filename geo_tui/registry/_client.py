@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import ssl
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from urllib.parse import urljoin
 
+import certifi
 import httpx
 
 from geo_tui import __version__
@@ -66,21 +68,36 @@ class BlobStream:
         length = response.headers.get("content-length", "")
         self.size: int | None = int(length) if length.isdigit() else None
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The blob's bytes, verified against its digest at the end."""
+    async def chunks(self, *, verify: bool = True) -> AsyncIterator[bytes]:
+        """The blob's bytes, verified against its digest at the end.
+
+        ``verify=False`` skips the hashing, for a stream that goes straight into a registry upload:
+        the receiving registry verifies the digest itself and refuses a mismatch."""
         algorithm = self.digest.split(":", 1)[0]
-        hasher = hashlib.new(algorithm)
+        hasher = hashlib.new(algorithm) if verify else None
         try:
             # Raw: the digest is over the stored bytes, never over a content-decoded form.
             async for chunk in self._response.aiter_raw(CHUNK_SIZE):
-                hasher.update(chunk)
+                if hasher is not None:
+                    hasher.update(chunk)
                 yield chunk
         except httpx.TransportError as exc:
             detail = f"{type(exc).__name__} after the body started: {exc}"
             raise self._session.error(RegistryUnavailable, self._op, detail=detail) from exc
+        if hasher is None:
+            return
         actual = f"{algorithm}:{hasher.hexdigest()}"
         if actual != self.digest:
             raise self._session.error(DigestMismatch, self._op, detail=f"content hashes to {actual}")
+
+
+@functools.lru_cache(maxsize=8)
+def _ssl_context(cafile: str | None) -> ssl.SSLContext:
+    """One verifying context per CA setting, shared by every client: loading the trust store
+    costs ~25 ms each time, and a process talks to many registries with two pools each."""
+    if cafile is not None:
+        return ssl.create_default_context(cafile=cafile)
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def _with_digest(location: str, digest: str) -> str:
@@ -122,7 +139,7 @@ class RegistryClient:
         # Waiting for a free connection is not a failure: only connect/read/write time out.
         limits_timeout = httpx.Timeout(timeout, pool=None)
         ssl_verify: bool | ssl.SSLContext = (
-            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+            _ssl_context(verify if isinstance(verify, str) else None) if verify else False
         )
 
         def pool(connections: int) -> httpx.AsyncClient:
