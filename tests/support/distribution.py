@@ -103,6 +103,7 @@ class Distribution:
         notification_url: str | None = None,
         notification_secret: str | None = None,
         port: int | None = None,
+        readonly: bool = False,
     ) -> None:
         if auth not in ("token", "none"):
             raise ValueError(f"auth must be 'token' or 'none', not {auth!r}")
@@ -119,6 +120,9 @@ class Distribution:
         self.delete_enabled = delete_enabled
         self.notification_url = notification_url
         self.notification_secret = notification_secret
+        # storage.maintenance.readonly: Distribution 2.8 then answers every write (blob upload POST,
+        # manifest PUT, DELETE) with 405 "Method not allowed" (text/plain), reads as usual. Read at start().
+        self.readonly = readonly
         self.port = port or free_port()
         self._port_is_ours = port is None  # a port we picked may be re-picked if another process took it
         self._started_once = False
@@ -161,6 +165,8 @@ class Distribution:
             },
             "http": {"addr": self.host, "secret": f"geo-tui-lab-{self.name}"},
         }
+        if self.readonly:
+            config["storage"]["maintenance"]["readonly"] = {"enabled": True}
         if self.schema1:
             config["compatibility"] = {"schema1": {"enabled": True}}
         if self.auth == "token":
