@@ -289,13 +289,15 @@ async def _cmd_resync(config: Config, args: argparse.Namespace, sites: list[str]
     if not (args.all or args.failed or args.repositories):
         raise UsageError("resync: name repositories, or use --all or --failed")
     async with Engine(config) as engine:
+        if args.repositories:
+            await _require_known(engine, args.repositories)
         count = engine.resync(sites=sites, repositories=args.repositories or None, failed_only=args.failed)
         if not args.now:
             print(f"{count} repositories queued for resync")
             return EXIT_OK
         await _require_primary(engine)
         with ProgressReporter(engine, sites or engine.secondary_names, sys.stderr):
-            summary = await engine.run_due(sites=sites)
+            summary = await engine.run_due(sites=sites, repositories=args.repositories or None)
     _print_summary(summary, as_json=args.json)
     return EXIT_OK if summary.ok else EXIT_FAILED
 
@@ -308,6 +310,17 @@ async def _cmd_serve(config: Config, args: argparse.Namespace, sites: list[str] 
     except ListenError as exc:
         print(f"geo-tui: {config.path}: notifications.listen: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+async def _require_known(engine: Engine, repositories: list[str]) -> None:
+    """Refuse names that are neither tracked nor on the primary (a typo must not become a row)."""
+    tracked = {r for site in engine.secondary_names for r in engine.tracking.repository_names(site)}
+    if all(r in tracked for r in repositories):
+        return
+    known = tracked | set(await engine.discover())
+    for name in repositories:
+        if name not in known:
+            raise UsageError(f"resync: the primary has no repository named {name!r}")
 
 
 _COMMANDS = {

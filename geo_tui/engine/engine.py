@@ -406,11 +406,16 @@ class Engine:
         failures up to ``sync_attempts`` times within the run."""
         return await self._run_pass(sites, compare_all=True)
 
-    async def run_due(self, *, sites: Sequence[str] | None = None) -> SyncSummary:
-        """Run what is queued (pending, or failed and due) now, with the in-run retries of ``sync_once``."""
-        return await self._run_pass(sites, compare_all=False)
+    async def run_due(
+        self, *, sites: Sequence[str] | None = None, repositories: Sequence[str] | None = None
+    ) -> SyncSummary:
+        """Run what is queued (pending, or failed and due) now, only ``repositories`` if given,
+        with the in-run retries of ``sync_once``."""
+        return await self._run_pass(sites, compare_all=False, repositories=repositories)
 
-    async def _run_pass(self, sites: Sequence[str] | None, *, compare_all: bool) -> SyncSummary:
+    async def _run_pass(
+        self, sites: Sequence[str] | None, *, compare_all: bool, repositories: Sequence[str] | None = None
+    ) -> SyncSummary:
         names = list(sites or self.secondary_names)
         started = self._clock()
         self._run_attempts.clear()
@@ -419,15 +424,26 @@ class Engine:
             if compare_all:
                 await self.discover()
                 self.tracking.request_sync(sites=names)
-            await self._schedule(once=True, sites=names)
+            await self._schedule(once=True, sites=names, repositories=repositories)
             self._flush_bytes()
             return SyncSummary(self._run_summary, self._clock() - started)
+        except asyncio.CancelledError:
+            await self._cancel_jobs()  # their rows go back to pending; nothing keeps copying
+            raise
         finally:
             self._run_summary = None
 
+    async def _cancel_jobs(self) -> None:
+        jobs = list(self._inflight.values())
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+
     # -- scheduling ------------------------------------------------------------------------------
 
-    async def _schedule(self, *, once: bool, sites: list[str]) -> None:
+    async def _schedule(
+        self, *, once: bool, sites: list[str], repositories: Sequence[str] | None = None
+    ) -> None:
         limit = self.config.engine.repository_concurrency
         attempts = self.config.engine.sync_attempts
         wake = self._wake
@@ -438,7 +454,10 @@ class Engine:
                 room = limit - len(self._inflight)
                 groups: dict[str, list[RepositoryRow]] = {}
                 if room > 0:
-                    for row in self.tracking.due(self._clock(), sites=sites, limit=max(100, room * 8)):
+                    due = self.tracking.due(
+                        self._clock(), sites=sites, repositories=repositories, limit=max(100, room * 8)
+                    )
+                    for row in due:
                         if row.repository in self._inflight:
                             continue
                         if once and self._run_attempts.get(row.key, 0) >= attempts:
@@ -449,18 +468,23 @@ class Engine:
                 for repository, rows in groups.items():
                     self._inflight[repository] = asyncio.ensure_future(self._run_job(repository, rows, once))
             if once and not self._inflight and not self._paused:
-                pending_retry = self._next_in_run_retry(sites, attempts)
+                pending_retry = self._next_in_run_retry(sites, attempts, repositories)
                 if pending_retry is None:
                     return
                 await self._wait(wake, max(0.0, pending_retry - self._clock()))
                 continue
             await self._wait(wake, 1.0)
 
-    def _next_in_run_retry(self, sites: list[str], attempts: int) -> float | None:
+    def _next_in_run_retry(
+        self, sites: list[str], attempts: int, repositories: Sequence[str] | None
+    ) -> float | None:
+        wanted = set(repositories) if repositories is not None else None
         due = [
             row.retry_at
             for row in self.tracking.rows(sites=sites, states=[SyncState.FAILED, SyncState.PENDING])
-            if row.on_primary and self._run_attempts.get(row.key, 0) < attempts
+            if row.on_primary
+            and self._run_attempts.get(row.key, 0) < attempts
+            and (wanted is None or row.repository in wanted)
         ]
         return min((d or 0.0) for d in due) if due else None
 
@@ -604,11 +628,20 @@ class Engine:
         if repositories is None:
             tracked = {r for site in names for r in self.tracking.repository_names(site)}
             wanted = sorted(tracked | set(await self.discover()))
+            unknown: list[str] = []
         else:
-            wanted = list(repositories)
+            on_primary = set(await self.discover())
+            wanted = [r for r in repositories if r in on_primary]
+            unknown = [r for r in repositories if r not in on_primary]
         results = await self._verifier.verify(names, wanted, self.config.engine.repository_concurrency)
+        # A name the primary does not have (a typo, say) is no success, and gets no tracked row.
+        results += [
+            VerificationResult(site, r, False, None, None, f"the primary has no repository named {r!r}")
+            for r in unknown
+            for site in names
+        ]
         self._poke()
-        return results
+        return sorted(results, key=lambda r: (r.site, r.repository))
 
     async def _verify_forever(self) -> None:
         while True:

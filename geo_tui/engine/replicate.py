@@ -367,10 +367,16 @@ class _RepositoryRun:
             refs = parse_manifest(manifest.content, manifest.media_type)
         except InvalidManifest as exc:
             raise InvalidManifest(manifest.digest, f"in {self.repository}: {exc.reason}") from None
-        await asyncio.gather(
+        # Wait for every sibling even when one fails: a copy must never go on writing to the
+        # secondary after its run has reported.
+        results = await asyncio.gather(
             *(self._child(child.digest) for child in refs.manifests),
             *(self._blob(blob) for blob in refs.blobs),
+            return_exceptions=True,
         )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     def _child(self, digest: str) -> asyncio.Task[None]:
         task = self._children.get(digest)
@@ -429,7 +435,7 @@ async def replicate_repository(
     """Make ``secondary`` hold exactly the primary's tags of one repository, with the same digests."""
     repository = view.name
     run = _RepositoryRun(repository, blobs.primary, secondary, blobs, cache, blob_concurrency)
-    errors = [f"tag {t}: primary: {e}" for t, e in sorted(view.tag_errors.items())]
+    errors = [f"tag {t}: {e}" for t, e in sorted(view.tag_errors.items())]
     warnings: list[str] = []
     try:
         current = await read_secondary_tags(secondary, repository)

@@ -248,17 +248,21 @@ class Tracking:
             return cur.rowcount
 
     def due(
-        self, now: float, *, sites: Sequence[str] | None = None, limit: int = 1000
+        self,
+        now: float,
+        *,
+        sites: Sequence[str] | None = None,
+        repositories: Sequence[str] | None = None,
+        limit: int = 1000,
     ) -> list[RepositoryRow]:
         """Rows ready to run: pending ones, and failed ones whose retry time has come."""
+        where, params = self._selection(sites, repositories)
         sql = (
             f"SELECT {_ROW_COLUMNS} FROM repositories WHERE on_primary = 1 AND "
-            "(state = 'pending' OR (state = 'failed' AND retry_at IS NOT NULL AND retry_at <= ?))"
+            "(state = 'pending' OR (state = 'failed' AND retry_at IS NOT NULL AND retry_at <= ?)) "
+            f"AND {where}"
         )
-        params: list[object] = [now]
-        if sites is not None:
-            sql += f" AND site IN ({','.join('?' * len(sites))})"
-            params.extend(sites)
+        params.insert(0, now)
         sql += " ORDER BY COALESCE(oldest_unsynced_event_at, 9e18), retry_count, repository LIMIT ?"
         params.append(limit)
         return [RepositoryRow._from_sql(r) for r in self._query(sql, params)]
