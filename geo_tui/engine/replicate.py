@@ -232,7 +232,12 @@ class BlobCopier:
         self._on_bytes = on_bytes
         self._inflight: dict[str, asyncio.Event] = {}
 
-    async def ensure(self, repository: str, blob: Descriptor, stats: CopyStats) -> None:
+    async def ensure(
+        self, repository: str, blob: Descriptor, stats: CopyStats, slots: asyncio.Semaphore | None = None
+    ) -> None:
+        """Make ``blob`` present in ``repository`` on the secondary. ``slots`` bounds the transfers
+        (mounts and streams) of one repository run; HEADs and waiting on another run's copy of the
+        same blob take no slot, so a shared base layer never starves a repository's own layers."""
         digest = blob.digest
         while True:
             busy = self._inflight.get(digest)
@@ -249,7 +254,11 @@ class BlobCopier:
                 break
         done = self._inflight[digest] = asyncio.Event()
         try:
-            await self._mount_or_copy(repository, blob, stats)
+            if slots is None:
+                await self._mount_or_copy(repository, blob, stats)
+            else:
+                async with slots:
+                    await self._mount_or_copy(repository, blob, stats)
         finally:
             del self._inflight[digest]
             done.set()
@@ -393,8 +402,7 @@ class _RepositoryRun:
         self.stats.manifests_pushed += 1
 
     async def _blob(self, blob: Descriptor) -> None:
-        async with self._blob_slots:
-            await self.blobs.ensure(self.repository, blob, self.stats)
+        await self.blobs.ensure(self.repository, blob, self.stats, self._blob_slots)
 
     async def protected_digests(self, keep: Mapping[str, str]) -> set[str]:
         """Every manifest digest reachable from the tags that stay: none of them may be deleted."""
