@@ -1,4 +1,4 @@
-"""The ``geo-tui`` command line: sync, status, verify and resync without a console.
+"""The ``geo-tui`` command line: the console by default; serve, sync, status, verify and resync.
 
 Exit status: 0 all good, 1 something failed or differs, 2 bad configuration or usage.
 """
@@ -40,7 +40,16 @@ def _parser() -> argparse.ArgumentParser:
         help="config file (default: $GEO_TUI_CONFIG, then the user config dir's geo-tui/config.toml)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        dest="read_only_console",
+        help="console: hide what changes anything",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    tui = sub.add_parser("tui", help="the console (the default when no command is given)")
+    tui.add_argument("--read-only", action="store_true", help="hide every action that changes anything")
 
     sync = sub.add_parser("sync", help="backfill the secondaries: copy every repository that differs")
     sync.add_argument(
@@ -78,12 +87,22 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(sys.stderr)
+    console = args.command in (None, "tui")
+    if console and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        parser.print_usage(sys.stderr)
+        print(
+            "geo-tui: the console needs a terminal; without one, use a command such as "
+            "`sync --once`, `serve` or `status`",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
-    _setup_logging(args.verbose)
+    if not console:
+        _setup_logging(args.verbose)
     try:
         config = load_config(resolve_config_path(args.config))
+        if console:
+            read_only = args.read_only_console or getattr(args, "read_only", False)
+            return _run_console(config, read_only=read_only)
         sites = _check_sites(config, getattr(args, "site", None))
         handler = _COMMANDS[args.command]
         return asyncio.run(handler(config, args, sites))
@@ -99,6 +118,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("geo-tui: interrupted", file=sys.stderr)
         return 130
+
+
+def _run_console(config: Config, *, read_only: bool) -> int:
+    # Imported here: the headless commands never load Textual.
+    from geo_tui.console.app import make_app
+
+    # Engine log lines go to the console's event pane, not over the screen.
+    logging.getLogger("geo_tui").handlers[:] = [logging.NullHandler()]
+    logging.getLogger("geo_tui").propagate = False
+    app = make_app(config, read_only=read_only)
+    app.run()
+    if app.engine_failure:
+        print(f"geo-tui: the engine stopped: {app.engine_failure}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _setup_logging(verbose: bool) -> None:
