@@ -47,7 +47,15 @@ class RegistryEvent:
 
 
 def _text(value: object, limit: int = 512) -> str | None:
-    return value[:limit] if isinstance(value, str) and value else None
+    """A string field, or None when absent, too long (never cut: a cut name could become another
+    valid one) or not encodable (a lone surrogate cannot be stored)."""
+    if not isinstance(value, str) or not value or len(value) > limit:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
 
 
 def parse_envelope(body: bytes) -> list[RegistryEvent]:
@@ -55,7 +63,7 @@ def parse_envelope(body: bytes) -> list[RegistryEvent]:
     missing or odd fields are kept with what they have (they simply may not matter)."""
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise EnvelopeError(f"the body is not JSON ({exc.__class__.__name__})") from None
     if not isinstance(document, dict) or not isinstance(document.get("events"), list):
         raise EnvelopeError('the body is not an {"events": [...]} envelope')

@@ -21,7 +21,8 @@ _TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 
 def is_valid_repository_name(name: str) -> bool:
     """Whether `name` matches the OCI distribution name grammar (so ``../x`` never does)."""
-    return isinstance(name, str) and _NAME_RE.fullmatch(name) is not None
+    # Distribution refuses names over 255 characters (reference.NameTotalLengthMax).
+    return isinstance(name, str) and len(name) <= 255 and _NAME_RE.fullmatch(name) is not None
 
 
 def is_valid_tag(tag: str) -> bool:
