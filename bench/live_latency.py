@@ -1,0 +1,633 @@
+"""Live replication benchmark: `geo-tui serve` fed by a real primary's notifications.
+
+Run it from the repository root (it imports the test lab, `tests.support`)::
+
+    python bench/live_latency.py            # 40 pushes, then up to 2,000 events / 10 s
+    python bench/live_latency.py --json     # the figures as JSON on stdout (progress stays on stderr)
+
+Options: --pushes N, --layer-size BYTES, --events N, --event-seconds S, --threads N, --push-timeout S,
+--workdir DIR (parent of the temp dir), --keep (keep it).
+
+What it does, all on 127.0.0.1, with real CNCF Distribution 2.8:
+1. Starts a token realm, a primary whose notifications point at a `geo-tui serve` subprocess, two
+   secondaries (eu, us) that serve replicates into, and a peer secondary for skopeo.
+2. Latency: pushes N small images one after another with the lab's RawPusher (each a new tag of
+   `bench/live`, one ~4 KiB layer and its config). For each, the clock starts when the primary's 201 on the
+   tag PUT is back, and stops when the tag answers HEAD with the pushed digest on EVERY secondary (one
+   thread per secondary, HEAD every 10 ms). p50/p90/p99/max against the targets (1 s p50, 3 s p99).
+3. Peer: `skopeo sync` of the same repository into the peer (once untimed, so it holds what came before),
+   then one more push, timed with skopeo sync run right after the 201: the latency floor of the
+   "no receiver, sync on a schedule" alternative, set against geo-tui's latency for the same push and p50.
+4. Throughput: synthetic well-formed push events POSTed straight to the receiver, one per request as
+   Distribution 2.8 sends them, from a few threads (bounded by --events and --event-seconds).
+   Acknowledged events/s, and every acknowledged event's id is looked up in the tracking database's
+   `notifications` table (read-only connection). Target: >= 200 events/s, none lost.
+Exit status: 0 everything arrived and every acknowledged event is stored (missed timing targets are
+reported, never fatal); 1 a push never arrived or an acknowledged event is missing; 2 setup problem
+(docker-registry or skopeo missing); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import httpx  # noqa: E402
+
+from tests.support.distribution import Distribution, free_port  # noqa: E402
+from tests.support.geo import image_with_layers, write_geo_config  # noqa: E402
+from tests.support.keys import repository_scope, session_key_pair  # noqa: E402
+from tests.support.oci import ALL_MANIFEST_TYPES, ManifestNode, layer_blob  # noqa: E402
+from tests.support.push import RawPusher  # noqa: E402
+from tests.support.token_server import TokenServer  # noqa: E402
+
+EVENTS_PATH = "/api/v4/container_registry_event/events"
+SECRET = "bench-live-" + uuid.uuid4().hex
+REPOSITORY = "bench/live"
+THROUGHPUT_REPOSITORY = "bench/events"
+POLL_INTERVAL = 0.010
+TARGET_P50 = 1.0
+TARGET_P99 = 3.0
+TARGET_EVENTS_PER_S = 200.0
+SKOPEO_TIMEOUT = 60.0
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+_started = time.monotonic()
+_quiet = False
+
+
+def log(message: str) -> None:
+    if not _quiet:
+        print(f"[{time.monotonic() - _started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+class SetupError(RuntimeError):
+    """The bench cannot run here (exit 2)."""
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.failures: list[str] = []
+        self.notes: list[str] = []
+        self.results: dict[str, Any] = {}
+        self.key_pair = session_key_pair()
+        self.sites: dict[str, Distribution] = {}
+        self.serve: subprocess.Popen[bytes] | None = None
+        self.serve_port = free_port()
+        self.config: Path | None = None
+
+    def fail(self, message: str) -> None:
+        self.failures.append(message)
+        log(f"FAILURE: {message}")
+
+    # -- setup ----------------------------------------------------------------------------------------
+
+    def start(self, stack: contextlib.ExitStack) -> None:
+        realm = stack.enter_context(TokenServer(self.key_pair))
+        for name in ("primary", "eu", "us", "peer"):
+            options: dict[str, Any] = {}
+            if name == "primary":
+                options = {
+                    "notification_url": f"http://127.0.0.1:{self.serve_port}{EVENTS_PATH}",
+                    "notification_secret": SECRET,
+                }
+            site = Distribution(
+                self.workdir / f"registry-{name}",
+                name=name,
+                key_pair=self.key_pair,
+                token_realm=realm.url,
+                **options,
+            )
+            stack.callback(site.stop)
+            site.start()
+            self.sites[name] = site
+        log("registries: " + ", ".join(f"{n} {s.url}" for n, s in self.sites.items()))
+        self.config = write_geo_config(
+            self.workdir / "geo",
+            self.sites["primary"],
+            [self.sites["eu"], self.sites["us"]],
+            self.key_pair,
+            engine={"reconcile_interval": 3600},
+            notifications={"listen": f"127.0.0.1:{self.serve_port}", "secret": SECRET},
+        )
+        stack.callback(self.stop_serve)
+        self.start_serve()
+
+    def start_serve(self) -> None:
+        assert self.config is not None
+        stderr = open(self.workdir / "serve.log", "ab")
+        self.serve = subprocess.Popen(
+            [sys.executable, "-m", "geo_tui", "--config", str(self.config), "serve"],
+            stdin=subprocess.DEVNULL,
+            stdout=stderr,
+            stderr=stderr,
+            cwd=REPO_ROOT,
+        )
+        stderr.close()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.serve.poll() is not None:
+                raise SetupError(f"geo-tui serve exited {self.serve.returncode}:\n{self.serve_log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.serve_url + "/-/health", timeout=0.5).status_code == 200:
+                    log(f"geo-tui serve ready on {self.serve_url} (pid {self.serve.pid})")
+                    return
+            time.sleep(0.05)
+        raise SetupError(f"geo-tui serve did not answer /-/health:\n{self.serve_log_tail()}")
+
+    def stop_serve(self) -> None:
+        process, self.serve = self.serve, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+            self.notes.append("geo-tui serve did not exit within 10 s of SIGTERM (killed)")
+            return
+        if code != 0:
+            self.notes.append(f"geo-tui serve exited {code} on SIGTERM")
+
+    @property
+    def serve_url(self) -> str:
+        return f"http://127.0.0.1:{self.serve_port}"
+
+    def serve_log_tail(self, lines: int = 30) -> str:
+        path = self.workdir / "serve.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    # -- pushes and arrival -------------------------------------------------------------------------
+
+    def image(self, seed: str) -> ManifestNode:
+        return image_with_layers([layer_blob(f"live-{seed}", self.args.layer_size)], seed=f"live-{seed}")
+
+    def push(self, pusher: RawPusher, tag: str, image: ManifestNode) -> float:
+        """Blobs, then the manifest by tag; returns the monotonic time the 201 came back."""
+        for blob in image.blobs:
+            pusher.push_blob(REPOSITORY, blob)
+        pusher.push_manifest(REPOSITORY, tag, image.manifest, image.media_type)
+        return time.monotonic()
+
+    def wait_everywhere(
+        self, readers: dict[str, httpx.Client], tag: str, digest: str, started: float
+    ) -> dict[str, float | None]:
+        """Seconds from `started` until `tag` answers HEAD with `digest` on each secondary (None: never)."""
+        arrived: dict[str, float | None] = {name: None for name in readers}
+        deadline = started + self.args.push_timeout
+
+        def poll(name: str, client: httpx.Client) -> None:
+            while True:
+                sent = time.monotonic()
+                with contextlib.suppress(httpx.HTTPError):
+                    response = client.head(f"/v2/{REPOSITORY}/manifests/{tag}")
+                    if (
+                        response.status_code == 200
+                        and response.headers.get("Docker-Content-Digest") == digest
+                    ):
+                        arrived[name] = time.monotonic() - started
+                        return
+                if sent >= deadline:
+                    return
+                time.sleep(max(0.0, POLL_INTERVAL - (time.monotonic() - sent)))
+
+        threads = [
+            threading.Thread(target=poll, args=(name, client), daemon=True)
+            for name, client in readers.items()
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(self.args.push_timeout + 5)
+        return arrived
+
+    def readers(self, names: tuple[str, ...]) -> dict[str, httpx.Client]:
+        """One HEAD client per secondary, with a pull token good for the whole run."""
+        clients = {}
+        for name in names:
+            site = self.sites[name]
+            token = site.mint([repository_scope(REPOSITORY, "pull")], ttl=900)
+            clients[name] = httpx.Client(
+                base_url=site.url,
+                timeout=5.0,
+                headers={"Authorization": f"Bearer {token}", "Accept": ", ".join(ALL_MANIFEST_TYPES)},
+            )
+        return clients
+
+    def run_latency(self, pusher: RawPusher, readers: dict[str, httpx.Client]) -> None:
+        args = self.args
+        warm = self.image("warm")
+        started = self.push(pusher, "warm", warm)
+        warmup = self.wait_everywhere(readers, "warm", warm.digest, started)
+        if any(v is None for v in warmup.values()):
+            self.fail(f"warm-up push never arrived everywhere: {warmup}\n{self.serve_log_tail()}")
+            return
+        log(f"warm-up push arrived in {max(v for v in warmup.values() if v is not None):.3f} s")
+
+        latencies: list[float] = []
+        per_site: dict[str, list[float]] = {name: [] for name in readers}
+        missing: list[str] = []
+        budget_end = time.monotonic() + 60.0
+        log(f"latency: {args.pushes} pushes, one ~{args.layer_size} B layer each, HEAD every 10 ms")
+        for n in range(args.pushes):
+            if time.monotonic() > budget_end:
+                self.notes.append(f"latency phase stopped after {n} pushes (60 s budget)")
+                break
+            tag = f"t{n:03d}"
+            image = self.image(tag)
+            started = self.push(pusher, tag, image)
+            arrived = self.wait_everywhere(readers, tag, image.digest, started)
+            if any(v is None for v in arrived.values()):
+                missing.append(tag)
+                self.fail(
+                    f"{REPOSITORY}:{tag} not on {[k for k, v in arrived.items() if v is None]} "
+                    f"after {args.push_timeout:.0f} s"
+                )
+                continue
+            for name, seconds in arrived.items():
+                assert seconds is not None
+                per_site[name].append(seconds)
+            latencies.append(max(v for v in arrived.values() if v is not None))
+        result: dict[str, Any] = {"pushes": len(latencies) + len(missing), "missing": missing}
+        if latencies:
+            result.update(
+                {
+                    "p50": _round(percentile(latencies, 50)),
+                    "p90": _round(percentile(latencies, 90)),
+                    "p99": _round(percentile(latencies, 99)),
+                    "max": _round(max(latencies)),
+                    "mean": _round(statistics.fmean(latencies)),
+                    "min": _round(min(latencies)),
+                    "per_site_p50": {k: _round(percentile(v, 50)) for k, v in per_site.items() if v},
+                    "p50_first_10": _round(percentile(latencies[:10], 50)),
+                    "p50_last_10": _round(percentile(latencies[-10:], 50)),
+                    "all": [_round(v) for v in latencies],
+                    "target_p50": TARGET_P50,
+                    "target_p99": TARGET_P99,
+                    "meets_targets": percentile(latencies, 50) <= TARGET_P50
+                    and percentile(latencies, 99) <= TARGET_P99,
+                }
+            )
+            log(
+                f"latency p50 {result['p50']:.3f} s  p90 {result['p90']:.3f} s  p99 {result['p99']:.3f} s  "
+                f"max {result['max']:.3f} s"
+            )
+        self.results["latency"] = result
+
+    # -- the peer -------------------------------------------------------------------------------------
+
+    def skopeo_sync(self) -> tuple[float, subprocess.CompletedProcess[str]]:
+        primary, peer = self.sites["primary"], self.sites["peer"]
+        command = [
+            shutil.which("skopeo") or "skopeo",
+            "--insecure-policy",
+            "sync",
+            "--all",
+            "--preserve-digests",
+            "--src",
+            "docker",
+            "--dest",
+            "docker",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--src-no-creds",
+            "--dest-no-creds",
+            "--retry-times",
+            "0",
+            f"{primary.host}/{REPOSITORY}",
+            # no --scoped: skopeo appends the last path component, so bench/live lands at bench/live
+            f"{peer.host}/{REPOSITORY.rsplit('/', 1)[0]}",
+        ]
+        started = time.monotonic()
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=SKOPEO_TIMEOUT, stdin=subprocess.DEVNULL
+        )
+        return time.monotonic() - started, result
+
+    def run_peer(self, pusher: RawPusher, readers: dict[str, httpx.Client]) -> None:
+        """One more push: geo-tui's latency for it, then (not concurrently, so neither slows the other)
+        the time `skopeo sync` of the repository takes: what a scheduled sync started at the very
+        moment of the 201 would need at least."""
+        log("peer: skopeo sync of the repository into the peer (untimed, to bring it up to date)")
+        _, result = self.skopeo_sync()
+        if result.returncode != 0:
+            self.notes.append(f"skopeo sync (catch-up) exited {result.returncode}: {result.stderr[-500:]}")
+            return
+        image = self.image("peer")
+        started = self.push(pusher, "peer", image)
+        arrived = self.wait_everywhere(readers, "peer", image.digest, started)
+        if any(v is None for v in arrived.values()):
+            self.fail(f"{REPOSITORY}:peer never arrived everywhere via geo-tui: {arrived}")
+            return
+        geo_latency = max(v for v in arrived.values() if v is not None)
+        skopeo_seconds, result = self.skopeo_sync()
+        if result.returncode != 0:
+            self.notes.append(f"skopeo sync exited {result.returncode}: {result.stderr[-500:]}")
+            return
+        with RawPusher.for_registry(self.sites["peer"]) as peer:
+            response = peer.head_manifest(REPOSITORY, "peer")
+        if response.headers.get("Docker-Content-Digest") != image.digest:
+            self.notes.append("skopeo sync did not put the new tag on the peer")
+        p50 = (self.results.get("latency") or {}).get("p50")
+        self.results["peer"] = {
+            "tags_in_repository": len(pusher.list_tags(REPOSITORY)),
+            "skopeo_sync_seconds": _round(skopeo_seconds),
+            "geo_tui_latency_same_push": _round(geo_latency),
+            "ratio_skopeo_over_geo_same_push": _round(skopeo_seconds / geo_latency, 2),
+            "ratio_skopeo_over_geo_p50": _round(skopeo_seconds / p50, 2) if p50 else None,
+        }
+        log(f"peer: skopeo sync {skopeo_seconds:.3f} s vs geo-tui {geo_latency:.3f} s for the same push")
+
+    # -- notification throughput --------------------------------------------------------------------
+
+    def run_throughput(self, pusher: RawPusher, readers: dict[str, httpx.Client]) -> None:
+        args = self.args
+        # The events name a repository that exists, so each one queues real work, as a real push would.
+        image = image_with_layers([layer_blob("events")], seed="events")
+        pusher.push_tree(THROUGHPUT_REPOSITORY, image, "v1")
+        run = uuid.uuid4().hex[:8]
+        acknowledged: list[str] = []
+        refused: dict[int, int] = {}
+        errors: list[str] = []
+        lock = threading.Lock()
+        issued = [0]
+        start_at = time.monotonic()
+        stop_at = start_at + args.event_seconds
+
+        def next_number() -> int | None:
+            with lock:
+                if issued[0] >= args.events or time.monotonic() >= stop_at:
+                    return None
+                issued[0] += 1
+                return issued[0]
+
+        def sender(worker: int) -> None:
+            with httpx.Client(base_url=self.serve_url, timeout=10.0) as client:
+                while (number := next_number()) is not None:
+                    event_id = f"tp-{run}-{worker}-{number}"
+                    body = json.dumps({"events": [synthetic_event(THROUGHPUT_REPOSITORY, event_id, number)]})
+                    try:
+                        response = client.post(
+                            EVENTS_PATH,
+                            content=body.encode(),
+                            headers={
+                                "Authorization": SECRET,
+                                "Content-Type": "application/vnd.docker.distribution.events.v1+json",
+                            },
+                        )
+                    except httpx.HTTPError as exc:
+                        with lock:
+                            errors.append(f"{type(exc).__name__}: {exc}")
+                        continue
+                    with lock:
+                        if response.status_code == 200:
+                            acknowledged.append(event_id)
+                        else:
+                            refused[response.status_code] = refused.get(response.status_code, 0) + 1
+
+        log(f"throughput: up to {args.events} events or {args.event_seconds:.0f} s, {args.threads} threads")
+        threads = [threading.Thread(target=sender, args=(k,), daemon=True) for k in range(args.threads)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(args.event_seconds + 30)
+        elapsed = time.monotonic() - start_at
+        stored = self.stored_event_ids(f"tp-{run}-%")
+        lost = sorted(set(acknowledged) - stored)
+        rate = len(acknowledged) / elapsed if elapsed else 0.0
+        if lost:
+            self.fail(f"{len(lost)} acknowledged events are not in the tracking database, e.g. {lost[:3]}")
+        if errors:
+            self.notes.append(f"{len(errors)} event POSTs failed in transport, e.g. {errors[0]}")
+        if refused:
+            self.notes.append(f"event POSTs refused: {refused}")
+        # the repository the events named is replicated afterwards (they were work, not just rows)
+        arrived = self.wait_repository(readers, THROUGHPUT_REPOSITORY, "v1", image.digest)
+        if not arrived:
+            self.fail(f"{THROUGHPUT_REPOSITORY}:v1 never arrived everywhere after the event flood")
+        self.results["throughput"] = {
+            "sent": issued[0],
+            "acknowledged": len(acknowledged),
+            "seconds": _round(elapsed),
+            "events_per_s": _round(rate, 1),
+            "stored": len(stored),
+            "lost": len(lost),
+            "threads": args.threads,
+            "target_events_per_s": TARGET_EVENTS_PER_S,
+            "meets_target": rate >= TARGET_EVENTS_PER_S and not lost,
+        }
+        log(
+            f"throughput: {len(acknowledged)} acknowledged in {elapsed:.2f} s = {rate:.0f} events/s; "
+            f"{len(stored)} stored, {len(lost)} lost"
+        )
+
+    def wait_repository(
+        self, readers: dict[str, httpx.Client], repository: str, tag: str, digest: str
+    ) -> bool:
+        deadline = time.monotonic() + self.args.push_timeout
+        for name, site in self.sites.items():
+            if name not in readers:
+                continue
+            token = site.mint([repository_scope(repository, "pull")], ttl=300)
+            headers = {"Authorization": f"Bearer {token}", "Accept": ", ".join(ALL_MANIFEST_TYPES)}
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    response = httpx.head(f"{site.url}/v2/{repository}/manifests/{tag}", headers=headers)
+                    if response.headers.get("Docker-Content-Digest") == digest:
+                        break
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.05)
+        return True
+
+    def stored_event_ids(self, pattern: str) -> set[str]:
+        assert self.config is not None
+        database = self.config.parent / "tracking.db"
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)) as db:
+            rows = db.execute("SELECT event_id FROM notifications WHERE event_id LIKE ?", (pattern,))
+            return {str(r[0]) for r in rows.fetchall()}
+
+    # -- all ------------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        readers = self.readers(("eu", "us"))
+        try:
+            with RawPusher.for_registry(self.sites["primary"]) as pusher:
+                self.run_latency(pusher, readers)
+                self.run_peer(pusher, readers)
+                self.run_throughput(pusher, readers)
+        finally:
+            for client in readers.values():
+                client.close()
+        if self.serve is not None and self.serve.poll() is not None:
+            self.fail(f"geo-tui serve died during the run (exit {self.serve.returncode})")
+        log_text = (self.workdir / "serve.log").read_text(errors="replace")
+        if SECRET in log_text:
+            self.fail("the notification secret appears in the serve log")
+        if "Traceback" in log_text:
+            self.notes.append("the serve log holds a traceback")
+
+
+def synthetic_event(repository: str, event_id: str, number: int) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "timestamp": "2024-05-01T10:11:12Z",
+        "action": "push",
+        "target": {
+            "mediaType": OCI_MANIFEST,
+            "size": 428,
+            "digest": "sha256:" + f"{number:064x}",
+            "length": 428,
+            "repository": repository,
+            "tag": "v1",
+        },
+        "request": {"id": event_id, "method": "PUT", "useragent": "geo-tui-bench"},
+        "actor": {},
+        "source": {"addr": "bench"},
+    }
+
+
+def render(results: dict[str, Any], failures: list[str], notes: list[str]) -> str:
+    lines = ["geo-tui serve: live replication on real Distribution 2.8 (127.0.0.1)"]
+    lat = results.get("latency") or {}
+    if lat.get("p50") is not None:
+        ok = "meets" if lat["meets_targets"] else "MISSES"
+        lines.append(
+            f"latency   {lat['pushes']} pushes, 201 on the tag PUT -> on every secondary: "
+            f"p50 {lat['p50']:.3f} s  p90 {lat['p90']:.3f} s  p99 {lat['p99']:.3f} s  "
+            f"max {lat['max']:.3f} s  ({ok} targets p50 <= {TARGET_P50:.0f} s, p99 <= {TARGET_P99:.0f} s)"
+        )
+        lines.append(
+            f"          per secondary p50: {lat['per_site_p50']}; p50 of the first 10 pushes "
+            f"{lat['p50_first_10']:.3f} s, of the last 10 {lat['p50_last_10']:.3f} s (each event compares "
+            "every tag of the repository)"
+        )
+    peer = results.get("peer")
+    if peer:
+        lines.append(
+            f"peer      skopeo sync of the repository ({peer['tags_in_repository']} tags) after one push: "
+            f"{peer['skopeo_sync_seconds']:.3f} s into one secondary; geo-tui for the same push "
+            f"{peer['geo_tui_latency_same_push']:.3f} s (both secondaries): ratio skopeo/geo-tui "
+            f"{peer['ratio_skopeo_over_geo_same_push']}x "
+            f"(vs geo-tui p50: {peer['ratio_skopeo_over_geo_p50']}x)"
+        )
+    tp = results.get("throughput")
+    if tp:
+        ok = "meets" if tp["meets_target"] else "MISSES"
+        lines.append(
+            f"events    {tp['acknowledged']}/{tp['sent']} acknowledged in {tp['seconds']:.2f} s = "
+            f"{tp['events_per_s']:.0f} events/s from {tp['threads']} threads; "
+            f"{tp['stored']} in the tracking DB, "
+            f"{tp['lost']} lost ({ok} target >= {TARGET_EVENTS_PER_S:.0f}/s without loss)"
+        )
+    for note in notes:
+        lines.append(f"note      {note}")
+    lines.append("result    " + ("OK" if not failures else f"FAILED ({len(failures)})"))
+    for failure in failures:
+        lines.append(f"failure   {failure}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Live replication benchmark: geo-tui serve with a real primary's notifications."
+    )
+    parser.add_argument("--pushes", type=int, default=40, help="images pushed one after another (40)")
+    parser.add_argument("--layer-size", type=int, default=4096, help="bytes of each image's layer (4096)")
+    parser.add_argument("--events", type=int, default=2000, help="synthetic events at most (2000)")
+    parser.add_argument("--event-seconds", type=float, default=10.0, help="event phase at most (10 s)")
+    parser.add_argument("--threads", type=int, default=4, help="event sender threads (4)")
+    parser.add_argument("--push-timeout", type=float, default=15.0, help="a push must arrive within (15 s)")
+    parser.add_argument("--workdir", type=Path, help="parent of the temp dir")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, storage)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    args = parser.parse_args(argv)
+    if not (1 <= args.pushes <= 1000 and 1 <= args.events <= 100_000 and 1 <= args.threads <= 64):
+        parser.error("--pushes 1..1000, --events 1..100000, --threads 1..64")
+    if not (0 < args.event_seconds <= 60 and 0 < args.push_timeout <= 60):
+        parser.error("--event-seconds and --push-timeout: 0..60")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    global _quiet
+    args = parse_args(argv)
+    _quiet = args.quiet
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for binary in ("docker-registry", "skopeo"):
+        if shutil.which(binary) is None:
+            print(f"bench: {binary} not found (apt-get install -y docker-registry skopeo)", file=sys.stderr)
+            return 2
+    parent = args.workdir or Path(tempfile.gettempdir())
+    workdir = Path(tempfile.mkdtemp(prefix="geo-tui-live-", dir=parent))
+    bench = Bench(args, workdir)
+    code = 0
+    try:
+        with contextlib.ExitStack() as stack:
+            if not args.keep:
+                stack.callback(shutil.rmtree, workdir, True)
+            bench.start(stack)
+            bench.run()
+    except KeyboardInterrupt:
+        print("bench: interrupted; registries and serve stopped", file=sys.stderr)
+        return 130
+    except SetupError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # report what was measured
+        bench.fail(f"bench error: {type(error).__name__}: {error}")
+    if bench.failures:
+        code = 1
+    output = {"ok": not bench.failures, "failures": bench.failures, "notes": bench.notes, **bench.results}
+    if args.keep:
+        output["workdir"] = str(workdir)
+    if args.json:
+        print(json.dumps(output, indent=2))
+    else:
+        print(render(bench.results, bench.failures, bench.notes))
+        if args.keep:
+            print(f"workdir   {workdir}")
+    return code
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
