@@ -1,0 +1,332 @@
+"""The console: composes the panes, routes keys to actions, and applies what the engine reports.
+
+The engine lives behind an `EngineLink` (its own thread, or a remote engine). The app never waits
+on it: commands return at once, and a timer drains a coalesced batch of changes a few times a
+second, so a slow SSH link is never flooded and the keyboard stays responsive during a backfill.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import Footer, Header
+
+from geo_tui.config import Config
+from geo_tui.engine import SyncState
+from geo_tui.engine.link import Batch, EngineLink, EngineThread, RowKey
+
+from .commands import GeoTuiCommands
+from .screens.confirm import ConfirmScreen
+from .screens.detail import RepositoryDetailScreen
+from .screens.help import HelpScreen
+from .widgets.event_log import EventLog
+from .widgets.filter_bar import FilterBar
+from .widgets.repository_table import RepositoryTable
+from .widgets.sites_pane import SitesPane
+
+__all__ = ["GeoTuiApp", "make_app"]
+
+REFRESH_INTERVAL = 0.25
+# Actions that change something: hidden with --read-only.
+MUTATING = frozenset({"resync", "verify", "resync_many", "verify_many", "resync_failed", "toggle_pause"})
+STATE_FILTERS: dict[str, frozenset[SyncState] | None] = {
+    "failed": frozenset({SyncState.FAILED}),
+    "pending": frozenset({SyncState.PENDING, SyncState.STARTED}),
+    "synced": frozenset({SyncState.SYNCED}),
+    "all": None,
+}
+PANES = {"sites": "#sites", "repositories": "#repositories", "log": "#log"}
+
+
+class GeoTuiApp(App[None]):
+    """geo-tui's console over one engine link."""
+
+    TITLE = "geo-tui"
+    CSS_PATH = "app.tcss"
+    COMMANDS = App.COMMANDS | {GeoTuiCommands}
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("slash", "filter", "Filter", id="app.filter"),
+        Binding("exclamation_mark", "invert_filter", "Invert filter", show=False, id="app.invert_filter"),
+        Binding("r", "resync", "Resync", id="app.resync"),
+        Binding("v", "verify", "Verify", id="app.verify"),
+        Binding("R", "resync_many", "Resync marked/filtered", show=False, id="app.resync_many"),
+        Binding("V", "verify_many", "Verify marked/filtered", show=False, id="app.verify_many"),
+        Binding("p", "toggle_pause", "Pause", id="app.pause"),
+        Binding("f", "show_state('failed')", "Failed", show=False, id="app.show_failed"),
+        Binding("w", "show_state('pending')", "Pending", show=False, id="app.show_pending"),
+        Binding("y", "show_state('synced')", "Synced", show=False, id="app.show_synced"),
+        Binding("a", "show_state('all')", "All", show=False, id="app.show_all"),
+        Binding("1", "focus_pane('sites')", "Sites", show=False, id="app.focus_sites"),
+        Binding("2", "focus_pane('repositories')", "Repositories", show=False, id="app.focus_repositories"),
+        Binding("3", "focus_pane('log')", "Log", show=False, id="app.focus_log"),
+    ]
+
+    def __init__(
+        self,
+        link: EngineLink,
+        *,
+        read_only: bool = False,
+        clock: Callable[[], float] = time.time,
+        refresh_interval: float = REFRESH_INTERVAL,
+        save_dir: Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.link = link
+        self.read_only = read_only
+        self.clock = clock
+        self.refresh_interval = refresh_interval
+        self.save_dir = save_dir or Path.cwd()
+        self.paused = False
+        self.running = False
+        self.engine_failure: str | None = None
+        self._text_filter = ""
+        self._regex = False
+        self._invert = False
+        self._log_filter = ""
+        self._detail: RepositoryDetailScreen | None = None
+        self._quitting = False
+
+    # -- layout and refresh -----------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield SitesPane(id="sites")
+        with Vertical(id="repositories-pane"):
+            yield RepositoryTable(now=self.clock, id="repositories")
+        with Vertical(id="log-pane"):
+            yield EventLog(id="log")
+        yield FilterBar(id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#repositories-pane").border_title = "Repositories"
+        self.query_one("#log-pane").border_title = "Events"
+        self._update_subtitle()
+        self.query_one(RepositoryTable).focus()
+        self.on_resize()
+        self.link.start()
+        self.set_interval(self.refresh_interval, self.apply_engine_changes)
+
+    def on_resize(self) -> None:
+        self.screen.set_class(self.size.height < 32, "-compact")
+
+    def apply_engine_changes(self) -> None:
+        """Drain what the engine reported since the last tick and show it, in one repaint."""
+        batch = self.link.drain()
+        if batch:
+            with self.batch_update():
+                self._apply(batch)
+
+    def _apply(self, batch: Batch) -> None:
+        now = self.clock()
+        table = self.query_one(RepositoryTable)
+        if batch.all_rows is not None:
+            table.set_rows(batch.all_rows)
+        if batch.rows:
+            table.upsert_rows(batch.rows)
+        if batch.logs:
+            self.query_one(EventLog).add(batch.logs)
+        if batch.snapshot is not None:
+            self.query_one(SitesPane).update_snapshots(batch.snapshot.sites, now)
+            self.paused, self.running = batch.snapshot.paused, batch.snapshot.running
+        if batch.status is not None:
+            self.paused, self.running = batch.status.paused, batch.status.running
+        for detail in batch.details:
+            if self._detail is not None and self._detail.repository == detail.repository:
+                self._detail.show(detail, now)
+        for result in batch.results:
+            self.notify(result.message, severity="information" if result.ok else "error")
+        if batch.failure is not None:
+            self.engine_failure = batch.failure
+            self.notify(f"the engine stopped: {batch.failure}", severity="error", timeout=30)
+        self._update_subtitle()
+        self.refresh_bindings()
+
+    def _update_subtitle(self) -> None:
+        state = "stopped" if self.engine_failure else ("paused" if self.paused else "replicating")
+        parts = [f"engine {self.link.mode}", state]
+        if self.read_only:
+            parts.append("read-only")
+        self.sub_title = " · ".join(parts)
+
+    def on_repository_table_counts_changed(self, message: RepositoryTable.CountsChanged) -> None:
+        shown = f"{message.total:,}"
+        if message.visible != message.total:
+            shown = f"{message.visible:,} of {shown}"
+        parts = [f"Repositories {shown}", f"{message.failed:,} failed"]
+        if message.marked:
+            parts.append(f"{message.marked:,} marked")
+        if self._text_filter:
+            parts.append(f"{'not ' if self._invert else ''}matching {self._text_filter!r}")
+        self.query_one("#repositories-pane").border_title = " · ".join(parts)
+
+    # -- what applies when ------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in MUTATING and self.read_only:
+            return False
+        if action in ("resync", "verify") and self.query_one(RepositoryTable).cursor_key is None:
+            return None
+        if action in ("resync_many", "verify_many") and not self._bulk_keys()[0]:
+            return None
+        return True
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    def action_resync(self) -> None:
+        key = self.query_one(RepositoryTable).cursor_key
+        if key is not None:
+            self.link.resync([key])
+            self.notify(f"resync queued: {key[1]} on {key[0]}")
+
+    def action_verify(self) -> None:
+        key = self.query_one(RepositoryTable).cursor_key
+        if key is not None:
+            self.link.verify([key])
+            self.notify(f"verifying {key[1]} on {key[0]}…")
+
+    def _bulk_keys(self) -> tuple[list[RowKey], str]:
+        table = self.query_one(RepositoryTable)
+        if table.marked:
+            return sorted(table.marked), "marked"
+        return table.visible_keys(), "filtered" if table.visible_count != table.total_count else "all"
+
+    def _confirm_bulk(self, verb: str, run: Callable[[list[RowKey]], None]) -> None:
+        keys, which = self._bulk_keys()
+        if not keys:
+            return
+        sites = sorted({site for site, _ in keys})
+        noun = "repository" if len(keys) == 1 else "repositories"
+        question = f"{verb} {len(keys):,} {which} {noun} on {', '.join(sites)}?"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                run(keys)
+                self.query_one(RepositoryTable).clear_marks()
+
+        self.push_screen(ConfirmScreen(question), answered)
+
+    def action_resync_many(self) -> None:
+        self._confirm_bulk("Resync", self.link.resync)
+
+    def action_verify_many(self) -> None:
+        self._confirm_bulk("Verify", self.link.verify)
+
+    def action_resync_failed(self) -> None:
+        failed = self.query_one(RepositoryTable).failed_count
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.link.resync(None, failed_only=True)
+
+        self.push_screen(ConfirmScreen(f"Resync every failed repository ({failed:,})?"), answered)
+
+    def action_toggle_pause(self) -> None:
+        if self.paused:
+            self.link.resume()
+            self.notify("replication resumed")
+        else:
+            self.link.pause()
+            self.notify("replication paused: copies in flight finish, nothing new starts")
+        self.paused = not self.paused
+        self._update_subtitle()
+
+    def action_show_state(self, state: str) -> None:
+        self.query_one(RepositoryTable).set_state_filter(STATE_FILTERS[state])
+
+    def action_focus_pane(self, pane: str) -> None:
+        self.query_one(PANES[pane]).focus()
+
+    def action_filter(self) -> None:
+        target = "log" if self.focused is self.query_one(EventLog) else "repositories"
+        table_filter = ("re:" if self._regex else "") + self._text_filter
+        current = self._log_filter if target == "log" else table_filter
+        self.query_one(FilterBar).open(target, current)
+
+    def on_filter_bar_applied(self, message: FilterBar.Applied) -> None:
+        bar = self.query_one(FilterBar)
+        if message.target == "log":
+            self._log_filter = message.text
+            self.query_one(EventLog).set_filter(message.text)
+            bar.close()
+            self.query_one(EventLog).focus()
+            return
+        table = self.query_one(RepositoryTable)
+        try:
+            table.set_text_filter(message.text, regex=message.regex, invert=self._invert)
+        except ValueError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self._text_filter, self._regex = message.text, message.regex
+        bar.close()
+        table.focus()
+
+    def on_filter_bar_cancelled(self, message: FilterBar.Cancelled) -> None:
+        self.query_one(FilterBar).close()
+        self.query_one(EventLog if message.target == "log" else RepositoryTable).focus()
+
+    def action_invert_filter(self) -> None:
+        self._invert = not self._invert
+        table = self.query_one(RepositoryTable)
+        table.set_text_filter(self._text_filter, regex=self._regex, invert=self._invert)
+        self.notify(
+            "filter inverted: showing what does not match" if self._invert else "showing what matches"
+        )
+
+    def action_save_log(self) -> None:
+        path = self.save_dir / time.strftime("geo-tui-events-%Y%m%d-%H%M%S.log", time.localtime(self.clock()))
+        try:
+            count = self.query_one(EventLog).save(path)
+        except OSError as exc:
+            self.notify(f"could not save the event log to {path}: {exc.strerror or exc}", severity="error")
+            return
+        self.notify(f"saved {count:,} event lines to {path}")
+
+    def on_repository_table_selected(self, message: RepositoryTable.Selected) -> None:
+        _, repository = message.key
+        self._detail = RepositoryDetailScreen(repository)
+        self.push_screen(self._detail, lambda _: setattr(self, "_detail", None))
+        self.link.load_detail(repository)
+
+    def action_help(self) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {}
+        for active in self.active_bindings.values():
+            binding = active.binding
+            if not binding.description or (binding.action.split("(")[0] in MUTATING and self.read_only):
+                continue
+            where = "Everywhere" if active.node is self else type(active.node).__name__
+            key = self.get_key_display(binding)
+            sections.setdefault(where, []).append((key, binding.description))
+        ordered = [("Everywhere", sections.pop("Everywhere", [])), *sorted(sections.items())]
+        ordered.append(("Command palette", [("ctrl+p", "every action by name")]))
+        self.push_screen(HelpScreen(ordered))
+
+    async def action_quit(self) -> None:
+        """Stop the engine cleanly (off the UI thread), then leave."""
+        if self._quitting:
+            return
+        self._quitting = True
+        self.notify("stopping the engine: copies in flight finish or stay pending…", timeout=15)
+        self.run_worker(self._stop_engine_and_exit, thread=True, exclusive=True)
+
+    def _stop_engine_and_exit(self) -> None:
+        self.link.stop()
+        self.call_from_thread(self.exit)
+
+
+def make_app(
+    config: Config,
+    *,
+    read_only: bool = False,
+    link: EngineLink | None = None,
+    clock: Callable[[], float] = time.time,
+) -> GeoTuiApp:
+    """Build the console over an embedded engine (or the given link): for the CLI, tests and pictures."""
+    return GeoTuiApp(link or EngineThread(config), read_only=read_only, clock=clock)
