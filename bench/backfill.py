@@ -857,10 +857,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="per child process, seconds (default 600)"
     )
-    parser.add_argument("--repository-concurrency", type=int, default=10,
-                        help="geo-tui [engine] repository_concurrency (default 10, the product default)")
-    parser.add_argument("--blob-concurrency", type=int, default=4,
-                        help="geo-tui [engine] blob_concurrency (default 4, the product default)")
+    parser.add_argument(
+        "--repository-concurrency",
+        type=int,
+        default=10,
+        help="geo-tui [engine] repository_concurrency (default 10, the product default)",
+    )
+    parser.add_argument(
+        "--blob-concurrency",
+        type=int,
+        default=4,
+        help="geo-tui [engine] blob_concurrency (default 4, the product default)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="where to make the temp dir")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (registries, logs)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
