@@ -644,3 +644,34 @@ def test_a_burst_of_events_coalesces_and_an_event_during_a_run_runs_it_again(
         served.config.parent, "SELECT COUNT(*) FROM notifications WHERE event_id LIKE 'burst-%'"
     )[0][0]
     assert stored == 50
+
+
+def test_the_periodic_reconcile_catches_a_push_whose_notification_was_lost(
+    registry_factory: Callable[..., Distribution], key_pair: TestKeyPair, tmp_path: Path
+) -> None:
+    # The primary sends no notifications at all: as if Distribution's in-memory queue lost them.
+    primary = registry_factory("primary")
+    secondary = registry_factory("eu")
+    port = free_port()
+    config = write_geo_config(
+        tmp_path / "geo",
+        primary,
+        [secondary],
+        key_pair,
+        engine={"reconcile_interval": 10},
+        notifications={"listen": f"127.0.0.1:{port}", "secret": SECRET},
+    )
+    served = Served(config, port, tmp_path / "serve.log").start()
+    try:
+        time.sleep(1.0)  # the start-up backfill has run over an empty primary
+        image = oci_image("lost-event")
+        with RawPusher.for_registry(primary) as pusher, RawPusher.for_registry(secondary) as eu:
+            pusher.push_tree("quiet/app", image, "v1")
+            waited = wait_until(
+                lambda: tag_digests_safe(eu, "quiet/app") == {"v1": image.digest},
+                timeout=25,
+                what="reconcile",
+            )
+        assert waited <= 15, f"the reconcile took {waited:.1f} s with reconcile_interval = 10"
+    finally:
+        assert served.stop(signal.SIGTERM) == 0
