@@ -13,6 +13,8 @@ import pytest
 from textual.pilot import Pilot
 
 from geo_tui.console.app import GeoTuiApp
+from geo_tui.console.widgets.repository_table import RepositoryTable
+from geo_tui.console.widgets.site_card import SiteCard
 from geo_tui.engine import (
     EngineSnapshot,
     LogRecord,
@@ -197,7 +199,13 @@ def pinned_app() -> GeoTuiApp:
 
 
 async def settle(pilot: Pilot[None]) -> None:
-    await pilot.pause(0.3)
+    """Wait for the pinned data to be on screen (not for a fixed time: a loaded machine is slower)."""
+    table = pilot.app.query_one(RepositoryTable)
+    for _ in range(200):
+        if table.total_count == len(ROWS) and pilot.app.query(SiteCard):
+            break
+        await pilot.pause(0.05)
+    await pilot.pause()
     await pilot.pause()
 
 
@@ -206,8 +214,21 @@ def test_main_screen(snap_compare: Callable[..., bool], size: tuple[int, int]) -
     assert snap_compare(pinned_app(), terminal_size=size, run_before=settle)
 
 
-def test_failed_filter_at_80x24(snap_compare: Callable[..., bool]) -> None:
-    assert snap_compare(pinned_app(), press=["f"], terminal_size=(80, 24), run_before=settle)
+async def test_failed_filter_at_80x24() -> None:
+    # Asserted on what is shown rather than as a picture: after a filter the table's line cache can
+    # split identical text into different segments, which changes the snapshot's hash, not the screen.
+    app = pinned_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("f")
+        await pilot.pause()
+        table = app.query_one(RepositoryTable)
+        assert table.visible_keys() == [("eu", "legacy/app")]
+        assert str(app.query_one("#repositories-pane").border_title).startswith(
+            "Repositories 1 of 13 · 1 failed"
+        )
+        screen = app.export_screenshot()
+        assert "legacy/app" in screen and "team-a/web" not in screen
 
 
 def test_bulk_confirmation_states_what_and_how_many(snap_compare: Callable[..., bool]) -> None:
