@@ -73,12 +73,14 @@ class Engine:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         in_run_retry_base: float = 0.5,
+        health_interval: float = HEALTH_INTERVAL,
     ) -> None:
         self.config = config
         self._transports = dict(transports or {})
         self._clock = clock
         self._rng = rng or random.Random()
         self._in_run_retry_base = in_run_retry_base
+        self._health_interval = health_interval
         self._subscribers: list[Callable[[Update], None]] = []
         self._cache = ManifestCache()
         self._sites: dict[str, _Site] = {}
@@ -685,7 +687,7 @@ class Engine:
     async def _health_forever(self) -> None:
         while True:
             await self.check_health()
-            await asyncio.sleep(HEALTH_INTERVAL)
+            await asyncio.sleep(self._health_interval)
 
     def _bytes_counter(self, site: _Site) -> Callable[[str, int], None]:
         def count(_repository: str, nbytes: int) -> None:

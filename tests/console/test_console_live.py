@@ -12,8 +12,11 @@ from geo_tui.config import load_config
 from geo_tui.console.app import make_app
 from geo_tui.console.screens.confirm import ConfirmScreen
 from geo_tui.console.screens.detail import RepositoryDetailScreen
+from geo_tui.console.widgets.event_log import EventLog
 from geo_tui.console.widgets.repository_table import RepositoryTable
-from geo_tui.engine import SyncState, VerificationState
+from geo_tui.console.widgets.sites_pane import SitesPane
+from geo_tui.engine import Engine, SyncState, VerificationState
+from geo_tui.engine.link import EngineThread
 from tests.support.distribution import Distribution
 from tests.support.geo import write_geo_config
 from tests.support.keys import TestKeyPair
@@ -134,5 +137,29 @@ async def test_read_only_hides_every_action_that_changes_something(
             if app.check_action(b.binding.action.split("(")[0], ()) is not False
         }
         assert "resync" not in shown and "toggle_pause" not in shown
+        await pilot.press("q")
+        await until(pilot, lambda: not app.is_running)
+
+
+async def test_a_site_going_down_shows_unhealthy_and_recovers(
+    primary: Distribution,
+    secondary: Distribution,
+    primary_pusher: RawPusher,
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+) -> None:
+    primary_pusher.push_tree("up/app", oci_image("up"), "v1")
+    config = load_config(write_geo_config(tmp_path, primary, [secondary], key_pair))
+    link = EngineThread(config, engine_factory=lambda c: Engine(c, health_interval=0.3))
+    app = make_app(config, link=link)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: "secondary" in app.query_one(SitesPane).cards)
+        card = app.query_one(SitesPane).cards["secondary"]
+        await until(pilot, lambda: "healthy" in card.text and not card.has_class("-unhealthy"))
+        secondary.stop()
+        await until(pilot, lambda: card.has_class("-unhealthy") and "✗" in card.text)
+        assert any("unreachable" in line for line in app.query_one(EventLog).lines())
+        secondary.start()
+        await until(pilot, lambda: not card.has_class("-unhealthy") and "● healthy" in card.text)
         await pilot.press("q")
         await until(pilot, lambda: not app.is_running)
