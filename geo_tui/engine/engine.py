@@ -305,13 +305,6 @@ class Engine:
         self._poke()
         return count
 
-    def request_verification(
-        self, *, sites: Sequence[str] | None = None, repositories: Sequence[str] | None = None
-    ) -> int:
-        count = self.tracking.request_verify(sites=sites, repositories=repositories)
-        self._poke()
-        return count
-
     def pause(self) -> None:
         self._paused = True
         self.log("warning", "replication paused")

@@ -404,17 +404,6 @@ class Tracking:
                 )
         return queued
 
-    def recent_notifications(self, limit: int = 100) -> list[tuple[object, ...]]:
-        return list(
-            reversed(
-                self._query(
-                    "SELECT received_at, event_id, action, repository, tag, digest FROM notifications "
-                    "ORDER BY id DESC LIMIT ?",
-                    (limit,),
-                )
-            )
-        )
-
     # -- verification ----------------------------------------------------------------------
 
     def request_verify(

@@ -181,7 +181,6 @@ class StaticLink:
         self.sent = True
         return Batch(all_rows=list(ROWS), logs=list(LOGS), snapshot=SNAPSHOT)
 
-    def load_rows(self) -> None: ...
     def load_detail(self, repository: str) -> None: ...
 
     def resync(self, keys: Sequence[RowKey] | None = None, *, failed_only: bool = False) -> None:
