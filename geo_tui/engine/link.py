@@ -20,6 +20,7 @@ from geo_tui.config import Config
 
 from .describe import describe_error
 from .engine import Engine
+from .listener import NotificationListener
 from .model import EngineSnapshot, RepositoryDetail
 from .tracking import LogRecord, RepositoryRow
 from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
@@ -249,8 +250,10 @@ class EngineThread:
         engine = self._factory(self.config)
         await engine.open()
         unsubscribe = engine.subscribe(self._inbox.put_update)
+        listener = NotificationListener(engine, self.config)
         try:
             await engine.start()
+            await listener.start()
             self._engine = engine
             rows = engine.rows()
             self._inbox.put(_setter("all_rows", rows))
@@ -264,6 +267,7 @@ class EngineThread:
                 except TimeoutError:
                     pass
         finally:
+            await listener.stop()
             await engine.close()
             unsubscribe()
             self._engine = None

@@ -3,6 +3,7 @@ and coalesced batches, against real Distribution."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -11,11 +12,11 @@ from pathlib import Path
 from geo_tui.config import load_config
 from geo_tui.engine import SyncState
 from geo_tui.engine.link import Batch, EngineThread
-from tests.support.distribution import Distribution
+from tests.support.distribution import Distribution, free_port
 from tests.support.geo import tag_digests, write_geo_config
 from tests.support.keys import TestKeyPair
 from tests.support.oci import oci_image
-from tests.support.push import RawPusher
+from tests.support.push import PushError, RawPusher
 
 
 def drain_until(
@@ -102,3 +103,84 @@ def test_a_broken_engine_is_reported_not_raised(
     link.resync([("secondary", "x")])
     assert any(not r.ok for r in link.drain().results)
     link.stop()
+
+
+def test_the_embedded_engine_receives_notifications(
+    registry_factory: Callable[..., Distribution],
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+) -> None:
+    """The console's engine listens on `[notifications] listen` like `serve`: a push reaches the secondary
+    long before the (here: one hour) reconcile would find it."""
+    port = free_port()
+    secret = "Qnotificationsecret0123456789abcdef"
+    primary = registry_factory(
+        "primary",
+        notification_url=f"http://127.0.0.1:{port}/api/v4/container_registry_event/events",
+        notification_secret=secret,
+    )
+    secondary = registry_factory("secondary")
+    config = load_config(
+        write_geo_config(
+            tmp_path,
+            primary,
+            [secondary],
+            key_pair,
+            engine={"reconcile_interval": 3600},
+            notifications={"listen": f"127.0.0.1:{port}", "secret": secret},
+        )
+    )
+    link = EngineThread(config)
+    link.start()
+    try:
+        assert link.wait_ready(15)
+        drain_until(link, lambda bs: any("receiving notifications" in r.message for b in bs for r in b.logs))
+        with RawPusher.for_registry(primary) as pusher:
+            pusher.push_tree("live/app", oci_image("live"), "v1")
+        with RawPusher.for_registry(secondary) as reader:
+            deadline = time.monotonic() + 15
+            while not _has_tag(reader, "live/app", "v1"):
+                assert time.monotonic() < deadline, "the notification never led to a copy"
+                time.sleep(0.1)
+    finally:
+        link.stop()
+    # the port is free again once the engine stopped
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+
+
+def _has_tag(pusher: RawPusher, repository: str, tag: str) -> bool:
+    try:
+        return tag in tag_digests(pusher, repository)
+    except PushError:  # the repository does not exist yet
+        return False
+
+
+def test_a_busy_notification_port_is_logged_and_the_engine_runs_on(
+    primary: Distribution, secondary: Distribution, key_pair: TestKeyPair, tmp_path: Path
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = load_config(
+            write_geo_config(
+                tmp_path,
+                primary,
+                [secondary],
+                key_pair,
+                notifications={"listen": f"127.0.0.1:{port}", "secret": "Qsecret0123456789abcdef0123456789"},
+            )
+        )
+        link = EngineThread(config)
+        link.start()
+        try:
+            batches = drain_until(
+                link, lambda bs: any("not receiving notifications" in r.message for b in bs for r in b.logs)
+            )
+            line = next(r.message for b in batches for r in b.logs if "not receiving" in r.message)
+            assert f"127.0.0.1:{port}" in line and "reconcile" in line
+            assert "Qsecret" not in line
+            assert not any(b.failure for b in batches)
+        finally:
+            link.stop()

@@ -1,0 +1,77 @@
+"""The notification receiver of an engine embedded in the console: the same ASGI app and socket
+options as `geo-tui serve`, on the engine's own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+
+import uvicorn
+
+from geo_tui.config import Config
+
+from .engine import Engine
+from .receiver import ReceiverApp
+from .serve import ListenError, _bind, _Server
+
+__all__ = ["NotificationListener"]
+
+
+class NotificationListener:
+    """Receives the primary's notifications for `engine` while it runs; a no-op without `[notifications]`."""
+
+    def __init__(self, engine: Engine, config: Config) -> None:
+        self._engine = engine
+        self._config = config
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start listening. An address already in use is logged, not raised: the periodic reconcile
+        still finds every push, only later."""
+        notifications = self._config.notifications
+        if notifications is None:
+            return
+        try:
+            sock = _bind(notifications.listen_host, notifications.listen_port)
+        except ListenError as exc:
+            self._engine.log(
+                "error",
+                f"not receiving notifications: {exc}; relying on the periodic reconcile every "
+                f"{self._config.engine.reconcile_interval:.0f} s",
+            )
+            return
+        app = ReceiverApp(self._engine, notifications.secret.reveal())
+        self._server = _Server(
+            uvicorn.Config(
+                app,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                log_level="warning",
+                timeout_graceful_shutdown=2,
+                server_header=False,
+                date_header=False,
+            )
+        )
+        self._task = asyncio.ensure_future(self._serve(sock))
+        self._engine.log(
+            "info",
+            f"receiving notifications on http://{notifications.listen_host}:{notifications.listen_port}"
+            "/api/v4/container_registry_event/events",
+        )
+
+    async def _serve(self, sock: socket.socket) -> None:
+        assert self._server is not None
+        try:
+            await self._server.serve(sockets=[sock])
+        finally:
+            sock.close()
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            with contextlib.suppress(Exception):
+                await self._task
+        self._server = self._task = None
