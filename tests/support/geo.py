@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
+from geo_tui.lab.images import image_from_layers
 from tests.support.distribution import Distribution
 from tests.support.keys import TestKeyPair
 from tests.support.oci import Blob, ManifestNode
@@ -69,28 +69,4 @@ def tag_digests(pusher: RawPusher, repository: str) -> dict[str, str]:
 
 def image_with_layers(layers: list[Blob], *, seed: str, docker: bool = False) -> ManifestNode:
     """An image made of the given layer blobs (to share base layers between repositories)."""
-    config = Blob(
-        json.dumps(
-            {
-                "architecture": "amd64",
-                "os": "linux",
-                "config": {"Labels": {"seed": seed}},
-                "rootfs": {"type": "layers", "diff_ids": [b.diff_id for b in layers]},
-            }
-        ).encode(),
-        "application/vnd.docker.container.image.v1+json"
-        if docker
-        else "application/vnd.oci.image.config.v1+json",
-    )
-    media_type = (
-        "application/vnd.docker.distribution.manifest.v2+json"
-        if docker
-        else "application/vnd.oci.image.manifest.v1+json"
-    )
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": media_type,
-        "config": config.descriptor(),
-        "layers": [b.descriptor() for b in layers],
-    }
-    return ManifestNode(json.dumps(manifest, indent=3).encode(), media_type, blobs=[config, *layers])
+    return image_from_layers(layers, seed=seed, docker=docker)
