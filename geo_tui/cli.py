@@ -81,13 +81,19 @@ def _parser() -> argparse.ArgumentParser:
     resync.add_argument("--site", action="append", metavar="NAME")
     resync.add_argument("--now", action="store_true", help="run them now instead of leaving them to `serve`")
     resync.add_argument("--json", action="store_true")
+
+    demo = sub.add_parser("demo", help="live replication between three local lab registries, in the console")
+    demo.add_argument("--seed", type=int, default=1, help="the workload's random seed (default 1)")
+    demo.add_argument(
+        "--speed", type=float, default=1.0, help="how fast the workload and the outage run (default 1.0)"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    console = args.command in (None, "tui")
+    console = args.command in (None, "tui", "demo")
     if console and not (sys.stdin.isatty() and sys.stdout.isatty()):
         parser.print_usage(sys.stderr)
         print(
@@ -98,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if not console:
         _setup_logging(args.verbose)
+    if args.command == "demo":
+        return _run_demo(args.seed, args.speed, read_only=args.read_only_console)
     try:
         config = load_config(resolve_config_path(args.config))
         if console:
@@ -120,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _run_console(config: Config, *, read_only: bool) -> int:
+def _run_console(config: Config, *, read_only: bool, mode: str | None = None) -> int:
     # Imported here: the headless commands never load Textual.
     from geo_tui.console.app import make_app
 
@@ -128,11 +136,25 @@ def _run_console(config: Config, *, read_only: bool) -> int:
     logging.getLogger("geo_tui").handlers[:] = [logging.NullHandler()]
     logging.getLogger("geo_tui").propagate = False
     app = make_app(config, read_only=read_only)
+    if mode is not None:
+        app.link.mode = mode
     app.run()
     if app.engine_failure:
         print(f"geo-tui: the engine stopped: {app.engine_failure}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _run_demo(seed: int, speed: float, *, read_only: bool) -> int:
+    from geo_tui.demo import DemoError, demo_lab
+
+    print("geo-tui demo: starting three lab registries and seeding the primary...", file=sys.stderr)
+    try:
+        with demo_lab(seed=seed, speed=speed) as lab:
+            return _run_console(lab.config, read_only=read_only, mode="demo")
+    except DemoError as exc:
+        print(f"geo-tui: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _setup_logging(verbose: bool) -> None:

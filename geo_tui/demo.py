@@ -1,0 +1,193 @@
+"""`geo-tui demo`: live geo-replication on this machine, with nothing but the package installed.
+
+A temporary directory holds everything: a fresh key pair, the config, the tracking database and three
+lab registries (a primary and two secondaries, in a child process: `geo_tui.lab.site`). The primary
+notifies the console's engine of every push, as a real primary would. Quitting the console stops the
+registries and removes the directory; the child also exits on its own if this process dies.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime
+import secrets
+import shutil
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from geo_tui.config import Config, load_config, write_config
+from geo_tui.lab.site import DemoSiteSpec, Outage
+
+__all__ = ["DemoError", "DemoLab", "demo_lab"]
+
+ISSUER = "geo-tui-demo"
+SERVICE = "container_registry"
+SITES = ("primary", "secondary-eu", "secondary-us")
+READY_TIMEOUT = 60.0
+EVENTS_PATH = "/api/v4/container_registry_event/events"
+
+
+class DemoError(Exception):
+    """The demo lab could not start; the message says why."""
+
+
+@dataclass
+class DemoLab:
+    """A running demo lab: its config (for the engine) and the child process serving the registries."""
+
+    directory: Path
+    config: Config
+    process: subprocess.Popen[str]
+    ports: dict[str, int]
+    lines: collections.deque[str]  # the latest things the workload did
+
+    @property
+    def primary_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports[SITES[0]]}"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _notification_secret() -> str:
+    """Alphanumeric and starting with a letter, as GitLab's registry notification secrets are."""
+    alphabet = string.ascii_letters + string.digits
+    return secrets.choice(string.ascii_letters) + "".join(secrets.choice(alphabet) for _ in range(39))
+
+
+def _write_key_pair(directory: Path) -> tuple[Path, Path]:
+    """A throwaway RSA key and its self-signed certificate (the registries' token trust)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "geo-tui demo token signer")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = directory / "registry.key", directory / "registry.crt"
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+def _write_config(directory: Path, key_path: Path, ports: dict[str, int], listen: int, secret: str) -> Path:
+    primary, *secondaries = SITES
+    path = directory / "config.toml"
+    write_config(
+        path,
+        {
+            "engine": {"database": str(directory / "tracking.db"), "reconcile_interval": 60},
+            "auth": {"private_key": str(key_path), "issuer": ISSUER, "service": SERVICE, "token_ttl": 300},
+            "notifications": {"listen": f"127.0.0.1:{listen}", "secret": secret},
+            "primary": {"name": primary, "registry": f"http://127.0.0.1:{ports[primary]}", "auth": "jwt"},
+            "secondaries": [
+                {"name": name, "registry": f"http://127.0.0.1:{ports[name]}", "auth": "jwt"}
+                for name in secondaries
+            ],
+        },
+    )
+    return path
+
+
+def _start_site(directory: Path, spec: DemoSiteSpec) -> tuple[subprocess.Popen[str], collections.deque[str]]:
+    spec_path = directory / "site.json"
+    spec.write(spec_path)
+    log = (directory / "site.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "geo_tui.lab.site", str(spec_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    log.close()
+    lines: collections.deque[str] = collections.deque(maxlen=200)
+    ready = threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.strip() == "ready":
+                ready.set()
+            else:
+                lines.append(line.rstrip("\n"))
+        ready.set()  # the child ended: start() checks whether it is alive
+
+    threading.Thread(target=read, name="demo-site-output", daemon=True).start()
+    if not ready.wait(READY_TIMEOUT) or process.poll() is not None:
+        _stop_site(process)
+        tail = (directory / "site.log").read_text(errors="replace").strip().splitlines()[-5:]
+        raise DemoError("the demo registries did not start: " + (" / ".join(tail) or "no output"))
+    return process, lines
+
+
+def _stop_site(process: subprocess.Popen[str]) -> None:
+    if process.stdin is not None:
+        with contextlib.suppress(OSError):
+            process.stdin.close()  # the child's cue to stop
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+@contextlib.contextmanager
+def demo_lab(*, seed: int = 1, speed: float = 1.0, scale: float = 1.0) -> Iterator[DemoLab]:
+    """Start the demo's registries and config in a temporary directory; remove everything on exit."""
+    if speed <= 0:
+        raise DemoError(f"--speed must be above 0, not {speed}")
+    directory = Path(tempfile.mkdtemp(prefix="geo-tui-demo-"))
+    process: subprocess.Popen[str] | None = None
+    try:
+        key_path, cert_path = _write_key_pair(directory)
+        ports = {name: _free_port() for name in SITES}
+        listen, secret = _free_port(), _notification_secret()
+        config = load_config(_write_config(directory, key_path, ports, listen, secret))
+        spec = DemoSiteSpec(
+            root=str(directory / "registries"),
+            private_key_path=str(key_path),
+            certificate_path=str(cert_path),
+            issuer=ISSUER,
+            service=SERVICE,
+            ports=ports,
+            notification_url=f"http://127.0.0.1:{listen}{EVENTS_PATH}",
+            notification_secret=secret,
+            seed=seed,
+            speed=speed,
+            scale=scale,
+            outage=Outage(site=SITES[2]),
+        )
+        process, lines = _start_site(directory, spec)
+        yield DemoLab(directory, config, process, ports, lines)
+    finally:
+        if process is not None:
+            _stop_site(process)
+        shutil.rmtree(directory, ignore_errors=True)
