@@ -47,6 +47,8 @@ __all__ = ["Engine", "EngineSnapshot", "SiteSnapshot", "SiteSummary", "SyncSumma
 log = logging.getLogger("geo_tui.engine")
 
 HEALTH_INTERVAL = 15.0
+UNHEALTHY_INTERVAL = 3.0  # while a site is down: its recovery shows within seconds
+HEALTH_MIN_GAP = 1.0  # a burst of failed copies asks for one health check, not one each
 FLUSH_INTERVAL = 0.5
 
 
@@ -81,6 +83,7 @@ class Engine:
         self._rng = rng or random.Random()
         self._in_run_retry_base = in_run_retry_base
         self._health_interval = health_interval
+        self._health_wake = asyncio.Event()
         self._subscribers: list[Callable[[Update], None]] = []
         self._cache = ManifestCache()
         self._sites: dict[str, _Site] = {}
@@ -593,6 +596,7 @@ class Engine:
             summary.failures[repository] = reason
         self.log("error", f"failed (attempt {attempts}): {reason}", site=site, repository=repository)
         self._emit_row(site, repository)
+        self._health_wake.set()  # is the site down? the operator should see it now, not at the next check
 
     def _count(self, site: str, stats: CopyStats) -> None:
         if stats.bytes_copied:
@@ -679,8 +683,14 @@ class Engine:
 
     async def _health_forever(self) -> None:
         while True:
-            await self.check_health()
-            await asyncio.sleep(self._health_interval)
+            self._health_wake.clear()
+            healthy = await self.check_health()
+            interval = self._health_interval
+            if not all(h.healthy for h in healthy.values()):
+                interval = min(interval, UNHEALTHY_INTERVAL)
+            await asyncio.sleep(min(interval, HEALTH_MIN_GAP))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._health_wake.wait(), max(0.0, interval - HEALTH_MIN_GAP))
 
     def _bytes_counter(self, site: _Site) -> Callable[[str, int], None]:
         def count(_repository: str, nbytes: int) -> None:

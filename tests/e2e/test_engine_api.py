@@ -111,3 +111,32 @@ async def test_a_site_going_down_shows_unhealthy_and_recovers(
         assert health["secondary"].healthy
         messages = [r.message for r in engine.tracking.recent_log()]
         assert any("unreachable" in m for m in messages) and any("reachable (" in m for m in messages)
+
+
+async def test_a_failed_copy_shows_the_outage_at_once_and_recovery_within_seconds(
+    primary: Distribution,
+    secondary: Distribution,
+    primary_pusher: RawPusher,
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+) -> None:
+    """Health is checked every minute here; a copy failing on a stopped secondary must not wait for that."""
+    config = load_config(write_geo_config(tmp_path, primary, [secondary], key_pair))
+    engine = Engine(config, health_interval=60.0)
+    await engine.open()
+    try:
+        await engine.start()
+        await wait_for(lambda: _health(engine, "secondary") is True)
+        secondary.stop()
+        primary_pusher.push_tree("outage/app", oci_image("outage"), "v1")
+        engine.resync(repositories=["outage/app"])
+        await wait_for(lambda: _health(engine, "secondary") is False, timeout=10)
+        secondary.start()
+        await wait_for(lambda: _health(engine, "secondary") is True, timeout=10)
+    finally:
+        await engine.close()
+
+
+def _health(engine: Engine, site: str) -> bool | None:
+    card = next(s for s in engine.snapshot().sites if s.name == site)
+    return None if card.health is None else card.health.healthy
