@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ class Terminal:
     def __init__(self, tmux: str, command: list[str], env: dict[str, str], exit_file: Path) -> None:
         self.tmux = tmux
         self.name = f"geo-tui-test-{uuid.uuid4().hex[:8]}"
-        shell = " ".join(_quote(part) for part in command) + f"; echo $? > {_quote(str(exit_file))}"
+        shell = " ".join(shlex.quote(part) for part in command) + f"; echo $? > {shlex.quote(str(exit_file))}"
         subprocess.run(
             [
                 tmux,
@@ -67,10 +68,6 @@ class Terminal:
 
     def close(self) -> None:
         subprocess.run([self.tmux, "kill-session", "-t", self.name], capture_output=True)
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
 @pytest.fixture
