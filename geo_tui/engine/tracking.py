@@ -152,7 +152,8 @@ class SiteCounts:
 
     @property
     def percent_synced(self) -> float:
-        return round(100.0 * self.synced / self.total, 2) if self.total else 100.0
+        """Percent synced to 2 decimals, rounded down: 100.0 only when every repository is synced."""
+        return (10000 * self.synced // self.total) / 100 if self.total else 100.0
 
 
 @dataclass(frozen=True)

@@ -402,11 +402,11 @@ def test_status_percent_after_one_of_three_failed_and_resync_all_queues(
     code, out, _ = cli(capsys, config, "status")
     assert code == 0
     row = next(line for line in out.splitlines() if line.startswith("secondary "))
-    assert row.split() == ["secondary", "2", "1", "0", "3", "66.67%", "0", "0"], row
+    assert row.split() == ["secondary", "2", "1", "0", "3", "66.66%", "0", "0"], row
     assert re.search(r"^  secondary  legacy/app  \(attempt \d+\): .*schema 1", out, re.M), out
     data = status_json(capsys, config)
     site = data["sites"]["secondary"]
-    assert (site["total"], site["synced"], site["failed"], site["percent_synced"]) == (3, 2, 1, 66.67)
+    assert (site["total"], site["synced"], site["failed"], site["percent_synced"]) == (3, 2, 1, 66.66)
     assert [f["repository"] for f in data["failed"]] == ["legacy/app"]
     assert "schema 1" in data["failed"][0]["reason"]
 

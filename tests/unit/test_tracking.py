@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from geo_tui.engine import SyncState, Tracking, VerificationState
+from geo_tui.engine.tracking import SiteCounts
 
 
 class Clock:
@@ -140,3 +141,13 @@ def test_event_log_is_bounded(db: Tracking, monkeypatch: pytest.MonkeyPatch) -> 
     recent = db.recent_log(limit=5000)
     assert len(recent) <= 600
     assert recent[-1].message == "line 999"
+
+
+def test_percent_synced_never_shows_100_with_one_missing() -> None:
+    def percent(synced: int, total: int) -> float:
+        return SiteCounts("s", total, total - synced, 0, synced, 0, 0, 0, 0, 0, None).percent_synced
+
+    assert percent(99_999, 100_000) == 99.99
+    assert percent(2, 3) == 66.66
+    assert percent(57, 100) == 57.0
+    assert percent(0, 0) == 100.0

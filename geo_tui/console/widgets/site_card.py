@@ -6,8 +6,6 @@ so the card reads the same on a 16-colour terminal (TEXTUAL_COLOR_SYSTEM=standar
 
 from __future__ import annotations
 
-import math
-
 from rich.cells import cell_len
 from textual.content import Content
 from textual.widgets import Static
@@ -52,9 +50,7 @@ def _health_line(snapshot: SiteSnapshot, width: int) -> Content:
 
 def percent_text(counts: SiteCounts) -> str:
     """Percent synced to 2 decimals, rounded down: 100.00% only when every repository is synced."""
-    if not counts.total:
-        return "100.00%"
-    return f"{math.floor(10000 * counts.synced / counts.total) / 100:.2f}%"
+    return f"{counts.percent_synced:.2f}%"
 
 
 def _tally(label: str, done: int, failed: int, pending: int, running: int | None, width: int) -> Content:
