@@ -13,6 +13,7 @@ import pytest
 from textual.pilot import Pilot
 
 from geo_tui.console.app import GeoTuiApp
+from geo_tui.console.screens.confirm import ConfirmScreen
 from geo_tui.console.widgets.repository_table import RepositoryTable
 from geo_tui.console.widgets.site_card import SiteCard
 from geo_tui.engine import (
@@ -234,6 +235,11 @@ def test_bulk_confirmation_states_what_and_how_many(snap_compare: Callable[..., 
     async def mark_two(pilot: Pilot[None]) -> None:
         await settle(pilot)
         await pilot.press("space", "down", "space", "R")
+        for _ in range(100):  # the modal screen arrives a frame later, later still on a loaded machine
+            if isinstance(pilot.app.screen, ConfirmScreen):
+                break
+            await pilot.pause(0.05)
+        await pilot.pause()
         await pilot.pause()
 
     assert snap_compare(pinned_app(), terminal_size=(80, 24), run_before=mark_two)
