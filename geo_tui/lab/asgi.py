@@ -31,6 +31,7 @@ MESSAGES = {
     "PAGINATION_NUMBER_INVALID": "invalid number of results requested",
     "SIZE_INVALID": "provided length did not match content length",
     "UNAUTHORIZED": "authentication required",
+    "UNKNOWN": "unknown error",
     "DENIED": "requested access to the resource is denied",
     "UNSUPPORTED": "The operation is unsupported.",
 }

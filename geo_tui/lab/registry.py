@@ -7,6 +7,7 @@ comes next, then the name's length (NAME_INVALID), then the handler.
 
 from __future__ import annotations
 
+import posixpath
 import re
 import socket
 import uuid
@@ -26,7 +27,7 @@ from geo_tui.registry import (
 from .asgi import AccessLog, Failure, Receive, Request, Response, Scope, Send
 from .auth import Access, AuthChallenge, TokenVerifier
 from .notify import Notifier, event
-from .storage import LabStorage
+from .storage import LabStorage, catalog_key
 from .uploads import UploadHandlers
 
 __all__ = ["LabApp", "LabSettings"]
@@ -34,7 +35,10 @@ __all__ = ["LabApp", "LabSettings"]
 # Distribution's grammar has `[-]*` as a separator, which Go's RE2 matches in linear time; Python's
 # backtracking would take exponential time on it, and `-+` accepts the same names.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_NAME = rf"{_COMPONENT}(?:/{_COMPONENT})*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
+# A first component that reads as a domain may hold upper case (`Upper/app`), as in Distribution.
+_NAME = rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*"
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 _ROUTES = [
@@ -90,6 +94,13 @@ def match_route(path: str) -> Route | None:
     return None
 
 
+def clean_path(path: str) -> str:
+    """`path` without empty, `.` and `..` segments (trailing slash kept), as Go's path.Clean makes it."""
+    cleaned = posixpath.normpath(path) if path else "/"
+    cleaned = "/" + cleaned.lstrip("/")
+    return cleaned + "/" if path.endswith("/") and cleaned != "/" else cleaned
+
+
 def needed_access(request: Request, route: Route) -> tuple[Access, ...]:
     """The accesses Distribution's app.authorized asks for (pull for reads, pull+push for writes...)."""
     if route.kind == "ping":
@@ -140,6 +151,9 @@ class LabApp:
             self.access_log.write(request, response.status, size)
 
     async def dispatch(self, request: Request) -> Response:
+        cleaned = clean_path(request.path)
+        if cleaned != request.path:  # Go's router redirects to the cleaned path
+            return Response(301, {"Location": cleaned, "Content-Type": "text/html; charset=utf-8"})
         route = match_route(request.path)
         if route is None:
             return Response(404, {"Content-Type": "text/plain; charset=utf-8"}, b"404 page not found\n")
@@ -147,7 +161,8 @@ class LabApp:
             return Response(405, {"Content-Type": "text/plain; charset=utf-8"}, b"Method Not Allowed\n")
         self.authorize(request, route)
         if route.name and len(route.name) > NAME_MAX:
-            raise Failure(400, "NAME_INVALID", {"Name": route.name, "Reason": "repository name too long"})
+            # Distribution 2.8 means NAME_INVALID here but serves it as an unknown error (checked).
+            raise Failure(500, "UNKNOWN", f"repository name {route.name[:40]}... is too long")
         writes = request.method in ("POST", "PUT", "PATCH", "DELETE")
         if self.settings.read_only and writes:
             return Response(405, {"Content-Type": "text/plain; charset=utf-8"}, b"Method not allowed\n")
@@ -221,8 +236,8 @@ class LabApp:
             limit = CATALOG_DEFAULT
         if limit > CATALOG_MAX:
             raise Failure(400, "PAGINATION_NUMBER_INVALID", {"n": limit})
-        last = query.get("last", "")
-        names = [name for name in self.storage.repositories() if name > last]
+        last = catalog_key(query.get("last", ""))
+        names = [name for name in self.storage.repositories() if catalog_key(name) > last]
         page = names[:limit]
         headers = {}
         # Distribution links a next page whenever the page came back full, even if nothing follows.
@@ -231,24 +246,12 @@ class LabApp:
         return Response.json(200, {"repositories": page}, headers)
 
     async def tags(self, request: Request, route: Route) -> Response:
+        # Distribution 2.8.2 ignores `n` and `last` here: the whole list, never a Link (checked).
         tags = self.storage.tags(route.name)
         if tags is None:
             raise Failure(404, "NAME_UNKNOWN", {"name": route.name})
-        query = request.query
-        if last := query.get("last"):
-            tags = [tag for tag in tags if tag > last]
-        headers = {}
-        if "n" in query:
-            try:
-                limit = int(query["n"])
-            except ValueError:
-                limit = -1
-            if limit < 0:
-                raise Failure(400, "PAGINATION_NUMBER_INVALID", {"n": query["n"]})
-            if 0 < limit < len(tags):
-                headers["Link"] = _next_link(request.path, limit, tags[limit - 1])
-            tags = tags[:limit]
-        return Response.json(200, {"name": route.name, "tags": tags}, headers)
+        # A repository whose tags were all deleted lists `null`, Go's empty slice (checked).
+        return Response.json(200, {"name": route.name, "tags": tags or None})
 
     async def manifest(self, request: Request, route: Route) -> Response:
         if request.method == "PUT":

@@ -7,7 +7,8 @@
     uploads/<uuid>/data, uploads/<uuid>/repository an upload session in progress
 
 Content lands under a temporary name and is renamed into place, so a crash never leaves a half-written
-blob under its digest. A repository exists (catalog, tags) once it holds a manifest, as in Distribution.
+blob under its digest. As in Distribution, a repository is in the catalog once a blob was linked into it,
+and has a tag list once a tag was pushed.
 """
 
 from __future__ import annotations
@@ -17,13 +18,18 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["LabStorage", "UploadUnknown"]
+__all__ = ["LabStorage", "UploadUnknown", "catalog_key"]
 
 CHUNK = 1024 * 1024
 
 
 class UploadUnknown(KeyError):
     """No upload session with that id in that repository."""
+
+
+def catalog_key(name: str) -> str:
+    """Distribution walks the tree depth first, so `a/b` comes before `a-c`: '/' sorts lowest."""
+    return name.replace("/", "\x00")
 
 
 def _split(digest: str) -> tuple[str, str]:
@@ -112,7 +118,6 @@ class LabStorage:
         revision = self._revision(name, digest)
         revision.parent.mkdir(parents=True, exist_ok=True)
         revision.write_text(media_type)
-        self._tags(name).mkdir(parents=True, exist_ok=True)
 
     def delete_manifest(self, name: str, digest: str) -> bool:
         """Remove the manifest from the repository and every tag pointing at it, as Distribution 2.8 does."""
@@ -127,6 +132,7 @@ class LabStorage:
 
     def tag(self, name: str, tag: str, digest: str) -> None:
         path = self._tags(name) / tag
+        path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{tag}.{uuid.uuid4().hex}")
         temporary.write_text(digest)
         os.replace(temporary, path)
@@ -146,15 +152,15 @@ class LabStorage:
         return sorted(entry for entry in entries if not entry.startswith("."))
 
     def repositories(self) -> list[str]:
-        """Every repository holding (or having held) a manifest, sorted."""
+        """Every repository a blob was ever linked into, in Distribution's catalog order."""
         base = self.root / "repositories"
         found = []
         for directory, subdirectories, _ in os.walk(base):
-            if "_manifests" in subdirectories:
+            if "_layers" in subdirectories:
                 found.append(os.path.relpath(directory, base).replace(os.sep, "/"))
             # Underscore directories hold content, not nested repositories.
-            subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("_"))
-        return sorted(found)
+            subdirectories[:] = [d for d in subdirectories if not d.startswith("_")]
+        return sorted(found, key=catalog_key)
 
     # Upload sessions.
     def _upload(self, upload_id: str) -> Path:

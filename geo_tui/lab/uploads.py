@@ -1,7 +1,7 @@
 """Blob handlers of the lab registry: HEAD/GET/DELETE of blobs and the upload protocol.
 
-Uploads: POST opens a session (or, with ``?digest=``, takes the whole blob; with ``?mount=&from=``, links
-a blob the caller may pull from another repository: 201, else a session: 202), PATCH appends, PUT
+Uploads: POST opens a session (with ``?mount=&from=``, it links a blob the caller may pull from another
+repository instead: 201; else a session: 202), PATCH appends, PUT
 ``?digest=`` finishes. Bytes are written and hashed as they arrive, piece by piece, and never held whole;
 a finished upload whose digest does not match is thrown away (400 DIGEST_INVALID), as Distribution does.
 """
@@ -9,7 +9,10 @@ a finished upload whose digest does not match is thrown away (400 DIGEST_INVALID
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +36,18 @@ class _Progress:
 
     hasher: Any
     size: int = 0
+
+
+def _write_state(state: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(state).encode()).decode()
+
+
+def _read_state(text: str) -> dict[str, Any] | None:
+    try:
+        state = json.loads(base64.urlsafe_b64decode(text.encode()))
+    except (ValueError, binascii.Error):
+        return None
+    return state if isinstance(state, dict) else None
 
 
 def _hash_file(path: Any, algorithm: str) -> tuple[Any, int]:
@@ -93,20 +108,27 @@ class UploadHandlers:
                 return self._created(request, name, mount)
         upload_id = self.storage.start_upload(name)
         self._progress[upload_id] = _Progress(hashlib.sha256())
-        if "digest" in query:  # monolithic: the whole blob in this POST
-            await self._append(request, name, upload_id)
-            return await self._finish(request, name, upload_id, query["digest"])
+        # Distribution 2.8 has no monolithic POST: `?digest=` is ignored and a session opened (checked).
         await self._drain(request)
         return self._accepted(request, name, upload_id)
 
     # GET/PATCH/PUT/DELETE /v2/<name>/blobs/uploads/<id>
     async def session(self, request: Request, route: Route) -> Response:
         name, upload_id = route.name, route.reference
+        # As in Distribution: the `_state` of the Location must name this session, then the session must
+        # exist, then hold as many bytes as that Location said (a stale Location is refused, kept open).
+        state = _read_state(request.query.get("_state", ""))
+        if state is None or state.get("name") != name or state.get("uuid") != upload_id:
+            await self._drain(request)
+            raise Failure(404, "BLOB_UPLOAD_INVALID", "bad upload state")
         try:
-            self.storage.upload_data(name, upload_id)
+            size = (await self._progress_of(name, upload_id)).size
         except UploadUnknown:
             await self._drain(request)
             raise Failure(404, "BLOB_UPLOAD_UNKNOWN", upload_id) from None
+        if state.get("offset") != size:
+            await self._drain(request)
+            raise Failure(404, "BLOB_UPLOAD_INVALID", "the upload state is stale")
         if request.method == "GET":
             return self._accepted(request, name, upload_id, status=204)
         if request.method == "DELETE":
@@ -191,7 +213,8 @@ class UploadHandlers:
         size = self._progress[upload_id].size if upload_id in self._progress else (
             self.storage.upload_size(name, upload_id)
         )  # fmt: skip
-        location = f"{request.base_url}/v2/{name}/blobs/uploads/{upload_id}?_state={upload_id}"
+        state = _write_state({"name": name, "uuid": upload_id, "offset": size})
+        location = f"{request.base_url}/v2/{name}/blobs/uploads/{upload_id}?_state={state}"
         headers = {
             "Location": location,
             "Docker-Upload-UUID": upload_id,
