@@ -41,7 +41,9 @@ def event(
     instance_id: str = "",
 ) -> dict[str, Any]:
     """One event as Distribution writes it (``target`` fields it leaves out when unknown stay out)."""
-    target: dict[str, Any] = {"digest": digest, "repository": repository}
+    target: dict[str, Any] = {"repository": repository}
+    if digest:
+        target["digest"] = digest
     if media_type is not None:
         target["mediaType"] = media_type
     if size is not None:

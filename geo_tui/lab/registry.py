@@ -312,10 +312,13 @@ class LabApp:
         if not is_valid_digest(reference):
             # Distribution 2.8 reads the reference as a digest: a tag is "digest invalid".
             raise Failure(400, "DIGEST_INVALID", reference)
-        if not self.storage.delete_manifest(name, reference):
+        removed = self.storage.delete_manifest(name, reference)
+        if removed is None:
             raise Failure(404, "MANIFEST_UNKNOWN", {"Name": name, "Revision": reference})
-        self.notify(request, "delete", name, reference,
-                    url=f"{request.base_url}/v2/{name}/manifests/{reference}")  # fmt: skip
+        url = f"{request.base_url}/v2/{name}/manifests/{reference}"
+        self.notify(request, "delete", name, reference, url=url)
+        for tag in removed:  # then one event per tag it took along, digest-less, as 2.8 sends them
+            self.notify(request, "delete", name, "", tag=tag)
         return Response(202)
 
 

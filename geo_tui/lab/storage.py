@@ -119,16 +119,19 @@ class LabStorage:
         revision.parent.mkdir(parents=True, exist_ok=True)
         revision.write_text(media_type)
 
-    def delete_manifest(self, name: str, digest: str) -> bool:
-        """Remove the manifest from the repository and every tag pointing at it, as Distribution 2.8 does."""
+    def delete_manifest(self, name: str, digest: str) -> list[str] | None:
+        """Remove the manifest from the repository and every tag pointing at it, as Distribution 2.8 does.
+
+        Returns the tags removed, or None when the repository does not hold the manifest.
+        """
         try:
             self._revision(name, digest).unlink()
         except FileNotFoundError:
-            return False
-        for tag in self.tags(name) or []:
-            if self.resolve_tag(name, tag) == digest:
-                (self._tags(name) / tag).unlink(missing_ok=True)
-        return True
+            return None
+        removed = [tag for tag in self.tags(name) or [] if self.resolve_tag(name, tag) == digest]
+        for tag in removed:
+            (self._tags(name) / tag).unlink(missing_ok=True)
+        return removed
 
     def tag(self, name: str, tag: str, digest: str) -> None:
         path = self._tags(name) / tag

@@ -85,6 +85,10 @@ def _manifest_pushed(tag: str) -> Callable[[list[dict[str, Any]]], bool]:
     return lambda events: any(e["action"] == "push" and e["target"].get("tag") == tag for e in events)
 
 
+def _tag_deleted(tag: str) -> Callable[[list[dict[str, Any]]], bool]:
+    return lambda events: any(e["action"] == "delete" and e["target"].get("tag") == tag for e in events)
+
+
 def test_push_pull_delete_events_in_distribution_format(sink: Sink, tmp_path: Path) -> None:
     image = oci.oci_image(1)
     lab = LabRegistry(tmp_path / "lab", auth="none", notification_url=sink.url, notification_secret=SECRET)
@@ -92,7 +96,7 @@ def test_push_pull_delete_events_in_distribution_format(sink: Sink, tmp_path: Pa
         pusher.push_tree("notify/app", image, "v1")
         assert pusher.get_manifest("notify/app", "v1").status_code == 200
         assert pusher.delete_manifest("notify/app", image.digest).status_code == 202
-        events = sink.wait(lambda found: any(e["action"] == "delete" for e in found))
+        events = sink.wait(_tag_deleted("v1"))
     assert SECRET not in repr(lab)
 
     for headers, body in sink.posts:
@@ -105,6 +109,7 @@ def test_push_pull_delete_events_in_distribution_format(sink: Sink, tmp_path: Pa
     assert actions[len(blob_pushes) :] == [
         ("push", oci.OCI_MANIFEST),
         ("pull", oci.OCI_MANIFEST),
+        ("delete", None),
         ("delete", None),
     ], "blob pushes first, then the manifest push, the pull and the delete, in order"
     push = events[len(blob_pushes)]["target"]
@@ -126,6 +131,7 @@ def test_push_pull_delete_events_in_distribution_format(sink: Sink, tmp_path: Pa
     assert mattering == [
         ("push", "notify/app", "v1", image.digest),
         ("delete", "notify/app", None, image.digest),
+        ("delete", "notify/app", "v1", None),  # the tag went with the manifest
     ]
 
 
@@ -165,7 +171,7 @@ def test_the_events_that_matter_are_those_distribution_sends(sink: Sink, tmp_pat
             with registry, RawPusher(registry.url) as pusher:
                 pusher.push_tree("notify/multi", index, "v1")
                 pusher.delete_manifest("notify/multi", index.digest)
-                received.wait(lambda found: any(e["action"] == "delete" for e in found))
+                received.wait(_tag_deleted("v1"))
             parsed = [event for _, body in received.posts for event in parse_envelope(body)]
             pushes = [
                 (p.action, p.tag, p.digest, p.media_type) for p in parsed if p.matters and p.action == "push"
