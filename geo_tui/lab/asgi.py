@@ -26,6 +26,7 @@ MESSAGES = {
     "MANIFEST_BLOB_UNKNOWN": "blob unknown to registry",
     "MANIFEST_INVALID": "manifest invalid",
     "MANIFEST_UNKNOWN": "manifest unknown",
+    "MANIFEST_UNVERIFIED": "manifest failed signature verification",
     "NAME_INVALID": "invalid repository name",
     "NAME_UNKNOWN": "repository name not known to registry",
     "PAGINATION_NUMBER_INVALID": "invalid number of results requested",

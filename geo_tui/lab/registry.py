@@ -27,6 +27,7 @@ from geo_tui.registry import (
 from .asgi import AccessLog, Failure, Receive, Request, Response, Scope, Send
 from .auth import Access, AuthChallenge, TokenVerifier
 from .notify import Notifier, event
+from .schema1 import Unverified, verify_schema1
 from .storage import LabStorage, catalog_key
 from .uploads import UploadHandlers
 
@@ -283,7 +284,13 @@ class LabApp:
         except InvalidManifest as exc:
             raise Failure(400, "MANIFEST_INVALID", exc.reason) from None
         if refs.media_type in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED) and not self.settings.schema1:
-            raise Failure(400, "MANIFEST_INVALID", "schema 1 manifests are not accepted here")
+            # Distribution 2.8 without compatibility.schema1.enabled fails such a PUT with a 500.
+            raise Failure(500, "UNKNOWN", "schema 1 manifests are not accepted here")
+        if refs.media_type == DOCKER_SCHEMA1_SIGNED:
+            try:
+                verify_schema1(content)
+            except Unverified as exc:
+                raise Failure(400, "MANIFEST_UNVERIFIED", str(exc)) from None
         if is_valid_digest(reference) and reference != digest:
             raise Failure(400, "DIGEST_INVALID", f"manifest digest {digest} is not {reference}")
         failure: Failure | None = None

@@ -337,7 +337,13 @@ def schema1_push(t: Target) -> list[httpx.Response]:
     )  # fmt: skip
     got = t.pusher.get_manifest(repo, "v1")
     assert got.headers["Content-Type"] == oci.SCHEMA1_SIGNED
-    return [put, got, t.pusher.head_manifest(repo, node.digest)]
+    tampered = node.manifest.replace(b'"architecture": "amd64"', b'"architecture": "arm64"')
+    assert tampered != node.manifest
+    refused = t.pusher.request(
+        "PUT", f"/v2/{repo}/manifests/v2", repository=repo, content=tampered,
+        headers={"Content-Type": oci.SCHEMA1_SIGNED},
+    )  # fmt: skip
+    return [put, got, t.pusher.head_manifest(repo, node.digest), refused]
 
 
 def tag_paging(t: Target) -> list[httpx.Response]:
