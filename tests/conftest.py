@@ -1,10 +1,14 @@
-"""Shared fixtures: the session's signing key and token realm, and real Distribution instances per test.
+"""Shared fixtures: the session's signing key and token realm, and registries per test.
 
     def test_copy(primary, secondary): ...            # two registries, token auth, primary accepts schema 1
     def test_three(registry_factory): registry_factory("eu", notification_url=...)
 
+Every test that uses a registry fixture runs twice: against real CNCF Distribution 2.8 (id `distribution`)
+and against geo-tui's own lab registry (id `lab`, geo_tui.lab). A test that relies on something only
+Distribution does is marked `@pytest.mark.distribution_only("why")` and skipped on the lab.
+
 Tests that use a registry fixture get the `registry` marker. Without docker-registry (or skopeo) they are
-skipped locally and fail in CI (CI=true), where .ci/run must have installed them.
+skipped locally and fail in CI (CI=true), where .ci/run must have installed them; the lab needs no binary.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import pytest
 from tests.support.binaries import find_binary
 from tests.support.distribution import Distribution
 from tests.support.keys import TestKeyPair, session_key_pair
+from tests.support.lab import LabInstance
 from tests.support.push import RawPusher
 from tests.support.token_server import TokenServer
 
@@ -33,6 +38,9 @@ REGISTRY_FIXTURES = {
 def pytest_configure(config: pytest.Config) -> None:
     # Also declared in pyproject.toml; repeated so a run from another rootdir does not warn.
     config.addinivalue_line("markers", "registry: needs real CNCF Distribution and skopeo")
+    config.addinivalue_line(
+        "markers", "distribution_only(reason): relies on a behaviour of Distribution the lab registry lacks"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -54,24 +62,44 @@ def token_server(key_pair: TestKeyPair) -> Iterator[TokenServer]:
         yield server
 
 
+REGISTRY_KINDS = ("distribution", "lab")
+
+
+@pytest.fixture(params=REGISTRY_KINDS)
+def registry_kind(request: pytest.FixtureRequest) -> str:
+    """Which registry the test's registries are: real Distribution 2.8 or the lab registry."""
+    kind = str(request.param)
+    marker = request.node.get_closest_marker("distribution_only")
+    if kind == "lab" and marker is not None:
+        reason = marker.args[0] if marker.args else "relies on Distribution itself"
+        pytest.skip(f"Distribution only: {reason}")
+    return kind
+
+
 @pytest.fixture
 def registry_factory(
-    tmp_path_factory: pytest.TempPathFactory, key_pair: TestKeyPair, token_server: TokenServer
+    tmp_path_factory: pytest.TempPathFactory,
+    key_pair: TestKeyPair,
+    token_server: TokenServer,
+    registry_kind: str,
 ) -> Iterator[Callable[..., Distribution]]:
-    """`registry_factory(name="secondary", **options) -> Distribution`, started; all stopped at teardown.
+    """`registry_factory(name="secondary", **options) -> Distribution` (or its lab twin), started; all
+    stopped at teardown.
 
     Options are `Distribution`'s: schema1, auth ("token" | "none"), issuer, delete_enabled,
-    notification_url, notification_secret, port, token_realm.
+    notification_url, notification_secret, port, token_realm, readonly.
     """
-    find_binary("docker-registry")
+    if registry_kind == "distribution":
+        find_binary("docker-registry")
+    kind: Any = Distribution if registry_kind == "distribution" else LabInstance
     started: list[Distribution] = []
 
     def start(name: str = "registry", **options: Any) -> Distribution:
         options.setdefault("key_pair", key_pair)
         options.setdefault("token_realm", token_server.url)
-        registry = Distribution(tmp_path_factory.mktemp(f"registry-{name}"), name=name, **options)
+        registry = kind(tmp_path_factory.mktemp(f"registry-{name}"), name=name, **options)
         started.append(registry)
-        return registry.start()
+        return registry.start()  # type: ignore[no-any-return]
 
     try:
         yield start

@@ -1,0 +1,334 @@
+"""The lab registry's ASGI app: routes of the distribution API, auth, and manifest, tag and catalog handlers.
+
+Blob and upload handlers live in `uploads.py`. Distribution 2.8 is the reference for every status and error
+code: a path whose name or reference does not fit the route grammar is a plain 404 (no route matched), auth
+comes next, then the name's length (NAME_INVALID), then the handler.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from geo_tui.registry import (
+    DOCKER_SCHEMA1,
+    DOCKER_SCHEMA1_SIGNED,
+    InvalidManifest,
+    is_valid_digest,
+    manifest_digest,
+    parse_manifest,
+)
+
+from .asgi import AccessLog, Failure, Receive, Request, Response, Scope, Send
+from .auth import Access, AuthChallenge, TokenVerifier
+from .notify import Notifier, event
+from .schema1 import Unverified, verify_schema1
+from .storage import LabStorage, catalog_key
+from .uploads import UploadHandlers
+
+__all__ = ["LabApp", "LabSettings"]
+
+# Distribution's grammar has `[-]*` as a separator, which Go's RE2 matches in linear time; Python's
+# backtracking would take exponential time on it, and `-+` accepts the same names.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
+# A first component that reads as a domain may hold upper case (`Upper/app`), as in Distribution.
+_NAME = rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+_ROUTES = [
+    ("tags", re.compile(rf"/v2/(?P<name>{_NAME})/tags/list")),
+    ("manifest", re.compile(rf"/v2/(?P<name>{_NAME})/manifests/(?P<reference>{_TAG}|{_DIGEST})")),
+    ("uploads", re.compile(rf"/v2/(?P<name>{_NAME})/blobs/uploads/?")),
+    ("upload", re.compile(rf"/v2/(?P<name>{_NAME})/blobs/uploads/(?P<upload>[a-zA-Z0-9-_.=]+)")),
+    ("blob", re.compile(rf"/v2/(?P<name>{_NAME})/blobs/(?P<digest>{_DIGEST})")),
+]
+_METHODS = {
+    "ping": {"GET", "HEAD"},
+    "catalog": {"GET"},
+    "tags": {"GET"},
+    "manifest": {"GET", "HEAD", "PUT", "DELETE"},
+    "uploads": {"POST"},
+    "upload": {"GET", "PATCH", "PUT", "DELETE"},
+    "blob": {"GET", "HEAD", "DELETE"},
+}
+NAME_MAX = 255  # reference.NameTotalLengthMax
+MANIFEST_MAX = 4 * 1024 * 1024  # Distribution refuses bigger manifest bodies
+CATALOG_DEFAULT, CATALOG_MAX = 100, 1000
+API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    """What a lab registry is configured with (see LabRegistry)."""
+
+    realm: str
+    service: str
+    delete_enabled: bool = True
+    schema1: bool = True
+    read_only: bool = False
+
+
+@dataclass
+class Route:
+    kind: str
+    name: str = ""
+    reference: str = ""
+
+
+def match_route(path: str) -> Route | None:
+    if path == "/v2/" or path == "/v2":
+        return Route("ping")
+    if path == "/v2/_catalog":
+        return Route("catalog")
+    for kind, pattern in _ROUTES:
+        if found := pattern.fullmatch(path):
+            groups = found.groupdict()
+            reference = groups.get("reference") or groups.get("upload") or groups.get("digest") or ""
+            return Route(kind, groups["name"], reference)
+    return None
+
+
+def clean_path(path: str) -> str:
+    """`path` without empty, `.` and `..` segments (trailing slash kept), as Go's path.Clean makes it."""
+    cleaned = posixpath.normpath(path) if path else "/"
+    cleaned = "/" + cleaned.lstrip("/")
+    return cleaned + "/" if path.endswith("/") and cleaned != "/" else cleaned
+
+
+def needed_access(request: Request, route: Route) -> tuple[Access, ...]:
+    """The accesses Distribution's app.authorized asks for (pull for reads, pull+push for writes...)."""
+    if route.kind == "ping":
+        return ()
+    if route.kind == "catalog":
+        return (Access("registry", "catalog", "*"),)
+    actions = {"GET": ["pull"], "HEAD": ["pull"], "DELETE": ["delete"]}.get(request.method, ["pull", "push"])
+    needed = [Access("repository", route.name, action) for action in actions]
+    if source := request.query.get("from"):  # a mount needs pull on the source repository
+        needed.append(Access("repository", source, "pull"))
+    return tuple(needed)
+
+
+class LabApp:
+    """The ASGI application of one lab registry."""
+
+    def __init__(
+        self,
+        storage: LabStorage,
+        settings: LabSettings,
+        *,
+        verifier: TokenVerifier | None = None,
+        notifier: Notifier | None = None,
+        access_log: AccessLog | None = None,
+    ) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.verifier = verifier
+        self.notifier = notifier
+        self.access_log = access_log
+        self.instance_id = str(uuid.uuid4())
+        self.source_addr = socket.gethostname()
+        self.uploads = UploadHandlers(self)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request.from_scope(scope, receive)
+        try:
+            response = await self.dispatch(request)
+        except Failure as failure:
+            response = failure.response()
+        except ConnectionError:
+            return
+        response.headers = {**API_VERSION, **response.headers}
+        size = await response.send(send, head=request.method == "HEAD")
+        if self.access_log is not None:
+            self.access_log.write(request, response.status, size)
+
+    async def dispatch(self, request: Request) -> Response:
+        cleaned = clean_path(request.path)
+        if cleaned != request.path:  # Go's router redirects to the cleaned path
+            return Response(301, {"Location": cleaned, "Content-Type": "text/html; charset=utf-8"})
+        route = match_route(request.path)
+        if route is None:
+            return Response(404, {"Content-Type": "text/plain; charset=utf-8"}, b"404 page not found\n")
+        if request.method not in _METHODS[route.kind]:
+            return Response(405, {"Content-Type": "text/plain; charset=utf-8"}, b"Method Not Allowed\n")
+        self.authorize(request, route)
+        if route.name and len(route.name) > NAME_MAX:
+            # Distribution 2.8 means NAME_INVALID here but serves it as an unknown error (checked).
+            raise Failure(500, "UNKNOWN", f"repository name {route.name[:40]}... is too long")
+        writes = request.method in ("POST", "PUT", "PATCH", "DELETE")
+        if self.settings.read_only and writes:
+            return Response(405, {"Content-Type": "text/plain; charset=utf-8"}, b"Method not allowed\n")
+        handlers = {
+            "ping": self.ping,
+            "catalog": self.catalog,
+            "tags": self.tags,
+            "manifest": self.manifest,
+            "uploads": self.uploads.start,
+            "upload": self.uploads.session,
+            "blob": self.uploads.blob,
+        }
+        return await handlers[route.kind](request, route)
+
+    def authorize(self, request: Request, route: Route) -> None:
+        if self.verifier is None:
+            return
+        needed = needed_access(request, route)
+        try:
+            self.verifier.authorize(request.headers.get("authorization"), needed)
+        except AuthChallenge as challenge:
+            header = challenge.www_authenticate(self.settings.realm, self.settings.service)
+            raise Failure(
+                401, "UNAUTHORIZED", challenge.detail(), headers={"WWW-Authenticate": header}
+            ) from None
+
+    def may_pull(self, request: Request, name: str) -> bool:
+        """Whether the request's token grants pull on `name` (always, without token auth)."""
+        if self.verifier is None:
+            return True
+        try:
+            self.verifier.authorize(
+                request.headers.get("authorization"), (Access("repository", name, "pull"),)
+            )
+        except AuthChallenge:
+            return False
+        return True
+
+    def notify(self, request: Request, action: str, name: str, digest: str, **target: Any) -> None:
+        if self.notifier is None:
+            return
+        self.notifier.publish(
+            event(
+                action,
+                repository=name,
+                digest=digest,
+                request={
+                    "id": str(uuid.uuid4()),
+                    "addr": request.client,
+                    "host": request.headers.get("host", ""),
+                    "method": request.method,
+                    "useragent": request.headers.get("user-agent", ""),
+                },
+                source_addr=self.source_addr,
+                instance_id=self.instance_id,
+                **target,
+            )
+        )
+
+    # Handlers.
+    async def ping(self, request: Request, route: Route) -> Response:
+        return Response.json(200, {})
+
+    async def catalog(self, request: Request, route: Route) -> Response:
+        query = request.query
+        try:
+            limit = int(query.get("n", ""))
+        except ValueError:
+            limit = CATALOG_DEFAULT
+        if limit < 0:
+            limit = CATALOG_DEFAULT
+        if limit > CATALOG_MAX:
+            raise Failure(400, "PAGINATION_NUMBER_INVALID", {"n": limit})
+        last = catalog_key(query.get("last", ""))
+        names = [name for name in self.storage.repositories() if catalog_key(name) > last]
+        page = names[:limit]
+        headers = {}
+        # Distribution links a next page whenever the page came back full, even if nothing follows.
+        if limit and len(page) == limit:
+            headers["Link"] = _next_link(request.path, limit, page[-1])
+        return Response.json(200, {"repositories": page}, headers)
+
+    async def tags(self, request: Request, route: Route) -> Response:
+        # Distribution 2.8.2 ignores `n` and `last` here: the whole list, never a Link (checked).
+        tags = self.storage.tags(route.name)
+        if tags is None:
+            raise Failure(404, "NAME_UNKNOWN", {"name": route.name})
+        # A repository whose tags were all deleted lists `null`, Go's empty slice (checked).
+        return Response.json(200, {"name": route.name, "tags": tags or None})
+
+    async def manifest(self, request: Request, route: Route) -> Response:
+        if request.method == "PUT":
+            return await self.put_manifest(request, route)
+        if request.method == "DELETE":
+            return self.delete_manifest(request, route)
+        name, reference = route.name, route.reference
+        digest = reference if is_valid_digest(reference) else self.storage.resolve_tag(name, reference)
+        media_type = self.storage.manifest_media_type(name, digest) if digest else None
+        if digest is None or media_type is None:
+            raise Failure(404, "MANIFEST_UNKNOWN", {"Name": name, "Revision": reference})
+        content = self.storage.read_content(digest)
+        headers = {"Content-Type": media_type, "Docker-Content-Digest": digest, "Etag": f'"{digest}"'}
+        if request.method == "HEAD":
+            return Response(200, headers, b"", length=len(content))
+        self.notify(request, "pull", name, digest, media_type=media_type, size=len(content),
+                    url=f"{request.base_url}/v2/{name}/manifests/{digest}",
+                    tag=None if digest == reference else reference)  # fmt: skip
+        return Response(200, headers, content)
+
+    async def put_manifest(self, request: Request, route: Route) -> Response:
+        name, reference = route.name, route.reference
+        content = await request.body(MANIFEST_MAX)
+        if content is None:
+            raise Failure(400, "MANIFEST_INVALID", "manifest too big")
+        try:
+            refs = parse_manifest(content, request.headers.get("content-type"))
+            digest = manifest_digest(content, refs.media_type)
+        except InvalidManifest as exc:
+            raise Failure(400, "MANIFEST_INVALID", exc.reason) from None
+        if refs.media_type in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED) and not self.settings.schema1:
+            # Distribution 2.8 without compatibility.schema1.enabled fails such a PUT with a 500.
+            raise Failure(500, "UNKNOWN", "schema 1 manifests are not accepted here")
+        if refs.media_type == DOCKER_SCHEMA1_SIGNED:
+            try:
+                verify_schema1(content)
+            except Unverified as exc:
+                raise Failure(400, "MANIFEST_UNVERIFIED", str(exc)) from None
+        if is_valid_digest(reference) and reference != digest:
+            raise Failure(400, "DIGEST_INVALID", f"manifest digest {digest} is not {reference}")
+        failure: Failure | None = None
+        for descriptor in (*refs.blobs, *refs.manifests):
+            if descriptor.urls or self.storage.has_content(name, descriptor.digest):
+                continue  # foreign layers live elsewhere
+            if failure is None:
+                failure = Failure(400, "MANIFEST_BLOB_UNKNOWN", descriptor.digest)
+            else:
+                failure.errors.append(("MANIFEST_BLOB_UNKNOWN", descriptor.digest))
+        if failure is not None:
+            raise failure
+        self.storage.put_manifest(name, digest, content, refs.media_type)
+        tag = None if is_valid_digest(reference) else reference
+        if tag is not None:
+            self.storage.tag(name, tag, digest)
+        location = f"{request.base_url}/v2/{name}/manifests/{digest}"
+        self.notify(request, "push", name, digest, media_type=refs.media_type, size=len(content),
+                    url=location, tag=tag)  # fmt: skip
+        return Response(201, {"Location": location, "Docker-Content-Digest": digest})
+
+    def delete_manifest(self, request: Request, route: Route) -> Response:
+        if not self.settings.delete_enabled:
+            raise Failure(405, "UNSUPPORTED")
+        name, reference = route.name, route.reference
+        if not is_valid_digest(reference):
+            # Distribution 2.8 reads the reference as a digest: a tag is "digest invalid".
+            raise Failure(400, "DIGEST_INVALID", reference)
+        removed = self.storage.delete_manifest(name, reference)
+        if removed is None:
+            raise Failure(404, "MANIFEST_UNKNOWN", {"Name": name, "Revision": reference})
+        url = f"{request.base_url}/v2/{name}/manifests/{reference}"
+        self.notify(request, "delete", name, reference, url=url)
+        for tag in removed:  # then one event per tag it took along, digest-less, as 2.8 sends them
+            self.notify(request, "delete", name, "", tag=tag)
+        return Response(202)
+
+
+def _next_link(path: str, limit: int, last: str) -> str:
+    # Go's url.Values.Encode sorts the keys: last before n.
+    return f'<{path}?{urlencode({"last": last, "n": limit})}>; rel="next"'

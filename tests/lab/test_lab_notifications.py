@@ -1,0 +1,186 @@
+"""The lab registry's notifications: Distribution's envelope, posted in order with retries, accepted by
+geo-tui's parser, and the same events that matter as Distribution 2.8 sends for the same pushes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from geo_tui.engine.notifications import parse_envelope
+from geo_tui.lab import LabRegistry
+from tests.support import oci
+from tests.support.binaries import find_binary
+from tests.support.distribution import Distribution
+from tests.support.push import RawPusher
+
+pytestmark = pytest.mark.timeout(60)
+
+SECRET = "lab-notification-secret-0123"
+
+
+class Sink:
+    """An HTTP endpoint that records notification POSTs; it answers 500 to the first `fail_first`."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.posts: list[tuple[dict[str, str], bytes]] = []
+        self.refused = 0
+        self.fail_first = fail_first
+        self._lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with sink._lock:
+                    refuse = sink.refused < sink.fail_first
+                    if refuse:
+                        sink.refused += 1
+                    else:
+                        sink.posts.append((dict(self.headers), body))
+                self.send_response(500 if refuse else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/events"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [event for _, body in self.posts for event in json.loads(body)["events"]]
+
+    def wait(
+        self, probe: Callable[[list[dict[str, Any]]], bool], timeout: float = 10
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while not probe(events := self.events()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert probe(events), f"events so far: {json.dumps(events, indent=1)}"
+        return events
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    found = Sink()
+    yield found
+    found.close()
+
+
+def _manifest_pushed(tag: str) -> Callable[[list[dict[str, Any]]], bool]:
+    return lambda events: any(e["action"] == "push" and e["target"].get("tag") == tag for e in events)
+
+
+def _tag_deleted(tag: str) -> Callable[[list[dict[str, Any]]], bool]:
+    return lambda events: any(e["action"] == "delete" and e["target"].get("tag") == tag for e in events)
+
+
+def test_push_pull_delete_events_in_distribution_format(sink: Sink, tmp_path: Path) -> None:
+    image = oci.oci_image(1)
+    lab = LabRegistry(tmp_path / "lab", auth="none", notification_url=sink.url, notification_secret=SECRET)
+    with lab, RawPusher(lab.url) as pusher:
+        pusher.push_tree("notify/app", image, "v1")
+        assert pusher.get_manifest("notify/app", "v1").status_code == 200
+        assert pusher.delete_manifest("notify/app", image.digest).status_code == 202
+        events = sink.wait(_tag_deleted("v1"))
+    assert SECRET not in repr(lab)
+
+    for headers, body in sink.posts:
+        assert headers["Authorization"] == SECRET
+        assert headers["Content-Type"] == "application/vnd.docker.distribution.events.v1+json"
+        assert len(json.loads(body)["events"]) == 1  # one event per POST, as 2.8 sends them
+    actions = [(e["action"], e["target"].get("mediaType")) for e in events]
+    blob_pushes = [a for a in actions if a == ("push", "application/octet-stream")]
+    assert len(blob_pushes) == len(image.blobs)
+    assert actions[len(blob_pushes) :] == [
+        ("push", oci.OCI_MANIFEST),
+        ("pull", oci.OCI_MANIFEST),
+        ("delete", None),
+        ("delete", None),
+    ], "blob pushes first, then the manifest push, the pull and the delete, in order"
+    push = events[len(blob_pushes)]["target"]
+    assert push == {
+        "mediaType": oci.OCI_MANIFEST,
+        "size": len(image.manifest),
+        "length": len(image.manifest),
+        "digest": image.digest,
+        "repository": "notify/app",
+        "url": f"{lab.url}/v2/notify/app/manifests/{image.digest}",
+        "tag": "v1",
+    }
+    assert all(e["id"] and e["timestamp"].endswith("Z") and e["source"]["instanceID"] for e in events)
+
+    # geo-tui's own parser accepts every event and acts on the manifest push and the delete.
+    parsed = [event for _, body in sink.posts for event in parse_envelope(body)]
+    assert len(parsed) == len(events)
+    mattering = [(p.action, p.repository, p.tag, p.digest) for p in parsed if p.matters]
+    assert mattering == [
+        ("push", "notify/app", "v1", image.digest),
+        ("delete", "notify/app", None, image.digest),
+        ("delete", "notify/app", "v1", None),  # the tag went with the manifest
+    ]
+
+
+def test_refused_posts_are_retried_in_order(tmp_path: Path) -> None:
+    sink = Sink(fail_first=3)
+    lab = LabRegistry(tmp_path / "lab", auth="none", notification_url=sink.url, notification_secret=SECRET)
+    try:
+        with lab, RawPusher(lab.url) as pusher:
+            for tag in ("a", "b", "c"):
+                pusher.push_tree("notify/order", oci.oci_image(2), tag)
+            events = sink.wait(_manifest_pushed("c"))
+    finally:
+        sink.close()
+    assert sink.refused == 3
+    tags = [e["target"]["tag"] for e in events if e["target"].get("tag")]
+    assert tags == ["a", "b", "c"]
+
+
+def test_an_unreachable_endpoint_never_blocks_a_request(tmp_path: Path) -> None:
+    lab = LabRegistry(tmp_path / "lab", auth="none", notification_url="http://127.0.0.1:9/events")
+    with lab, RawPusher(lab.url) as pusher:
+        started = time.monotonic()
+        pusher.push_tree("notify/dead-end", oci.oci_image(3), "v1")
+        assert time.monotonic() - started < 5
+        assert httpx.get(f"{lab.url}/v2/notify/dead-end/tags/list").json()["tags"] == ["v1"]
+
+
+def test_the_events_that_matter_are_those_distribution_sends(sink: Sink, tmp_path: Path) -> None:
+    find_binary("docker-registry")
+    index = oci.multi_arch(4)
+    other = Sink()
+    distribution = Distribution(tmp_path / "distribution", auth="none", notification_url=other.url)
+    lab = LabRegistry(tmp_path / "lab", auth="none", notification_url=sink.url)
+    mattering: dict[str, list[tuple[str, str | None, str | None, str | None]]] = {}
+    try:
+        for kind, registry, received in (("distribution", distribution, other), ("lab", lab, sink)):
+            with registry, RawPusher(registry.url) as pusher:
+                pusher.push_tree("notify/multi", index, "v1")
+                pusher.delete_manifest("notify/multi", index.digest)
+                received.wait(_tag_deleted("v1"))
+            parsed = [event for _, body in received.posts for event in parse_envelope(body)]
+            pushes = [
+                (p.action, p.tag, p.digest, p.media_type) for p in parsed if p.matters and p.action == "push"
+            ]
+            deletes = [
+                (p.action, p.tag, p.digest, None) for p in parsed if p.matters and p.action == "delete"
+            ]
+            mattering[kind] = sorted(pushes, key=repr) + deletes
+    finally:
+        other.close()
+    assert mattering["lab"] == mattering["distribution"]
+    assert ("push", "v1", index.digest, oci.OCI_INDEX) in mattering["lab"]

@@ -1,0 +1,188 @@
+"""The lab registry (geo_tui.lab.LabRegistry) behind the interface tests use of `Distribution`.
+
+Same constructor options, the same `url`/`host`/`port`/`name`/`running`, `start`/`stop`/`restart`, token
+minting, and the access log (the lab writes Distribution's Apache combined lines), so an e2e test runs
+against either kind unchanged. `kind` says which one a test got.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from geo_tui.lab import LabRegistry
+from tests.support.distribution import AccessLogLine, parse_access_line
+from tests.support.keys import DEFAULT_ISSUER, DEFAULT_SERVICE, TestKeyPair, repository_scope
+
+
+class LabInstance:
+    """One LabRegistry with its own storage, access log and port (kept across stop/start)."""
+
+    kind = "lab"
+
+    def __init__(
+        self,
+        workdir: Path | str,
+        *,
+        name: str = "registry",
+        key_pair: TestKeyPair | None = None,
+        token_realm: str | None = None,
+        auth: str = "token",
+        issuer: str = DEFAULT_ISSUER,
+        service: str = DEFAULT_SERVICE,
+        schema1: bool = False,
+        delete_enabled: bool = True,
+        notification_url: str | None = None,
+        notification_secret: str | None = None,
+        port: int | None = None,
+        readonly: bool = False,
+    ) -> None:
+        if auth == "token" and (key_pair is None or token_realm is None):
+            raise ValueError("token auth needs key_pair and token_realm")
+        self.name = name
+        self.workdir = Path(workdir)
+        self.key_pair = key_pair
+        self.token_realm = token_realm
+        self.auth = auth
+        self.issuer = issuer
+        self.service = service
+        self.schema1 = schema1
+        self.delete_enabled = delete_enabled
+        self.notification_url = notification_url
+        self.notification_secret = notification_secret
+        self.readonly = readonly  # read at start(), as Distribution's config is
+        self.root_dir = self.workdir / "storage"
+        self.access_log_path = self.workdir / "access.log"
+        self._port = port or 0
+        self._lab: LabRegistry | None = None
+
+    def __repr__(self) -> str:
+        return f"<LabInstance {self.name} {self.url} {'running' if self.running else 'stopped'}>"
+
+    @property
+    def port(self) -> int:
+        return self._lab.port if self._lab is not None else self._port
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    @property
+    def running(self) -> bool:
+        return self._lab is not None and self._lab.running
+
+    @property
+    def pid(self) -> int | None:
+        """The lab runs inside the test process."""
+        return os.getpid() if self.running else None
+
+    def _make(self) -> LabRegistry:
+        return LabRegistry(
+            self.root_dir,
+            name=self.name,
+            port=self.port,
+            auth=self.auth,
+            trust_pem=self.key_pair.cert_pem if self.key_pair else None,
+            issuer=self.issuer,
+            service=self.service,
+            token_realm=self.token_realm,
+            notification_url=self.notification_url,
+            notification_secret=self.notification_secret,
+            delete_enabled=self.delete_enabled,
+            access_log=self.access_log_path,
+            schema1=self.schema1,
+            read_only=self.readonly,
+        )
+
+    def start(self) -> LabInstance:
+        """Start (or restart, on the same port and storage) and wait until `GET /v2/` answers."""
+        if self.running:
+            return self
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._lab = self._make()  # options (readonly...) are read at each start, as Distribution's
+        self._lab.start()
+        self._port = self._lab.port
+        return self
+
+    def stop(self) -> None:
+        if self._lab is not None:
+            self._lab.stop()
+
+    def restart(self) -> LabInstance:
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> LabInstance:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def log_tail(self, lines: int = 30) -> str:
+        path = self.access_log_path
+        text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+        return f"--- {path.name} (last {len(text)} lines) ---\n" + "\n".join(text)
+
+    def mint(self, scopes: list[dict[str, Any]], ttl: int = 300) -> str:
+        if self.key_pair is None:
+            raise RuntimeError(f"{self.name} has no key pair (auth: {self.auth})")
+        return self.key_pair.mint(scopes, issuer=self.issuer, service=self.service, ttl=ttl)
+
+    def token(self, repository: str, *actions: str) -> str:
+        return self.mint([repository_scope(repository, *actions)])
+
+    # The access log, as Distribution's.
+    def access_log_lines(self) -> list[AccessLogLine]:
+        if not self.access_log_path.exists():
+            return []
+        with open(self.access_log_path, errors="replace") as handle:
+            return [entry for entry in map(parse_access_line, handle) if entry is not None]
+
+    def mark(self) -> int:
+        return len(self.access_log_lines())
+
+    def requests(
+        self,
+        method: str | None = None,
+        path_contains: str | None = None,
+        since_mark: int = 0,
+        status: int | None = None,
+    ) -> list[AccessLogLine]:
+        return [
+            entry
+            for entry in self.access_log_lines()[since_mark:]
+            if (method is None or entry.method == method.upper())
+            and (path_contains is None or path_contains in entry.uri)
+            and (status is None or entry.status == status)
+        ]
+
+    def count_requests(
+        self,
+        method: str | None = None,
+        path_contains: str | None = None,
+        since_mark: int = 0,
+        status: int | None = None,
+    ) -> int:
+        return len(self.requests(method, path_contains, since_mark, status))
+
+    def wait_for_requests(
+        self,
+        expected: int,
+        method: str | None = None,
+        path_contains: str | None = None,
+        since_mark: int = 0,
+        status: int | None = None,
+        timeout: float = 2.0,
+    ) -> int:
+        deadline = time.monotonic() + timeout
+        count = self.count_requests(method, path_contains, since_mark, status)
+        while count < expected and time.monotonic() < deadline:
+            time.sleep(0.02)
+            count = self.count_requests(method, path_contains, since_mark, status)
+        return count
