@@ -32,9 +32,9 @@ class Outage:
     """`site` is down for `down` seconds every `every` seconds, first at `first` (before --speed)."""
 
     site: str
-    first: float = 25.0
+    first: float = 40.0  # after the backfill, so that the recovery is the story, not the start
     down: float = 20.0
-    every: float = 75.0
+    every: float = 90.0
 
 
 @dataclass(frozen=True)
