@@ -126,6 +126,7 @@ def _start_site(directory: Path, spec: DemoSiteSpec) -> tuple[subprocess.Popen[s
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,
+        start_new_session=True,  # the terminal's signals are for the console; the child stops on stdin EOF
     )
     log.close()
     lines: collections.deque[str] = collections.deque(maxlen=200)
@@ -184,6 +185,7 @@ def demo_lab(*, seed: int = 1, speed: float = 1.0, scale: float = 1.0) -> Iterat
             speed=speed,
             scale=scale,
             outage=Outage(site=SITES[2]),
+            remove_on_exit=str(directory),
         )
         process, lines = _start_site(directory, spec)
         yield DemoLab(directory, config, process, ports, lines)

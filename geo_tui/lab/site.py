@@ -4,7 +4,8 @@ with a busy team pushing to the primary and one secondary that goes down now and
 Run as ``python -m geo_tui.lab.site SPEC.json``. The spec (written 0600 by the parent: it holds the
 notification secret) names the ports, storage and keys. The process prints one line, ``ready``, when the
 registries answer and the primary holds its initial estate, then one line per change it makes. It exits
-when its standard input closes, so it never outlives the console that started it, even after kill -9.
+when its standard input closes, so it never outlives the console that started it, even after kill -9,
+and then removes the demo's directory.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import signal
 import sys
 import threading
@@ -52,6 +54,7 @@ class DemoSiteSpec:
     scale: float = 1.0
     push_interval: float = 3.0
     outage: Outage | None = None
+    remove_on_exit: str | None = None  # the demo's directory: gone even if the console was killed
 
     def write(self, path: Path) -> None:
         path.touch(mode=0o600, exist_ok=True)
@@ -136,7 +139,8 @@ def run_site(spec: DemoSiteSpec) -> int:
         sys.stdin.read()  # EOF: the parent is gone, or closed the pipe to stop us
         request_stop()
 
-    signal.signal(signal.SIGTERM, request_stop)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, request_stop)
     threading.Thread(target=watch_parent, name="demo-parent-watch", daemon=True).start()
     try:
         loop.run_until_complete(_activity(spec, registries, stop))
@@ -144,6 +148,8 @@ def run_site(spec: DemoSiteSpec) -> int:
         loop.close()
         for registry in registries.values():
             registry.stop()
+        if spec.remove_on_exit:
+            shutil.rmtree(spec.remove_on_exit, ignore_errors=True)
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -24,12 +25,14 @@ class Terminal:
     """One tmux session running a command, read as a person would read the screen."""
 
     def __init__(self, tmux: str, command: list[str], env: dict[str, str], exit_file: Path) -> None:
-        self.tmux = tmux
+        # A server of its own (its socket in the test's directory): a running server would give the
+        # session its own environment instead of `env`.
+        self.tmux = [tmux, "-S", str(exit_file.parent / "tmux.sock")]
         self.name = f"geo-tui-test-{uuid.uuid4().hex[:8]}"
         shell = " ".join(shlex.quote(part) for part in command) + f"; echo $? > {shlex.quote(str(exit_file))}"
         subprocess.run(
             [
-                tmux,
+                *self.tmux,
                 "new-session",
                 "-d",
                 "-s",
@@ -49,12 +52,12 @@ class Terminal:
 
     def screen(self) -> str:
         result = subprocess.run(
-            [self.tmux, "capture-pane", "-p", "-t", self.name], capture_output=True, text=True
+            [*self.tmux, "capture-pane", "-p", "-t", self.name], capture_output=True, text=True
         )
         return result.stdout
 
     def press(self, *keys: str) -> None:
-        subprocess.run([self.tmux, "send-keys", "-t", self.name, *keys], check=True)
+        subprocess.run([*self.tmux, "send-keys", "-t", self.name, *keys], check=True)
 
     def wait_for(self, predicate: Callable[[str], bool], timeout: float, what: str) -> str:
         deadline = time.monotonic() + timeout
@@ -66,8 +69,21 @@ class Terminal:
             time.sleep(0.25)
         pytest.fail(f"timed out waiting for {what}; the screen was:\n{screen}", pytrace=False)
 
+    def command_pid(self) -> int:
+        """The pid of the command: the child of the pane's shell."""
+        result = subprocess.run(
+            [*self.tmux, "display-message", "-p", "-t", self.name, "#{pane_pid}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        shell = result.stdout.strip()
+        children = Path(f"/proc/{shell}/task/{shell}/children").read_text().split()
+        assert len(children) == 1, children
+        return int(children[0])
+
     def close(self) -> None:
-        subprocess.run([self.tmux, "kill-session", "-t", self.name], capture_output=True)
+        subprocess.run([*self.tmux, "kill-server"], capture_output=True)
 
 
 @pytest.fixture
@@ -134,3 +150,18 @@ def test_the_demo_shows_live_replication_and_leaves_nothing(
     assert term.exit_file.read_text().strip() == "0"
     assert list(tmpdir.iterdir()) == [], "the demo left files behind"
     assert _processes_mentioning(str(labs[0])) == [], "the demo left processes running"
+
+
+def test_killing_the_demo_stops_its_registries_and_removes_its_files(
+    terminal: Callable[..., Terminal], tmp_path: Path
+) -> None:
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    term = terminal("demo", "--seed", "5", tmpdir=tmpdir)
+    term.wait_for(lambda s: "secondary-us" in s, 60, "the site cards")
+    (lab,) = tmpdir.iterdir()
+    os.kill(term.command_pid(), signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while _processes_mentioning(str(lab)) or lab.exists():
+        assert time.monotonic() < deadline, f"left behind: {_processes_mentioning(str(lab))}, {lab.exists()}"
+        time.sleep(0.2)
