@@ -49,6 +49,7 @@ log = logging.getLogger("geo_tui.engine")
 
 HEALTH_INTERVAL = 15.0
 FLUSH_INTERVAL = 0.5
+ROW_ECHO_LIMIT = 1000  # rows a resync of named repositories announces at once; bulk ones show as they run
 
 
 @dataclass
@@ -312,6 +313,11 @@ class Engine:
             else ("all repositories" if repositories is None else ", ".join(repositories[:5]))
         )
         self.log("info", f"resync requested: {what} ({count} rows)")
+        if repositories is not None and len(repositories) <= ROW_ECHO_LIMIT:
+            # Every watcher (other consoles too) sees the rows queued, even while paused.
+            for site in sites or self.secondary_names:
+                for repository in repositories:
+                    self._emit_row(site, repository)
         self._poke()
         return count
 
