@@ -39,7 +39,7 @@ from .wire import (
     encode_detail,
     encode_log,
     encode_message,
-    encode_row,
+    encode_rows,
     encode_snapshot,
     encode_update,
 )
@@ -182,7 +182,7 @@ class ApiApp:
         )
         more = len(rows) > limit
         return {
-            "rows": [encode_row(r) for r in rows[:limit]],
+            "rows": encode_rows(rows[:limit]),
             "next_offset": offset + limit if more else None,
         }
 

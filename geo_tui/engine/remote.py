@@ -27,7 +27,7 @@ from .describe import describe_error
 from .link import Batch, CommandResult, LinkState, RowKey, _Inbox, _setter
 from .tracking import LogRecord, RepositoryRow
 from .updates import EngineStatus, LogLine
-from .wire import WireError, decode_detail, decode_log, decode_message, decode_row, decode_snapshot
+from .wire import WireError, decode_detail, decode_log, decode_message, decode_rows, decode_snapshot
 
 __all__ = ["RemoteLink", "is_unix_target"]
 
@@ -303,7 +303,7 @@ class RemoteLink:
         offset: int | None = 0
         while offset is not None:
             page = await self._request("GET", "rows", params={"offset": offset, "limit": self._page_size})
-            rows.extend(decode_row(r) for r in page.get("rows") or [])
+            rows.extend(decode_rows(page.get("rows")))
             next_offset = page.get("next_offset")
             offset = int(next_offset) if next_offset is not None else None
         logs = await self._request("GET", "logs", params={"limit": 500})

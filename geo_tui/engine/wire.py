@@ -23,11 +23,13 @@ __all__ = [
     "decode_log",
     "decode_message",
     "decode_row",
+    "decode_rows",
     "decode_snapshot",
     "encode_detail",
     "encode_log",
     "encode_message",
     "encode_row",
+    "encode_rows",
     "encode_snapshot",
     "encode_update",
 ]
@@ -51,6 +53,32 @@ def _plain(obj: object) -> Json:
 
 def encode_row(row: RepositoryRow) -> Json:
     return _plain(row)
+
+
+_ROW_FIELDS = tuple(f.name for f in dataclasses.fields(RepositoryRow))
+
+
+def encode_rows(rows: list[RepositoryRow]) -> Json:
+    """A page of rows as a table (column names once, then one array per row): half the bytes of objects."""
+    return {"columns": list(_ROW_FIELDS), "values": [[getattr(r, n) for n in _ROW_FIELDS] for r in rows]}
+
+
+def decode_rows(data: object) -> list[RepositoryRow]:
+    """Rows from `encode_rows`; columns a newer engine adds are ignored, a missing one is a WireError."""
+    if not isinstance(data, dict) or not isinstance(data.get("columns"), list):
+        raise WireError("rows: expected an object with columns and values")
+    columns, values = data["columns"], data.get("values")
+    if not isinstance(values, list):
+        raise WireError("rows: values must be a list")
+    try:
+        where = [columns.index(name) for name in _ROW_FIELDS]
+    except ValueError:
+        raise WireError(f"rows: missing columns {sorted(set(_ROW_FIELDS) - set(columns))}") from None
+    try:
+        # _from_sql takes the values in field order and restores the enums and the bool.
+        return [RepositoryRow._from_sql([v[i] for i in where]) for v in values]
+    except (TypeError, ValueError, IndexError) as exc:
+        raise WireError(f"rows: {exc}") from None
 
 
 def encode_log(record: LogRecord) -> Json:

@@ -19,9 +19,10 @@ from websockets.exceptions import InvalidStatus
 
 from geo_tui.cli import _console_link
 from geo_tui.config import load_config
+from geo_tui.engine import RepositoryRow, SyncState
 from geo_tui.engine.lock import DatabaseInUse
 from geo_tui.engine.remote import RemoteLink
-from geo_tui.engine.wire import decode_message
+from geo_tui.engine.wire import decode_message, decode_rows
 from tests.support.distribution import Distribution, free_port
 from tests.support.geo import tag_digests
 from tests.support.keys import TestKeyPair
@@ -55,10 +56,16 @@ def served(
         engine.stop(signal.SIGKILL)
 
 
+def rows(client: httpx.Client, **params: object) -> list[RepositoryRow]:
+    page = client.get("/api/v1/rows", params=params)  # type: ignore[arg-type]
+    assert page.status_code == 200, page.text
+    return decode_rows(page.json()["rows"])
+
+
 def all_synced(engine: ServedEngine, count: int) -> bool:
     with engine.client(TOKEN) as client:
-        rows = client.get("/api/v1/rows").json()["rows"]
-    return len(rows) == count and all(r["state"] == "synced" for r in rows)
+        found = rows(client)
+    return len(found) == count and all(r.state is SyncState.SYNCED for r in found)
 
 
 def test_no_token_or_a_wrong_one_gets_401_and_a_read_token_cannot_command(
@@ -67,7 +74,7 @@ def test_no_token_or_a_wrong_one_gets_401_and_a_read_token_cannot_command(
     _, _, engine = served
     wait_until(lambda: all_synced(engine, 3), what="the backfill")
     with engine.client(TOKEN) as full:
-        before = full.get("/api/v1/rows").json()["rows"]
+        before = rows(full)
     for token in (None, "wrong-token-0123456789-abcdefghij", TOKEN[:-1]):
         with engine.client(token) as client:
             for method, path in [("GET", "info"), ("GET", "rows"), ("POST", "commands/pause"),
@@ -78,14 +85,14 @@ def test_no_token_or_a_wrong_one_gets_401_and_a_read_token_cannot_command(
                 assert TOKEN not in response.text and READ_TOKEN not in response.text
     with engine.client(READ_TOKEN) as reader:
         assert reader.get("/api/v1/info").status_code == 200
-        assert len(reader.get("/api/v1/rows").json()["rows"]) == 3
+        assert len(rows(reader)) == 3
         for command in ("pause", "resync", "verify"):
             response = reader.post(f"/api/v1/commands/{command}", json={})
             assert response.status_code == 403 and "only read" in response.json()["error"]
     # Nothing changed: not paused, every row as it was (no resync bumped a generation).
     with engine.client(TOKEN) as full:
         assert full.get("/api/v1/info").json()["paused"] is False
-        assert full.get("/api/v1/rows").json()["rows"] == before
+        assert rows(full) == before
         assert full.post("/api/v1/commands/pause", json={}).json()["ok"] is True
         assert full.get("/api/v1/info").json()["paused"] is True
 
@@ -111,15 +118,15 @@ def test_rows_are_paged_and_filtered_by_the_engine(
     wait_until(lambda: all_synced(engine, 3), what="the backfill")
     with engine.client(READ_TOKEN) as client:
         first = client.get("/api/v1/rows", params={"limit": 2}).json()
-        assert len(first["rows"]) == 2 and first["next_offset"] == 2
+        assert len(decode_rows(first["rows"])) == 2 and first["next_offset"] == 2
         rest = client.get("/api/v1/rows", params={"limit": 2, "offset": 2}).json()
-        assert len(rest["rows"]) == 1 and rest["next_offset"] is None
-        names = [r["repository"] for r in first["rows"] + rest["rows"]]
+        assert len(decode_rows(rest["rows"])) == 1 and rest["next_offset"] is None
+        names = [r.repository for r in decode_rows(first["rows"]) + decode_rows(rest["rows"])]
         assert sorted(names) == ["ops/tools", "shop/api", "shop/web"]
-        shop = client.get("/api/v1/rows", params={"contains": "shop/"}).json()["rows"]
-        assert [r["repository"] for r in shop] == ["shop/api", "shop/web"]
-        assert client.get("/api/v1/rows", params={"state": "failed"}).json()["rows"] == []
-        assert client.get("/api/v1/rows", params={"site": "nowhere"}).json()["rows"] == []
+        assert [r.repository for r in rows(client, contains="shop/")] == ["shop/api", "shop/web"]
+        assert rows(client, state="failed") == []
+        assert len(rows(client, state="synced", site="eu")) == 3
+        assert rows(client, site="nowhere") == []
         bad = client.get("/api/v1/rows", params={"limit": "lots"})
         assert bad.status_code == 400 and "limit" in bad.json()["error"]
         detail = client.get("/api/v1/detail", params={"repository": "shop/api"}).json()

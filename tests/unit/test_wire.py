@@ -31,10 +31,12 @@ from geo_tui.engine.wire import (
     decode_detail,
     decode_message,
     decode_row,
+    decode_rows,
     decode_snapshot,
     encode_detail,
     encode_message,
     encode_row,
+    encode_rows,
     encode_snapshot,
     encode_update,
 )
@@ -144,3 +146,18 @@ def test_decoding_untrusted_messages_raises_nothing_but_wire_error(
         decode_message(json.dumps({"v": WIRE_VERSION, "type": kind, **body}))
     except WireError:
         pass
+
+
+def test_a_page_of_rows_is_a_table_that_round_trips_and_tolerates_new_columns() -> None:
+    other = ROW.__class__(**{**ROW.__dict__, "repository": "group/web", "state": SyncState.SYNCED})
+    page = roundtrip(encode_rows([ROW, other]))
+    assert decode_rows(page) == [ROW, other]
+    assert isinstance(page, dict)
+    page["columns"].insert(0, "from_the_future")
+    page["values"] = [[None, *v] for v in page["values"]]
+    assert decode_rows(page) == [ROW, other]
+    del page["columns"][3]
+    with pytest.raises(WireError, match="missing columns"):
+        decode_rows(page)
+    with pytest.raises(WireError, match="rows:"):
+        decode_rows({"columns": list(encode_rows([ROW])["columns"]), "values": [[1, 2]]})
