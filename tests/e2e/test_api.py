@@ -27,7 +27,7 @@ from tests.support.distribution import Distribution, free_port
 from tests.support.geo import tag_digests
 from tests.support.keys import TestKeyPair
 from tests.support.oci import oci_image
-from tests.support.push import RawPusher
+from tests.support.push import PushError, RawPusher
 from tests.support.served import ServedEngine, wait_until, write_served_config
 
 TOKEN = "full-api-token-0123456789-abcdef"
@@ -54,6 +54,14 @@ def served(
         yield primary, eu, engine
     finally:
         engine.stop(signal.SIGKILL)
+
+
+def tags_on(pusher: RawPusher, repository: str) -> dict[str, str]:
+    """Tag -> digest on a registry; empty while the repository does not exist there yet."""
+    try:
+        return tag_digests(pusher, repository)
+    except PushError:
+        return {}
 
 
 def rows(client: httpx.Client, **params: object) -> list[RepositoryRow]:
@@ -175,14 +183,14 @@ def test_a_unix_socket_without_tokens_is_owner_only_and_not_on_the_tcp_port(
         try:
             assert stat.S_IMODE(sock.stat().st_mode) == 0o600
             assert httpx.get(f"http://127.0.0.1:{port}/api/v1/info").status_code == 404
-            wait_until(lambda: tag_digests(eu_pusher, "unix/app") != {}, what="the backfill")
+            wait_until(lambda: tags_on(eu_pusher, "unix/app") != {}, what="the backfill")
             pusher.push_tree("unix/app", oci_image("unix-2"), "v2")
             with engine.client() as client:
                 answer = client.post("/api/v1/commands/resync", json={"keys": [["eu", "unix/app"]]}).json()
                 assert answer == {"ok": True, "count": 1, "message": "resync queued for 1 repository"}
                 bad = client.post("/api/v1/commands/resync", json={"keys": [["mars", "unix/app"]]})
                 assert bad.status_code == 400 and "no secondary named 'mars'" in bad.json()["error"]
-            wait_until(lambda: "v2" in tag_digests(eu_pusher, "unix/app"), what="the resync")
+            wait_until(lambda: "v2" in tags_on(eu_pusher, "unix/app"), what="the resync")
         finally:
             assert engine.stop() == 0
         assert not sock.exists()  # removed on a clean exit
