@@ -372,6 +372,11 @@ async def _cmd_verify(config: Config, args: argparse.Namespace, sites: list[str]
 async def _cmd_resync(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
     if not (args.all or args.failed or args.repositories):
         raise UsageError("resync: name repositories, or use --all or --failed")
+    from geo_tui.engine.lock import read_holder
+
+    holder = read_holder(config.engine.database)
+    if holder is not None and holder.api is not None and not args.now:
+        return _resync_through_engine(holder.api, config, args, sites)
     async with Engine(config, command="geo-tui resync") as engine:
         if args.repositories:
             await _require_known(engine, args.repositories)
@@ -384,6 +389,32 @@ async def _cmd_resync(config: Config, args: argparse.Namespace, sites: list[str]
             summary = await engine.run_due(sites=sites, repositories=args.repositories or None)
     _print_summary(summary, as_json=args.json)
     return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def _resync_through_engine(
+    target: str, config: Config, args: argparse.Namespace, sites: list[str] | None
+) -> int:
+    """Queue the resync in the engine that holds the database (a `serve`), through its API."""
+    from geo_tui.engine.remote import RemoteError, run_command
+
+    body: dict[str, Any] = {"failed": True} if args.failed else {}
+    if args.repositories:
+        names = sites or [s.name for s in config.secondaries]
+        body = {"keys": [[s, r] for s in names for r in args.repositories if config.site(s).wants(r)]}
+    elif sites:
+        body["sites"] = sites
+    token = (
+        Secret(os.environ[TOKEN_ENV])
+        if os.environ.get(TOKEN_ENV)
+        else (config.api.token if config.api else None)
+    )
+    try:
+        answer = run_command(target, token, "resync", body)
+    except RemoteError as exc:
+        print(f"geo-tui: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{answer.get('count', 0)} repositories queued for resync by the running engine at {target}")
+    return EXIT_OK
 
 
 async def _cmd_serve(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:

@@ -7,7 +7,8 @@ Under ``/api/v1/``:
     GET  rows?site=&state=&contains=&offset=&limit=   repository rows, paged and filtered by the engine
     GET  logs?limit=              the most recent event log lines
     GET  detail?repository=       tags on every site side by side, rows and history of one repository
-    POST commands/{resync,verify,pause,resume}   {"keys": [[site, repo], ...]} | {"failed": true} | {}
+    POST commands/{resync,verify,pause,resume}   {"keys": [[site, repo], ...]} | {"failed": true} | {},
+                                  with "sites": [...] to narrow "failed" or all
     WS   updates                  the engine's typed updates (see wire.py), a snapshot every second
 
 Access: ``Authorization: Bearer <token>``. The full token may do everything, the read token only read
@@ -218,21 +219,22 @@ class ApiApp:
             raise _Refused(404, f"no command {name!r}")
         keys = self._keys(body)
         failed = body.get("failed") is True
+        sites = self._sites(body)
         if name == "resync":
             if keys is None:
-                count = engine.resync(failed_only=failed)
+                count = engine.resync(sites=sites, failed_only=failed)
             else:
                 count = sum(engine.resync(sites=[s], repositories=r) for s, r in _by_site(keys).items())
             return {"ok": True, "count": count, "message": f"resync queued for {_repositories(count)}"}
         if keys is None and failed:
             keys = [
                 r.key
-                for r in engine.tracking.rows(sites=engine.secondary_names)
+                for r in engine.tracking.rows(sites=sites or engine.secondary_names)
                 if r.state is SyncState.FAILED or r.verification_state is VerificationState.FAILED
             ]
         results = []
         if keys is None:
-            results = await engine.verify()
+            results = await engine.verify(sites=sites)
         else:
             for site, repositories in _by_site(keys).items():
                 results += await engine.verify(sites=[site], repositories=repositories)
@@ -242,6 +244,15 @@ class ApiApp:
             "count": len(results),
             "message": f"verified {len(results)}: {len(results) - bad} ok, {bad} failed",
         }
+
+    def _sites(self, body: dict[str, Any]) -> list[str] | None:
+        raw = body.get("sites")
+        if raw is None:
+            return None
+        known = self._engine.secondary_names
+        if not isinstance(raw, list) or not raw or not all(isinstance(s, str) and s in known for s in raw):
+            raise _Refused(400, f"sites: a list of secondaries ({', '.join(known)})")
+        return list(raw)
 
     def _keys(self, body: dict[str, Any]) -> list[tuple[str, str]] | None:
         raw = body.get("keys")
@@ -257,6 +268,11 @@ class ApiApp:
             if item[0] not in known:
                 raise _Refused(400, f"keys: no secondary named {item[0]!r}")
             keys.append((item[0], item[1]))
+        # Only tracked rows: a typo must not become a row (the CLI's resync checks the same).
+        tracked = {site: set(self._engine.tracking.repository_names(site)) for site in {k[0] for k in keys}}
+        for site, repository in keys:
+            if repository not in tracked[site]:
+                raise _Refused(400, f"keys: {repository!r} is not tracked on {site!r}")
         return keys
 
     # -- the update stream ------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from .tracking import LogRecord, RepositoryRow
 from .updates import EngineStatus, LogLine
 from .wire import WireError, decode_detail, decode_log, decode_message, decode_rows, decode_snapshot
 
-__all__ = ["RemoteLink", "is_unix_target"]
+__all__ = ["RemoteError", "RemoteLink", "is_unix_target", "run_command"]
 
 log = logging.getLogger("geo_tui.remote")
 
@@ -46,6 +46,10 @@ def is_unix_target(target: str) -> bool:
 
 class _Refused(Exception):
     """The engine answered, but refused (401, 403, ...)."""
+
+
+class RemoteError(Exception):
+    """A command through a running engine's API failed; ``str(e)`` is one line."""
 
 
 class RemoteLink:
@@ -322,6 +326,33 @@ class RemoteLink:
     def _stale(self, reason: str) -> None:
         log.info("engine link: %s", reason)
         self._inbox.put(_setter("link", LinkState(False, reason)))
+
+
+def run_command(target: str, token: Secret | None, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Run one command on the engine at ``target`` and wait for its answer (for the CLI).
+    Raises RemoteError with one line to show."""
+    headers = {"Authorization": f"Bearer {token.reveal()}"} if token is not None else {}
+    if is_unix_target(target):
+        client = httpx.Client(transport=httpx.HTTPTransport(uds=target), base_url=_UNIX_HOST, headers=headers)
+    else:
+        client = httpx.Client(base_url=target.rstrip("/"), headers=headers, trust_env=False)
+    try:
+        with client:
+            response = client.post(f"/api/v1/commands/{name}", json=body, timeout=None)
+    except (httpx.HTTPError, OSError) as exc:
+        raise RemoteError(f"cannot reach the running engine at {target}: {describe_error(exc)}") from None
+    if response.status_code == 401:
+        raise RemoteError(f"the engine at {target} refused the token (401): check [api] token")
+    if response.status_code == 403:
+        raise RemoteError(f"the engine at {target} lets this token only read (403): use [api] token")
+    try:
+        document = response.json()
+    except ValueError:
+        document = None
+    if response.status_code != 200 or not isinstance(document, dict):
+        error = document.get("error") if isinstance(document, dict) else None
+        raise RemoteError(f"the engine at {target} answered {response.status_code}: {error or 'no detail'}")
+    return document
 
 
 def _body(keys: Sequence[RowKey] | None, failed_only: bool) -> dict[str, Any]:

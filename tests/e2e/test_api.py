@@ -146,14 +146,18 @@ def test_a_second_engine_on_the_database_is_refused_naming_the_holder(
 ) -> None:
     _, _, engine = served
     assert engine.process is not None
-    for command in (["serve"], ["sync", "--once"], ["resync", "--all"]):
-        done = subprocess.run(
+
+    def geo_tui(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             [sys.executable, "-m", "geo_tui", "--config", str(engine.config), *command],
             capture_output=True,
             text=True,
             timeout=60,
             env=os.environ.copy(),
         )
+
+    for command in (["serve"], ["sync", "--once"], ["resync", "--all", "--now"], ["verify"]):
+        done = geo_tui(*command)
         assert done.returncode == 1, done.stderr
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1, done.stderr
@@ -161,6 +165,20 @@ def test_a_second_engine_on_the_database_is_refused_naming_the_holder(
         assert f"listening on {engine.api_url.removeprefix('http://')}" in lines[0]  # type: ignore[union-attr]
         assert lines[0].endswith(f"attach with `geo-tui --attach {engine.api_url}`")
     assert engine.process.poll() is None  # the running engine never noticed
+
+    # A resync without --now is queued by the running engine, through its API; a typo is refused there.
+    wait_until(lambda: all_synced(engine, 3), what="the backfill")
+    done = geo_tui("resync", "shop/api")
+    assert done.returncode == 0, done.stderr
+    assert (
+        done.stdout.strip() == f"1 repositories queued for resync by the running engine at {engine.api_url}"
+    )
+    wait_until(
+        lambda: "resync requested: shop/api (1 rows)" in engine.log_path.read_text(), what="the resync"
+    )
+    done = geo_tui("resync", "shop/apo")
+    assert done.returncode == 1
+    assert done.stderr.strip().endswith("answered 400: keys: 'shop/apo' is not tracked on 'eu'")
 
     # The console finds the running engine through the claim and attaches instead of embedding one.
     config = load_config(engine.config)
