@@ -75,3 +75,16 @@ def test_mistakes_are_one_line_naming_the_key_and_never_the_token(
     text = str(error.value)
     assert f": {key}: " in text and words in text and "\n" not in text
     assert "SECRETMARK" not in text
+
+
+def test_a_console_holding_only_the_read_token_attaches_read_only(tmp_path: Path) -> None:
+    from geo_tui.cli import _console_link
+    from geo_tui.engine.remote import RemoteLink
+
+    reader = minimal_config(tmp_path, api={"listen": str(tmp_path / "api.sock"), "read_token": READ})
+    link, reads_only = _console_link(reader, "http://127.0.0.1:9")
+    assert isinstance(link, RemoteLink) and reads_only and link.mode == "attached to http://127.0.0.1:9"
+    full = minimal_config(
+        tmp_path, api={"listen": str(tmp_path / "api.sock"), "token": TOKEN, "read_token": READ}
+    )
+    assert _console_link(full, "http://127.0.0.1:9")[1] is False
