@@ -231,7 +231,7 @@ class RemoteLink:
                     )
                 except (OSError, httpx.HTTPError, WebSocketException, TimeoutError) as exc:
                     reason = f"the engine is not reachable: {describe_error(exc)}"
-                except WireError as exc:
+                except (WireError, ValueError, TypeError, KeyError) as exc:
                     reason = f"the engine sent what this console cannot read: {exc}"
                 if self._connected.is_set():
                     delay = RETRY_FIRST  # it was up: try again soon

@@ -129,6 +129,10 @@ class _Listeners:
             raise
 
     def _bind_api(self) -> None:
+        if self.api.socket is None and self.api.token is None:  # load_config refuses this too
+            raise ListenError("api.listen: a TCP address needs [api] token; without one use a unix socket")
+        if self.api.shared and self.config.notifications is None:
+            raise ListenError("api.listen: no [notifications] receiver to share an address with")
         try:
             if self.api.socket is not None:
                 self.api_socket = _bind_unix(self.api.socket)
