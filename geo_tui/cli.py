@@ -9,17 +9,25 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from geo_tui import __version__
-from geo_tui.config import Config, ConfigError, load_config, resolve_config_path
+from geo_tui.config import Config, ConfigError, Secret, load_config, resolve_config_path
 from geo_tui.engine import Engine, SyncState, SyncSummary
+from geo_tui.engine.lock import DatabaseInUse
 from geo_tui.progress import ProgressReporter
 from geo_tui.registry import RegistryError
 
+if TYPE_CHECKING:
+    from geo_tui.engine.link import EngineLink
+
 __all__ = ["main"]
+
+TOKEN_ENV = "GEO_TUI_API_TOKEN"
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -45,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         dest="read_only_console",
         help="console: hide what changes anything",
+    )
+    parser.add_argument(
+        "--attach",
+        metavar="URL|SOCKET",
+        help="console: attach to the engine API of a running `geo-tui serve` (default: the one holding "
+        "the config's tracking database, if any; else the console runs the engine itself)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -107,10 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         return _run_demo(args.seed, args.speed, read_only=args.read_only_console)
     try:
-        config = load_config(resolve_config_path(args.config))
         if console:
             read_only = args.read_only_console or getattr(args, "read_only", False)
-            return _run_console(config, read_only=read_only)
+            return _run_console(args.config, read_only=read_only, attach=args.attach)
+        config = load_config(resolve_config_path(args.config))
         sites = _check_sites(config, getattr(args, "site", None))
         handler = _COMMANDS[args.command]
         return asyncio.run(handler(config, args, sites))
@@ -120,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"geo-tui: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except RegistryError as exc:
+    except (RegistryError, DatabaseInUse) as exc:
         print(f"geo-tui: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
@@ -128,16 +142,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _run_console(config: Config, *, read_only: bool, mode: str | None = None) -> int:
+def _console_link(config: Config | None, attach: str | None) -> tuple[EngineLink, bool]:
+    """Attach to a running engine (``--attach``, or whoever holds the tracking database), or else embed
+    one. Returns the link and whether it may only read (it has a read token alone)."""
+    from geo_tui.engine.link import EngineThread
+    from geo_tui.engine.lock import read_holder
+    from geo_tui.engine.remote import RemoteLink, is_unix_target
+
+    api = config.api if config is not None else None
+    token = api.token if api is not None else None
+    read_token = api.read_token if api is not None else None
+    if os.environ.get(TOKEN_ENV):
+        token = Secret(os.environ[TOKEN_ENV])
+    target = attach
+    if target is None:
+        assert config is not None
+        holder = read_holder(config.engine.database)
+        if holder is None:
+            embedded = EngineThread(
+                config, engine_factory=lambda c: Engine(c, command="the geo-tui console (embedded engine)")
+            )
+            return embedded, False
+        if holder.api is None:
+            raise DatabaseInUse(config.engine.database, holder)
+        target = holder.api
+    elif is_unix_target(target):
+        path = Path(target).expanduser().absolute()
+        if not path.is_socket():
+            raise UsageError(f"--attach {target}: not an http(s):// URL or a unix socket")
+        target = str(path)
+    return RemoteLink(target, token=token or read_token), token is None and read_token is not None
+
+
+def _run_console(config_arg: str | None, *, read_only: bool, attach: str | None) -> int:
+    path = resolve_config_path(config_arg)
+    # Attaching by URL works without a config file (the token then comes from $GEO_TUI_API_TOKEN).
+    config = load_config(path) if attach is None or path.exists() else None
+    link, reads_only = _console_link(config, attach)
+    return _run_app(config, link, read_only=read_only or reads_only)
+
+
+def _run_app(config: Config | None, link: EngineLink, *, read_only: bool) -> int:
     # Imported here: the headless commands never load Textual.
     from geo_tui.console.app import make_app
 
     # Engine log lines go to the console's event pane, not over the screen.
     logging.getLogger("geo_tui").handlers[:] = [logging.NullHandler()]
     logging.getLogger("geo_tui").propagate = False
-    app = make_app(config, read_only=read_only)
-    if mode is not None:
-        app.link.mode = mode
+    app = make_app(config, read_only=read_only, link=link)
     app.run()
     if app.engine_failure:
         print(f"geo-tui: the engine stopped: {app.engine_failure}", file=sys.stderr)
@@ -147,11 +199,14 @@ def _run_console(config: Config, *, read_only: bool, mode: str | None = None) ->
 
 def _run_demo(seed: int, speed: float, *, read_only: bool) -> int:
     from geo_tui.demo import DemoError, demo_lab
+    from geo_tui.engine.link import EngineThread
 
     print("geo-tui demo: starting three lab registries and seeding the primary...", file=sys.stderr)
     try:
         with demo_lab(seed=seed, speed=speed) as lab:
-            return _run_console(lab.config, read_only=read_only, mode="demo")
+            link = EngineThread(lab.config)
+            link.mode = "demo: embedded engine on three lab registries"
+            return _run_app(lab.config, link, read_only=read_only)
     except DemoError as exc:
         print(f"geo-tui: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -179,7 +234,7 @@ def _check_sites(config: Config, names: list[str] | None) -> list[str] | None:
 
 
 async def _cmd_sync(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
-    async with Engine(config) as engine:
+    async with Engine(config, command="geo-tui sync --once") as engine:
         await _require_primary(engine)
         with ProgressReporter(engine, sites or engine.secondary_names, sys.stderr):
             summary = await engine.sync_once(sites=sites)
@@ -312,7 +367,7 @@ async def _cmd_status(config: Config, args: argparse.Namespace, sites: list[str]
 
 
 async def _cmd_verify(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
-    async with Engine(config) as engine:
+    async with Engine(config, command="geo-tui verify") as engine:
         await _require_primary(engine)
         results = await engine.verify(sites=sites, repositories=args.repositories or None)
     if args.json:
@@ -344,7 +399,12 @@ async def _cmd_verify(config: Config, args: argparse.Namespace, sites: list[str]
 async def _cmd_resync(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
     if not (args.all or args.failed or args.repositories):
         raise UsageError("resync: name repositories, or use --all or --failed")
-    async with Engine(config) as engine:
+    from geo_tui.engine.lock import read_holder
+
+    holder = read_holder(config.engine.database)
+    if holder is not None and holder.api is not None and not args.now:
+        return _resync_through_engine(holder.api, config, args, sites)
+    async with Engine(config, command="geo-tui resync") as engine:
         if args.repositories:
             await _require_known(engine, args.repositories)
         count = engine.resync(sites=sites, repositories=args.repositories or None, failed_only=args.failed)
@@ -358,13 +418,39 @@ async def _cmd_resync(config: Config, args: argparse.Namespace, sites: list[str]
     return EXIT_OK if summary.ok else EXIT_FAILED
 
 
+def _resync_through_engine(
+    target: str, config: Config, args: argparse.Namespace, sites: list[str] | None
+) -> int:
+    """Queue the resync in the engine that holds the database (a `serve`), through its API."""
+    from geo_tui.engine.remote import RemoteError, run_command
+
+    body: dict[str, Any] = {"failed": True} if args.failed else {}
+    if args.repositories:
+        names = sites or [s.name for s in config.secondaries]
+        body = {"keys": [[s, r] for s in names for r in args.repositories if config.site(s).wants(r)]}
+    elif sites:
+        body["sites"] = sites
+    token = (
+        Secret(os.environ[TOKEN_ENV])
+        if os.environ.get(TOKEN_ENV)
+        else (config.api.token if config.api else None)
+    )
+    try:
+        answer = run_command(target, token, "resync", body)
+    except RemoteError as exc:
+        print(f"geo-tui: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{answer.get('count', 0)} repositories queued for resync by the running engine at {target}")
+    return EXIT_OK
+
+
 async def _cmd_serve(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
     from geo_tui.engine.serve import ListenError, serve
 
     try:
         return await serve(config)
     except ListenError as exc:
-        print(f"geo-tui: {config.path}: notifications.listen: {exc}", file=sys.stderr)
+        print(f"geo-tui: {config.path}: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 

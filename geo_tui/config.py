@@ -6,6 +6,7 @@ The file's shape is a public contract (other tools write it)::
                       reconcile_interval, sync_attempts           (all optional)
     [auth]            private_key, issuer, service, token_ttl    (needed if a site uses auth = "jwt")
     [notifications]   listen, secret | secret_file               (used by `geo-tui serve`)
+    [api]             listen, token | token_file, read_token | read_token_file   (the engine API)
     [primary]         name, registry, auth, username, password | password_file, ca_file, tls_verify
     [[secondaries]]   the keys of [primary], plus include and exclude
 
@@ -40,6 +41,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 __all__ = [
+    "ApiConfig",
     "AuthConfig",
     "AuthMethod",
     "Config",
@@ -49,6 +51,7 @@ __all__ = [
     "Secret",
     "SiteConfig",
     "SiteRole",
+    "default_api_socket",
     "load_config",
     "resolve_config_path",
     "warn_if_world_readable",
@@ -61,7 +64,7 @@ SiteRole = Literal["primary", "secondary"]
 ENV_VAR: Final = "GEO_TUI_CONFIG"
 APP_NAME: Final = "geo-tui"
 
-_TOP_KEYS: Final = ("engine", "auth", "notifications", "primary", "secondaries")
+_TOP_KEYS: Final = ("engine", "auth", "notifications", "api", "primary", "secondaries")
 _ENGINE_KEYS: Final = (
     "database",
     "repository_concurrency",
@@ -72,6 +75,7 @@ _ENGINE_KEYS: Final = (
 )
 _AUTH_KEYS: Final = ("private_key", "issuer", "service", "token_ttl")
 _NOTIFICATIONS_KEYS: Final = ("listen", "secret", "secret_file")
+_API_KEYS: Final = ("listen", "token", "token_file", "read_token", "read_token_file")
 _PRIMARY_KEYS: Final = (
     "name",
     "registry",
@@ -94,6 +98,7 @@ _TOML_LOCATION: Final = re.compile(r" \(at (?:line (\d+), column (\d+)|end of do
 _MAX_CONFIG_BYTES: Final = 4 * 1024 * 1024
 _MAX_SECRET_BYTES: Final = 64 * 1024  # private keys, passwords, notification secrets
 _MIN_NOTIFICATION_SECRET: Final = 16
+_MIN_API_TOKEN: Final = 16
 _JWT_CURVES: Final = ("secp256r1", "secp384r1", "secp521r1")
 
 
@@ -158,6 +163,26 @@ class NotificationsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """Where the engine API of `geo-tui serve` listens and who may use it: ``[api]``.
+
+    Exactly one of ``socket`` (a unix socket path) and ``listen_host``/``listen_port`` is set, or neither,
+    which means the API shares the notification receiver's address. ``token`` may read and command,
+    ``read_token`` may only read; without tokens only a unix socket is allowed (its mode limits access)."""
+
+    socket: Path | None = None
+    listen_host: str | None = None
+    listen_port: int | None = None
+    token: Secret | None = None
+    read_token: Secret | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Whether the API is served on the notification receiver's address."""
+        return self.socket is None and self.listen_host is None
+
+
+@dataclass(frozen=True, slots=True)
 class SiteConfig:
     """One registry: the primary or a secondary."""
 
@@ -189,6 +214,7 @@ class Config:
     notifications: NotificationsConfig | None
     primary: SiteConfig
     secondaries: tuple[SiteConfig, ...]
+    api: ApiConfig | None = None  # None: the default, a unix socket beside the tracking database
 
     @property
     def sites(self) -> tuple[SiteConfig, ...]:
@@ -252,7 +278,9 @@ def load_config(path: Path) -> Config:
             if site.auth == "jwt":
                 user = "primary" if site.role == "primary" else f"secondary {site.name!r}"
                 raise top.error("auth", f'missing [auth] section: the {user} uses auth = "jwt"')
-    return Config(path, engine, auth, notifications, primary, secondaries)
+    api_table = top.table("api", _API_KEYS)
+    api = _api(api_table or _Table(path, "api", {}, ()), base, engine, notifications)
+    return Config(path, engine, auth, notifications, primary, secondaries, api)
 
 
 def write_config(path: Path, data: Mapping[str, Any]) -> None:
@@ -491,6 +519,10 @@ def _inline_secret_keys(document: Mapping[str, Any]) -> list[str]:
     notifications = document.get("notifications")
     if isinstance(notifications, dict) and isinstance(notifications.get("secret"), str):
         keys.append("notifications.secret")
+    api = document.get("api")
+    for name in ("token", "read_token"):
+        if isinstance(api, dict) and isinstance(api.get(name), str):
+            keys.append(f"api.{name}")
     primary = document.get("primary")
     if isinstance(primary, dict) and isinstance(primary.get("password"), str):
         keys.append("primary.password")
@@ -559,6 +591,43 @@ def _notifications(t: _Table, base: Path) -> NotificationsConfig:
     if len(secret.reveal()) < _MIN_NOTIFICATION_SECRET:
         raise t.error(key, f"too short: use at least {_MIN_NOTIFICATION_SECRET} characters")
     return NotificationsConfig(listen_host=host, listen_port=port, secret=secret)
+
+
+def default_api_socket(database: Path) -> Path:
+    """The API's unix socket when ``[api] listen`` is not set: beside the tracking database."""
+    return database.with_name(database.name + ".sock")
+
+
+def _api(t: _Table, base: Path, engine: EngineConfig, notifications: NotificationsConfig | None) -> ApiConfig:
+    token, token_key = _secret(t, "token", "token_file", base)
+    read_token, read_key = _secret(t, "read_token", "read_token_file", base)
+    for secret, key in ((token, token_key), (read_token, read_key)):
+        if secret is not None and len(secret.reveal()) < _MIN_API_TOKEN:
+            raise t.error(key, f"too short: use at least {_MIN_API_TOKEN} characters")
+    if token is not None and read_token is not None and token == read_token:
+        raise t.error(read_key, "must differ from the full token")
+    raw = t.string("listen")
+    if raw is None:
+        if token is not None and notifications is not None:
+            return ApiConfig(token=token, read_token=read_token)  # beside the notification receiver
+        return ApiConfig(socket=default_api_socket(engine.database), token=token, read_token=read_token)
+    if raw.startswith(("/", "./", "../", "~", "unix:")):
+        socket = Path(raw.removeprefix("unix:")).expanduser()
+        if not socket.name or "\0" in raw:
+            raise t.error("listen", f"{raw!r} is not a unix socket path")
+        socket = socket if socket.is_absolute() else base / socket
+        if len(os.fsencode(str(socket))) > 100:  # sun_path holds 108 bytes on Linux, 104 elsewhere
+            raise t.error("listen", f"unix socket path {socket} is too long (over 100 bytes)")
+        return ApiConfig(socket=socket, token=token, read_token=read_token)
+    host, port = _listen(t, "listen")
+    if token is None:
+        raise t.error(
+            "listen",
+            "a TCP address needs [api] token or token_file; without a token use a unix socket path",
+        )
+    if notifications is not None and (host, port) == (notifications.listen_host, notifications.listen_port):
+        return ApiConfig(token=token, read_token=read_token)
+    return ApiConfig(listen_host=host, listen_port=port, token=token, read_token=read_token)
 
 
 def _listen(t: _Table, name: str) -> tuple[str, int]:

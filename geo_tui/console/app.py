@@ -86,6 +86,7 @@ class GeoTuiApp(App[None]):
         self.paused = False
         self.running = False
         self.engine_failure: str | None = None
+        self.stale: str | None = None  # why the view is stale (a remote engine is unreachable)
         self._text_filter = ""
         self._regex = False
         self._invert = False
@@ -146,12 +147,26 @@ class GeoTuiApp(App[None]):
         if batch.failure is not None:
             self.engine_failure = batch.failure
             self.notify(f"the engine stopped: {batch.failure}", severity="error", timeout=30)
+        if batch.link is not None:
+            self._link_changed(batch.link.connected, batch.link.message)
         self._update_subtitle()
         self.refresh_bindings()
 
+    def _link_changed(self, connected: bool, message: str) -> None:
+        was = self.stale
+        self.stale = None if connected else message
+        self.screen.set_class(not connected, "-stale")
+        if connected and was is not None:
+            self.notify(f"reattached: {message}")
+        elif not connected and was is None:
+            self.notify(f"STALE: {message}", severity="warning", timeout=10)
+
     def _update_subtitle(self) -> None:
         state = "stopped" if self.engine_failure else ("paused" if self.paused else "replicating")
-        parts = [f"engine {self.link.mode}", state]
+        mode = "embedded engine" if self.link.mode == "embedded" else self.link.mode
+        if self.stale is not None:
+            state = f"STALE: {self.stale}"
+        parts = [mode, state]
         if self.read_only:
             parts.append("read-only")
         self.sub_title = " · ".join(parts)
@@ -313,7 +328,10 @@ class GeoTuiApp(App[None]):
         if self._quitting:
             return
         self._quitting = True
-        self.notify("stopping the engine: copies in flight finish or stay pending…", timeout=15)
+        if self.link.mode == "embedded":
+            self.notify("stopping the engine: copies in flight finish or stay pending…", timeout=15)
+        else:
+            self.notify("detaching: the engine keeps running", timeout=15)
         self.run_worker(self._stop_engine_and_exit, thread=True, exclusive=True)
 
     def _stop_engine_and_exit(self) -> None:
@@ -322,11 +340,15 @@ class GeoTuiApp(App[None]):
 
 
 def make_app(
-    config: Config,
+    config: Config | None,
     *,
     read_only: bool = False,
     link: EngineLink | None = None,
     clock: Callable[[], float] = time.time,
 ) -> GeoTuiApp:
     """Build the console over an embedded engine (or the given link): for the CLI, tests and pictures."""
-    return GeoTuiApp(link or EngineThread(config), read_only=read_only, clock=clock)
+    if link is None:
+        if config is None:
+            raise ValueError("make_app needs a config to embed an engine, or a link")
+        link = EngineThread(config)
+    return GeoTuiApp(link, read_only=read_only, clock=clock)

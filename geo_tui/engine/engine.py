@@ -23,6 +23,7 @@ from geo_tui.registry import RegistryClient, RegistryError, is_valid_repository_
 
 from .backoff import in_run_delay, retry_delay
 from .describe import describe_error, describe_stats, prefixed, reason_class
+from .lock import DatabaseClaim
 from .metrics import EngineMetrics
 from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, SiteTags, SyncSummary
 from .notifications import RegistryEvent
@@ -50,6 +51,7 @@ HEALTH_INTERVAL = 15.0
 UNHEALTHY_INTERVAL = 3.0  # while a site is down: its recovery shows within seconds
 HEALTH_MIN_GAP = 1.0  # a burst of failed copies asks for one health check, not one each
 FLUSH_INTERVAL = 0.5
+ROW_ECHO_LIMIT = 1000  # rows a resync of named repositories announces at once; bulk ones show as they run
 
 
 @dataclass
@@ -76,8 +78,11 @@ class Engine:
         rng: random.Random | None = None,
         in_run_retry_base: float = 0.5,
         health_interval: float = HEALTH_INTERVAL,
+        command: str = "a geo-tui engine",
     ) -> None:
         self.config = config
+        # One engine per tracking database: open() claims it, close() lets it go.
+        self.claim = DatabaseClaim(config.engine.database, command)
         self._transports = dict(transports or {})
         self._clock = clock
         self._rng = rng or random.Random()
@@ -122,7 +127,12 @@ class Engine:
     async def open(self) -> None:
         if self._tracking is not None:
             return
-        self._tracking = Tracking(self.config.engine.database, clock=self._clock)
+        self.claim.acquire()  # raises DatabaseInUse naming the holder
+        try:
+            self._tracking = Tracking(self.config.engine.database, clock=self._clock)
+        except BaseException:
+            self.claim.release()
+            raise
         self._wake = asyncio.Event()
         signer = build_signer(self.config.auth) if self.config.auth is not None else None
         blob_connections = self.config.engine.blob_concurrency * 2
@@ -166,6 +176,7 @@ class Engine:
         if self._tracking is not None:
             self._tracking.close()
             self._tracking = None
+        self.claim.release()
 
     async def __aenter__(self) -> Engine:
         await self.open()
@@ -305,6 +316,11 @@ class Engine:
             else ("all repositories" if repositories is None else ", ".join(repositories[:5]))
         )
         self.log("info", f"resync requested: {what} ({count} rows)")
+        if repositories is not None and len(repositories) <= ROW_ECHO_LIMIT:
+            # Every watcher (other consoles too) sees the rows queued, even while paused.
+            for site in sites or self.secondary_names:
+                for repository in repositories:
+                    self._emit_row(site, repository)
         self._poke()
         return count
 

@@ -25,7 +25,7 @@ from .model import EngineSnapshot, RepositoryDetail
 from .tracking import LogRecord, RepositoryRow
 from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
 
-__all__ = ["Batch", "CommandResult", "EngineLink", "EngineThread", "RowKey"]
+__all__ = ["Batch", "CommandResult", "EngineLink", "EngineThread", "LinkState", "RowKey"]
 
 RowKey = tuple[str, str]
 LOG_BACKLOG = 5000
@@ -38,6 +38,14 @@ class CommandResult:
 
     message: str
     ok: bool = True
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """Whether a remote engine is reachable; when it is not, what the console shows is stale."""
+
+    connected: bool
+    message: str
 
 
 @dataclass
@@ -54,6 +62,7 @@ class Batch:
     details: list[RepositoryDetail] = field(default_factory=list)
     results: list[CommandResult] = field(default_factory=list)
     failure: str | None = None  # the engine stopped on an error
+    link: LinkState | None = None  # a remote engine came or went
 
     def __bool__(self) -> bool:
         return any(
@@ -68,6 +77,7 @@ class Batch:
                 self.details,
                 self.results,
                 self.failure,
+                self.link,
             )
         )
 

@@ -10,16 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 
-from geo_tui.config import Config
+from geo_tui.config import ApiConfig, Config, default_api_socket
 
+from .api import ApiApp, mount_api
 from .engine import Engine
-from .receiver import ReceiverApp
+from .receiver import EVENTS_PATH, ReceiverApp
 
 __all__ = ["ListenError", "serve"]
 
@@ -55,38 +59,147 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _bind_unix(path: Path) -> socket.socket:
+    """A unix socket only its owner may use (mode 0600), replacing a stale one left by a dead serve."""
+    if path.is_socket():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink(missing_ok=True)  # nobody answers: left behind by a process that died
+        else:
+            raise ListenError(f"cannot listen on {path}: another process is serving there")
+        finally:
+            probe.close()
+    elif path.exists():
+        raise ListenError(f"cannot listen on {path}: a file that is not a socket is in the way")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # created 0600: no moment when others could connect
+    try:
+        sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+    finally:
+        os.umask(old_umask)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _http_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _server(app: Any) -> _Server:
+    return _Server(
+        uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            log_level="warning",
+            timeout_graceful_shutdown=2,
+            server_header=False,
+            date_header=False,
+        )
+    )
+
+
+class _Listeners:
+    """The sockets `serve` answers on: the notification receiver's, and the API's if it has its own."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.api = config.api or ApiConfig(socket=default_api_socket(config.engine.database))
+        notifications = config.notifications
+        self.receiver: socket.socket | None = None
+        self.api_socket: socket.socket | None = None
+        self.unix_path: Path | None = None
+        try:
+            if notifications is not None:
+                try:
+                    self.receiver = _bind(notifications.listen_host, notifications.listen_port)
+                except ListenError as exc:
+                    raise ListenError(f"notifications.listen: {exc}") from None
+            self._bind_api()
+        except BaseException:
+            self.close()
+            raise
+
+    def _bind_api(self) -> None:
+        if self.api.socket is None and self.api.token is None:  # load_config refuses this too
+            raise ListenError("api.listen: a TCP address needs [api] token; without one use a unix socket")
+        if self.api.shared and self.config.notifications is None:
+            raise ListenError("api.listen: no [notifications] receiver to share an address with")
+        try:
+            if self.api.socket is not None:
+                self.api_socket = _bind_unix(self.api.socket)
+                self.unix_path = self.api.socket
+            elif self.api.listen_host is not None and self.api.listen_port is not None:
+                self.api_socket = _bind(self.api.listen_host, self.api.listen_port)
+        except ListenError as exc:
+            raise ListenError(f"api.listen: {exc}") from None
+
+    @property
+    def api_address(self) -> str:
+        """Where a console attaches: an http:// URL or a unix socket path."""
+        if self.api.socket is not None:
+            return str(self.api.socket)
+        if self.api.listen_host is not None and self.api.listen_port is not None:
+            return _http_url(self.api.listen_host, self.api.listen_port)
+        assert self.config.notifications is not None  # a shared API needs the receiver (config checks)
+        return _http_url(self.config.notifications.listen_host, self.config.notifications.listen_port)
+
+    def describe(self) -> tuple[str, ...]:
+        where = []
+        if self.config.notifications is not None:
+            n = self.config.notifications
+            where.append(
+                f"{n.listen_host}:{n.listen_port}" + (" (notifications and API)" if self.api.shared else "")
+            )
+        if self.api_socket is not None:
+            where.append(f"{self.api_address} (API)")
+        return tuple(where)
+
+    def close(self) -> None:
+        for sock in (self.receiver, self.api_socket):
+            if sock is not None:
+                sock.close()
+        if self.unix_path is not None:
+            self.unix_path.unlink(missing_ok=True)
+
+
 async def serve(config: Config, *, on_ready: Callable[[Engine], None] | None = None) -> int:
-    """Run until SIGTERM or SIGINT; returns the exit status."""
-    notifications = config.notifications
-    sock = _bind(notifications.listen_host, notifications.listen_port) if notifications else None
-    engine = Engine(config)
+    """Run until SIGTERM or SIGINT; returns the exit status. Raises DatabaseInUse if another engine holds
+    the tracking database, ListenError if an address cannot be bound."""
+    engine = Engine(config, command="geo-tui serve")
+    await engine.open()  # the claim first: a second serve is refused by name, not by a busy port
+    try:
+        listeners = _Listeners(config)
+    except BaseException:
+        await engine.close()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server: _Server | None = None
-    server_task: asyncio.Task[None] | None = None
+    api = ApiApp(engine, token=listeners.api.token, read_token=listeners.api.read_token)
+    servers: list[tuple[_Server, asyncio.Task[None]]] = []
     try:
         await engine.start()
-        if notifications is not None and sock is not None:
-            app = ReceiverApp(engine, notifications.secret.reveal())
-            server = _Server(
-                uvicorn.Config(
-                    app,
-                    log_config=None,
-                    access_log=False,
-                    lifespan="off",
-                    log_level="warning",
-                    timeout_graceful_shutdown=2,
-                    server_header=False,
-                    date_header=False,
-                )
+        if listeners.receiver is not None:
+            receiver = ReceiverApp(
+                engine, config.notifications.secret.reveal() if config.notifications else None
             )
-            server_task = asyncio.ensure_future(server.serve(sockets=[sock]))
+            app = mount_api(api, receiver) if listeners.api.shared else receiver
+            server = _server(app)
+            servers.append((server, asyncio.ensure_future(server.serve(sockets=[listeners.receiver]))))
+            assert config.notifications is not None
+            n = config.notifications
             engine.log(
-                "info",
-                f"receiving notifications on http://{notifications.listen_host}:"
-                f"{notifications.listen_port}/api/v4/container_registry_event/events",
+                "info", f"receiving notifications on {_http_url(n.listen_host, n.listen_port)}{EVENTS_PATH}"
             )
         else:
             engine.log(
@@ -94,9 +207,14 @@ async def serve(config: Config, *, on_ready: Callable[[Engine], None] | None = N
                 "no [notifications] section: relying on the periodic reconcile every "
                 f"{config.engine.reconcile_interval:.0f} s",
             )
+        if listeners.api_socket is not None:
+            server = _server(api)
+            servers.append((server, asyncio.ensure_future(server.serve(sockets=[listeners.api_socket]))))
+        engine.claim.advertise(listen=listeners.describe(), api=listeners.api_address)
+        engine.log("info", f"engine API for consoles at {listeners.api_address}")
         if on_ready is not None:
             on_ready(engine)
-        waiters = [asyncio.ensure_future(stop.wait())] + ([server_task] if server_task else [])
+        waiters = [asyncio.ensure_future(stop.wait())] + [task for _, task in servers]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         waiters[0].cancel()
         engine.log(
@@ -105,13 +223,14 @@ async def serve(config: Config, *, on_ready: Callable[[Engine], None] | None = N
             f"{SHUTDOWN_GRACE:.0f} s, then stay pending",
         )
     finally:
-        if server is not None and server_task is not None:
+        api.close()
+        for server, _ in servers:
             server.should_exit = True
+        for _, task in servers:
             with contextlib.suppress(Exception):
-                await server_task
+                await task
         await engine.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        if sock is not None:
-            sock.close()
+        listeners.close()
     return 0

@@ -464,11 +464,15 @@ class Tracking:
         states: Sequence[SyncState] | None = None,
         limit: int | None = None,
         offset: int = 0,
+        contains: str | None = None,
     ) -> list[RepositoryRow]:
         where, params = self._selection(sites, None)
         if states is not None:
             where += f" AND state IN ({','.join('?' * len(states))})"
             params.extend(str(s) for s in states)
+        if contains:  # instr, not LIKE: no wildcards to escape in a repository name
+            where += " AND instr(repository, ?) > 0"
+            params.append(contains)
         sql = f"SELECT {_ROW_COLUMNS} FROM repositories WHERE {where} ORDER BY site, repository"
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"

@@ -1,0 +1,433 @@
+"""The engine API: what a console attached to `geo-tui serve` reads and commands, as a small ASGI app.
+
+Under ``/api/v1/``:
+
+    GET  info                     the engine's sites and state; a cheap "is it there?"
+    GET  snapshot                 site cards (counts, health, throughput)
+    GET  rows?site=&state=&contains=&offset=&limit=   repository rows, paged and filtered by the engine
+    GET  logs?limit=              the most recent event log lines
+    GET  detail?repository=       tags on every site side by side, rows and history of one repository
+    POST commands/{resync,verify,pause,resume}   {"keys": [[site, repo], ...]} | {"failed": true} | {},
+                                  with "sites": [...] to narrow "failed" or all
+    WS   updates                  the engine's typed updates (see wire.py), a snapshot every second
+
+Access: ``Authorization: Bearer <token>``. The full token may do everything, the read token only read
+(commands get 403). With no token configured (only allowed on a unix socket, whose mode limits who may
+connect) everyone who can connect may do everything. Tokens are compared in constant time.
+
+Every watching console gets its own bounded queue: a slow one is told to reload, never slows the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+from urllib.parse import parse_qs
+
+from geo_tui.config import Secret
+
+from .describe import describe_error
+from .engine import Engine
+from .tracking import SyncState, VerificationState
+from .updates import Update
+from .wire import (
+    WIRE_VERSION,
+    encode_detail,
+    encode_log,
+    encode_message,
+    encode_rows,
+    encode_snapshot,
+    encode_update,
+)
+
+__all__ = ["API_PREFIX", "ApiApp", "mount_api"]
+
+log = logging.getLogger("geo_tui.api")
+
+API_PREFIX = "/api/v1/"
+PAGE_LIMIT = 5000
+MAX_BODY = 16 * 1024 * 1024
+STREAM_QUEUE = 10_000
+SNAPSHOT_INTERVAL = 1.0
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
+READ, WRITE = "read", "write"
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Stream:
+    """One watching console: a bounded queue of encoded messages."""
+
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(size)
+
+    def offer(self, text: str | None) -> None:
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            # Too slow to keep up: drop what it has not read and have it reload the whole state.
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(encode_message("reload"))
+
+
+class ApiApp:
+    """The engine API over one running engine, served in the engine's own event loop."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        token: Secret | None,
+        read_token: Secret | None = None,
+        queue_size: int = STREAM_QUEUE,
+        snapshot_interval: float = SNAPSHOT_INTERVAL,
+    ) -> None:
+        self._engine = engine
+        self._token = token.reveal().encode() if token is not None else None
+        self._read_token = read_token.reveal().encode() if read_token is not None else None
+        self._queue_size = queue_size
+        self._snapshot_interval = snapshot_interval
+        self._streams: set[_Stream] = set()
+        self._unsubscribe: Callable[[], None] | None = None
+        self._snapshots: asyncio.Task[None] | None = None
+
+    # -- access ---------------------------------------------------------------------------------
+
+    def _access(self, scope: Scope) -> str | None:
+        if self._token is None and self._read_token is None:
+            return WRITE  # a unix socket without tokens: its file mode decides who connects
+        given = dict(scope.get("headers") or []).get(b"authorization", b"")
+        scheme, _, credential = given.partition(b" ")
+        if scheme.lower() != b"bearer" or not credential:
+            return None
+        # Compare against both every time, so timing tells nothing about which one was close.
+        full = self._token is not None and hmac.compare_digest(credential, self._token)
+        read = self._read_token is not None and hmac.compare_digest(credential, self._read_token)
+        return WRITE if full else (READ if read else None)
+
+    # -- ASGI -------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        access = self._access(scope)
+        if access is None:
+            await _reply(send, 401, {"error": "unauthorized"}, [(b"www-authenticate", b"Bearer")])
+            return
+        path = scope.get("path", "").removeprefix(API_PREFIX.rstrip("/")).strip("/")
+        method = scope.get("method", "GET")
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        try:
+            if method == "GET" and path in self._READERS:
+                document = await self._READERS[path](self, query)
+            elif method == "POST" and path.startswith("commands/"):
+                if access != WRITE:
+                    raise _Refused(403, "this token may only read")
+                document = await self._command(path.removeprefix("commands/"), await _read_json(receive))
+            else:
+                raise _Refused(404, "not found")
+        except _Refused as exc:
+            await _reply(send, exc.status, {"error": str(exc)})
+            return
+        except Exception as exc:  # reported to the caller; the engine keeps running
+            log.exception("engine API %s %s failed", method, path)
+            await _reply(send, 500, {"error": describe_error(exc)})
+            return
+        await _reply(send, 200, document)
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    async def _info(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        config = self._engine.config
+        return {
+            "v": WIRE_VERSION,
+            "database": str(config.engine.database),
+            "primary": config.primary.name,
+            "secondaries": self._engine.secondary_names,
+            "running": self._engine.snapshot().running,
+            "paused": self._engine.paused,
+        }
+
+    async def _snapshot(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        return encode_snapshot(self._engine.snapshot())
+
+    async def _rows(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        offset = _integer(query, "offset", 0, 0, 1 << 62)
+        limit = _integer(query, "limit", PAGE_LIMIT, 1, PAGE_LIMIT)
+        sites = query.get("site") or None
+        try:
+            states = [SyncState(s) for s in query["state"]] if "state" in query else None
+        except ValueError:
+            raise _Refused(400, f"state: one of {', '.join(SyncState)}") from None
+        contains = (query.get("contains") or [""])[0]
+        rows = self._engine.tracking.rows(
+            sites=sites, states=states, contains=contains or None, limit=limit + 1, offset=offset
+        )
+        more = len(rows) > limit
+        return {
+            "rows": encode_rows(rows[:limit]),
+            "next_offset": offset + limit if more else None,
+        }
+
+    async def _logs(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        limit = _integer(query, "limit", 500, 1, 10_000)
+        return {"records": [encode_log(r) for r in self._engine.tracking.recent_log(limit)]}
+
+    async def _detail(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        repository = (query.get("repository") or [""])[0]
+        if not repository:
+            raise _Refused(400, "repository: required")
+        return encode_detail(await self._engine.repository_detail(repository))
+
+    _READERS: dict[str, Callable[[ApiApp, dict[str, list[str]]], Awaitable[dict[str, Any]]]] = {
+        "info": _info,
+        "snapshot": _snapshot,
+        "rows": _rows,
+        "logs": _logs,
+        "detail": _detail,
+    }
+
+    # -- commands ---------------------------------------------------------------------------------
+
+    async def _command(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        engine = self._engine
+        if name == "pause":
+            engine.pause()
+            return {"ok": True, "message": "replication paused"}
+        if name == "resume":
+            engine.resume()
+            return {"ok": True, "message": "replication resumed"}
+        if name not in ("resync", "verify"):
+            raise _Refused(404, f"no command {name!r}")
+        keys = self._keys(body)
+        failed = body.get("failed") is True
+        sites = self._sites(body)
+        if name == "resync":
+            if keys is None:
+                count = engine.resync(sites=sites, failed_only=failed)
+            else:
+                count = sum(engine.resync(sites=[s], repositories=r) for s, r in _by_site(keys).items())
+            return {"ok": True, "count": count, "message": f"resync queued for {_repositories(count)}"}
+        if keys is None and failed:
+            keys = [
+                r.key
+                for r in engine.tracking.rows(sites=sites or engine.secondary_names)
+                if r.state is SyncState.FAILED or r.verification_state is VerificationState.FAILED
+            ]
+        results = []
+        if keys is None:
+            results = await engine.verify(sites=sites)
+        else:
+            for site, repositories in _by_site(keys).items():
+                results += await engine.verify(sites=[site], repositories=repositories)
+        bad = sum(not r.ok for r in results)
+        return {
+            "ok": bad == 0,
+            "count": len(results),
+            "message": f"verified {len(results)}: {len(results) - bad} ok, {bad} failed",
+        }
+
+    def _sites(self, body: dict[str, Any]) -> list[str] | None:
+        raw = body.get("sites")
+        if raw is None:
+            return None
+        known = self._engine.secondary_names
+        if not isinstance(raw, list) or not raw or not all(isinstance(s, str) and s in known for s in raw):
+            raise _Refused(400, f"sites: a list of secondaries ({', '.join(known)})")
+        return list(raw)
+
+    def _keys(self, body: dict[str, Any]) -> list[tuple[str, str]] | None:
+        raw = body.get("keys")
+        if raw is None:
+            return None
+        known = set(self._engine.secondary_names)
+        if not isinstance(raw, list):
+            raise _Refused(400, "keys: must be a list of [site, repository] pairs")
+        keys: list[tuple[str, str]] = []
+        for item in raw:
+            if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)):
+                raise _Refused(400, "keys: must be a list of [site, repository] pairs")
+            if item[0] not in known:
+                raise _Refused(400, f"keys: no secondary named {item[0]!r}")
+            keys.append((item[0], item[1]))
+        # Only tracked rows: a typo must not become a row (the CLI's resync checks the same).
+        tracked = {site: set(self._engine.tracking.repository_names(site)) for site in {k[0] for k in keys}}
+        for site, repository in keys:
+            if repository not in tracked[site]:
+                raise _Refused(400, f"keys: {repository!r} is not tracked on {site!r}")
+        return keys
+
+    # -- the update stream ------------------------------------------------------------------------
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        if scope.get("path", "").rstrip("/") != API_PREFIX + "updates":
+            await send({"type": "websocket.close", "code": 4404})
+            return
+        if self._access(scope) is None:
+            await _deny_websocket(scope, send)
+            return
+        await send({"type": "websocket.accept"})
+        stream = _Stream(self._queue_size)
+        self._watch(stream)
+        try:
+            await send({"type": "websocket.send", "text": encode_message("hello")})
+            await _pump(stream, receive, send)
+        finally:
+            self._unwatch(stream)
+
+    def _watch(self, stream: _Stream) -> None:
+        self._streams.add(stream)
+        if self._unsubscribe is None:
+            self._unsubscribe = self._engine.subscribe(self._fan_out)
+        if self._snapshots is None or self._snapshots.done():
+            self._snapshots = asyncio.ensure_future(self._snapshots_forever())
+
+    def _unwatch(self, stream: _Stream) -> None:
+        self._streams.discard(stream)
+        if not self._streams:
+            if self._unsubscribe is not None:
+                self._unsubscribe()
+                self._unsubscribe = None
+            if self._snapshots is not None:
+                self._snapshots.cancel()
+                self._snapshots = None
+
+    def _fan_out(self, update: Update) -> None:
+        text = json.dumps(encode_update(update))
+        for stream in list(self._streams):
+            stream.offer(text)
+
+    async def _snapshots_forever(self) -> None:
+        while self._streams:
+            with contextlib.suppress(Exception):  # the database closing under a shutdown
+                text = encode_message("snapshot", snapshot=encode_snapshot(self._engine.snapshot()))
+                for stream in list(self._streams):
+                    stream.offer(text)
+            await asyncio.sleep(self._snapshot_interval)
+
+    def close(self) -> None:
+        """End every stream (the engine is going away)."""
+        for stream in list(self._streams):
+            stream.offer(None)
+
+
+async def _pump(stream: _Stream, receive: Receive, send: Send) -> None:
+    """Send queued messages until the console leaves or the stream is closed."""
+
+    async def until_disconnect() -> None:
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    leaving = asyncio.ensure_future(until_disconnect())
+    try:
+        while True:
+            getting = asyncio.ensure_future(stream.queue.get())
+            await asyncio.wait([getting, leaving], return_when=asyncio.FIRST_COMPLETED)
+            if leaving.done():
+                getting.cancel()
+                return
+            text = getting.result()
+            if text is None:
+                await send({"type": "websocket.close", "code": 1001})
+                return
+            await send({"type": "websocket.send", "text": text})
+    except OSError:
+        return  # the console went away mid-send
+    finally:
+        leaving.cancel()
+
+
+async def _deny_websocket(scope: Scope, send: Send) -> None:
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        body = json.dumps({"error": "unauthorized"}).encode()
+        headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
+        await send({"type": "websocket.http.response.start", "status": 401, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 4401})
+
+
+def mount_api(api: Asgi, other: Asgi) -> Asgi:
+    """One ASGI app: ``/api/v1/`` (and every websocket) to the API, the rest to ``other``."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" or str(scope.get("path", "")).startswith(API_PREFIX):
+            await api(scope, receive, send)
+        else:
+            await other(scope, receive, send)
+
+    return app
+
+
+async def _read_json(receive: Receive) -> dict[str, Any]:
+    body = bytearray()
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Refused(400, "the request was cut short")
+        body += message.get("body", b"")
+        more = bool(message.get("more_body"))
+        if len(body) > MAX_BODY:
+            raise _Refused(413, f"body over {MAX_BODY} bytes")
+    if not body.strip():
+        return {}
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        raise _Refused(400, "the body is not JSON") from None
+    if not isinstance(document, dict):
+        raise _Refused(400, "the body must be a JSON object")
+    return document
+
+
+def _integer(query: dict[str, list[str]], name: str, default: int, low: int, high: int) -> int:
+    raw = (query.get(name) or [str(default)])[0]
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise _Refused(400, f"{name}: a whole number from {low} to {high}")
+    return int(raw)
+
+
+def _by_site(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for site, repository in keys:
+        grouped.setdefault(site, []).append(repository)
+    return grouped
+
+
+def _repositories(count: int) -> str:
+    return f"{count} repositor{'y' if count == 1 else 'ies'}"
+
+
+async def _reply(
+    send: Send, status: int, document: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = json.dumps(document).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

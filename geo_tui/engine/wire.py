@@ -1,0 +1,219 @@
+"""The engine API's JSON: rows, log records, snapshots, details and typed updates, both ways.
+
+Every stream message is an object ``{"v": WIRE_VERSION, "type": ..., ...}``. A reader ignores keys it
+does not know (a newer engine may add some) and refuses another major version with a `WireError`, so
+a console never shows half-understood state. Decoding never raises anything but `WireError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteTags
+from .tracking import LogRecord, RepositoryRow, SiteCounts, SyncState, VerificationState
+from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
+
+__all__ = [
+    "WIRE_VERSION",
+    "WireError",
+    "decode_detail",
+    "decode_log",
+    "decode_message",
+    "decode_row",
+    "decode_rows",
+    "decode_snapshot",
+    "encode_detail",
+    "encode_log",
+    "encode_message",
+    "encode_row",
+    "encode_rows",
+    "encode_snapshot",
+    "encode_update",
+]
+
+WIRE_VERSION = 1
+T = TypeVar("T")
+Json = dict[str, Any]
+
+
+class WireError(Exception):
+    """A message the console cannot understand (another version, or not what an engine sends)."""
+
+
+# -- encoding ---------------------------------------------------------------------------------------
+
+
+def _plain(obj: object) -> Json:
+    """A flat dataclass as a JSON object (enums are str subclasses and encode as their value)."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}  # type: ignore[arg-type]
+
+
+def encode_row(row: RepositoryRow) -> Json:
+    return _plain(row)
+
+
+_ROW_FIELDS = tuple(f.name for f in dataclasses.fields(RepositoryRow))
+
+
+def encode_rows(rows: list[RepositoryRow]) -> Json:
+    """A page of rows as a table (column names once, then one array per row): half the bytes of objects."""
+    return {"columns": list(_ROW_FIELDS), "values": [[getattr(r, n) for n in _ROW_FIELDS] for r in rows]}
+
+
+def decode_rows(data: object) -> list[RepositoryRow]:
+    """Rows from `encode_rows`; columns a newer engine adds are ignored, a missing one is a WireError."""
+    if not isinstance(data, dict) or not isinstance(data.get("columns"), list):
+        raise WireError("rows: expected an object with columns and values")
+    columns, values = data["columns"], data.get("values")
+    if not isinstance(values, list):
+        raise WireError("rows: values must be a list")
+    try:
+        where = [columns.index(name) for name in _ROW_FIELDS]
+    except ValueError:
+        raise WireError(f"rows: missing columns {sorted(set(_ROW_FIELDS) - set(columns))}") from None
+    try:
+        # _from_sql takes the values in field order and restores the enums and the bool.
+        return [RepositoryRow._from_sql([v[i] for i in where]) for v in values]
+    except (TypeError, ValueError, IndexError) as exc:
+        raise WireError(f"rows: {exc}") from None
+
+
+def encode_log(record: LogRecord) -> Json:
+    return _plain(record)
+
+
+def _encode_site(site: SiteSnapshot) -> Json:
+    data = _plain(site)
+    data["health"] = _plain(site.health) if site.health is not None else None
+    data["counts"] = _plain(site.counts) if site.counts is not None else None
+    data["throughput_history"] = list(site.throughput_history)
+    return data
+
+
+def encode_snapshot(snapshot: EngineSnapshot) -> Json:
+    return {
+        "sites": [_encode_site(s) for s in snapshot.sites],
+        "running": snapshot.running,
+        "paused": snapshot.paused,
+        "in_flight": snapshot.in_flight,
+    }
+
+
+def encode_detail(detail: RepositoryDetail) -> Json:
+    return {
+        "repository": detail.repository,
+        "sites": [_plain(s) for s in detail.sites],
+        "rows": [encode_row(r) for r in detail.rows],
+        "history": [encode_log(r) for r in detail.history],
+    }
+
+
+def encode_update(update: Update) -> Json:
+    """A typed engine update as a stream message."""
+    if isinstance(update, RepositoryUpdated):
+        return {"v": WIRE_VERSION, "type": "row", "row": encode_row(update.row)}
+    if isinstance(update, LogLine):
+        return {"v": WIRE_VERSION, "type": "log", "record": encode_log(update.record)}
+    if isinstance(update, BytesCopied):
+        return {"v": WIRE_VERSION, "type": "bytes", **_plain(update)}
+    if isinstance(update, SiteHealth):
+        return {"v": WIRE_VERSION, "type": "health", **_plain(update)}
+    return {"v": WIRE_VERSION, "type": "status", **_plain(update)}
+
+
+def encode_message(kind: str, **body: Any) -> str:
+    """Any other stream message (``hello``, ``snapshot``, ``reload``) as text."""
+    return json.dumps({"v": WIRE_VERSION, "type": kind, **body})
+
+
+# -- decoding ---------------------------------------------------------------------------------------
+
+
+def _build(cls: type[T], data: object, convert: Mapping[str, Callable[[Any], Any]] | None = None) -> T:
+    if not isinstance(data, dict):
+        raise WireError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name not in data:
+            raise WireError(f"{cls.__name__}: missing {f.name!r}")
+        value = data[f.name]
+        if convert and f.name in convert and value is not None:
+            try:
+                value = convert[f.name](value)
+            except (TypeError, ValueError, KeyError) as exc:
+                raise WireError(f"{cls.__name__}.{f.name}: {exc}") from None
+        values[f.name] = value
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise WireError(f"{cls.__name__}: {exc}") from None
+
+
+def decode_row(data: object) -> RepositoryRow:
+    return _build(
+        RepositoryRow,
+        data,
+        {"state": SyncState, "verification_state": VerificationState, "on_primary": bool},
+    )
+
+
+def decode_log(data: object) -> LogRecord:
+    return _build(LogRecord, data)
+
+
+def _decode_site(data: object) -> SiteSnapshot:
+    return _build(
+        SiteSnapshot,
+        data,
+        {
+            "health": lambda h: _build(SiteHealth, h),
+            "counts": lambda c: _build(SiteCounts, c),
+            "throughput_history": lambda h: tuple(float(x) for x in h),
+        },
+    )
+
+
+def decode_snapshot(data: object) -> EngineSnapshot:
+    return _build(EngineSnapshot, data, {"sites": lambda sites: tuple(_decode_site(s) for s in sites)})
+
+
+def decode_detail(data: object) -> RepositoryDetail:
+    return _build(
+        RepositoryDetail,
+        data,
+        {
+            "sites": lambda sites: tuple(_build(SiteTags, s) for s in sites),
+            "rows": lambda rows: tuple(decode_row(r) for r in rows),
+            "history": lambda logs: tuple(decode_log(r) for r in logs),
+        },
+    )
+
+
+_UPDATES: dict[str, Callable[[Json], Update]] = {
+    "row": lambda m: RepositoryUpdated(decode_row(m.get("row"))),
+    "log": lambda m: LogLine(decode_log(m.get("record"))),
+    "bytes": lambda m: _build(BytesCopied, m),
+    "health": lambda m: _build(SiteHealth, m),
+    "status": lambda m: _build(EngineStatus, m),
+}
+
+
+def decode_message(text: str | bytes) -> tuple[str, Update | Json]:
+    """A stream message: ``(type, Update)`` for engine updates, ``(type, body)`` for the others."""
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise WireError(f"not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise WireError("a message must be a JSON object")
+    version = message.get("v")
+    if version != WIRE_VERSION:
+        raise WireError(f"the engine speaks wire version {version!r}; this console speaks {WIRE_VERSION}")
+    kind = message.get("type")
+    if not isinstance(kind, str):
+        raise WireError("a message without a type")
+    decode = _UPDATES.get(kind)
+    return (kind, decode(message)) if decode is not None else (kind, message)
