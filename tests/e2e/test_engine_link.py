@@ -144,9 +144,11 @@ def test_the_embedded_engine_receives_notifications(
                 time.sleep(0.1)
     finally:
         link.stop()
-    # the port is free again once the engine stopped
+    # nothing listens on the port once the engine stopped (SO_REUSEADDR: closed connections may linger)
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
+        sock.listen()
 
 
 def _has_tag(pusher: RawPusher, repository: str, tag: str) -> bool:
