@@ -81,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     resync.add_argument("--site", action="append", metavar="NAME")
     resync.add_argument("--now", action="store_true", help="run them now instead of leaving them to `serve`")
     resync.add_argument("--json", action="store_true")
+
+    from geo_tui.setup import add_init_arguments
+
+    init = sub.add_parser("init", help="write a config, the shared key pair and each registry's snippet")
+    add_init_arguments(init)
+    doctor = sub.add_parser("doctor", help="check the config against the live registries and the receiver")
+    doctor.add_argument("--json", action="store_true")
     return parser
 
 
@@ -98,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if not console:
         _setup_logging(args.verbose)
+    if args.command == "init":
+        from geo_tui.setup import run_init
+
+        return run_init(args)
     try:
         config = load_config(resolve_config_path(args.config))
         if console:
@@ -346,6 +357,14 @@ async def _cmd_serve(config: Config, args: argparse.Namespace, sites: list[str] 
         return EXIT_USAGE
 
 
+async def _cmd_doctor(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
+    from geo_tui.setup import format_results, run_doctor
+
+    results = await run_doctor(config)
+    print(format_results(results, as_json=args.json))
+    return EXIT_OK if all(r.status == "ok" for r in results) else EXIT_FAILED
+
+
 async def _require_known(engine: Engine, repositories: list[str]) -> None:
     """Refuse names that are neither tracked nor on the primary (a typo must not become a row)."""
     tracked = {r for site in engine.secondary_names for r in engine.tracking.repository_names(site)}
@@ -363,4 +382,5 @@ _COMMANDS = {
     "status": _cmd_status,
     "verify": _cmd_verify,
     "resync": _cmd_resync,
+    "doctor": _cmd_doctor,
 }
