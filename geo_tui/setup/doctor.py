@@ -34,6 +34,7 @@ __all__ = ["PROBE_REPOSITORY", "CheckResult", "format_results", "run_doctor"]
 PROBE_REPOSITORY: Final = "geo-tui-doctor/probe"
 DEFAULT_TIMEOUT: Final = 5.0
 HEALTH_PATH: Final = "/-/health"
+_ASKS: Final = "(asks for credentials)"
 
 Status = Literal["ok", "FAIL", "skip"]
 
@@ -96,6 +97,9 @@ async def _site_checks(config: Config, site: SiteConfig, timeout: float) -> list
             CheckResult(later, site.name, "skip", reason),
         ]
     auth = await _check_auth(config, site, timeout)
+    if auth.status == "ok" and site.auth != "none" and not answers.detail.endswith(_ASKS):
+        # The registry let an anonymous GET /v2/ through: it checks no credentials at all.
+        auth = CheckResult(auth.check, site.name, "ok", "accepted, but the registry asks for no credentials")
     if auth.status != "ok":
         reason = "skipped: geo-tui cannot authenticate"
         return [answers, auth, CheckResult(later, site.name, "skip", reason)]
@@ -112,7 +116,7 @@ async def _check_answers(config: Config, site: SiteConfig, timeout: float) -> Ch
         async with client:
             await _within(timeout, client.ping())
     except RegistryAuthError:
-        return CheckResult(name, site.name, "ok", f"{site.registry} answers (asks for credentials)")
+        return CheckResult(name, site.name, "ok", f"{site.registry} answers {_ASKS}")
     except (RegistryUnavailable, TimeoutError) as exc:
         key = _key(config, site)
         fix = f"start the registry at {site.registry}, or correct {key}.registry in {config.path}"
