@@ -60,8 +60,8 @@ def format_results(results: Sequence[CheckResult], *, as_json: bool) -> str:
     if as_json:
         passed = all(r.status == "ok" for r in results)
         return json.dumps({"ok": passed, "checks": [asdict(r) for r in results]}, indent=2)
-    failed = sum(r.status == "FAIL" for r in results)
-    summary = f"{len(results) - failed} of {len(results)} checks passed" if failed else "all checks passed"
+    passed = sum(r.status == "ok" for r in results)
+    summary = "all checks passed" if passed == len(results) else f"{passed} of {len(results)} checks passed"
     return "\n".join([*(r.line() for r in results), summary])
 
 
