@@ -57,10 +57,10 @@ class CheckResult:
 
 def format_results(results: Sequence[CheckResult], *, as_json: bool) -> str:
     """The report: one line per check, or a JSON document."""
-    if as_json:
-        passed = all(r.status == "ok" for r in results)
-        return json.dumps({"ok": passed, "checks": [asdict(r) for r in results]}, indent=2)
     passed = sum(r.status == "ok" for r in results)
+    if as_json:
+        document = {"ok": passed == len(results), "checks": [asdict(r) for r in results]}
+        return json.dumps(document, indent=2)
     summary = "all checks passed" if passed == len(results) else f"{passed} of {len(results)} checks passed"
     return "\n".join([*(r.line() for r in results), summary])
 
