@@ -120,6 +120,8 @@ async def _check_answers(config: Config, site: SiteConfig, timeout: float) -> Ch
     except (RegistryUnavailable, TimeoutError) as exc:
         key = _key(config, site)
         fix = f"start the registry at {site.registry}, or correct {key}.registry in {config.path}"
+        if "CERTIFICATE_VERIFY_FAILED" in _reason(exc):
+            fix = f"set {key}.ca_file in {config.path} to the CA certificate that signed the registry's"
         return CheckResult(name, site.name, "FAIL", f"{site.registry} does not answer: {_reason(exc)}", fix)
     except RegistryError as exc:
         fix = f"point {_key(config, site)}.registry in {config.path} at the registry (its /v2/ must answer)"
