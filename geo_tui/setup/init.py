@@ -8,9 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from geo_tui.config import resolve_config_path
 
@@ -35,6 +34,7 @@ from .snippets import Snippet, SnippetOptions, site_snippets
 __all__ = ["add_init_arguments", "plan_from_flags", "run_init"]
 
 EXIT_OK, EXIT_USAGE = 0, 2
+T = TypeVar("T")
 
 
 def add_init_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,101 +85,110 @@ def add_init_arguments(parser: argparse.ArgumentParser) -> None:
     add("--force", action="store_true", help="replace an existing config, key, certificate or snippet")
 
 
-def _pairs(values: list[str], flag: str, errors: list[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for raw in values:
-        name, sep, value = raw.partition("=")
-        if not sep or not name or not value:
-            errors.append(f"{flag} {raw!r}: expected NAME=VALUE")
-        elif name in found:
-            errors.append(f"{flag} {name!r}: given twice")
-        else:
-            found[name] = value
-    return found
+class _Errors:
+    """Collects one line per bad or missing flag, so the operator sees them all at once."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+
+    def check(self, fn: Callable[..., T], *args: str) -> T | None:
+        try:
+            return fn(*args)
+        except SetupError as exc:
+            self.lines.append(str(exc))
+            return None
+
+    def pairs(self, values: list[str], flag: str) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for raw in values:
+            name, sep, value = raw.partition("=")
+            if not sep or not name or not value:
+                self.add(f"{flag} {raw!r}: expected NAME=VALUE")
+            elif name in found:
+                self.add(f"{flag} {name!r}: given twice")
+            else:
+                found[name] = value
+        return found
+
+
+def _sites_from_flags(args: argparse.Namespace, errors: _Errors) -> list[SitePlan]:
+    """The primary then the secondaries, or as many as could be read (errors says what went wrong)."""
+    if not args.primary:
+        errors.add(
+            "--primary: missing: the primary registry's URL, e.g. --primary https://registry.example.com"
+        )
+    primary_url = errors.check(check_registry_url, args.primary, "--primary") if args.primary else None
+    primary_name = errors.check(check_site_name, args.primary_name or "primary", "--primary-name")
+    if not args.secondary:
+        errors.add("--secondary: missing: at least one secondary, e.g. --secondary eu=https://eu.example.com")
+    urls: dict[str, str | None] = {primary_name or "primary": primary_url}
+    for name, url in errors.pairs(args.secondary, "--secondary").items():
+        if name in urls:
+            errors.add(f"--secondary {name!r}: the site name is used twice")
+        elif errors.check(check_site_name, name, "--secondary") is not None:
+            urls[name] = errors.check(check_registry_url, url, f"--secondary {name}")
+    everyone = [a for a in args.auth if "=" not in a]
+    default_auth = errors.check(check_auth, everyone[-1]) if everyone else "jwt"
+    per_site = errors.pairs([a for a in args.auth if "=" in a], "--auth")
+    usernames = errors.pairs(args.username, "--username")
+    passwords = errors.pairs(args.password_file, "--password-file")
+    have = ", ".join(sorted(urls))
+    given = [
+        ("--auth", list(per_site)),
+        ("--username", list(usernames)),
+        ("--password-file", list(passwords)),
+    ]
+    for flag, names in [*given, ("--gitlab", args.gitlab)]:
+        errors.lines += [f"{flag} {n}: no site of that name (have: {have})" for n in names if n not in urls]
+    sites = []
+    for name, site_url in urls.items():
+        wanted = per_site.get(name, default_auth or "jwt")
+        method = errors.check(check_auth, wanted, f"--auth {name}")
+        password = passwords.get(name)
+        if site_url is not None and method is not None:
+            sites.append(
+                SitePlan(name, site_url, method, usernames.get(name), Path(password) if password else None)
+            )
+    return sites
 
 
 def plan_from_flags(args: argparse.Namespace, config_path: Path) -> SetupPlan:
     """The plan the flags describe. Every missing or bad flag is one line of the SetupError."""
-    errors: list[str] = []
-
-    def check(fn: Callable[[], object]) -> object:
-        try:
-            return fn()
-        except SetupError as exc:
-            errors.append(str(exc))
-            return None
-
-    if not args.primary:
-        errors.append(
-            "--primary: missing: the primary registry's URL, e.g. --primary https://registry.example.com"
-        )
-    primary_url = check(lambda: check_registry_url(args.primary, "--primary")) if args.primary else None
-    primary_name = check(lambda: check_site_name(args.primary_name or "primary", "--primary-name"))
-    secondaries = _pairs(args.secondary, "--secondary", errors)
-    if not args.secondary:
-        errors.append(
-            "--secondary: missing: at least one secondary, e.g. --secondary eu=https://eu.example.com"
-        )
-    urls = {}
-    for name, url in secondaries.items():
-        if check(partial(check_site_name, name, "--secondary")) is not None:
-            urls[name] = check(partial(check_registry_url, url, f"--secondary {name}"))
-    everyone = [a for a in args.auth if "=" not in a]
-    per_site = _pairs([a for a in args.auth if "=" in a], "--auth", errors)
-    default_auth = check(lambda: check_auth(everyone[-1])) if everyone else "jwt"
-    usernames = _pairs(args.username, "--username", errors)
-    passwords = _pairs(args.password_file, "--password-file", errors)
-    names = {str(primary_name), *secondaries}
-    for flag, given in (("--auth", per_site), ("--username", usernames), ("--password-file", passwords)):
-        for name in given:
-            if name not in names:
-                errors.append(f"{flag} {name}: no site of that name (have: {', '.join(sorted(names))})")
-    for name in args.gitlab:
-        if name not in names:
-            errors.append(f"--gitlab {name}: no site of that name (have: {', '.join(sorted(names))})")
-    listen = check(lambda: check_listen(args.listen or DEFAULT_LISTEN))
+    errors = _Errors()
+    sites = _sites_from_flags(args, errors)
+    listen = errors.check(check_listen, args.listen or DEFAULT_LISTEN)
     if args.notification_url:
-        check(lambda: check_registry_url(args.notification_url, "--notification-url"))
-    if errors:
-        raise SetupError("\n".join(errors))
-
-    def site(name: str, url: str) -> SitePlan:
-        method = check_auth(per_site.get(name, str(default_auth)), f"--auth {name}")
-        password = passwords.get(name)
-        return SitePlan(name, url, method, usernames.get(name), Path(password) if password else None)
-
-    primary = site(str(primary_name), str(primary_url))
-    rest = tuple(site(n, str(u)) for n, u in urls.items())
-    check_sites(primary, rest)
-    plan = SetupPlan(
+        errors.check(check_registry_url, args.notification_url, "--notification-url")
+    if args.token_realm:
+        errors.check(check_registry_url, args.token_realm, "--token-realm")
+    elif any(s.auth == "jwt" for s in sites) or not sites:
+        errors.add(
+            "--token-realm: missing: the URL registry clients get tokens from, signed with the same key "
+            "(GitLab: https://GITLAB/jwt/auth)"
+        )
+    for value, flag in ((args.issuer, "--issuer"), (args.service, "--service")):
+        if value is not None and (not value.strip() or not value.isprintable()):
+            errors.add(f"{flag}: must be printable and not empty")
+    if errors.lines:
+        raise SetupError("\n".join(errors.lines))
+    check_sites(sites[0], tuple(sites[1:]))
+    return SetupPlan(
         config_path=config_path,
-        primary=primary,
-        secondaries=rest,
+        primary=sites[0],
+        secondaries=tuple(sites[1:]),
         key=Path(args.key).expanduser() if args.key else None,
         issuer=args.issuer or DEFAULT_ISSUER,
         service=args.service or DEFAULT_SERVICE,
         token_realm=args.token_realm,
-        listen=listen if isinstance(listen, tuple) else ("127.0.0.1", 5050),
+        listen=listen or ("127.0.0.1", 5050),
         notification_url=args.notification_url,
         database=Path(args.database).expanduser() if args.database else None,
         gitlab_sites=frozenset(args.gitlab),
         force=args.force,
     )
-    _check_plan_extras(plan)
-    return plan
-
-
-def _check_plan_extras(plan: SetupPlan) -> None:
-    if plan.uses_jwt and not plan.token_realm:
-        raise SetupError(
-            "--token-realm: missing: the URL registry clients get tokens from, signed with the same key "
-            "(GitLab: https://GITLAB/jwt/auth)"
-        )
-    if plan.token_realm:
-        check_registry_url(plan.token_realm, "--token-realm")
-    for value, flag in ((plan.issuer, "--issuer"), (plan.service, "--service")):
-        if not value.strip() or any(not c.isprintable() for c in value):
-            raise SetupError(f"{flag}: must be printable and not empty")
 
 
 def run_init(

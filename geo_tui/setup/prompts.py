@@ -144,18 +144,7 @@ def ask_plan(args: argparse.Namespace, config_path: Path, asker: Asker) -> Setup
         (everyone or ["jwt"])[-1],
     )
     sites = [_credentials(asker, SitePlan(n, u, method)) for n, u in [(name, url), *pairs]]
-    key: Path | None = None
-    realm: str | None = args.token_realm
-    issuer, service = args.issuer or DEFAULT_ISSUER, args.service or DEFAULT_SERVICE
-    if method == "jwt":
-        key = asker.ask("Existing private key to use (empty: generate RSA 4096)", _existing_key, args.key)
-        issuer = asker.ask("Token issuer", _nonempty, issuer)
-        service = asker.ask("Token service (audience)", _nonempty, service)
-        realm = asker.ask(
-            "Token realm: where registry clients get tokens (GitLab: https://GITLAB/jwt/auth)",
-            _required("realm", check_registry_url),
-            realm,
-        )
+    key, issuer, service, realm = _token_settings(asker, args, method == "jwt")
     listen = asker.ask("Listen for notifications on (host:port)", check_listen, args.listen or DEFAULT_LISTEN)
     default_url = args.notification_url or notification_url_for(*listen)
     notify = asker.ask(
@@ -189,6 +178,24 @@ def ask_plan(args: argparse.Namespace, config_path: Path, asker: Asker) -> Setup
     )
     check_sites(plan.primary, plan.secondaries)
     return plan
+
+
+def _token_settings(
+    asker: Asker, args: argparse.Namespace, jwt: bool
+) -> tuple[Path | None, str, str, str | None]:
+    """The key to use (None: generate one), issuer, service and token realm."""
+    issuer, service = args.issuer or DEFAULT_ISSUER, args.service or DEFAULT_SERVICE
+    if not jwt:
+        return None, issuer, service, args.token_realm
+    key = asker.ask("Existing private key to use (empty: generate RSA 4096)", _existing_key, args.key)
+    issuer = asker.ask("Token issuer", _nonempty, issuer)
+    service = asker.ask("Token service (audience)", _nonempty, service)
+    realm = asker.ask(
+        "Token realm: where registry clients get tokens (GitLab: https://GITLAB/jwt/auth)",
+        _required("realm", check_registry_url),
+        args.token_realm,
+    )
+    return key, issuer, service, realm
 
 
 def _existing_key(answer: str) -> Path | None:

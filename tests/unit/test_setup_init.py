@@ -129,7 +129,7 @@ def test_every_missing_required_flag_is_one_line(tmp_path: Path, capsys: pytest.
     code, out, err = run(capsys, ["init", "--non-interactive", "--config", str(tmp_path / "c.toml")])
     assert code == 2 and out == ""
     lines = err.splitlines()
-    assert [line.split(":")[1].strip() for line in lines] == ["--primary", "--secondary"]
+    assert [line.split(":")[1].strip() for line in lines] == ["--primary", "--secondary", "--token-realm"]
     assert all(line.startswith("geo-tui: ") and "missing" in line for line in lines)
     code, _, err = run(capsys, flags(tmp_path)[:-2])  # without --token-realm
     assert code == 2 and err.startswith("geo-tui: --token-realm: missing") and err.count("\n") == 1
