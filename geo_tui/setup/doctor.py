@@ -34,6 +34,8 @@ __all__ = ["PROBE_REPOSITORY", "CheckResult", "format_results", "run_doctor"]
 PROBE_REPOSITORY: Final = "geo-tui-doctor/probe"
 DEFAULT_TIMEOUT: Final = 5.0
 HEALTH_PATH: Final = "/-/health"
+EVENTS_PATH: Final = "/api/v4/container_registry_event/events"
+EVENTS_TYPE: Final = "application/vnd.docker.distribution.events.v1+json"
 _ASKS: Final = "(asks for credentials)"
 
 Status = Literal["ok", "FAIL", "skip"]
@@ -262,30 +264,49 @@ async def _notification_checks(config: Config, timeout: float) -> list[CheckResu
             f"add [notifications] listen and secret to {config.path} (init writes them) and the primary's "
             "notifications endpoint"
         )
-        return [
-            CheckResult(name, None, "FAIL", "no [notifications] section: pushes wait for the reconcile", fix)
-        ]
+        detail = "no [notifications] section: pushes wait for the reconcile"
+        return [CheckResult(name, None, "FAIL", detail, fix)]
     length = len(settings.secret.reveal())
     results = [CheckResult("notification secret", None, "ok", f"set ({length} characters)")]
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.listen_host, settings.listen_host)
-    shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{settings.listen_port}{HEALTH_PATH}"
+    base = f"http://{f'[{host}]' if ':' in host else host}:{settings.listen_port}"
     where = f"{settings.listen_host}:{settings.listen_port}"
     try:
         async with httpx.AsyncClient(timeout=timeout) as http:
-            response = await http.get(url)
-        healthy = response.status_code == 200 and response.json().get("status") == "ok"
-    except (httpx.HTTPError, ValueError, AttributeError) as exc:
-        if isinstance(exc, httpx.ConnectError):
-            fix = f"start it: geo-tui --config {config.path} serve (or the systemd unit in the README)"
-            return [
-                *results,
-                CheckResult(name, None, "FAIL", f"geo-tui serve is not running on {where}", fix),
-            ]
-        healthy, response = False, None
-    if not healthy:
-        status = response.status_code if response is not None else "no JSON"
-        fix = f"free {where}, or set notifications.listen in {config.path} (and the primary's endpoint URL)"
-        detail = f"something other than geo-tui serve answers on {where} (GET {HEALTH_PATH} -> {status})"
+            health = await http.get(base + HEALTH_PATH)
+            if health.status_code != 200 or not _is_health(health):
+                return [*results, _stranger(config, where, health.status_code)]
+            # An empty envelope with the secret, as the primary sends it: proves serve runs with this secret.
+            accepted = await http.post(
+                base + EVENTS_PATH,
+                content=b'{"events": []}',
+                headers={"Authorization": settings.secret.reveal(), "Content-Type": EVENTS_TYPE},
+            )
+    except httpx.ConnectError:
+        fix = f"start it: geo-tui --config {config.path} serve (or the systemd unit in the README)"
+        return [*results, CheckResult(name, None, "FAIL", f"geo-tui serve is not running on {where}", fix)]
+    except httpx.HTTPError as exc:
+        fix = f"check what listens on {where}"
+        return [*results, CheckResult(name, None, "FAIL", f"{where}: {type(exc).__name__}", fix)]
+    if accepted.status_code != 200:
+        detail = f"geo-tui serve on {where} refuses this config's secret (events -> {accepted.status_code})"
+        fix = f"it runs with another config: restart it with --config {config.path}"
         return [*results, CheckResult(name, None, "FAIL", detail, fix)]
-    return [*results, CheckResult(name, None, "ok", f"geo-tui serve answers on {where}")]
+    return [
+        *results,
+        CheckResult(name, None, "ok", f"geo-tui serve answers on {where} and accepts the secret"),
+    ]
+
+
+def _stranger(config: Config, where: str, status: int) -> CheckResult:
+    fix = f"free {where}, or set notifications.listen in {config.path} and the primary's endpoint URL"
+    detail = f"something other than geo-tui serve answers on {where} ({HEALTH_PATH} -> {status})"
+    return CheckResult("notifications", None, "FAIL", detail, fix)
+
+
+def _is_health(response: httpx.Response) -> bool:
+    try:
+        document = response.json()
+    except ValueError:
+        return False
+    return isinstance(document, dict) and document.get("status") == "ok"

@@ -133,6 +133,7 @@ def test_doctor_passes_on_registries_set_up_from_the_snippets_and_sync_copies(
     assert "cannot push" in line_for(lines, "ok   primary push blocked:")
     assert "accepted and cancelled" in line_for(lines, "ok   eu push accepted:")
     assert "serve answers" in line_for(lines, "ok   notifications:")
+    assert "accepts the secret" in line_for(lines, "ok   notifications:")
     # The probe left nothing: its upload session was cancelled, and no repository appeared.
     assert eu.count_requests("POST", PROBE, since_mark=mark, status=202) == 1
     assert eu.count_requests("DELETE", PROBE, since_mark=mark, status=204) == 1
@@ -193,3 +194,22 @@ def test_doctor_fails_loudly_when_anyone_can_push_to_the_primary(
     # The session it opened was cancelled at once.
     assert primary.count_requests("POST", PROBE, since_mark=mark, status=202) == 1
     assert primary.count_requests("DELETE", PROBE, since_mark=mark, status=204) == 1
+
+
+def test_doctor_notices_serve_running_with_another_secret(
+    init_done: InitDone, registry_factory: Callable[..., Distribution], tmp_path: Path
+) -> None:
+    start_from_snippet(registry_factory, init_done, "primary")
+    start_from_snippet(registry_factory, init_done, "eu")
+    stale = tmp_path / "stale.toml"  # an older setup's config: same everything, another secret
+    stale.write_text(init_done.config.read_text().replace(init_done.secret, "Stale" + "x" * 40))
+    stale.chmod(0o600)
+    served = Served(stale, init_done.listen, tmp_path / "serve.log").start()
+    try:
+        code, lines, _ = doctor(init_done)
+    finally:
+        served.stop(signal.SIGTERM)
+    assert code == 1
+    failed = line_for(lines, "FAIL notifications:")
+    assert "refuses this config's secret (events -> 401)" in failed
+    assert f"fix: it runs with another config: restart it with --config {init_done.config}" in failed
