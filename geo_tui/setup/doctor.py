@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Final, Literal
 
+import certifi
 import httpx
 
 from geo_tui.config import Config, SiteConfig
@@ -79,6 +81,13 @@ def _key(config: Config, site: SiteConfig) -> str:
 
 def _verify(site: SiteConfig) -> bool | str:
     return str(site.ca_file) if site.ca_file is not None else site.tls_verify
+
+
+def _ssl_context(site: SiteConfig) -> ssl.SSLContext | bool:
+    """TLS settings for doctor's own requests, as the registry client would use them."""
+    if not site.tls_verify:
+        return False
+    return ssl.create_default_context(cafile=str(site.ca_file) if site.ca_file else certifi.where())
 
 
 async def _within(timeout: float, call: Awaitable[object]) -> None:
@@ -199,7 +208,7 @@ async def _probe(
 ) -> tuple[int | None, int | None, str | None]:
     """(upload status, cancel status, transport error)."""
     auth = build_authenticator(site, config)
-    async with httpx.AsyncClient(timeout=timeout, verify=_verify(site)) as http:
+    async with httpx.AsyncClient(timeout=timeout, verify=_ssl_context(site)) as http:
         try:
             status, location = await asyncio.wait_for(_start_upload(site, auth, http), timeout)
             cancelled = (
