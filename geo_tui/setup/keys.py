@@ -129,9 +129,9 @@ def write_new_file(path: Path, data: bytes, mode: int, *, force: bool, what: str
     with `force` (atomically, so the old one stays whole if anything fails)."""
     if not force and (path.exists() or path.is_symlink()):
         raise SetupError(f"{what} {path} already exists; use --force to replace it")
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)  # the umask must not widen or narrow it

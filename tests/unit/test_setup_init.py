@@ -289,3 +289,11 @@ def test_interactive_init_on_a_real_terminal(tmp_path: Path, ec_key: Path) -> No
     loaded = load_config(config)
     assert loaded.secondaries[0].name == "secondary-1" and loaded.auth is not None
     assert loaded.auth.private_key_path == ec_key
+
+
+def test_an_unwritable_place_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a file where a folder should be: not writable even for root
+    code, out, err = run(capsys, flags(blocker / "geo"))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "cannot write" in err and str(blocker / "geo") in err, err
