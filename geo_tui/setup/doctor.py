@@ -198,8 +198,11 @@ async def _start_upload(
 
 
 async def _cancel_upload(auth: Authenticator, http: httpx.AsyncClient, location: str) -> int:
-    scopes = [Scope.repository(PROBE_REPOSITORY, "pull", "push")]
+    # Distribution asks for the "delete" action on every DELETE, an upload's cancellation included.
+    scopes = [Scope.repository(PROBE_REPOSITORY, "delete")]
     response = await http.delete(location, headers=await auth.headers(scopes))
+    if response.status_code == 401 and await auth.on_unauthorized(scopes, response, http):
+        response = await http.delete(location, headers=await auth.headers(scopes))
     return response.status_code
 
 
@@ -216,8 +219,10 @@ async def _probe(
             )
         except (httpx.HTTPError, TimeoutError) as exc:
             return None, None, type(exc).__name__
-        except RegistryError as exc:  # a token realm that failed
-            return None, None, _reason(exc)
+        except (
+            Exception
+        ) as exc:  # the token realm failing (its messages are safe to show): a line, not a traceback
+            return None, None, f"{type(exc).__name__}: {exc}"[:200]
     return status, cancelled, None
 
 
@@ -234,15 +239,17 @@ async def _check_pull_only(config: Config, site: SiteConfig, timeout: float) -> 
         return CheckResult(name, site.name, "ok", "the registry is read-only (upload -> 405)")
     if status == 202:
         left = "cancelled" if cancelled in (200, 204) else f"NOT cancelled ({cancelled})"
-        who = "anyone, without credentials," if site.auth == "none" else "geo-tui's pull-only credentials"
-        return CheckResult(
-            name,
-            site.name,
-            "FAIL",
-            f"THE PRIMARY ACCEPTS PUSHES: {who} opened an upload (probe session {left})",
-            "turn on token auth on the primary (the auth.token snippet from `geo-tui init`) so it checks "
-            "what each token allows; with auth = token, use an account that may only pull",
+        who = {"none": "anyone, without credentials,", "jwt": "geo-tui's pull-only token"}.get(
+            site.auth, "geo-tui's account"
         )
+        fix = (
+            "turn on token auth on the primary (the auth.token snippet from `geo-tui init`) so it checks "
+            "what each token allows"
+        )
+        if site.auth in ("token", "basic"):
+            fix = f"give geo-tui an account that may only pull on the primary ({_key(config, site)}.username)"
+        detail = f"THE PRIMARY ACCEPTS PUSHES: {who} opened an upload"
+        return CheckResult(name, site.name, "FAIL", f"{detail} (probe session {left})", fix)
     return CheckResult(name, site.name, "FAIL", f"unexpected answer to the upload probe: {status}", None)
 
 

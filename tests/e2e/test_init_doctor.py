@@ -40,7 +40,7 @@ class InitDone:
     stdout: str
 
 
-def run_init(tmp_path: Path, realm: str) -> InitDone:
+def run_init(tmp_path: Path, realm: str, *extra: str) -> InitDone:
     ports = {"primary": free_port(), "eu": free_port()}
     listen = free_port()
     geo_dir = tmp_path / "geo"
@@ -61,6 +61,7 @@ def run_init(tmp_path: Path, realm: str) -> InitDone:
         str(geo_dir / "tracking.db"),
         "--snippets-dir",
         str(tmp_path / "snippets"),
+        *extra,
     )
     assert result.returncode == 0, result.stderr
     snippets = {
@@ -213,3 +214,22 @@ def test_doctor_notices_serve_running_with_another_secret(
     failed = line_for(lines, "FAIL notifications:")
     assert "refuses this config's secret (events -> 401)" in failed
     assert f"fix: it runs with another config: restart it with --config {init_done.config}" in failed
+
+
+def test_doctor_fails_a_primary_account_that_may_push(
+    tmp_path: Path, token_server: Any, registry_factory: Callable[..., Distribution]
+) -> None:
+    # auth = "token": geo-tui asks the primary's realm for tokens; the lab realm grants whatever is asked.
+    done = run_init(tmp_path, token_server.url, "--auth", "primary=token")
+    primary = registry_factory("primary", port=done.ports["primary"])
+    start_from_snippet(registry_factory, done, "eu")
+    mark = primary.mark()
+    code, lines, _ = doctor(done)
+    assert code == 1
+    assert "token credentials accepted" in line_for(lines, "ok   primary credentials:")
+    failed = line_for(lines, "FAIL primary push blocked:")
+    assert (
+        "THE PRIMARY ACCEPTS PUSHES: geo-tui's account opened an upload (probe session cancelled)" in failed
+    )
+    assert "fix: give geo-tui an account that may only pull on the primary (primary.username)" in failed
+    assert primary.count_requests("DELETE", PROBE, since_mark=mark, status=204) == 1
