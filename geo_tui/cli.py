@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="write a config, the shared key pair and each registry's snippet")
     add_init_arguments(init)
     doctor = sub.add_parser("doctor", help="check the config against the live registries and the receiver")
-    doctor.add_argument("--json", action="store_true")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     return parser
 
 

@@ -297,3 +297,27 @@ def test_an_unwritable_place_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
     code, out, err = run(capsys, flags(blocker / "geo"))
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "cannot write" in err and str(blocker / "geo") in err, err
+
+
+def test_snippets_dir_gets_0600_files_and_stdout_only_names_them(
+    tmp_path: Path, ec_key: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    snippets = tmp_path / "snippets"
+    args = [
+        *flags(tmp_path / "geo", "--key", str(ec_key), "--gitlab", "primary"),
+        "--snippets-dir",
+        str(snippets),
+    ]
+    code, out, err = run(capsys, args)
+    assert code == 0, err
+    files = {p.name: p.stat().st_mode & 0o777 for p in snippets.iterdir()}
+    assert files == {"primary.gitlab.rb": 0o600, "eu.registry.yml": 0o600}
+    secret = load_config(tmp_path / "geo" / "config.toml").notifications
+    assert secret is not None and secret.secret.reveal() not in out
+    assert str(snippets / "primary.gitlab.rb") in out and str(snippets / "eu.registry.yml") in out
+    # Another run into the same folder is refused before it writes anything, naming the snippet.
+    (tmp_path / "geo2").mkdir()
+    args = [*flags(tmp_path / "geo2", "--key", str(ec_key)), "--snippets-dir", str(snippets)]
+    code, _, err = run(capsys, args)
+    assert code == 2 and f"the snippet {snippets / 'primary.gitlab.rb'} already exists" in err
+    assert not any((tmp_path / "geo2").iterdir())
