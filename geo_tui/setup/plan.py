@@ -40,6 +40,9 @@ __all__ = [
     "check_listen",
     "check_registry_url",
     "check_site_name",
+    "check_sites",
+    "config_document",
+    "config_text",
     "execute_plan",
 ]
 
