@@ -40,8 +40,7 @@ class InitDone:
     stdout: str
 
 
-def run_init(tmp_path: Path, realm: str, *extra: str) -> InitDone:
-    ports = {"primary": free_port(), "eu": free_port()}
+def run_init(tmp_path: Path, realm: str, ports: dict[str, int], *extra: str) -> InitDone:
     listen = free_port()
     geo_dir = tmp_path / "geo"
     result = geo(
@@ -79,14 +78,32 @@ def run_init(tmp_path: Path, realm: str, *extra: str) -> InitDone:
     return InitDone(geo_dir / "config.toml", snippets, ports, listen, key_pair, secret, result.stdout)
 
 
+Lab = Callable[..., tuple[InitDone, Distribution, Distribution]]
+
+
 @pytest.fixture
-def init_done(tmp_path: Path, token_server: Any) -> InitDone:
-    return run_init(tmp_path, token_server.url)
+def lab(registry_factory: Callable[..., Distribution], token_server: Any, tmp_path: Path) -> Lab:
+    """`lab(primary_options=None, *init_flags) -> (init, primary, eu)`.
 
+    The registries start first (so their ports are theirs), init runs with their URLs, then each registry
+    configured "from the snippet" restarts on its port with only init's snippet merged over a bare config.
+    `primary_options`, if given, starts the primary as the test wants and leaves it so.
+    """
 
-def start_from_snippet(factory: Callable[..., Distribution], done: InitDone, name: str) -> Distribution:
-    """A registry configured only by init's snippet (auth="none" here means: no auth from the fixture)."""
-    return factory(name, auth="none", port=done.ports[name], extra_config=done.snippets[name])
+    def start(
+        primary_options: dict[str, Any] | None = None, *init_flags: str
+    ) -> tuple[InitDone, Distribution, Distribution]:
+        options = {"auth": "none"} if primary_options is None else primary_options
+        primary = registry_factory("primary", **options)
+        eu = registry_factory("eu", auth="none")
+        done = run_init(tmp_path, token_server.url, {"primary": primary.port, "eu": eu.port}, *init_flags)
+        for name, registry in (("primary", primary), ("eu", eu)):
+            if name == "eu" or primary_options is None:
+                registry.extra_config = done.snippets[name]
+                registry.restart()
+        return done, primary, eu
+
+    return start
 
 
 def doctor(done: InitDone) -> tuple[int, list[str], str]:
@@ -102,7 +119,8 @@ def line_for(lines: list[str], prefix: str) -> str:
     return found[0]
 
 
-def test_init_writes_what_the_registries_need(init_done: InitDone) -> None:
+def test_init_writes_what_the_registries_need(tmp_path: Path) -> None:
+    init_done = run_init(tmp_path, "https://gitlab.example.com/jwt/auth", {"primary": 5000, "eu": 5001})
     primary = init_done.snippets["primary"]
     token = primary["auth"]["token"]
     assert token["issuer"] == ISSUER and token["service"] == SERVICE
@@ -117,10 +135,9 @@ def test_init_writes_what_the_registries_need(init_done: InitDone) -> None:
 
 
 def test_doctor_passes_on_registries_set_up_from_the_snippets_and_sync_copies(
-    init_done: InitDone, registry_factory: Callable[..., Distribution], tmp_path: Path
+    lab: Lab, tmp_path: Path
 ) -> None:
-    primary = start_from_snippet(registry_factory, init_done, "primary")
-    eu = start_from_snippet(registry_factory, init_done, "eu")
+    init_done, primary, eu = lab()
     served = Served(init_done.config, init_done.listen, tmp_path / "serve.log").start()
     try:
         mark = eu.mark()
@@ -149,11 +166,8 @@ def test_doctor_passes_on_registries_set_up_from_the_snippets_and_sync_copies(
             assert tag_digests(eu_pusher, "team/app") == {"v1": image.digest}
 
 
-def test_doctor_names_a_stopped_secondary_and_a_missing_receiver(
-    init_done: InitDone, registry_factory: Callable[..., Distribution]
-) -> None:
-    start_from_snippet(registry_factory, init_done, "primary")
-    eu = start_from_snippet(registry_factory, init_done, "eu")
+def test_doctor_names_a_stopped_secondary_and_a_missing_receiver(lab: Lab) -> None:
+    init_done, _, eu = lab()
     eu.stop()
     code, lines, _ = doctor(init_done)
     assert code == 1
@@ -165,12 +179,9 @@ def test_doctor_names_a_stopped_secondary_and_a_missing_receiver(
     assert "not running" in receiver and f"--config {init_done.config} serve" in receiver
 
 
-def test_doctor_says_how_to_fix_a_primary_that_trusts_another_key(
-    init_done: InitDone, registry_factory: Callable[..., Distribution]
-) -> None:
+def test_doctor_says_how_to_fix_a_primary_that_trusts_another_key(lab: Lab) -> None:
     # The fixture's token auth: the session's key with init's issuer and service; only the key differs.
-    registry_factory("primary", port=init_done.ports["primary"], issuer=ISSUER, service=SERVICE)
-    start_from_snippet(registry_factory, init_done, "eu")
+    init_done, _, _ = lab({"issuer": ISSUER, "service": SERVICE})
     code, lines, _ = doctor(init_done)
     assert code == 1
     failed = line_for(lines, "FAIL primary token:")
@@ -180,11 +191,8 @@ def test_doctor_says_how_to_fix_a_primary_that_trusts_another_key(
     assert line_for(lines, "ok   eu token:")
 
 
-def test_doctor_fails_loudly_when_anyone_can_push_to_the_primary(
-    init_done: InitDone, registry_factory: Callable[..., Distribution]
-) -> None:
-    primary = registry_factory("primary", auth="none", port=init_done.ports["primary"])
-    start_from_snippet(registry_factory, init_done, "eu")
+def test_doctor_fails_loudly_when_anyone_can_push_to_the_primary(lab: Lab) -> None:
+    init_done, primary, _ = lab({"auth": "none"})
     mark = primary.mark()
     code, lines, _ = doctor(init_done)
     assert code == 1
@@ -197,11 +205,8 @@ def test_doctor_fails_loudly_when_anyone_can_push_to_the_primary(
     assert primary.count_requests("DELETE", PROBE, since_mark=mark, status=204) == 1
 
 
-def test_doctor_notices_serve_running_with_another_secret(
-    init_done: InitDone, registry_factory: Callable[..., Distribution], tmp_path: Path
-) -> None:
-    start_from_snippet(registry_factory, init_done, "primary")
-    start_from_snippet(registry_factory, init_done, "eu")
+def test_doctor_notices_serve_running_with_another_secret(lab: Lab, tmp_path: Path) -> None:
+    init_done, _, _ = lab()
     stale = tmp_path / "stale.toml"  # an older setup's config: same everything, another secret
     stale.write_text(init_done.config.read_text().replace(init_done.secret, "Stale" + "x" * 40))
     stale.chmod(0o600)
@@ -216,13 +221,9 @@ def test_doctor_notices_serve_running_with_another_secret(
     assert f"fix: it runs with another config: restart it with --config {init_done.config}" in failed
 
 
-def test_doctor_fails_a_primary_account_that_may_push(
-    tmp_path: Path, token_server: Any, registry_factory: Callable[..., Distribution]
-) -> None:
+def test_doctor_fails_a_primary_account_that_may_push(lab: Lab) -> None:
     # auth = "token": geo-tui asks the primary's realm for tokens; the lab realm grants whatever is asked.
-    done = run_init(tmp_path, token_server.url, "--auth", "primary=token")
-    primary = registry_factory("primary", port=done.ports["primary"])
-    start_from_snippet(registry_factory, done, "eu")
+    done, primary, _ = lab({}, "--auth", "primary=token")
     mark = primary.mark()
     code, lines, _ = doctor(done)
     assert code == 1
