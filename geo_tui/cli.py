@@ -21,6 +21,7 @@ from geo_tui.engine import Engine, SyncState, SyncSummary
 from geo_tui.engine.lock import DatabaseInUse
 from geo_tui.progress import ProgressReporter
 from geo_tui.registry import RegistryError
+from geo_tui.setup import add_init_arguments, run_init
 
 if TYPE_CHECKING:
     from geo_tui.engine.link import EngineLink
@@ -101,6 +102,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--speed", type=float, default=1.0, help="how fast the workload and the outage run (default 1.0)"
     )
+
+    init = sub.add_parser("init", help="write a config, the shared key pair and each registry's snippet")
+    add_init_arguments(init)
+    doctor = sub.add_parser("doctor", help="check the config against the live registries and the receiver")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     return parser
 
 
@@ -120,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _setup_logging(args.verbose)
     if args.command == "demo":
         return _run_demo(args.seed, args.speed, read_only=args.read_only_console)
+    if args.command == "init":
+        return run_init(args)
     try:
         if console:
             read_only = args.read_only_console or getattr(args, "read_only", False)
@@ -454,6 +462,14 @@ async def _cmd_serve(config: Config, args: argparse.Namespace, sites: list[str] 
         return EXIT_USAGE
 
 
+async def _cmd_doctor(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
+    from geo_tui.setup import format_results, run_doctor
+
+    results = await run_doctor(config)
+    print(format_results(results, as_json=args.json))
+    return EXIT_OK if all(r.status == "ok" for r in results) else EXIT_FAILED
+
+
 async def _require_known(engine: Engine, repositories: list[str]) -> None:
     """Refuse names that are neither tracked nor on the primary (a typo must not become a row)."""
     tracked = {r for site in engine.secondary_names for r in engine.tracking.repository_names(site)}
@@ -471,4 +487,5 @@ _COMMANDS = {
     "status": _cmd_status,
     "verify": _cmd_verify,
     "resync": _cmd_resync,
+    "doctor": _cmd_doctor,
 }

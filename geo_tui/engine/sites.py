@@ -15,7 +15,7 @@ from geo_tui.registry import (
     TokenSigner,
 )
 
-__all__ = ["PRIMARY_ACTIONS", "SECONDARY_ACTIONS", "build_client", "build_signer"]
+__all__ = ["PRIMARY_ACTIONS", "SECONDARY_ACTIONS", "build_authenticator", "build_client", "build_signer"]
 
 # The primary is only ever read: its tokens grant pull and nothing else.
 PRIMARY_ACTIONS = ("pull",)
@@ -38,6 +38,11 @@ def _authenticator(site: SiteConfig, signer: TokenSigner | None) -> Authenticato
     if site.auth == "basic":
         return BasicAuth(site.username or "", password or "")
     return NoAuth()
+
+
+def build_authenticator(site: SiteConfig, config: Config) -> Authenticator:
+    """The credentials the engine uses for `site` (pull-only tokens for the primary), for `geo-tui doctor`."""
+    return _authenticator(site, build_signer(config.auth) if config.auth is not None else None)
 
 
 def build_client(

@@ -79,6 +79,16 @@ def parse_access_line(line: str) -> AccessLogLine | None:
     )
 
 
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -104,6 +114,7 @@ class Distribution:
         notification_secret: str | None = None,
         port: int | None = None,
         readonly: bool = False,
+        extra_config: dict[str, Any] | None = None,
     ) -> None:
         if auth not in ("token", "none"):
             raise ValueError(f"auth must be 'token' or 'none', not {auth!r}")
@@ -123,6 +134,8 @@ class Distribution:
         # storage.maintenance.readonly: Distribution 2.8 then answers every write (blob upload POST,
         # manifest PUT, DELETE) with 405 "Method not allowed" (text/plain), reads as usual. Read at start().
         self.readonly = readonly
+        # Deep-merged over config() last, e.g. a snippet printed by `geo-tui init`.
+        self.extra_config = extra_config
         self.port = port or free_port()
         self._port_is_ours = port is None  # a port we picked may be re-picked if another process took it
         self._started_once = False
@@ -191,7 +204,7 @@ class Distribution:
             if self.notification_secret:
                 endpoint["headers"] = {"Authorization": [self.notification_secret]}
             config["notifications"] = {"endpoints": [endpoint]}
-        return config
+        return _deep_merge(config, self.extra_config or {})
 
     def start(self) -> Distribution:
         """Start (or restart, on the same port and storage) and wait until `GET /v2/` answers."""

@@ -1,0 +1,290 @@
+"""What `geo-tui init` will write, checked before anything is written, and the writing itself.
+
+A `SetupPlan` comes from flags or from prompts; each field is checked on the way in by the validators
+here, whose errors name the flag (`--secondary 'eu'`), so both paths say the same thing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, cast, get_args
+from urllib.parse import urlsplit
+
+import tomli_w
+
+from geo_tui.config import AuthMethod, Config, ConfigError, load_config
+
+from .keys import (
+    SetupError,
+    generate_notification_secret,
+    generate_signing_key,
+    load_signing_key,
+    private_key_pem,
+    self_signed_certificate,
+    write_new_file,
+)
+from .snippets import notification_url_for
+
+__all__ = [
+    "DEFAULT_ISSUER",
+    "DEFAULT_LISTEN",
+    "DEFAULT_SERVICE",
+    "SetupPlan",
+    "SitePlan",
+    "WrittenSetup",
+    "check_auth",
+    "check_listen",
+    "check_registry_url",
+    "check_site_name",
+    "check_sites",
+    "config_document",
+    "config_text",
+    "execute_plan",
+]
+
+DEFAULT_ISSUER: Final = "gitlab-issuer"  # GitLab's issuer for an external registry
+DEFAULT_SERVICE: Final = "container_registry"
+DEFAULT_LISTEN: Final = "127.0.0.1:5050"
+KEY_NAME: Final = "registry.key"
+CERT_NAME: Final = "registry.crt"
+_SITE_NAME: Final = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+_HOSTNAME: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+_AUTH_METHODS: Final = get_args(AuthMethod)
+
+
+@dataclass(frozen=True)
+class SitePlan:
+    """One registry as `init` will write it."""
+
+    name: str
+    registry: str
+    auth: AuthMethod = "jwt"
+    username: str | None = None
+    password_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class SetupPlan:
+    """Everything `init` needs, already checked."""
+
+    config_path: Path
+    primary: SitePlan
+    secondaries: tuple[SitePlan, ...]
+    key: Path | None = None  # an existing key to use; None generates one beside the config
+    issuer: str = DEFAULT_ISSUER
+    service: str = DEFAULT_SERVICE
+    token_realm: str | None = None
+    listen: tuple[str, int] = ("127.0.0.1", 5050)
+    notification_url: str | None = None
+    database: Path | None = None
+    gitlab_sites: frozenset[str] = field(default_factory=frozenset)
+    force: bool = False
+
+    @property
+    def sites(self) -> tuple[SitePlan, ...]:
+        return (self.primary, *self.secondaries)
+
+    @property
+    def uses_jwt(self) -> bool:
+        return any(s.auth == "jwt" for s in self.sites)
+
+    @property
+    def key_path(self) -> Path:
+        return self.key if self.key is not None else self.config_path.absolute().parent / KEY_NAME
+
+    @property
+    def certificate_path(self) -> Path:
+        return self.config_path.absolute().parent / CERT_NAME
+
+    @property
+    def effective_notification_url(self) -> str:
+        if self.notification_url:
+            return self.notification_url
+        host, port = self.listen
+        if host in ("0.0.0.0", "::", ""):  # listening everywhere: the registry needs a name to call
+            host = socket.getfqdn()
+        return notification_url_for(host, port)
+
+
+@dataclass(frozen=True)
+class WrittenSetup:
+    """What `execute_plan` wrote, and the config as geo-tui reads it back."""
+
+    config: Config
+    key_path: Path
+    key_generated: bool
+    certificate_path: Path
+
+
+# --- validators: each returns the clean value or raises SetupError naming `flag` ------------------------
+
+
+def check_site_name(value: str, flag: str) -> str:
+    if not _SITE_NAME.fullmatch(value):
+        raise SetupError(
+            f"{flag} {value!r}: not a valid site name: 1-63 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def check_registry_url(value: str, flag: str) -> str:
+    """An http(s) registry URL without credentials, query or fragment; no trailing slash."""
+    shown = value if "@" not in value else "(URL with credentials)"
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise SetupError(f"{flag} {shown!r}: not a valid URL (check the host and port)") from None
+    if parts.scheme not in ("http", "https") or not value.startswith(f"{parts.scheme}://"):
+        raise SetupError(f"{flag} {shown!r}: must be an http:// or https:// URL")
+    if any(c.isspace() for c in value):
+        raise SetupError(f"{flag} {shown!r}: must not contain spaces")
+    if "@" in parts.netloc:
+        raise SetupError(f"{flag}: the URL must not contain credentials (user:password@)")
+    if not parts.hostname:
+        raise SetupError(f"{flag} {shown!r}: has no host")
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise SetupError(f"{flag} {shown!r}: must not have a query or fragment")
+    return value.rstrip("/")
+
+
+def check_listen(value: str, flag: str = "--listen") -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``) for the notification receiver."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise SetupError(f"{flag} {value!r}: must be host:port, e.g. 127.0.0.1:5050")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise SetupError(f"{flag} {value!r}: {host!r} is not an IPv6 address") from None
+    elif ":" in host:
+        raise SetupError(f"{flag} {value!r}: put an IPv6 address in brackets, e.g. [::1]:5050")
+    elif not _HOSTNAME.fullmatch(host):
+        raise SetupError(f"{flag} {value!r}: {host!r} is not a host name or address")
+    return host, int(port)
+
+
+def check_auth(value: str, flag: str = "--auth") -> AuthMethod:
+    if value not in _AUTH_METHODS:
+        raise SetupError(f"{flag} {value!r}: must be one of {', '.join(_AUTH_METHODS)}")
+    return cast(AuthMethod, value)
+
+
+def check_sites(primary: SitePlan, secondaries: tuple[SitePlan, ...]) -> None:
+    """At least one secondary, unique names, no secondary that is the primary."""
+    if not secondaries:
+        raise SetupError("--secondary: at least one secondary is needed (--secondary NAME=URL)")
+    seen = {primary.name}
+    for site in secondaries:
+        if site.name in seen:
+            raise SetupError(f"--secondary {site.name!r}: the site name is used twice")
+        seen.add(site.name)
+        if _origin(site.registry) == _origin(primary.registry):
+            raise SetupError(f"--secondary {site.name!r}: is the primary's registry")
+    for site in (primary, *secondaries):
+        if site.auth == "basic" and (site.username is None or site.password_file is None):
+            raise SetupError(
+                f"--auth {site.name}=basic: needs --username {site.name}=USER "
+                f"and --password-file {site.name}=PATH"
+            )
+        if (site.username is None) != (site.password_file is None):
+            raise SetupError(f"--username/--password-file {site.name}: give both, or neither")
+        if site.auth in ("jwt", "none") and site.username is not None:
+            raise SetupError(f"--username {site.name}: only used with --auth {site.name}=token or basic")
+
+
+def _origin(url: str) -> tuple[str, int, str]:
+    parts = urlsplit(url)
+    default = 443 if parts.scheme == "https" else 80
+    return ((parts.hostname or "").lower(), parts.port or default, parts.path.rstrip("/"))
+
+
+# --- writing -------------------------------------------------------------------------------------------
+
+
+def _refuse_existing(plan: SetupPlan) -> None:
+    """Say which file exists before anything is written, so a refusal leaves no half-done setup."""
+    if plan.force:
+        return
+    targets = [("the config", plan.config_path)]
+    if plan.uses_jwt:
+        if plan.key is None:
+            targets.append(("the private key", plan.key_path))
+        targets.append(("the certificate", plan.certificate_path))
+    for what, path in targets:
+        if path.exists() or path.is_symlink():
+            raise SetupError(f"{what} {path} already exists; use --force to replace it")
+
+
+def config_document(plan: SetupPlan, secret: str) -> dict[str, Any]:
+    """The TOML document `init` writes (the shape README "Configuration" describes)."""
+
+    def site(s: SitePlan) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": s.name, "registry": s.registry, "auth": s.auth}
+        if s.username is not None and s.password_file is not None:
+            data["username"] = s.username
+            data["password_file"] = str(s.password_file.absolute())
+        return data
+
+    document: dict[str, Any] = {}
+    if plan.database is not None:
+        document["engine"] = {"database": str(plan.database.absolute())}
+    if plan.uses_jwt:
+        document["auth"] = {
+            "private_key": str(plan.key_path),
+            "issuer": plan.issuer,
+            "service": plan.service,
+        }
+    host, port = plan.listen
+    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    # Inline: the config is 0600 already, and one file is one thing to back up and to protect.
+    document["notifications"] = {"listen": listen, "secret": secret}
+    document["primary"] = site(plan.primary)
+    document["secondaries"] = [site(s) for s in plan.secondaries]
+    return document
+
+
+def config_text(document: dict[str, Any]) -> str:
+    """The document as TOML a person can read: one table per section, ``[[secondaries]]`` each."""
+    parts = [
+        '# Written by `geo-tui init`. The keys are described in geo-tui\'s README, "Configuration".\n'
+        "# This file holds the notification secret: keep it mode 0600.\n"
+    ]
+    for section, value in document.items():
+        if section == "secondaries":
+            parts += [f"[[secondaries]]\n{tomli_w.dumps(site)}" for site in value]
+        else:
+            parts.append(tomli_w.dumps({section: value}))
+    return "\n".join(parts)
+
+
+def execute_plan(plan: SetupPlan) -> WrittenSetup:
+    """Write the key (unless an existing one is used), its certificate and the config, then read the
+    config back as every other command will. Nothing is replaced without ``plan.force``."""
+    _refuse_existing(plan)
+    generated = False
+    if plan.uses_jwt:
+        if plan.key is not None:
+            key, _ = load_signing_key(plan.key)
+        else:
+            key = generate_signing_key()
+            write_new_file(
+                plan.key_path, private_key_pem(key), 0o600, force=plan.force, what="the private key"
+            )
+            generated = True
+        certificate = self_signed_certificate(key, common_name=f"geo-tui token signer ({plan.issuer})")
+        write_new_file(plan.certificate_path, certificate, 0o644, force=plan.force, what="the certificate")
+    text = config_text(config_document(plan, generate_notification_secret()))
+    write_new_file(plan.config_path, text.encode(), 0o600, force=plan.force, what="the config")
+    try:
+        config = load_config(plan.config_path)
+    except ConfigError as exc:  # a check here missed something the loader refuses: say exactly what
+        raise SetupError(f"the written config does not load: {exc}") from None
+    return WrittenSetup(config, plan.key_path, generated, plan.certificate_path)
