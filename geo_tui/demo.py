@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import datetime
-import secrets
 import shutil
 import socket
-import string
 import subprocess
 import sys
 import tempfile
@@ -23,13 +20,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from geo_tui.config import Config, load_config, write_config
 from geo_tui.lab.site import DemoSiteSpec, Outage
+from geo_tui.setup.keys import (
+    generate_notification_secret,
+    private_key_pem,
+    self_signed_certificate,
+    write_new_file,
+)
 
 __all__ = ["DemoError", "DemoLab", "demo_lab"]
 
@@ -65,35 +65,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _notification_secret() -> str:
-    """Alphanumeric and starting with a letter, as GitLab's registry notification secrets are."""
-    alphabet = string.ascii_letters + string.digits
-    return secrets.choice(string.ascii_letters) + "".join(secrets.choice(alphabet) for _ in range(39))
-
-
 def _write_key_pair(directory: Path) -> tuple[Path, Path]:
-    """A throwaway RSA key and its self-signed certificate (the registries' token trust)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "geo-tui demo token signer")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    """A throwaway EC P-256 key (ES256 tokens; instant to make) and its self-signed certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
     key_path, cert_path = directory / "registry.key", directory / "registry.crt"
-    key_path.touch(mode=0o600)
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    write_new_file(key_path, private_key_pem(key), 0o600, force=False, what="demo key")
+    certificate = self_signed_certificate(key, common_name="geo-tui demo token signer", days=2)
+    write_new_file(cert_path, certificate, 0o644, force=False, what="demo certificate")
     return key_path, cert_path
 
 
@@ -170,7 +148,7 @@ def demo_lab(*, seed: int = 1, speed: float = 1.0, scale: float = 1.0) -> Iterat
     try:
         key_path, cert_path = _write_key_pair(directory)
         ports = {name: _free_port() for name in SITES}
-        listen, secret = _free_port(), _notification_secret()
+        listen, secret = _free_port(), generate_notification_secret()
         config = load_config(_write_config(directory, key_path, ports, listen, secret))
         spec = DemoSiteSpec(
             root=str(directory / "registries"),
