@@ -7,13 +7,11 @@ import asyncio
 import contextlib
 import socket
 
-import uvicorn
-
 from geo_tui.config import Config
 
 from .engine import Engine
 from .receiver import ReceiverApp
-from .serve import ListenError, _bind, _Server
+from .serve import ListenError, _bind, _Server, _server
 
 __all__ = ["NotificationListener"]
 
@@ -43,18 +41,7 @@ class NotificationListener:
             )
             return
         app = ReceiverApp(self._engine, notifications.secret.reveal())
-        self._server = _Server(
-            uvicorn.Config(
-                app,
-                log_config=None,
-                access_log=False,
-                lifespan="off",
-                log_level="warning",
-                timeout_graceful_shutdown=2,
-                server_header=False,
-                date_header=False,
-            )
-        )
+        self._server = _server(app)
         self._task = asyncio.ensure_future(self._serve(sock))
         self._engine.log(
             "info",
