@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
-from collections.abc import Callable
 from pathlib import Path
-
-from textual.pilot import Pilot
 
 from geo_tui.config import Secret
 from geo_tui.console.app import GeoTuiApp, make_app
@@ -19,25 +15,11 @@ from tests.support.distribution import Distribution, free_port
 from tests.support.geo import tag_digests
 from tests.support.keys import TestKeyPair
 from tests.support.oci import oci_image
+from tests.support.pilot import filter_to, until
 from tests.support.push import RawPusher
 from tests.support.served import ServedEngine, write_served_config
 
 TOKEN = "console-api-token-0123456789-abc"
-
-
-async def until(pilot: Pilot[None], condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "timed out waiting in the console"
-        await pilot.pause(0.1)
-
-
-async def filter_to(pilot: Pilot[None], text: str) -> None:
-    await pilot.press("slash", "end", *["backspace"] * 40)
-    await pilot.press(*text)
-    await pilot.press("enter")
-    await pilot.pause()
 
 
 def synced(app: GeoTuiApp, count: int) -> bool:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from pathlib import Path
-
-from textual.pilot import Pilot
 
 from geo_tui.config import load_config
 from geo_tui.console.app import make_app
@@ -21,22 +17,8 @@ from tests.support.distribution import Distribution
 from tests.support.geo import write_geo_config
 from tests.support.keys import TestKeyPair
 from tests.support.oci import oci_image
+from tests.support.pilot import filter_to, until
 from tests.support.push import RawPusher
-
-
-async def until(pilot: Pilot[None], condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "timed out waiting in the console"
-        await pilot.pause(0.1)
-
-
-async def filter_to(pilot: Pilot[None], text: str) -> None:
-    await pilot.press("slash", "end", *["backspace"] * 40)  # the prompt opens with the current filter
-    await pilot.press(*text)
-    await pilot.press("enter")
-    await pilot.pause()
 
 
 async def test_resync_verify_pause_and_detail_from_the_keyboard(
