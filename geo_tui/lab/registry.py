@@ -42,12 +42,13 @@ _DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
 _NAME = rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*"
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+# Go's \w is ASCII: so is ours (re.ASCII below).
 _ROUTES = [
-    ("tags", re.compile(rf"/v2/(?P<name>{_NAME})/tags/list")),
-    ("manifest", re.compile(rf"/v2/(?P<name>{_NAME})/manifests/(?P<reference>{_TAG}|{_DIGEST})")),
-    ("uploads", re.compile(rf"/v2/(?P<name>{_NAME})/blobs/uploads/?")),
-    ("upload", re.compile(rf"/v2/(?P<name>{_NAME})/blobs/uploads/(?P<upload>[a-zA-Z0-9-_.=]+)")),
-    ("blob", re.compile(rf"/v2/(?P<name>{_NAME})/blobs/(?P<digest>{_DIGEST})")),
+    ("tags", re.compile(rf"/v2/(?P<name>{_NAME})/tags/list", re.ASCII)),
+    ("manifest", re.compile(rf"/v2/(?P<name>{_NAME})/manifests/(?P<reference>{_TAG}|{_DIGEST})", re.ASCII)),
+    ("uploads", re.compile(rf"/v2/(?P<name>{_NAME})/blobs/uploads/?", re.ASCII)),
+    ("upload", re.compile(rf"/v2/(?P<name>{_NAME})/blobs/uploads/(?P<upload>[a-zA-Z0-9_.=-]+)", re.ASCII)),
+    ("blob", re.compile(rf"/v2/(?P<name>{_NAME})/blobs/(?P<digest>{_DIGEST})", re.ASCII)),
 ]
 _METHODS = {
     "ping": {"GET", "HEAD"},

@@ -167,15 +167,17 @@ class UploadHandlers:
         pending: list[bytes] = []
         pending_size = 0
         with open(self.storage.upload_data(name, upload_id), "ab") as handle:
-            async for chunk in request.chunks():
-                progress.hasher.update(chunk)
-                progress.size += len(chunk)
-                pending.append(chunk)
-                pending_size += len(chunk)
-                if pending_size >= CHUNK:  # write in ~1 MiB pieces
-                    handle.write(b"".join(pending))
-                    pending, pending_size = [], 0
-            handle.write(b"".join(pending))
+            try:
+                async for chunk in request.chunks():
+                    progress.hasher.update(chunk)
+                    progress.size += len(chunk)
+                    pending.append(chunk)
+                    pending_size += len(chunk)
+                    if pending_size >= CHUNK:  # write in ~1 MiB pieces
+                        handle.write(b"".join(pending))
+                        pending, pending_size = [], 0
+            finally:  # a client gone mid-body: the file keeps what the hash has seen
+                handle.write(b"".join(pending))
 
     async def _finish(self, request: Request, name: str, upload_id: str, digest: str) -> Response:
         if not is_valid_digest(digest):

@@ -9,6 +9,7 @@ import hashlib
 import signal
 import socket
 import subprocess
+import sys
 import time
 import tracemalloc
 import uuid
@@ -40,6 +41,17 @@ ISSUER, SERVICE = "gitlab-issuer", "container_registry"
 def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_the_lab_imports_neither_textual_nor_the_engine() -> None:
+    code = (
+        "import sys; sys.modules['textual'] = None\n"
+        "import geo_tui.lab\n"
+        "loaded = [m for m in sys.modules if m.startswith(('textual', 'geo_tui.engine', 'geo_tui.config'))]\n"
+        "assert not [m for m in loaded if sys.modules[m]], loaded\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
 
 
 def test_three_labs_in_one_process_restart_on_their_ports(tmp_path: Path) -> None:
