@@ -77,7 +77,8 @@ class Request:
     def from_scope(cls, scope: Scope, receive: Receive) -> Request:
         headers: dict[str, str] = {}
         for key, value in scope.get("headers", []):
-            headers.setdefault(key.decode("latin-1").lower(), value.decode("latin-1"))
+            name, text = key.decode("latin-1").lower(), value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {text}" if name in headers else text  # repeated: a list
         client = scope.get("client") or ("-", 0)
         return cls(
             method=scope["method"],

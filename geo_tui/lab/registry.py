@@ -18,6 +18,8 @@ from urllib.parse import urlencode
 from geo_tui.registry import (
     DOCKER_SCHEMA1,
     DOCKER_SCHEMA1_SIGNED,
+    OCI_INDEX,
+    OCI_MANIFEST,
     InvalidManifest,
     is_valid_digest,
     manifest_digest,
@@ -265,6 +267,14 @@ class LabApp:
         media_type = self.storage.manifest_media_type(name, digest) if digest else None
         if digest is None or media_type is None:
             raise Failure(404, "MANIFEST_UNKNOWN", {"Name": name, "Revision": reference})
+        accepted = {
+            part.split(";", 1)[0].strip().lower() for part in request.headers.get("accept", "").split(",")
+        }
+        if media_type in (OCI_MANIFEST, OCI_INDEX) and media_type not in accepted:
+            # Distribution 2.8 hides OCI content from a client that does not name its type (GitLab 600486).
+            raise Failure(
+                404, "MANIFEST_UNKNOWN", f"{media_type} found, but the Accept header does not name it"
+            )
         content = self.storage.read_content(digest)
         headers = {"Content-Type": media_type, "Docker-Content-Digest": digest, "Etag": f'"{digest}"'}
         if request.method == "HEAD":

@@ -245,6 +245,23 @@ def push_pull_and_delete_by_digest(t: Target) -> list[httpx.Response]:
     ]
 
 
+def accept_must_name_oci_types(t: Target) -> list[httpx.Response]:
+    repo, index = _repo("accept"), oci.multi_arch(909)
+    docker = oci.docker_image(910)
+    t.pusher.push_tree(repo, index, "index")
+    t.pusher.push_tree(repo, docker, "docker")
+    image = next(child for child in index.walk() if child.media_type == oci.OCI_MANIFEST)
+    docker_only = (oci.DOCKER_MANIFEST, oci.DOCKER_LIST)
+    return [
+        t.pusher.head_manifest(repo, "index", accept=docker_only),
+        t.pusher.get_manifest(repo, index.digest, accept=(oci.OCI_MANIFEST,)),
+        t.pusher.head_manifest(repo, image.digest, accept=docker_only),
+        t.pusher.head_manifest(repo, image.digest, accept=(oci.OCI_MANIFEST,)),
+        t.pusher.head_manifest(repo, "index", accept=(f"{oci.OCI_INDEX}; q=0.9", oci.DOCKER_LIST)),
+        t.pusher.head_manifest(repo, "docker"),
+    ]
+
+
 def blob_delete_and_unknowns(t: Target) -> list[httpx.Response]:
     repo, blob = _repo("blob-delete"), oci.Blob(b"delete me", "application/octet-stream")
     t.pusher.push_blob(repo, blob)
@@ -388,6 +405,7 @@ CASES: dict[str, Callable[[Target], list[httpx.Response]]] = {
     "index-missing-child": index_with_missing_child,
     "manifest-not-json": manifest_not_json,
     "delete-by-digest": push_pull_and_delete_by_digest,
+    "accept-oci": accept_must_name_oci_types,
     "blob-delete-and-unknowns": blob_delete_and_unknowns,
     "mount": mount_found_and_not_found,
     "invalid-names": invalid_names,
