@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import logging
 import signal
 import socket
 import subprocess
@@ -56,11 +57,14 @@ def test_the_lab_imports_neither_textual_nor_the_engine() -> None:
 
 def test_three_labs_in_one_process_restart_on_their_ports(tmp_path: Path) -> None:
     handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    loggers = {name: list(logging.getLogger(name).handlers) for name in ("", "uvicorn", "uvicorn.error")}
     labs = [LabRegistry(tmp_path / name, name=name, auth="none") for name in ("primary", "eu", "us")]
     try:
         for lab in labs:
             assert lab.start() is lab and lab.running
         assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+        # the process's logging is left alone (a console may own the terminal)
+        assert {name: logging.getLogger(name).handlers for name in loggers} == loggers
         assert len({lab.port for lab in labs}) == 3
         image = oci.oci_image(1)
         with RawPusher(labs[1].url) as pusher:
