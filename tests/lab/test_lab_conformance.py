@@ -175,6 +175,22 @@ def upload_session_lifecycle(t: Target) -> list[httpx.Response]:
     return [started, patched, status, finished, fetched, t.pusher.request("GET", location, repository=repo)]
 
 
+def chunk_ranges(t: Target) -> list[httpx.Response]:
+    """Distribution 2.8 ignores a PATCH's Content-Range, even a wrong one, but refuses a stale Location."""
+    repo = _repo("ranges")
+    responses = [t.pusher.request("POST", f"/v2/{repo}/blobs/uploads/", repository=repo)]
+    locations: list[str] = []
+    for content, content_range in ((b"abcd", "0-3"), (b"ef", "5-6"), (b"gh", "0-1")):
+        url = httpx.URL(responses[-1].headers["Location"])
+        locations.append(f"{url.path}?{url.query.decode()}")
+        headers = {"Content-Range": content_range}
+        responses.append(
+            t.pusher.request("PATCH", locations[-1], repository=repo, content=content, headers=headers)
+        )
+    responses.append(t.pusher.request("PATCH", locations[0], repository=repo, content=b"ij"))
+    return responses
+
+
 def manifest_put_with_wrong_digest(t: Target) -> list[httpx.Response]:
     repo, image = _repo("manifest-digest"), oci.oci_image(901)
     for blob in image.blobs:
@@ -400,6 +416,7 @@ CASES: dict[str, Callable[[Target], list[httpx.Response]]] = {
     "monolithic-wrong-digest": monolithic_upload_with_wrong_digest,
     "upload-malformed-digest": upload_with_malformed_digest,
     "upload-session": upload_session_lifecycle,
+    "chunk-ranges": chunk_ranges,
     "manifest-wrong-digest": manifest_put_with_wrong_digest,
     "manifest-missing-blob": manifest_with_missing_blob,
     "index-missing-child": index_with_missing_child,
