@@ -405,6 +405,9 @@ def catalog_paging(t: Target) -> list[httpx.Response]:
         t.send("GET", "/v2/_catalog?n=2&last=catalog/r1", catalog),
         t.send("GET", "/v2/_catalog?n=1001", catalog),
         t.send("GET", "/v2/_catalog?n=1000&last=catalog/r0", catalog),
+        t.send("GET", "/v2/_catalog?n=0", catalog),
+        t.send("GET", "/v2/_catalog?n=two&last=catalog/r1", catalog),
+        t.send("GET", "/v2/_catalog?n=1&last=zzz", catalog),
     ]
     bodies = [r.json() if r.status_code == 200 else None for r in responses]
     assert bodies[0] == {"repositories": ["catalog/r0", "catalog/r1"]}
