@@ -7,6 +7,7 @@ comes next, then the name's length (NAME_INVALID), then the handler.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import re
 import socket
@@ -34,6 +35,8 @@ from .storage import LabStorage, catalog_key
 from .uploads import UploadHandlers
 
 __all__ = ["LabApp", "LabSettings"]
+
+log = logging.getLogger(__name__)
 
 # Distribution's grammar has `[-]*` as a separator, which Go's RE2 matches in linear time; Python's
 # backtracking would take exponential time on it, and `-+` accepts the same names.
@@ -149,6 +152,13 @@ class LabApp:
             response = failure.response()
         except ConnectionError:
             return
+        except (
+            Exception
+        ) as exc:  # a fault of the lab itself (disk full...): one line, a 500 as Distribution's
+            log.error(
+                "lab registry: %s %s failed: %s: %s", request.method, request.path, type(exc).__name__, exc
+            )
+            response = Failure(500, "UNKNOWN", type(exc).__name__).response()
         response.headers = {**API_VERSION, **response.headers}
         size = await response.send(send, head=request.method == "HEAD")
         if self.access_log is not None:
