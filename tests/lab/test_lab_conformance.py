@@ -8,6 +8,7 @@ compare; adding a case is one line in the table (plus its function).
 from __future__ import annotations
 
 import functools
+import http.client
 import json
 import time
 import uuid
@@ -49,6 +50,16 @@ class Target:
     def send(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> httpx.Response:
         headers = {**kwargs.pop("headers", {}), **({"Authorization": f"Bearer {token}"} if token else {})}
         return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kwargs)
+
+    def send_raw(self, method: str, path: str, token: str | None = None) -> httpx.Response:
+        """Send `path` exactly as given (httpx would resolve `..` before sending)."""
+        connection = http.client.HTTPConnection(self.registry.host, timeout=10)
+        try:
+            connection.request(method, path, headers={"Authorization": f"Bearer {token}"} if token else {})
+            reply = connection.getresponse()
+            return httpx.Response(reply.status, headers=reply.getheaders(), content=reply.read())
+        finally:
+            connection.close()
 
     def token(self, *scopes: dict[str, Any], **claims: Any) -> str:
         """A token for `scopes`; `claims` override the standard ones (iss, aud, exp, ...)."""
@@ -323,8 +334,11 @@ def invalid_names(t: Target) -> list[httpx.Response]:
         t.send("POST", f"/v2/{long_name}/blobs/uploads/", everything),
         t.send("GET", "/v2/a/-b/tags/list", everything),
         t.send("GET", "/v2/a//b/tags/list", everything),
-        t.send("GET", "/v2/a/./b/tags/list", everything),
-        t.send("GET", "/v2/a/../b/tags/list", everything),
+        t.send_raw("GET", "/v2/a/./b/tags/list", everything),
+        t.send_raw("GET", "/v2/a/../b/tags/list", everything),
+        t.send_raw("GET", "/v2/../../etc/tags/list", everything),
+        t.send_raw("GET", "/v2/a/%2E%2E/b/tags/list", everything),
+        t.send_raw("GET", "/v2/a/blobs/uploads/..%2F..%2Fx", everything),
     ]
 
 
