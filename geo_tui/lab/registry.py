@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from geo_tui.registry import (
+    DOCKER_LIST,
     DOCKER_SCHEMA1,
     DOCKER_SCHEMA1_SIGNED,
     OCI_INDEX,
@@ -167,7 +168,7 @@ class LabApp:
     async def dispatch(self, request: Request) -> Response:
         cleaned = clean_path(request.path)
         if cleaned != request.path:  # Go's router redirects to the cleaned path
-            return Response(301, {"Location": cleaned, "Content-Type": "text/html; charset=utf-8"})
+            return Response(301, {"Location": cleaned})
         route = match_route(request.path)
         if route is None:
             return Response(404, {"Content-Type": "text/plain; charset=utf-8"}, b"404 page not found\n")
@@ -277,14 +278,7 @@ class LabApp:
         media_type = self.storage.manifest_media_type(name, digest) if digest else None
         if digest is None or media_type is None:
             raise Failure(404, "MANIFEST_UNKNOWN", {"Name": name, "Revision": reference})
-        accepted = {
-            part.split(";", 1)[0].strip().lower() for part in request.headers.get("accept", "").split(",")
-        }
-        if media_type in (OCI_MANIFEST, OCI_INDEX) and media_type not in accepted:
-            # Distribution 2.8 hides OCI content from a client that does not name its type (GitLab 600486).
-            raise Failure(
-                404, "MANIFEST_UNKNOWN", f"{media_type} found, but the Accept header does not name it"
-            )
+        digest, media_type = self._negotiate(request, name, reference, digest, media_type)
         content = self.storage.read_content(digest)
         headers = {"Content-Type": media_type, "Docker-Content-Digest": digest, "Etag": f'"{digest}"'}
         if request.method == "HEAD":
@@ -293,6 +287,30 @@ class LabApp:
                     url=f"{request.base_url}/v2/{name}/manifests/{digest}",
                     tag=None if digest == reference else reference)  # fmt: skip
         return Response(200, headers, content)
+
+    def _negotiate(
+        self, request: Request, name: str, reference: str, digest: str, media_type: str
+    ) -> tuple[str, str]:
+        """What Distribution 2.8 serves a client whose Accept does not name the stored type (GitLab 600486):
+        OCI content is hidden (404); a Docker list asked for by tag gives way to its linux/amd64 image.
+        (2.8 would also rewrite a Docker v2 image as schema 1 by tag; the lab serves it as stored.)"""
+        accepted = {
+            part.split(";", 1)[0].strip().lower() for part in request.headers.get("accept", "").split(",")
+        }
+        if media_type in (OCI_MANIFEST, OCI_INDEX) and media_type not in accepted:
+            raise Failure(
+                404, "MANIFEST_UNKNOWN", f"{media_type} found, but the Accept header does not name it"
+            )
+        if media_type == DOCKER_LIST and media_type not in accepted and digest != reference:
+            refs = parse_manifest(self.storage.read_content(digest), media_type)
+            for child in refs.manifests:
+                platform = child.platform or {}
+                if (platform.get("os"), platform.get("architecture")) == ("linux", "amd64"):
+                    child_type = self.storage.manifest_media_type(name, child.digest)
+                    if child_type is not None:
+                        return child.digest, child_type
+            raise Failure(404, "MANIFEST_UNKNOWN", "no linux/amd64 image in the manifest list")
+        return digest, media_type
 
     async def put_manifest(self, request: Request, route: Route) -> Response:
         name, reference = route.name, route.reference

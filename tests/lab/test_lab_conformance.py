@@ -127,7 +127,7 @@ def observe(response: httpx.Response) -> dict[str, Any]:
         seen["challenge"] = (parsed.scheme.lower(), params)
     if link := response.headers.get("Link"):
         seen["link"] = link
-    for header in ("Docker-Content-Digest", "Docker-Distribution-API-Version"):
+    for header in ("Docker-Content-Digest", "Docker-Distribution-API-Version", "Content-Type"):
         if header in response.headers:
             seen[header] = response.headers[header]
     if response.status_code in (201, 202) and "Location" in response.headers:
@@ -289,6 +289,21 @@ def accept_must_name_oci_types(t: Target) -> list[httpx.Response]:
     ]
 
 
+def manifest_list_without_list_accept(t: Target) -> list[httpx.Response]:
+    repo = _repo("list-accept")
+    listed = oci.multi_arch(911, docker=True)
+    arm_only = oci.multi_arch(912, (("linux", "arm64", "v8"),), docker=True)
+    t.pusher.push_tree(repo, listed, "multi")
+    t.pusher.push_tree(repo, arm_only, "arm")
+    schema2 = (oci.DOCKER_MANIFEST,)
+    return [
+        t.pusher.get_manifest(repo, "multi", accept=schema2),  # by tag: the linux/amd64 image instead
+        t.pusher.head_manifest(repo, "multi", accept=schema2),
+        t.pusher.get_manifest(repo, listed.digest, accept=schema2),  # by digest: the list itself
+        t.pusher.get_manifest(repo, "arm", accept=schema2),
+    ]
+
+
 def blob_delete_and_unknowns(t: Target) -> list[httpx.Response]:
     repo, blob = _repo("blob-delete"), oci.Blob(b"delete me", "application/octet-stream")
     t.pusher.push_blob(repo, blob)
@@ -440,6 +455,7 @@ CASES: dict[str, Callable[[Target], list[httpx.Response]]] = {
     "manifest-not-json": manifest_not_json,
     "delete-by-digest": push_pull_and_delete_by_digest,
     "accept-oci": accept_must_name_oci_types,
+    "list-accept": manifest_list_without_list_accept,
     "blob-delete-and-unknowns": blob_delete_and_unknowns,
     "mount": mount_found_and_not_found,
     "invalid-names": invalid_names,
