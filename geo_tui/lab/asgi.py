@@ -64,10 +64,14 @@ class Failure(Exception):
 
 @dataclass
 class Request:
-    """One HTTP request: method, path, query (first value per key), lower-case headers, streamed body."""
+    """One HTTP request: method, path, query (first value per key), lower-case headers, streamed body.
+
+    `path` is percent-decoded, as Go's router sees it (so `%2E%2E` is `..`); `raw_path` is as sent.
+    """
 
     method: str
     path: str
+    raw_path: str
     raw_query: str
     headers: dict[str, str]
     client: str
@@ -77,11 +81,13 @@ class Request:
     def from_scope(cls, scope: Scope, receive: Receive) -> Request:
         headers: dict[str, str] = {}
         for key, value in scope.get("headers", []):
-            headers.setdefault(key.decode("latin-1").lower(), value.decode("latin-1"))
+            name, text = key.decode("latin-1").lower(), value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {text}" if name in headers else text  # repeated: a list
         client = scope.get("client") or ("-", 0)
         return cls(
             method=scope["method"],
-            path=scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?", 1)[0],
+            path=scope["path"],
+            raw_path=scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?", 1)[0],
             raw_query=scope.get("query_string", b"").decode("latin-1"),
             headers=headers,
             client=str(client[0]),
@@ -97,7 +103,7 @@ class Request:
 
     @property
     def uri(self) -> str:
-        return f"{self.path}?{self.raw_query}" if self.raw_query else self.path
+        return f"{self.raw_path}?{self.raw_query}" if self.raw_query else self.raw_path
 
     @property
     def base_url(self) -> str:

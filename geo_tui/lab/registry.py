@@ -7,6 +7,7 @@ comes next, then the name's length (NAME_INVALID), then the handler.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import re
 import socket
@@ -16,8 +17,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 from geo_tui.registry import (
+    DOCKER_LIST,
     DOCKER_SCHEMA1,
     DOCKER_SCHEMA1_SIGNED,
+    OCI_INDEX,
+    OCI_MANIFEST,
     InvalidManifest,
     is_valid_digest,
     manifest_digest,
@@ -33,6 +37,8 @@ from .uploads import UploadHandlers
 
 __all__ = ["LabApp", "LabSettings"]
 
+log = logging.getLogger(__name__)
+
 # Distribution's grammar has `[-]*` as a separator, which Go's RE2 matches in linear time; Python's
 # backtracking would take exponential time on it, and `-+` accepts the same names.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -42,12 +48,13 @@ _DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
 _NAME = rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*"
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+# Go's \w is ASCII: so is ours (re.ASCII below).
 _ROUTES = [
-    ("tags", re.compile(rf"/v2/(?P<name>{_NAME})/tags/list")),
-    ("manifest", re.compile(rf"/v2/(?P<name>{_NAME})/manifests/(?P<reference>{_TAG}|{_DIGEST})")),
-    ("uploads", re.compile(rf"/v2/(?P<name>{_NAME})/blobs/uploads/?")),
-    ("upload", re.compile(rf"/v2/(?P<name>{_NAME})/blobs/uploads/(?P<upload>[a-zA-Z0-9-_.=]+)")),
-    ("blob", re.compile(rf"/v2/(?P<name>{_NAME})/blobs/(?P<digest>{_DIGEST})")),
+    ("tags", re.compile(rf"/v2/(?P<name>{_NAME})/tags/list", re.ASCII)),
+    ("manifest", re.compile(rf"/v2/(?P<name>{_NAME})/manifests/(?P<reference>{_TAG}|{_DIGEST})", re.ASCII)),
+    ("uploads", re.compile(rf"/v2/(?P<name>{_NAME})/blobs/uploads/?", re.ASCII)),
+    ("upload", re.compile(rf"/v2/(?P<name>{_NAME})/blobs/uploads/(?P<upload>[a-zA-Z0-9_.=-]+)", re.ASCII)),
+    ("blob", re.compile(rf"/v2/(?P<name>{_NAME})/blobs/(?P<digest>{_DIGEST})", re.ASCII)),
 ]
 _METHODS = {
     "ping": {"GET", "HEAD"},
@@ -146,6 +153,13 @@ class LabApp:
             response = failure.response()
         except ConnectionError:
             return
+        except (
+            Exception
+        ) as exc:  # a fault of the lab itself (disk full...): one line, a 500 as Distribution's
+            log.error(
+                "lab registry: %s %s failed: %s: %s", request.method, request.path, type(exc).__name__, exc
+            )
+            response = Failure(500, "UNKNOWN", type(exc).__name__).response()
         response.headers = {**API_VERSION, **response.headers}
         size = await response.send(send, head=request.method == "HEAD")
         if self.access_log is not None:
@@ -154,7 +168,7 @@ class LabApp:
     async def dispatch(self, request: Request) -> Response:
         cleaned = clean_path(request.path)
         if cleaned != request.path:  # Go's router redirects to the cleaned path
-            return Response(301, {"Location": cleaned, "Content-Type": "text/html; charset=utf-8"})
+            return Response(301, {"Location": cleaned})
         route = match_route(request.path)
         if route is None:
             return Response(404, {"Content-Type": "text/plain; charset=utf-8"}, b"404 page not found\n")
@@ -264,6 +278,7 @@ class LabApp:
         media_type = self.storage.manifest_media_type(name, digest) if digest else None
         if digest is None or media_type is None:
             raise Failure(404, "MANIFEST_UNKNOWN", {"Name": name, "Revision": reference})
+        digest, media_type = self._negotiate(request, name, reference, digest, media_type)
         content = self.storage.read_content(digest)
         headers = {"Content-Type": media_type, "Docker-Content-Digest": digest, "Etag": f'"{digest}"'}
         if request.method == "HEAD":
@@ -272,6 +287,30 @@ class LabApp:
                     url=f"{request.base_url}/v2/{name}/manifests/{digest}",
                     tag=None if digest == reference else reference)  # fmt: skip
         return Response(200, headers, content)
+
+    def _negotiate(
+        self, request: Request, name: str, reference: str, digest: str, media_type: str
+    ) -> tuple[str, str]:
+        """What Distribution 2.8 serves a client whose Accept does not name the stored type (GitLab 600486):
+        OCI content is hidden (404); a Docker list asked for by tag gives way to its linux/amd64 image.
+        (2.8 would also rewrite a Docker v2 image as schema 1 by tag; the lab serves it as stored.)"""
+        accepted = {
+            part.split(";", 1)[0].strip().lower() for part in request.headers.get("accept", "").split(",")
+        }
+        if media_type in (OCI_MANIFEST, OCI_INDEX) and media_type not in accepted:
+            raise Failure(
+                404, "MANIFEST_UNKNOWN", f"{media_type} found, but the Accept header does not name it"
+            )
+        if media_type == DOCKER_LIST and media_type not in accepted and digest != reference:
+            refs = parse_manifest(self.storage.read_content(digest), media_type)
+            for child in refs.manifests:
+                platform = child.platform or {}
+                if (platform.get("os"), platform.get("architecture")) == ("linux", "amd64"):
+                    child_type = self.storage.manifest_media_type(name, child.digest)
+                    if child_type is not None:
+                        return child.digest, child_type
+            raise Failure(404, "MANIFEST_UNKNOWN", "no linux/amd64 image in the manifest list")
+        return digest, media_type
 
     async def put_manifest(self, request: Request, route: Route) -> Response:
         name, reference = route.name, route.reference

@@ -138,8 +138,14 @@ class LabRegistry:
             Notifier(self.notification_url, self._notification_secret) if self.notification_url else None
         )
         app = self._app(access_log, notifier)
+        # log_config=None: uvicorn must not reconfigure the process's logging (the console owns the screen).
         config = uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2
+            app,
+            log_config=None,
+            log_level=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
         )
         self._server = uvicorn.Server(config)
         self._failure = None

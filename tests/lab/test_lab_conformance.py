@@ -8,6 +8,7 @@ compare; adding a case is one line in the table (plus its function).
 from __future__ import annotations
 
 import functools
+import http.client
 import json
 import time
 import uuid
@@ -49,6 +50,16 @@ class Target:
     def send(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> httpx.Response:
         headers = {**kwargs.pop("headers", {}), **({"Authorization": f"Bearer {token}"} if token else {})}
         return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kwargs)
+
+    def send_raw(self, method: str, path: str, token: str | None = None) -> httpx.Response:
+        """Send `path` exactly as given (httpx would resolve `..` before sending)."""
+        connection = http.client.HTTPConnection(self.registry.host, timeout=10)
+        try:
+            connection.request(method, path, headers={"Authorization": f"Bearer {token}"} if token else {})
+            reply = connection.getresponse()
+            return httpx.Response(reply.status, headers=reply.getheaders(), content=reply.read())
+        finally:
+            connection.close()
 
     def token(self, *scopes: dict[str, Any], **claims: Any) -> str:
         """A token for `scopes`; `claims` override the standard ones (iss, aud, exp, ...)."""
@@ -116,7 +127,7 @@ def observe(response: httpx.Response) -> dict[str, Any]:
         seen["challenge"] = (parsed.scheme.lower(), params)
     if link := response.headers.get("Link"):
         seen["link"] = link
-    for header in ("Docker-Content-Digest", "Docker-Distribution-API-Version"):
+    for header in ("Docker-Content-Digest", "Docker-Distribution-API-Version", "Content-Type"):
         if header in response.headers:
             seen[header] = response.headers[header]
     if response.status_code in (201, 202) and "Location" in response.headers:
@@ -173,6 +184,22 @@ def upload_session_lifecycle(t: Target) -> list[httpx.Response]:
     fetched = t.pusher.get_blob(repo, blob.digest)
     assert fetched.content == blob.data
     return [started, patched, status, finished, fetched, t.pusher.request("GET", location, repository=repo)]
+
+
+def chunk_ranges(t: Target) -> list[httpx.Response]:
+    """Distribution 2.8 ignores a PATCH's Content-Range, even a wrong one, but refuses a stale Location."""
+    repo = _repo("ranges")
+    responses = [t.pusher.request("POST", f"/v2/{repo}/blobs/uploads/", repository=repo)]
+    locations: list[str] = []
+    for content, content_range in ((b"abcd", "0-3"), (b"ef", "5-6"), (b"gh", "0-1")):
+        url = httpx.URL(responses[-1].headers["Location"])
+        locations.append(f"{url.path}?{url.query.decode()}")
+        headers = {"Content-Range": content_range}
+        responses.append(
+            t.pusher.request("PATCH", locations[-1], repository=repo, content=content, headers=headers)
+        )
+    responses.append(t.pusher.request("PATCH", locations[0], repository=repo, content=b"ij"))
+    return responses
 
 
 def manifest_put_with_wrong_digest(t: Target) -> list[httpx.Response]:
@@ -245,6 +272,38 @@ def push_pull_and_delete_by_digest(t: Target) -> list[httpx.Response]:
     ]
 
 
+def accept_must_name_oci_types(t: Target) -> list[httpx.Response]:
+    repo, index = _repo("accept"), oci.multi_arch(909)
+    docker = oci.docker_image(910)
+    t.pusher.push_tree(repo, index, "index")
+    t.pusher.push_tree(repo, docker, "docker")
+    image = next(child for child in index.walk() if child.media_type == oci.OCI_MANIFEST)
+    docker_only = (oci.DOCKER_MANIFEST, oci.DOCKER_LIST)
+    return [
+        t.pusher.head_manifest(repo, "index", accept=docker_only),
+        t.pusher.get_manifest(repo, index.digest, accept=(oci.OCI_MANIFEST,)),
+        t.pusher.head_manifest(repo, image.digest, accept=docker_only),
+        t.pusher.head_manifest(repo, image.digest, accept=(oci.OCI_MANIFEST,)),
+        t.pusher.head_manifest(repo, "index", accept=(f"{oci.OCI_INDEX}; q=0.9", oci.DOCKER_LIST)),
+        t.pusher.head_manifest(repo, "docker"),
+    ]
+
+
+def manifest_list_without_list_accept(t: Target) -> list[httpx.Response]:
+    repo = _repo("list-accept")
+    listed = oci.multi_arch(911, docker=True)
+    arm_only = oci.multi_arch(912, (("linux", "arm64", "v8"),), docker=True)
+    t.pusher.push_tree(repo, listed, "multi")
+    t.pusher.push_tree(repo, arm_only, "arm")
+    schema2 = (oci.DOCKER_MANIFEST,)
+    return [
+        t.pusher.get_manifest(repo, "multi", accept=schema2),  # by tag: the linux/amd64 image instead
+        t.pusher.head_manifest(repo, "multi", accept=schema2),
+        t.pusher.get_manifest(repo, listed.digest, accept=schema2),  # by digest: the list itself
+        t.pusher.get_manifest(repo, "arm", accept=schema2),
+    ]
+
+
 def blob_delete_and_unknowns(t: Target) -> list[httpx.Response]:
     repo, blob = _repo("blob-delete"), oci.Blob(b"delete me", "application/octet-stream")
     t.pusher.push_blob(repo, blob)
@@ -290,8 +349,11 @@ def invalid_names(t: Target) -> list[httpx.Response]:
         t.send("POST", f"/v2/{long_name}/blobs/uploads/", everything),
         t.send("GET", "/v2/a/-b/tags/list", everything),
         t.send("GET", "/v2/a//b/tags/list", everything),
-        t.send("GET", "/v2/a/./b/tags/list", everything),
-        t.send("GET", "/v2/a/../b/tags/list", everything),
+        t.send_raw("GET", "/v2/a/./b/tags/list", everything),
+        t.send_raw("GET", "/v2/a/../b/tags/list", everything),
+        t.send_raw("GET", "/v2/../../etc/tags/list", everything),
+        t.send_raw("GET", "/v2/a/%2E%2E/b/tags/list", everything),
+        t.send_raw("GET", "/v2/a/blobs/uploads/..%2F..%2Fx", everything),
     ]
 
 
@@ -372,6 +434,9 @@ def catalog_paging(t: Target) -> list[httpx.Response]:
         t.send("GET", "/v2/_catalog?n=2&last=catalog/r1", catalog),
         t.send("GET", "/v2/_catalog?n=1001", catalog),
         t.send("GET", "/v2/_catalog?n=1000&last=catalog/r0", catalog),
+        t.send("GET", "/v2/_catalog?n=0", catalog),
+        t.send("GET", "/v2/_catalog?n=two&last=catalog/r1", catalog),
+        t.send("GET", "/v2/_catalog?n=1&last=zzz", catalog),
     ]
     bodies = [r.json() if r.status_code == 200 else None for r in responses]
     assert bodies[0] == {"repositories": ["catalog/r0", "catalog/r1"]}
@@ -383,11 +448,14 @@ CASES: dict[str, Callable[[Target], list[httpx.Response]]] = {
     "monolithic-wrong-digest": monolithic_upload_with_wrong_digest,
     "upload-malformed-digest": upload_with_malformed_digest,
     "upload-session": upload_session_lifecycle,
+    "chunk-ranges": chunk_ranges,
     "manifest-wrong-digest": manifest_put_with_wrong_digest,
     "manifest-missing-blob": manifest_with_missing_blob,
     "index-missing-child": index_with_missing_child,
     "manifest-not-json": manifest_not_json,
     "delete-by-digest": push_pull_and_delete_by_digest,
+    "accept-oci": accept_must_name_oci_types,
+    "list-accept": manifest_list_without_list_accept,
     "blob-delete-and-unknowns": blob_delete_and_unknowns,
     "mount": mount_found_and_not_found,
     "invalid-names": invalid_names,

@@ -6,9 +6,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import logging
 import signal
 import socket
 import subprocess
+import sys
 import time
 import tracemalloc
 import uuid
@@ -42,13 +44,27 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def test_the_lab_imports_neither_textual_nor_the_engine() -> None:
+    code = (
+        "import sys; sys.modules['textual'] = None\n"
+        "import geo_tui.lab\n"
+        "loaded = [m for m in sys.modules if m.startswith(('textual', 'geo_tui.engine', 'geo_tui.config'))]\n"
+        "assert not [m for m in loaded if sys.modules[m]], loaded\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
 def test_three_labs_in_one_process_restart_on_their_ports(tmp_path: Path) -> None:
     handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    loggers = {name: list(logging.getLogger(name).handlers) for name in ("", "uvicorn", "uvicorn.error")}
     labs = [LabRegistry(tmp_path / name, name=name, auth="none") for name in ("primary", "eu", "us")]
     try:
         for lab in labs:
             assert lab.start() is lab and lab.running
         assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+        # the process's logging is left alone (a console may own the terminal)
+        assert {name: logging.getLogger(name).handlers for name in loggers} == loggers
         assert len({lab.port for lab in labs}) == 3
         image = oci.oci_image(1)
         with RawPusher(labs[1].url) as pusher:
