@@ -95,7 +95,78 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Distribution:
+class RegistryProbe:
+    """Tokens for a registry under test (its issuer and service) and its access log, read the same way for
+    Distribution and the lab registry (both write Apache combined lines)."""
+
+    name: str
+    auth: str
+    issuer: str
+    service: str
+    key_pair: TestKeyPair | None
+    access_log_path: Path
+
+    def mint(self, scopes: list[dict[str, Any]], ttl: int = 300) -> str:
+        if self.key_pair is None:
+            raise RuntimeError(f"{self.name} has no key pair (auth: {self.auth})")
+        return self.key_pair.mint(scopes, issuer=self.issuer, service=self.service, ttl=ttl)
+
+    def token(self, repository: str, *actions: str) -> str:
+        return self.mint([repository_scope(repository, *actions)])
+
+    def access_log_lines(self) -> list[AccessLogLine]:
+        if not self.access_log_path.exists():
+            return []
+        with open(self.access_log_path, errors="replace") as handle:
+            return [entry for entry in map(parse_access_line, handle) if entry is not None]
+
+    def mark(self) -> int:
+        """A point in the access log; pass it as `since_mark` to count only the requests after it."""
+        return len(self.access_log_lines())
+
+    def requests(
+        self,
+        method: str | None = None,
+        path_contains: str | None = None,
+        since_mark: int = 0,
+        status: int | None = None,
+    ) -> list[AccessLogLine]:
+        return [
+            entry
+            for entry in self.access_log_lines()[since_mark:]
+            if (method is None or entry.method == method.upper())
+            and (path_contains is None or path_contains in entry.uri)
+            and (status is None or entry.status == status)
+        ]
+
+    def count_requests(
+        self,
+        method: str | None = None,
+        path_contains: str | None = None,
+        since_mark: int = 0,
+        status: int | None = None,
+    ) -> int:
+        return len(self.requests(method, path_contains, since_mark, status))
+
+    def wait_for_requests(
+        self,
+        expected: int,
+        method: str | None = None,
+        path_contains: str | None = None,
+        since_mark: int = 0,
+        status: int | None = None,
+        timeout: float = 2.0,
+    ) -> int:
+        """Count like `count_requests`, polling until `expected` is reached (lines land as replies go)."""
+        deadline = time.monotonic() + timeout
+        count = self.count_requests(method, path_contains, since_mark, status)
+        while count < expected and time.monotonic() < deadline:
+            time.sleep(0.02)
+            count = self.count_requests(method, path_contains, since_mark, status)
+        return count
+
+
+class Distribution(RegistryProbe):
     """One Distribution instance with its own storage, config, logs and port (kept across stop/start)."""
 
     def __init__(
@@ -295,64 +366,3 @@ class Distribution:
             text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
             parts.append(f"--- {path.name} (last {len(text)} lines) ---\n" + "\n".join(text))
         return "\n".join(parts)
-
-    # Tokens for this registry (issuer and service as configured).
-    def mint(self, scopes: list[dict[str, Any]], ttl: int = 300) -> str:
-        if self.key_pair is None:
-            raise RuntimeError(f"{self.name} has no key pair (auth: {self.auth})")
-        return self.key_pair.mint(scopes, issuer=self.issuer, service=self.service, ttl=ttl)
-
-    def token(self, repository: str, *actions: str) -> str:
-        return self.mint([repository_scope(repository, *actions)])
-
-    # The access log.
-    def access_log_lines(self) -> list[AccessLogLine]:
-        if not self.access_log_path.exists():
-            return []
-        with open(self.access_log_path, errors="replace") as handle:
-            return [entry for entry in map(parse_access_line, handle) if entry is not None]
-
-    def mark(self) -> int:
-        """A point in the access log; pass it as `since_mark` to count only the requests after it."""
-        return len(self.access_log_lines())
-
-    def requests(
-        self,
-        method: str | None = None,
-        path_contains: str | None = None,
-        since_mark: int = 0,
-        status: int | None = None,
-    ) -> list[AccessLogLine]:
-        return [
-            entry
-            for entry in self.access_log_lines()[since_mark:]
-            if (method is None or entry.method == method.upper())
-            and (path_contains is None or path_contains in entry.uri)
-            and (status is None or entry.status == status)
-        ]
-
-    def count_requests(
-        self,
-        method: str | None = None,
-        path_contains: str | None = None,
-        since_mark: int = 0,
-        status: int | None = None,
-    ) -> int:
-        return len(self.requests(method, path_contains, since_mark, status))
-
-    def wait_for_requests(
-        self,
-        expected: int,
-        method: str | None = None,
-        path_contains: str | None = None,
-        since_mark: int = 0,
-        status: int | None = None,
-        timeout: float = 2.0,
-    ) -> int:
-        """Count like `count_requests`, polling until `expected` is reached (lines land as replies go)."""
-        deadline = time.monotonic() + timeout
-        count = self.count_requests(method, path_contains, since_mark, status)
-        while count < expected and time.monotonic() < deadline:
-            time.sleep(0.02)
-            count = self.count_requests(method, path_contains, since_mark, status)
-        return count

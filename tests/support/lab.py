@@ -8,16 +8,14 @@ against either kind unchanged. `kind` says which one a test got.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
-from typing import Any
 
 from geo_tui.lab import LabRegistry
-from tests.support.distribution import AccessLogLine, parse_access_line
-from tests.support.keys import DEFAULT_ISSUER, DEFAULT_SERVICE, TestKeyPair, repository_scope
+from tests.support.distribution import RegistryProbe
+from tests.support.keys import DEFAULT_ISSUER, DEFAULT_SERVICE, TestKeyPair
 
 
-class LabInstance:
+class LabInstance(RegistryProbe):
     """One LabRegistry with its own storage, access log and port (kept across stop/start)."""
 
     kind = "lab"
@@ -128,61 +126,3 @@ class LabInstance:
         path = self.access_log_path
         text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
         return f"--- {path.name} (last {len(text)} lines) ---\n" + "\n".join(text)
-
-    def mint(self, scopes: list[dict[str, Any]], ttl: int = 300) -> str:
-        if self.key_pair is None:
-            raise RuntimeError(f"{self.name} has no key pair (auth: {self.auth})")
-        return self.key_pair.mint(scopes, issuer=self.issuer, service=self.service, ttl=ttl)
-
-    def token(self, repository: str, *actions: str) -> str:
-        return self.mint([repository_scope(repository, *actions)])
-
-    # The access log, as Distribution's.
-    def access_log_lines(self) -> list[AccessLogLine]:
-        if not self.access_log_path.exists():
-            return []
-        with open(self.access_log_path, errors="replace") as handle:
-            return [entry for entry in map(parse_access_line, handle) if entry is not None]
-
-    def mark(self) -> int:
-        return len(self.access_log_lines())
-
-    def requests(
-        self,
-        method: str | None = None,
-        path_contains: str | None = None,
-        since_mark: int = 0,
-        status: int | None = None,
-    ) -> list[AccessLogLine]:
-        return [
-            entry
-            for entry in self.access_log_lines()[since_mark:]
-            if (method is None or entry.method == method.upper())
-            and (path_contains is None or path_contains in entry.uri)
-            and (status is None or entry.status == status)
-        ]
-
-    def count_requests(
-        self,
-        method: str | None = None,
-        path_contains: str | None = None,
-        since_mark: int = 0,
-        status: int | None = None,
-    ) -> int:
-        return len(self.requests(method, path_contains, since_mark, status))
-
-    def wait_for_requests(
-        self,
-        expected: int,
-        method: str | None = None,
-        path_contains: str | None = None,
-        since_mark: int = 0,
-        status: int | None = None,
-        timeout: float = 2.0,
-    ) -> int:
-        deadline = time.monotonic() + timeout
-        count = self.count_requests(method, path_contains, since_mark, status)
-        while count < expected and time.monotonic() < deadline:
-            time.sleep(0.02)
-            count = self.count_requests(method, path_contains, since_mark, status)
-        return count
