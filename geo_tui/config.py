@@ -18,17 +18,14 @@ Relative paths in the file are relative to the file's folder; `~` expands.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import difflib
 import fnmatch
 import hmac
 import ipaddress
-import math
 import os
 import re
 import secrets
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, cast, get_args
@@ -39,6 +36,16 @@ import tomli_w
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from ._config_document import (
+    MAX_CONFIG_BYTES,
+    ConfigError,
+    Table,
+    Unreadable,
+    parse_toml,
+    read_capped,
+    toml_type,
+)
 
 __all__ = [
     "ApiConfig",
@@ -93,10 +100,7 @@ _AUTH_METHODS: Final = get_args(AuthMethod)
 _SITE_NAME: Final = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 _HOSTNAME: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _PORT: Final = re.compile(r"[0-9]{1,5}")
-_TOML_LOCATION: Final = re.compile(r" \(at (?:line (\d+), column (\d+)|end of document)\)$")
 
-_MAX_CONFIG_BYTES: Final = 4 * 1024 * 1024
-_MAX_SECRET_BYTES: Final = 64 * 1024  # private keys, passwords, notification secrets
 _MIN_NOTIFICATION_SECRET: Final = 16
 _MIN_API_TOKEN: Final = 16
 _JWT_CURVES: Final = ("secp256r1", "secp384r1", "secp521r1")
@@ -229,27 +233,6 @@ class Config:
         raise KeyError(f"no site named {name!r} in {self.path}")
 
 
-class ConfigError(Exception):
-    """A configuration file that cannot be used. ``str(e)`` is one line: ``<path>: <key>: <message>``,
-    or ``<path>:<line>: <message>`` for TOML syntax errors."""
-
-    def __init__(self, path: Path, key: str | None, message: str, line: int | None = None) -> None:
-        self.path = path
-        self.key = key
-        self.message = " ".join(message.splitlines())
-        self.line = line
-        if line is not None:
-            text = f"{path}:{line}: {self.message}"
-        elif key is not None:
-            text = f"{path}: {key}: {self.message}"
-        else:
-            text = f"{path}: {self.message}"
-        super().__init__(" ".join(text.splitlines()))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.path, self.key, self.message, self.line))
-
-
 def resolve_config_path(cli_value: str | None, environ: Mapping[str, str] = os.environ) -> Path:
     """The config file to use: ``--config``, then ``$GEO_TUI_CONFIG``, then the user config dir's
     ``geo-tui/config.toml``. Empty values count as unset; ``~`` expands."""
@@ -262,9 +245,9 @@ def resolve_config_path(cli_value: str | None, environ: Mapping[str, str] = os.e
 def load_config(path: Path) -> Config:
     """Read and check the configuration file at `path`. Raises ConfigError for anything wrong with it."""
     path = Path(path)
-    top = _Table(path, "", _parse_toml(path), _TOP_KEYS)
+    top = Table(path, "", parse_toml(path), _TOP_KEYS)
     base = path.absolute().parent
-    engine = _engine(top.table("engine", _ENGINE_KEYS) or _Table(path, "engine", {}, ()), base)
+    engine = _engine(top.table("engine", _ENGINE_KEYS) or Table(path, "engine", {}, ()), base)
     auth_table = top.table("auth", _AUTH_KEYS)
     auth = _auth(auth_table, base) if auth_table is not None else None
     notifications_table = top.table("notifications", _NOTIFICATIONS_KEYS)
@@ -279,7 +262,7 @@ def load_config(path: Path) -> Config:
                 user = "primary" if site.role == "primary" else f"secondary {site.name!r}"
                 raise top.error("auth", f'missing [auth] section: the {user} uses auth = "jwt"')
     api_table = top.table("api", _API_KEYS)
-    api = _api(api_table or _Table(path, "api", {}, ()), base, engine, notifications)
+    api = _api(api_table or Table(path, "api", {}, ()), base, engine, notifications)
     return Config(path, engine, auth, notifications, primary, secondaries, api)
 
 
@@ -320,8 +303,8 @@ def warn_if_world_readable(path: Path) -> str | None:
         mode = path.stat().st_mode & 0o777
         if not mode & 0o044:
             return None
-        document = tomllib.loads(_read_capped(path, _MAX_CONFIG_BYTES).decode("utf-8-sig"))
-    except (OSError, ValueError, RecursionError, _Unreadable):
+        document = tomllib.loads(read_capped(path, MAX_CONFIG_BYTES).decode("utf-8-sig"))
+    except (OSError, ValueError, RecursionError, Unreadable):
         return None
     keys = _inline_secret_keys(document)
     if not keys:
@@ -331,187 +314,6 @@ def warn_if_world_readable(path: Path) -> str | None:
         f"warning: {path} holds {', '.join(keys)} and is readable by {who} (mode {mode:04o}); "
         f"run: chmod 600 {path}"
     )
-
-
-# --- reading the document -----------------------------------------------------------------------------
-
-
-class _Unreadable(Exception):
-    """A file that could not be read; the message says why, without the file's content."""
-
-
-def _read_capped(path: Path, limit: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except FileNotFoundError:
-        raise _Unreadable("no such file") from None
-    except IsADirectoryError:
-        raise _Unreadable("is a directory, not a file") from None
-    except PermissionError:
-        raise _Unreadable("permission denied") from None
-    except OSError as exc:
-        raise _Unreadable(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
-    except ValueError:  # a NUL byte in the path
-        raise _Unreadable("is not a valid path") from None
-    if len(data) > limit:
-        raise _Unreadable(f"is larger than {limit // 1024} KiB")
-    return data
-
-
-def _parse_toml(path: Path) -> dict[str, Any]:
-    try:
-        data = _read_capped(path, _MAX_CONFIG_BYTES)
-    except _Unreadable as exc:
-        raise ConfigError(path, None, str(exc)) from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(path, None, "not UTF-8 text", line=data[: exc.start].count(b"\n") + 1) from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message, line = str(exc), max(1, text.count("\n") + (not text.endswith("\n")))  # the last line
-        found = _TOML_LOCATION.search(message)
-        if found is not None:
-            message = message[: found.start()]
-            if found.group(1):
-                line = int(found.group(1))
-                message += f" (column {found.group(2)})"
-        raise ConfigError(path, None, f"TOML syntax error: {message}", line=line) from None
-    except RecursionError:
-        raise ConfigError(path, None, "TOML syntax error: arrays or tables nested too deeply") from None
-    except ValueError:  # e.g. an integer literal past Python's 4300-digit limit
-        raise ConfigError(path, None, "TOML syntax error: a value is too large") from None
-
-
-def _toml_type(value: object) -> str:
-    kinds: tuple[tuple[type, str], ...] = (
-        (bool, "boolean"),
-        (int, "integer"),
-        (float, "float"),
-        (str, "string"),
-        (list, "array"),
-        (dict, "table"),
-        (dt.datetime, "datetime"),
-        (dt.date, "date"),
-        (dt.time, "time"),
-    )
-    return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
-
-
-def _show_number(value: float) -> str:
-    text = f"{value:g}" if isinstance(value, float) else str(value)
-    return text if len(text) <= 24 else "a huge number"
-
-
-class _Table:
-    """One TOML table under check: getters that return typed values or raise ConfigError naming the key."""
-
-    def __init__(self, file: Path, key: str, value: object, allowed: Sequence[str]) -> None:
-        self.file, self.key = file, key
-        if not isinstance(value, dict):
-            raise ConfigError(file, key, f"must be a table, got {_toml_type(value)}")
-        self.data: dict[str, Any] = value
-        unknown = [name for name in value if name not in allowed]
-        if len(unknown) == 1:
-            raise self.error(unknown[0], f"unknown key {unknown[0]!r}{_suggest(unknown[0], allowed)}")
-        if unknown:
-            listed = ", ".join(f"{name!r}{_suggest(name, allowed)}" for name in unknown)
-            raise ConfigError(file, key or None, f"unknown keys {listed}")
-
-    def dotted(self, name: str) -> str:
-        return f"{self.key}.{name}" if self.key else name
-
-    def error(self, name: str, message: str) -> ConfigError:
-        return ConfigError(self.file, self.dotted(name), message)
-
-    def has(self, name: str) -> bool:
-        return name in self.data
-
-    def table(self, name: str, allowed: Sequence[str]) -> _Table | None:
-        if name not in self.data:
-            return None
-        return _Table(self.file, self.dotted(name), self.data[name], allowed)
-
-    def string(self, name: str, default: str | None = None) -> str | None:
-        value = self.data.get(name, default)
-        if value is not None and not isinstance(value, str):
-            raise self.error(name, f"must be a string, got {_toml_type(value)}")
-        return value
-
-    def required_string(self, name: str) -> str:
-        value = self.string(name)
-        if value is None:
-            raise self.error(name, "missing required key")
-        if not value:
-            raise self.error(name, "must not be empty")
-        return value
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        value = self.data.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(name, f"must be an integer, got {_toml_type(value)}")
-        if not low <= value <= high:
-            raise self.error(name, f"must be between {low} and {high}, got {_show_number(value)}")
-        return value
-
-    def number(self, name: str, default: float, low: float, high: float | None = None) -> float:
-        value = self.data.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.error(name, f"must be a number, got {_toml_type(value)}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise self.error(name, f"must be a finite number, got {value}")
-        if high is not None and not low <= value <= high:
-            raise self.error(name, f"must be between {low:g} and {high:g}, got {_show_number(value)}")
-        if value < low:
-            raise self.error(name, f"must be at least {low:g}, got {_show_number(value)}")
-        try:
-            return float(value)
-        except OverflowError:
-            raise self.error(name, "is too large") from None
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.data.get(name, default)
-        if not isinstance(value, bool):
-            raise self.error(name, f"must be true or false, got {_toml_type(value)}")
-        return value
-
-    def path(self, name: str, base: Path) -> Path | None:
-        raw = self.string(name)
-        if raw is None:
-            return None
-        if not raw:
-            raise self.error(name, "must not be empty")
-        if "\0" in raw:
-            raise self.error(name, "must not contain a NUL character")
-        try:
-            path = Path(raw).expanduser()
-        except RuntimeError:  # ~someone who does not exist
-            raise self.error(name, f"cannot expand '~' in {raw!r}") from None
-        return path if path.is_absolute() else base / path
-
-    def read(self, name: str, path: Path, limit: int = _MAX_SECRET_BYTES) -> bytes:
-        try:
-            return _read_capped(path, limit)
-        except _Unreadable as exc:
-            raise self.error(name, f"{path}: {exc}") from None
-
-    def string_list(self, name: str) -> tuple[str, ...]:
-        value = self.data.get(name, [])
-        if not isinstance(value, list):
-            raise self.error(name, f"must be an array of strings, got {_toml_type(value)}")
-        for index, item in enumerate(value):
-            if not isinstance(item, str):
-                raise self.error(f"{name}[{index}]", f"must be a string, got {_toml_type(item)}")
-            if not item:
-                raise self.error(f"{name}[{index}]", "must not be empty")
-        return tuple(value)
-
-
-def _suggest(name: str, allowed: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, allowed, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _inline_secret_keys(document: Mapping[str, Any]) -> list[str]:
@@ -536,7 +338,7 @@ def _inline_secret_keys(document: Mapping[str, Any]) -> list[str]:
 # --- the sections -------------------------------------------------------------------------------------
 
 
-def _engine(t: _Table, base: Path) -> EngineConfig:
+def _engine(t: Table, base: Path) -> EngineConfig:
     database = t.path("database", base) or Path(platformdirs.user_data_dir(APP_NAME)) / "tracking.db"
     return EngineConfig(
         database=database,
@@ -548,7 +350,7 @@ def _engine(t: _Table, base: Path) -> EngineConfig:
     )
 
 
-def _auth(t: _Table, base: Path) -> AuthConfig:
+def _auth(t: Table, base: Path) -> AuthConfig:
     path = t.path("private_key", base)
     if path is None:
         raise t.error("private_key", "missing required key")
@@ -583,7 +385,7 @@ def _auth(t: _Table, base: Path) -> AuthConfig:
     )
 
 
-def _notifications(t: _Table, base: Path) -> NotificationsConfig:
+def _notifications(t: Table, base: Path) -> NotificationsConfig:
     host, port = _listen(t, "listen")
     secret, key = _secret(t, "secret", "secret_file", base)
     if secret is None:
@@ -598,7 +400,7 @@ def default_api_socket(database: Path) -> Path:
     return database.with_name(database.name + ".sock")
 
 
-def _api(t: _Table, base: Path, engine: EngineConfig, notifications: NotificationsConfig | None) -> ApiConfig:
+def _api(t: Table, base: Path, engine: EngineConfig, notifications: NotificationsConfig | None) -> ApiConfig:
     token, token_key = _secret(t, "token", "token_file", base)
     read_token, read_key = _secret(t, "read_token", "read_token_file", base)
     for secret, key in ((token, token_key), (read_token, read_key)):
@@ -630,7 +432,7 @@ def _api(t: _Table, base: Path, engine: EngineConfig, notifications: Notificatio
     return ApiConfig(listen_host=host, listen_port=port, token=token, read_token=read_token)
 
 
-def _listen(t: _Table, name: str) -> tuple[str, int]:
+def _listen(t: Table, name: str) -> tuple[str, int]:
     raw = t.required_string(name)
     host, _, port = raw.rpartition(":")
     if not host or not _PORT.fullmatch(port):
@@ -650,7 +452,7 @@ def _listen(t: _Table, name: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _secret(t: _Table, inline: str, file_key: str, base: Path) -> tuple[Secret | None, str]:
+def _secret(t: Table, inline: str, file_key: str, base: Path) -> tuple[Secret | None, str]:
     """The secret given inline or in a file (trailing newline stripped), and which key gave it."""
     value = t.string(inline)
     path = t.path(file_key, base)
@@ -671,7 +473,7 @@ def _secret(t: _Table, inline: str, file_key: str, base: Path) -> tuple[Secret |
     return Secret(text), file_key
 
 
-def _site_table(file: Path, key: str, value: object, role: SiteRole) -> _Table:
+def _site_table(file: Path, key: str, value: object, role: SiteRole) -> Table:
     if role == "primary" and isinstance(value, dict):
         for name in ("include", "exclude"):
             if name in value:
@@ -680,10 +482,10 @@ def _site_table(file: Path, key: str, value: object, role: SiteRole) -> _Table:
                     f"{key}.{name}",
                     "filters apply to secondaries only: set include/exclude on each [[secondaries]] table",
                 )
-    return _Table(file, key, value, _PRIMARY_KEYS if role == "primary" else _SECONDARY_KEYS)
+    return Table(file, key, value, _PRIMARY_KEYS if role == "primary" else _SECONDARY_KEYS)
 
 
-def _site(t: _Table, base: Path, role: SiteRole) -> SiteConfig:
+def _site(t: Table, base: Path, role: SiteRole) -> SiteConfig:
     name = t.required_string("name")
     if not _SITE_NAME.fullmatch(name):
         raise t.error(
@@ -700,7 +502,7 @@ def _site(t: _Table, base: Path, role: SiteRole) -> SiteConfig:
     ca_file = t.path("ca_file", base)
     tls_verify = t.boolean("tls_verify", True)
     if ca_file is not None:
-        t.read("ca_file", ca_file, _MAX_CONFIG_BYTES)
+        t.read("ca_file", ca_file, MAX_CONFIG_BYTES)
         if not tls_verify:
             raise t.error("ca_file", "is set but tls_verify = false: choose one")
     return SiteConfig(
@@ -717,7 +519,7 @@ def _site(t: _Table, base: Path, role: SiteRole) -> SiteConfig:
     )
 
 
-def _credentials(t: _Table, auth: AuthMethod, base: Path) -> tuple[str | None, Secret | None]:
+def _credentials(t: Table, auth: AuthMethod, base: Path) -> tuple[str | None, Secret | None]:
     if auth in ("jwt", "none"):
         for name in ("username", "password", "password_file"):
             if t.has(name):
@@ -737,7 +539,7 @@ def _credentials(t: _Table, auth: AuthMethod, base: Path) -> tuple[str | None, S
     return username, password
 
 
-def _registry_url(t: _Table, name: str) -> str:
+def _registry_url(t: Table, name: str) -> str:
     """The registry's base URL without a trailing slash. The URL itself is never echoed: it might hold a
     password (https://user:pass@host)."""
     raw = t.required_string(name)
@@ -774,12 +576,12 @@ def _same_registry(a: str, b: str) -> bool:
     return where(a) == where(b)
 
 
-def _secondaries(top: _Table, base: Path, primary: SiteConfig) -> tuple[SiteConfig, ...]:
+def _secondaries(top: Table, base: Path, primary: SiteConfig) -> tuple[SiteConfig, ...]:
     if not top.has("secondaries"):
         raise top.error("secondaries", "missing: add at least one [[secondaries]] table")
     value = top.data["secondaries"]
     if not isinstance(value, list):
-        kind = _toml_type(value)
+        kind = toml_type(value)
         raise top.error("secondaries", f"must be an array of tables ([[secondaries]]), got {kind}")
     if not value:
         raise top.error("secondaries", "is empty: add at least one [[secondaries]] table")

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import geo_tui.config as config_module
+import geo_tui._config_document as config_document
 from geo_tui.config import (
     Config,
     ConfigError,
@@ -473,7 +473,7 @@ def deny_reading(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(config_module, "open", guarded_open, raising=False)
+    monkeypatch.setattr(config_document, "open", guarded_open, raising=False)
 
 
 def test_unreadable_config_file(config_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
