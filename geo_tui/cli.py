@@ -209,9 +209,12 @@ def _run_demo(seed: int, speed: float, *, read_only: bool) -> int:
     from geo_tui.demo import DemoError, demo_lab
     from geo_tui.engine.link import EngineThread
 
-    print("geo-tui demo: starting three lab registries and seeding the primary...", file=sys.stderr)
+    def seeded(count: int) -> None:  # on a terminal only: one line, rewritten
+        print(f"geo-tui demo: filling the primary lab registry: {count} pushes", end="\r", file=sys.stderr)
+
+    print("geo-tui demo: starting three lab registries", file=sys.stderr)
     try:
-        with demo_lab(seed=seed, speed=speed) as lab:
+        with demo_lab(seed=seed, speed=speed, on_seeded=seeded if sys.stderr.isatty() else None) as lab:
             link = EngineThread(lab.config)
             link.mode = "demo: embedded engine on three lab registries"
             return _run_app(lab.config, link, read_only=read_only)

@@ -16,7 +16,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +95,9 @@ def _write_config(directory: Path, key_path: Path, ports: dict[str, int], listen
     return path
 
 
-def _start_site(directory: Path, spec: DemoSiteSpec) -> tuple[subprocess.Popen[str], collections.deque[str]]:
+def _start_site(
+    directory: Path, spec: DemoSiteSpec, on_seeded: Callable[[int], None] | None
+) -> tuple[subprocess.Popen[str], collections.deque[str]]:
     spec_path = directory / "site.json"
     spec.write(spec_path)
     log = (directory / "site.log").open("w")
@@ -120,7 +123,11 @@ def _start_site(directory: Path, spec: DemoSiteSpec) -> tuple[subprocess.Popen[s
         ready.set()  # the child ended: start() checks whether it is alive
 
     threading.Thread(target=read, name="demo-site-output", daemon=True).start()
-    if not ready.wait(READY_TIMEOUT) or process.poll() is not None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not ready.wait(0.25) and time.monotonic() < deadline:
+        if on_seeded is not None:
+            on_seeded(sum(line.startswith("seeded: ") for line in lines))
+    if not ready.is_set() or process.poll() is not None:
         _stop_site(process)
         tail = (directory / "site.log").read_text(errors="replace").strip().splitlines()[-5:]
         raise DemoError("the demo registries did not start: " + (" / ".join(tail) or "no output"))
@@ -139,8 +146,15 @@ def _stop_site(process: subprocess.Popen[str]) -> None:
 
 
 @contextlib.contextmanager
-def demo_lab(*, seed: int = 1, speed: float = 1.0, scale: float = 1.0) -> Iterator[DemoLab]:
-    """Start the demo's registries and config in a temporary directory; remove everything on exit."""
+def demo_lab(
+    *,
+    seed: int = 1,
+    speed: float = 1.0,
+    scale: float = 1.0,
+    on_seeded: Callable[[int], None] | None = None,
+) -> Iterator[DemoLab]:
+    """Start the demo's registries and config in a temporary directory; remove everything on exit.
+    `on_seeded(n)` hears how many initial pushes the primary holds while it is being filled."""
     if speed <= 0:
         raise DemoError(f"--speed must be above 0, not {speed}")
     directory = Path(tempfile.mkdtemp(prefix="geo-tui-demo-"))
@@ -165,7 +179,7 @@ def demo_lab(*, seed: int = 1, speed: float = 1.0, scale: float = 1.0) -> Iterat
             outage=Outage(site=SITES[2]),
             remove_on_exit=str(directory),
         )
-        process, lines = _start_site(directory, spec)
+        process, lines = _start_site(directory, spec, on_seeded)
         yield DemoLab(directory, config, process, ports, lines)
     finally:
         if process is not None:

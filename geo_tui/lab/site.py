@@ -2,8 +2,9 @@
 with a busy team pushing to the primary and one secondary that goes down now and then.
 
 Run as ``python -m geo_tui.lab.site SPEC.json``. The spec (written 0600 by the parent: it holds the
-notification secret) names the ports, storage and keys. The process prints one line, ``ready``, when the
-registries answer and the primary holds its initial estate, then one line per change it makes. It exits
+notification secret) names the ports, storage and keys. The process prints ``seeded: ...`` per initial
+push, ``ready`` when the registries answer and the primary holds its initial estate, then one line per
+change it makes. It exits
 when its standard input closes, so it never outlives the console that started it, even after kill -9,
 and then removes the demo's directory.
 """
@@ -98,7 +99,7 @@ async def _activity(spec: DemoSiteSpec, registries: dict[str, LabRegistry], stop
     auth = JwtAuth(signer, repository_actions=("pull", "push", "delete"))
     async with RegistryClient(primary_name, primary.url, auth) as client:
         workload = Workload(client, seed=spec.seed, scale=spec.scale)
-        await workload.seed_primary()
+        await workload.seed_primary(lambda action: _say(f"seeded: {action}"))
         _say("ready")
         started = time.monotonic()
         while not stop.is_set():
