@@ -645,10 +645,14 @@ class Engine:
                 by_repo: dict[str, list[str]] = {}
                 for row in rows:
                     by_repo.setdefault(row.repository, []).append(row.site)
+                verified = False
                 for repository, sites in by_repo.items():
                     if repository not in self._inflight:
                         await self._verifier.verify_repository(repository, sites)
-                if rows:
+                        verified = True
+                # Only go round at once if something was verified: due rows whose repository is still
+                # copying to another site would otherwise spin here without an await, and starve the loop.
+                if verified:
                     self._poke()
                     continue
             await asyncio.sleep(2.0)
