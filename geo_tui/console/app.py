@@ -21,6 +21,7 @@ from geo_tui.engine import SyncState
 from geo_tui.engine.link import Batch, EngineLink, EngineThread, RowKey
 
 from .commands import GeoTuiCommands
+from .heap import freeze_loaded_heap
 from .screens.confirm import ConfirmScreen
 from .screens.detail import RepositoryDetailScreen
 from .screens.help import HelpScreen
@@ -92,6 +93,7 @@ class GeoTuiApp(App[None]):
         self._log_filter = ""
         self._detail: RepositoryDetailScreen | None = None
         self._quitting = False
+        self._bindings_state: tuple[object, ...] = ()
 
     # -- layout and refresh -----------------------------------------------------------------------
 
@@ -129,6 +131,7 @@ class GeoTuiApp(App[None]):
         table = self.query_one(RepositoryTable)
         if batch.all_rows is not None:
             table.set_rows(batch.all_rows)
+            self.call_after_refresh(freeze_loaded_heap)  # after the first paint of the rows
         if batch.rows:
             table.upsert_rows(batch.rows)
         if batch.logs:
@@ -147,7 +150,16 @@ class GeoTuiApp(App[None]):
             self.engine_failure = batch.failure
             self.notify(f"the engine stopped: {batch.failure}", severity="error", timeout=30)
         self._update_subtitle()
-        self.refresh_bindings()
+        self._refresh_bindings_if_changed()
+
+    def _refresh_bindings_if_changed(self) -> None:
+        """Re-check which keys apply only when the answer can have changed: refreshing the bindings
+        rebuilds the footer (a dozen widgets restyled), which took most of a drain during a backfill."""
+        table = self.query_one(RepositoryTable)
+        state = (table.visible_count > 0, bool(table.marked), self.paused, self.engine_failure)
+        if state != self._bindings_state:
+            self._bindings_state = state
+            self.refresh_bindings()
 
     def _update_subtitle(self) -> None:
         state = "stopped" if self.engine_failure else ("paused" if self.paused else "replicating")
@@ -174,8 +186,9 @@ class GeoTuiApp(App[None]):
             return False
         if action in ("resync", "verify") and self.query_one(RepositoryTable).cursor_key is None:
             return None
-        if action in ("resync_many", "verify_many") and not self._bulk_keys()[0]:
-            return None
+        if action in ("resync_many", "verify_many"):
+            table = self.query_one(RepositoryTable)
+            return True if table.marked or table.visible_count else None  # O(1): checked per footer key
         return True
 
     # -- actions ----------------------------------------------------------------------------------
