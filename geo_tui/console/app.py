@@ -21,7 +21,7 @@ from geo_tui.engine import SyncState
 from geo_tui.engine.link import Batch, EngineLink, EngineThread, RowKey
 
 from .commands import GeoTuiCommands
-from .heap import freeze_loaded_heap
+from .heap import freeze_loaded_heap, prune_stale_watchers
 from .screens.confirm import ConfirmScreen
 from .screens.detail import RepositoryDetailScreen
 from .screens.help import HelpScreen
@@ -33,6 +33,7 @@ from .widgets.sites_pane import SitesPane
 __all__ = ["GeoTuiApp", "make_app"]
 
 REFRESH_INTERVAL = 0.25
+WATCHER_PRUNE_INTERVAL = 5.0
 # Actions that change something: hidden with --read-only.
 MUTATING = frozenset({"resync", "verify", "resync_many", "verify_many", "resync_failed", "toggle_pause"})
 STATE_FILTERS: dict[str, frozenset[SyncState] | None] = {
@@ -115,9 +116,14 @@ class GeoTuiApp(App[None]):
         self.on_resize()
         self.link.start()
         self.set_interval(self.refresh_interval, self.apply_engine_changes)
+        self.set_interval(WATCHER_PRUNE_INTERVAL, self._prune_watchers)
 
     def on_resize(self) -> None:
         self.screen.set_class(self.size.height < 32, "-compact")
+
+    def _prune_watchers(self) -> None:
+        """Let removed footer keys and detail screens go (see heap.py)."""
+        prune_stale_watchers([self, *(n for s in self.screen_stack for n in (s, *s.walk_children()))])
 
     def apply_engine_changes(self) -> None:
         """Drain what the engine reported since the last tick and show it, in one repaint."""
