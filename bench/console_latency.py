@@ -355,7 +355,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             engine={"repository_concurrency": 10, "blob_concurrency": 4},  # the product's defaults
         )
         results_path, status_path = workdir / "results.json", workdir / "status.json"
-        env = {**os.environ, "TERM": "xterm-256color", "COLORTERM": "truecolor", "PYTHONPATH": str(REPO_ROOT)}
+        path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO_ROOT)]))
+        env = {**os.environ, "TERM": "xterm-256color", "COLORTERM": "truecolor", "PYTHONPATH": path}
         expected = args.repos * len(secondaries)
         command = [
             sys.executable,
