@@ -240,7 +240,8 @@ def summarise(results: dict[str, Any], terminal: Terminal, workload: dict[str, A
     for name, (low, high) in windows.items():
         chosen = [k for k in keys if low <= k["time"] <= high and k["part"] is not None]
         lags = [lag for t, lag in results["lag"] if low <= t <= high]
-        gcs = [b - a for a, b in results["full_gcs"] if low <= a <= high]
+        gcs = [b - a for a, b, _ in results["full_gcs"] if low <= a <= high]
+        gc_cpu = [cpu for a, _, cpu in results["full_gcs"] if low <= a <= high]
         latencies = [k["latency"] for k in chosen if k["latency"] is not None]
         summary[name] = {
             "keys": percentiles(latencies),
@@ -248,6 +249,7 @@ def summarise(results: dict[str, Any], terminal: Terminal, workload: dict[str, A
             "no_visible_effect": len(chosen) - len(latencies),
             "loop_lag": percentiles(lags),
             "full_gcs": len(gcs),
+            "full_gc_cpu_max_ms": round(max(gc_cpu, default=0.0) * 1000, 1),
             "full_gc_max_ms": round(max(gcs, default=0.0) * 1000, 1),
             "by_key": {
                 part: percentiles([k["latency"] for k in chosen if k["part"] == part and k["latency"]])
@@ -308,7 +310,7 @@ def render(summary: dict[str, Any]) -> str:
         lines.append(f"by key, {name}: {parts}")
         lines.append(
             f"  {phase['no_visible_effect']} keys without a visible effect; {phase['full_gcs']} full GCs "
-            f"(longest {phase['full_gc_max_ms']:.0f} ms)"
+            f"(longest {phase['full_gc_max_ms']:.0f} ms, at most {phase['full_gc_cpu_max_ms']:.0f} ms CPU)"
         )
     verdict = "ok" if summary["ok"] else "MISSED"
     lines.append(

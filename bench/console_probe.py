@@ -67,17 +67,18 @@ class Probe:
         self.written = 0  # characters the writer thread has written
         self.lag: list[tuple[float, float]] = []
         self.copied: list[tuple[float, int]] = []  # (drain time, bytes in that batch)
-        self.full_gcs: list[tuple[float, float]] = []
+        self.full_gcs: list[tuple[float, float, float]] = []  # start, end, CPU seconds of the thread
         self.done_at: float | None = None
         self.rows = 0
-        self._gc_began = 0.0
+        self._gc_began = self._gc_cpu = 0.0
 
     def on_gc(self, phase: str, info: dict[str, int]) -> None:
         if info["generation"] == 2:
             if phase == "start":
-                self._gc_began = time.monotonic()
+                self._gc_began, self._gc_cpu = time.monotonic(), time.thread_time()
             else:
-                self.full_gcs.append((self._gc_began, time.monotonic()))
+                cpu = time.thread_time() - self._gc_cpu
+                self.full_gcs.append((self._gc_began, time.monotonic(), cpu))
 
 
 PROBE = Probe()

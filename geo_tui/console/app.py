@@ -21,7 +21,7 @@ from geo_tui.engine import SyncState
 from geo_tui.engine.link import Batch, EngineLink, EngineThread, RowKey
 
 from .commands import GeoTuiCommands
-from .heap import freeze_loaded_heap, prune_stale_watchers
+from .heap import freeze_loaded_heap, prune_stale_watchers, tune_collector
 from .screens.confirm import ConfirmScreen
 from .screens.detail import RepositoryDetailScreen
 from .screens.help import HelpScreen
@@ -114,6 +114,7 @@ class GeoTuiApp(App[None]):
         self._update_subtitle()
         self.query_one(RepositoryTable).focus()
         self.on_resize()
+        tune_collector()
         self.link.start()
         self.set_interval(self.refresh_interval, self.apply_engine_changes)
         self.set_interval(WATCHER_PRUNE_INTERVAL, self._prune_watchers)

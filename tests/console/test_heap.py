@@ -8,6 +8,7 @@ from textual.widget import Widget
 from textual.widgets import Header
 from textual.widgets._footer import FooterKey
 
+from geo_tui.console.heap import YOUNG_THRESHOLD
 from geo_tui.console.screens.detail import RepositoryDetailScreen
 from tests.console.test_snapshots import pinned_app, settle
 
@@ -23,6 +24,13 @@ async def test_the_first_full_load_is_frozen_out_of_full_collections() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         assert gc.get_freeze_count() > 10_000  # Textual, the app and the rows
+
+
+async def test_the_console_collects_young_objects_less_often() -> None:
+    app = pinned_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert gc.get_threshold()[0] == YOUNG_THRESHOLD
 
 
 async def test_detail_screens_and_footer_rebuilds_do_not_pile_up() -> None:
