@@ -5,7 +5,8 @@ Run it from the repository root::
     python bench/console_scale.py            # 100,000 rows over 2 sites, a table against the targets
     python bench/console_scale.py --json     # the figures as JSON on stdout (progress stays on stderr)
 
-Options: --rows N (total rows, 100,000), --sites N (2), --repeats N (5), --no-peer, --workdir DIR, --keep.
+Options: --rows N (total rows, 100,000), --sites N (2), --repeats N (5), --no-peer, --no-freeze (leave the
+loaded rows to the cycle collector, as before `geo_tui.console.heap`), --workdir DIR, --keep.
 
 What it does:
 1. Builds a tracking database in a temp dir with the engine's public API: `Tracking.ensure_rows` for
@@ -16,6 +17,7 @@ What it does:
    first paint (`Tracking.rows()` out of SQLite + `set_rows` + first frame), filter (substring, regex,
    invert, state, clear), scroll (pagedown, end, home), sort (every column, and reverse), and the
    process RSS (ru_maxrss, and VmRSS from /proc/self/status) before and after the rows are loaded.
+   After the first paint it freezes the heap (`freeze_loaded_heap`) as the console does, unless --no-freeze.
 3. Peer: the same rows in Textual's own `DataTable` (`add_rows` + first frame, one sort, pagedown), the
    widget the console must not use at this size; the table prints the ratio peer / ours.
 Targets: first paint < 1 s; filter, scroll and sort < 100 ms (the worst of the repeats).
@@ -49,6 +51,7 @@ from textual.pilot import Pilot  # noqa: E402
 from textual.strip import Strip  # noqa: E402
 from textual.widgets import DataTable  # noqa: E402
 
+from geo_tui.console.heap import freeze_loaded_heap  # noqa: E402
 from geo_tui.console.widgets.repository_table import RepositoryTable  # noqa: E402
 from geo_tui.engine import RepositoryRow, SyncState, Tracking  # noqa: E402
 
@@ -179,7 +182,7 @@ def clear_filters(table: RepositoryTable) -> None:
     table.set_text_filter("")
 
 
-async def measure_table(database: Path, repeats: int) -> dict[str, Any]:
+async def measure_table(database: Path, repeats: int, freeze: bool = True) -> dict[str, Any]:
     results: dict[str, Any] = {}
     app = TableApp()
     async with app.run_test(size=(160, 48)) as pilot:
@@ -202,6 +205,8 @@ async def measure_table(database: Path, repeats: int) -> dict[str, Any]:
         finally:
             tracking.close()
         del rows
+        if freeze:  # as the console does after its first full load
+            results["frozen_objects"] = freeze_loaded_heap()
         results["rows"] = table.total_count
         log(f"  first paint {results['first_paint'][0] * 1000:.0f} ms for {table.total_count:,} rows")
 
@@ -311,6 +316,7 @@ def summarise(results: dict[str, Any], peer: dict[str, float] | None) -> dict[st
             figure["peer_ratio"] = round(peer[group] / statistics.median(times), 1)
     return {
         "rows": results["rows"],
+        "frozen_objects": results.get("frozen_objects"),
         "figures": figures,
         "first_paint_parts_ms": {k: round(v * 1000, 1) for k, v in results["first_paint_parts"].items()},
         "detail_ms": {
@@ -381,6 +387,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sites", type=int, default=2, help="secondary sites (2)")
     parser.add_argument("--repeats", type=int, default=5, help="repeats of each filter, scroll and sort (5)")
     parser.add_argument("--no-peer", action="store_true", help="skip the DataTable comparison")
+    parser.add_argument(
+        "--no-freeze", action="store_true", help="leave the loaded rows to the cycle collector (as before)"
+    )
     parser.add_argument("--workdir", type=Path, help="parent of the temp dir")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (the database)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -401,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"building {args.rows:,} rows over {args.sites} sites in {database}")
         build_seconds = build_database(database, args.rows, args.sites)
         log(f"built in {build_seconds:.1f} s; timing RepositoryTable")
-        results = asyncio.run(measure_table(database, args.repeats))
+        results = asyncio.run(measure_table(database, args.repeats, freeze=not args.no_freeze))
         peer = None
         if not args.no_peer:
             log("timing the peer: Textual's DataTable with the same rows")

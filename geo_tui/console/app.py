@@ -21,6 +21,7 @@ from geo_tui.engine import SyncState
 from geo_tui.engine.link import Batch, EngineLink, EngineThread, RowKey
 
 from .commands import GeoTuiCommands
+from .heap import freeze_loaded_heap, prune_stale_watchers, tune_collector
 from .screens.confirm import ConfirmScreen
 from .screens.detail import RepositoryDetailScreen
 from .screens.help import HelpScreen
@@ -32,6 +33,7 @@ from .widgets.sites_pane import SitesPane
 __all__ = ["GeoTuiApp", "make_app"]
 
 REFRESH_INTERVAL = 0.25
+WATCHER_PRUNE_INTERVAL = 5.0
 # Actions that change something: hidden with --read-only.
 MUTATING = frozenset({"resync", "verify", "resync_many", "verify_many", "resync_failed", "toggle_pause"})
 STATE_FILTERS: dict[str, frozenset[SyncState] | None] = {
@@ -93,6 +95,7 @@ class GeoTuiApp(App[None]):
         self._log_filter = ""
         self._detail: RepositoryDetailScreen | None = None
         self._quitting = False
+        self._bindings_state: tuple[object, ...] = ()
 
     # -- layout and refresh -----------------------------------------------------------------------
 
@@ -112,11 +115,17 @@ class GeoTuiApp(App[None]):
         self._update_subtitle()
         self.query_one(RepositoryTable).focus()
         self.on_resize()
+        tune_collector()
         self.link.start()
         self.set_interval(self.refresh_interval, self.apply_engine_changes)
+        self.set_interval(WATCHER_PRUNE_INTERVAL, self._prune_watchers)
 
     def on_resize(self) -> None:
         self.screen.set_class(self.size.height < 32, "-compact")
+
+    def _prune_watchers(self) -> None:
+        """Let removed footer keys and detail screens go (see heap.py)."""
+        prune_stale_watchers([self, *(n for s in self.screen_stack for n in (s, *s.walk_children()))])
 
     def apply_engine_changes(self) -> None:
         """Drain what the engine reported since the last tick and show it, in one repaint."""
@@ -130,6 +139,7 @@ class GeoTuiApp(App[None]):
         table = self.query_one(RepositoryTable)
         if batch.all_rows is not None:
             table.set_rows(batch.all_rows)
+            self.call_after_refresh(freeze_loaded_heap)  # after the first paint of the rows
         if batch.rows:
             table.upsert_rows(batch.rows)
         if batch.logs:
@@ -150,7 +160,16 @@ class GeoTuiApp(App[None]):
         if batch.link is not None:
             self._link_changed(batch.link.connected, batch.link.message)
         self._update_subtitle()
-        self.refresh_bindings()
+        self._refresh_bindings_if_changed()
+
+    def _refresh_bindings_if_changed(self) -> None:
+        """Re-check which keys apply only when the answer can have changed: refreshing the bindings
+        rebuilds the footer (a dozen widgets restyled), which took most of a drain during a backfill."""
+        table = self.query_one(RepositoryTable)
+        state = (table.visible_count > 0, bool(table.marked), self.paused, self.engine_failure)
+        if state != self._bindings_state:
+            self._bindings_state = state
+            self.refresh_bindings()
 
     def _link_changed(self, connected: bool, message: str) -> None:
         was = self.stale
@@ -189,8 +208,9 @@ class GeoTuiApp(App[None]):
             return False
         if action in ("resync", "verify") and self.query_one(RepositoryTable).cursor_key is None:
             return None
-        if action in ("resync_many", "verify_many") and not self._bulk_keys()[0]:
-            return None
+        if action in ("resync_many", "verify_many"):
+            table = self.query_one(RepositoryTable)
+            return True if table.marked or table.visible_count else None  # O(1): checked per footer key
         return True
 
     # -- actions ----------------------------------------------------------------------------------
