@@ -36,6 +36,7 @@ from .replicate import (
     read_primary_repository,
     read_secondary_tags,
     replicate_repository,
+    repository_size,
 )
 from .sites import build_client, build_signer
 from .throughput import CompletionRate, Throughput
@@ -563,7 +564,7 @@ class Engine:
             raise
         except Exception as exc:
             outcome = RepositoryOutcome(
-                site_name, repository, CopyStats(), [describe_error(exc)], [], len(view.tags), None
+                site_name, repository, CopyStats(), [describe_error(exc)], [], len(view.tags)
             )
         site.stats.add(outcome.stats)
         self._count(site_name, outcome.stats)
@@ -575,7 +576,11 @@ class Engine:
             self.log("warning", warning, site=site_name, repository=repository)
         if outcome.ok:
             synced = self.tracking.mark_synced(
-                site_name, repository, generation, tag_count=outcome.tag_count, size=outcome.size
+                site_name,
+                repository,
+                generation,
+                tag_count=outcome.tag_count,
+                size=await self._size_if_changed(site_name, view, outcome.stats),
             )
             if outcome.stats.writes:
                 self.tracking.mark_verification(site_name, repository, VerificationState.PENDING)
@@ -593,6 +598,15 @@ class Engine:
             self._emit_row(site_name, repository)
         else:
             self._record_failure(site_name, repository, outcome.failure, once)
+
+    async def _size_if_changed(self, site: str, view: PrimaryRepository, stats: CopyStats) -> int | None:
+        """The repository's size when this run changed it or it was never measured; None keeps the stored
+        one (a run that wrote nothing reads no manifest for it)."""
+        if not stats.writes:
+            row = self.tracking.row(site, view.name)
+            if row is not None and row.bytes is not None:
+                return None
+        return await repository_size(view, self.primary, self._cache)
 
     def _record_failure(self, site: str, repository: str, reason: str, once: bool) -> None:
         now = self._clock()

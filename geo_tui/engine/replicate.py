@@ -46,6 +46,7 @@ __all__ = [
     "read_secondary_tags",
     "replicate_repository",
     "repository_checksum",
+    "repository_size",
 ]
 
 log = logging.getLogger("geo_tui.engine")
@@ -131,7 +132,6 @@ class RepositoryOutcome:
     errors: list[str]
     warnings: list[str]
     tag_count: int
-    size: int | None
 
     @property
     def ok(self) -> bool:
@@ -423,6 +423,34 @@ class _RepositoryRun:
         return seen
 
 
+async def repository_size(
+    view: PrimaryRepository, primary: RegistryClient, cache: ManifestCache
+) -> int | None:
+    """Bytes the primary's tags reach, each distinct blob and manifest counted once (as a registry stores
+    them). None if a manifest cannot be read: the size is shown to operators, never worth failing a sync."""
+    seen: set[str] = set()
+    blobs: dict[str, int] = {}
+    manifest_bytes = 0
+    stack = [info.digest for info in view.tags.values()]
+    try:
+        while stack:
+            digest = stack.pop()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            manifest = cache.get(digest)
+            if manifest is None:
+                manifest = await primary.get_manifest(view.name, digest)
+                cache.put(manifest)
+            manifest_bytes += len(manifest.content)
+            refs = parse_manifest(manifest.content, manifest.media_type)
+            stack.extend(child.digest for child in refs.manifests)
+            blobs.update((blob.digest, max(blob.size, 0)) for blob in refs.blobs)
+    except (RegistryError, InvalidManifest):
+        return None
+    return manifest_bytes + sum(blobs.values())
+
+
 def _tag_order(tags: Iterable[str]) -> tuple[list[str], list[str]]:
     plain = sorted(t for t in tags if not t.startswith(REFERRERS_TAG_PREFIX))
     referrers = sorted(t for t in tags if t.startswith(REFERRERS_TAG_PREFIX))
@@ -448,7 +476,7 @@ async def replicate_repository(
     try:
         current = await read_secondary_tags(secondary, repository)
     except RegistryError as exc:
-        return RepositoryOutcome(site, repository, run.stats, [str(exc)], warnings, len(view.tags), None)
+        return RepositoryOutcome(site, repository, run.stats, [str(exc)], warnings, len(view.tags))
 
     wanted = view.digests
     stale_copy = [t for t, d in wanted.items() if current.get(t) != d]
@@ -465,7 +493,7 @@ async def replicate_repository(
         else:
             await _delete_tags(run, extra, wanted, errors, warnings)
 
-    return RepositoryOutcome(site, repository, run.stats, errors, warnings, len(wanted), None)
+    return RepositoryOutcome(site, repository, run.stats, errors, warnings, len(wanted))
 
 
 async def _delete_tags(

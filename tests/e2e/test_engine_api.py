@@ -20,7 +20,7 @@ from geo_tui.engine import (
 from tests.support.distribution import Distribution
 from tests.support.geo import tag_digests, write_geo_config
 from tests.support.keys import TestKeyPair
-from tests.support.oci import oci_image
+from tests.support.oci import ManifestNode, oci_image
 from tests.support.push import RawPusher
 
 
@@ -140,3 +140,40 @@ async def test_a_failed_copy_shows_the_outage_at_once_and_recovery_within_second
 def _health(engine: Engine, site: str) -> bool | None:
     card = next(s for s in engine.snapshot().sites if s.name == site)
     return None if card.health is None else card.health.healthy
+
+
+async def test_repository_size_is_what_the_tags_reach_and_follows_changes(
+    primary: Distribution,
+    secondary: Distribution,
+    primary_pusher: RawPusher,
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+) -> None:
+    base = oci_image("size-base", layer_size=64 * 1024)
+    primary_pusher.push_tree("size/app", base, "v1")
+    config = load_config(write_geo_config(tmp_path, primary, [secondary], key_pair))
+
+    def expected(*trees: ManifestNode) -> int:
+        blobs = {d: b.size for t in trees for d, b in t.all_blobs().items()}
+        manifests = {n.digest: n.size for t in trees for n in t.walk()}
+        return sum(blobs.values()) + sum(manifests.values())
+
+    async with Engine(config) as engine:
+        assert (await engine.sync_once()).ok
+        row = engine.tracking.row("secondary", "size/app")
+        assert row is not None and row.bytes == expected(base)
+
+        bigger = oci_image("size-next", layer_size=128 * 1024)
+        primary_pusher.push_tree("size/app", bigger, "v2")
+        primary_pusher.push_tree("size/app", base, "again")  # the same image twice counts once
+        engine.resync(repositories=["size/app"])
+        assert (await engine.sync_once()).ok
+        row = engine.tracking.row("secondary", "size/app")
+        assert row is not None and row.bytes == expected(base, bigger)
+
+        mark = primary.mark()
+        engine.resync(repositories=["size/app"])
+        assert (await engine.sync_once()).ok  # nothing changed: the size is kept, no manifest is read
+        assert primary.count_requests("GET", "/manifests/", since_mark=mark) == 0
+        row = engine.tracking.row("secondary", "size/app")
+        assert row is not None and row.bytes == expected(base, bigger)
