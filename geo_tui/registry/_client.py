@@ -24,7 +24,7 @@ from ._headers import parse_link_next
 from ._manifest import InvalidManifest, is_valid_digest, manifest_digest, parse_manifest
 from ._mediatypes import MANIFEST_ACCEPT, MANIFEST_TYPES, normalize_media_type
 from ._names import validate_reference, validate_repository_name
-from ._session import Op, Session, read_capped, same_origin
+from ._session import Op, Session, read_capped, release, same_origin
 
 __all__ = ["BlobStream", "Manifest", "ManifestInfo", "RegistryClient"]
 
@@ -265,7 +265,7 @@ class RegistryClient:
             expect={200, 404},
             headers={"Accept": MANIFEST_ACCEPT},
         )
-        await response.aclose()
+        await release(response)
         if response.status_code == 404:
             return None
         digest = response.headers.get("docker-content-digest", "")
@@ -335,7 +335,7 @@ class RegistryClient:
             headers={"Content-Type": media_type},
             content=bytes(content),
         )
-        await response.aclose()
+        await release(response)
         digest: str = response.headers.get("docker-content-digest", "")
         if is_valid_digest(digest):
             return digest
@@ -359,7 +359,7 @@ class RegistryClient:
             scopes=[Scope.repository(repository, "delete")],
             expect=_OK,
         )
-        await response.aclose()
+        await release(response)
 
     async def head_blob(self, repository: str, digest: str) -> int | None:
         """The size of a blob, or None if the repository does not have it."""
@@ -373,7 +373,7 @@ class RegistryClient:
             expect={200, 404},
             follow_redirects=True,
         )
-        await response.aclose()
+        await release(response)
         if response.status_code == 404:
             return None
         length = response.headers.get("content-length", "")

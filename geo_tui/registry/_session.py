@@ -67,6 +67,18 @@ async def read_capped(response: httpx.Response, limit: int) -> bytes | None:
     return b"".join(parts)
 
 
+async def release(response: httpx.Response, limit: int = 64 * 1024) -> None:
+    """Close `response` so that its connection goes back to the pool: read its (small, or empty for a HEAD)
+    body to the end first. A response closed unread takes its connection with it, and every HEAD then
+    costs a new TCP connection (and a TLS handshake)."""
+    try:
+        await read_capped(response, limit)
+    except httpx.TransportError:
+        pass  # the connection is gone anyway; the caller has the status it needed
+    finally:
+        await response.aclose()
+
+
 class Session:
     """The request core of a RegistryClient: two connection pools, one authenticator, one policy."""
 
@@ -185,7 +197,7 @@ class Session:
                 raise self.error(RegistryAuthError, op, status=401, detail="authentication required")
             if retry and replayable and status in _RETRY_STATUSES and attempt < self.retries:
                 delay = self.retry_delay(attempt, response)
-                await response.aclose()
+                await release(response)
                 await self.sleep(delay)
                 attempt += 1
                 continue
