@@ -234,3 +234,23 @@ async def test_long_lines_scroll_sideways() -> None:
         log.scroll_to(x=log.max_scroll_x, animate=False)
         await pilot.pause()
         assert screen_lines(log)[0].endswith("tail")
+
+
+class ShortLogApp(LogApp):
+    CSS = "EventLog { height: 3; }"
+
+
+async def test_newest_line_stays_in_view_when_a_long_line_brings_a_horizontal_scrollbar() -> None:
+    # The scrollbar appears during layout, after the lines were added, and takes one of the three rows.
+    app = ShortLogApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        log = app.query_one(EventLog)
+        batch = records(0, 4)
+        batch[1] = LogRecord(1, NOW + 1, "info", None, None, "wide " + "x" * 120)
+        with app.batch_update():  # as the console applies an engine batch: one repaint
+            log.add(batch)
+        for _ in range(5):
+            await pilot.pause()
+        assert log.show_horizontal_scrollbar and log.scrollable_content_region.height == 2
+        assert log.following and log.scroll_y == log.max_scroll_y == 2
+        assert screen_lines(log)[-1].endswith("message 3")

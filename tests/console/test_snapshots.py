@@ -7,13 +7,15 @@ Update the pictures after a deliberate change with `pytest tests/console/test_sn
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 from textual.pilot import Pilot
 
 from geo_tui.console.app import GeoTuiApp
 from geo_tui.console.screens.confirm import ConfirmScreen
+from geo_tui.console.widgets.event_log import EventLog
 from geo_tui.console.widgets.repository_table import RepositoryTable
 from geo_tui.console.widgets.site_card import SiteCard
 from geo_tui.engine import (
@@ -29,6 +31,16 @@ from geo_tui.engine import (
 from geo_tui.engine.link import Batch, RowKey
 
 NOW = 1_790_000_000.0
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The event times are local times: pin the zone, or a machine outside UTC draws other pictures."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 def row(
@@ -201,8 +213,11 @@ def pinned_app() -> GeoTuiApp:
 async def settle(pilot: Pilot[None]) -> None:
     """Wait for the pinned data to be on screen (not for a fixed time: a loaded machine is slower)."""
     table = pilot.app.query_one(RepositoryTable)
+    log = pilot.app.query_one(EventLog)
     for _ in range(200):
-        if table.total_count == len(ROWS) and pilot.app.query(SiteCard):
+        # The log follows its newest line: it is settled once it shows the end under its scrollbars.
+        log_settled = log.line_count == len(LOGS) and log.scroll_y == log.max_scroll_y
+        if table.total_count == len(ROWS) and pilot.app.query(SiteCard) and log_settled:
             break
         await pilot.pause(0.05)
     await pilot.pause()
@@ -243,3 +258,20 @@ def test_bulk_confirmation_states_what_and_how_many(snap_compare: Callable[..., 
         await pilot.pause()
 
     assert snap_compare(pinned_app(), terminal_size=(80, 24), run_before=mark_two)
+
+
+async def test_events_pane_shows_the_newest_line_at_80x24() -> None:
+    # At 80x24 the long lines bring a horizontal scrollbar during layout, after the lines arrived; the
+    # pane must still end on the newest line (it used to stay one line short when the machine was idle).
+    app = pinned_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        log = app.query_one(EventLog)
+        for _ in range(200):
+            if log.line_count == len(LOGS) and log.show_horizontal_scrollbar:
+                break
+            await pilot.pause(0.05)
+        for _ in range(5):
+            await pilot.pause()
+        assert log.following and log.scroll_y == log.max_scroll_y
+        last_row = log.render_line(log.scrollable_content_region.height - 1).text
+        assert "failed (attempt 2)" in last_row

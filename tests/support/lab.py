@@ -55,6 +55,9 @@ class LabInstance(RegistryProbe):
         self.access_log_path = self.workdir / "access.log"
         self._port = port or 0
         self._lab: LabRegistry | None = None
+        # Distribution configuration merged over the options at each start, as `Distribution` does; the
+        # lab reads the parts a `geo-tui init` snippet sets: auth.token and the notification endpoint.
+        self.extra_config: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"<LabInstance {self.name} {self.url} {'running' if self.running else 'stopped'}>"
@@ -80,18 +83,39 @@ class LabInstance(RegistryProbe):
         """The lab runs inside the test process."""
         return os.getpid() if self.running else None
 
+    def _snippet_options(self) -> dict[str, Any]:
+        """The lab's options with `extra_config` (Distribution's YAML keys) applied over them."""
+        extra = self.extra_config or {}
+        options: dict[str, Any] = {
+            "auth": self.auth,
+            "trust_pem": self.key_pair.cert_pem if self.key_pair else None,
+            "issuer": self.issuer,
+            "service": self.service,
+            "token_realm": self.token_realm,
+            "notification_url": self.notification_url,
+            "notification_secret": self.notification_secret,
+        }
+        token = extra.get("auth", {}).get("token")
+        if token is not None:
+            options["auth"] = "token"
+            options["token_realm"] = token.get("realm", options["token_realm"])
+            options["issuer"] = token.get("issuer", options["issuer"])
+            options["service"] = token.get("service", options["service"])
+            if "rootcertbundle" in token:
+                options["trust_pem"] = Path(token["rootcertbundle"]).read_bytes()
+        endpoints = extra.get("notifications", {}).get("endpoints") or []
+        if endpoints:
+            options["notification_url"] = endpoints[0]["url"]
+            secret = endpoints[0].get("headers", {}).get("Authorization")
+            options["notification_secret"] = secret[0] if secret else None
+        return options
+
     def _make(self) -> LabRegistry:
         return LabRegistry(
             self.root_dir,
             name=self.name,
             port=self.port,
-            auth=self.auth,
-            trust_pem=self.key_pair.cert_pem if self.key_pair else None,
-            issuer=self.issuer,
-            service=self.service,
-            token_realm=self.token_realm,
-            notification_url=self.notification_url,
-            notification_secret=self.notification_secret,
+            **self._snippet_options(),
             delete_enabled=self.delete_enabled,
             access_log=self.access_log_path,
             schema1=self.schema1,

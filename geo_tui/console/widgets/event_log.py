@@ -208,8 +208,6 @@ class EventLog(ScrollView, can_focus=True):
         self.virtual_size = Size(self._widest, len(self._shown))
         if self._following:
             self._scroll_to_end()
-            # A horizontal scrollbar that appears takes a line only after layout: stick again then.
-            self.call_after_refresh(self._stick)
         elif evicted:
             # Lines left the top: move up with them, so the lines being read stay on screen.
             self.scroll_to(y=max(0, self.scroll_y - evicted), animate=False, force=True)
@@ -224,6 +222,14 @@ class EventLog(ScrollView, can_focus=True):
     def _stick(self) -> None:
         if self._following and self.scroll_y != self.max_scroll_y:
             self._scroll_to_end()
+
+    # A scrollbar that appears during layout takes a line (or column) after the lines were added,
+    # which moves the end: follow it then, or the newest line stays hidden under the scrollbar.
+    def watch_show_horizontal_scrollbar(self) -> None:
+        self._stick()
+
+    def watch_show_vertical_scrollbar(self) -> None:
+        self._stick()
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
