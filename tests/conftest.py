@@ -13,6 +13,7 @@ skipped locally and fail in CI (CI=true), where .ci/run must have installed them
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -134,3 +135,14 @@ def primary_pusher(primary: Distribution) -> Iterator[RawPusher]:
 def secondary_pusher(secondary: Distribution) -> Iterator[RawPusher]:
     with RawPusher.for_registry(secondary) as pusher:
         yield pusher
+
+
+@pytest.fixture(autouse=True)
+def _restore_geo_tui_logging() -> Iterator[None]:
+    """The CLI (run in-process by tests) points the `geo_tui` logger at that moment's stderr and stops its
+    propagation; put it back, or later tests log into a closed stream and caplog sees nothing."""
+    logger = logging.getLogger("geo_tui")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:], logger.propagate = saved[0], saved[1]
+    logger.setLevel(saved[2])
