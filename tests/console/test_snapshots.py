@@ -14,6 +14,7 @@ from textual.pilot import Pilot
 
 from geo_tui.console.app import GeoTuiApp
 from geo_tui.console.screens.confirm import ConfirmScreen
+from geo_tui.console.widgets.event_log import EventLog
 from geo_tui.console.widgets.repository_table import RepositoryTable
 from geo_tui.console.widgets.site_card import SiteCard
 from geo_tui.engine import (
@@ -201,8 +202,12 @@ def pinned_app() -> GeoTuiApp:
 async def settle(pilot: Pilot[None]) -> None:
     """Wait for the pinned data to be on screen (not for a fixed time: a loaded machine is slower)."""
     table = pilot.app.query_one(RepositoryTable)
+    log = pilot.app.query_one(EventLog)
     for _ in range(200):
-        if table.total_count == len(ROWS) and pilot.app.query(SiteCard):
+        # The event log follows its newest line: wait until it is scrolled there, or the picture
+        # depends on whether that scroll landed before the screenshot.
+        log_at_end = log.virtual_size.height >= log.line_count > 0 and log.scroll_y >= log.max_scroll_y
+        if table.total_count == len(ROWS) and pilot.app.query(SiteCard) and log_at_end:
             break
         await pilot.pause(0.05)
     await pilot.pause()
