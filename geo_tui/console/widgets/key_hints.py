@@ -4,7 +4,7 @@ Textual's `Footer` removes and mounts all its keys whenever the screen's binding
 happens on every focus change: opening the filter prompt spent ~80 ms of a keypress there during a
 backfill (bench/console_latency.py). `KeyHints` looks the same and is still generated from the live
 bindings (so `?` help and remapped keys stay true), but it changes only what differs: the text and state
-of the keys it already shows, mounting or removing keys only when their number changes.
+of the keys it already has, hiding the ones not needed and mounting more only when it has too few.
 """
 
 from __future__ import annotations
@@ -62,15 +62,17 @@ class KeyHints(Footer):
         wanted = self._hints()
         if wanted is not None and wanted == self._shown:
             return
-        keys = [key for key in self.query_children(FooterKey) if not key.has_class("-command-palette")]
         if wanted is None or self._shown is None:
             await self.recompose()
             return
+        # Keys beyond those wanted are hidden, not removed: mounting a key styles it from scratch.
+        keys = [key for key in self.query_children(FooterKey) if not key.has_class("-command-palette")]
         with self.app.batch_update():
             for key, hint in zip(keys, wanted, strict=False):
                 self._edit(key, hint)
+                key.display = True
             for key in keys[len(wanted) :]:
-                key.remove()
+                key.display = False
             if len(wanted) > len(keys):
                 self.mount_all(
                     [self._new_key(hint) for hint in wanted[len(keys) :]],
