@@ -38,12 +38,13 @@ class FilterBar(Horizontal):
         self.target = "repositories"
 
     def compose(self) -> ComposeResult:
-        yield Label("filter")
+        yield Label(f"filter {self.target}")
         yield Input(placeholder="substring, or re:<regex>; enter applies, esc cancels")
 
     def open(self, target: str, current: str) -> None:
-        self.target = target
-        self.query_one(Label).update(f"filter {target}")
+        if target != self.target:  # a label update lays the screen out again: only when it changes
+            self.target = target
+            self.query_one(Label).update(f"filter {target}")
         field = self.query_one(Input)
         field.value = current
         self.add_class("-open")

@@ -27,6 +27,7 @@ class KeyHints(Footer):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._shown: list[Hint] | None = None
+        self._recompose_pending = False
 
     def compose(self) -> ComposeResult:
         self._shown = self._hints() if self._bindings_ready else None
@@ -37,7 +38,9 @@ class KeyHints(Footer):
         if not screen.app.app_focus:
             return
         if self.is_attached and screen is self.screen:
-            self.call_after_refresh(self._update_keys)
+            # At once, not after the next refresh as Footer does: the keys change in the same frame as
+            # the focus that changed them, which saves a whole layout and repaint per focus change.
+            self._update_keys()
 
     def _hints(self) -> list[Hint] | None:
         """The keys to show, or None if some are grouped (then Textual's own layout is used)."""
@@ -56,14 +59,16 @@ class KeyHints(Footer):
         display = self.app.get_key_display(binding)
         return (binding.key, display, binding.description, binding.action, not enabled, tooltip)
 
-    async def _update_keys(self) -> None:
+    def _update_keys(self) -> None:
         if not self.is_attached or not self._bindings_ready:
             return
         wanted = self._hints()
         if wanted is not None and wanted == self._shown:
             return
         if wanted is None or self._shown is None:
-            await self.recompose()
+            if not self._recompose_pending:  # two recomposes at once would mount the keys twice
+                self._recompose_pending = True
+                self.call_after_refresh(self._recompose_once)
             return
         # Keys beyond those wanted are hidden, not removed: mounting a key styles it from scratch.
         keys = [key for key in self.query_children(FooterKey) if not key.has_class("-command-palette")]
@@ -79,6 +84,12 @@ class KeyHints(Footer):
                     before=self._palette_key(),
                 )
         self._shown = wanted
+
+    async def _recompose_once(self) -> None:
+        try:
+            await self.recompose()
+        finally:
+            self._recompose_pending = False
 
     def _palette_key(self) -> FooterKey | None:
         palette = self.query_children(".-command-palette")
