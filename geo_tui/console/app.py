@@ -27,7 +27,7 @@ from .screens.detail import RepositoryDetailScreen
 from .screens.help import HelpScreen
 from .widgets.event_log import EventLog
 from .widgets.filter_bar import FilterBar
-from .widgets.key_hints import KeyHints
+from .widgets.key_hints import KeyHints, focus_with_keys
 from .widgets.repository_table import RepositoryTable
 from .widgets.sites_pane import SitesPane
 
@@ -293,7 +293,7 @@ class GeoTuiApp(App[None]):
             self._log_filter = message.text
             self.query_one(EventLog).set_filter(message.text)
             bar.close()
-            self.query_one(EventLog).focus()
+            focus_with_keys(self.query_one(EventLog))
             return
         table = self.query_one(RepositoryTable)
         try:
@@ -303,11 +303,11 @@ class GeoTuiApp(App[None]):
             return
         self._text_filter, self._regex = message.text, message.regex
         bar.close()
-        table.focus()
+        focus_with_keys(table)
 
     def on_filter_bar_cancelled(self, message: FilterBar.Cancelled) -> None:
         self.query_one(FilterBar).close()
-        self.query_one(EventLog if message.target == "log" else RepositoryTable).focus()
+        focus_with_keys(self.query_one(EventLog if message.target == "log" else RepositoryTable))
 
     def action_invert_filter(self) -> None:
         self._invert = not self._invert

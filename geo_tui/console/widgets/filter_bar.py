@@ -10,6 +10,8 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Input, Label
 
+from .key_hints import focus_with_keys
+
 
 class FilterBar(Horizontal):
     """Type a substring (or `re:` and a regular expression); enter applies, esc cancels."""
@@ -48,7 +50,7 @@ class FilterBar(Horizontal):
         field = self.query_one(Input)
         field.value = current
         self.add_class("-open")
-        field.focus()
+        focus_with_keys(field)
 
     def close(self) -> None:
         self.remove_class("-open")

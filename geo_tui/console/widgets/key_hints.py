@@ -12,13 +12,22 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
 
-__all__ = ["KeyHints"]
+__all__ = ["KeyHints", "focus_with_keys"]
 
 # What one key shows: key, key as displayed, description, action, disabled, tooltip.
 Hint = tuple[str, str, str, str, bool, str]
+
+
+def focus_with_keys(widget: Widget) -> None:
+    """Focus `widget` and show its keys in the same frame: after a focus change Textual refreshes the
+    bindings only once the next frame is drawn, so the key-hint bar changed in a second frame, with a
+    layout of its own. Both calls are queued, in this order, on the app."""
+    widget.focus()
+    widget.app.call_later(widget.screen.refresh_bindings)
 
 
 class KeyHints(Footer):
