@@ -243,8 +243,19 @@ def summarise(results: dict[str, Any], terminal: Terminal, workload: dict[str, A
         gcs = [b - a for a, b, _ in results["full_gcs"] if low <= a <= high]
         gc_cpu = [cpu for a, _, cpu in results["full_gcs"] if low <= a <= high]
         latencies = [k["latency"] for k in chosen if k["latency"] is not None]
+        slowest = sorted((k for k in chosen if k["latency"] is not None), key=lambda k: -k["latency"])[:5]
         summary[name] = {
             "keys": percentiles(latencies),
+            # Where the tail comes from: the slowest keys, seconds into the window, latency and UI CPU in ms.
+            "slowest": [
+                [
+                    round(k["time"] - low, 2),
+                    k["key"],
+                    round(k["latency"] * 1000, 1),
+                    round(k["ui_cpu"] * 1000, 1),
+                ]
+                for k in slowest
+            ],
             "ui_cpu": percentiles([k["ui_cpu"] for k in chosen if k["ui_cpu"] is not None]),
             "no_visible_effect": len(chosen) - len(latencies),
             "loop_lag": percentiles(lags),

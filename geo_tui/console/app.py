@@ -14,7 +14,7 @@ from pathlib import Path
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import Footer, Header
+from textual.widgets import Header
 
 from geo_tui.config import Config
 from geo_tui.engine import SyncState
@@ -27,6 +27,7 @@ from .screens.detail import RepositoryDetailScreen
 from .screens.help import HelpScreen
 from .widgets.event_log import EventLog
 from .widgets.filter_bar import FilterBar
+from .widgets.key_hints import KeyHints, focus_with_keys
 from .widgets.repository_table import RepositoryTable
 from .widgets.sites_pane import SitesPane
 
@@ -42,6 +43,7 @@ STATE_FILTERS: dict[str, frozenset[SyncState] | None] = {
     "synced": frozenset({SyncState.SYNCED}),
     "all": None,
 }
+DETAIL_SCREEN = "repository-detail"
 PANES = {"sites": "#sites", "repositories": "#repositories", "log": "#log"}
 
 
@@ -107,7 +109,7 @@ class GeoTuiApp(App[None]):
         with Vertical(id="log-pane"):
             yield EventLog(id="log")
         yield FilterBar(id="filter")
-        yield Footer()
+        yield KeyHints()
 
     def on_mount(self) -> None:
         self.query_one("#repositories-pane").border_title = "Repositories"
@@ -291,7 +293,7 @@ class GeoTuiApp(App[None]):
             self._log_filter = message.text
             self.query_one(EventLog).set_filter(message.text)
             bar.close()
-            self.query_one(EventLog).focus()
+            focus_with_keys(self.query_one(EventLog))
             return
         table = self.query_one(RepositoryTable)
         try:
@@ -301,11 +303,11 @@ class GeoTuiApp(App[None]):
             return
         self._text_filter, self._regex = message.text, message.regex
         bar.close()
-        table.focus()
+        focus_with_keys(table)
 
     def on_filter_bar_cancelled(self, message: FilterBar.Cancelled) -> None:
         self.query_one(FilterBar).close()
-        self.query_one(EventLog if message.target == "log" else RepositoryTable).focus()
+        focus_with_keys(self.query_one(EventLog if message.target == "log" else RepositoryTable))
 
     def action_invert_filter(self) -> None:
         self._invert = not self._invert
@@ -326,8 +328,14 @@ class GeoTuiApp(App[None]):
 
     def on_repository_table_selected(self, message: RepositoryTable.Selected) -> None:
         _, repository = message.key
-        self._detail = RepositoryDetailScreen(repository)
-        self.push_screen(self._detail, lambda _: setattr(self, "_detail", None))
+        # One detail screen, installed once and reset: it keeps its widgets between visits.
+        if not self.is_screen_installed(DETAIL_SCREEN):
+            self.install_screen(RepositoryDetailScreen(repository), DETAIL_SCREEN)
+        screen = self.get_screen(DETAIL_SCREEN)
+        assert isinstance(screen, RepositoryDetailScreen)
+        screen.reset(repository)
+        self._detail = screen
+        self.push_screen(screen, lambda _: setattr(self, "_detail", None))
         self.link.load_detail(repository)
 
     def action_help(self) -> None:

@@ -11,6 +11,8 @@ changes, even after the node is removed. The footer's keys watch the footer's `c
 changes, and are rebuilt on every focus change; a screen's header watches the app's `title`. So each
 detail screen and each footer rebuild stayed alive, and full collections grew from 20 ms to 400 ms over a
 few minutes of use (bench/console_latency.py). `prune_stale_watchers` drops watchers of removed nodes.
+(The console now reuses one detail screen and edits its key-hint bar in place, so few nodes go; the
+pruning stays for what still does, such as confirmations and help.)
 
 Textual also allocates thousands of small containers per frame (each Strip carries seven little caches).
 With CPython's default young threshold of 700, young collections ran hundreds of times a second and

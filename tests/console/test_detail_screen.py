@@ -202,3 +202,19 @@ async def test_escape_goes_back() -> None:
         assert [b.id for b in RepositoryDetailScreen.BINDINGS if not isinstance(b, tuple | str)] == [
             "detail.back"
         ]
+
+
+async def test_reset_starts_over_for_another_repository() -> None:
+    app = DetailApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.detail_screen.show(make_detail(), NOW)
+        await pilot.pause()
+        app.screen.query_one("#detail-body").scroll_end(animate=False)
+        await pilot.pause()
+        app.detail_screen.reset("team/other")
+        await pilot.pause()
+        shown = screen_text(app)
+        assert LOADING in shown and "sha256" not in shown and "✗" not in shown
+        assert "team/other" in shown  # the header names the repository
+        assert app.detail_screen.repository == "team/other" and not app.detail_screen.loaded
+        assert app.screen.query_one("#detail-body").scroll_y == 0

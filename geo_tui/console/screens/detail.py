@@ -16,10 +16,11 @@ from textual.containers import HorizontalScroll, Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from geo_tui.console.format import ago, duration, human_bytes, short_digest
 from geo_tui.console.widgets.event_log import level_glyph, record_where
+from geo_tui.console.widgets.key_hints import KeyHints
 from geo_tui.engine import LogRecord, RepositoryDetail, RepositoryRow, SyncState, VerificationState
 
 __all__ = ["LOADING", "RepositoryDetailScreen", "tag_table"]
@@ -188,15 +189,28 @@ class RepositoryDetailScreen(Screen[None]):
             yield Vertical(id="detail-secondaries", classes="secondary")
             yield Static("History", classes="heading", id="detail-history-heading")
             yield Static(id="detail-history", markup=False)
-        yield Footer()
+        yield KeyHints()
 
     def on_mount(self) -> None:
         self.query_one("#detail-body").focus()
         if self.detail is not None:
             self._draw()
         else:
-            for node in self.query_one("#detail-body").children:
-                node.display = node.id == "detail-loading"
+            self._show_loading()
+
+    def reset(self, repository: str) -> None:
+        """Show `repository` as "loading…": the console keeps one detail screen and reuses it, because
+        composing a new one took ~90 ms of a keypress during a backfill."""
+        self.repository, self.detail = repository, None
+        self.title = repository
+        if self.is_mounted:
+            self._show_loading()
+
+    def _show_loading(self) -> None:
+        body = self.query_one("#detail-body", VerticalScroll)
+        for node in body.children:
+            node.display = node.id == "detail-loading"
+        body.scroll_home(animate=False)
 
     @property
     def loaded(self) -> bool:

@@ -10,6 +10,8 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Input, Label
 
+from .key_hints import focus_with_keys
+
 
 class FilterBar(Horizontal):
     """Type a substring (or `re:` and a regular expression); enter applies, esc cancels."""
@@ -38,16 +40,17 @@ class FilterBar(Horizontal):
         self.target = "repositories"
 
     def compose(self) -> ComposeResult:
-        yield Label("filter")
+        yield Label(f"filter {self.target}")
         yield Input(placeholder="substring, or re:<regex>; enter applies, esc cancels")
 
     def open(self, target: str, current: str) -> None:
-        self.target = target
-        self.query_one(Label).update(f"filter {target}")
+        if target != self.target:  # a label update lays the screen out again: only when it changes
+            self.target = target
+            self.query_one(Label).update(f"filter {target}")
         field = self.query_one(Input)
         field.value = current
         self.add_class("-open")
-        field.focus()
+        focus_with_keys(field)
 
     def close(self) -> None:
         self.remove_class("-open")
