@@ -84,6 +84,11 @@ def card_text(app: GeoTuiApp, site: str) -> str:
     return card.text if card is not None else ""
 
 
+def card_unhealthy(app: GeoTuiApp, site: str) -> bool:
+    card = app.query_one(SitesPane).cards.get(site)
+    return card is not None and card.has_class("-unhealthy")
+
+
 def all_synced(app: GeoTuiApp, rows: int) -> bool:
     table = app.query_one(RepositoryTable)
     return table.total_count == rows and all(
@@ -142,9 +147,9 @@ async def drive(app: GeoTuiApp, primary: Distribution, us: Distribution, out: Pa
         await until(pilot, "the bulk confirmation", lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")
         table = app.query_one(RepositoryTable)
-        await until(pilot, "us unreachable", lambda: "✗" in card_text(app, "us"), 30)
         await until(pilot, "failed repositories on us", lambda: table.failed_count >= 3, 60)
         await pilot.press("f")
+        await until(pilot, "us unreachable", lambda: card_unhealthy(app, "us"), 30)
         await shoot(app, pilot, out, "failure.svg")
         await pilot.press("q")
         await until(pilot, "the engine to stop", lambda: not app.is_running, 30)
