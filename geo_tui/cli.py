@@ -21,7 +21,7 @@ from geo_tui.engine import Engine, SyncState, SyncSummary
 from geo_tui.engine.lock import DatabaseInUse
 from geo_tui.progress import ProgressReporter
 from geo_tui.registry import RegistryError
-from geo_tui.setup import add_init_arguments, run_init
+from geo_tui.setup.flags import add_init_arguments
 
 if TYPE_CHECKING:
     from geo_tui.engine.link import EngineLink
@@ -127,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         return _run_demo(args.seed, args.speed, read_only=args.read_only_console)
     if args.command == "init":
+        from geo_tui.setup.init import run_init
+
         return run_init(args)
     try:
         if console:
@@ -466,7 +468,7 @@ async def _cmd_serve(config: Config, args: argparse.Namespace, sites: list[str] 
 
 
 async def _cmd_doctor(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
-    from geo_tui.setup import format_results, run_doctor
+    from geo_tui.setup.doctor import format_results, run_doctor
 
     results = await run_doctor(config)
     print(format_results(results, as_json=args.json))

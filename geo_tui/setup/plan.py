@@ -18,6 +18,7 @@ import tomli_w
 
 from geo_tui.config import AuthMethod, Config, ConfigError, load_config
 
+from .flags import DEFAULT_ISSUER, DEFAULT_LISTEN, DEFAULT_SERVICE
 from .keys import (
     SetupError,
     generate_notification_secret,
@@ -46,9 +47,6 @@ __all__ = [
     "execute_plan",
 ]
 
-DEFAULT_ISSUER: Final = "gitlab-issuer"  # GitLab's issuer for an external registry
-DEFAULT_SERVICE: Final = "container_registry"
-DEFAULT_LISTEN: Final = "127.0.0.1:5050"
 KEY_NAME: Final = "registry.key"
 CERT_NAME: Final = "registry.crt"
 _SITE_NAME: Final = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")

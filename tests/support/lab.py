@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from geo_tui.lab import LabRegistry
 from tests.support.distribution import RegistryProbe

@@ -24,7 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from geo_tui.cli import main
 from geo_tui.config import load_config
-from geo_tui.setup import format_results, run_doctor
+from geo_tui.setup.doctor import format_results, run_doctor
 
 SECRET = "DoctorSecret0123456789abcdefXYZ"
 
