@@ -267,7 +267,8 @@ class Engine:
                     counts=c,
                     throughput=site.throughput.rate(),
                     throughput_history=tuple(site.throughput.history()),
-                    eta=site.completions.eta(remaining) if c else None,
+                    # a site that is down finishes nothing: no ETA rather than a made-up one
+                    eta=site.completions.eta(remaining) if c and _reachable(site) else None,
                     lag=(now - c.oldest_unsynced_event_at) if c and c.oldest_unsynced_event_at else None,
                     repository_count=self._primary_repositories if site.config.role == "primary" else None,
                 )
@@ -744,3 +745,7 @@ class Engine:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
             self._flush_bytes()
+
+
+def _reachable(site: _Site) -> bool:
+    return site.health is None or site.health.healthy

@@ -131,6 +131,8 @@ async def test_a_failed_copy_shows_the_outage_at_once_and_recovery_within_second
         primary_pusher.push_tree("outage/app", oci_image("outage"), "v1")
         engine.resync(repositories=["outage/app"])
         await wait_for(lambda: _health(engine, "secondary") is False, timeout=10)
+        card = next(s for s in engine.snapshot().sites if s.name == "secondary")
+        assert card.eta is None, "a site that is down has no ETA"
         secondary.start()
         await wait_for(lambda: _health(engine, "secondary") is True, timeout=10)
     finally:
