@@ -533,12 +533,7 @@ class Engine:
                     self._record_failure(row.site, repository, f"primary: {describe_error(exc)}", once)
                 return
             await asyncio.gather(
-                *(
-                    self._replicate_one(
-                        row.site, view, generations[row.site], once, row.oldest_unsynced_event_at
-                    )
-                    for row in rows
-                )
+                *(self._replicate_one(row, view, generations[row.site], once) for row in rows)
             )
         except asyncio.CancelledError:
             for row in rows:
@@ -546,8 +541,9 @@ class Engine:
             raise
 
     async def _replicate_one(
-        self, site_name: str, view: PrimaryRepository, generation: int, once: bool, event_at: float | None
+        self, row: RepositoryRow, view: PrimaryRepository, generation: int, once: bool
     ) -> None:
+        site_name, event_at = row.site, row.oldest_unsynced_event_at
         site = self._sites[site_name]
         assert site.copier is not None
         repository = view.name
@@ -581,7 +577,7 @@ class Engine:
                 repository,
                 generation,
                 tag_count=outcome.tag_count,
-                size=await self._size_if_changed(site_name, view, outcome.stats),
+                size=await self._size_if_changed(row, view, outcome.stats),
             )
             if outcome.stats.writes:
                 self.tracking.mark_verification(site_name, repository, VerificationState.PENDING)
@@ -600,13 +596,13 @@ class Engine:
         else:
             self._record_failure(site_name, repository, outcome.failure, once)
 
-    async def _size_if_changed(self, site: str, view: PrimaryRepository, stats: CopyStats) -> int | None:
+    async def _size_if_changed(
+        self, row: RepositoryRow, view: PrimaryRepository, stats: CopyStats
+    ) -> int | None:
         """The repository's size when this run changed it or it was never measured; None keeps the stored
         one (a run that wrote nothing reads no manifest for it)."""
-        if not stats.writes:
-            row = self.tracking.row(site, view.name)
-            if row is not None and row.bytes is not None:
-                return None
+        if not stats.writes and row.bytes is not None:
+            return None
         return await repository_size(view, self.primary, self._cache)
 
     def _record_failure(self, site: str, repository: str, reason: str, once: bool) -> None:
