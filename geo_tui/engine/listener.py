@@ -11,7 +11,7 @@ from geo_tui.config import Config
 
 from .engine import Engine
 from .receiver import ReceiverApp
-from .serve import ListenError, _bind, _Server, _server
+from .serve import ListenError, QuietServer, asgi_server, bind_tcp
 
 __all__ = ["NotificationListener"]
 
@@ -22,7 +22,7 @@ class NotificationListener:
     def __init__(self, engine: Engine, config: Config) -> None:
         self._engine = engine
         self._config = config
-        self._server: _Server | None = None
+        self._server: QuietServer | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -32,7 +32,7 @@ class NotificationListener:
         if notifications is None:
             return
         try:
-            sock = _bind(notifications.listen_host, notifications.listen_port)
+            sock = bind_tcp(notifications.listen_host, notifications.listen_port)
         except ListenError as exc:
             self._engine.log(
                 "error",
@@ -41,7 +41,7 @@ class NotificationListener:
             )
             return
         app = ReceiverApp(self._engine, notifications.secret.reveal())
-        self._server = _server(app)
+        self._server = asgi_server(app)
         self._task = asyncio.ensure_future(self._serve(sock))
         self._engine.log(
             "info",

@@ -25,7 +25,7 @@ from .api import ApiApp, mount_api
 from .engine import Engine
 from .receiver import EVENTS_PATH, ReceiverApp
 
-__all__ = ["ListenError", "serve"]
+__all__ = ["ListenError", "QuietServer", "asgi_server", "bind_tcp", "serve"]
 
 log = logging.getLogger("geo_tui.serve")
 SHUTDOWN_GRACE = 5.0
@@ -35,7 +35,7 @@ class ListenError(Exception):
     """The receiver's address cannot be bound."""
 
 
-class _Server(uvicorn.Server):
+class QuietServer(uvicorn.Server):
     """uvicorn, minus its signal handling: serve() handles SIGTERM/SIGINT for the engine and the server."""
 
     @contextlib.contextmanager
@@ -43,7 +43,8 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_tcp(host: str, port: int) -> socket.socket:
+    """A listening, non-blocking TCP socket with TCP_NODELAY; ListenError names the address."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and without
     # it every answer waits ~40 ms for a delayed ACK (Distribution sends events one at a time).
@@ -92,8 +93,9 @@ def _http_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _server(app: Any) -> _Server:
-    return _Server(
+def asgi_server(app: Any) -> QuietServer:
+    """The uvicorn server every geo-tui listener runs: quiet logs, no lifespan, short graceful shutdown."""
+    return QuietServer(
         uvicorn.Config(
             app,
             log_config=None,
@@ -120,7 +122,7 @@ class _Listeners:
         try:
             if notifications is not None:
                 try:
-                    self.receiver = _bind(notifications.listen_host, notifications.listen_port)
+                    self.receiver = bind_tcp(notifications.listen_host, notifications.listen_port)
                 except ListenError as exc:
                     raise ListenError(f"notifications.listen: {exc}") from None
             self._bind_api()
@@ -138,7 +140,7 @@ class _Listeners:
                 self.api_socket = _bind_unix(self.api.socket)
                 self.unix_path = self.api.socket
             elif self.api.listen_host is not None and self.api.listen_port is not None:
-                self.api_socket = _bind(self.api.listen_host, self.api.listen_port)
+                self.api_socket = bind_tcp(self.api.listen_host, self.api.listen_port)
         except ListenError as exc:
             raise ListenError(f"api.listen: {exc}") from None
 
@@ -186,7 +188,7 @@ async def serve(config: Config, *, on_ready: Callable[[Engine], None] | None = N
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     api = ApiApp(engine, token=listeners.api.token, read_token=listeners.api.read_token)
-    servers: list[tuple[_Server, asyncio.Task[None]]] = []
+    servers: list[tuple[QuietServer, asyncio.Task[None]]] = []
     try:
         await engine.start()
         if listeners.receiver is not None:
@@ -194,7 +196,7 @@ async def serve(config: Config, *, on_ready: Callable[[Engine], None] | None = N
                 engine, config.notifications.secret.reveal() if config.notifications else None
             )
             app = mount_api(api, receiver) if listeners.api.shared else receiver
-            server = _server(app)
+            server = asgi_server(app)
             servers.append((server, asyncio.ensure_future(server.serve(sockets=[listeners.receiver]))))
             assert config.notifications is not None
             n = config.notifications
@@ -208,7 +210,7 @@ async def serve(config: Config, *, on_ready: Callable[[Engine], None] | None = N
                 f"{config.engine.reconcile_interval:.0f} s",
             )
         if listeners.api_socket is not None:
-            server = _server(api)
+            server = asgi_server(api)
             servers.append((server, asyncio.ensure_future(server.serve(sockets=[listeners.api_socket]))))
         engine.claim.advertise(listen=listeners.describe(), api=listeners.api_address)
         engine.log("info", f"engine API for consoles at {listeners.api_address}")
