@@ -99,12 +99,46 @@ class RegistryProbe:
     """Tokens for a registry under test (its issuer and service) and its access log, read the same way for
     Distribution and the lab registry (both write Apache combined lines)."""
 
-    name: str
-    auth: str
-    issuer: str
-    service: str
-    key_pair: TestKeyPair | None
-    access_log_path: Path
+    def __init__(
+        self,
+        workdir: Path | str,
+        *,
+        name: str = "registry",
+        key_pair: TestKeyPair | None = None,
+        token_realm: str | None = None,
+        auth: str = "token",
+        issuer: str = DEFAULT_ISSUER,
+        service: str = DEFAULT_SERVICE,
+        schema1: bool = False,
+        delete_enabled: bool = True,
+        notification_url: str | None = None,
+        notification_secret: str | None = None,
+        readonly: bool = False,
+        extra_config: dict[str, Any] | None = None,
+    ) -> None:
+        """The options both kinds take; each reads them at start(), as Distribution reads its config."""
+        if auth not in ("token", "none"):
+            raise ValueError(f"auth must be 'token' or 'none', not {auth!r}")
+        if auth == "token" and (key_pair is None or token_realm is None):
+            raise ValueError("token auth needs key_pair and token_realm")
+        self.name = name
+        self.workdir = Path(workdir)
+        self.key_pair = key_pair
+        self.token_realm = token_realm
+        self.auth = auth
+        self.issuer = issuer
+        self.service = service
+        self.schema1 = schema1
+        self.delete_enabled = delete_enabled
+        self.notification_url = notification_url
+        self.notification_secret = notification_secret
+        # storage.maintenance.readonly: Distribution 2.8 then answers every write (blob upload POST,
+        # manifest PUT, DELETE) with 405 "Method not allowed" (text/plain), reads as usual.
+        self.readonly = readonly
+        # Deep-merged over the config last, e.g. a snippet printed by `geo-tui init`.
+        self.extra_config = extra_config
+        self.root_dir = self.workdir / "storage"
+        self.access_log_path = self.workdir / "access.log"
 
     def mint(self, scopes: list[dict[str, Any]], ttl: int = 300) -> str:
         if self.key_pair is None:
@@ -169,50 +203,13 @@ class RegistryProbe:
 class Distribution(RegistryProbe):
     """One Distribution instance with its own storage, config, logs and port (kept across stop/start)."""
 
-    def __init__(
-        self,
-        workdir: Path | str,
-        *,
-        name: str = "registry",
-        key_pair: TestKeyPair | None = None,
-        token_realm: str | None = None,
-        auth: str = "token",
-        issuer: str = DEFAULT_ISSUER,
-        service: str = DEFAULT_SERVICE,
-        schema1: bool = False,
-        delete_enabled: bool = True,
-        notification_url: str | None = None,
-        notification_secret: str | None = None,
-        port: int | None = None,
-        readonly: bool = False,
-        extra_config: dict[str, Any] | None = None,
-    ) -> None:
-        if auth not in ("token", "none"):
-            raise ValueError(f"auth must be 'token' or 'none', not {auth!r}")
-        if auth == "token" and (key_pair is None or token_realm is None):
-            raise ValueError("token auth needs key_pair and token_realm")
-        self.name = name
-        self.workdir = Path(workdir)
-        self.key_pair = key_pair
-        self.token_realm = token_realm
-        self.auth = auth
-        self.issuer = issuer
-        self.service = service
-        self.schema1 = schema1
-        self.delete_enabled = delete_enabled
-        self.notification_url = notification_url
-        self.notification_secret = notification_secret
-        # storage.maintenance.readonly: Distribution 2.8 then answers every write (blob upload POST,
-        # manifest PUT, DELETE) with 405 "Method not allowed" (text/plain), reads as usual. Read at start().
-        self.readonly = readonly
-        # Deep-merged over config() last, e.g. a snippet printed by `geo-tui init`.
-        self.extra_config = extra_config
+    def __init__(self, workdir: Path | str, *, port: int | None = None, **options: Any) -> None:
+        """`options` are RegistryProbe's."""
+        super().__init__(workdir, **options)
         self.port = port or free_port()
         self._port_is_ours = port is None  # a port we picked may be re-picked if another process took it
         self._started_once = False
-        self.root_dir = self.workdir / "storage"
         self.config_path = self.workdir / "config.json"
-        self.access_log_path = self.workdir / "access.log"
         self.log_path = self.workdir / "registry.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._log_files: list[IO[bytes]] = []

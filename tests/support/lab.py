@@ -13,7 +13,6 @@ from typing import Any
 
 from geo_tui.lab import LabRegistry
 from tests.support.distribution import RegistryProbe
-from tests.support.keys import DEFAULT_ISSUER, DEFAULT_SERVICE, TestKeyPair
 
 
 class LabInstance(RegistryProbe):
@@ -21,44 +20,12 @@ class LabInstance(RegistryProbe):
 
     kind = "lab"
 
-    def __init__(
-        self,
-        workdir: Path | str,
-        *,
-        name: str = "registry",
-        key_pair: TestKeyPair | None = None,
-        token_realm: str | None = None,
-        auth: str = "token",
-        issuer: str = DEFAULT_ISSUER,
-        service: str = DEFAULT_SERVICE,
-        schema1: bool = False,
-        delete_enabled: bool = True,
-        notification_url: str | None = None,
-        notification_secret: str | None = None,
-        port: int | None = None,
-        readonly: bool = False,
-    ) -> None:
-        if auth == "token" and (key_pair is None or token_realm is None):
-            raise ValueError("token auth needs key_pair and token_realm")
-        self.name = name
-        self.workdir = Path(workdir)
-        self.key_pair = key_pair
-        self.token_realm = token_realm
-        self.auth = auth
-        self.issuer = issuer
-        self.service = service
-        self.schema1 = schema1
-        self.delete_enabled = delete_enabled
-        self.notification_url = notification_url
-        self.notification_secret = notification_secret
-        self.readonly = readonly  # read at start(), as Distribution's config is
-        self.root_dir = self.workdir / "storage"
-        self.access_log_path = self.workdir / "access.log"
+    def __init__(self, workdir: Path | str, *, port: int | None = None, **options: Any) -> None:
+        """`options` are RegistryProbe's; `extra_config` takes what a `geo-tui init` snippet sets: auth.token
+        and the notification endpoint."""
+        super().__init__(workdir, **options)
         self._port = port or 0
         self._lab: LabRegistry | None = None
-        # Distribution configuration merged over the options at each start, as `Distribution` does; the
-        # lab reads the parts a `geo-tui init` snippet sets: auth.token and the notification endpoint.
-        self.extra_config: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"<LabInstance {self.name} {self.url} {'running' if self.running else 'stopped'}>"
