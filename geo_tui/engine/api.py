@@ -37,6 +37,7 @@ from .tracking import SyncState, VerificationState
 from .updates import Update
 from .wire import (
     WIRE_VERSION,
+    encode_batch,
     encode_detail,
     encode_log,
     encode_message,
@@ -53,6 +54,10 @@ API_PREFIX = "/api/v1/"
 PAGE_LIMIT = 5000
 MAX_BODY = 16 * 1024 * 1024
 STREAM_QUEUE = 10_000
+# A console's link thread wakes once a frame: batching updates keeps it from taking the console's
+# interpreter lock hundreds of times a second during a backfill.
+STREAM_PACE = 0.05
+STREAM_BATCH = 2_000
 SNAPSHOT_INTERVAL = 1.0
 
 Scope = MutableMapping[str, Any]
@@ -340,6 +345,8 @@ async def _pump(stream: _Stream, receive: Receive, send: Send) -> None:
             pass
 
     leaving = asyncio.ensure_future(until_disconnect())
+    loop = asyncio.get_running_loop()
+    sent_at = -STREAM_PACE
     try:
         while True:
             getting = asyncio.ensure_future(stream.queue.get())
@@ -347,11 +354,27 @@ async def _pump(stream: _Stream, receive: Receive, send: Send) -> None:
             if leaving.done():
                 getting.cancel()
                 return
+            # At most one frame per STREAM_PACE: what arrives meanwhile goes in the same frame.
+            wait = sent_at + STREAM_PACE - loop.time()
+            if wait > 0:
+                await asyncio.wait([leaving], timeout=wait)
+                if leaving.done():
+                    getting.cancel()
+                    return
+            texts: list[str] = []
             text = getting.result()
-            if text is None:
+            while text is not None:
+                texts.append(text)
+                if len(texts) >= STREAM_BATCH or stream.queue.empty():
+                    break
+                text = stream.queue.get_nowait()
+            closing = text is None
+            if texts:
+                await send({"type": "websocket.send", "text": encode_batch(texts)})
+                sent_at = loop.time()
+            if closing:
                 await send({"type": "websocket.close", "code": 1001})
                 return
-            await send({"type": "websocket.send", "text": text})
     except OSError:
         return  # the console went away mid-send
     finally:

@@ -27,7 +27,15 @@ from .describe import describe_error
 from .link import Batch, CommandResult, LinkState, RowKey, _Inbox, _setter
 from .tracking import LogRecord, RepositoryRow
 from .updates import EngineStatus, LogLine
-from .wire import WireError, decode_detail, decode_log, decode_message, decode_rows, decode_snapshot
+from .wire import (
+    WireError,
+    decode_detail,
+    decode_log,
+    decode_message,
+    decode_messages,
+    decode_rows,
+    decode_snapshot,
+)
 
 __all__ = ["RemoteError", "RemoteLink", "is_unix_target", "run_command"]
 
@@ -54,6 +62,8 @@ class RemoteError(Exception):
 
 class RemoteLink:
     """An engine reached through its API: ``target`` is an http(s):// URL or a unix socket path."""
+
+    owns_engine = False
 
     def __init__(
         self,
@@ -291,15 +301,15 @@ class RemoteLink:
 
     async def _read(self, ws: ClientConnection, reload: asyncio.Event) -> None:
         async for text in ws:
-            kind, body = decode_message(text)
-            if not isinstance(body, dict):
-                if isinstance(body, LogLine):
-                    self._last_log_id = max(self._last_log_id, body.record.id)
-                self._inbox.put_update(body)
-            elif kind == "snapshot":
-                self._inbox.put(_setter("snapshot", decode_snapshot(body.get("snapshot"))))
-            elif kind == "reload":
-                reload.set()
+            for kind, body in decode_messages(text):
+                if not isinstance(body, dict):
+                    if isinstance(body, LogLine):
+                        self._last_log_id = max(self._last_log_id, body.record.id)
+                    self._inbox.put_update(body)
+                elif kind == "snapshot":
+                    self._inbox.put(_setter("snapshot", decode_snapshot(body.get("snapshot"))))
+                elif kind == "reload":
+                    reload.set()
 
     async def _reload(self) -> None:
         """Load every row page by page, the log lines not yet seen, and the site cards."""

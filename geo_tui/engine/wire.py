@@ -3,6 +3,9 @@
 Every stream message is an object ``{"v": WIRE_VERSION, "type": ..., ...}``. A reader ignores keys it
 does not know (a newer engine may add some) and refuses another major version with a `WireError`, so
 a console never shows half-understood state. Decoding never raises anything but `WireError`.
+
+Under load the stream sends messages in batches, ``{"v": ..., "type": "batch", "messages": [...]}``
+(version 2): one websocket frame, one wakeup of the console's link thread, for many updates.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ __all__ = [
     "decode_detail",
     "decode_log",
     "decode_message",
+    "decode_messages",
     "decode_row",
     "decode_rows",
     "decode_snapshot",
+    "encode_batch",
     "encode_detail",
     "encode_log",
     "encode_message",
@@ -34,7 +39,7 @@ __all__ = [
     "encode_update",
 ]
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: batches on the update stream
 T = TypeVar("T")
 Json = dict[str, Any]
 
@@ -129,6 +134,13 @@ def encode_message(kind: str, **body: Any) -> str:
     return json.dumps({"v": WIRE_VERSION, "type": kind, **body})
 
 
+def encode_batch(texts: list[str]) -> str:
+    """Several encoded stream messages as one (each is already JSON text: nothing is encoded twice)."""
+    if len(texts) == 1:
+        return texts[0]
+    return f'{{"v": {WIRE_VERSION}, "type": "batch", "messages": [{",".join(texts)}]}}'
+
+
 # -- decoding ---------------------------------------------------------------------------------------
 
 
@@ -203,10 +215,28 @@ _UPDATES: dict[str, Callable[[Json], Update]] = {
 
 def decode_message(text: str | bytes) -> tuple[str, Update | Json]:
     """A stream message: ``(type, Update)`` for engine updates, ``(type, body)`` for the others."""
+    return _decode_one(_loads(text))
+
+
+def decode_messages(text: str | bytes) -> list[tuple[str, Update | Json]]:
+    """A stream frame, a batch or a single message, as its messages in order."""
+    message = _loads(text)
+    if isinstance(message, dict) and message.get("type") == "batch" and message.get("v") == WIRE_VERSION:
+        inner = message.get("messages")
+        if not isinstance(inner, list):
+            raise WireError("a batch without a list of messages")
+        return [_decode_one(m) for m in inner]
+    return [_decode_one(message)]
+
+
+def _loads(text: str | bytes) -> Any:
     try:
-        message = json.loads(text)
+        return json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise WireError(f"not JSON: {exc}") from None
+
+
+def _decode_one(message: Any) -> tuple[str, Update | Json]:
     if not isinstance(message, dict):
         raise WireError("a message must be a JSON object")
     version = message.get("v")

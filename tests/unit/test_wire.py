@@ -30,9 +30,11 @@ from geo_tui.engine.wire import (
     WireError,
     decode_detail,
     decode_message,
+    decode_messages,
     decode_row,
     decode_rows,
     decode_snapshot,
+    encode_batch,
     encode_detail,
     encode_message,
     encode_row,
@@ -106,7 +108,7 @@ def test_other_messages_come_back_as_their_body_and_unknown_keys_are_ignored() -
 @pytest.mark.parametrize(
     ("text", "words"),
     [
-        (json.dumps({"v": WIRE_VERSION + 1, "type": "row"}), "wire version 2"),
+        (json.dumps({"v": WIRE_VERSION + 1, "type": "row"}), f"wire version {WIRE_VERSION + 1}"),
         (json.dumps({"type": "row"}), "wire version None"),
         ("[1, 2]", "JSON object"),
         ("{", "not JSON"),
@@ -124,6 +126,33 @@ def test_what_a_console_cannot_read_is_one_wire_error(text: str, words: str) -> 
         decode_message(text)
 
 
+def test_a_batch_carries_its_messages_in_order_and_one_message_goes_alone() -> None:
+    texts = [
+        json.dumps(encode_update(RepositoryUpdated(ROW))),
+        json.dumps(encode_update(LogLine(RECORD))),
+        encode_message("reload"),
+    ]
+    assert encode_batch(texts[:1]) == texts[0]  # a lone message is not wrapped
+    decoded = decode_messages(encode_batch(texts))
+    assert [kind for kind, _ in decoded] == ["row", "log", "reload"]
+    assert decoded[0][1] == RepositoryUpdated(ROW) and decoded[1][1] == LogLine(RECORD)
+    assert decode_messages(texts[1]) == [("log", LogLine(RECORD))]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (json.dumps({"v": WIRE_VERSION, "type": "batch", "messages": {}}), "list of messages"),
+        (json.dumps({"v": WIRE_VERSION, "type": "batch", "messages": [{"v": WIRE_VERSION + 1}]}), "version"),
+        (json.dumps({"v": WIRE_VERSION - 1, "type": "batch", "messages": []}), "wire version"),
+        (json.dumps({"v": WIRE_VERSION, "type": "batch", "messages": [[]]}), "JSON object"),
+    ],
+)
+def test_a_batch_a_console_cannot_read_is_one_wire_error(text: str, words: str) -> None:
+    with pytest.raises(WireError, match=words):
+        decode_messages(text)
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
@@ -132,9 +161,11 @@ json_values = st.recursive(
 
 
 @given(
-    kind=st.sampled_from(["row", "log", "bytes", "health", "status", "snapshot", "x"]),
+    kind=st.sampled_from(["row", "log", "bytes", "health", "status", "snapshot", "batch", "x"]),
     body=st.dictionaries(
-        st.sampled_from(["row", "record", "site", "nbytes", "at", "running", "paused", "healthy"]),
+        st.sampled_from(
+            ["row", "record", "site", "nbytes", "at", "running", "paused", "healthy", "messages"]
+        ),
         json_values,
         max_size=5,
     ),
@@ -142,10 +173,11 @@ json_values = st.recursive(
 def test_decoding_untrusted_messages_raises_nothing_but_wire_error(
     kind: str, body: dict[str, object]
 ) -> None:
-    try:
-        decode_message(json.dumps({"v": WIRE_VERSION, "type": kind, **body}))
-    except WireError:
-        pass
+    for decode in (decode_message, decode_messages):
+        try:
+            decode(json.dumps({"v": WIRE_VERSION, "type": kind, **body}))
+        except WireError:
+            pass
 
 
 def test_a_page_of_rows_is_a_table_that_round_trips_and_tolerates_new_columns() -> None:
