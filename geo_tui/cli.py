@@ -76,9 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--site", action="append", metavar="NAME", help="only this secondary (repeatable)")
     sync.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
 
-    sub.add_parser(
+    serve = sub.add_parser(
         "serve", help="replicate continuously: notifications, backfill, retries and periodic reconcile"
     )
+    # The console's own engine process (geo_tui.engine.spawned): a ready line, and stop when stdin closes.
+    serve.add_argument("--console-child", action="store_true", help=argparse.SUPPRESS)
 
     status = sub.add_parser("status", help="counts and percent synced per site, from the tracking database")
     status.add_argument("--json", action="store_true")
@@ -155,9 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _console_link(config: Config | None, attach: str | None) -> tuple[EngineLink, bool]:
     """Attach to a running engine (``--attach``, or whoever holds the tracking database), or else embed
     one. Returns the link and whether it may only read (it has a read token alone)."""
-    from geo_tui.engine.link import EngineThread
     from geo_tui.engine.lock import read_holder
     from geo_tui.engine.remote import RemoteLink, is_unix_target
+    from geo_tui.engine.spawned import SpawnedEngine
 
     api = config.api if config is not None else None
     token = api.token if api is not None else None
@@ -169,10 +171,7 @@ def _console_link(config: Config | None, attach: str | None) -> tuple[EngineLink
         assert config is not None
         holder = read_holder(config.engine.database)
         if holder is None:
-            embedded = EngineThread(
-                config, engine_factory=lambda c: Engine(c, command="the geo-tui console (embedded engine)")
-            )
-            return embedded, False
+            return SpawnedEngine(config), False
         if holder.api is None:
             raise DatabaseInUse(config.engine.database, holder)
         target = holder.api
@@ -193,14 +192,33 @@ def _run_console(config_arg: str | None, *, read_only: bool, attach: str | None)
 
 
 def _run_app(config: Config | None, link: EngineLink, *, read_only: bool) -> int:
+    from geo_tui.engine.spawned import EngineStartError, SpawnedEngine
+
+    spawned = link if isinstance(link, SpawnedEngine) else None
+    if spawned is not None:
+        spawned.launch()  # it starts while Textual loads
     # Imported here: the headless commands never load Textual.
     from geo_tui.console.app import make_app
+
+    if spawned is not None:
+        try:
+            spawned.wait_ready()
+        except EngineStartError as exc:
+            print(f"geo-tui: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except BaseException:
+            spawned.stop()
+            raise
 
     # Engine log lines go to the console's event pane, not over the screen.
     logging.getLogger("geo_tui").handlers[:] = [logging.NullHandler()]
     logging.getLogger("geo_tui").propagate = False
     app = make_app(config, read_only=read_only, link=link)
-    app.run()
+    try:
+        app.run()
+    finally:
+        if spawned is not None:
+            spawned.stop()  # done already on `q`; this covers a console that ended any other way
     if app.engine_failure:
         print(f"geo-tui: the engine stopped: {app.engine_failure}", file=sys.stderr)
         return EXIT_FAILED
@@ -209,7 +227,7 @@ def _run_app(config: Config | None, link: EngineLink, *, read_only: bool) -> int
 
 def _run_demo(seed: int, speed: float, *, read_only: bool) -> int:
     from geo_tui.demo import DemoError, demo_lab
-    from geo_tui.engine.link import EngineThread
+    from geo_tui.engine.spawned import SpawnedEngine
 
     def seeded(count: int) -> None:  # on a terminal only: one line, rewritten
         print(f"geo-tui demo: filling the primary lab registry: {count} pushes", end="\r", file=sys.stderr)
@@ -217,8 +235,7 @@ def _run_demo(seed: int, speed: float, *, read_only: bool) -> int:
     print("geo-tui demo: starting three lab registries", file=sys.stderr)
     try:
         with demo_lab(seed=seed, speed=speed, on_seeded=seeded if sys.stderr.isatty() else None) as lab:
-            link = EngineThread(lab.config)
-            link.mode = "demo: embedded engine on three lab registries"
+            link = SpawnedEngine(lab.config, mode="demo: the console's engine on three lab registries")
             return _run_app(lab.config, link, read_only=read_only)
     except DemoError as exc:
         print(f"geo-tui: {exc}", file=sys.stderr)
@@ -461,6 +478,12 @@ async def _cmd_serve(config: Config, args: argparse.Namespace, sites: list[str] 
     from geo_tui.engine.serve import ListenError, serve
 
     try:
+        if args.console_child:
+            from geo_tui.engine.spawned import serve_for_console
+
+            # Its log lines reach the console through the API; stderr keeps only what went wrong.
+            logging.getLogger("geo_tui").setLevel(logging.WARNING)
+            return await serve_for_console(config, os.getppid())
         return await serve(config)
     except ListenError as exc:
         print(f"geo-tui: {config.path}: {exc}", file=sys.stderr)

@@ -356,7 +356,7 @@ class GeoTuiApp(App[None]):
         if self._quitting:
             return
         self._quitting = True
-        if self.link.mode == "embedded":
+        if self.link.owns_engine:
             self.notify("stopping the engine: copies in flight finish or stay pending…", timeout=15)
         else:
             self.notify("detaching: the engine keeps running", timeout=15)

@@ -86,6 +86,7 @@ class EngineLink(Protocol):
     """What the console needs of an engine, embedded or remote."""
 
     mode: str
+    owns_engine: bool  # quitting the console stops the engine (else it detaches, the engine runs on)
 
     def start(self) -> None: ...
     def stop(self, timeout: float = 15.0) -> None: ...
@@ -143,6 +144,7 @@ class EngineThread:
     updates arrive through `drain()`."""
 
     mode = "embedded"
+    owns_engine = True
 
     def __init__(self, config: Config, *, engine_factory: Callable[[Config], Engine] = Engine) -> None:
         self.config = config

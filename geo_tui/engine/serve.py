@@ -173,10 +173,16 @@ class _Listeners:
             self.unix_path.unlink(missing_ok=True)
 
 
-async def serve(config: Config, *, on_ready: Callable[[Engine], None] | None = None) -> int:
+async def serve(
+    config: Config,
+    *,
+    command: str = "geo-tui serve",
+    on_ready: Callable[[Engine, str], None] | None = None,
+) -> int:
     """Run until SIGTERM or SIGINT; returns the exit status. Raises DatabaseInUse if another engine holds
-    the tracking database, ListenError if an address cannot be bound."""
-    engine = Engine(config, command="geo-tui serve")
+    the tracking database, ListenError if an address cannot be bound. `command` names this engine to
+    whoever finds the database held; `on_ready` gets the engine and the API's address once it listens."""
+    engine = Engine(config, command=command)
     await engine.open()  # the claim first: a second serve is refused by name, not by a busy port
     try:
         listeners = _Listeners(config)
@@ -215,7 +221,7 @@ async def serve(config: Config, *, on_ready: Callable[[Engine], None] | None = N
         engine.claim.advertise(listen=listeners.describe(), api=listeners.api_address)
         engine.log("info", f"engine API for consoles at {listeners.api_address}")
         if on_ready is not None:
-            on_ready(engine)
+            on_ready(engine, listeners.api_address)
         waiters = [asyncio.ensure_future(stop.wait())] + [task for _, task in servers]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         waiters[0].cancel()

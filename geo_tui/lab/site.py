@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import signal
 import sys
@@ -137,7 +138,11 @@ def run_site(spec: DemoSiteSpec) -> int:
         loop.call_soon_threadsafe(stop.set)
 
     def watch_parent() -> None:
-        sys.stdin.read()  # EOF: the parent is gone, or closed the pipe to stop us
+        # The raw descriptor: a daemon thread parked in sys.stdin's buffered read holds its lock, and
+        # the interpreter aborts at exit when it cannot take that lock back.
+        with contextlib.suppress(OSError):
+            while os.read(0, 4096):
+                pass  # EOF: the parent is gone, or closed the pipe to stop us
         request_stop()
 
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):

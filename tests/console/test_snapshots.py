@@ -180,6 +180,7 @@ class StaticLink:
     """An EngineLink that reports one fixed state and records the commands it is given."""
 
     mode = "embedded"
+    owns_engine = True
 
     def __init__(self) -> None:
         self.sent = False

@@ -1,0 +1,169 @@
+"""`SpawnedEngine`: the console's own engine, run in a child process and driven through its API.
+
+Why a process and not a thread: a backfill at full speed keeps the engine's interpreter busy (HTTP
+pool bookkeeping for hundreds of queued requests, TLS, JSON), and an engine thread in the console's
+process holds the interpreter lock while the operator's keys wait for it (p99 ~180 ms measured with
+bench/console_latency.py). In a process of its own the engine cannot delay a keypress.
+
+The child is ``geo-tui serve --console-child``: the same engine, receiver and API as `serve`, so a
+second console on the same config attaches to it. It runs in a session of its own, so the terminal's
+signals (Ctrl-C, the hangup of a dropped SSH link) reach only the console, and it stops when its
+stdin closes: when the console quits, and also when the console dies (kill -9 included).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+from geo_tui.config import Config
+
+from .remote import RemoteLink
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["READY", "EngineStartError", "SpawnedEngine", "serve_for_console"]
+
+READY = "geo-tui-engine-ready"  # the child's first line on stdout, then the API's address
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0
+# Below the console's CPU priority: where the engine, the console (and, on a small box, the registries)
+# share the cores, a keypress never queues behind a copy. With cores to spare it changes nothing.
+ENGINE_NICE = 10  # serve gives copies in flight 5 s, then closes the database
+
+
+class EngineStartError(Exception):
+    """The console's engine process did not start; ``str(e)`` is what it said, in one line."""
+
+
+class SpawnedEngine(RemoteLink):
+    """An engine in a child process that this console starts, attaches to, and stops when it quits.
+
+    `launch()` starts the process and returns at once; `wait_ready()` waits until its API listens and
+    raises EngineStartError with the child's own error line (a port in use, the database held by
+    another engine, ...) so the CLI can print it before the console takes the screen.
+    """
+
+    owns_engine = True
+
+    def __init__(self, config: Config, *, mode: str = "embedded") -> None:
+        super().__init__("", token=config.api.token if config.api is not None else None)
+        self.mode = mode
+        self.config = config
+        self._process: subprocess.Popen[str] | None = None
+        self._stderr: collections.deque[str] = collections.deque(maxlen=20)
+        self._ready = threading.Event()
+        self._stopping_engine = threading.Event()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def launch(self) -> None:
+        if self._process is not None:
+            return
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "geo_tui", "--config", str(self.config.path), "serve", "--console-child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._read_stdout, name="geo-tui-engine-stdout", daemon=True).start()
+        threading.Thread(target=self._read_stderr, name="geo-tui-engine-stderr", daemon=True).start()
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Return once the engine's API listens; EngineStartError if the process ended or hung first."""
+        assert self._process is not None, "launch() first"
+        if self._ready.wait(timeout) and self.target:
+            return
+        if self._process.poll() is None:
+            self._end_process()
+            raise EngineStartError(f"the engine process did not start within {timeout:.0f} s{self._said()}")
+        status = self._process.wait()
+        raise EngineStartError(f"the engine process exited with status {status}{self._said()}")
+
+    def start(self) -> None:
+        super().start()
+        threading.Thread(target=self._watch, name="geo-tui-engine-watch", daemon=True).start()
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Detach, then stop the engine process cleanly (copies in flight finish or stay pending)."""
+        self._stopping_engine.set()
+        super().stop(timeout=min(timeout, 5.0))
+        self._end_process(timeout)
+
+    # -- the child process ---------------------------------------------------------------------
+
+    def _end_process(self, timeout: float = STOP_TIMEOUT) -> None:
+        process = self._process
+        if process is None:
+            return
+        if process.stdin is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()  # the child's cue to stop
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+    def _read_stdout(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        for line in self._process.stdout:
+            word, _, address = line.strip().partition(" ")
+            if word == READY and address:
+                self.target = address
+                self._ready.set()
+        self._ready.set()  # the process ended: wait_ready() tells why
+
+    def _read_stderr(self) -> None:
+        assert self._process is not None and self._process.stderr is not None
+        for line in self._process.stderr:
+            if line.strip():
+                self._stderr.append(line.rstrip("\n"))
+
+    def _said(self) -> str:
+        lines = [line.removeprefix("geo-tui: ") for line in self._stderr]
+        return f": {lines[-1]}" if lines else ""
+
+    def _watch(self) -> None:
+        assert self._process is not None
+        status = self._process.wait()
+        if self._stopping_engine.is_set():
+            return
+        reason = f"the engine process exited with status {status}{self._said()}"
+        self._inbox.put(lambda b: setattr(b, "failure", reason))
+        super().stop(timeout=0)  # nothing to reconnect to
+
+
+async def serve_for_console(config: Config, parent_pid: int) -> int:
+    """The child's side: `serve`, print the ready line with the API's address, and stop (as on
+    SIGTERM) when stdin closes."""
+    from .serve import serve
+
+    with contextlib.suppress(OSError):
+        os.nice(ENGINE_NICE)
+
+    def watch_parent() -> None:
+        # The raw descriptor, not sys.stdin: a daemon thread parked in a buffered read holds its lock,
+        # and the interpreter aborts at exit when it cannot take that lock back.
+        with contextlib.suppress(OSError):
+            while os.read(0, 4096):
+                pass  # EOF: the console quit, or died
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch_parent, name="geo-tui-parent-watch", daemon=True).start()
+
+    def ready(engine: Engine, api: str) -> None:
+        print(f"{READY} {api}", flush=True)
+
+    return await serve(config, command=f"the geo-tui console (pid {parent_pid})", on_ready=ready)
