@@ -1,8 +1,9 @@
 """The console under measurement: run by `bench/console_latency.py` inside a pseudo-terminal.
 
-    python bench/console_probe.py CONFIG RESULTS STATUS
+    python bench/console_probe.py CONFIG RESULTS STATUS ROWS [process|thread]
 
-It runs the real console (`make_app`, the embedded `EngineThread`, Textual's Linux driver on a real tty) and
+It runs the real console (`make_app` over the engine in a child process as `geo-tui` runs it, `SpawnedEngine`,
+or with `thread` over an `EngineThread` in this process; Textual's Linux driver on a real tty) and
 records, in this process, with bench-only wrappers (nothing in geo_tui changes):
 
 - every key event: its `time` (Textual stamps it with time.monotonic() when its input thread parses the
@@ -47,7 +48,8 @@ from geo_tui.config import load_config  # noqa: E402
 from geo_tui.console.app import GeoTuiApp, make_app  # noqa: E402
 from geo_tui.console.screens.detail import RepositoryDetailScreen  # noqa: E402
 from geo_tui.console.widgets.repository_table import RepositoryTable  # noqa: E402
-from geo_tui.engine.link import Batch  # noqa: E402
+from geo_tui.engine.link import Batch, EngineThread  # noqa: E402
+from geo_tui.engine.spawned import SpawnedEngine  # noqa: E402
 
 LAG_PERIOD = 0.010
 TABLE_KEYS = {"up": "cursor", "down": "cursor", "pageup": "cursor", "pagedown": "cursor", "o": "sort"}
@@ -163,6 +165,7 @@ def instrument_app(app: GeoTuiApp, expected_rows: int) -> None:
                     "part": part,
                     "before": before,
                     "cpu": time.thread_time(),
+                    "handled": time.monotonic(),  # when the app took it off its queue
                 }
             )
         await on_event(event)
@@ -193,6 +196,11 @@ def what_changes(app: GeoTuiApp, key: str) -> str | None:
     if isinstance(app.screen, RepositoryDetailScreen):
         return "screen" if key == "escape" else None
     if isinstance(app.focused, RepositoryTable):
+        table = app.focused
+        # A cursor key at the edge it points to changes nothing: counting it would time the next re-sort.
+        at_top, at_end = table._cursor <= 0, table._cursor >= len(table._order) - 1
+        if (key in ("up", "pageup") and at_top) or (key in ("down", "pagedown") and at_end):
+            return None
         return TABLE_KEYS.get(key)
     return None
 
@@ -234,7 +242,14 @@ def main(argv: list[str]) -> int:
     expected_rows = int(argv[3])
     logging.getLogger("geo_tui").handlers[:] = [logging.NullHandler()]  # as the CLI does
     logging.getLogger("geo_tui").propagate = False
-    app = make_app(load_config(config_path))
+    config = load_config(config_path)
+    if (argv[4] if len(argv) > 4 else "process") == "process":
+        link = SpawnedEngine(config)
+        link.launch()
+        link.wait_ready()
+    else:
+        link = EngineThread(config)
+    app = make_app(config, link=link)
     app.driver_class = TimedDriver
     instrument_widgets()
     instrument_app(app, expected_rows)
