@@ -313,13 +313,7 @@ class RemoteLink:
 
     async def _reload(self) -> None:
         """Load every row page by page, the log lines not yet seen, and the site cards."""
-        rows: list[RepositoryRow] = []
-        offset: int | None = 0
-        while offset is not None:
-            page = await self._request("GET", "rows", params={"offset": offset, "limit": self._page_size})
-            rows.extend(decode_rows(page.get("rows")))
-            next_offset = page.get("next_offset")
-            offset = int(next_offset) if next_offset is not None else None
+        rows = await self._load_rows()
         logs = await self._request("GET", "logs", params={"limit": 500})
         records = [decode_log(r) for r in logs.get("records") or []]
         fresh: list[LogRecord] = [r for r in records if r.id > self._last_log_id]
@@ -332,6 +326,17 @@ class RemoteLink:
         self._inbox.put_update(EngineStatus(snapshot.running, snapshot.paused))
         self._inbox.put(_setter("link", LinkState(True, f"attached to {self.target}")))
         self._connected.set()
+
+    async def _load_rows(self) -> list[RepositoryRow]:
+        """Every row, page by page."""
+        rows: list[RepositoryRow] = []
+        offset: int | None = 0
+        while offset is not None:
+            page = await self._request("GET", "rows", params={"offset": offset, "limit": self._page_size})
+            rows.extend(decode_rows(page.get("rows")))
+            next_offset = page.get("next_offset")
+            offset = int(next_offset) if next_offset is not None else None
+        return rows
 
     def _stale(self, reason: str) -> None:
         log.info("engine link: %s", reason)

@@ -13,6 +13,7 @@ stdin closes: when the console quits, and also when the console dies (kill -9 in
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import os
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 from geo_tui.config import Config
 
 from .remote import RemoteLink
+from .tracking import RepositoryRow, Tracking
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -100,6 +102,18 @@ class SpawnedEngine(RemoteLink):
         self._stopping_engine.set()
         super().stop(timeout=min(timeout, 5.0))
         self._end_process(timeout)
+
+    async def _load_rows(self) -> list[RepositoryRow]:
+        # The database is on this host by construction: reading it beats paging 100k rows through the
+        # API (2.8 s to 1.x s at 100k rows). Updates streamed meanwhile still win over what is read.
+        return await asyncio.to_thread(self._read_rows)
+
+    def _read_rows(self) -> list[RepositoryRow]:
+        tracking = Tracking(self.config.engine.database, read_only=True)
+        try:
+            return tracking.rows()
+        finally:
+            tracking.close()
 
     # -- the child process ---------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import enum
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -169,11 +170,23 @@ class LogRecord:
 class Tracking:
     """Thread-safe access to the tracking database (one connection, one lock)."""
 
-    def __init__(self, path: Path, *, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self, path: Path, *, clock: Callable[[], float] | None = None, read_only: bool = False
+    ) -> None:
+        """Open (and create) the tracking database; `read_only` opens an existing one to read beside
+        the engine that holds it (WAL lets readers read while it writes)."""
         self.path = path
         self._clock = clock or time.time
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._log_inserts = 0
+        self._notification_inserts = 0
+        if read_only:
+            uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro"
+            self._db = sqlite3.connect(
+                uri, uri=True, check_same_thread=False, isolation_level=None, timeout=10.0
+            )
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL is durable against a killed process in WAL mode; only power loss may drop the tail.
@@ -181,8 +194,6 @@ class Tracking:
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._lock:
             self._db.executescript(_SCHEMA)  # executescript commits on its own
-        self._log_inserts = 0
-        self._notification_inserts = 0
 
     def close(self) -> None:
         with self._lock:

@@ -38,6 +38,25 @@ def test_real_file_in_wal_mode(db: Tracking) -> None:
         assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_a_read_only_reader_sees_the_engine_writes_and_cannot_write(tmp_path: Path) -> None:
+    path = tmp_path / "odd dir #1" / "tracking.db"  # a path that needs quoting in a URI
+    writer = Tracking(path)
+    writer.ensure_rows("eu", ["a/one", "a/two"])
+    reader = Tracking(path, read_only=True)
+    try:
+        assert [r.repository for r in reader.rows()] == ["a/one", "a/two"]
+        writer.ensure_rows("eu", ["a/three"])  # the engine goes on writing while the console reads
+        assert len(reader.rows()) == 3
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.ensure_rows("eu", ["a/four"])
+    finally:
+        reader.close()
+        writer.close()
+    with pytest.raises(sqlite3.OperationalError):
+        Tracking(tmp_path / "missing" / "tracking.db", read_only=True)
+    assert not (tmp_path / "missing").exists(), "a reader never creates a database"
+
+
 def test_new_rows_are_pending_and_due(db: Tracking, clock: Clock) -> None:
     assert db.ensure_rows("eu", ["a/x", "b/y"]) == 2
     assert db.ensure_rows("eu", ["a/x"]) == 0
