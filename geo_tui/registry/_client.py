@@ -91,6 +91,18 @@ class BlobStream:
             raise self._session.error(DigestMismatch, self._op, detail=f"content hashes to {actual}")
 
 
+@functools.cache
+def _read_more_per_call() -> None:
+    """httpcore asks its socket for 64 KiB at a time, and each read goes through anyio, h11 and httpx's
+    chunker in Python. Asking for up to 1 MiB takes whatever the event loop has buffered (up to 256 KiB)
+    in one pass: ~12% less CPU per backfill (bench/backfill.py). Memory stays bounded, as a read returns
+    only what is already buffered. Done when the first client is built: importing httpcore costs ~50 ms,
+    which commands that never reach a registry should not pay."""
+    import httpcore
+
+    httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = 1024 * 1024
+
+
 @functools.lru_cache(maxsize=8)
 def _ssl_context(cafile: str | None) -> ssl.SSLContext:
     """One verifying context per CA setting, shared by every client: loading the trust store
@@ -143,6 +155,7 @@ class RegistryClient:
         )
 
         def pool(connections: int) -> httpx.AsyncClient:
+            _read_more_per_call()
             limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
             return httpx.AsyncClient(
                 transport=transport,
