@@ -152,6 +152,8 @@ class AuthConfig:
 
     private_key_path: Path
     private_key_pem: bytes = field(repr=False)
+    # Loaded once, here: loading checks an RSA key's math, ~40 ms for each load.
+    private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = field(repr=False, compare=False)
     issuer: str
     service: str
     token_ttl: float
@@ -379,6 +381,7 @@ def _auth(t: Table, base: Path) -> AuthConfig:
     return AuthConfig(
         private_key_path=path,
         private_key_pem=pem,
+        private_key=key,
         issuer=t.required_string("issuer"),
         service=service,
         token_ttl=t.number("token_ttl", 300, 30, 3600),

@@ -23,7 +23,7 @@ SECONDARY_ACTIONS = ("pull", "push", "delete")
 
 
 def build_signer(auth: AuthConfig) -> TokenSigner:
-    return TokenSigner(auth.private_key_pem, issuer=auth.issuer, service=auth.service, ttl=auth.token_ttl)
+    return TokenSigner(auth.private_key, issuer=auth.issuer, service=auth.service, ttl=auth.token_ttl)
 
 
 def _authenticator(site: SiteConfig, signer: TokenSigner | None) -> Authenticator:

@@ -83,7 +83,7 @@ class TokenSigner:
 
     def __init__(
         self,
-        private_key_pem: bytes,
+        private_key: bytes | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
         *,
         issuer: str,
         service: str,
@@ -91,13 +91,16 @@ class TokenSigner:
         subject: str = "geo-tui",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        try:
-            key = serialization.load_pem_private_key(private_key_pem, password=None)
-        except Exception:
-            # Chained errors could quote the input; say what is wrong without it.
-            raise ValueError(
-                "cannot load the token signing key: expected an unencrypted PEM private key (RSA or EC)"
-            ) from None
+        """`private_key`: a loaded key, or its unencrypted PEM."""
+        key: object = private_key
+        if isinstance(private_key, bytes):
+            try:
+                key = serialization.load_pem_private_key(private_key, password=None)
+            except Exception:
+                # Chained errors could quote the input; say what is wrong without it.
+                raise ValueError(
+                    "cannot load the token signing key: expected an unencrypted PEM private key (RSA or EC)"
+                ) from None
         if isinstance(key, rsa.RSAPrivateKey):
             algorithm = "RS256"
         elif isinstance(key, ec.EllipticCurvePrivateKey):
