@@ -411,12 +411,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="process",
         help="the console's engine: a child process, as `geo-tui` runs it (default), or the former thread",
     )
-    parser.add_argument(
-        "--engine",
-        choices=("process", "thread"),
-        default="process",
-        help="the console's engine: a child process, as `geo-tui` runs it (default), or the former thread",
-    )
     parser.add_argument("--workdir", type=Path, help="parent of the temp dir")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
