@@ -230,6 +230,20 @@ def first_flush_after(times: list[float], chars: list[int], needed: int, fallbac
     return fallback
 
 
+def sched_share(samples: list[list[float]], low: float, high: float) -> dict[str, float]:
+    """The UI thread between `low` and `high`: seconds on a CPU, and seconds it was runnable but waited
+    for one (the machine's other processes had the cores)."""
+    inside = [s for s in samples if low <= s[0] <= high]
+    if len(inside) < 2:
+        return {}
+    (t0, ran0, waited0), (t1, ran1, waited1) = inside[0], inside[-1]
+    return {
+        "seconds": round(t1 - t0, 2),
+        "ran": round(ran1 - ran0, 2),
+        "waited_for_cpu": round(waited1 - waited0, 2),
+    }
+
+
 def summarise(results: dict[str, Any], terminal: Terminal, workload: dict[str, Any]) -> dict[str, Any]:
     copied = results["copied"]
     if not copied:
@@ -261,6 +275,7 @@ def summarise(results: dict[str, Any], terminal: Terminal, workload: dict[str, A
             "ui_cpu": percentiles([k["ui_cpu"] for k in chosen if k["ui_cpu"] is not None]),
             "no_visible_effect": len(chosen) - len(latencies),
             "loop_lag": percentiles(lags),
+            "ui_thread": sched_share(results.get("sched") or [], low, high),
             "full_gcs": len(gcs),
             "full_gc_cpu_max_ms": round(max(gc_cpu, default=0.0) * 1000, 1),
             "full_gc_max_ms": round(max(gcs, default=0.0) * 1000, 1),
@@ -325,6 +340,12 @@ def render(summary: dict[str, Any]) -> str:
             f"  {phase['no_visible_effect']} keys without a visible effect; {phase['full_gcs']} full GCs "
             f"(longest {phase['full_gc_max_ms']:.0f} ms, at most {phase['full_gc_cpu_max_ms']:.0f} ms CPU)"
         )
+        ui = phase.get("ui_thread") or {}
+        if ui:
+            lines.append(
+                f"  UI thread over {ui['seconds']:.1f} s: {ui['ran']:.2f} s on a CPU, "
+                f"{ui['waited_for_cpu']:.2f} s runnable but waiting for one"
+            )
     verdict = "ok" if summary["ok"] else "MISSED"
     lines.append(
         f"machine load average {summary['load_before']:.1f} before, {summary['load_after']:.1f} after "

@@ -12,8 +12,9 @@ records, in this process, with bench-only wrappers (nothing in geo_tui changes):
   prompt's text, the screen), and how many characters the driver had been handed by then;
 - every flush of the driver's writer thread to the tty (time and characters written so far), so a frame's
   end is when its last byte left for the terminal; and the UI thread's CPU time at keys and frames;
-- the UI loop's lag (a 10 ms asyncio sleep's overshoot), full garbage collections, and the bytes the
-  engine reported copied (from the drained batches).
+- the UI loop's lag (a 10 ms asyncio sleep's overshoot), full garbage collections, the bytes the
+  engine reported copied (from the drained batches), and every 20 ms the UI thread's scheduler figures
+  (/proc schedstat: time on a CPU, and time runnable but waiting for one).
 
 A key's latency is from its event's `time` to the flush of the first frame that shows its effect (the part
 it changes differs from what was shown when the key arrived). RESULTS gets the raw records as JSON at exit;
@@ -68,6 +69,8 @@ class Probe:
         self.queued = 0  # characters handed to the driver
         self.written = 0  # characters the writer thread has written
         self.lag: list[tuple[float, float]] = []
+        # The UI thread's scheduler figures (time, seconds on a CPU, seconds runnable but waiting for one).
+        self.sched: list[tuple[float, float, float]] = []
         self.copied: list[tuple[float, int]] = []  # (drain time, bytes in that batch)
         self.full_gcs: list[tuple[float, float, float]] = []  # start, end, CPU seconds of the thread
         self.done_at: float | None = None
@@ -213,9 +216,21 @@ async def measure_lag(stop: asyncio.Event) -> None:
         PROBE.lag.append((time.monotonic(), loop.time() - started - LAG_PERIOD))
 
 
-def report_status(app: GeoTuiApp, path: Path, stop: threading.Event) -> None:
+def ui_thread_schedstat(tid: int) -> tuple[float, float] | None:
+    """Seconds the thread ran, and seconds it was runnable but waited for a CPU (Linux schedstat)."""
+    try:
+        ran, waited, _ = Path(f"/proc/self/task/{tid}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(ran) / 1e9, int(waited) / 1e9
+
+
+def report_status(app: GeoTuiApp, path: Path, stop: threading.Event, ui_tid: int) -> None:
     # Read from another thread without locks: references only, good enough for pacing the typist.
     while not stop.wait(0.02):
+        sched = ui_thread_schedstat(ui_tid)
+        if sched is not None:
+            PROBE.sched.append((time.monotonic(), *sched))
         status = {
             "focus": type(app.focused).__name__,
             "screen": type(app.screen).__name__ if app.is_running else None,
@@ -264,7 +279,9 @@ def main(argv: list[str]) -> int:
             stop_lag.set()
             await lag
 
-    reporter = threading.Thread(target=report_status, args=(app, status_path, stop_status), daemon=True)
+    reporter = threading.Thread(
+        target=report_status, args=(app, status_path, stop_status, threading.get_native_id()), daemon=True
+    )
     reporter.start()
     try:
         asyncio.run(run())
@@ -279,6 +296,7 @@ def main(argv: list[str]) -> int:
             "full_gcs": PROBE.full_gcs,
             "done_at": PROBE.done_at,
             "heap": heap_census(),
+            "sched": PROBE.sched,
         }
         results_path.write_text(json.dumps(results, default=list))
     return 0
