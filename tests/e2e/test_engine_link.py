@@ -10,27 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from geo_tui.config import load_config
-from geo_tui.engine import SyncState
-from geo_tui.engine.link import Batch, EngineThread
+from geo_tui.engine.link import EngineThread
 from tests.support.distribution import Distribution, free_port
 from tests.support.geo import tag_digests, write_geo_config
 from tests.support.keys import TestKeyPair
+from tests.support.links import all_synced, drain_until
 from tests.support.oci import oci_image
 from tests.support.push import PushError, RawPusher
-
-
-def drain_until(
-    link: EngineThread, done: Callable[[list[Batch]], bool], timeout: float = 20.0
-) -> list[Batch]:
-    batches: list[Batch] = []
-    deadline = time.monotonic() + timeout
-    while not done(batches):
-        assert time.monotonic() < deadline, "timed out draining the engine link"
-        batch = link.drain()
-        if batch:
-            batches.append(batch)
-        time.sleep(0.05)
-    return batches
 
 
 def test_engine_thread_reports_and_obeys(
@@ -50,14 +36,7 @@ def test_engine_thread_reports_and_obeys(
     assert link.wait_ready(15)
     assert any(t.name == "geo-tui-engine" for t in threading.enumerate())
 
-    def synced(batches: list[Batch]) -> bool:
-        latest: dict[tuple[str, str], SyncState] = {}
-        for b in batches:
-            for row in (b.all_rows or []) + b.rows:
-                latest[row.key] = row.state
-        return len(latest) == 3 and all(s is SyncState.SYNCED for s in latest.values())
-
-    batches = drain_until(link, synced)
+    batches = drain_until(link, all_synced(3))
     assert any(b.snapshot is not None for b in batches)
     assert any(b.logs for b in batches)
     # rows are coalesced: one entry per key in a batch

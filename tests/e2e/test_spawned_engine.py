@@ -13,30 +13,17 @@ from pathlib import Path
 import pytest
 
 from geo_tui.config import load_config
-from geo_tui.engine import SyncState
-from geo_tui.engine.link import Batch
 from geo_tui.engine.lock import read_holder
 from geo_tui.engine.remote import RemoteLink
 from geo_tui.engine.spawned import EngineStartError, SpawnedEngine
-from tests.e2e.test_engine_link import drain_until
 from tests.support.distribution import Distribution
 from tests.support.geo import tag_digests, write_geo_config
 from tests.support.keys import TestKeyPair
+from tests.support.links import all_synced, drain_until
 from tests.support.oci import oci_image
 from tests.support.push import RawPusher
 
 SECRET = "Qsecret0123456789abcdef0123456789"
-
-
-def all_synced(count: int):  # type: ignore[no-untyped-def]
-    def done(batches: list[Batch]) -> bool:
-        latest: dict[tuple[str, str], SyncState] = {}
-        for b in batches:
-            for row in (b.all_rows or []) + b.rows:
-                latest[row.key] = row.state
-        return len(latest) == count and all(s is SyncState.SYNCED for s in latest.values())
-
-    return done
 
 
 def wait_exit(pid: int, timeout: float) -> None:
