@@ -35,10 +35,10 @@ __all__ = ["READY", "EngineStartError", "SpawnedEngine", "serve_for_console"]
 
 READY = "geo-tui-engine-ready"  # the child's first line on stdout, then the API's address
 READY_TIMEOUT = 60.0
-STOP_TIMEOUT = 15.0
-# Below the console's CPU priority: where the engine, the console (and, on a small box, the registries)
-# share the cores, a keypress never queues behind a copy. With cores to spare it changes nothing.
-ENGINE_NICE = 10  # serve gives copies in flight 5 s, then closes the database
+STOP_TIMEOUT = 15.0  # serve gives copies in flight 5 s, then closes the database
+# Below the console's CPU priority: where the engine and the console share the cores, a keypress does
+# not queue behind a copy. With cores to spare it changes nothing.
+ENGINE_NICE = 10
 
 
 class EngineStartError(Exception):
@@ -159,13 +159,22 @@ class SpawnedEngine(RemoteLink):
         super().stop(timeout=0)  # nothing to reconnect to
 
 
+def lower_priority() -> None:
+    """Run below the console: nice for the process, and, where the kernel groups the processes of a
+    session for scheduling (autogroup, on by default in most distributions), for this session's group
+    too, or the console's session and this one would share the cores half and half however nice."""
+    with contextlib.suppress(OSError):
+        os.nice(ENGINE_NICE)
+    with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as group:
+        group.write(str(ENGINE_NICE))
+
+
 async def serve_for_console(config: Config, parent_pid: int) -> int:
     """The child's side: `serve`, print the ready line with the API's address, and stop (as on
     SIGTERM) when stdin closes."""
     from .serve import serve
 
-    with contextlib.suppress(OSError):
-        os.nice(ENGINE_NICE)
+    lower_priority()
 
     def watch_parent() -> None:
         # The raw descriptor, not sys.stdin: a daemon thread parked in a buffered read holds its lock,
