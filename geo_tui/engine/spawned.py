@@ -63,6 +63,7 @@ class SpawnedEngine(RemoteLink):
         self._stderr: collections.deque[str] = collections.deque(maxlen=20)
         self._ready = threading.Event()
         self._stopping_engine = threading.Event()
+        self._stderr_reader: threading.Thread | None = None
 
     @property
     def pid(self) -> int | None:
@@ -80,7 +81,10 @@ class SpawnedEngine(RemoteLink):
             start_new_session=True,
         )
         threading.Thread(target=self._read_stdout, name="geo-tui-engine-stdout", daemon=True).start()
-        threading.Thread(target=self._read_stderr, name="geo-tui-engine-stderr", daemon=True).start()
+        self._stderr_reader = threading.Thread(
+            target=self._read_stderr, name="geo-tui-engine-stderr", daemon=True
+        )
+        self._stderr_reader.start()
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Return once the engine's API listens; EngineStartError if the process ended or hung first."""
@@ -104,8 +108,8 @@ class SpawnedEngine(RemoteLink):
         self._end_process(timeout)
 
     async def _load_rows(self) -> list[RepositoryRow]:
-        # The database is on this host by construction: reading it beats paging 100k rows through the
-        # API (2.8 s to 1.x s at 100k rows). Updates streamed meanwhile still win over what is read.
+        # The database is on this host by construction: reading it beats paging through the API (100k
+        # rows on screen 1.5 s after launch instead of 2.8 s). Updates streamed meanwhile still win.
         return await asyncio.to_thread(self._read_rows)
 
     def _read_rows(self) -> list[RepositoryRow]:
@@ -146,6 +150,9 @@ class SpawnedEngine(RemoteLink):
                 self._stderr.append(line.rstrip("\n"))
 
     def _said(self) -> str:
+        """The child's last line on stderr (its one-line error), once all of it has been read."""
+        if self._stderr_reader is not None:
+            self._stderr_reader.join(2.0)  # the process has ended: its stderr is at EOF or nearly
         lines = [line.removeprefix("geo-tui: ") for line in self._stderr]
         return f": {lines[-1]}" if lines else ""
 
