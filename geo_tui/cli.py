@@ -235,6 +235,8 @@ def _run_demo(seed: int, speed: float, *, read_only: bool) -> int:
     print("geo-tui demo: starting three lab registries", file=sys.stderr)
     try:
         with demo_lab(seed=seed, speed=speed, on_seeded=seeded if sys.stderr.isatty() else None) as lab:
+            if sys.stderr.isatty():
+                print("\r\033[K", end="", file=sys.stderr)  # the rewritten line would outlive the console
             link = SpawnedEngine(lab.config, mode="demo: the console's engine on three lab registries")
             return _run_app(lab.config, link, read_only=read_only)
     except DemoError as exc:
