@@ -17,12 +17,12 @@ from cryptography.hazmat.primitives import serialization
 
 from geo_tui.registry import libtrust_key_id
 from tests.e2e.test_cli import geo
-from tests.e2e.test_serve import Served
 from tests.support.distribution import Distribution, free_port
 from tests.support.geo import tag_digests
 from tests.support.keys import TestKeyPair
 from tests.support.oci import oci_image
 from tests.support.push import RawPusher
+from tests.support.served import Served
 
 ISSUER = "gitlab-issuer"
 SERVICE = "container_registry"

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -33,52 +30,9 @@ from tests.support.oci import (
     write_oci_layout,
 )
 from tests.support.push import RawPusher, skopeo_push
+from tests.support.served import EVENTS, NOTIFY_SECRET, Served, wait_until
 
-SECRET = "NotifySecret0123456789abcdefXYZ"
-EVENTS = "/api/v4/container_registry_event/events"
-
-
-class Served:
-    def __init__(self, config: Path, port: int, log: Path) -> None:
-        self.config, self.port, self.log_path = config, port, log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Served:
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "geo_tui", "--config", str(self.config), "serve"],
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"serve exited early:\n{self.log_path.read_text()}"
-            try:
-                if httpx.get(self.url + "/-/health", timeout=0.5).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"serve did not answer /-/health:\n{self.log_path.read_text()}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            os.kill(self.process.pid, sig)
-        return self.process.wait(timeout=timeout)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> float:
-    start = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - start < timeout, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return time.monotonic() - start
+SECRET = NOTIFY_SECRET
 
 
 @pytest.fixture
@@ -523,35 +477,6 @@ def test_an_acknowledged_event_survives_kill_9(
 # -- signals and logs ------------------------------------------------------------------------------------
 
 
-class SplitServed(Served):
-    """`geo-tui serve` with stdout and stderr in separate files."""
-
-    def __init__(self, config: Path, port: int, log: Path, stdout: Path) -> None:
-        super().__init__(config, port, log)
-        self.stdout_path = stdout
-
-    def start(self) -> Served:
-        stdout, stderr = open(self.stdout_path, "ab"), open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "geo_tui", "--config", str(self.config), "serve"],
-            stdout=stdout,
-            stderr=stderr,
-            stdin=subprocess.DEVNULL,
-        )
-        stdout.close()
-        stderr.close()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"serve exited early:\n{self.log_path.read_text()}"
-            try:
-                if httpx.get(self.url + "/-/health", timeout=0.5).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"serve did not answer /-/health:\n{self.log_path.read_text()}")
-
-
 def test_sigint_exits_0_quickly_and_logs_go_to_stderr_without_the_secret(
     registry_factory: Callable[..., Distribution], key_pair: TestKeyPair, tmp_path: Path
 ) -> None:
@@ -568,7 +493,7 @@ def test_sigint_exits_0_quickly_and_logs_go_to_stderr_without_the_secret(
         engine={"reconcile_interval": 3600},
         notifications={"listen": f"127.0.0.1:{port}", "secret": SECRET},
     )
-    served = SplitServed(config, port, tmp_path / "stderr.log", tmp_path / "stdout.log").start()
+    served = Served(config, port, tmp_path / "stderr.log", stdout=tmp_path / "stdout.log").start()
     try:
         image = oci_image("sigint-1")
         with (

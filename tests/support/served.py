@@ -10,7 +10,7 @@ import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import tomli_w
@@ -48,15 +48,71 @@ def write_served_config(
     return path
 
 
-class ServedEngine:
-    """One `geo-tui serve` process; `start` waits until its API answers at ``api_url``/``api_socket``."""
+class ServeProcess:
+    """One `geo-tui serve` process: `start` waits until it answers (`_answers`), `stop` signals it and
+    returns its exit status. stderr goes to ``log``, and stdout too unless ``stdout`` names a file."""
+
+    what = "its receiver's /-/health"
+
+    def __init__(self, config: Path, log: Path, *, stdout: Path | None = None) -> None:
+        self.config, self.log_path, self.stdout_path = config, log, stdout
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> Self:
+        with open(self.log_path, "ab") as log, open(self.stdout_path or self.log_path, "ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "geo_tui", "--config", str(self.config), "serve"],
+                stdout=out,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"serve exited early:\n{self.log_path.read_text()}"
+            try:
+                if self._answers():
+                    return self
+            except (httpx.HTTPError, OSError):
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"serve did not answer on {self.what}:\n{self.log_path.read_text()}")
+
+    def _answers(self) -> bool:
+        raise NotImplementedError
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            os.kill(self.process.pid, sig)
+        return self.process.wait(timeout=timeout)
+
+
+class Served(ServeProcess):
+    """`geo-tui serve` with its notification receiver on 127.0.0.1:``port``."""
+
+    def __init__(self, config: Path, port: int, log: Path, stdout: Path | None = None) -> None:
+        super().__init__(config, log, stdout=stdout)
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _answers(self) -> bool:
+        return httpx.get(self.url + "/-/health", timeout=0.5).status_code == 200
+
+
+class ServedEngine(ServeProcess):
+    """`geo-tui serve` whose engine API answers at ``api_url`` or ``api_socket``."""
+
+    what = "its engine API"
 
     def __init__(
         self, config: Path, log: Path, *, api_url: str | None = None, api_socket: Path | None = None
     ) -> None:
-        self.config, self.log_path = config, log
+        super().__init__(config, log)
         self.api_url, self.api_socket = api_url, api_socket
-        self.process: subprocess.Popen[bytes] | None = None
+        self._token: str | None = None
 
     @property
     def target(self) -> str:
@@ -73,36 +129,20 @@ class ServedEngine:
         assert self.api_url is not None
         return httpx.Client(base_url=self.api_url, headers=headers, timeout=10)
 
-    def start(self, token: str | None = None, timeout: float = 20.0) -> ServedEngine:
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "geo_tui", "--config", str(self.config), "serve"],
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            env=os.environ.copy(),
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"serve exited early:\n{self.log_path.read_text()}"
-            try:
-                with self.client(token) as client:
-                    if client.get("/api/v1/info", timeout=1).status_code == 200:
-                        return self
-            except (httpx.HTTPError, OSError):
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"serve's API did not answer:\n{self.log_path.read_text()}")
+    def start(self, token: str | None = None, timeout: float = 20.0) -> Self:  # type: ignore[override]
+        """Start it; `token` is what the readiness check sends, when the API needs one."""
+        self._token = token
+        return super().start(timeout)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            os.kill(self.process.pid, sig)
-        return self.process.wait(timeout=timeout)
+    def _answers(self) -> bool:
+        with self.client(self._token) as client:
+            return client.get("/api/v1/info", timeout=1).status_code == 200
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> float:
+    """Poll `predicate` every 20 ms until it holds; returns the seconds it took."""
+    start = time.monotonic()
     while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+        assert time.monotonic() - start < timeout, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    return time.monotonic() - start
