@@ -19,7 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import httpx
 
@@ -139,6 +139,23 @@ class RegistryProbe:
         self.extra_config = extra_config
         self.root_dir = self.workdir / "storage"
         self.access_log_path = self.workdir / "access.log"
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def restart(self) -> Self:
+        """Stop, then start again on the same port and storage."""
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def mint(self, scopes: list[dict[str, Any]], ttl: int = 300) -> str:
         if self.key_pair is None:
@@ -345,16 +362,6 @@ class Distribution(RegistryProbe):
             handle.close()
         self._log_files = []
         _live.discard(self)
-
-    def restart(self) -> Distribution:
-        self.stop()
-        return self.start()
-
-    def __enter__(self) -> Distribution:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines of both logs, for failure messages."""

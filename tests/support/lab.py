@@ -104,16 +104,6 @@ class LabInstance(RegistryProbe):
         if self._lab is not None:
             self._lab.stop()
 
-    def restart(self) -> LabInstance:
-        self.stop()
-        return self.start()
-
-    def __enter__(self) -> LabInstance:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def log_tail(self, lines: int = 30) -> str:
         path = self.access_log_path
         text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
