@@ -207,6 +207,13 @@ async def read_secondary_tags(secondary: RegistryClient, repository: str) -> dic
     return found
 
 
+class _Mounted:
+    """What BlobCopier._mount returns when the mount worked: there is no upload session to fill."""
+
+
+_MOUNTED = _Mounted()
+
+
 class BlobCopier:
     """Puts blobs into one secondary: HEAD first, then a mount from a repository known to hold
     the blob, then a streamed copy from the primary. One per secondary, shared by every
@@ -235,36 +242,45 @@ class BlobCopier:
     async def ensure(
         self, repository: str, blob: Descriptor, stats: CopyStats, slots: asyncio.Semaphore | None = None
     ) -> None:
-        """Make ``blob`` present in ``repository`` on the secondary. ``slots`` bounds the transfers
-        (mounts and streams) of one repository run; HEADs and waiting on another run's copy of the
-        same blob take no slot, so a shared base layer never starves a repository's own layers."""
+        """Make ``blob`` present in ``repository`` on the secondary: one HEAD, then a mount from a
+        repository known to hold it, then a streamed copy. Only one stream of a digest runs at a
+        time per secondary: the others wait for it and mount from where it landed. ``slots`` bounds
+        the transfers (mounts and streams) of one repository run; the HEAD and the waiting take no
+        slot, so a shared base layer never starves a repository's own layers."""
         digest = blob.digest
+        if await self.secondary.head_blob(repository, digest) is not None:
+            stats.blobs_present += 1
+            self.tracking.add_blob_locations(self.site, repository, [digest])
+            return
         while True:
             busy = self._inflight.get(digest)
             if busy is not None:
-                # Another run is putting this blob into this secondary (maybe into this very
-                # repository, for another tag): wait, then look again, and mount from it if need be.
+                # Another run is streaming this blob into this secondary: wait, then mount from it.
                 await busy.wait()
                 continue
-            if await self.secondary.head_blob(repository, digest) is not None:
-                stats.blobs_present += 1
-                self.tracking.add_blob_locations(self.site, repository, [digest])
+            if slots is None:
+                location = await self._mount(repository, blob, stats)
+            else:
+                async with slots:
+                    location = await self._mount(repository, blob, stats)
+            if isinstance(location, _Mounted):
                 return
-            if digest not in self._inflight:  # nobody started it while the HEAD was out
+            if digest not in self._inflight:  # nobody started a stream while the mounts were out
                 break
         done = self._inflight[digest] = asyncio.Event()
         try:
             if slots is None:
-                await self._mount_or_copy(repository, blob, stats)
+                await self._stream(repository, blob, stats, location)
             else:
                 async with slots:
-                    await self._mount_or_copy(repository, blob, stats)
+                    await self._stream(repository, blob, stats, location)
         finally:
             del self._inflight[digest]
             done.set()
 
-    async def _mount_or_copy(self, repository: str, blob: Descriptor, stats: CopyStats) -> None:
-        location: str | None = None
+    async def _mount(self, repository: str, blob: Descriptor, stats: CopyStats) -> str | _Mounted | None:
+        """Mount the blob from a repository of the secondary known to hold it: _MOUNTED, or the
+        upload session a registry opened instead (202), or None when no source is known."""
         for source in self.tracking.blob_sources(self.site, blob.digest, exclude=repository):
             try:
                 location = await self.secondary.mount_blob(repository, blob.digest, source)
@@ -274,9 +290,9 @@ class BlobCopier:
             if location is None:
                 stats.blobs_mounted += 1
                 self.tracking.add_blob_locations(self.site, repository, [blob.digest])
-                return
-            break  # 202: the registry opened an upload session instead; stream into it
-        await self._stream(repository, blob, stats, location)
+                return _MOUNTED
+            return location  # 202: the registry opened an upload session instead; stream into it
+        return None
 
     async def _stream(
         self, repository: str, blob: Descriptor, stats: CopyStats, location: str | None
@@ -332,6 +348,7 @@ class _RepositoryRun:
         self.stats = CopyStats()
         self._blob_slots = asyncio.Semaphore(blob_concurrency)
         self._children: dict[str, asyncio.Task[None]] = {}
+        self._blobs: dict[str, asyncio.Task[None]] = {}
 
     async def fetch(self, digest: str) -> Manifest:
         manifest = self.cache.get(digest)
@@ -401,8 +418,14 @@ class _RepositoryRun:
         await self.secondary.put_manifest(self.repository, digest, manifest.content, manifest.media_type)
         self.stats.manifests_pushed += 1
 
-    async def _blob(self, blob: Descriptor) -> None:
-        await self.blobs.ensure(self.repository, blob, self.stats, self._blob_slots)
+    def _blob(self, blob: Descriptor) -> asyncio.Task[None]:
+        # Tags of one repository share layers: each blob is looked at once per run, not once per tag.
+        task = self._blobs.get(blob.digest)
+        if task is None:
+            task = self._blobs[blob.digest] = asyncio.ensure_future(
+                self.blobs.ensure(self.repository, blob, self.stats, self._blob_slots)
+            )
+        return task
 
     async def protected_digests(self, keep: Mapping[str, str]) -> set[str]:
         """Every manifest digest reachable from the tags that stay: none of them may be deleted."""
