@@ -175,6 +175,19 @@ class RegistryProbe:
         """A point in the access log; pass it as `since_mark` to count only the requests after it."""
         return len(self.access_log_lines())
 
+    def settled_mark(self, quiet: float = 0.3, timeout: float = 5.0) -> int:
+        """A mark taken once no new access-log line has come for `quiet` seconds: both registries
+        write a request's line after its reply, so a reply the client already has can log late."""
+        deadline = time.monotonic() + timeout
+        count = self.mark()
+        while time.monotonic() < deadline:
+            time.sleep(quiet)
+            latest = self.mark()
+            if latest == count:
+                break
+            count = latest
+        return count
+
     def requests(
         self,
         method: str | None = None,
