@@ -55,7 +55,7 @@ class BlobStream:
     """The body of a blob being downloaded, as raw bytes.
 
     `size` is the Content-Length, if the registry sent one. `chunks()` yields the bytes as they arrive
-    (up to 256 KiB at a time: what the event loop read) and, once the body is complete, raises
+    (up to 256 KiB at a time: what the kernel had) and, once the body is complete, raises
     DigestMismatch if it does not hash to `digest`. A transport failure in the middle raises
     RegistryUnavailable.
     """
@@ -92,25 +92,17 @@ class BlobStream:
             raise self._session.error(DigestMismatch, self._op, detail=f"content hashes to {actual}")
 
 
-@functools.cache
-def _read_more_per_call() -> None:
-    """httpcore asks its socket for 64 KiB at a time, and each read goes through anyio, h11 and httpx's
-    chunker in Python. Asking for up to 1 MiB takes whatever the event loop has buffered (up to 256 KiB)
-    in one pass: ~12% less CPU per backfill (bench/backfill.py). Memory stays bounded, as a read returns
-    only what is already buffered. Done when the first client is built: importing httpcore costs ~50 ms,
-    which commands that never reach a registry should not pay."""
-    import httpcore
-
-    httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = 1024 * 1024
-
-
 @functools.lru_cache(maxsize=8)
-def _ssl_context(cafile: str | None) -> ssl.SSLContext:
-    """One verifying context per CA setting, shared by every client: loading the trust store
-    costs ~25 ms each time, and a process talks to many registries with two pools each."""
-    if cafile is not None:
-        return ssl.create_default_context(cafile=cafile)
-    return ssl.create_default_context(cafile=certifi.where())
+def _ssl_context(verify: bool | str) -> ssl.SSLContext:
+    """One context per verify setting (True, False or a CA bundle path), shared by every client:
+    loading the trust store costs ~25 ms each time, and a process talks to many registries with
+    two pools each."""
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=verify if isinstance(verify, str) else certifi.where())
 
 
 def _with_digest(location: str, digest: str) -> str:
@@ -151,16 +143,17 @@ class RegistryClient:
         self.base_url = base_url.rstrip("/")
         # Waiting for a free connection is not a failure: only connect/read/write time out.
         limits_timeout = httpx.Timeout(timeout, pool=None)
-        ssl_verify: bool | ssl.SSLContext = (
-            _ssl_context(verify if isinstance(verify, str) else None) if verify else False
-        )
+        ssl_context = _ssl_context(verify)
 
         def pool(connections: int) -> httpx.AsyncClient:
-            _read_more_per_call()
+            # Imported here: httpcore, below it, costs ~15 ms that commands never reaching a
+            # registry (status, --version) should not pay.
+            from ._network import direct_transport
+
             limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
             return httpx.AsyncClient(
-                transport=transport,
-                verify=ssl_verify,
+                transport=transport or direct_transport(url, ssl_context, connections),
+                verify=ssl_context,
                 limits=limits,
                 timeout=limits_timeout,
                 headers={"User-Agent": f"geo-tui/{__version__}"},

@@ -15,6 +15,7 @@ import atexit
 import json
 import re
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import httpx
 
 from tests.support.binaries import find_binary
 from tests.support.keys import DEFAULT_ISSUER, DEFAULT_SERVICE, TestKeyPair, repository_scope
+from tests.support.tls import TLSFiles
 
 START_TIMEOUT = 10.0
 
@@ -233,9 +235,12 @@ class RegistryProbe:
 class Distribution(RegistryProbe):
     """One Distribution instance with its own storage, config, logs and port (kept across stop/start)."""
 
-    def __init__(self, workdir: Path | str, *, port: int | None = None, **options: Any) -> None:
-        """`options` are RegistryProbe's."""
+    def __init__(
+        self, workdir: Path | str, *, port: int | None = None, tls: TLSFiles | None = None, **options: Any
+    ) -> None:
+        """`options` are RegistryProbe's; with `tls` it serves HTTPS (http.tls) with that certificate."""
         super().__init__(workdir, **options)
+        self.tls = tls
         self.port = port or free_port()
         self._port_is_ours = port is None  # a port we picked may be re-picked if another process took it
         self._started_once = False
@@ -254,7 +259,12 @@ class Distribution(RegistryProbe):
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What an httpx client needs to trust it: a context with its CA, or True for plain HTTP."""
+        return ssl.create_default_context(cafile=str(self.tls.ca)) if self.tls else True
 
     @property
     def running(self) -> bool:
@@ -276,6 +286,8 @@ class Distribution(RegistryProbe):
             },
             "http": {"addr": self.host, "secret": f"geo-tui-lab-{self.name}"},
         }
+        if self.tls:
+            config["http"]["tls"] = {"certificate": str(self.tls.certificate), "key": str(self.tls.key)}
         if self.readonly:
             config["storage"]["maintenance"]["readonly"] = {"enabled": True}
         if self.schema1:
@@ -350,7 +362,7 @@ class Distribution(RegistryProbe):
                     f"{self.log_tail()}"
                 )
             try:
-                status = httpx.get(f"{self.url}/v2/", timeout=1.0).status_code
+                status = httpx.get(f"{self.url}/v2/", timeout=1.0, verify=self.verify).status_code
             except httpx.TransportError:
                 time.sleep(0.05)
                 continue

@@ -23,6 +23,7 @@ def write_geo_config(
     *,
     engine: dict[str, Any] | None = None,
     secondary_options: dict[str, dict[str, Any]] | None = None,
+    primary_options: dict[str, Any] | None = None,
     notifications: dict[str, Any] | None = None,
 ) -> Path:
     """A config whose sites are the given lab registries, all with auth = "jwt" and the lab's key."""
@@ -43,7 +44,7 @@ def write_geo_config(
             "service": primary.service,
             "token_ttl": 300,
         },
-        "primary": {"name": primary.name, "registry": primary.url, "auth": "jwt"},
+        "primary": {"name": primary.name, "registry": primary.url, "auth": "jwt", **(primary_options or {})},
         "secondaries": [
             {"name": s.name, "registry": s.url, "auth": "jwt", **(secondary_options or {}).get(s.name, {})}
             for s in secondaries

@@ -6,6 +6,7 @@ artifacts with `subject` and their fallback tag. It is deliberately independent 
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ class RawPusher:
         service: str = DEFAULT_SERVICE,
         actions: tuple[str, ...] = ("pull", "push", "delete"),
         timeout: float = 30.0,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.key_pair = key_pair
@@ -49,7 +51,7 @@ class RawPusher:
         self.issuer = issuer
         self.service = service
         self.actions = actions
-        self._client = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self._client = httpx.Client(base_url=self.base_url, timeout=timeout, verify=verify)
 
     @classmethod
     def for_registry(cls, registry: Any, **kwargs: Any) -> RawPusher:
@@ -59,6 +61,7 @@ class RawPusher:
             key_pair=registry.key_pair,
             issuer=registry.issuer,
             service=registry.service,
+            verify=getattr(registry, "verify", True),
             **kwargs,
         )
 
