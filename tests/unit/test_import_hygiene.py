@@ -25,3 +25,18 @@ def test_import_contracts_hold() -> None:
         pytest.fail("lint-imports (import-linter) is not installed: install the test extra")
     result = subprocess.run([lint], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_command_line_does_not_load_what_it_never_uses() -> None:
+    """Start-up time is part of every `geo-tui sync --once`: httpx's own command line (rich, click,
+    pygments) and httpcore stay unloaded until needed; Textual loads only for the console."""
+    code = (
+        "import sys\n"
+        "import geo_tui.cli\n"
+        "unused = ('rich', 'click', 'pygments', 'httpcore', 'textual')\n"
+        "loaded = sorted(m for m in unused if m in sys.modules)\n"
+        "print(','.join(loaded))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"loaded at start-up: {result.stdout.strip()}"
