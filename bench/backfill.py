@@ -23,7 +23,9 @@ What it does, all on 127.0.0.1:
    --dest-no-creds --retry-times 0 SOURCES.yaml 127.0.0.1:PORT_B/bench` (no --scoped: skopeo keeps the last
    path component of each source repository, so the destination is the namespace, and the copies land at
    the primary's paths; the bench checks the catalog). With --repeat, A and B are emptied (storage wiped,
-   same port) and the order alternates (A,B / B,A / ...). Wall clock per run; medians reported.
+   same port) and the order alternates (A,B / B,A / ...). Before each run, os.sync() writes back what the
+   load, a wipe or the other tool left dirty, so no run pays for another's disk writes. Wall clock per
+   run; medians reported.
 4. Verifies A and B after every round: the catalog equals the primary's repositories, every tag answers
    HEAD (full Accept list) with the primary's digest, and every blob is there with its size.
 5. No-op: geo-tui again on A, skopeo sync again on B; times and the requests (and writes) each made, next
@@ -630,6 +632,9 @@ class Bench:
                 geo_config = self.geo_config(a, f"A-{round_no}")  # a fresh tracking database
             order = ("geo", "skopeo") if round_no % 2 else ("skopeo", "geo")
             for which in order:
+                # Neither tool pays for the writeback of what came before it (the primary's load, the
+                # other tool's copy, a wiped secondary's files): ~0.5 s of a core at the start otherwise.
+                os.sync()
                 if which == "geo":
                     run = run_child(
                         f"backfill-{round_no}-geo-tui", geo_command(geo_config), self.logdir, args.timeout

@@ -521,8 +521,10 @@ class Engine:
 
     async def _replicate_everywhere(self, repository: str, rows: list[RepositoryRow], once: bool) -> None:
         generations: dict[str, int] = {}
+        first: dict[str, bool] = {}
         for row in rows:
             self._run_attempts[row.key] = self._run_attempts.get(row.key, 0) + 1
+            first[row.site] = self.tracking.never_started(row.site, repository)
             generations[row.site] = self.tracking.mark_started(row.site, repository)
             self._emit_row(row.site, repository)
         try:
@@ -533,7 +535,10 @@ class Engine:
                     self._record_failure(row.site, repository, f"primary: {describe_error(exc)}", once)
                 return
             await asyncio.gather(
-                *(self._replicate_one(row, view, generations[row.site], once) for row in rows)
+                *(
+                    self._replicate_one(row, view, generations[row.site], first[row.site], once)
+                    for row in rows
+                )
             )
         except asyncio.CancelledError:
             for row in rows:
@@ -541,7 +546,7 @@ class Engine:
             raise
 
     async def _replicate_one(
-        self, row: RepositoryRow, view: PrimaryRepository, generation: int, once: bool
+        self, row: RepositoryRow, view: PrimaryRepository, generation: int, first_run: bool, once: bool
     ) -> None:
         site_name, event_at = row.site, row.oldest_unsynced_event_at
         site = self._sites[site_name]
@@ -556,6 +561,7 @@ class Engine:
                 site=site_name,
                 blob_concurrency=self.config.engine.blob_concurrency,
                 replicate_deletions=self.config.engine.replicate_deletions,
+                first_run=first_run,
             )
         except asyncio.CancelledError:
             raise

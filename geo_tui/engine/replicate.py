@@ -189,10 +189,15 @@ async def read_primary_repository(primary: RegistryClient, repository: str) -> P
 
 async def read_secondary_tags(secondary: RegistryClient, repository: str) -> dict[str, str]:
     """Tag -> digest on a secondary; an unknown repository is an empty one."""
+    return await _secondary_tags(secondary, repository) or {}
+
+
+async def _secondary_tags(secondary: RegistryClient, repository: str) -> dict[str, str] | None:
+    """Tag -> digest on a secondary, or None when the registry does not know the repository."""
     try:
         tags = await secondary.list_tags(repository)
     except NotFound:
-        return {}
+        return None
     found: dict[str, str] = {}
 
     async def head(tag: str) -> None:
@@ -240,15 +245,22 @@ class BlobCopier:
         self._inflight: dict[str, asyncio.Event] = {}
 
     async def ensure(
-        self, repository: str, blob: Descriptor, stats: CopyStats, slots: asyncio.Semaphore | None = None
+        self,
+        repository: str,
+        blob: Descriptor,
+        stats: CopyStats,
+        slots: asyncio.Semaphore | None = None,
+        *,
+        look: bool = True,
     ) -> None:
-        """Make ``blob`` present in ``repository`` on the secondary: one HEAD, then a mount from a
-        repository known to hold it, then a streamed copy. Only one stream of a digest runs at a
-        time per secondary: the others wait for it and mount from where it landed. ``slots`` bounds
-        the transfers (mounts and streams) of one repository run; the HEAD and the waiting take no
-        slot, so a shared base layer never starves a repository's own layers."""
+        """Make ``blob`` present in ``repository`` on the secondary: one HEAD (unless ``look`` is
+        false: the caller knows the repository cannot hold it), then a mount from a repository known
+        to hold it, then a streamed copy. Only one stream of a digest runs at a time per secondary:
+        the others wait for it and mount from where it landed. ``slots`` bounds the transfers
+        (mounts and streams) of one repository run; the HEAD and the waiting take no slot, so a
+        shared base layer never starves a repository's own layers."""
         digest = blob.digest
-        if await self.secondary.head_blob(repository, digest) is not None:
+        if look and await self.secondary.head_blob(repository, digest) is not None:
             stats.blobs_present += 1
             self.tracking.add_blob_locations(self.site, repository, [digest])
             return
@@ -349,6 +361,9 @@ class _RepositoryRun:
         self._blob_slots = asyncio.Semaphore(blob_concurrency)
         self._children: dict[str, asyncio.Task[None]] = {}
         self._blobs: dict[str, asyncio.Task[None]] = {}
+        # The secondary does not know the repository and this engine never wrote there: nothing of
+        # it can be there, so nothing is looked for (a HEAD per manifest and blob saved).
+        self.fresh = False
 
     async def fetch(self, digest: str) -> Manifest:
         manifest = self.cache.get(digest)
@@ -359,7 +374,7 @@ class _RepositoryRun:
 
     async def copy_tag(self, tag: str, digest: str) -> None:
         manifest = await self.fetch(digest)
-        if await self.secondary.head_manifest(self.repository, digest) is None:
+        if self.fresh or await self.secondary.head_manifest(self.repository, digest) is None:
             await self._copy_below(manifest)
         try:
             pushed = await self.secondary.put_manifest(
@@ -411,7 +426,7 @@ class _RepositoryRun:
         return task
 
     async def _copy_child(self, digest: str) -> None:
-        if await self.secondary.head_manifest(self.repository, digest) is not None:
+        if not self.fresh and await self.secondary.head_manifest(self.repository, digest) is not None:
             return
         manifest = await self.fetch(digest)
         await self._copy_below(manifest)
@@ -423,7 +438,7 @@ class _RepositoryRun:
         task = self._blobs.get(blob.digest)
         if task is None:
             task = self._blobs[blob.digest] = asyncio.ensure_future(
-                self.blobs.ensure(self.repository, blob, self.stats, self._blob_slots)
+                self.blobs.ensure(self.repository, blob, self.stats, self._blob_slots, look=not self.fresh)
             )
         return task
 
@@ -490,16 +505,20 @@ async def replicate_repository(
     blob_concurrency: int = 4,
     tag_concurrency: int = 4,
     replicate_deletions: bool = True,
+    first_run: bool = False,
 ) -> RepositoryOutcome:
-    """Make ``secondary`` hold exactly the primary's tags of one repository, with the same digests."""
+    """Make ``secondary`` hold exactly the primary's tags of one repository, with the same digests.
+    ``first_run``: this engine never started a sync of it on this secondary before."""
     repository = view.name
     run = _RepositoryRun(repository, blobs.primary, secondary, blobs, cache, blob_concurrency)
     errors = [f"tag {t}: {e}" for t, e in sorted(view.tag_errors.items())]
     warnings: list[str] = []
     try:
-        current = await read_secondary_tags(secondary, repository)
+        found = await _secondary_tags(secondary, repository)
     except RegistryError as exc:
         return RepositoryOutcome(site, repository, run.stats, [str(exc)], warnings, len(view.tags))
+    current = found or {}
+    run.fresh = first_run and found is None
 
     wanted = view.digests
     stale_copy = [t for t, d in wanted.items() if current.get(t) != d]

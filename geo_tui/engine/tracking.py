@@ -68,6 +68,12 @@ CREATE TABLE IF NOT EXISTS repositories (
     PRIMARY KEY (site, repository)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS repositories_due ON repositories (state, retry_at);
+-- (site, repository) pairs a sync ever started on: before the first, this engine wrote nothing there.
+CREATE TABLE IF NOT EXISTS started_once (
+    site TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    PRIMARY KEY (site, repository)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blob_locations (
     site TEXT NOT NULL,
     digest TEXT NOT NULL,
@@ -289,9 +295,13 @@ class Tracking:
         return float(value) if value is not None else None  # type: ignore[arg-type]
 
     def mark_started(self, site: str, repository: str) -> int:
-        """Move a row to started; returns the generation this run works for."""
+        """Move a row to started; returns the generation this run works for. Remembers, for good,
+        that a sync started there (see `never_started`)."""
         now = self._clock()
         with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO started_once (site, repository) VALUES (?, ?)", (site, repository)
+            )
             db.execute(
                 "UPDATE repositories SET state = 'started', started_at = ? WHERE site = ? AND repository = ?",
                 (now, site, repository),
@@ -300,6 +310,12 @@ class Tracking:
                 "SELECT generation FROM repositories WHERE site = ? AND repository = ?", (site, repository)
             ).fetchone()
         return int(row[0])
+
+    def never_started(self, site: str, repository: str) -> bool:
+        """True until the first `mark_started` of (site, repository): this engine never wrote there,
+        whatever became of the row since (a crash, a cancel, a resync)."""
+        rows = self._query("SELECT 1 FROM started_once WHERE site = ? AND repository = ?", (site, repository))
+        return not rows
 
     def mark_synced(
         self, site: str, repository: str, generation: int, *, tag_count: int, size: int | None

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from geo_tui.cli import main
+from geo_tui.config import load_config
+from geo_tui.engine import Tracking
 from tests.support.distribution import Distribution
 from tests.support.geo import image_with_layers, tag_digests, write_geo_config
 from tests.support.keys import TestKeyPair
@@ -199,6 +201,44 @@ def test_shared_layers_are_copied_once_then_mounted(
     for i in range(4):
         for blob in base:
             assert secondary_pusher.blob_exists(f"svc/s{i}", blob.digest)
+    # Repositories the secondary does not know, never started by this engine: nothing is looked for.
+    heads = [
+        r for r in secondary.requests(method="HEAD", since_mark=mark) if r.user_agent.startswith("geo-tui")
+    ]
+    assert heads == [], f"a first backfill looked for what could not be there: {heads}"
+
+
+def test_a_repository_this_engine_wrote_to_is_looked_at_before_copying(
+    primary: Distribution,
+    secondary: Distribution,
+    primary_pusher: RawPusher,
+    secondary_pusher: RawPusher,
+    config_for: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A run that died after some uploads left blobs in a repository that has no tag yet (the registry
+    does not list it): the next run must look (HEAD) and not upload them again."""
+    layers = [layer_blob("early", 256 * 1024), layer_blob("late", 128 * 1024)]
+    primary_pusher.push_tree("half/app", image_with_layers(layers, seed="half"), "v1")
+    secondary_pusher.push_blob("half/app", layers[0])  # what the dead run had copied
+    config = config_for(primary, secondary)
+    tracking = Tracking(load_config(config).engine.database)
+    try:
+        tracking.ensure_rows("secondary", ["half/app"])
+        tracking.mark_started("secondary", "half/app")  # the dead run's start
+        tracking.recover_started()
+    finally:
+        tracking.close()
+    mark = secondary.mark()
+    code, summary = sync_json(capsys, config)
+    assert code == 0, summary
+    uploads = secondary.requests(method="PUT", path_contains="/blobs/uploads/", since_mark=mark)
+    assert not any(layers[0].digest in line.uri for line in uploads), (
+        "a blob already there was uploaded again"
+    )
+    assert any(layers[1].digest in line.uri for line in uploads)
+    assert summary["sites"]["secondary"]["blobs_present"] == 1
+    assert_same_content(primary_pusher, secondary_pusher, "half/app")
 
 
 def test_moved_and_deleted_tags_follow_the_primary(
