@@ -39,6 +39,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+# Before Textual: the console package sets the frame rate Textual reads when it loads.
+import geo_tui.console  # noqa: E402, F401
+
+# isort: split
 from textual import events  # noqa: E402
 from textual.drivers.linux_driver import LinuxDriver  # noqa: E402
 from textual.geometry import Region  # noqa: E402

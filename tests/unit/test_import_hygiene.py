@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -40,3 +41,14 @@ def test_the_command_line_does_not_load_what_it_never_uses() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"loaded at start-up: {result.stdout.strip()}"
+
+
+@pytest.mark.parametrize(("environment", "expected"), [(None, "120"), ("30", "30")])
+def test_the_console_frame_rate_unless_told_otherwise(environment: str | None, expected: str) -> None:
+    code = "import geo_tui.console.app, textual.constants as c; print(c.MAX_FPS)"
+    env = {k: v for k, v in os.environ.items() if k != "TEXTUAL_FPS"}
+    if environment is not None:
+        env["TEXTUAL_FPS"] = environment
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
