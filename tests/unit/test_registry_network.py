@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpcore
 import httpx
 import pytest
 
@@ -195,3 +196,20 @@ async def test_the_registry_client_uses_its_own_sockets() -> None:
     async with RegistryClient("r", "http://127.0.0.1:1", NoAuth()) as registry:
         pools = (registry._session.meta, registry._session.blobs)
         assert all(isinstance(pool._transport, DirectTransport) for pool in pools)
+
+
+async def test_reading_or_writing_a_closed_stream_is_a_network_error() -> None:
+    """httpx sees its own error types (ReadError, WriteError), never a bare OSError."""
+    from geo_tui.registry._network import AsyncioBackend
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    async with serving(handler) as url:
+        port = int(url.rsplit(":", 1)[1])
+        stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
+        await stream.aclose()
+        with pytest.raises(httpcore.ReadError):
+            await stream.read(1024, timeout=1)
+        with pytest.raises(httpcore.WriteError):
+            await stream.write(b"GET / HTTP/1.1\r\n\r\n", timeout=1)
