@@ -15,7 +15,7 @@ import httpcore
 import httpx
 import pytest
 
-from geo_tui.registry import RegistryClient
+from geo_tui.registry import RegistryClient, RegistryError
 from geo_tui.registry._auth import NoAuth
 from geo_tui.registry._network import DirectTransport, direct_transport
 from tests.support.distribution import free_port
@@ -213,3 +213,25 @@ async def test_reading_or_writing_a_closed_stream_is_a_network_error() -> None:
             await stream.read(1024, timeout=1)
         with pytest.raises(httpcore.WriteError):
             await stream.write(b"GET / HTTP/1.1\r\n\r\n", timeout=1)
+
+
+async def test_the_registry_client_verifies_tls_unless_told_not_to(tmp_path: Path) -> None:
+    """verify=True (certifi's bundle) refuses the test CA's certificate, naming the registry; a CA
+    bundle path trusts it; verify=False (tls_verify = false) skips the check."""
+    files = make_tls_files(tmp_path / "tls")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(files.certificate, files.key)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(response(200, b"{}", "Content-Type: application/json\r\n"))
+            await writer.drain()
+
+    async with serving(handler, server_context) as url:
+        async with RegistryClient("tls-site", url, NoAuth(), retries=0) as registry:
+            with pytest.raises(RegistryError, match=r"tls-site.*CERTIFICATE_VERIFY_FAILED"):
+                await registry.ping()
+        for verify in (str(files.ca), False):
+            async with RegistryClient("tls-site", url, NoAuth(), verify=verify) as registry:
+                assert await registry.ping() >= 0
