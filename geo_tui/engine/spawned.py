@@ -23,8 +23,10 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
+from geo_tui._parent import on_stdin_closed
 from geo_tui.config import Config
 
+from .link import _setter
 from .remote import RemoteLink
 from .tracking import RepositoryRow, Tracking
 
@@ -162,7 +164,7 @@ class SpawnedEngine(RemoteLink):
         if self._stopping_engine.is_set():
             return
         reason = f"the engine process exited with status {status}{self._said()}"
-        self._inbox.put(lambda b: setattr(b, "failure", reason))
+        self._inbox.put(_setter("failure", reason))
         super().stop(timeout=0)  # nothing to reconnect to
 
 
@@ -183,15 +185,7 @@ async def serve_for_console(config: Config, parent_pid: int) -> int:
 
     lower_priority()
 
-    def watch_parent() -> None:
-        # The raw descriptor, not sys.stdin: a daemon thread parked in a buffered read holds its lock,
-        # and the interpreter aborts at exit when it cannot take that lock back.
-        with contextlib.suppress(OSError):
-            while os.read(0, 4096):
-                pass  # EOF: the console quit, or died
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch_parent, name="geo-tui-parent-watch", daemon=True).start()
+    on_stdin_closed(lambda: os.kill(os.getpid(), signal.SIGTERM), name="geo-tui-parent-watch")
 
     def ready(engine: Engine, api: str) -> None:
         print(f"{READY} {api}", flush=True)

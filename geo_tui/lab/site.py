@@ -14,15 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import signal
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from geo_tui._parent import on_stdin_closed
 from geo_tui.registry import JwtAuth, RegistryClient, RegistryError, TokenSigner
 
 from .server import LabRegistry
@@ -137,17 +136,9 @@ def run_site(spec: DemoSiteSpec) -> int:
     def request_stop(*_: object) -> None:
         loop.call_soon_threadsafe(stop.set)
 
-    def watch_parent() -> None:
-        # The raw descriptor: a daemon thread parked in sys.stdin's buffered read holds its lock, and
-        # the interpreter aborts at exit when it cannot take that lock back.
-        with contextlib.suppress(OSError):
-            while os.read(0, 4096):
-                pass  # EOF: the parent is gone, or closed the pipe to stop us
-        request_stop()
-
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, request_stop)
-    threading.Thread(target=watch_parent, name="demo-parent-watch", daemon=True).start()
+    on_stdin_closed(request_stop, name="demo-parent-watch")
     try:
         loop.run_until_complete(_activity(spec, registries, stop))
     finally:
