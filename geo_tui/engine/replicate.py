@@ -14,6 +14,7 @@ import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -260,6 +261,7 @@ class BlobCopier:
         (mounts and streams) of one repository run; the HEAD and the waiting take no slot, so a
         shared base layer never starves a repository's own layers."""
         digest = blob.digest
+        slot: AbstractAsyncContextManager[object] = slots if slots is not None else nullcontext()
         if look and await self.secondary.head_blob(repository, digest) is not None:
             stats.blobs_present += 1
             self.tracking.add_blob_locations(self.site, repository, [digest])
@@ -270,22 +272,16 @@ class BlobCopier:
                 # Another run is streaming this blob into this secondary: wait, then mount from it.
                 await busy.wait()
                 continue
-            if slots is None:
+            async with slot:
                 location = await self._mount(repository, blob, stats)
-            else:
-                async with slots:
-                    location = await self._mount(repository, blob, stats)
             if isinstance(location, _Mounted):
                 return
             if digest not in self._inflight:  # nobody started a stream while the mounts were out
                 break
         done = self._inflight[digest] = asyncio.Event()
         try:
-            if slots is None:
+            async with slot:
                 await self._stream(repository, blob, stats, location)
-            else:
-                async with slots:
-                    await self._stream(repository, blob, stats, location)
         finally:
             del self._inflight[digest]
             done.set()
