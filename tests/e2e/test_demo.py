@@ -94,12 +94,12 @@ def test_a_console_that_crashes_exits_1_with_one_line_and_a_private_crash_log(
     )
     assert term.wait_exit(240) == 1
     lines = [line.strip() for line in term.last_screen() if not line.startswith("Pane is dead")]
-    assert lines[0] == "geo-tui demo: starting three lab registries"
-    assert len(lines) == 2, lines
+    assert all(line.startswith("geo-tui") for line in lines), lines  # no traceback on the screen
+    (crashed,) = [line for line in lines if line.startswith("geo-tui: the console crashed")]
     match = re.fullmatch(
-        r"geo-tui: the console crashed: StylesheetError: .*app\.tcss.* \(full traceback in (\S+)\)", lines[1]
+        r"geo-tui: the console crashed: StylesheetError: .*app\.tcss.* \(full traceback in (\S+)\)", crashed
     )
-    assert match, lines[1]
+    assert match, crashed
     log = Path(match.group(1))
     assert log.parent == state / "geo-tui"
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
