@@ -100,9 +100,17 @@ class DemoLab:
     def end_console_on_failure(self, app: App[Any]) -> None:
         """Stop the console with status 1 if the lab registries die: the demo cannot go on without them."""
 
-        def end(_reason: str) -> None:
-            with contextlib.suppress(RuntimeError):  # the app has not started, or has ended already
-                app.call_from_thread(app.exit, return_code=1)
+        def stop_app() -> None:
+            deadline = time.monotonic() + READY_TIMEOUT
+            while app.return_code is None and time.monotonic() < deadline:
+                try:
+                    app.call_from_thread(app.exit, return_code=1)
+                    return
+                except RuntimeError:  # not running yet (they died while the engine started): retry
+                    time.sleep(0.1)
+
+        def end(_reason: str) -> None:  # on the watching thread, or at once if they died already
+            threading.Thread(target=stop_app, name="demo-lab-died", daemon=True).start()
 
         self.watch.listen(end)
 
