@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -63,7 +64,10 @@ class _ChildWatch:
         if self.stopping.is_set():
             return
         with self._lock:
-            self.failure = f"the demo's lab registries exited with status {status}" + _log_tail(self.log)
+            how = f"exited with status {status}"
+            if status < 0:
+                how = f"were killed by {signal.Signals(-status).name}"
+            self.failure = f"the demo's lab registries {how}" + _log_tail(self.log)
             listeners = list(self._listeners)
         for listener in listeners:
             listener(self.failure)
