@@ -66,7 +66,8 @@ class _ChildWatch:
         with self._lock:
             how = f"exited with status {status}"
             if status < 0:
-                how = f"were killed by {signal.Signals(-status).name}"
+                names = {int(s): s.name for s in signal.Signals}  # not the real-time signals
+                how = f"were killed by {names.get(-status, f'signal {-status}')}"
             self.failure = f"the demo's lab registries {how}" + _log_tail(self.log)
             listeners = list(self._listeners)
         for listener in listeners:
