@@ -75,7 +75,7 @@ def _write_private(directory: Path, text: str) -> Path:
 def report_crash(error: BaseException, *, what: str) -> str:
     """Write `error`'s traceback to a new crash log; return the one line that names the error and the log."""
     secrets = sorted(_SECRETS)
-    summary = _scrub(f"{type(error).__name__}: {error}", secrets).strip()
+    summary = " ".join(_scrub(f"{type(error).__name__}: {error}", secrets).split())  # one line
     header = (
         f"geo-tui {__version__}: {what} crashed at {datetime.datetime.now(datetime.UTC).isoformat()}\n"
         f"command: geo-tui {' '.join(sys.argv[1:])}\n"

@@ -53,7 +53,7 @@ def test_a_command_that_crashes_says_so_in_one_line_and_logs_the_traceback(
     monkeypatch.setenv("XDG_STATE_HOME", str(state))
 
     async def crash(config: Config, args: argparse.Namespace, sites: Any) -> int:
-        raise RuntimeError(f"a bug holding {config.notifications.secret.reveal()} and Bearer {TOKEN}")
+        raise RuntimeError(f"a bug holding\n{config.notifications.secret.reveal()} and Bearer {TOKEN}")
 
     monkeypatch.setitem(cli._COMMANDS, "status", crash)
     status = cli.main(["--config", str(_write_config(tmp_path)), "status"])
