@@ -3,8 +3,8 @@ base64, as some proxies do in their error bodies) gets them removed from `status
 tracking database's bytes, the engine API's `logs` and `detail`, the console and the log output.
 
 The secondary is real Distribution (or the lab registry) behind a fault proxy that answers every request
-under /v2/ (the ping too) with a 500 whose message echoes the Authorization header, its decoded ``user:password``, and
-(as a misconfigured proxy in front of everything might) the other secrets of the config.
+under /v2/ (the ping too) with a 500 whose message echoes the Authorization header, its decoded
+``user:password`` and (as a misconfigured proxy in front of everything might) the config's other secrets.
 """
 
 from __future__ import annotations
