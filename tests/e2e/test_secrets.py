@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -37,6 +38,7 @@ from tests.support.keys import TestKeyPair
 from tests.support.oci import oci_image
 from tests.support.pilot import until
 from tests.support.push import RawPusher
+from tests.support.token_server import TokenServer
 
 USERNAME = "geo-sync"
 PASSWORD = 'pA55/w0rd+"Geo"&x=1 z'
@@ -237,3 +239,37 @@ def test_a_config_others_can_read_gets_one_warning_naming_it(
     os.chmod(path, 0o600)
     assert main(["--config", str(path), "status"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+async def test_a_token_realm_on_another_host_never_gets_the_password(
+    primary: Distribution,
+    registry_factory: Callable[..., Distribution],
+    primary_pusher: RawPusher,
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+) -> None:
+    with TokenServer(key_pair, host="127.0.0.2") as elsewhere:
+        # The secondary's own challenges name a realm on another host than the registry's (127.0.0.1).
+        secondary = registry_factory("secondary", token_realm=elsewhere.url)
+        primary_pusher.push_tree("shop/api", oci_image("shop/api"), "v1")
+        token_site = {"auth": "token", "username": USERNAME, "password": PASSWORD}
+        path = write_geo_config(
+            tmp_path, primary, [secondary], key_pair, secondary_options={"secondary": token_site}
+        )
+        async with Engine(load_config(path)) as engine:
+            summary = await engine.sync_once()
+        reason = summary.sites["secondary"].failures["shop/api"]
+        assert reason.startswith("secondary: GET tags shop/api: ")
+        assert "the token realm is on 127.0.0.2, not the registry's host" in reason
+        assert "token_realm_hosts" in reason and PASSWORD not in reason
+        assert elsewhere.requests == []  # not even a request without the credentials
+
+        # Named in the config, that realm is trusted: it gets the credentials and the copy succeeds.
+        token_site["token_realm_hosts"] = ["127.0.0.2"]
+        path = write_geo_config(
+            tmp_path, primary, [secondary], key_pair, secondary_options={"secondary": token_site}
+        )
+        async with Engine(load_config(path)) as engine:
+            summary = await engine.sync_once()
+        assert summary.sites["secondary"].synced == 1 and not summary.sites["secondary"].failures
+        assert {r.username for r in elsewhere.requests} == {USERNAME}
