@@ -26,6 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from ._headers import Challenge, parse_www_authenticate
 
+# A token answer is a few KiB; a realm that sends more is refused, not read into memory (issue 12).
+MAX_REALM_ANSWER = 1024 * 1024
+
 __all__ = [
     "Authenticator",
     "BasicAuth",
@@ -359,11 +362,8 @@ class BearerChallengeAuth(Authenticator):
             )
 
 
-MAX_REALM_ANSWER = 1024 * 1024
-
-
 async def _read_realm_answer(answer: httpx.Response) -> bytes:
-    """The realm's answer, refused past MAX_REALM_ANSWER bytes (a token answer is a few KiB)."""
+    """The realm's answer, refused past MAX_REALM_ANSWER bytes."""
     too_big = TokenFetchError(f"token realm answer is larger than {MAX_REALM_ANSWER // 1024} KiB")
     declared = answer.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_REALM_ANSWER:

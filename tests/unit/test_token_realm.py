@@ -97,6 +97,46 @@ async def test_anonymous_token_requests_may_go_anywhere(other_realm: TokenServer
     assert [r.username for r in other_realm.requests] == [None]
 
 
+class RedirectingRealm:
+    """A realm on the registry's host (127.0.0.1) that redirects every request to `target`."""
+
+    def __init__(self, target: str) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                query = self.path.partition("?")[2]
+                self.send_response(302)
+                self.send_header("Location", f"{target}?{query}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/auth"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_a_redirect_from_the_registrys_realm_to_another_host_loses_the_credentials(
+    other_realm: TokenServer,
+) -> None:
+    realm = RedirectingRealm(other_realm.url)
+    try:
+        async with client("http://127.0.0.1:1", realm.url) as eu:
+            assert await eu.list_tags("a/b") == ["v1"]  # that realm grants anonymous pulls
+    finally:
+        realm.stop()
+    assert [r.username for r in other_realm.requests] == [None]  # asked, but without the password
+
+
 class HugeRealm:
     """A realm whose answer is 200 MiB of JSON-ish bytes, with or without a Content-Length; counts what
     it managed to write before the client hung up."""
