@@ -207,9 +207,8 @@ async def test_the_console_never_shows_echoed_credentials(
         assert_clean(app.export_screenshot(), forms, "the console's screen")
 
 
-def test_a_config_others_can_read_gets_one_warning_naming_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def hand_written_config(tmp_path: Path) -> Path:
+    """A config with a Basic password and nothing listening: for what needs no registry."""
     path = tmp_path / "config.toml"
     path.write_text(
         tomli_w.dumps(
@@ -228,6 +227,26 @@ def test_a_config_others_can_read_gets_one_warning_naming_it(
             }
         )
     )
+    return path
+
+
+async def test_any_record_of_the_engines_loggers_is_redacted_while_it_runs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = load_config(hand_written_config(tmp_path))
+    caplog.set_level(logging.INFO, logger="geo_tui")
+    basic = b64(f"{USERNAME}:{PASSWORD}")
+    async with Engine(config):
+        for name in ("geo_tui.engine", "geo_tui.api", "geo_tui.receiver", "geo_tui.serve"):
+            logging.getLogger(name).warning("%s quoted %s and %s", name, PASSWORD, basic)
+    assert caplog.text.count("quoted [redacted] and [redacted]") == 4
+    assert PASSWORD not in caplog.text and basic not in caplog.text
+
+
+def test_a_config_others_can_read_gets_one_warning_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = hand_written_config(tmp_path)
     os.chmod(path, 0o644)
     assert main(["--config", str(path), "status"]) == 0
     err = capsys.readouterr().err.splitlines()
