@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geo_tui import __version__
-from geo_tui.config import Config, ConfigError, Secret, load_config, resolve_config_path
+from geo_tui.config import (
+    Config,
+    ConfigError,
+    Secret,
+    load_config,
+    redactor_for,
+    resolve_config_path,
+    warn_if_world_readable,
+)
 from geo_tui.engine import Engine, SyncState, SyncSummary
 from geo_tui.engine.lock import DatabaseInUse
 from geo_tui.progress import ProgressReporter
@@ -155,7 +163,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if console:
             read_only = args.read_only_console or getattr(args, "read_only", False)
             return _run_console(args.config, read_only=read_only, attach=args.attach)
-        config = _load(resolve_config_path(args.config))
+        config = _load_config(resolve_config_path(args.config))
         sites = _check_sites(config, getattr(args, "site", None))
         handler = _COMMANDS[args.command]
         return asyncio.run(handler(config, args, sites))
@@ -173,11 +181,15 @@ def _main(argv: Sequence[str] | None) -> int:
         return 130
 
 
-def _load(path: Path) -> Config:
+def _load_config(path: Path) -> Config:
+    """The checked config at `path`, with a one-line warning on stderr if others may read its secrets."""
     from geo_tui.crash import remember_secrets
 
     config = load_config(path)
     remember_secrets(config)  # a crash log never holds them
+    warning = warn_if_world_readable(path)
+    if warning is not None:
+        print(f"geo-tui: {warning}", file=sys.stderr)
     return config
 
 
@@ -213,7 +225,7 @@ def _console_link(config: Config | None, attach: str | None) -> tuple[EngineLink
 def _run_console(config_arg: str | None, *, read_only: bool, attach: str | None) -> int:
     path = resolve_config_path(config_arg)
     # Attaching by URL works without a config file (the token then comes from $GEO_TUI_API_TOKEN).
-    config = _load(path) if attach is None or path.exists() else None
+    config = _load_config(path) if attach is None or path.exists() else None
     link, reads_only = _console_link(config, attach)
     return _run_app(config, link, read_only=read_only or reads_only)
 
@@ -392,6 +404,9 @@ async def _cmd_status(config: Config, args: argparse.Namespace, sites: list[str]
         failed = tracking.rows(sites=names, states=[SyncState.FAILED])
     finally:
         tracking.close()
+    # Stored reasons are redacted when written; a database from an older geo-tui may predate that.
+    redact = redactor_for(config).redact
+    reasons = {r.key: redact(r.last_sync_failure or "") or None for r in failed}
     if args.json:
         print(
             json.dumps(
@@ -414,7 +429,7 @@ async def _cmd_status(config: Config, args: argparse.Namespace, sites: list[str]
                         {
                             "site": r.site,
                             "repository": r.repository,
-                            "reason": r.last_sync_failure,
+                            "reason": reasons[r.key],
                             "retry_count": r.retry_count,
                             "retry_at": r.retry_at,
                         }
@@ -438,7 +453,7 @@ async def _cmd_status(config: Config, args: argparse.Namespace, sites: list[str]
     if failed:
         print("\nfailed repositories:")
         for r in failed:
-            print(f"  {r.site}  {r.repository}  (attempt {r.retry_count}): {r.last_sync_failure}")
+            print(f"  {r.site}  {r.repository}  (attempt {r.retry_count}): {reasons[r.key]}")
     return EXIT_OK
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from geo_tui.config import Config, SiteConfig
+from geo_tui.config import Config, SiteConfig, redactor_for
 from geo_tui.registry import RegistryClient, RegistryError, is_valid_repository_name
 
 from .backoff import in_run_delay, retry_delay
@@ -48,6 +48,8 @@ __all__ = ["Engine", "EngineSnapshot", "SiteSnapshot", "SiteSummary", "SyncSumma
 
 log = logging.getLogger("geo_tui.engine")
 
+# The loggers of the engine's process: their records pass through the engine's Redactor.
+ENGINE_LOGGERS = ("geo_tui.engine", "geo_tui.api", "geo_tui.receiver", "geo_tui.serve")
 HEALTH_INTERVAL = 15.0
 UNHEALTHY_INTERVAL = 3.0  # while a site is down: its recovery shows within seconds
 HEALTH_MIN_GAP = 1.0  # a burst of failed copies asks for one health check, not one each
@@ -82,6 +84,10 @@ class Engine:
         command: str = "a geo-tui engine",
     ) -> None:
         self.config = config
+        # Every configured secret, in every encoding, is removed from what the engine stores, logs or
+        # answers (the API scrubs its answers with it too).
+        self.redactor = redactor_for(config)
+        self._log_filter = self.redactor.log_filter()
         # One engine per tracking database: open() claims it, close() lets it go.
         self.claim = DatabaseClaim(config.engine.database, command)
         self._transports = dict(transports or {})
@@ -130,10 +136,14 @@ class Engine:
             return
         self.claim.acquire()  # raises DatabaseInUse naming the holder
         try:
-            self._tracking = Tracking(self.config.engine.database, clock=self._clock)
+            self._tracking = Tracking(
+                self.config.engine.database, clock=self._clock, redact=self.redactor.redact
+            )
         except BaseException:
             self.claim.release()
             raise
+        for name in ENGINE_LOGGERS:
+            logging.getLogger(name).addFilter(self._log_filter)
         self._wake = asyncio.Event()
         signer = build_signer(self.config.auth) if self.config.auth is not None else None
         blob_connections = self.config.engine.blob_concurrency * 2
@@ -144,6 +154,7 @@ class Engine:
                 signer=signer,
                 blob_connections=blob_connections,
                 transport=self._transports.get(site.name),
+                redactor=self.redactor,
             )
             self._sites[site.name] = _Site(
                 site, client, throughput=Throughput(self._clock), completions=CompletionRate(self._clock)
@@ -177,6 +188,8 @@ class Engine:
         if self._tracking is not None:
             self._tracking.close()
             self._tracking = None
+            for name in ENGINE_LOGGERS:
+                logging.getLogger(name).removeFilter(self._log_filter)
         self.claim.release()
 
     async def __aenter__(self) -> Engine:
@@ -247,8 +260,8 @@ class Engine:
     def log(
         self, level: str, message: str, *, site: str | None = None, repository: str | None = None
     ) -> None:
-        record = self.tracking.log(level, message, site=site, repository=repository)
-        log.log(logging.getLevelName(level.upper()), "%s", prefixed(message, site, repository))
+        record = self.tracking.log(level, message, site=site, repository=repository)  # redacted there
+        log.log(logging.getLevelName(level.upper()), "%s", prefixed(record.message, site, repository))
         self._emit(LogLine(record))
 
     def snapshot(self) -> EngineSnapshot:
@@ -572,10 +585,11 @@ class Engine:
         site.stats.add(outcome.stats)
         self._count(site_name, outcome.stats)
         summary = self._run_summary.get(site_name) if self._run_summary is not None else None
+        warnings = [self.redactor.redact(w) for w in outcome.warnings]
         if summary is not None:
             summary.stats.add(outcome.stats)
-            summary.warnings.extend(outcome.warnings)
-        for warning in outcome.warnings:
+            summary.warnings.extend(warnings)
+        for warning in warnings:
             self.log("warning", warning, site=site_name, repository=repository)
         if outcome.ok:
             synced = self.tracking.mark_synced(
@@ -612,6 +626,7 @@ class Engine:
         return await repository_size(view, self.primary, self._cache)
 
     def _record_failure(self, site: str, repository: str, reason: str, once: bool) -> None:
+        reason = self.redactor.redact(reason)  # before the summary, the metrics, the database and the log
         now = self._clock()
         attempts = self._run_attempts.get((site, repository), 1)
         row = self.tracking.row(site, repository)

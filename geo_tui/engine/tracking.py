@@ -10,12 +10,13 @@ so an event that lands during a copy queues the repository again instead of bein
 from __future__ import annotations
 
 import enum
+import os
 import sqlite3
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,16 +174,34 @@ class LogRecord:
     message: str
 
 
+def _owner_only(path: Path) -> None:
+    """Make the database at `path` and its -wal and -shm sidecars owner-only (0600): created so, and
+    narrowed if an older run left them readable. SQLite gives new sidecars the database file's mode."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    os.close(fd)
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with suppress(FileNotFoundError):
+            if file.stat().st_mode & 0o077:
+                os.chmod(file, 0o600)
+
+
 class Tracking:
     """Thread-safe access to the tracking database (one connection, one lock)."""
 
     def __init__(
-        self, path: Path, *, clock: Callable[[], float] | None = None, read_only: bool = False
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] | None = None,
+        read_only: bool = False,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         """Open (and create) the tracking database; `read_only` opens an existing one to read beside
-        the engine that holds it (WAL lets readers read while it writes)."""
+        the engine that holds it (WAL lets readers read while it writes). `redact` is applied to every
+        free text stored (failure reasons, log lines): the configured secrets never reach the file."""
         self.path = path
         self._clock = clock or time.time
+        self._redact = redact or (lambda text: text)
         self._lock = threading.RLock()
         self._log_inserts = 0
         self._notification_inserts = 0
@@ -193,6 +212,7 @@ class Tracking:
             )
             return
         path.parent.mkdir(parents=True, exist_ok=True)
+        _owner_only(path)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL is durable against a killed process in WAL mode; only power loss may drop the tail.
@@ -346,7 +366,7 @@ class Tracking:
             db.execute(
                 "UPDATE repositories SET state = 'failed', retry_count = retry_count + 1, retry_at = ?, "
                 "started_at = NULL, last_sync_failure = ? WHERE site = ? AND repository = ?",
-                (retry_at, reason[:2000], site, repository),
+                (retry_at, self._redact(reason)[:2000], site, repository),
             )
             row = db.execute(
                 "SELECT retry_count FROM repositories WHERE site = ? AND repository = ?", (site, repository)
@@ -458,7 +478,7 @@ class Tracking:
                 "UPDATE repositories SET verification_state = ?, verification_checksum = COALESCE(?, "
                 "verification_checksum), verified_at = CASE WHEN ? IN ('succeeded', 'failed') THEN ? "
                 "ELSE verified_at END, verification_failure = ? WHERE site = ? AND repository = ?",
-                (str(state), checksum, str(state), now, failure, site, repository),
+                (str(state), checksum, str(state), now, failure and self._redact(failure), site, repository),
             )
 
     def verification_due(
@@ -560,6 +580,7 @@ class Tracking:
         self, level: str, message: str, *, site: str | None = None, repository: str | None = None
     ) -> LogRecord:
         now = self._clock()
+        message = self._redact(message)
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO event_log (at, level, site, repository, message) VALUES (?, ?, ?, ?, ?)",

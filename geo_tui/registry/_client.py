@@ -24,6 +24,7 @@ from ._headers import parse_link_next
 from ._manifest import InvalidManifest, is_valid_digest, manifest_digest, parse_manifest
 from ._mediatypes import MANIFEST_ACCEPT, MANIFEST_TYPES, normalize_media_type
 from ._names import validate_reference, validate_repository_name
+from ._redact import Redactor
 from ._session import Op, Session, read_capped, release, same_origin
 
 __all__ = ["BlobStream", "Manifest", "ManifestInfo", "RegistryClient"]
@@ -119,7 +120,8 @@ class RegistryClient:
 
     Idempotent requests are retried `retries` times on transport errors, 5xx and 429 (honouring
     Retry-After up to 30 s); streamed uploads are not (the caller retries the whole copy). Names and
-    references are validated before anything is sent: an invalid one raises ValueError.
+    references are validated before anything is sent: an invalid one raises ValueError. `redactor`
+    removes the configured secrets from every error's detail.
     """
 
     def __init__(
@@ -135,6 +137,7 @@ class RegistryClient:
         retries: int = 3,
         transport: httpx.AsyncBaseTransport | None = None,
         retry_base_delay: float = 0.2,
+        redactor: Redactor | None = None,
     ) -> None:
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host or url.query:
@@ -167,6 +170,7 @@ class RegistryClient:
             blobs=pool(blob_connections),
             retries=retries,
             retry_base_delay=retry_base_delay,
+            redactor=redactor,
         )
 
     def __repr__(self) -> str:

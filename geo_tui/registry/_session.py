@@ -24,6 +24,7 @@ from ._errors import (
     parse_error_body,
 )
 from ._headers import parse_retry_after
+from ._redact import Redactor
 
 __all__ = ["ERROR_BODY_LIMIT", "Op", "Session", "read_capped", "same_origin"]
 
@@ -92,8 +93,10 @@ class Session:
         blobs: httpx.AsyncClient,
         retries: int,
         retry_base_delay: float,
+        redactor: Redactor | None = None,
     ) -> None:
         self.name = name
+        self.redactor = redactor or Redactor()
         self.base_url = base_url
         self.auth = auth
         self.meta = meta
@@ -120,7 +123,7 @@ class Session:
             reference=op.reference,
             status=status,
             code=code,
-            detail=detail,
+            detail=self.redactor.redact(detail),  # before RegistryError cuts it: no half secret left
         )
 
     def retry_delay(self, attempt: int, response: httpx.Response | None) -> float:

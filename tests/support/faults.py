@@ -22,7 +22,7 @@ import asyncio
 import json
 import re
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -56,7 +56,8 @@ class FaultRule:
     action: Literal["status", "cut", "delay"]
     status: int = 0
     headers: Mapping[str, str] = field(default_factory=dict)
-    error: tuple[str, str] | None = None  # "status": the OCI error (code, message); default by status
+    # "status": the OCI error (code, message), or a function of the request giving it; default by status
+    error: tuple[str, str] | Callable[[httpx.Request], tuple[str, str]] | None = None
     after_bytes: int = 0
     seconds: float = 0.0  # "delay": how long to hold the request before passing it on
     times: int | None = None  # None: fire on every match
@@ -144,9 +145,10 @@ class FaultTransport(httpx.AsyncBaseTransport):
         headers: Mapping[str, str] | None = None,
         times: int | None = None,
         skip: int = 0,
-        error: tuple[str, str] | None = None,
+        error: tuple[str, str] | Callable[[httpx.Request], tuple[str, str]] | None = None,
     ) -> FaultRule:
-        """Answer `status` (with an OCI error body, `error` = (code, message)) instead of the registry."""
+        """Answer `status` (with an OCI error body, `error` = (code, message)) instead of the registry.
+        `error` may be a function of the request: a registry that quotes what it received."""
         return self.add(
             FaultRule(
                 method, re.compile(path), "status", status, dict(headers or {}), error, times=times, skip=skip
@@ -200,7 +202,8 @@ class FaultTransport(httpx.AsyncBaseTransport):
             # The request body (an upload) is never sent: drain it so the caller's stream is finished.
             await request.aread()
             self.log.append(Fired(request.method, request.url.path, "status", rule.status))
-            code, message = rule.error or _REASONS.get(rule.status, ("UNKNOWN", "injected fault"))
+            error = rule.error(request) if callable(rule.error) else rule.error
+            code, message = error or _REASONS.get(rule.status, ("UNKNOWN", "injected fault"))
             body = (
                 b""
                 if request.method == "HEAD"

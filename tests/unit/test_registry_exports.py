@@ -19,6 +19,9 @@ EXPECTED = {
     "RegistryRejected",
     "DigestMismatch",
     "InvalidManifest",
+    # secrets
+    "Redactor",
+    "REDACTED",
     # auth
     "Authenticator",
     "NoAuth",
