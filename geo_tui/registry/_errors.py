@@ -175,6 +175,11 @@ def parse_error_body(body: bytes) -> tuple[str | None, str]:
             continue
         if code is None and isinstance(entry.get("code"), str):
             code = entry["code"]
-        if isinstance(entry.get("message"), str) and entry["message"]:
-            messages.append(entry["message"])
+        message = entry.get("message") if isinstance(entry.get("message"), str) else ""
+        # Distribution puts the cause of a 500 in `detail`, e.g. "write .../data: no space left on device".
+        detail = entry.get("detail")
+        if isinstance(detail, str) and detail and detail != message:
+            message = f"{message}: {detail}" if message else detail
+        if message:
+            messages.append(message)
     return code, redact("; ".join(messages))
