@@ -232,6 +232,19 @@ async def _secondary_tags(
     return found
 
 
+def _amended(exc: RegistryError, hint: str, cls: type[RegistryError] | None = None) -> RegistryError:
+    """`exc` (as `cls`, by default its own class) with `hint` added to its detail."""
+    return (cls or type(exc))(
+        exc.registry,
+        exc.operation,
+        exc.repository,
+        reference=exc.reference,
+        status=exc.status,
+        code=exc.code,
+        detail=f"{exc.detail}; {hint}" if exc.detail else hint,
+    )
+
+
 class _Mounted:
     """What BlobCopier._mount returns when the mount worked: there is no upload session to fill."""
 
@@ -326,12 +339,7 @@ class BlobCopier:
     ) -> None:
         for attempt in range(1, self.attempts + 1):
             try:
-                async with self.primary.stream_blob(repository, blob.digest) as source:
-                    size = source.size if source.size is not None else (blob.size if blob.size >= 0 else None)
-                    # The receiving registry verifies the digest of every upload (OCI spec), so the
-                    # bytes are not hashed here a second time.
-                    chunks = self._counted(repository, source.chunks(verify=False))
-                    await self.secondary.upload_blob(repository, blob.digest, size, chunks, location=location)
+                size = await self._stream_once(repository, blob, location)
             except NotFound:
                 if blob.urls:  # a foreign layer: clients fetch it from its URLs, the primary need not hold it
                     stats.blobs_foreign += 1
@@ -347,6 +355,47 @@ class BlobCopier:
             stats.bytes_copied += size if size is not None else 0
             self.tracking.add_blob_locations(self.site, repository, [blob.digest])
             return
+
+    async def _stream_once(self, repository: str, blob: Descriptor, location: str | None) -> int | None:
+        """One streamed copy from the primary into an upload session of the secondary; its size.
+        A session it opened or was given is cancelled if the copy fails (the upload cancels its own)."""
+        handed = False
+        try:
+            async with self.primary.stream_blob(repository, blob.digest) as source:
+                size = source.size if source.size is not None else (blob.size if blob.size >= 0 else None)
+                # The receiving registry verifies the digest of every upload (OCI spec), so the
+                # bytes are not hashed here a second time.
+                chunks = self._counted(repository, source.chunks(verify=False))
+                handed = True
+                # PATCH then PUT: if the primary breaks off, the body ends there and the session is
+                # cancelled at a known state (a monolithic PUT would leave it half written).
+                await self.secondary.upload_blob(
+                    repository, blob.digest, size, chunks, location=location, chunked=True
+                )
+            return size
+        except RegistryError as exc:
+            if location is not None and not handed:
+                await self.secondary.cancel_upload(repository, location)
+            raise self._explained(exc) from exc
+
+    def _explained(self, exc: RegistryError) -> RegistryError:
+        """The failure of an upload, blamed where it belongs and saying what a person can check."""
+        if exc.registry != self.secondary.name or exc.operation != "upload blob":
+            return exc
+        if exc.code == "DIGEST_INVALID":
+            # The bytes went from the primary to the secondary untouched: the primary served content
+            # that does not hash to its digest (issue 12 found this blamed on the secondary).
+            return DigestMismatch(
+                self.primary.name,
+                "GET blob",
+                exc.repository,
+                reference=exc.reference,
+                detail=f"the content it served does not hash to {exc.reference} "
+                f"({self.site} refused it: {exc.status} {exc.code})",
+            )
+        if exc.status is not None and exc.status >= 500:
+            return _amended(exc, f"{self.site} could not store it: its storage may be full or unwritable")
+        return exc
 
     async def _counted(self, repository: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for chunk in chunks:
@@ -398,14 +447,8 @@ class _RepositoryRun:
         except RegistryError as exc:
             if manifest.media_type in SCHEMA1_TYPES and (exc.status or 0) >= 500:
                 # Distribution answers a bare 500 when schema 1 support is off.
-                raise RegistryRejected(
-                    registry=exc.registry,
-                    operation=exc.operation,
-                    repository=self.repository,
-                    status=exc.status,
-                    code=exc.code,
-                    detail=f"{exc.detail}; is schema 1 enabled there (compatibility.schema1.enabled)?",
-                ) from None
+                hint = "is schema 1 enabled there (compatibility.schema1.enabled)?"
+                raise _amended(exc, hint, RegistryRejected) from None
             raise
         if pushed != digest:
             raise DigestMismatch(
