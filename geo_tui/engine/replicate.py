@@ -376,7 +376,10 @@ class BlobCopier:
         except RegistryError as exc:
             if location is not None and not handed:
                 await self.secondary.cancel_upload(repository, location)
-            raise self._explained(exc) from exc
+            explained = self._explained(exc)
+            if explained is exc:
+                raise
+            raise explained from exc
 
     def _explained(self, exc: RegistryError) -> RegistryError:
         """The failure of an upload, blamed where it belongs and saying what a person can check."""
