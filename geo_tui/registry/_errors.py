@@ -19,6 +19,7 @@ or the transport error, then scrubbed of anything that looks like a credential.
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import Any
 
@@ -176,10 +177,30 @@ def parse_error_body(body: bytes) -> tuple[str | None, str]:
         if code is None and isinstance(entry.get("code"), str):
             code = entry["code"]
         message = entry.get("message") if isinstance(entry.get("message"), str) else ""
-        # Distribution puts the cause of a 500 in `detail`, e.g. "write .../data: no space left on device".
-        detail = entry.get("detail")
-        if isinstance(detail, str) and detail and detail != message:
+        detail = _detail_text(entry.get("detail"))
+        if detail and detail != message:
             message = f"{message}: {detail}" if message else detail
         if message:
             messages.append(message)
     return code, redact("; ".join(messages))
+
+
+def _detail_text(detail: Any) -> str:
+    """The `detail` of an OCI error as words. Distribution puts the cause of a 500 there: a string
+    ("write .../data: no space left on device"), or a storage driver error as an object,
+    ``{"DriverName": "filesystem", "Enclosed": {"Op": "write", "Path": ..., "Err": 28}}`` (Linux errno)."""
+    if isinstance(detail, str):
+        return detail
+    if not isinstance(detail, dict):
+        return ""
+    enclosed = detail.get("Enclosed")
+    if isinstance(enclosed, dict) and isinstance(enclosed.get("Err"), int):
+        try:
+            cause = os.strerror(enclosed["Err"])
+        except ValueError:
+            cause = f"errno {enclosed['Err']}"
+        where = " ".join(str(enclosed[k]) for k in ("Op", "Path") if isinstance(enclosed.get(k), str))
+        driver = detail.get("DriverName")
+        prefix = f"{driver}: " if isinstance(driver, str) and driver else ""
+        return f"{prefix}{where}: {cause}" if where else f"{prefix}{cause}"
+    return ""

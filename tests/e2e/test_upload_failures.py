@@ -4,6 +4,9 @@ Distribution 2.8 and the lab registry, with faults injected between geo-tui and 
 
 from __future__ import annotations
 
+import os
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,7 @@ from tests.e2e.test_faults import (
 )
 from tests.support.distribution import Distribution
 from tests.support.faults import FaultTransport
-from tests.support.geo import image_with_layers
+from tests.support.geo import image_with_layers, write_geo_config
 from tests.support.keys import TestKeyPair
 from tests.support.oci import layer_blob, oci_image
 from tests.support.push import RawPusher
@@ -93,9 +96,54 @@ async def test_a_full_secondary_says_what_it_said_and_that_its_storage_may_be_fu
         summary = await engine.sync_once()
     reason = failed_reason(summary, "full/app")
     assert f"{SECONDARY}: upload blob full/app@sha256:" in reason, reason
-    assert "500 UNKNOWN" in reason and "no space left on device" in reason, reason
+    assert "500 UNKNOWN: unknown error: write /var/lib/registry/" in reason, reason
+    assert "no space left on device" in reason, reason
     assert f"{SECONDARY} could not store it: its storage may be full or unwritable" in reason, reason
     assert_no_broken_tags(secondary_pusher)
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs (root only: mounting needs CAP_SYS_ADMIN), unmounted afterwards."""
+    mount_point = tmp_path / "full-disk"
+    mount_point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root; the proxy test above covers the message")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.mark.distribution_only("the storage of real Distribution on a real full file system")
+async def test_a_really_full_secondary_says_so(
+    primary: Distribution,
+    registry_factory: Callable[..., Distribution],
+    primary_pusher: RawPusher,
+    full_disk: Path,
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+) -> None:
+    secondary = registry_factory(
+        SECONDARY, extra_config={"storage": {"filesystem": {"rootdirectory": str(full_disk)}}}
+    )
+    big = layer_blob("full-disk", 1024 * 1024)
+    push_all(primary_pusher, {"full/app": {"v1": image_with_layers([big], seed="full-disk")}})
+    # One blob at a time: the small config lands, then the layer fills the disk (no race between them).
+    engine_options = {"sync_attempts": 2, "blob_concurrency": 1}
+    config = write_geo_config(tmp_path / "geo", primary, [secondary], key_pair, engine=engine_options)
+    async with make_engine(config) as engine:
+        summary = await engine.sync_once()
+    reason = failed_reason(summary, "full/app")
+    assert f"{SECONDARY}: upload blob full/app@{big.digest}: 500 UNKNOWN" in reason, reason
+    # Distribution says it as a string (PATCH) or as a storage driver error with errno 28 (POST)
+    assert "no space left on device" in reason.lower(), reason
+    assert f"{SECONDARY} could not store it: its storage may be full or unwritable" in reason, reason
 
 
 async def test_a_digest_mismatch_from_the_primary_is_blamed_on_the_primary(
