@@ -76,13 +76,15 @@ async def test_unreadable_index_on_the_secondary_holds_every_deletion(
     config = geo_config(tmp_path, primary, secondary, key_pair)
     async with make_engine(config, **{SECONDARY: faults}) as engine:
         assert (await engine.sync_once()).ok
-        # `child` was a tag of C, two levels below `idx`, and the primary no longer has it (Distribution 2.8
-        # cannot delete a tag alone: the tag is put on the secondary directly, as the earlier sync left it).
+        # `child` was a tag of C, which `idx` reaches (one level down, two when nested), and the primary no
+        # longer has it (Distribution 2.8 cannot delete a tag alone: the tag is put on the secondary directly,
+        # as an earlier sync would have left it).
         secondary_pusher.push_manifest(repository, "child", child.manifest, child.media_type)
         held = {"idx": idx.digest, "child": child.digest}
         assert tag_digests(secondary_pusher, repository) == held
 
-        # A storage hiccup on the secondary: GET of one index answers 500 (HEAD still works).
+        # A storage hiccup on the secondary: every GET of one index answers 500 this run (the client's three
+        # retries too); HEAD still works. Before the fix, C was deleted by digest and `idx` broken.
         rule = faults.fail("GET", rf"^/v2/{repository}/manifests/{broken.digest}$", 500)
         summary = await engine.sync_once()
         assert rule.fired >= 4, "the 500 was retried by the client, then reported"
