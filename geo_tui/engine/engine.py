@@ -22,7 +22,7 @@ from geo_tui.config import Config, SiteConfig, redactor_for
 from geo_tui.registry import RegistryClient, RegistryError, is_valid_repository_name
 
 from .backoff import in_run_delay, retry_delay
-from .describe import describe_error, describe_stats, prefixed, reason_class
+from .describe import blame_primary, describe_error, describe_stats, prefixed, reason_class
 from .lock import DatabaseClaim
 from .metrics import EngineMetrics
 from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, SiteTags, SyncSummary
@@ -545,7 +545,7 @@ class Engine:
                 view = await read_primary_repository(self.primary, repository)
             except Exception as exc:  # the primary could not be read: every secondary's row fails
                 for row in rows:
-                    self._record_failure(row.site, repository, f"primary: {describe_error(exc)}", once)
+                    self._record_failure(row.site, repository, blame_primary(exc), once)
                 return
             await asyncio.gather(
                 *(

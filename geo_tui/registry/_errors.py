@@ -20,6 +20,7 @@ tokens (JWTs, Authorization values) are removed here.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from ._redact import redact_tokens
@@ -166,7 +167,32 @@ def parse_error_body(body: bytes) -> tuple[str | None, str]:
             continue
         if code is None and isinstance(entry.get("code"), str):
             code = entry["code"]
-        if isinstance(entry.get("message"), str) and entry["message"]:
-            messages.append(entry["message"])
+        message = entry.get("message") if isinstance(entry.get("message"), str) else ""
+        detail = _detail_text(entry.get("detail"))
+        if detail and detail != message:
+            message = f"{message}: {detail}" if message else detail
+        if message:
+            messages.append(message)
     # Not cut here: the client removes configured secrets first, RegistryError cuts after.
     return code, redact_tokens("; ".join(messages))
+
+
+def _detail_text(detail: Any) -> str:
+    """The `detail` of an OCI error as words. Distribution puts the cause of a 500 there: a string
+    ("write .../data: no space left on device"), or a storage driver error as an object,
+    ``{"DriverName": "filesystem", "Enclosed": {"Op": "write", "Path": ..., "Err": 28}}`` (Linux errno)."""
+    if isinstance(detail, str):
+        return detail
+    if not isinstance(detail, dict):
+        return ""
+    enclosed = detail.get("Enclosed")
+    if isinstance(enclosed, dict) and isinstance(enclosed.get("Err"), int):
+        try:
+            cause = os.strerror(enclosed["Err"])
+        except ValueError:
+            cause = f"errno {enclosed['Err']}"
+        where = " ".join(str(enclosed[k]) for k in ("Op", "Path") if isinstance(enclosed.get(k), str))
+        driver = detail.get("DriverName")
+        prefix = f"{driver}: " if isinstance(driver, str) and driver else ""
+        return f"{prefix}{where}: {cause}" if where else f"{prefix}{cause}"
+    return ""
