@@ -176,6 +176,9 @@ class Engine:
         self.metrics.watch_state(
             lambda: self.tracking.counts(self.secondary_names), lambda: len(self._inflight)
         )
+        redacted = self.tracking.redact_stored()
+        if redacted:
+            self.log("warning", f"removed configured secrets from {redacted} texts an earlier geo-tui stored")
         recovered = self.tracking.recover_started()
         if recovered:
             self.log("warning", f"picked up {recovered} repositories left in progress by an earlier run")

@@ -174,6 +174,14 @@ class LogRecord:
     message: str
 
 
+# The columns holding free text (from registries' answers): what `redact` applies to.
+_FREE_TEXT = (
+    ("repositories", "last_sync_failure"),
+    ("repositories", "verification_failure"),
+    ("event_log", "message"),
+)
+
+
 def _owner_only(path: Path) -> None:
     """Make the database at `path` and its -wal and -shm sidecars owner-only (0600): created so, and
     narrowed if an older run left them readable. SQLite gives new sidecars the database file's mode."""
@@ -573,6 +581,22 @@ class Tracking:
                 "DELETE FROM blob_locations WHERE site = ? AND digest = ? AND repository = ?",
                 (site, digest, repository),
             )
+
+    def redact_stored(self) -> int:
+        """Apply `redact` to the free text already stored, which a geo-tui from before redaction may have
+        written; returns how many texts changed. Only failure reasons and the capped event log hold free
+        text, so this costs what they hold, not the repository count."""
+        redact = self._redact
+        with self._lock:
+            self._db.create_function("geo_tui_redact", 1, lambda t: t if t is None else redact(t))
+        changed = 0
+        with self._tx() as db:
+            for table, column in _FREE_TEXT:
+                changed += db.execute(
+                    f"UPDATE {table} SET {column} = geo_tui_redact({column}) "
+                    f"WHERE {column} IS NOT NULL AND geo_tui_redact({column}) != {column}"
+                ).rowcount
+        return changed
 
     # -- event log ---------------------------------------------------------------------------
 

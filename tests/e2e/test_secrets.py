@@ -28,7 +28,7 @@ from geo_tui.config import load_config
 from geo_tui.console.app import make_app
 from geo_tui.console.widgets.event_log import EventLog
 from geo_tui.console.widgets.repository_table import RepositoryTable
-from geo_tui.engine import Engine, SyncState
+from geo_tui.engine import Engine, SyncState, Tracking
 from geo_tui.engine.api import API_PREFIX, ApiApp
 from geo_tui.engine.link import EngineThread
 from tests.support.distribution import Distribution
@@ -292,3 +292,16 @@ async def test_a_token_realm_on_another_host_never_gets_the_password(
             summary = await engine.sync_once()
         assert summary.sites["secondary"].synced == 1 and not summary.sites["secondary"].failures
         assert {r.username for r in elsewhere.requests} == {USERNAME}
+
+
+async def test_an_engine_redacts_what_an_older_geo_tui_stored(tmp_path: Path) -> None:
+    config = load_config(hand_written_config(tmp_path))
+    old = Tracking(config.engine.database)  # no redactor: as a geo-tui from before it stored them
+    old.ensure_rows("secondary", ["shop/api"])
+    old.mark_failed("secondary", "shop/api", f"secondary: 500: echo {b64(f'{USERNAME}:{PASSWORD}')}", None)
+    old.close()
+    async with Engine(config) as engine:
+        row = engine.tracking.row("secondary", "shop/api")
+        assert row is not None and row.last_sync_failure == "secondary: 500: echo [redacted]"
+        messages = [r.message for r in engine.tracking.recent_log()]
+    assert "removed configured secrets from 1 texts an earlier geo-tui stored" in messages

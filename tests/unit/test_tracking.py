@@ -206,3 +206,21 @@ def test_free_text_is_redacted_before_it_is_stored(tmp_path: Path) -> None:
     assert [r.message for r in tracking.recent_log()] == ["failed: [redacted]"]
     tracking.close()
     assert secret.encode() not in (tmp_path / "t.db").read_bytes()
+
+
+def test_texts_stored_before_redaction_are_redacted_when_reopened(tmp_path: Path) -> None:
+    secret = "hunter2-but-longer"
+    old = Tracking(tmp_path / "t.db")  # a geo-tui from before redaction: stores what it is given
+    old.ensure_rows("eu", ["app", "web"])
+    old.mark_failed("eu", "app", f"eu: 500: echo {secret}", None)
+    old.mark_failed("eu", "web", "eu: 500: nothing secret", None)
+    old.log("error", f"failed: {secret}", site="eu", repository="app")
+    old.close()
+    tracking = Tracking(tmp_path / "t.db", redact=lambda text: text.replace(secret, "[redacted]"))
+    assert tracking.redact_stored() == 2
+    assert tracking.redact_stored() == 0  # nothing left to change
+    row, other = tracking.row("eu", "app"), tracking.row("eu", "web")
+    assert row is not None and row.last_sync_failure == "eu: 500: echo [redacted]"
+    assert other is not None and other.last_sync_failure == "eu: 500: nothing secret"
+    assert [r.message for r in tracking.recent_log()] == ["failed: [redacted]"]
+    tracking.close()
