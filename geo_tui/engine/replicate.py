@@ -611,7 +611,7 @@ async def _read_secondary_graph(run: _RepositoryRun) -> _SecondaryGraph:
     try:
         tags = await _secondary_tags(secondary, repository, strict=True) or {}
     except RegistryError as exc:
-        raise _DeletionsHeld(f"cannot read its tags: {exc}") from None
+        raise _DeletionsHeld(str(exc)) from None  # names the site, the repository and the tag
     children: dict[str, tuple[str, ...]] = {}
 
     async def read(digest: str) -> None:
@@ -623,8 +623,10 @@ async def _read_secondary_graph(run: _RepositoryRun) -> _SecondaryGraph:
     while level:
         results = await _gather_limited(level, read, METADATA_CONCURRENCY)
         for digest, failure in zip(level, results, strict=True):
+            if isinstance(failure, RegistryError):  # names the site, the repository and the digest
+                raise _DeletionsHeld(str(failure))
             if failure is not None:
-                raise _DeletionsHeld(f"cannot read manifest {digest} there: {failure}")
+                raise _DeletionsHeld(f"{secondary.name}: manifest {repository}@{digest}: {failure}")
         level = sorted({c for d in level for c in children[d]} - children.keys())
     return _SecondaryGraph(tags, children)
 
@@ -640,7 +642,7 @@ async def _delete_tags(
     try:
         graph = await _read_secondary_graph(run)
     except _DeletionsHeld as exc:
-        errors.append(f"deletions held back on {site}: {exc}; nothing is deleted in {repository} this run")
+        errors.append(f"deletions held back, cannot read {exc}; nothing is deleted in {repository} this run")
         return
     gone = {t: d for t, d in graph.tags.items() if t not in view.tags and t not in view.tag_errors}
     protected = graph.reach(d for t, d in graph.tags.items() if t not in gone)
