@@ -1,0 +1,191 @@
+"""`geo-tui verify --deep` and `--content` on real registries: a blob file deleted from a secondary's storage
+and another overwritten with as many random bytes. The checksum depth cannot see either; deep finds the lost
+one (and its resync puts it back), content finds the corrupt one."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from geo_tui.engine import SyncState, VerificationState
+from geo_tui.lab.images import Blob, oci_index
+from tests.e2e.test_sync import sync_json
+from tests.e2e.test_verify import cli, tracked, verify_json
+from tests.support.distribution import Distribution
+from tests.support.geo import image_with_layers, write_geo_config
+from tests.support.keys import TestKeyPair
+from tests.support.oci import layer_blob, oci_image
+from tests.support.push import RawPusher
+
+MiB = 1024 * 1024
+
+
+def blob_file(registry: Distribution, digest: str) -> Path:
+    """Where a registry's filesystem storage keeps a blob's bytes: Distribution's layout, or the lab's."""
+    algorithm, _, hex_digest = digest.partition(":")
+    for path in (
+        registry.root_dir / "docker/registry/v2/blobs" / algorithm / hex_digest[:2] / hex_digest / "data",
+        registry.root_dir / "blobs" / algorithm / hex_digest,
+    ):
+        if path.exists():
+            return path
+    raise AssertionError(f"{registry.name} holds no file for {digest} under {registry.root_dir}")
+
+
+@pytest.fixture
+def config_for(tmp_path: Path, key_pair: TestKeyPair) -> Callable[..., Path]:
+    def make(primary: Distribution, *secondaries: Distribution, **kwargs: Any) -> Path:
+        return write_geo_config(tmp_path / "geo", primary, list(secondaries), key_pair, **kwargs)
+
+    return make
+
+
+def test_deep_finds_a_lost_blob_content_a_corrupt_one_and_resync_puts_the_lost_one_back(
+    primary: Distribution,
+    secondary: Distribution,
+    primary_pusher: RawPusher,
+    config_for: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # shop/api: a two-platform index (the lost layer sits in its arm64 child); shop/web: one image
+    amd64, arm64 = oci_image("api-amd64"), oci_image("api-arm64", architecture="arm64")
+    primary_pusher.push_tree("shop/api", oci_index([amd64, arm64]), "v1")
+    web = oci_image("web")
+    primary_pusher.push_tree("shop/web", web, "v1")
+    primary_pusher.push_tree("tools/cli", oci_image("cli"), "v1")
+    config = config_for(primary, secondary)
+    assert sync_json(capsys, config)[0] == 0
+
+    lost, corrupt = arm64.blobs[-1], web.blobs[-1]
+    lost_path, corrupt_path = blob_file(secondary, lost.digest), blob_file(secondary, corrupt.digest)
+    lost_path.unlink()
+    size = corrupt_path.stat().st_size
+    corrupt_path.write_bytes(os.urandom(size))
+
+    # shallow: every tag still matches, and it says it looked no further
+    code, out, _ = cli(capsys, config, "verify")
+    assert code == 0, out
+    assert out.splitlines()[0].startswith("depth: checksum (shallow"), out
+    code, results = verify_json(capsys, config)
+    assert code == 0 and {r["depth"] for r in results} == {"checksum"}
+    assert all(r["blobs"] is None and r["missing"] == [] for r in results)
+
+    # deep: the lost blob fails its repository, by digest; the corrupt one still has its size
+    code, out, _ = cli(capsys, config, "verify", "--deep")
+    assert code == 1, out
+    api = re.search(r"^FAIL +secondary +shop/api: (.*)$", out, re.M)
+    assert api and f"missing blob {lost.digest}" in api[1], out
+    assert re.search(r"^ok +secondary +shop/web: 1 tags match; 3 blobs present", out, re.M), out
+    assert out.strip().splitlines()[-1] == "2 verified, 1 failed"
+    row = tracked(config)[("secondary", "shop/api")]
+    assert row.verification_state is VerificationState.FAILED and row.verification_depth == "deep"
+    assert row.state is SyncState.PENDING and row.recheck_blobs, "the missing blob queued no resync"
+    assert lost.digest in (row.verification_failure or "")
+
+    code, results = verify_json(capsys, config, "--deep", "shop/api")
+    assert code == 1
+    (result,) = results
+    assert (result["depth"], result["missing"], result["corrupt"]) == ("deep", [lost.digest], [])
+    # index + 2 images; 2 configs and 4 layers, one of them gone
+    assert (result["blobs"]["manifests"], result["blobs"]["checked"]) == (3, 6)
+
+    # content: the corrupt blob is named, with the repositories that use it and what to do
+    code, out, _ = cli(capsys, config, "verify", "--content", "shop/web", "tools/cli")
+    assert code == 1, out
+    assert out.splitlines()[0].startswith("depth: content"), out
+    web_line = re.search(r"^FAIL +secondary +shop/web: (.*)$", out, re.M)
+    assert web_line and f"corrupt on the secondary: {corrupt.digest}" in web_line[1], out
+    assert re.search(r"^ok +secondary +tools/cli: 1 tags match; 3 blobs present .*, 3 hashed", out, re.M), out
+    advice = out[out.index("CORRUPT on secondary") :]
+    assert f"blob {corrupt.digest}" in advice and "used by shop/web" in advice
+    assert "geo-tui resync --blobs --now --site secondary shop/web" in advice
+    web_row = tracked(config)[("secondary", "shop/web")]
+    assert web_row.verification_state is VerificationState.FAILED
+    assert web_row.verification_depth == "content"
+    assert web_row.state is SyncState.SYNCED  # a resync cannot mend it: the registry believes it has it
+
+    # the resync the deep failure queued puts the lost blob back, though every tag already matched
+    code, out, err = cli(capsys, config, "resync", "shop/api", "--now", "--json")
+    assert code == 0, err
+    summary = json.loads(out)["sites"]["secondary"]
+    assert (summary["synced"], summary["tags_pushed"], summary["blobs_copied"]) == (1, 0, 1)
+    assert blob_file(secondary, lost.digest).read_bytes() == lost.data
+    code, results = verify_json(capsys, config, "--deep", "shop/api")
+    assert code == 0 and results[0]["ok"] and results[0]["missing"] == [], results
+    row = tracked(config)[("secondary", "shop/api")]
+    assert row.verification_state is VerificationState.SUCCEEDED and not row.recheck_blobs
+
+    # and an ordinary sync stays the fast no-op: it does not look below matching tags
+    code, summary_all = sync_json(capsys, config)
+    site = summary_all["sites"]["secondary"]
+    assert code == 0 and site["blobs_present"] == 0 and site["blobs_copied"] == 0, site
+
+
+def test_content_sample_hashes_a_reproducible_share(
+    primary: Distribution,
+    secondary: Distribution,
+    primary_pusher: RawPusher,
+    config_for: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    layers = [layer_blob(f"sample-{i}", 512) for i in range(24)]
+    primary_pusher.push_tree("big/app", image_with_layers(layers, seed="sample"), "v1")
+    config = config_for(primary, secondary)
+    assert sync_json(capsys, config)[0] == 0
+
+    hashed = []
+    for _ in range(2):
+        code, results = verify_json(capsys, config, "--content", "--sample", "0.25")
+        assert code == 0, results
+        hashed.append(results[0]["blobs"]["hashed"])
+    assert hashed[0] == hashed[1] and 0 < hashed[0] < 25, hashed  # 24 layers and a config
+    code, out, err = cli(capsys, config, "verify", "--deep", "--sample", "0.5")
+    assert code == 2 and "--sample goes with --content" in err
+
+
+def test_content_memory_stays_flat_on_a_256_mib_layer(
+    primary: Distribution,
+    secondary: Distribution,
+    primary_pusher: RawPusher,
+    secondary_pusher: RawPusher,
+    config_for: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    """The engine issue's target: under 100 MiB peak RSS whatever the blob size. The image is pushed to both
+    registries directly (no copy needed), then `geo-tui verify --content` runs in a process of its own."""
+    layer = Blob(os.urandom(256 * MiB), "application/vnd.oci.image.layer.v1.tar")
+    image = image_with_layers([layer], seed="large")
+    for pusher in (primary_pusher, secondary_pusher):
+        pusher.push_tree("big/layer", image, "v1")
+    del layer
+    config = config_for(primary, secondary)
+    launcher = (
+        "import os, sys\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os.execv(sys.argv[1], sys.argv[1:])\n"
+        "_, status, usage = os.wait4(pid, 0)\n"
+        "print(usage.ru_maxrss, os.waitstatus_to_exitcode(status))\n"
+    )
+    command = [sys.executable, "-m", "geo_tui", "--config", str(config), "verify", "--content", "--json"]
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", launcher, *command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    *body, last = done.stdout.strip().splitlines()
+    max_rss_kib, code = (int(x) for x in last.split())
+    results = json.loads("\n".join(body))
+    assert code == 0, done.stderr
+    assert results[0]["blobs"]["hashed_bytes"] >= 256 * MiB
+    assert max_rss_kib / 1024 < 100, f"peak RSS {max_rss_kib / 1024:.0f} MiB hashing a 256 MiB layer"
