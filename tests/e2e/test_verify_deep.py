@@ -9,13 +9,16 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from geo_tui.engine import SyncState, VerificationState
+from geo_tui.config import load_config
+from geo_tui.engine import Engine, SyncState, VerificationState
+from geo_tui.engine.link import EngineThread
 from geo_tui.lab.images import Blob, oci_index
 from tests.e2e.test_sync import sync_json
 from tests.e2e.test_verify import cli, tracked, verify_json
@@ -147,7 +150,7 @@ def test_content_sample_hashes_a_reproducible_share(
         assert code == 0, results
         hashed.append(results[0]["blobs"]["hashed"])
     assert hashed[0] == hashed[1] and 0 < hashed[0] < 25, hashed  # 24 layers and a config
-    code, out, err = cli(capsys, config, "verify", "--deep", "--sample", "0.5")
+    code, _, err = cli(capsys, config, "verify", "--deep", "--sample", "0.5")
     assert code == 2 and "--sample goes with --content" in err
 
 
@@ -189,3 +192,69 @@ def test_content_memory_stays_flat_on_a_256_mib_layer(
     assert code == 0, done.stderr
     assert results[0]["blobs"]["hashed_bytes"] >= 256 * MiB
     assert max_rss_kib / 1024 < 100, f"peak RSS {max_rss_kib / 1024:.0f} MiB hashing a 256 MiB layer"
+
+
+class ShiftedClock:
+    """Wall time plus a shift a test moves forward: a week passes in a line."""
+
+    def __init__(self) -> None:
+        self.shift = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.shift
+
+
+def test_serve_deep_verifies_on_its_schedule_and_repairs_a_lost_blob(
+    primary: Distribution,
+    secondary: Distribution,
+    primary_pusher: RawPusher,
+    config_for: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    image = oci_image("scheduled")
+    primary_pusher.push_tree("shop/api", image, "v1")
+    config_path = config_for(primary, secondary)
+    with config_path.open("a") as handle:
+        handle.write("\n[verification]\ndeep_interval = 3600\n")
+    assert sync_json(capsys, config_path)[0] == 0
+    lost = image.blobs[-1]
+    blob_file(secondary, lost.digest).unlink()
+
+    clock = ShiftedClock()
+    config = load_config(config_path)
+    link = EngineThread(config, engine_factory=lambda c: Engine(c, clock=clock))
+    rows: dict[tuple[str, str], Any] = {}
+
+    def wait_for(what: str, predicate: Callable[[Any], bool], timeout: float = 30) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = link.drain()
+            rows.update((row.key, row) for row in [*(batch.all_rows or []), *batch.rows])
+            row = rows.get(("secondary", "shop/api"))
+            if row is not None and predicate(row):
+                return row
+            time.sleep(0.1)
+        raise AssertionError(
+            f"{what}: not within {timeout} s; last row {rows.get(('secondary', 'shop/api'))}"
+        )
+
+    link.start()
+    try:
+        wait_for("shallow verification", lambda r: r.verification_state is VerificationState.SUCCEEDED)
+        time.sleep(1.0)  # its slot in the hour is planned now, from the hash of its name
+        assert rows[("secondary", "shop/api")].deep_verified_at is None
+        clock.shift += 3600  # an hour on: its slot has come
+        failed = wait_for("the scheduled deep check", lambda r: r.deep_verified_at is not None)
+        assert failed.verification_depth == "deep" and failed.verification_state is VerificationState.FAILED
+        assert lost.digest in (failed.verification_failure or "")
+        # the resync it queued looks below the matching tag and puts the blob back
+        wait_for("the blob resync", lambda r: r.state is SyncState.SYNCED and not r.recheck_blobs)
+        assert blob_file(secondary, lost.digest).read_bytes() == lost.data
+        clock.shift += 3600  # a failed deep check looks again within the hour
+        passed = wait_for(
+            "the next deep check",
+            lambda r: r.verification_depth == "deep" and r.verification_state is VerificationState.SUCCEEDED,
+        )
+        assert passed.deep_verified_at is not None and passed.deep_verified_at > failed.deep_verified_at
+    finally:
+        link.stop(timeout=10)
