@@ -26,6 +26,7 @@ from geo_tui.config import (
     resolve_config_path,
     warn_if_world_readable,
 )
+from geo_tui.console.format import ago
 from geo_tui.engine import Engine, SyncState, SyncSummary, VerificationDepth, VerificationResult
 from geo_tui.engine.lock import DatabaseInUse
 from geo_tui.progress import ProgressReporter
@@ -93,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--console-child", action="store_true", help=argparse.SUPPRESS)
 
     status = sub.add_parser("status", help="counts and percent synced per site, from the tracking database")
+    status.add_argument(
+        "repositories",
+        nargs="*",
+        metavar="REPO",
+        help="also each of these: states, verification depth and age",
+    )
     status.add_argument("--json", action="store_true")
 
     verify = sub.add_parser(
@@ -442,6 +449,11 @@ async def _cmd_status(config: Config, args: argparse.Namespace, sites: list[str]
         names = [s.name for s in config.secondaries]
         counts = tracking.counts(names)
         failed = tracking.rows(sites=names, states=[SyncState.FAILED])
+        depths = tracking.verification_depths(names)
+        wanted = set(args.repositories)
+        # one read of each named row (a handful: they are named on the command line)
+        named = [r for n in names for name in sorted(wanted) if (r := tracking.row(n, name)) is not None]
+        now = tracking.now()
     finally:
         tracking.close()
     # Stored reasons are redacted when written; a database from an older geo-tui may predate that.
@@ -461,10 +473,24 @@ async def _cmd_status(config: Config, args: argparse.Namespace, sites: list[str]
                             "percent_synced": c.percent_synced,
                             "verified": c.verified,
                             "verification_failed": c.verification_failed,
+                            "verification_depths": depths[n],
                             "bytes": c.bytes,
                         }
                         for n, c in counts.items()
                     },
+                    "repositories": [
+                        {
+                            "site": r.site,
+                            "repository": r.repository,
+                            "state": str(r.state),
+                            "verification_state": str(r.verification_state),
+                            "verification_depth": r.verification_depth,
+                            "verified_at": r.verified_at,
+                            "deep_verified_at": r.deep_verified_at,
+                            "verification_failure": redact(r.verification_failure or "") or None,
+                        }
+                        for r in named
+                    ],
                     "failed": [
                         {
                             "site": r.site,
@@ -490,6 +516,26 @@ async def _cmd_status(config: Config, args: argparse.Namespace, sites: list[str]
             f"{n:<20} {c.synced:>7} {c.failed:>7} {c.pending + c.started:>8} {c.total:>7} "
             f"{c.percent_synced:>8.2f}% {c.verified:>9} {c.verification_failed:>14}"
         )
+    print("\nverification depth (last check of each repository):")
+    for n, d in depths.items():
+        oldest = d["oldest_deep"]
+        deep = "every repository" if isinstance(oldest, float) else "not every repository yet"
+        since = f", the oldest {ago(oldest, now)}" if isinstance(oldest, float) else ""
+        print(
+            f"  {n}: {d['content']} content, {d['deep']} deep, {d['checksum']} checksum, {d['never']} never; "
+            f"deep-verified: {deep}{since}"
+        )
+    for r in named:
+        depth = r.verification_depth or "never verified"
+        deep = f", last deep {ago(r.deep_verified_at, now)}" if r.deep_verified_at is not None else ""
+        print(
+            f"  {r.site}  {r.repository}: {r.state}, verification {r.verification_state} "
+            f"({depth}, {ago(r.verified_at, now)}{deep})"
+            + (f": {redact(r.verification_failure)}" if r.verification_failure else "")
+        )
+    missing = sorted(wanted - {r.repository for r in named})
+    if missing:
+        print(f"  not tracked: {', '.join(missing)}")
     if failed:
         print("\nfailed repositories:")
         for r in failed:

@@ -639,6 +639,26 @@ class Tracking:
             result[site] = SiteCounts(site, n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7], n[8], oldest)
         return result
 
+    def verification_depths(self, sites: Sequence[str]) -> dict[str, dict[str, object]]:
+        """Per site: repositories by the depth of their last verification ("never" for none yet), and
+        the oldest deep or content verification (None if a repository never had one)."""
+        result: dict[str, dict[str, object]] = {
+            site: {"checksum": 0, "deep": 0, "content": 0, "never": 0, "oldest_deep": None} for site in sites
+        }
+        for site, depth, count in self._query(
+            "SELECT site, COALESCE(verification_depth, 'never'), COUNT(*) FROM repositories "
+            "WHERE on_primary = 1 GROUP BY site, verification_depth"
+        ):
+            if site in result and depth in result[str(site)]:
+                result[str(site)][str(depth)] = int(count)  # type: ignore[call-overload]
+        for site, never, oldest in self._query(
+            "SELECT site, SUM(deep_verified_at IS NULL), MIN(deep_verified_at) FROM repositories "
+            "WHERE on_primary = 1 GROUP BY site"
+        ):
+            if site in result and not never:
+                result[str(site)]["oldest_deep"] = oldest
+        return result
+
     # -- blob locations ----------------------------------------------------------------------
 
     def add_blob_locations(self, site: str, repository: str, digests: Iterable[str]) -> None:
