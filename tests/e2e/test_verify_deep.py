@@ -95,7 +95,9 @@ def test_deep_finds_a_lost_blob_content_a_corrupt_one_and_resync_puts_the_lost_o
     # status shows each repository's verification depth and age
     code, out, _ = cli(capsys, config, "status", "shop/api", "tools/cli")
     assert code == 0
-    assert re.search(r"^  secondary  shop/api: pending, verification failed \(deep, (just now|\d+ s ago)", out, re.M)
+    assert re.search(
+        r"^  secondary  shop/api: pending, verification failed \(deep, (just now|\d+ s ago)", out, re.M
+    )
     site = json.loads(cli(capsys, config, "status", "--json")[1])["sites"]["secondary"]
     assert site["verification_depths"]["deep"] == 3 and site["verification_depths"]["never"] == 0
 
