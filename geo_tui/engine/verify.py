@@ -247,14 +247,13 @@ class Verifier:
             ):
                 if count > 0:
                     self._count_blobs(site, outcome, count)
+        # "verified: ..." as before depths; a deep or content check says which it was
+        depth = "" if result.depth is VerificationDepth.CHECKSUM else f" ({result.depth})"
         if result.ok:
-            self._log("info", f"verified ({result.depth}): {result.detail}", site=site, repository=repository)
+            self._log("info", f"verified{depth}: {result.detail}", site=site, repository=repository)
         else:
             self._log(
-                "error",
-                f"verification failed ({result.depth}): {result.detail}",
-                site=site,
-                repository=repository,
+                "error", f"verification failed{depth}: {result.detail}", site=site, repository=repository
             )
             if result.missing:
                 # The tags match, so an ordinary sync would skip them: this one looks at their blobs too.
