@@ -19,7 +19,7 @@ import pytest
 from geo_tui.config import load_config
 from geo_tui.engine import Engine, SyncState, VerificationState
 from geo_tui.engine.link import EngineThread
-from geo_tui.lab.images import Blob, oci_index
+from geo_tui.lab.images import Blob, oci_artifact, oci_index, referrers_fallback
 from tests.e2e.test_sync import sync_json
 from tests.e2e.test_verify import cli, tracked, verify_json
 from tests.support.distribution import Distribution
@@ -199,6 +199,7 @@ def test_content_memory_stays_flat_on_a_256_mib_layer(
     results = json.loads("\n".join(body))
     assert code == 0, done.stderr
     assert results[0]["blobs"]["hashed_bytes"] >= 256 * MiB
+    print(f"verify --content of a 256 MiB layer: peak RSS {max_rss_kib / 1024:.1f} MiB")
     assert max_rss_kib / 1024 < 100, f"peak RSS {max_rss_kib / 1024:.0f} MiB hashing a 256 MiB layer"
 
 
@@ -266,3 +267,28 @@ def test_serve_deep_verifies_on_its_schedule_and_repairs_a_lost_blob(
         assert passed.deep_verified_at is not None and passed.deep_verified_at > failed.deep_verified_at
     finally:
         link.stop(timeout=10)
+
+
+def test_deep_walks_the_referrers_a_fallback_tag_lists(
+    primary: Distribution,
+    secondary: Distribution,
+    primary_pusher: RawPusher,
+    config_for: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A signature's blob lost on the secondary fails deep verification: the `sha256-<hex>` fallback tag is
+    a tag, and the walk follows the index it points at down to each referrer's blobs."""
+    subject = oci_image("signed")
+    signature = oci_artifact(subject, artifact_type="application/vnd.dev.cosign.simplesigning.v1+json")
+    fallback_tag, fallback = referrers_fallback(subject, [signature])
+    primary_pusher.push_tree("shop/signed", subject, "v1")
+    primary_pusher.push_tree("shop/signed", fallback, fallback_tag)
+    config = config_for(primary, secondary)
+    assert sync_json(capsys, config)[0] == 0
+    code, results = verify_json(capsys, config, "--deep")
+    assert code == 0 and results[0]["blobs"]["manifests"] == 3, results  # image, fallback index, signature
+
+    payload = signature.blobs[-1]
+    blob_file(secondary, payload.digest).unlink()
+    code, results = verify_json(capsys, config, "--deep")
+    assert code == 1 and results[0]["missing"] == [payload.digest], results
