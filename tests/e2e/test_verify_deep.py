@@ -20,11 +20,11 @@ from geo_tui.config import load_config
 from geo_tui.engine import Engine, SyncState, VerificationState
 from geo_tui.engine.link import EngineThread
 from geo_tui.lab.images import Blob, oci_artifact, oci_index, referrers_fallback
+from tests.e2e import test_verify
 from tests.e2e.test_sync import sync_json
 from tests.e2e.test_verify import cli, tracked, verify_json
 from tests.support.distribution import Distribution
-from tests.support.geo import image_with_layers, write_geo_config
-from tests.support.keys import TestKeyPair
+from tests.support.geo import image_with_layers
 from tests.support.oci import layer_blob, oci_image
 from tests.support.push import RawPusher
 
@@ -43,12 +43,7 @@ def blob_file(registry: Distribution, digest: str) -> Path:
     raise AssertionError(f"{registry.name} holds no file for {digest} under {registry.root_dir}")
 
 
-@pytest.fixture
-def config_for(tmp_path: Path, key_pair: TestKeyPair) -> Callable[..., Path]:
-    def make(primary: Distribution, *secondaries: Distribution, **kwargs: Any) -> Path:
-        return write_geo_config(tmp_path / "geo", primary, list(secondaries), key_pair, **kwargs)
-
-    return make
+config_for = test_verify.config_for  # the same fixture: a geo-tui config over the given registries
 
 
 def test_deep_finds_a_lost_blob_content_a_corrupt_one_and_resync_puts_the_lost_one_back(

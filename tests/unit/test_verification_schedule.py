@@ -13,16 +13,9 @@ from geo_tui.config import ConfigError, load_config
 from geo_tui.engine import SyncState, Tracking, VerificationState
 from geo_tui.engine.deep import sampled
 from geo_tui.engine.tracking import deep_offset
+from tests.unit.test_tracking import Clock
 
 WEEK = 7 * 86400.0
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
