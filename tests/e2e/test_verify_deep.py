@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -19,14 +20,18 @@ import pytest
 from geo_tui.config import load_config
 from geo_tui.engine import Engine, SyncState, VerificationState
 from geo_tui.engine.link import EngineThread
+from geo_tui.engine.wire import decode_rows
 from geo_tui.lab.images import Blob, oci_artifact, oci_index, referrers_fallback
 from tests.e2e import test_verify
+from tests.e2e.test_api import TOKEN
 from tests.e2e.test_sync import sync_json
 from tests.e2e.test_verify import cli, tracked, verify_json
-from tests.support.distribution import Distribution
+from tests.support.distribution import Distribution, free_port
 from tests.support.geo import image_with_layers
+from tests.support.keys import TestKeyPair
 from tests.support.oci import layer_blob, oci_image
 from tests.support.push import RawPusher
+from tests.support.served import ServedEngine, wait_until, write_served_config
 
 MiB = 1024 * 1024
 
@@ -287,3 +292,38 @@ def test_deep_walks_the_referrers_a_fallback_tag_lists(
     blob_file(secondary, payload.digest).unlink()
     code, results = verify_json(capsys, config, "--deep")
     assert code == 1 and results[0]["missing"] == [payload.digest], results
+
+
+def test_the_engine_api_verify_command_takes_a_depth_and_counts_blobs_in_metrics(
+    registry_factory: Callable[..., Distribution], key_pair: TestKeyPair, tmp_path: Path
+) -> None:
+    port = free_port()
+    primary, eu = registry_factory("primary"), registry_factory("eu")
+    image = oci_image("api-depth")
+    with RawPusher.for_registry(primary) as pusher:
+        pusher.push_tree("shop/api", image, "v1")
+    config = write_served_config(tmp_path / "geo", primary, [eu], key_pair, port=port, api={"token": TOKEN})
+    engine = ServedEngine(config, tmp_path / "serve.log", api_url=f"http://127.0.0.1:{port}")
+    engine.start(TOKEN)
+    try:
+        with engine.client(TOKEN) as client:
+
+            def synced() -> bool:
+                page = client.get("/api/v1/rows").json()["rows"]
+                return [str(r.state) for r in decode_rows(page)] == ["synced"]
+
+            wait_until(synced, what="the backfill")
+            blob_file(eu, image.blobs[-1].digest).unlink()
+            keys = {"keys": [["eu", "shop/api"]]}
+            plain = client.post("/api/v1/commands/verify", json=keys, timeout=60).json()
+            assert (plain["ok"], plain["depth"]) == (True, "checksum"), plain  # absent: checksum, as before
+            deep = client.post("/api/v1/commands/verify", json={**keys, "depth": "deep"}, timeout=60).json()
+            assert (deep["ok"], deep["depth"]) == (False, "deep"), deep
+            assert f"blob {image.blobs[-1].digest}" in deep["message"]
+            bad = client.post("/api/v1/commands/verify", json={**keys, "depth": "deepest"})
+            assert bad.status_code == 400 and "depth: one of checksum, deep, content" in bad.json()["error"]
+            metrics = client.get("/metrics").text
+        assert 'geo_tui_verified_blobs_total{outcome="missing",site="eu"} 1.0' in metrics, metrics
+        assert 'geo_tui_verified_blobs_total{outcome="present",site="eu"} 2.0' in metrics
+    finally:
+        engine.stop(signal.SIGKILL)

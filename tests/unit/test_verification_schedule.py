@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from geo_tui.config import ConfigError, load_config
-from geo_tui.engine import SyncState, Tracking, VerificationState
+from geo_tui.engine import RepositoryRow, SyncState, Tracking, VerificationState
 from geo_tui.engine.deep import sampled
 from geo_tui.engine.tracking import deep_offset
+from geo_tui.engine.wire import WireError, decode_row, decode_rows, encode_row, encode_rows
 from tests.unit.test_tracking import Clock
 
 WEEK = 7 * 86400.0
@@ -173,3 +175,26 @@ def write_config(tmp_path: Path, deep_interval: object) -> Path:
         text += f"\n[verification]\ndeep_interval = {deep_interval}\n"
     path.write_text(text)
     return path
+
+
+def test_rows_from_an_engine_before_depths_read_with_the_defaults() -> None:
+    """Wire version 2 grew compatibly: a row (or a page of rows) without the depth columns still reads."""
+    row = RepositoryRow(
+        "eu", "a", SyncState.SYNCED, 1, 0, None, None, 5.0, None, 1, 10, VerificationState.SUCCEEDED,
+        "sha256:ab", 6.0, None, True, None, "deep", 6.0, True,
+    )  # fmt: skip
+    page = json.loads(json.dumps(encode_rows([row])))
+    assert decode_rows(page) == [row]
+    old_columns = page["columns"][:-3]
+    old = {"columns": old_columns, "values": [v[:-3] for v in page["values"]]}
+    (decoded,) = decode_rows(old)
+    assert (decoded.verification_depth, decoded.deep_verified_at, decoded.recheck_blobs) == (
+        None,
+        None,
+        False,
+    )
+    assert decoded.verified_at == 6.0
+    single = {k: v for k, v in json.loads(json.dumps(encode_row(row))).items() if k in old_columns}
+    assert decode_row(single).verification_depth is None
+    with pytest.raises(WireError, match="missing"):
+        decode_row({k: v for k, v in single.items() if k != "verified_at"})
