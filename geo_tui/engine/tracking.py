@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 EVENT_LOG_LIMIT = 10_000
+DEEP_PLAN_BATCH = 1000  # rows given their first deep-verification slot per call of deep_due
 
 
 def deep_offset(site: str, repository: str, interval: float) -> float:
@@ -264,6 +265,8 @@ class Tracking:
         for name, definition in _ADDED_COLUMNS:
             if name not in have:
                 self._db.execute(f"ALTER TABLE repositories ADD COLUMN {name} {definition}")
+        # the deep schedule looks for due (and unplanned) rows every round: an index, not a scan of 100k
+        self._db.execute("CREATE INDEX IF NOT EXISTS repositories_deep ON repositories (next_deep_at)")
 
     def close(self) -> None:
         with self._lock:
@@ -567,20 +570,24 @@ class Tracking:
         """Synced rows whose scheduled deep verification has come, the longest overdue first.
 
         A row gets its first slot at a fixed point of the interval drawn from a hash of its site and name
-        (`deep_offset`), so rows synced together (a backfill, an upgrade) are not all due together."""
-        where, params = self._selection(sites, None)
+        (`deep_offset`), so rows synced together (a backfill, an upgrade) are not all due together. Up to
+        DEEP_PLAN_BATCH rows are planned per call, so a first call on 100k rows does not hold the database."""
+        # `+site`, `+state`: the planner must walk the next_deep_at index, not every row of a site or state
+        where = "1 = 1" if sites is None else f"+site IN ({','.join('?' * len(sites))})"
+        params: list[object] = list(sites or ())
         with self._tx() as db:
             unplanned = db.execute(
-                f"SELECT site, repository FROM repositories WHERE next_deep_at IS NULL AND {where}", params
+                f"SELECT site, repository FROM repositories WHERE next_deep_at IS NULL AND {where} LIMIT ?",
+                [*params, DEEP_PLAN_BATCH],
             ).fetchall()
             db.executemany(
                 "UPDATE repositories SET next_deep_at = ? WHERE site = ? AND repository = ?",
                 [(now + deep_offset(str(s), str(r), interval), s, r) for s, r in unplanned],
             )
         sql = (
-            f"SELECT {_ROW_COLUMNS} FROM repositories WHERE on_primary = 1 AND state = 'synced' "
-            f"AND verification_state != 'started' AND next_deep_at <= ? AND {where} "
-            "ORDER BY next_deep_at, repository LIMIT ?"
+            f"SELECT {_ROW_COLUMNS} FROM repositories WHERE next_deep_at <= ? AND on_primary = 1 "
+            f"AND +state = 'synced' AND verification_state != 'started' AND {where} "
+            "ORDER BY next_deep_at LIMIT ?"
         )
         rows = self._query(sql, [now, *params, limit])
         return [RepositoryRow._from_sql(r) for r in rows]

@@ -83,7 +83,7 @@ async def test_deep_and_content_verification_from_the_keyboard(
         web = row("shop/web")
         assert web is not None and web.verification_state is VerificationState.FAILED
         assert f"corrupt on the secondary: {corrupt.digest}" in (web.verification_failure or "")
-        assert table._verification_text(web).startswith("✗ bytes ")
+        assert table._verification_text(web).startswith("✗ hash ")
 
         # the palette offers the same, by name
         await filter_to(pilot, "ops/tools")

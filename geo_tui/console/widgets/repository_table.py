@@ -48,8 +48,8 @@ _VERIFY_TEXT = {
 }
 _VERIFY_RANK = {_VS.FAILED: 0, _VS.STARTED: 1, _VS.PENDING: 2, _VS.SUCCEEDED: 3}
 _VERIFY_CLASS = {_VS.SUCCEEDED: "synced", _VS.FAILED: "failed", _VS.PENDING: "muted", _VS.STARTED: "started"}
-# The depth of a finished verification, shown in its cell with its age: "✓ deep 2d", "✗ sum 3h".
-_DEPTH_WORD = {"checksum": "sum", "deep": "deep", "content": "bytes"}
+# The depth of a finished verification, shown in its cell with its age: "✓ deep 2d", "✗ sum 3h" (10 cells).
+_DEPTH_WORD = {"checksum": "sum", "deep": "deep", "content": "hash"}
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 # Above this many changed rows one sort of the whole list beats a bisect-and-insert per row.
 _INSORT_LIMIT = 256
