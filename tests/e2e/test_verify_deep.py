@@ -134,6 +134,14 @@ def test_deep_finds_a_lost_blob_content_a_corrupt_one_and_resync_puts_the_lost_o
     row = tracked(config)[("secondary", "shop/api")]
     assert row.verification_state is VerificationState.SUCCEEDED and not row.recheck_blobs
 
+    # the advice works: the operator deletes the corrupt blob from storage and runs the line it printed
+    blob_file(secondary, corrupt.digest).unlink()
+    code, out, err = cli(capsys, config, "resync", "--blobs", "--now", "--site", "secondary", "shop/web")
+    assert code == 0, err
+    assert blob_file(secondary, corrupt.digest).read_bytes() == corrupt.data
+    code, results = verify_json(capsys, config, "--content", "shop/web")
+    assert code == 0 and results[0]["corrupt"] == [], results
+
     # and an ordinary sync stays the fast no-op: it does not look below matching tags
     code, summary_all = sync_json(capsys, config)
     site = summary_all["sites"]["secondary"]
