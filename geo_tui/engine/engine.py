@@ -58,7 +58,6 @@ ROW_ECHO_LIMIT = 1000  # rows a resync of named repositories announces at once; 
 # Scheduled deep verifications started per round of the verification loop (a round is ~2 s when idle):
 # each row's slot is spread over the interval already; this caps a backlog (an engine that was down).
 DEEP_PER_TICK = 2
-DEEP_INTERVAL_OFF = 7 * 86400.0  # the re-check time recorded by a manual deep check when the schedule is off
 
 
 @dataclass
@@ -177,7 +176,7 @@ class Engine:
             log=self.log,
             row_changed=self._emit_row,
             blob_concurrency=self.config.engine.blob_concurrency,
-            deep_interval=self.config.verification.deep_interval or DEEP_INTERVAL_OFF,
+            deep_interval=self.config.verification.deep_interval,
             count_blobs=lambda site, outcome, n: self.metrics.verified_blobs.labels(site, outcome).inc(n),
         )
         self.metrics.watch_state(

@@ -582,7 +582,8 @@ async def replicate_repository(
         errors.extend(f"tag {t}: {e}" for t, e in zip(phase, results, strict=True) if e is not None)
     if recheck_blobs:
         run.recheck = True
-        matching = sorted(t for t in wanted if t not in stale_copy)
+        copied = set(stale_copy)
+        matching = sorted(t for t in wanted if t not in copied)
         results = await _gather_limited(matching, lambda t: run.recheck_tag(wanted[t]), tag_concurrency)
         errors.extend(f"tag {t}: {e}" for t, e in zip(matching, results, strict=True) if e is not None)
 

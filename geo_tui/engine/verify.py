@@ -110,7 +110,7 @@ class Verifier:
         log: Callable[..., None],
         row_changed: Callable[[str, str], None],
         blob_concurrency: int = 4,
-        deep_interval: float = 7 * 86400.0,
+        deep_interval: float = 7 * 86400.0,  # 0: no schedule
         count_blobs: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self._tracking = tracking
@@ -227,6 +227,9 @@ class Verifier:
         state = VerificationState.SUCCEEDED if result.ok else VerificationState.FAILED
         now = self._tracking.now()
         deep = result.depth is not VerificationDepth.CHECKSUM
+        next_deep_at = None  # when the schedule (if on) deep-verifies this row again
+        if deep and self._deep_interval:
+            next_deep_at = now + (self._deep_interval if result.ok else RETRY_FAILED_DEEP)
         self._tracking.mark_verification(
             site,
             repository,
@@ -234,7 +237,7 @@ class Verifier:
             checksum=result.secondary_checksum,
             failure=None if result.ok else result.detail,
             depth=str(result.depth),
-            next_deep_at=(now + (self._deep_interval if result.ok else RETRY_FAILED_DEEP)) if deep else None,
+            next_deep_at=next_deep_at,
         )
         if result.blobs is not None and self._count_blobs is not None:
             report = result.blobs
