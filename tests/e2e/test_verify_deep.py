@@ -29,7 +29,15 @@ from tests.e2e.test_verify import cli, tracked, verify_json
 from tests.support.distribution import Distribution, free_port
 from tests.support.geo import image_with_layers
 from tests.support.keys import TestKeyPair
-from tests.support.oci import layer_blob, oci_image
+from tests.support.oci import (
+    buildkit_cache_index,
+    buildkit_cache_manifest,
+    docker_image,
+    layer_blob,
+    multi_arch,
+    oci_image,
+    schema1_image,
+)
 from tests.support.push import RawPusher
 from tests.support.served import ServedEngine, wait_until, write_served_config
 
@@ -335,3 +343,39 @@ def test_the_engine_api_verify_command_takes_a_depth_and_counts_blobs_in_metrics
         assert 'geo_tui_verified_blobs_total{outcome="present",site="eu"} 2.0' in metrics
     finally:
         engine.stop(signal.SIGKILL)
+
+
+def test_content_verification_passes_on_every_format(
+    primary: Distribution,
+    registry_factory: Callable[..., Distribution],
+    primary_pusher: RawPusher,
+    config_for: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Nothing a correct secondary holds reads as missing or corrupt: schema 1 (re-signed on every GET),
+    Docker and OCI lists, a nested index, BuildKit cache (an index of blobs), artifacts and referrers."""
+    secondary = registry_factory("secondary", schema1=True)
+    subject = oci_image("subject")
+    fallback_tag, fallback = referrers_fallback(subject, [oci_artifact(subject, seed="sbom")])
+    pushes = [
+        ("formats/docker", docker_image("d1"), "v1"),
+        ("formats/dockerlist", multi_arch("dl", docker=True), "latest"),
+        ("formats/schema1", schema1_image("formats/schema1", "old", seed="s1"), "old"),
+        (
+            "formats/nested",
+            oci_index([multi_arch("n1"), oci_image("n2"), oci_index([oci_image("n3")])]),
+            "v2",
+        ),
+        ("formats/buildkit", buildkit_cache_manifest("bk1"), "cache"),
+        ("formats/buildkit", buildkit_cache_index("bk2"), "cache-index"),
+        ("formats/artifacts", subject, "app"),
+        ("formats/artifacts", fallback, fallback_tag),
+    ]
+    for repository, node, tag in pushes:
+        primary_pusher.push_tree(repository, node, tag)
+    config = config_for(primary, secondary)
+    assert sync_json(capsys, config)[0] == 0
+    code, results = verify_json(capsys, config, "--content")
+    assert code == 0, [(r["repository"], r["detail"]) for r in results if not r["ok"]]
+    assert len(results) == 6 and all(r["blobs"]["errors"] == [] for r in results)
+    assert all(r["blobs"]["hashed"] == r["blobs"]["checked"] > 0 for r in results), results
