@@ -30,8 +30,13 @@ from tests.support.distribution import Distribution, free_port
 from tests.support.geo import image_with_layers
 from tests.support.keys import TestKeyPair
 from tests.support.oci import (
+    DOCKER_CONFIG,
+    DOCKER_LAYER_GZIP,
+    DOCKER_MANIFEST,
+    ManifestNode,
     buildkit_cache_index,
     buildkit_cache_manifest,
+    canonical_json,
     docker_image,
     layer_blob,
     multi_arch,
@@ -379,3 +384,41 @@ def test_content_verification_passes_on_every_format(
     assert code == 0, [(r["repository"], r["detail"]) for r in results if not r["ok"]]
     assert len(results) == 6 and all(r["blobs"]["errors"] == [] for r in results)
     assert all(r["blobs"]["hashed"] == r["blobs"]["checked"] > 0 for r in results), results
+
+
+def test_a_foreign_layer_is_counted_not_checked(
+    registry_factory: Callable[..., Distribution],
+    config_for: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A layer with `urls` is fetched from its URLs, not the registry: neither side holds it. (Distribution
+    2.8 takes such a manifest only where validation.manifests.urls.allow lets its URLs through.)"""
+    allow = {"validation": {"manifests": {"urls": {"allow": ["^https://"]}}}}
+    primary = registry_factory("primary", extra_config=allow)
+    secondary = registry_factory("secondary", extra_config=allow)
+    config_blob = Blob(
+        canonical_json({"architecture": "amd64", "os": "windows", "rootfs": {}}), DOCKER_CONFIG
+    )
+    layer = layer_blob("windows-app", 2048, DOCKER_LAYER_GZIP)
+    foreign = {
+        "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "size": 1024,
+        "digest": "sha256:" + "ab" * 32,
+        "urls": ["https://mcr.example.invalid/windows/base"],
+    }
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": config_blob.descriptor(),
+        "layers": [foreign, layer.descriptor()],
+    }
+    node = ManifestNode(json.dumps(manifest).encode(), DOCKER_MANIFEST, blobs=[config_blob, layer])
+    with RawPusher.for_registry(primary) as pusher:
+        pusher.push_tree("windows/app", node, "v1")
+    config = config_for(primary, secondary)
+    assert sync_json(capsys, config)[0] == 0
+    code, results = verify_json(capsys, config, "--content")
+    assert code == 0, results
+    blobs = results[0]["blobs"]
+    assert (blobs["checked"], blobs["hashed"], blobs["foreign"]) == (2, 2, 1), blobs
+    assert "1 foreign not checked" in results[0]["detail"]
