@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from geo_tui.config import load_config
-from geo_tui.engine import Engine, SyncState, VerificationState
-from geo_tui.engine.link import EngineThread
+from geo_tui.config import Secret, load_config
+from geo_tui.engine import Engine, SyncState, VerificationDepth, VerificationState
+from geo_tui.engine.link import CommandResult, EngineThread
+from geo_tui.engine.remote import RemoteLink
 from geo_tui.engine.wire import decode_rows
 from geo_tui.lab.images import Blob, oci_artifact, oci_index, referrers_fallback
 from tests.e2e import test_verify
@@ -346,8 +347,41 @@ def test_the_engine_api_verify_command_takes_a_depth_and_counts_blobs_in_metrics
             metrics = client.get("/metrics").text
         assert 'geo_tui_verified_blobs_total{outcome="missing",site="eu"} 1.0' in metrics, metrics
         assert 'geo_tui_verified_blobs_total{outcome="present",site="eu"} 2.0' in metrics
+
+        # a console asks through its link; an answer that names no depth (an engine from before depths,
+        # which verifies checksums only) is no deep verification, and the console says so
+        link = RemoteLink(engine.target, token=Secret(TOKEN))
+        link.start()
+        try:
+            assert link.wait_connected(15)
+            link.verify([("eu", "shop/api")], VerificationDepth.DEEP)
+            # (serve has run the resync the deep failure queued by now: the blob is back)
+            assert wait_for_result(link).message.startswith("verified 1 (deep): ")
+            real = link._request
+
+            async def older_engine(*args: Any, **kwargs: Any) -> dict[str, Any]:
+                answer = await real(*args, **kwargs)
+                answer.pop("depth", None)
+                return answer
+
+            link._request = older_engine  # type: ignore[method-assign]
+            link.verify([("eu", "shop/api")], VerificationDepth.DEEP)
+            result = wait_for_result(link)
+            assert not result.ok and "did not run a deep verification" in result.message
+        finally:
+            link.stop()
     finally:
         engine.stop(signal.SIGKILL)
+
+
+def wait_for_result(link: RemoteLink, timeout: float = 60) -> CommandResult:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        results = link.drain().results
+        if results:
+            return results[0]
+        time.sleep(0.1)
+    raise AssertionError("no command result")
 
 
 def test_content_verification_passes_on_every_format(
