@@ -739,12 +739,14 @@ class Engine:
         interval = self.config.verification.deep_interval
         if not interval:
             return False
-        rows = self.tracking.deep_due(
-            self._clock(), interval, sites=self.secondary_names, limit=DEEP_PER_TICK
-        )
+        # rows of repositories still copying wait; they must not hold up the others due
+        limit = DEEP_PER_TICK + len(self._inflight)
+        rows = self.tracking.deep_due(self._clock(), interval, sites=self.secondary_names, limit=limit)
         by_repo: dict[str, list[str]] = {}
         for row in rows:
-            if row.repository not in self._inflight:
+            if row.repository not in self._inflight and (
+                row.repository in by_repo or len(by_repo) < DEEP_PER_TICK
+            ):
                 by_repo.setdefault(row.repository, []).append(row.site)
         for repository, sites in by_repo.items():
             await self._verifier.verify_repository(repository, sites, depth=VerificationDepth.DEEP)
