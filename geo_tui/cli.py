@@ -26,7 +26,8 @@ from geo_tui.config import (
     resolve_config_path,
     warn_if_world_readable,
 )
-from geo_tui.engine import Engine, SyncState, SyncSummary
+from geo_tui.console.format import ago
+from geo_tui.engine import Engine, SyncState, SyncSummary, VerificationDepth, VerificationResult
 from geo_tui.engine.lock import DatabaseInUse
 from geo_tui.progress import ProgressReporter
 from geo_tui.registry import RegistryError
@@ -93,11 +94,42 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--console-child", action="store_true", help=argparse.SUPPRESS)
 
     status = sub.add_parser("status", help="counts and percent synced per site, from the tracking database")
+    status.add_argument(
+        "repositories",
+        nargs="*",
+        metavar="REPO",
+        help="also each of these: states, verification depth and age",
+    )
     status.add_argument("--json", action="store_true")
 
-    verify = sub.add_parser("verify", help="compare repository checksums on the primary and the secondaries")
+    verify = sub.add_parser(
+        "verify",
+        help="compare repository checksums on the primary and the secondaries; --deep, --content check blobs",
+    )
     verify.add_argument("repositories", nargs="*", metavar="REPO")
     verify.add_argument("--site", action="append", metavar="NAME")
+    depth = verify.add_mutually_exclusive_group()
+    depth.add_argument(
+        "--deep",
+        action="store_const",
+        const="deep",
+        dest="depth",
+        help="also check that every blob the secondary's tags reach is there, with its size (HEAD each)",
+    )
+    depth.add_argument(
+        "--content",
+        action="store_const",
+        const="content",
+        dest="depth",
+        help="as --deep, and download each blob from the secondary and re-hash it",
+    )
+    verify.add_argument(
+        "--sample",
+        type=_fraction,
+        default=1.0,
+        metavar="FRACTION",
+        help="with --content: hash this share of the blobs (the same ones every run), e.g. 0.1",
+    )
     verify.add_argument("--json", action="store_true")
 
     resync = sub.add_parser("resync", help="queue repositories for a new sync")
@@ -106,6 +138,11 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--failed", action="store_true", help="the failed ones")
     which.add_argument("repositories", nargs="*", metavar="REPO", default=[])
     resync.add_argument("--site", action="append", metavar="NAME")
+    resync.add_argument(
+        "--blobs",
+        action="store_true",
+        help="also look at every blob of the tags that already match, and put back those missing",
+    )
     resync.add_argument("--now", action="store_true", help="run them now instead of leaving them to `serve`")
     resync.add_argument("--json", action="store_true")
 
@@ -120,6 +157,16 @@ def _parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check the config against the live registries and the receiver")
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     return parser
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0 and at most 1, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -402,6 +449,11 @@ async def _cmd_status(config: Config, args: argparse.Namespace, sites: list[str]
         names = [s.name for s in config.secondaries]
         counts = tracking.counts(names)
         failed = tracking.rows(sites=names, states=[SyncState.FAILED])
+        depths = tracking.verification_depths(names)
+        wanted = set(args.repositories)
+        # one read of each named row (a handful: they are named on the command line)
+        named = [r for n in names for name in sorted(wanted) if (r := tracking.row(n, name)) is not None]
+        now = tracking.now()
     finally:
         tracking.close()
     # Stored reasons are redacted when written; a database from an older geo-tui may predate that.
@@ -421,10 +473,24 @@ async def _cmd_status(config: Config, args: argparse.Namespace, sites: list[str]
                             "percent_synced": c.percent_synced,
                             "verified": c.verified,
                             "verification_failed": c.verification_failed,
+                            "verification_depths": depths[n],
                             "bytes": c.bytes,
                         }
                         for n, c in counts.items()
                     },
+                    "repositories": [
+                        {
+                            "site": r.site,
+                            "repository": r.repository,
+                            "state": str(r.state),
+                            "verification_state": str(r.verification_state),
+                            "verification_depth": r.verification_depth,
+                            "verified_at": r.verified_at,
+                            "deep_verified_at": r.deep_verified_at,
+                            "verification_failure": redact(r.verification_failure or "") or None,
+                        }
+                        for r in named
+                    ],
                     "failed": [
                         {
                             "site": r.site,
@@ -450,6 +516,26 @@ async def _cmd_status(config: Config, args: argparse.Namespace, sites: list[str]
             f"{n:<20} {c.synced:>7} {c.failed:>7} {c.pending + c.started:>8} {c.total:>7} "
             f"{c.percent_synced:>8.2f}% {c.verified:>9} {c.verification_failed:>14}"
         )
+    print("\nverification depth (last check of each repository):")
+    for n, d in depths.items():
+        oldest = d["oldest_deep"]
+        deep = "every repository" if isinstance(oldest, float) else "not every repository yet"
+        since = f", the oldest {ago(oldest, now)}" if isinstance(oldest, float) else ""
+        print(
+            f"  {n}: {d['content']} content, {d['deep']} deep, {d['checksum']} checksum, {d['never']} never; "
+            f"deep-verified: {deep}{since}"
+        )
+    for r in named:
+        depth = r.verification_depth or "never verified"
+        deep = f", last deep {ago(r.deep_verified_at, now)}" if r.deep_verified_at is not None else ""
+        print(
+            f"  {r.site}  {r.repository}: {r.state}, verification {r.verification_state} "
+            f"({depth}, {ago(r.verified_at, now)}{deep})"
+            + (f": {redact(r.verification_failure)}" if r.verification_failure else "")
+        )
+    missing = sorted(wanted - {r.repository for r in named})
+    if missing:
+        print(f"  not tracked: {', '.join(missing)}")
     if failed:
         print("\nfailed repositories:")
         for r in failed:
@@ -458,33 +544,83 @@ async def _cmd_status(config: Config, args: argparse.Namespace, sites: list[str]
 
 
 async def _cmd_verify(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
+    depth = VerificationDepth(args.depth or "checksum")
+    if args.sample != 1.0 and depth is not VerificationDepth.CONTENT:
+        raise UsageError("verify: --sample goes with --content")
     async with Engine(config, command="geo-tui verify") as engine:
         await _require_primary(engine)
-        results = await engine.verify(sites=sites, repositories=args.repositories or None)
-    if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "site": r.site,
-                        "repository": r.repository,
-                        "ok": r.ok,
-                        "primary_checksum": r.primary_checksum,
-                        "secondary_checksum": r.secondary_checksum,
-                        "detail": r.detail,
-                    }
-                    for r in results
-                ],
-                indent=2,
-            )
+        results = await engine.verify(
+            sites=sites, repositories=args.repositories or None, depth=depth, sample=args.sample
         )
+        corrupt = _corrupt_blobs(engine, results)
+    if args.json:
+        print(json.dumps([_verification_json(r) for r in results], indent=2))
     else:
+        print(DEPTH_LINES[depth] + (f" ({args.sample:g} of the blobs hashed)" if args.sample < 1 else ""))
         for r in results:
             mark = "ok  " if r.ok else "FAIL"
             print(f"{mark} {r.site}  {r.repository}: {r.detail}")
+        for (site, digest), users in sorted(corrupt.items()):
+            print(_corrupt_advice(site, digest, users))
         bad = sum(not r.ok for r in results)
         print(f"{len(results) - bad} verified, {bad} failed")
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+DEPTH_LINES = {
+    VerificationDepth.CHECKSUM: "depth: checksum (shallow: tags and manifest digests only, no blob checked; "
+    "--deep checks every blob)",
+    VerificationDepth.DEEP: "depth: deep (every manifest the tags reach read, each blob HEADed for its size)",
+    VerificationDepth.CONTENT: "depth: content (every blob downloaded from the secondary and re-hashed)",
+}
+
+
+def _verification_json(r: VerificationResult) -> dict[str, Any]:
+    report = r.blobs
+    return {
+        "site": r.site,
+        "repository": r.repository,
+        "ok": r.ok,
+        "depth": str(r.depth),
+        "primary_checksum": r.primary_checksum,
+        "secondary_checksum": r.secondary_checksum,
+        "detail": r.detail,
+        "missing": [m.split(" ", 1)[1] for m in r.missing],
+        "corrupt": list(r.corrupt),
+        "blobs": None
+        if report is None
+        else {
+            "manifests": report.manifests,
+            "checked": report.blobs,
+            "bytes": report.bytes,
+            "hashed": report.hashed,
+            "hashed_bytes": report.hashed_bytes,
+            "foreign": report.foreign,
+            "errors": report.errors,
+        },
+    }
+
+
+def _corrupt_blobs(engine: Engine, results: list[VerificationResult]) -> dict[tuple[str, str], list[str]]:
+    """(site, digest) of every corrupt blob -> the repositories there known to use it."""
+    found: dict[tuple[str, str], set[str]] = {}
+    for r in results:
+        for digest in r.corrupt:
+            users = found.setdefault((r.site, digest), set())
+            users.add(r.repository)
+            users.update(engine.tracking.blob_sources(r.site, digest, exclude="", limit=20))
+    return {key: sorted(users) for key, users in found.items()}
+
+
+def _corrupt_advice(site: str, digest: str, users: list[str]) -> str:
+    algorithm, _, hex_digest = digest.partition(":")
+    return (
+        f"CORRUPT on {site}: blob {digest} does not hash to its digest; used by {', '.join(users)}.\n"
+        f"  {site} believes it holds this blob, so it will not accept it again. Delete it from {site}'s "
+        f"storage (Distribution's filesystem driver: docker/registry/v2/blobs/{algorithm}/{hex_digest[:2]}/"
+        f"{hex_digest}/data) or let its garbage collection remove it, then put it back with:\n"
+        f"  geo-tui resync --blobs --now --site {site} {' '.join(users)}"
+    )
 
 
 async def _cmd_resync(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
@@ -498,7 +634,12 @@ async def _cmd_resync(config: Config, args: argparse.Namespace, sites: list[str]
     async with Engine(config, command="geo-tui resync") as engine:
         if args.repositories:
             await _require_known(engine, args.repositories)
-        count = engine.resync(sites=sites, repositories=args.repositories or None, failed_only=args.failed)
+        count = engine.resync(
+            sites=sites,
+            repositories=args.repositories or None,
+            failed_only=args.failed,
+            recheck_blobs=args.blobs,
+        )
         if not args.now:
             print(f"{count} repositories queued for resync")
             return EXIT_OK
@@ -521,6 +662,8 @@ def _resync_through_engine(
         body = {"keys": [[s, r] for s in names for r in args.repositories if config.site(s).wants(r)]}
     elif sites:
         body["sites"] = sites
+    if args.blobs:
+        body["blobs"] = True
     token = (
         Secret(os.environ[TOKEN_ENV])
         if os.environ.get(TOKEN_ENV)

@@ -7,6 +7,7 @@ The file's shape is a public contract (other tools write it)::
     [auth]            private_key, issuer, service, token_ttl    (needed if a site uses auth = "jwt")
     [notifications]   listen, secret | secret_file               (used by `geo-tui serve`)
     [api]             listen, token | token_file, read_token | read_token_file   (the engine API)
+    [verification]    deep_interval                              (optional)
     [primary]         name, registry, auth, username, password | password_file, ca_file, tls_verify,
                       token_realm_hosts
     [[secondaries]]   the keys of [primary], plus include and exclude
@@ -60,6 +61,7 @@ __all__ = [
     "Secret",
     "SiteConfig",
     "SiteRole",
+    "VerificationConfig",
     "default_api_socket",
     "load_config",
     "redactor_for",
@@ -74,7 +76,7 @@ SiteRole = Literal["primary", "secondary"]
 ENV_VAR: Final = "GEO_TUI_CONFIG"
 APP_NAME: Final = "geo-tui"
 
-_TOP_KEYS: Final = ("engine", "auth", "notifications", "api", "primary", "secondaries")
+_TOP_KEYS: Final = ("engine", "auth", "notifications", "api", "verification", "primary", "secondaries")
 _ENGINE_KEYS: Final = (
     "database",
     "repository_concurrency",
@@ -84,6 +86,9 @@ _ENGINE_KEYS: Final = (
     "sync_attempts",
 )
 _AUTH_KEYS: Final = ("private_key", "issuer", "service", "token_ttl")
+_VERIFICATION_KEYS: Final = ("deep_interval",)
+DEEP_INTERVAL_DEFAULT: Final = 7 * 86400  # seconds: GitLab Geo re-verifies every 7 days
+DEEP_INTERVAL_MIN: Final = 60
 _NOTIFICATIONS_KEYS: Final = ("listen", "secret", "secret_file")
 _API_KEYS: Final = ("listen", "token", "token_file", "read_token", "read_token_file")
 _PRIMARY_KEYS: Final = (
@@ -148,6 +153,16 @@ class EngineConfig:
     replicate_deletions: bool
     reconcile_interval: float
     sync_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationConfig:
+    """How `geo-tui serve` re-verifies: ``[verification]``.
+
+    ``deep_interval``: seconds between two deep verifications (every blob HEADed) of each repository, spread
+    evenly over the interval; 0 turns the schedule off."""
+
+    deep_interval: float = float(DEEP_INTERVAL_DEFAULT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +242,7 @@ class Config:
     primary: SiteConfig
     secondaries: tuple[SiteConfig, ...]
     api: ApiConfig | None = None  # None: the default, a unix socket beside the tracking database
+    verification: VerificationConfig = VerificationConfig()
 
     @property
     def sites(self) -> tuple[SiteConfig, ...]:
@@ -271,7 +287,8 @@ def load_config(path: Path) -> Config:
                 raise top.error("auth", f'missing [auth] section: the {user} uses auth = "jwt"')
     api_table = top.table("api", _API_KEYS)
     api = _api(api_table or Table(path, "api", {}, ()), base, engine, notifications)
-    return Config(path, engine, auth, notifications, primary, secondaries, api)
+    verification = _verification(top.table("verification", _VERIFICATION_KEYS))
+    return Config(path, engine, auth, notifications, primary, secondaries, api, verification)
 
 
 def redactor_for(config: Config) -> Redactor:
@@ -377,6 +394,17 @@ def _engine(t: Table, base: Path) -> EngineConfig:
         reconcile_interval=t.number("reconcile_interval", 600, 10),
         sync_attempts=t.integer("sync_attempts", 3, 1, 20),
     )
+
+
+def _verification(t: Table | None) -> VerificationConfig:
+    if t is None:
+        return VerificationConfig()
+    interval = t.number("deep_interval", DEEP_INTERVAL_DEFAULT, 0, 366 * 86400)
+    if 0 < interval < DEEP_INTERVAL_MIN:
+        raise t.error(
+            "deep_interval", f"must be 0 (off) or at least {DEEP_INTERVAL_MIN} seconds, got {interval:g}"
+        )
+    return VerificationConfig(interval)
 
 
 def _auth(t: Table, base: Path) -> AuthConfig:

@@ -19,7 +19,7 @@ from textual.containers import Vertical
 from textual.widgets import Header
 
 from geo_tui.config import Config
-from geo_tui.engine import SyncState
+from geo_tui.engine import SyncState, VerificationDepth
 from geo_tui.engine.link import Batch, EngineLink, EngineThread, RowKey
 
 from .commands import GeoTuiCommands
@@ -46,6 +46,11 @@ STATE_FILTERS: dict[str, frozenset[SyncState] | None] = {
     "all": None,
 }
 DETAIL_SCREEN = "repository-detail"
+DEPTH_WORDS = {
+    "checksum": "checksum: tags and digests",
+    "deep": "deep: every blob there, with its size",
+    "content": "content: every blob re-hashed",
+}
 PANES = {"sites": "#sites", "repositories": "#repositories", "log": "#log"}
 
 
@@ -64,6 +69,20 @@ class GeoTuiApp(App[None]):
         Binding("v", "verify", "Verify", id="app.verify"),
         Binding("R", "resync_many", "Resync marked/filtered", show=False, id="app.resync_many"),
         Binding("V", "verify_many", "Verify marked/filtered", show=False, id="app.verify_many"),
+        Binding("d", "verify('deep')", "Deep verify (every blob there)", show=False, id="app.verify_deep"),
+        Binding(
+            "D", "verify_many('deep')", "Deep verify marked/filtered", show=False, id="app.verify_deep_many"
+        ),
+        Binding(
+            "c", "verify('content')", "Content verify (re-hash blobs)", show=False, id="app.verify_content"
+        ),
+        Binding(
+            "C",
+            "verify_many('content')",
+            "Content verify marked/filtered",
+            show=False,
+            id="app.verify_content_many",
+        ),
         Binding("p", "toggle_pause", "Pause", id="app.pause"),
         Binding("f", "show_state('failed')", "Failed", show=False, id="app.show_failed"),
         Binding("w", "show_state('pending')", "Pending", show=False, id="app.show_pending"),
@@ -237,11 +256,11 @@ class GeoTuiApp(App[None]):
             self.link.resync([key])
             self.notify(f"resync queued: {key[1]} on {key[0]}")
 
-    def action_verify(self) -> None:
+    def action_verify(self, depth: str = "checksum") -> None:
         key = self.query_one(RepositoryTable).cursor_key
         if key is not None:
-            self.link.verify([key])
-            self.notify(f"verifying {key[1]} on {key[0]}…")
+            self.link.verify([key], VerificationDepth(depth))
+            self.notify(f"verifying {key[1]} on {key[0]} ({DEPTH_WORDS[depth]})…")
 
     def _bulk_keys(self) -> tuple[list[RowKey], str]:
         table = self.query_one(RepositoryTable)
@@ -267,8 +286,9 @@ class GeoTuiApp(App[None]):
     def action_resync_many(self) -> None:
         self._confirm_bulk("Resync", self.link.resync)
 
-    def action_verify_many(self) -> None:
-        self._confirm_bulk("Verify", self.link.verify)
+    def action_verify_many(self, depth: str = "checksum") -> None:
+        verb = "Verify" if depth == "checksum" else f"{depth.capitalize()}-verify"
+        self._confirm_bulk(verb, lambda keys: self.link.verify(keys, VerificationDepth(depth)))
 
     def action_resync_failed(self) -> None:
         failed = self.query_one(RepositoryTable).failed_count

@@ -11,7 +11,7 @@ from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, 
 from .replicate import CopyStats, repository_checksum
 from .tracking import LogRecord, RepositoryRow, SiteCounts, SyncState, Tracking, VerificationState
 from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
-from .verify import VerificationResult
+from .verify import VerificationDepth, VerificationResult
 
 __all__ = [
     "BytesCopied",
@@ -33,6 +33,7 @@ __all__ = [
     "SyncSummary",
     "Tracking",
     "Update",
+    "VerificationDepth",
     "VerificationResult",
     "VerificationState",
     "in_run_delay",

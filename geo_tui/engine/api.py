@@ -8,7 +8,10 @@ Under ``/api/v1/``:
     GET  logs?limit=              the most recent event log lines
     GET  detail?repository=       tags on every site side by side, rows and history of one repository
     POST commands/{resync,verify,pause,resume}   {"keys": [[site, repo], ...]} | {"failed": true} | {},
-                                  with "sites": [...] to narrow "failed" or all
+                                  with "sites": [...] to narrow "failed" or all; resync takes
+                                  "blobs": true (look below matching tags), verify takes "depth":
+                                  "checksum" | "deep" | "content" (absent: checksum) and "sample"; its
+                                  answer names the "depth" it ran (an engine without depths names none)
     WS   updates                  the engine's typed updates (see wire.py), a snapshot every second
 
 Access: ``Authorization: Bearer <token>``. The full token may do everything, the read token only read
@@ -35,6 +38,7 @@ from .describe import describe_error
 from .engine import Engine
 from .tracking import SyncState, VerificationState
 from .updates import Update
+from .verify import VerificationDepth, describe_results
 from .wire import (
     WIRE_VERSION,
     encode_batch,
@@ -230,11 +234,16 @@ class ApiApp:
         failed = body.get("failed") is True
         sites = self._sites(body)
         if name == "resync":
+            blobs = body.get("blobs") is True
             if keys is None:
-                count = engine.resync(sites=sites, failed_only=failed)
+                count = engine.resync(sites=sites, failed_only=failed, recheck_blobs=blobs)
             else:
-                count = sum(engine.resync(sites=[s], repositories=r) for s, r in _by_site(keys).items())
+                count = sum(
+                    engine.resync(sites=[s], repositories=r, recheck_blobs=blobs)
+                    for s, r in _by_site(keys).items()
+                )
             return {"ok": True, "count": count, "message": f"resync queued for {_repositories(count)}"}
+        depth, sample = _depth(body)
         if keys is None and failed:
             keys = [
                 r.key
@@ -243,15 +252,17 @@ class ApiApp:
             ]
         results = []
         if keys is None:
-            results = await engine.verify(sites=sites)
+            results = await engine.verify(sites=sites, depth=depth, sample=sample)
         else:
             for site, repositories in _by_site(keys).items():
-                results += await engine.verify(sites=[site], repositories=repositories)
-        bad = sum(not r.ok for r in results)
+                results += await engine.verify(
+                    sites=[site], repositories=repositories, depth=depth, sample=sample
+                )
         return {
-            "ok": bad == 0,
+            "ok": all(r.ok for r in results),
             "count": len(results),
-            "message": f"verified {len(results)}: {len(results) - bad} ok, {bad} failed",
+            "depth": str(depth),
+            "message": describe_results(results, depth),
         }
 
     def _sites(self, body: dict[str, Any]) -> list[str] | None:
@@ -435,6 +446,20 @@ def _integer(query: dict[str, list[str]], name: str, default: int, low: int, hig
     if not raw.isdigit() or not low <= int(raw) <= high:
         raise _Refused(400, f"{name}: a whole number from {low} to {high}")
     return int(raw)
+
+
+def _depth(body: dict[str, Any]) -> tuple[VerificationDepth, float]:
+    """The verify command's ``depth`` (absent: checksum, what every engine did before it had depths) and
+    ``sample`` (content only)."""
+    raw = body.get("depth", "checksum")
+    try:
+        depth = VerificationDepth(raw)
+    except ValueError:
+        raise _Refused(400, f"depth: one of {', '.join(VerificationDepth)}") from None
+    sample = body.get("sample", 1.0)
+    if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 < sample <= 1:
+        raise _Refused(400, "sample: a number above 0 and at most 1")
+    return depth, float(sample)
 
 
 def _by_site(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:

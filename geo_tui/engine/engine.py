@@ -42,7 +42,7 @@ from .sites import build_client, build_signer
 from .throughput import CompletionRate, Throughput
 from .tracking import RepositoryRow, SyncState, Tracking, VerificationState
 from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
-from .verify import VerificationResult, Verifier
+from .verify import VerificationDepth, VerificationResult, Verifier
 
 __all__ = ["Engine", "EngineSnapshot", "SiteSnapshot", "SiteSummary", "SyncSummary"]
 
@@ -55,6 +55,9 @@ UNHEALTHY_INTERVAL = 3.0  # while a site is down: its recovery shows within seco
 HEALTH_MIN_GAP = 1.0  # a burst of failed copies asks for one health check, not one each
 FLUSH_INTERVAL = 0.5
 ROW_ECHO_LIMIT = 1000  # rows a resync of named repositories announces at once; bulk ones show as they run
+# Scheduled deep verifications started per round of the verification loop (a round is ~2 s when idle):
+# each row's slot is spread over the interval already; this caps a backlog (an engine that was down).
+DEEP_PER_TICK = 2
 
 
 @dataclass
@@ -172,6 +175,9 @@ class Engine:
             wants=lambda site, repository: self._sites[site].config.wants(repository),
             log=self.log,
             row_changed=self._emit_row,
+            blob_concurrency=self.config.engine.blob_concurrency,
+            deep_interval=self.config.verification.deep_interval,
+            count_blobs=lambda site, outcome, n: self.metrics.verified_blobs.labels(site, outcome).inc(n),
         )
         self.metrics.watch_state(
             lambda: self.tracking.counts(self.secondary_names), lambda: len(self._inflight)
@@ -321,13 +327,18 @@ class Engine:
         sites: Sequence[str] | None = None,
         repositories: Sequence[str] | None = None,
         failed_only: bool = False,
+        recheck_blobs: bool = False,
     ) -> int:
-        """Queue repositories for a sync (all, the failed ones, or those named). Returns how many rows."""
+        """Queue repositories for a sync (all, the failed ones, or those named). Returns how many rows.
+        ``recheck_blobs``: the sync also HEADs the blobs of tags that already match, and puts back those
+        missing (an ordinary sync trusts a matching tag)."""
         if repositories is not None:
             for site in sites or self.secondary_names:
                 wanted = [r for r in repositories if self._sites[site].config.wants(r)]
                 self.tracking.ensure_rows(site, wanted)
-        count = self.tracking.request_sync(sites=sites, repositories=repositories, failed_only=failed_only)
+        count = self.tracking.request_sync(
+            sites=sites, repositories=repositories, failed_only=failed_only, recheck_blobs=recheck_blobs
+        )
         what = (
             "failed repositories"
             if failed_only
@@ -578,6 +589,7 @@ class Engine:
                 blob_concurrency=self.config.engine.blob_concurrency,
                 replicate_deletions=self.config.engine.replicate_deletions,
                 first_run=first_run,
+                recheck_blobs=row.recheck_blobs,
             )
         except asyncio.CancelledError:
             raise
@@ -670,10 +682,15 @@ class Engine:
     # -- verification ------------------------------------------------------------------------------
 
     async def verify(
-        self, *, sites: Sequence[str] | None = None, repositories: Sequence[str] | None = None
+        self,
+        *,
+        sites: Sequence[str] | None = None,
+        repositories: Sequence[str] | None = None,
+        depth: VerificationDepth = VerificationDepth.CHECKSUM,
+        sample: float = 1.0,
     ) -> list[VerificationResult]:
-        """Verify now: compare checksums on the primary and each secondary, record the result,
-        and queue a resync for every mismatch."""
+        """Verify now: compare checksums on the primary and each secondary (and, deeper, every blob the
+        secondary's tags reach), record the result, and queue a resync for every mismatch or missing blob."""
         names = list(sites or self.secondary_names)
         if repositories is None:
             tracked = {r for site in names for r in self.tracking.repository_names(site)}
@@ -683,10 +700,14 @@ class Engine:
             on_primary = set(await self.discover())
             wanted = [r for r in repositories if r in on_primary]
             unknown = [r for r in repositories if r not in on_primary]
-        results = await self._verifier.verify(names, wanted, self.config.engine.repository_concurrency)
+        results = await self._verifier.verify(
+            names, wanted, self.config.engine.repository_concurrency, depth=depth, sample=sample
+        )
         # A name the primary does not have (a typo, say) is no success, and gets no tracked row.
         results += [
-            VerificationResult(site, r, False, None, None, f"the primary has no repository named {r!r}")
+            VerificationResult(
+                site, r, False, None, None, f"the primary has no repository named {r!r}", depth
+            )
             for r in unknown
             for site in names
         ]
@@ -705,12 +726,31 @@ class Engine:
                     if repository not in self._inflight:
                         await self._verifier.verify_repository(repository, sites)
                         verified = True
+                verified = await self._deep_verify_due() or verified
                 # Only go round at once if something was verified: due rows whose repository is still
                 # copying to another site would otherwise spin here without an await, and starve the loop.
                 if verified:
                     self._poke()
                     continue
             await asyncio.sleep(2.0)
+
+    async def _deep_verify_due(self) -> bool:
+        """The scheduled deep verifications that are due, at most DEEP_PER_TICK repositories a round."""
+        interval = self.config.verification.deep_interval
+        if not interval:
+            return False
+        # rows of repositories still copying wait; they must not hold up the others due
+        limit = DEEP_PER_TICK + len(self._inflight)
+        rows = self.tracking.deep_due(self._clock(), interval, sites=self.secondary_names, limit=limit)
+        by_repo: dict[str, list[str]] = {}
+        for row in rows:
+            if row.repository not in self._inflight and (
+                row.repository in by_repo or len(by_repo) < DEEP_PER_TICK
+            ):
+                by_repo.setdefault(row.repository, []).append(row.site)
+        for repository, sites in by_repo.items():
+            await self._verifier.verify_repository(repository, sites, depth=VerificationDepth.DEEP)
+        return bool(by_repo)
 
     # -- health and throughput -----------------------------------------------------------------
 

@@ -24,6 +24,9 @@ from .listener import NotificationListener
 from .model import EngineSnapshot, RepositoryDetail
 from .tracking import LogRecord, RepositoryRow
 from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
+from .verify import VerificationDepth, describe_results
+
+CHECKSUM = VerificationDepth.CHECKSUM
 
 __all__ = ["Batch", "CommandResult", "EngineLink", "EngineThread", "LinkState", "RowKey"]
 
@@ -93,7 +96,7 @@ class EngineLink(Protocol):
     def drain(self) -> Batch: ...
     def load_detail(self, repository: str) -> None: ...
     def resync(self, keys: Sequence[RowKey] | None = None, *, failed_only: bool = False) -> None: ...
-    def verify(self, keys: Sequence[RowKey] | None = None) -> None: ...
+    def verify(self, keys: Sequence[RowKey] | None = None, depth: VerificationDepth = CHECKSUM) -> None: ...
     def pause(self) -> None: ...
     def resume(self) -> None: ...
 
@@ -204,16 +207,15 @@ class EngineThread:
 
         self._submit(run)
 
-    def verify(self, keys: Sequence[RowKey] | None = None) -> None:
+    def verify(self, keys: Sequence[RowKey] | None = None, depth: VerificationDepth = CHECKSUM) -> None:
         async def run(engine: Engine) -> None:
             if keys is None:
-                results = await engine.verify()
+                results = await engine.verify(depth=depth)
             else:
                 results = []
                 for site, repos in _by_site(keys).items():
-                    results += await engine.verify(sites=[site], repositories=repos)
-            bad = sum(not r.ok for r in results)
-            self._result(f"verified {len(results)}: {len(results) - bad} ok, {bad} failed", ok=bad == 0)
+                    results += await engine.verify(sites=[site], repositories=repos, depth=depth)
+            self._result(describe_results(results, depth), ok=all(r.ok for r in results))
 
         self._submit(run)
 

@@ -90,6 +90,13 @@ class EngineMetrics:
             ["status"],
             registry=self.registry,
         )
+        self.verified_blobs = Counter(
+            "geo_tui_verified_blobs",
+            "Blobs looked at by deep and content verifications, by outcome "
+            "(present, missing, corrupt, hashed, foreign)",
+            ["site", "outcome"],
+            registry=self.registry,
+        )
         self.event_to_synced = Histogram(
             "geo_tui_event_to_synced_seconds",
             "From a notification to the repository synced on a secondary",

@@ -24,9 +24,10 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from geo_tui.config import Secret
 
 from .describe import describe_error
-from .link import Batch, CommandResult, LinkState, RowKey, _Inbox, _setter
+from .link import CHECKSUM, Batch, CommandResult, LinkState, RowKey, _Inbox, _setter
 from .tracking import LogRecord, RepositoryRow
 from .updates import EngineStatus, LogLine
+from .verify import VerificationDepth
 from .wire import (
     WireError,
     decode_detail,
@@ -127,8 +128,18 @@ class RemoteLink:
     def resync(self, keys: Sequence[RowKey] | None = None, *, failed_only: bool = False) -> None:
         self._command("resync", _body(keys, failed_only))
 
-    def verify(self, keys: Sequence[RowKey] | None = None) -> None:
-        self._command("verify", _body(keys, False), timeout=None)  # a full verify takes a while
+    def verify(self, keys: Sequence[RowKey] | None = None, depth: VerificationDepth = CHECKSUM) -> None:
+        body = _body(keys, False)
+        if depth is not CHECKSUM:
+            body["depth"] = str(depth)
+
+        def check(document: dict[str, Any]) -> str | None:
+            # An engine from before depths ignores the key and verifies checksums only: say so, never pass.
+            if depth is not CHECKSUM and document.get("depth") != str(depth):
+                return f"the engine did not run a {depth} verification (it is older than this console)"
+            return None
+
+        self._command("verify", body, timeout=None, check=check)  # a full verify takes a while
 
     def pause(self) -> None:
         self._command("pause", {})
@@ -138,9 +149,19 @@ class RemoteLink:
 
     # -- commands ---------------------------------------------------------------------------------
 
-    def _command(self, name: str, body: dict[str, Any], timeout: float | None = REQUEST_TIMEOUT) -> None:
+    def _command(
+        self,
+        name: str,
+        body: dict[str, Any],
+        timeout: float | None = REQUEST_TIMEOUT,
+        check: Callable[[dict[str, Any]], str | None] | None = None,
+    ) -> None:
         async def run() -> None:
             document = await self._request("POST", f"commands/{name}", json=body, timeout=timeout)
+            refused = check(document) if check is not None else None
+            if refused is not None:
+                self._result(refused, ok=False)
+                return
             message = str(document.get("message") or f"{name}: done")
             self._result(message, ok=document.get("ok") is not False)
 

@@ -431,6 +431,8 @@ class _RepositoryRun:
         # The secondary does not know the repository and this engine never wrote there: nothing of
         # it can be there, so nothing is looked for (a HEAD per manifest and blob saved).
         self.fresh = False
+        # A deep verification found a blob missing under tags that match: look below present manifests too.
+        self.recheck = False
 
     async def fetch(self, digest: str) -> Manifest:
         manifest = self.cache.get(digest)
@@ -487,12 +489,19 @@ class _RepositoryRun:
         return task
 
     async def _copy_child(self, digest: str) -> None:
-        if not self.fresh and await self.secondary.head_manifest(self.repository, digest) is not None:
+        present = not self.fresh and await self.secondary.head_manifest(self.repository, digest) is not None
+        if present and not self.recheck:
             return
         manifest = await self.fetch(digest)
         await self._copy_below(manifest)
+        if present:
+            return
         await self.secondary.put_manifest(self.repository, digest, manifest.content, manifest.media_type)
         self.stats.manifests_pushed += 1
+
+    async def recheck_tag(self, digest: str) -> None:
+        """Put back whatever is missing below a tag that already matches (HEAD every blob)."""
+        await self._copy_below(await self.fetch(digest))
 
     def _blob(self, blob: Descriptor) -> asyncio.Task[None]:
         # Tags of one repository share layers: each blob is looked at once per run, not once per tag.
@@ -549,9 +558,12 @@ async def replicate_repository(
     tag_concurrency: int = 4,
     replicate_deletions: bool = True,
     first_run: bool = False,
+    recheck_blobs: bool = False,
 ) -> RepositoryOutcome:
     """Make ``secondary`` hold exactly the primary's tags of one repository, with the same digests.
-    ``first_run``: this engine never started a sync of it on this secondary before."""
+    ``first_run``: this engine never started a sync of it on this secondary before. ``recheck_blobs``:
+    also make sure every blob below the tags that already match is there (after a deep verification
+    found one missing); an ordinary run trusts a matching tag and reads nothing below it."""
     repository = view.name
     run = _RepositoryRun(repository, blobs.primary, secondary, blobs, cache, blob_concurrency)
     errors = [e if t in view.unserved else f"tag {t}: {e}" for t, e in sorted(view.tag_errors.items())]
@@ -568,6 +580,12 @@ async def replicate_repository(
     for phase in _tag_order(stale_copy):
         results = await _gather_limited(phase, lambda t: run.copy_tag(t, wanted[t]), tag_concurrency)
         errors.extend(f"tag {t}: {e}" for t, e in zip(phase, results, strict=True) if e is not None)
+    if recheck_blobs:
+        run.recheck = True
+        copied = set(stale_copy)
+        matching = sorted(t for t in wanted if t not in copied)
+        results = await _gather_limited(matching, lambda t: run.recheck_tag(wanted[t]), tag_concurrency)
+        errors.extend(f"tag {t}: {e}" for t, e in zip(matching, results, strict=True) if e is not None)
 
     extra = {t: d for t, d in current.items() if t not in wanted and t not in view.tag_errors}
     if extra and replicate_deletions:

@@ -10,6 +10,7 @@ so an event that lands during a copy queues the repository again instead of bein
 from __future__ import annotations
 
 import enum
+import hashlib
 import os
 import sqlite3
 import threading
@@ -30,6 +31,14 @@ __all__ = [
 ]
 
 EVENT_LOG_LIMIT = 10_000
+DEEP_PLAN_BATCH = 1000  # rows given their first deep-verification slot per call of deep_due
+
+
+def deep_offset(site: str, repository: str, interval: float) -> float:
+    """Where in the deep-verification interval a row's first check falls: the same for a name every time,
+    and spread evenly over the interval across names."""
+    digest = hashlib.sha256(f"{site}\x00{repository}".encode()).digest()
+    return interval * int.from_bytes(digest[:8], "big") / 2**64
 
 
 class SyncState(enum.StrEnum):
@@ -66,6 +75,10 @@ CREATE TABLE IF NOT EXISTS repositories (
     verification_failure TEXT,
     on_primary INTEGER NOT NULL DEFAULT 1,
     oldest_unsynced_event_at REAL,
+    verification_depth TEXT,
+    deep_verified_at REAL,
+    recheck_blobs INTEGER NOT NULL DEFAULT 0,
+    next_deep_at REAL,
     PRIMARY KEY (site, repository)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS repositories_due ON repositories (state, retry_at);
@@ -100,10 +113,19 @@ CREATE TABLE IF NOT EXISTS event_log (
 );
 """
 
+# Columns added after the first release, with their definitions: an older database gains them on open.
+_ADDED_COLUMNS = (
+    ("verification_depth", "TEXT"),
+    ("deep_verified_at", "REAL"),
+    ("recheck_blobs", "INTEGER NOT NULL DEFAULT 0"),
+    ("next_deep_at", "REAL"),
+)
+
 _ROW_COLUMNS = (
     "site, repository, state, generation, retry_count, retry_at, started_at, last_synced_at, "
     "last_sync_failure, tag_count, bytes, verification_state, verification_checksum, verified_at, "
-    "verification_failure, on_primary, oldest_unsynced_event_at"
+    "verification_failure, on_primary, oldest_unsynced_event_at, verification_depth, deep_verified_at, "
+    "recheck_blobs"
 )
 
 
@@ -128,6 +150,11 @@ class RepositoryRow:
     verification_failure: str | None
     on_primary: bool
     oldest_unsynced_event_at: float | None
+    # How deep the last verification went (checksum, deep, content; None before the first), when the
+    # last deep or content one ran, and whether the next sync must look at the blobs of matching tags.
+    verification_depth: str | None = None
+    deep_verified_at: float | None = None
+    recheck_blobs: bool = False
 
     @classmethod
     def _from_sql(cls, row: Sequence[object]) -> RepositoryRow:
@@ -135,6 +162,8 @@ class RepositoryRow:
         values[2] = SyncState(str(values[2]))
         values[11] = VerificationState(str(values[11]))
         values[15] = bool(values[15])
+        if len(values) > 19:
+            values[19] = bool(values[19])
         return cls(*values)  # type: ignore[arg-type]
 
     @property
@@ -228,6 +257,16 @@ class Tracking:
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._lock:
             self._db.executescript(_SCHEMA)  # executescript commits on its own
+            self._add_columns()
+
+    def _add_columns(self) -> None:
+        """Bring a database made by an older geo-tui up to date: its rows keep their values."""
+        have = {str(r[1]) for r in self._db.execute("PRAGMA table_info(repositories)").fetchall()}
+        for name, definition in _ADDED_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE repositories ADD COLUMN {name} {definition}")
+        # the deep schedule looks for due (and unplanned) rows every round: an index, not a scan of 100k
+        self._db.execute("CREATE INDEX IF NOT EXISTS repositories_deep ON repositories (next_deep_at)")
 
     def close(self) -> None:
         with self._lock:
@@ -247,6 +286,10 @@ class Tracking:
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         with self._lock:
             return list(self._db.execute(sql, params).fetchall())
+
+    def now(self) -> float:
+        """The clock rows are stamped with."""
+        return self._clock()
 
     @property
     def journal_mode(self) -> str:
@@ -355,7 +398,7 @@ class Tracking:
                 "UPDATE repositories SET state = 'synced', retry_count = 0, retry_at = NULL, "
                 "started_at = NULL, "
                 "last_synced_at = ?, last_sync_failure = NULL, tag_count = ?, bytes = COALESCE(?, bytes), "
-                "oldest_unsynced_event_at = NULL "
+                "oldest_unsynced_event_at = NULL, recheck_blobs = 0 "
                 "WHERE site = ? AND repository = ? AND state = 'started' AND generation = ?",
                 (now, tag_count, size, site, repository, generation),
             )
@@ -397,14 +440,18 @@ class Tracking:
         repositories: Sequence[str] | None = None,
         failed_only: bool = False,
         event_at: float | None = None,
+        recheck_blobs: bool = False,
     ) -> int:
-        """Queue rows for a sync: bump their generation so a run in progress will run again."""
+        """Queue rows for a sync: bump their generation so a run in progress will run again.
+        ``recheck_blobs``: that sync also looks at the blobs of tags that already match (it stays asked
+        for until a sync of the row succeeds)."""
         where, params = self._selection(sites, repositories)
         if failed_only:
             where += " AND state = 'failed'"
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE repositories SET generation = generation + 1, retry_at = NULL, retry_count = 0, "
+                f"{'recheck_blobs = 1, ' if recheck_blobs else ''}"
                 "state = CASE WHEN state = 'started' THEN 'started' ELSE 'pending' END, "
                 "oldest_unsynced_event_at = CASE WHEN ? IS NULL THEN oldest_unsynced_event_at "
                 "ELSE MIN(COALESCE(oldest_unsynced_event_at, ?), ?) END "
@@ -479,14 +526,27 @@ class Tracking:
         *,
         checksum: str | None = None,
         failure: str | None = None,
+        depth: str | None = None,
+        next_deep_at: float | None = None,
     ) -> None:
+        """Record a verification's state; a finished one (succeeded, failed) also records its time and
+        ``depth``, and a deep or content one when the schedule looks again (``next_deep_at``)."""
         now = self._clock()
+        done = state in (VerificationState.SUCCEEDED, VerificationState.FAILED)
+        deep = done and depth in ("deep", "content")
+        failure = failure and self._redact(failure)
+        params: list[object] = [str(state), checksum, done, now, failure, done, depth, deep, now, deep]
+        params += [next_deep_at, site, repository]
         with self._tx() as db:
             db.execute(
                 "UPDATE repositories SET verification_state = ?, verification_checksum = COALESCE(?, "
-                "verification_checksum), verified_at = CASE WHEN ? IN ('succeeded', 'failed') THEN ? "
-                "ELSE verified_at END, verification_failure = ? WHERE site = ? AND repository = ?",
-                (str(state), checksum, str(state), now, failure and self._redact(failure), site, repository),
+                "verification_checksum), verified_at = CASE WHEN ? THEN ? ELSE verified_at END, "
+                "verification_failure = ?, "
+                "verification_depth = CASE WHEN ? THEN ? ELSE verification_depth END, "
+                "deep_verified_at = CASE WHEN ? THEN ? ELSE deep_verified_at END, "
+                "next_deep_at = CASE WHEN ? THEN COALESCE(?, next_deep_at) ELSE next_deep_at END "
+                "WHERE site = ? AND repository = ?",
+                params,
             )
 
     def verification_due(
@@ -503,6 +563,34 @@ class Tracking:
         sql += " ORDER BY repository LIMIT ?"
         params.append(limit)
         return [RepositoryRow._from_sql(r) for r in self._query(sql, params)]
+
+    def deep_due(
+        self, now: float, interval: float, *, sites: Sequence[str] | None = None, limit: int = 2
+    ) -> list[RepositoryRow]:
+        """Synced rows whose scheduled deep verification has come, the longest overdue first.
+
+        A row gets its first slot at a fixed point of the interval drawn from a hash of its site and name
+        (`deep_offset`), so rows synced together (a backfill, an upgrade) are not all due together. Up to
+        DEEP_PLAN_BATCH rows are planned per call, so a first call on 100k rows does not hold the database."""
+        # `+site`, `+state`: the planner must walk the next_deep_at index, not every row of a site or state
+        where = "1 = 1" if sites is None else f"+site IN ({','.join('?' * len(sites))})"
+        params: list[object] = list(sites or ())
+        with self._tx() as db:
+            unplanned = db.execute(
+                f"SELECT site, repository FROM repositories WHERE next_deep_at IS NULL AND {where} LIMIT ?",
+                [*params, DEEP_PLAN_BATCH],
+            ).fetchall()
+            db.executemany(
+                "UPDATE repositories SET next_deep_at = ? WHERE site = ? AND repository = ?",
+                [(now + deep_offset(str(s), str(r), interval), s, r) for s, r in unplanned],
+            )
+        sql = (
+            f"SELECT {_ROW_COLUMNS} FROM repositories WHERE next_deep_at <= ? AND on_primary = 1 "
+            f"AND +state = 'synced' AND verification_state != 'started' AND {where} "
+            "ORDER BY next_deep_at LIMIT ?"
+        )
+        rows = self._query(sql, [now, *params, limit])
+        return [RepositoryRow._from_sql(r) for r in rows]
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -556,6 +644,26 @@ class Tracking:
             n = [int(v or 0) for v in r[1:10]]  # type: ignore[call-overload]
             oldest = float(r[10]) if r[10] is not None else None  # type: ignore[arg-type]
             result[site] = SiteCounts(site, n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7], n[8], oldest)
+        return result
+
+    def verification_depths(self, sites: Sequence[str]) -> dict[str, dict[str, object]]:
+        """Per site: repositories by the depth of their last verification ("never" for none yet), and
+        the oldest deep or content verification (None if a repository never had one)."""
+        result: dict[str, dict[str, object]] = {
+            site: {"checksum": 0, "deep": 0, "content": 0, "never": 0, "oldest_deep": None} for site in sites
+        }
+        for site, depth, count in self._query(
+            "SELECT site, COALESCE(verification_depth, 'never'), COUNT(*) FROM repositories "
+            "WHERE on_primary = 1 GROUP BY site, verification_depth"
+        ):
+            if site in result and depth in result[str(site)]:
+                result[str(site)][str(depth)] = int(count)  # type: ignore[call-overload]
+        for site, never, oldest in self._query(
+            "SELECT site, SUM(deep_verified_at IS NULL), MIN(deep_verified_at) FROM repositories "
+            "WHERE on_primary = 1 GROUP BY site"
+        ):
+            if site in result and not never:
+                result[str(site)]["oldest_deep"] = oldest
         return result
 
     # -- blob locations ----------------------------------------------------------------------

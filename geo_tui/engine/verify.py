@@ -1,18 +1,28 @@
-"""Verification: does a secondary hold exactly the primary's tags, digest for digest?"""
+"""Verification: does a secondary hold exactly the primary's tags, digest for digest, and (deeper) every
+blob behind them, byte for byte?
+
+Three depths (`VerificationDepth`): ``checksum`` compares GitLab's repository checksum over ``tag + digest``
+on both sides; ``deep`` also walks every manifest the secondary's tags reach and HEADs each blob;
+``content`` also downloads each blob (or a reproducible share) and re-hashes it (geo_tui.engine.deep).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from geo_tui.registry import RegistryClient, RegistryError
 
+from .deep import BlobReport, HashCache, VerificationDepth, check_blobs
 from .describe import blame_primary
 from .replicate import PrimaryRepository, read_primary_repository, read_secondary_tags, repository_checksum
 from .tracking import Tracking, VerificationState
 
-__all__ = ["VerificationResult", "Verifier", "verify_repository"]
+__all__ = ["VerificationDepth", "VerificationResult", "Verifier", "describe_results", "verify_repository"]
+
+RETRY_FAILED_DEEP = 3600.0  # a failed scheduled deep check looks again within the hour, not a week later
 
 
 @dataclass(frozen=True)
@@ -23,11 +33,25 @@ class VerificationResult:
     primary_checksum: str | None
     secondary_checksum: str | None
     detail: str
+    depth: VerificationDepth = VerificationDepth.CHECKSUM
+    blobs: BlobReport | None = None  # deep and content: what the walk found
 
     @property
     def mismatch(self) -> bool:
-        """A real difference (as opposed to a registry that could not be read)."""
-        return not self.ok and self.primary_checksum is not None and self.secondary_checksum is not None
+        """A real difference of tags (as opposed to a registry that could not be read, or a blob problem)."""
+        return (
+            self.primary_checksum is not None
+            and self.secondary_checksum is not None
+            and self.primary_checksum != self.secondary_checksum
+        )
+
+    @property
+    def missing(self) -> list[str]:
+        return self.blobs.missing if self.blobs is not None else []
+
+    @property
+    def corrupt(self) -> list[str]:
+        return self.blobs.corrupt if self.blobs is not None else []
 
 
 def describe_difference(primary: dict[str, str], secondary: dict[str, str], limit: int = 5) -> str:
@@ -46,22 +70,31 @@ async def verify_repository(
     view: PrimaryRepository, secondary: RegistryClient, site: str
 ) -> VerificationResult:
     """Compare checksums over ``tag + digest`` on both sides (GitLab's repository checksum)."""
+    return (await _compare(view, secondary, site))[0]
+
+
+async def _compare(
+    view: PrimaryRepository, secondary: RegistryClient, site: str
+) -> tuple[VerificationResult, dict[str, str] | None]:
+    """The checksum result, and the secondary's tags if they could be read."""
     if view.tag_errors:
         first = next(iter(sorted(view.tag_errors.items())))
-        return VerificationResult(
-            site, view.name, False, None, None, f"primary unreadable: tag {first[0]}: {first[1]}"
-        )
+        detail = f"primary unreadable: tag {first[0]}: {first[1]}"
+        return VerificationResult(site, view.name, False, None, None, detail), None
     primary_tags = view.digests
     try:
         secondary_tags = await read_secondary_tags(secondary, view.name)
     except RegistryError as exc:
-        return VerificationResult(site, view.name, False, repository_checksum(primary_tags), None, str(exc))
+        return VerificationResult(
+            site, view.name, False, repository_checksum(primary_tags), None, str(exc)
+        ), None
     ours, theirs = repository_checksum(primary_tags), repository_checksum(secondary_tags)
     if ours == theirs:
-        return VerificationResult(site, view.name, True, ours, theirs, f"{len(primary_tags)} tags match")
-    return VerificationResult(
-        site, view.name, False, ours, theirs, describe_difference(primary_tags, secondary_tags)
-    )
+        result = VerificationResult(site, view.name, True, ours, theirs, f"{len(primary_tags)} tags match")
+    else:
+        detail = describe_difference(primary_tags, secondary_tags)
+        result = VerificationResult(site, view.name, False, ours, theirs, detail)
+    return result, secondary_tags
 
 
 class Verifier:
@@ -76,6 +109,9 @@ class Verifier:
         wants: Callable[[str, str], bool],
         log: Callable[..., None],
         row_changed: Callable[[str, str], None],
+        blob_concurrency: int = 4,
+        deep_interval: float = 7 * 86400.0,  # 0: no schedule
+        count_blobs: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self._tracking = tracking
         self._primary = primary
@@ -83,53 +119,177 @@ class Verifier:
         self._wants = wants
         self._log = log
         self._row_changed = row_changed
+        self._blob_concurrency = blob_concurrency
+        self._deep_interval = deep_interval
+        self._count_blobs = count_blobs
 
     async def verify(
-        self, sites: Sequence[str], repositories: Sequence[str], concurrency: int
+        self,
+        sites: Sequence[str],
+        repositories: Sequence[str],
+        concurrency: int,
+        *,
+        depth: VerificationDepth = VerificationDepth.CHECKSUM,
+        sample: float = 1.0,
     ) -> list[VerificationResult]:
         for site in sites:
             self._tracking.ensure_rows(site, [r for r in repositories if self._wants(site, r)])
         results: list[VerificationResult] = []
         slots = asyncio.Semaphore(concurrency)
+        hashed: dict[str, HashCache] = {site: {} for site in sites}  # one download of a blob per site
 
         async def one(repository: str) -> None:
             async with slots:
                 targets = [s for s in sites if self._wants(s, repository)]
-                results.extend(await self.verify_repository(repository, targets))
+                results.extend(
+                    await self.verify_repository(
+                        repository, targets, depth=depth, sample=sample, hashed=hashed
+                    )
+                )
 
         await asyncio.gather(*(one(r) for r in repositories))
         return sorted(results, key=lambda r: (r.site, r.repository))
 
-    async def verify_repository(self, repository: str, sites: Sequence[str]) -> list[VerificationResult]:
+    async def verify_repository(
+        self,
+        repository: str,
+        sites: Sequence[str],
+        *,
+        depth: VerificationDepth = VerificationDepth.CHECKSUM,
+        sample: float = 1.0,
+        hashed: Mapping[str, HashCache] | None = None,
+    ) -> list[VerificationResult]:
         for site in sites:
             self._tracking.mark_verification(site, repository, VerificationState.STARTED)
         try:
             view = await read_primary_repository(self._primary, repository)
         except Exception as exc:
             reason = blame_primary(exc)
-            results = [VerificationResult(s, repository, False, None, None, reason) for s in sites]
+            results = [VerificationResult(s, repository, False, None, None, reason, depth) for s in sites]
         else:
-            results = list(
-                await asyncio.gather(*(verify_repository(view, self._clients[s], s) for s in sites))
-            )
+
+            async def one(site: str) -> VerificationResult:
+                result, tags = await _compare(view, self._clients[site], site)
+                if depth is VerificationDepth.CHECKSUM:
+                    return result
+                if tags is None:  # nothing on the secondary could be read: no walk, and no pass
+                    return dataclasses.replace(result, depth=depth)
+                cache = hashed[site] if hashed is not None else {}
+                return await self._deepen(result, tags, depth, sample, cache)
+
+            results = list(await asyncio.gather(*(one(s) for s in sites)))
         for result in results:
             self._record(result)
         return results
 
+    async def _deepen(
+        self,
+        result: VerificationResult,
+        tags: Mapping[str, str],
+        depth: VerificationDepth,
+        sample: float,
+        hashed: HashCache,
+    ) -> VerificationResult:
+        """Walk what the secondary's tags reach and check its blobs; the checksum result, made deeper."""
+        secondary = self._clients[result.site]
+        report = await check_blobs(
+            secondary,
+            result.repository,
+            self.roots(tags),
+            depth=depth,
+            sample=sample,
+            concurrency=self._blob_concurrency,
+            hashed=hashed,
+        )
+        problems = describe_blob_problems(report)
+        detail = "; ".join(p for p in ([] if result.ok else [result.detail]) + problems) or (
+            f"{result.detail}; {describe_blobs(report, depth)}"
+        )
+        return VerificationResult(
+            result.site,
+            result.repository,
+            result.ok and report.ok,
+            result.primary_checksum,
+            result.secondary_checksum,
+            detail,
+            depth,
+            report,
+        )
+
+    @staticmethod
+    def roots(tags: Mapping[str, str]) -> set[str]:
+        """Where a deep walk starts: every tag's manifest, the referrer fallback tags (``sha256-<hex>``)
+        among them. Referrers reached another way are added here."""
+        return set(tags.values())
+
     def _record(self, result: VerificationResult) -> None:
         site, repository = result.site, result.repository
         state = VerificationState.SUCCEEDED if result.ok else VerificationState.FAILED
+        now = self._tracking.now()
+        deep = result.depth is not VerificationDepth.CHECKSUM
+        next_deep_at = None  # when the schedule (if on) deep-verifies this row again
+        if deep and self._deep_interval:
+            next_deep_at = now + (self._deep_interval if result.ok else RETRY_FAILED_DEEP)
         self._tracking.mark_verification(
             site,
             repository,
             state,
             checksum=result.secondary_checksum,
             failure=None if result.ok else result.detail,
+            depth=str(result.depth),
+            next_deep_at=next_deep_at,
         )
+        if result.blobs is not None and self._count_blobs is not None:
+            report = result.blobs
+            for outcome, count in (
+                ("present", report.blobs - len(report.missing) - len(report.corrupt)),
+                ("missing", len(report.missing)),
+                ("corrupt", len(report.corrupt)),
+                ("hashed", report.hashed),
+                ("foreign", report.foreign),
+            ):
+                if count > 0:
+                    self._count_blobs(site, outcome, count)
+        # "verified: ..." as before depths; a deep or content check says which it was
+        depth = "" if result.depth is VerificationDepth.CHECKSUM else f" ({result.depth})"
         if result.ok:
-            self._log("info", f"verified: {result.detail}", site=site, repository=repository)
+            self._log("info", f"verified{depth}: {result.detail}", site=site, repository=repository)
         else:
-            self._log("error", f"verification failed: {result.detail}", site=site, repository=repository)
-            if result.mismatch:
+            self._log(
+                "error", f"verification failed{depth}: {result.detail}", site=site, repository=repository
+            )
+            if result.missing:
+                # The tags match, so an ordinary sync would skip them: this one looks at their blobs too.
+                self._tracking.request_sync(sites=[site], repositories=[repository], recheck_blobs=True)
+            elif result.mismatch:
                 self._tracking.request_sync(sites=[site], repositories=[repository])
         self._row_changed(site, repository)
+
+
+def describe_blobs(report: BlobReport, depth: VerificationDepth) -> str:
+    """'5 blobs present (12.3 MiB)', with what was hashed and what was foreign."""
+    text = f"{report.blobs} blobs present ({report.bytes / 1048576:.1f} MiB)"
+    if depth is VerificationDepth.CONTENT:
+        text += f", {report.hashed} hashed ({report.hashed_bytes / 1048576:.1f} MiB read)"
+    if report.foreign:
+        text += f", {report.foreign} foreign not checked"
+    return text
+
+
+def describe_blob_problems(report: BlobReport) -> list[str]:
+    """Each missing or corrupt blob by its full digest (operators search their storage with it)."""
+    problems = [f"missing {what}" for what in report.missing]
+    problems += [f"corrupt on the secondary: {digest}" for digest in report.corrupt]
+    problems += report.errors[:5]
+    return problems
+
+
+def describe_results(results: Sequence[VerificationResult], depth: VerificationDepth) -> str:
+    """One line for a verify command's answer: how many, at what depth, and the first blob problem."""
+    bad = [r for r in results if not r.ok]
+    text = f"verified {len(results)} ({depth}): {len(results) - len(bad)} ok, {len(bad)} failed"
+    for r in bad:
+        if r.missing or r.corrupt:
+            what = r.missing[0] if r.missing else f"corrupt blob {r.corrupt[0]}"
+            return f"{text}; {r.repository} on {r.site}: {what}"
+    return text

@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 WIRE_VERSION = 2  # 2: batches on the update stream
+# Version 2 grew compatibly since: a field with a default (a row's verification_depth, deep_verified_at and
+# recheck_blobs) may be absent, as from an older engine, and reads as its default; the verify command
+# takes a "depth" and its answer names the depth it ran.
 T = TypeVar("T")
 Json = dict[str, Any]
 
@@ -61,6 +64,9 @@ def encode_row(row: RepositoryRow) -> Json:
 
 
 _ROW_FIELDS = tuple(f.name for f in dataclasses.fields(RepositoryRow))
+_ROW_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(RepositoryRow) if f.default is not dataclasses.MISSING
+}
 
 
 def encode_rows(rows: list[RepositoryRow]) -> Json:
@@ -75,13 +81,18 @@ def decode_rows(data: object) -> list[RepositoryRow]:
     columns, values = data["columns"], data.get("values")
     if not isinstance(values, list):
         raise WireError("rows: values must be a list")
+    missing = sorted(set(_ROW_FIELDS) - set(columns) - set(_ROW_DEFAULTS))
+    if missing:
+        raise WireError(f"rows: missing columns {missing}")
+    # -1: a column an older engine does not send, read as its default
+    where = [columns.index(name) if name in columns else -1 for name in _ROW_FIELDS]
+    defaults = [_ROW_DEFAULTS.get(name) for name in _ROW_FIELDS]
     try:
-        where = [columns.index(name) for name in _ROW_FIELDS]
-    except ValueError:
-        raise WireError(f"rows: missing columns {sorted(set(_ROW_FIELDS) - set(columns))}") from None
-    try:
-        # _from_sql takes the values in field order and restores the enums and the bool.
-        return [RepositoryRow._from_sql([v[i] for i in where]) for v in values]
+        # _from_sql takes the values in field order and restores the enums and the bools.
+        return [
+            RepositoryRow._from_sql([v[i] if i >= 0 else d for i, d in zip(where, defaults, strict=True)])
+            for v in values
+        ]
     except (TypeError, ValueError, IndexError) as exc:
         raise WireError(f"rows: {exc}") from None
 
@@ -150,6 +161,8 @@ def _build(cls: type[T], data: object, convert: Mapping[str, Callable[[Any], Any
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name not in data:
+            if f.default is not dataclasses.MISSING:
+                continue  # a field added since (an older engine does not send it): its default
             raise WireError(f"{cls.__name__}: missing {f.name!r}")
         value = data[f.name]
         if convert and f.name in convert and value is not None:

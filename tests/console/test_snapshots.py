@@ -26,6 +26,7 @@ from geo_tui.engine import (
     SiteHealth,
     SiteSnapshot,
     SyncState,
+    VerificationDepth,
     VerificationState,
 )
 from geo_tui.engine.link import Batch, RowKey
@@ -200,8 +201,10 @@ class StaticLink:
     def resync(self, keys: Sequence[RowKey] | None = None, *, failed_only: bool = False) -> None:
         self.commands.append(("resync", keys))
 
-    def verify(self, keys: Sequence[RowKey] | None = None) -> None:
-        self.commands.append(("verify", keys))
+    def verify(
+        self, keys: Sequence[RowKey] | None = None, depth: VerificationDepth = VerificationDepth.CHECKSUM
+    ) -> None:
+        self.commands.append(("verify" if depth is VerificationDepth.CHECKSUM else f"verify:{depth}", keys))
 
     def pause(self) -> None: ...
     def resume(self) -> None: ...

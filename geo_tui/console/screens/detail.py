@@ -133,7 +133,12 @@ def _verification(row: RepositoryRow, now: float) -> Content:
     state, style = _VERIFY[row.verification_state]
     parts: list[str | tuple[str, str]] = [("verification ", "$text-muted"), (state, style)]
     if row.verified_at is not None:
-        parts.append(f" · verified {ago(row.verified_at, now)}")
+        depth = f" ({row.verification_depth})" if row.verification_depth else ""
+        parts.append(f" · verified{depth} {ago(row.verified_at, now)}")
+    if row.deep_verified_at is not None and row.verification_depth not in ("deep", "content"):
+        parts.append(f" · last deep check {ago(row.deep_verified_at, now)}")
+    elif row.deep_verified_at is None and row.verified_at is not None:
+        parts.append(" · blobs never checked (d: deep verify)")
     if row.verification_checksum:
         parts.append(f" · checksum {short_digest(row.verification_checksum)}")
     return Content.assemble(*parts)

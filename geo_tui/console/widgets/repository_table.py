@@ -48,6 +48,8 @@ _VERIFY_TEXT = {
 }
 _VERIFY_RANK = {_VS.FAILED: 0, _VS.STARTED: 1, _VS.PENDING: 2, _VS.SUCCEEDED: 3}
 _VERIFY_CLASS = {_VS.SUCCEEDED: "synced", _VS.FAILED: "failed", _VS.PENDING: "muted", _VS.STARTED: "started"}
+# The depth of a finished verification, shown in its cell with its age: "✓ deep 2d", "✗ sum 3h" (10 cells).
+_DEPTH_WORD = {"checksum": "sum", "deep": "deep", "content": "hash"}
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 # Above this many changed rows one sort of the whole list beats a bisect-and-insert per row.
 _INSORT_LIMIT = 256
@@ -167,6 +169,16 @@ def format_ago(seconds: float | None) -> str:
     if seconds < 86400:
         return f"{int(seconds // 3600)} h ago"
     return f"{int(seconds // 86400)} d ago"
+
+
+def short_age(seconds: float) -> str:
+    """An age in at most 3 cells: 'now', '42s', '5m', '3h', '12d'."""
+    if seconds < 1:
+        return "now"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
 
 
 def format_size(size: int | None) -> str:
@@ -660,10 +672,11 @@ class RepositoryTable(ScrollView, can_focus=True):
         seconds = None if entry.row.last_synced_at is None else self.now() - entry.row.last_synced_at
         ago = format_ago(seconds)
         cursor, marked = index == self._cursor, entry.key in self.marked
-        key = (entry.version, width, self._layout_key, cursor, marked, ago)
+        verified = self._verification_text(entry.row)
+        key = (entry.version, width, self._layout_key, cursor, marked, ago, verified)
         strip = self._strips.get(key)
         if strip is None:
-            strip = self._strips[key] = self._row_strip(entry, width, ago, cursor, marked)
+            strip = self._strips[key] = self._row_strip(entry, width, ago, cursor, marked, verified)
         return strip
 
     def _header(self, width: int) -> Strip:
@@ -680,7 +693,21 @@ class RepositoryTable(ScrollView, can_focus=True):
             strip = self._strips[key] = Strip([Segment(_fit(" ".join(cells), width), style)], width)
         return strip
 
-    def _row_strip(self, entry: _Entry, width: int, ago: str, cursor: bool, marked: bool) -> Strip:
+    def _verification_text(self, row: RepositoryRow) -> str:
+        """'✓ deep 2d': state, the depth of the last check and its age, once a check with a depth finished."""
+        text = _VERIFY_TEXT[row.verification_state]
+        word = _DEPTH_WORD.get(row.verification_depth or "")
+        if (
+            word is None
+            or row.verified_at is None
+            or row.verification_state not in (_VS.SUCCEEDED, _VS.FAILED)
+        ):
+            return text
+        return f"{text[0]} {word} {short_age(self.now() - row.verified_at)}"
+
+    def _row_strip(
+        self, entry: _Entry, width: int, ago: str, cursor: bool, marked: bool, verified: str
+    ) -> Strip:
         row, base = entry.row, self._style()
         overlay = self._style("cursor") if cursor else Style()
         failed = row.state is _F
@@ -691,7 +718,7 @@ class RepositoryTable(ScrollView, can_focus=True):
             "repository": (row.repository, None),
             "tags": ("-" if row.tag_count is None else str(row.tag_count), None),
             "last_synced": (ago, "muted" if row.last_synced_at is None else None),
-            "verification": (_VERIFY_TEXT[row.verification_state], _VERIFY_CLASS[row.verification_state]),
+            "verification": (verified, _VERIFY_CLASS[row.verification_state]),
             "size": (format_size(row.bytes), None),
             "error": (entry.error or "", "error" if failed else "muted"),
         }
