@@ -8,25 +8,25 @@ credential-shaped removed, to ``crash-<UTC time>-<pid>.log`` (mode 0600) in the 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import os
 import platform
 import sys
 import traceback
-from collections.abc import Iterable
 from pathlib import Path
 
 import platformdirs
 
 from geo_tui import __version__
-from geo_tui.config import Secret
-from geo_tui.registry._errors import redact  # the patterns the registry client scrubs errors with
+from geo_tui.config import Config, redactor_for
+from geo_tui.registry import Redactor
 
 __all__ = ["crash_dir", "remember_secrets", "report_crash"]
 
-# The secrets of every config this process loaded: a crash log never holds them, whatever the error says.
-_SECRETS: set[str] = set()
+# One Redactor per config this process loaded: a crash log never holds their secrets, whatever the error
+# says, in any encoding (geo_tui.config.redactor_for).
+_REDACTORS: list[Redactor] = []
+SUMMARY_LENGTH = 300  # the error on the one line; the log has all of it
 
 
 def crash_dir() -> Path:
@@ -34,31 +34,15 @@ def crash_dir() -> Path:
     return platformdirs.user_state_path("geo-tui")
 
 
-def remember_secrets(config: object) -> None:
+def remember_secrets(config: Config) -> None:
     """Note the secrets `config` holds, so that a crash log and its one line leave them out."""
-    _SECRETS.update(_secrets_of(config))
+    _REDACTORS.append(redactor_for(config))
 
 
-def _secrets_of(value: object) -> list[str]:
-    """Every `Secret` held by a config (dataclasses, lists and tuples walked), revealed: to scrub them."""
-    if isinstance(value, Secret):
-        return [value.reveal()]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return [s for f in dataclasses.fields(value) for s in _secrets_of(getattr(value, f.name))]
-    if isinstance(value, list | tuple):
-        return [s for item in value for s in _secrets_of(item)]
-    return []
-
-
-def _scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    lines = []
-    for line in text.splitlines():
-        indent = line[: len(line) - len(line.lstrip())]
-        lines.append(indent + redact(line) if line.strip() else "")
-    return "\n".join(lines) + "\n"
+def _scrub(text: str) -> str:
+    for redactor in _REDACTORS:
+        text = redactor.redact(text)
+    return Redactor().redact(text)  # and the run-time tokens no config names
 
 
 def _write_private(directory: Path, text: str) -> Path:
@@ -74,8 +58,9 @@ def _write_private(directory: Path, text: str) -> Path:
 
 def report_crash(error: BaseException, *, what: str) -> str:
     """Write `error`'s traceback to a new crash log; return the one line that names the error and the log."""
-    secrets = sorted(_SECRETS)
-    summary = " ".join(_scrub(f"{type(error).__name__}: {error}", secrets).split())  # one line
+    summary = " ".join(_scrub(f"{type(error).__name__}: {error}").split())  # one line
+    if len(summary) > SUMMARY_LENGTH:
+        summary = summary[: SUMMARY_LENGTH - 3] + "..."
     header = (
         f"geo-tui {__version__}: {what} crashed at {datetime.datetime.now(datetime.UTC).isoformat()}\n"
         f"command: geo-tui {' '.join(sys.argv[1:])}\n"
@@ -83,7 +68,7 @@ def report_crash(error: BaseException, *, what: str) -> str:
     )
     body = "".join(traceback.format_exception(error))
     try:
-        path = _write_private(crash_dir(), _scrub(header + body, secrets))
+        path = _write_private(crash_dir(), _scrub(header + body))
     except OSError as exc:
         return f"geo-tui: {what} crashed: {summary} (no crash log: {crash_dir()}: {exc.strerror})"
     return f"geo-tui: {what} crashed: {summary} (full traceback in {path})"

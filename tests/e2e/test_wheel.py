@@ -29,6 +29,9 @@ from tests.support.lab import LabInstance
 from tests.support.served import Served
 from tests.support.terminal import Terminal, percents, processes_mentioning, terminals
 
+# Building and installing (the first test's setup) took 3-5 minutes on the busy 2-core machine.
+pytestmark = pytest.mark.timeout(900)
+
 SOURCE = Path(__file__).resolve().parents[2]
 IGNORED = (".git", "build", "dist", "*.egg-info", "__pycache__", ".venv", ".*_cache", ".hypothesis")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import re
 import stat
 from pathlib import Path
@@ -53,7 +54,9 @@ def test_a_command_that_crashes_says_so_in_one_line_and_logs_the_traceback(
     monkeypatch.setenv("XDG_STATE_HOME", str(state))
 
     async def crash(config: Config, args: argparse.Namespace, sites: Any) -> int:
-        raise RuntimeError(f"a bug holding\n{config.notifications.secret.reveal()} and Bearer {TOKEN}")
+        secret = config.notifications.secret.reveal()
+        encoded = base64.b64encode(secret.encode()).decode()
+        raise RuntimeError(f"a bug holding\n{secret}, {encoded} and Bearer {TOKEN}")
 
     monkeypatch.setitem(cli._COMMANDS, "status", crash)
     status = cli.main(["--config", str(_write_config(tmp_path)), "status"])
@@ -71,7 +74,7 @@ def test_a_command_that_crashes_says_so_in_one_line_and_logs_the_traceback(
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
     text = log.read_text()
     assert "Traceback (most recent call last)" in text and "in crash" in text and "RuntimeError" in text
-    for secret in (SECRET, TOKEN):
+    for secret in (SECRET, TOKEN, base64.b64encode(SECRET.encode()).decode()):
         assert secret not in text and secret not in err
 
 
