@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import httpx
 
@@ -22,6 +23,7 @@ from geo_tui.config import Config, SiteConfig
 from geo_tui.registry import RegistryClient, RegistryError, is_valid_repository_name
 
 from .backoff import in_run_delay, retry_delay
+from .database import DatabaseWriter
 from .describe import describe_error, describe_stats, prefixed, reason_class
 from .lock import DatabaseClaim
 from .metrics import EngineMetrics
@@ -39,6 +41,7 @@ from .replicate import (
     repository_size,
 )
 from .sites import build_client, build_signer
+from .supervisor import Supervisor
 from .throughput import CompletionRate, Throughput
 from .tracking import RepositoryRow, SyncState, Tracking, VerificationState
 from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
@@ -47,12 +50,19 @@ from .verify import VerificationResult, Verifier
 __all__ = ["Engine", "EngineSnapshot", "SiteSnapshot", "SiteSummary", "SyncSummary"]
 
 log = logging.getLogger("geo_tui.engine")
+T = TypeVar("T")
 
 HEALTH_INTERVAL = 15.0
 UNHEALTHY_INTERVAL = 3.0  # while a site is down: its recovery shows within seconds
 HEALTH_MIN_GAP = 1.0  # a burst of failed copies asks for one health check, not one each
 FLUSH_INTERVAL = 0.5
 ROW_ECHO_LIMIT = 1000  # rows a resync of named repositories announces at once; bulk ones show as they run
+# A write waits this long for another process's lock before its thread tries again (database.py).
+WRITE_BUSY_TIMEOUT = 1.0
+# A notification not stored within this gets a 503, and the registry sends it again (issue 12, case 4).
+NOTIFICATION_STORE_TIMEOUT = 3.0
+# Discovery gives a write this long, then fails and is restarted: the failure shows, and is counted.
+BACKGROUND_WRITE_TIMEOUT = 5.0
 
 
 @dataclass
@@ -96,7 +106,6 @@ class Engine:
         self._tracking: Tracking | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._wake: asyncio.Event | None = None
-        self._background: list[asyncio.Task[None]] = []
         self._paused = False
         self._running = False
         self._primary_repositories: int | None = None
@@ -105,6 +114,12 @@ class Engine:
         self._run_summary: dict[str, SiteSummary] | None = None
         self.metrics = EngineMetrics()
         self.last_event_at: float | None = None
+        self._writer: DatabaseWriter | None = None
+        self._supervisor = Supervisor(
+            report=lambda _task, message: self.log("error", message),
+            restarted=lambda task: self.metrics.task_restarts.labels(task).inc(),
+            describe=describe_error,
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -130,10 +145,13 @@ class Engine:
             return
         self.claim.acquire()  # raises DatabaseInUse naming the holder
         try:
-            self._tracking = Tracking(self.config.engine.database, clock=self._clock)
+            self._tracking = Tracking(
+                self.config.engine.database, clock=self._clock, busy_timeout=WRITE_BUSY_TIMEOUT
+            )
         except BaseException:
             self.claim.release()
             raise
+        self._writer = DatabaseWriter()
         self._wake = asyncio.Event()
         signer = build_signer(self.config.auth) if self.config.auth is not None else None
         blob_connections = self.config.engine.blob_concurrency * 2
@@ -152,7 +170,12 @@ class Engine:
         for site in self.config.secondaries:
             entry = self._sites[site.name]
             entry.copier = BlobCopier(
-                primary, entry.client, site.name, self.tracking, on_bytes=self._bytes_counter(entry)
+                primary,
+                entry.client,
+                site.name,
+                self.tracking,
+                on_bytes=self._bytes_counter(entry),
+                write=self._db,
             )
         self._verifier = Verifier(
             self.tracking,
@@ -161,6 +184,7 @@ class Engine:
             wants=lambda site, repository: self._sites[site].config.wants(repository),
             log=self.log,
             row_changed=self._emit_row,
+            write=self._db,
         )
         self.metrics.watch_state(
             lambda: self.tracking.counts(self.secondary_names), lambda: len(self._inflight)
@@ -174,6 +198,9 @@ class Engine:
         for site in self._sites.values():
             await site.client.aclose()
         self._sites.clear()
+        if self._writer is not None:
+            self._writer.close()  # the log lines still queued go in first
+            self._writer = None
         if self._tracking is not None:
             self._tracking.close()
             self._tracking = None
@@ -192,13 +219,16 @@ class Engine:
         if self._running:
             return
         self._running = True
-        self._background = [
-            asyncio.ensure_future(self._discover_forever()),
-            asyncio.ensure_future(self._schedule(once=False, sites=self.secondary_names)),
-            asyncio.ensure_future(self._health_forever()),
-            asyncio.ensure_future(self._flush_forever()),
-            asyncio.ensure_future(self._verify_forever()),
-        ]
+        # Each under the supervisor, with how long it may be down before health, metrics and the
+        # console say so: the reconcile's own interval, or a minute for the tasks that loop every second.
+        start = self._supervisor.start
+        start("discovery", self._discover_forever, interval=self.config.engine.reconcile_interval)
+        start("scheduler", lambda: self._schedule(once=False, sites=self.secondary_names), interval=60.0)
+        start("health", self._health_forever, interval=max(60.0, 2 * self._health_interval))
+        start("flush", self._flush_forever, interval=60.0)
+        start("verification", self._verify_forever, interval=max(60.0, self.config.engine.reconcile_interval))
+        for task in ("discovery", "scheduler", "health", "flush", "verification"):
+            self.metrics.task_restarts.labels(task)  # 0 from the start, not absent until the first
         self._emit(EngineStatus(running=True, paused=self._paused))
         self.log("info", "engine started")
 
@@ -207,12 +237,7 @@ class Engine:
         if not self._running and not self._inflight:
             return
         self._running = False
-        for task in self._background:
-            task.cancel()
-        for task in self._background:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._background = []
+        await self._supervisor.stop()
         if self._inflight:
             _, pending = await asyncio.wait(list(self._inflight.values()), timeout=grace)
             for task in pending:
@@ -247,7 +272,13 @@ class Engine:
     def log(
         self, level: str, message: str, *, site: str | None = None, repository: str | None = None
     ) -> None:
-        record = self.tracking.log(level, message, site=site, repository=repository)
+        """Log a line to the process log, the event log in the database and every watcher. Never waits
+        for the database: the line is stored on the database thread (and shown at once)."""
+        record = self.tracking.log_record(level, message, site=site, repository=repository)
+        if self._writer is not None:
+            self._writer.submit(self.tracking.store_log, record)
+        else:
+            self.tracking.store_log(record)
         log.log(logging.getLevelName(level.upper()), "%s", prefixed(message, site, repository))
         self._emit(LogLine(record))
 
@@ -273,7 +304,21 @@ class Engine:
                     repository_count=self._primary_repositories if site.config.role == "primary" else None,
                 )
             )
-        return EngineSnapshot(tuple(sites), self._running, self._paused, len(self._inflight))
+        return EngineSnapshot(
+            tuple(sites), self._running, self._paused, len(self._inflight), tuple(self.tasks_down())
+        )
+
+    def tasks_down(self) -> list[str]:
+        """Background tasks down (failed and not back, or stuck) for longer than their interval."""
+        return self._supervisor.down()
+
+    async def _db(
+        self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> T:
+        """A tracking-database write, on the database thread: a lock held elsewhere delays only this."""
+        if self._writer is None:
+            raise RuntimeError("the engine is not open")
+        return await self._writer(fn, *args, timeout=timeout, **kwargs)
 
     def rows(
         self, *, sites: Sequence[str] | None = None, states: Sequence[SyncState] | None = None
@@ -347,11 +392,12 @@ class Engine:
 
     # -- notifications ---------------------------------------------------------------------------
 
-    def accept_notifications(self, events: Sequence[RegistryEvent]) -> int:
+    async def accept_notifications(self, events: Sequence[RegistryEvent]) -> int:
         """Durably queue the repositories that notification events name, then wake the scheduler.
 
         The events are in the tracking database when this returns: acknowledge only after it.
-        Returns how many (site, repository) rows were queued."""
+        Returns how many (site, repository) rows were queued. Raises DatabaseBusy (or sqlite3's
+        error) within seconds when they cannot be stored: answer 5xx, the registry sends them again."""
         now = self._clock()
         relevant = [e for e in events if e.matters]
         for event in events:
@@ -364,8 +410,12 @@ class Engine:
                 if site.wants(e.repository)
             }
         )
-        queued = self.tracking.record_notifications(
-            [(e.id, e.action, e.repository, e.tag, e.digest) for e in relevant], pairs, now
+        queued = await self._db(
+            self.tracking.record_notifications,
+            [(e.id, e.action, e.repository, e.tag, e.digest) for e in relevant],
+            pairs,
+            now,
+            timeout=NOTIFICATION_STORE_TIMEOUT,
         )
         if events:
             self.last_event_at = now
@@ -380,7 +430,7 @@ class Engine:
 
     # -- discovery -------------------------------------------------------------------------------
 
-    async def discover(self) -> list[str]:
+    async def discover(self, *, write_timeout: float | None = None) -> list[str]:
         """Read the primary's catalog and track every repository each secondary wants."""
         names = await self.primary.catalog()
         valid = [n for n in names if is_valid_repository_name(n)]
@@ -389,8 +439,10 @@ class Engine:
         self._primary_repositories = len(valid)
         for site in self.config.secondaries:
             wanted = [n for n in valid if site.wants(n)]
-            added = self.tracking.ensure_rows(site.name, wanted)
-            gone = self.tracking.mark_absent_from_primary(site.name, set(wanted))
+            added = await self._db(self.tracking.ensure_rows, site.name, wanted, timeout=write_timeout)
+            gone = await self._db(
+                self.tracking.mark_absent_from_primary, site.name, set(wanted), timeout=write_timeout
+            )
             if added:
                 self.log("info", f"tracking {added} new repositories", site=site.name)
             for repository in gone[:10]:
@@ -405,15 +457,23 @@ class Engine:
     async def _discover_forever(self) -> None:
         interval = self.config.engine.reconcile_interval
         while True:
-            try:
-                await self.discover()
-                self.tracking.request_sync(sites=self.secondary_names)
-                self._poke()
-            except RegistryError as exc:
-                self.log("error", f"cannot read the primary's catalog: {exc}")
-                await asyncio.sleep(min(30.0, interval))
-                continue
-            await asyncio.sleep(interval)
+            # Any other failure (the tracking database refusing writes, a bug) goes to the supervisor,
+            # which logs it and starts this again: the reconcile never ends in silence (issue 12).
+            with self._supervisor.cycle("discovery"):
+                try:
+                    await self.discover(write_timeout=BACKGROUND_WRITE_TIMEOUT)
+                    await self._db(
+                        self.tracking.request_sync,
+                        sites=self.secondary_names,
+                        timeout=BACKGROUND_WRITE_TIMEOUT,
+                    )
+                    self._poke()
+                except RegistryError as exc:
+                    self.log("error", f"cannot read the primary's catalog: {exc}")
+                    failed = True
+                else:
+                    failed = False
+            await asyncio.sleep(min(30.0, interval) if failed else interval)
 
     # -- one-shot backfill -----------------------------------------------------------------------
 
@@ -439,7 +499,7 @@ class Engine:
         try:
             if compare_all:
                 await self.discover()
-                self.tracking.request_sync(sites=names)
+                await self._db(self.tracking.request_sync, sites=names)
             await self._schedule(once=True, sites=names, repositories=repositories)
             self._flush_bytes()
             return SyncSummary(self._run_summary, self._clock() - started)
@@ -483,6 +543,7 @@ class Engine:
                         groups.setdefault(row.repository, []).append(row)
                 for repository, rows in groups.items():
                     self._inflight[repository] = asyncio.ensure_future(self._run_job(repository, rows, once))
+            self._supervisor.beat("scheduler")
             if once and not self._inflight and not self._paused:
                 pending_retry = self._next_in_run_retry(sites, attempts, repositories)
                 if pending_retry is None:
@@ -512,41 +573,62 @@ class Engine:
             tasks[0].cancel()
 
     async def _run_job(self, repository: str, rows: list[RepositoryRow], once: bool) -> None:
+        unfinished = {row.site: "reading the primary" for row in rows}
+        limit = self.config.engine.max_job_duration
         try:
-            await self._replicate_everywhere(repository, rows, once)
+            async with asyncio.timeout(limit):
+                await self._replicate_everywhere(repository, rows, once, unfinished)
+        except TimeoutError:
+            # Every request has its own deadline; this bounds a job of many slow ones (issue 12, case 5).
+            for site, doing in sorted(unfinished.items()):
+                reason = f"over max_job_duration ({limit:.0f} s) while {doing}"
+                await self._record_failure(site, repository, reason, once)
         finally:
             self._inflight.pop(repository, None)
             self._flush_bytes()
             self._poke()
 
-    async def _replicate_everywhere(self, repository: str, rows: list[RepositoryRow], once: bool) -> None:
+    async def _replicate_everywhere(
+        self, repository: str, rows: list[RepositoryRow], once: bool, unfinished: dict[str, str]
+    ) -> None:
+        """Copy one repository to every secondary in ``rows``; ``unfinished`` keeps, per site not done
+        yet, what it waits for."""
         generations: dict[str, int] = {}
         first: dict[str, bool] = {}
         for row in rows:
             self._run_attempts[row.key] = self._run_attempts.get(row.key, 0) + 1
             first[row.site] = self.tracking.never_started(row.site, repository)
-            generations[row.site] = self.tracking.mark_started(row.site, repository)
+            generations[row.site] = await self._db(self.tracking.mark_started, row.site, repository)
             self._emit_row(row.site, repository)
         try:
             try:
                 view = await read_primary_repository(self.primary, repository)
             except Exception as exc:  # the primary could not be read: every secondary's row fails
                 for row in rows:
-                    self._record_failure(row.site, repository, f"primary: {describe_error(exc)}", once)
+                    unfinished.pop(row.site, None)
+                    await self._record_failure(row.site, repository, f"primary: {describe_error(exc)}", once)
                 return
+            for row in rows:
+                unfinished[row.site] = f"copying to {row.site}"
             await asyncio.gather(
                 *(
-                    self._replicate_one(row, view, generations[row.site], first[row.site], once)
+                    self._replicate_one(row, view, generations[row.site], first[row.site], once, unfinished)
                     for row in rows
                 )
             )
         except asyncio.CancelledError:
             for row in rows:
-                self.tracking.mark_pending(row.site, repository)
+                await self._db(self.tracking.mark_pending, row.site, repository)
             raise
 
     async def _replicate_one(
-        self, row: RepositoryRow, view: PrimaryRepository, generation: int, first_run: bool, once: bool
+        self,
+        row: RepositoryRow,
+        view: PrimaryRepository,
+        generation: int,
+        first_run: bool,
+        once: bool,
+        unfinished: dict[str, str],
     ) -> None:
         site_name, event_at = row.site, row.oldest_unsynced_event_at
         site = self._sites[site_name]
@@ -569,6 +651,7 @@ class Engine:
             outcome = RepositoryOutcome(
                 site_name, repository, CopyStats(), [describe_error(exc)], [], len(view.tags)
             )
+        unfinished.pop(site_name, None)
         site.stats.add(outcome.stats)
         self._count(site_name, outcome.stats)
         summary = self._run_summary.get(site_name) if self._run_summary is not None else None
@@ -578,7 +661,8 @@ class Engine:
         for warning in outcome.warnings:
             self.log("warning", warning, site=site_name, repository=repository)
         if outcome.ok:
-            synced = self.tracking.mark_synced(
+            synced = await self._db(
+                self.tracking.mark_synced,
                 site_name,
                 repository,
                 generation,
@@ -586,7 +670,9 @@ class Engine:
                 size=await self._size_if_changed(row, view, outcome.stats),
             )
             if outcome.stats.writes:
-                self.tracking.mark_verification(site_name, repository, VerificationState.PENDING)
+                await self._db(
+                    self.tracking.mark_verification, site_name, repository, VerificationState.PENDING
+                )
                 self.log(
                     "info", f"synced: {describe_stats(outcome.stats)}", site=site_name, repository=repository
                 )
@@ -600,7 +686,7 @@ class Engine:
                 self._poke()  # new work arrived during the run
             self._emit_row(site_name, repository)
         else:
-            self._record_failure(site_name, repository, outcome.failure, once)
+            await self._record_failure(site_name, repository, outcome.failure, once)
 
     async def _size_if_changed(
         self, row: RepositoryRow, view: PrimaryRepository, stats: CopyStats
@@ -611,7 +697,7 @@ class Engine:
             return None
         return await repository_size(view, self.primary, self._cache)
 
-    def _record_failure(self, site: str, repository: str, reason: str, once: bool) -> None:
+    async def _record_failure(self, site: str, repository: str, reason: str, once: bool) -> None:
         now = self._clock()
         attempts = self._run_attempts.get((site, repository), 1)
         row = self.tracking.row(site, repository)
@@ -620,7 +706,7 @@ class Engine:
             retry_at = now + in_run_delay(attempts, self._in_run_retry_base)
         else:
             retry_at = now + retry_delay(count, self._rng)
-        self.tracking.mark_failed(site, repository, reason, retry_at)
+        await self._db(self.tracking.mark_failed, site, repository, reason, retry_at)
         self.metrics.failures.labels(site, reason_class(reason)).inc()
         summary = self._run_summary.get(site) if self._run_summary is not None else None
         final = not once or attempts >= self.config.engine.sync_attempts
@@ -677,6 +763,7 @@ class Engine:
 
     async def _verify_forever(self) -> None:
         while True:
+            self._supervisor.beat("verification")
             if not self._paused:
                 rows = self.tracking.verification_due(sites=self.secondary_names, limit=50)
                 by_repo: dict[str, list[str]] = {}
@@ -721,7 +808,8 @@ class Engine:
     async def _health_forever(self) -> None:
         while True:
             self._health_wake.clear()
-            healthy = await self.check_health()
+            with self._supervisor.cycle("health"):
+                healthy = await self.check_health()
             interval = self._health_interval
             if not all(h.healthy for h in healthy.values()):
                 interval = min(interval, UNHEALTHY_INTERVAL)
@@ -747,6 +835,7 @@ class Engine:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
             self._flush_bytes()
+            self._supervisor.beat("flush")
 
 
 def _reachable(site: _Site) -> bool:

@@ -64,4 +64,5 @@ def build_client(
         max_connections=16,
         blob_connections=blob_connections,
         transport=transport,
+        min_transfer_rate=config.engine.min_transfer_rate,
     )

@@ -174,16 +174,25 @@ class LogRecord:
 
 
 class Tracking:
-    """Thread-safe access to the tracking database (one connection, one lock)."""
+    """Thread-safe access to the tracking database: one connection (and lock) that writes, and one
+    (and lock) that reads. In WAL mode a reader never waits for a writer, so whatever only reads
+    (status, snapshots, /-/health, the scheduler's queue) stays fast while another process holds the
+    write lock; writes wait for it at most ``busy_timeout`` seconds, then raise OperationalError."""
 
     def __init__(
-        self, path: Path, *, clock: Callable[[], float] | None = None, read_only: bool = False
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] | None = None,
+        read_only: bool = False,
+        busy_timeout: float = 10.0,
     ) -> None:
         """Open (and create) the tracking database; `read_only` opens an existing one to read beside
         the engine that holds it (WAL lets readers read while it writes)."""
         self.path = path
         self._clock = clock or time.time
         self._lock = threading.RLock()
+        self._read_lock = threading.RLock()
         self._log_inserts = 0
         self._notification_inserts = 0
         if read_only:
@@ -191,17 +200,28 @@ class Tracking:
             self._db = sqlite3.connect(
                 uri, uri=True, check_same_thread=False, isolation_level=None, timeout=10.0
             )
+            self._reader, self._read_lock = self._db, self._lock
+            self._next_log_id = 0
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
+        self._db = sqlite3.connect(
+            str(path), check_same_thread=False, isolation_level=None, timeout=busy_timeout
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL is durable against a killed process in WAL mode; only power loss may drop the tail.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._lock:
             self._db.executescript(_SCHEMA)  # executescript commits on its own
+        self._reader = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
+        # Log ids are given here, not by SQLite, so a log line can be shown before it is stored (one
+        # engine per database: see lock.py).
+        self._next_log_id = int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM event_log").fetchone()[0])
 
     def close(self) -> None:
+        with self._read_lock:
+            if self._reader is not self._db:
+                self._reader.close()
         with self._lock:
             self._db.close()
 
@@ -217,8 +237,8 @@ class Tracking:
             self._db.execute("COMMIT")
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
-        with self._lock:
-            return list(self._db.execute(sql, params).fetchall())
+        with self._read_lock:
+            return list(self._reader.execute(sql, params).fetchall())
 
     @property
     def journal_mode(self) -> str:
@@ -559,17 +579,27 @@ class Tracking:
     def log(
         self, level: str, message: str, *, site: str | None = None, repository: str | None = None
     ) -> LogRecord:
-        now = self._clock()
+        record = self.log_record(level, message, site=site, repository=repository)
+        self.store_log(record)
+        return record
+
+    def log_record(
+        self, level: str, message: str, *, site: str | None = None, repository: str | None = None
+    ) -> LogRecord:
+        """A new event-log record with the next id, not stored yet (see `store_log`)."""
+        with self._lock:
+            self._next_log_id += 1
+            return LogRecord(self._next_log_id, self._clock(), level, site, repository, message)
+
+    def store_log(self, record: LogRecord) -> None:
         with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO event_log (at, level, site, repository, message) VALUES (?, ?, ?, ?, ?)",
-                (now, level, site, repository, message),
+            db.execute(
+                "INSERT INTO event_log (id, at, level, site, repository, message) VALUES (?, ?, ?, ?, ?, ?)",
+                (record.id, record.at, record.level, record.site, record.repository, record.message),
             )
-            rowid = int(cur.lastrowid or 0)
             self._log_inserts += 1
             if self._log_inserts % 500 == 0:
-                db.execute("DELETE FROM event_log WHERE id <= ?", (rowid - EVENT_LOG_LIMIT,))
-        return LogRecord(rowid, now, level, site, repository, message)
+                db.execute("DELETE FROM event_log WHERE id <= ?", (record.id - EVENT_LOG_LIMIT,))
 
     def repository_log(self, repository: str, limit: int = 200) -> list[LogRecord]:
         rows = self._query(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from geo_tui.registry import RegistryClient, RegistryError
 
+from .database import Write, in_place
 from .describe import describe_error
 from .replicate import PrimaryRepository, read_primary_repository, read_secondary_tags, repository_checksum
 from .tracking import Tracking, VerificationState
@@ -76,8 +77,10 @@ class Verifier:
         wants: Callable[[str, str], bool],
         log: Callable[..., None],
         row_changed: Callable[[str, str], None],
+        write: Write = in_place,
     ) -> None:
         self._tracking = tracking
+        self._write = write
         self._primary = primary
         self._clients = clients
         self._wants = wants
@@ -88,7 +91,9 @@ class Verifier:
         self, sites: Sequence[str], repositories: Sequence[str], concurrency: int
     ) -> list[VerificationResult]:
         for site in sites:
-            self._tracking.ensure_rows(site, [r for r in repositories if self._wants(site, r)])
+            await self._write(
+                self._tracking.ensure_rows, site, [r for r in repositories if self._wants(site, r)]
+            )
         results: list[VerificationResult] = []
         slots = asyncio.Semaphore(concurrency)
 
@@ -102,7 +107,7 @@ class Verifier:
 
     async def verify_repository(self, repository: str, sites: Sequence[str]) -> list[VerificationResult]:
         for site in sites:
-            self._tracking.mark_verification(site, repository, VerificationState.STARTED)
+            await self._write(self._tracking.mark_verification, site, repository, VerificationState.STARTED)
         try:
             view = await read_primary_repository(self._primary, repository)
         except Exception as exc:
@@ -113,13 +118,14 @@ class Verifier:
                 await asyncio.gather(*(verify_repository(view, self._clients[s], s) for s in sites))
             )
         for result in results:
-            self._record(result)
+            await self._record(result)
         return results
 
-    def _record(self, result: VerificationResult) -> None:
+    async def _record(self, result: VerificationResult) -> None:
         site, repository = result.site, result.repository
         state = VerificationState.SUCCEEDED if result.ok else VerificationState.FAILED
-        self._tracking.mark_verification(
+        await self._write(
+            self._tracking.mark_verification,
             site,
             repository,
             state,
@@ -131,5 +137,5 @@ class Verifier:
         else:
             self._log("error", f"verification failed: {result.detail}", site=site, repository=repository)
             if result.mismatch:
-                self._tracking.request_sync(sites=[site], repositories=[repository])
+                await self._write(self._tracking.request_sync, sites=[site], repositories=[repository])
         self._row_changed(site, repository)

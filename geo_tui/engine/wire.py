@@ -104,6 +104,7 @@ def encode_snapshot(snapshot: EngineSnapshot) -> Json:
         "running": snapshot.running,
         "paused": snapshot.paused,
         "in_flight": snapshot.in_flight,
+        "tasks_down": list(snapshot.tasks_down),
     }
 
 
@@ -150,6 +151,8 @@ def _build(cls: type[T], data: object, convert: Mapping[str, Callable[[Any], Any
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name not in data:
+            if f.default is not dataclasses.MISSING:  # a field newer than the engine that sent this
+                continue
             raise WireError(f"{cls.__name__}: missing {f.name!r}")
         value = data[f.name]
         if convert and f.name in convert and value is not None:
@@ -189,7 +192,14 @@ def _decode_site(data: object) -> SiteSnapshot:
 
 
 def decode_snapshot(data: object) -> EngineSnapshot:
-    return _build(EngineSnapshot, data, {"sites": lambda sites: tuple(_decode_site(s) for s in sites)})
+    return _build(
+        EngineSnapshot,
+        data,
+        {
+            "sites": lambda sites: tuple(_decode_site(s) for s in sites),
+            "tasks_down": lambda names: tuple(str(n) for n in names),
+        },
+    )
 
 
 def decode_detail(data: object) -> RepositoryDetail:

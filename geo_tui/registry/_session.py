@@ -20,6 +20,7 @@ from ._errors import (
     RegistryAuthError,
     RegistryError,
     RegistryUnavailable,
+    TransferTooSlow,
     error_class_for_status,
     parse_error_body,
 )
@@ -92,8 +93,12 @@ class Session:
         blobs: httpx.AsyncClient,
         retries: int,
         retry_base_delay: float,
+        base_timeout: float = 30.0,
+        min_rate: float | None = None,
     ) -> None:
         self.name = name
+        self.base_timeout = base_timeout
+        self.min_rate = min_rate
         self.base_url = base_url
         self.auth = auth
         self.meta = meta
@@ -122,6 +127,24 @@ class Session:
             code=code,
             detail=detail,
         )
+
+    def deadline(self, expected_bytes: int | None) -> float | None:
+        """Seconds a request (or a body) of ``expected_bytes`` may take in all: the base timeout, plus its
+        size at the minimum rate. None (no deadline) without a minimum rate or a known size."""
+        if self.min_rate is None or expected_bytes is None:
+            return None
+        return self.base_timeout + max(0, expected_bytes) / self.min_rate
+
+    def too_slow(self, op: Op, expected_bytes: int | None, done: int | None = None) -> RegistryError:
+        """The TransferTooSlow error of a request that ran past its `deadline`."""
+        assert self.min_rate is not None
+        size = f"{expected_bytes} bytes" if expected_bytes else "a small request"
+        progress = f", {done} bytes in" if done is not None else ""
+        detail = (
+            f"too slow: over {self.deadline(expected_bytes):.0f} s for {size}{progress} "
+            f"(min_transfer_rate {self.min_rate / 1024:g} KiB/s)"
+        )
+        return self.error(TransferTooSlow, op, detail=detail)
 
     def retry_delay(self, attempt: int, response: httpx.Response | None) -> float:
         """Seconds before retry number `attempt + 1`: Retry-After if given, else backoff with jitter."""
@@ -153,11 +176,13 @@ class Session:
         content: bytes | AsyncIterable[bytes] | None = None,
         retry: bool = True,
         follow_redirects: bool = False,
+        expected_bytes: int | None = 0,
     ) -> httpx.Response:
         """Send a request and return its open, streamed response if its status is in `expect`.
 
         The caller must close the response. Anything else raises the RegistryError subclass for the
         final outcome. A body that is an async iterable is sent once: no retry, no re-authentication.
+        Each attempt has a `deadline` for ``expected_bytes`` (the body sent), then raises TransferTooSlow.
         """
         http = self.meta if pool == "meta" else self.blobs
         try:
@@ -173,7 +198,10 @@ class Session:
             request_headers = {**(headers or {}), **await self._credentials(op, url, scopes)}
             try:
                 request = http.build_request(method, url, headers=request_headers, content=content)
-                response = await http.send(request, stream=True, follow_redirects=follow_redirects)
+                async with asyncio.timeout(self.deadline(expected_bytes)):
+                    response = await http.send(request, stream=True, follow_redirects=follow_redirects)
+            except TimeoutError:
+                raise self.too_slow(op, expected_bytes) from None
             except httpx.TransportError as exc:
                 if retry and replayable and attempt < self.retries:
                     await self.sleep(self.retry_delay(attempt, None))
