@@ -90,6 +90,7 @@ class Engine:
         in_run_retry_base: float = 0.5,
         health_interval: float = HEALTH_INTERVAL,
         command: str = "a geo-tui engine",
+        request_timeout: float = 30.0,
     ) -> None:
         self.config = config
         # One engine per tracking database: open() claims it, close() lets it go.
@@ -99,6 +100,7 @@ class Engine:
         self._rng = rng or random.Random()
         self._in_run_retry_base = in_run_retry_base
         self._health_interval = health_interval
+        self._request_timeout = request_timeout  # without progress; and the base of every deadline
         self._health_wake = asyncio.Event()
         self._subscribers: list[Callable[[Update], None]] = []
         self._cache = ManifestCache()
@@ -162,6 +164,7 @@ class Engine:
                 signer=signer,
                 blob_connections=blob_connections,
                 transport=self._transports.get(site.name),
+                timeout=self._request_timeout,
             )
             self._sites[site.name] = _Site(
                 site, client, throughput=Throughput(self._clock), completions=CompletionRate(self._clock)

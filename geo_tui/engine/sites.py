@@ -52,6 +52,7 @@ def build_client(
     signer: TokenSigner | None = None,
     blob_connections: int = 4,
     transport: httpx.AsyncBaseTransport | None = None,
+    timeout: float = 30.0,
 ) -> RegistryClient:
     verify: bool | str = str(site.ca_file) if site.ca_file is not None else site.tls_verify
     if signer is None and config.auth is not None:
@@ -64,5 +65,6 @@ def build_client(
         max_connections=16,
         blob_connections=blob_connections,
         transport=transport,
+        timeout=timeout,
         min_transfer_rate=config.engine.min_transfer_rate,
     )

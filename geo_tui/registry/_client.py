@@ -59,7 +59,7 @@ class BlobStream:
     (up to 256 KiB at a time: what the kernel had) and, once the body is complete, raises
     DigestMismatch if it does not hash to `digest`. A transport failure in the middle raises
     RegistryUnavailable; a body still not whole at its deadline (its size at the minimum rate, from
-    when the answer came) raises TransferTooSlow.
+    the first read) raises TransferTooSlow.
     """
 
     def __init__(self, response: httpx.Response, digest: str, session: Session, op: Op) -> None:
@@ -69,8 +69,6 @@ class BlobStream:
         self.digest = digest
         length = response.headers.get("content-length", "")
         self.size: int | None = int(length) if length.isdigit() else None
-        allowed = session.deadline(self.size)
-        self._deadline = asyncio.get_running_loop().time() + allowed if allowed is not None else None
 
     async def chunks(self, *, verify: bool = True) -> AsyncIterator[bytes]:
         """The blob's bytes, verified against its digest at the end.
@@ -83,11 +81,15 @@ class BlobStream:
         # gathering them into 1 MiB pieces first cost ~12% of a backfill's CPU in httpx's chunker.
         raw = self._response.aiter_raw()
         received = 0
+        # From the first read, not from the answer: a consumer waiting for its own connection elsewhere
+        # (the secondary's pool) is not this registry being slow.
+        allowed = self._session.deadline(self.size)
+        deadline = asyncio.get_running_loop().time() + allowed if allowed is not None else None
         try:
             while True:
                 # The deadline covers the waits for the registry, never the time the consumer takes.
                 try:
-                    async with asyncio.timeout_at(self._deadline):
+                    async with asyncio.timeout_at(deadline):
                         chunk = await anext(raw)
                 except StopAsyncIteration:
                     break

@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -41,6 +41,20 @@ class Op:
     operation: str
     repository: str | None = None
     reference: str | None = None
+
+
+def _deadline_from_connection(window: asyncio.Timeout, allowed: float | None) -> dict[str, Any]:
+    """Request extensions that start ``window``'s deadline when the request has its connection: waiting
+    for one of our own pool's connections is our queue, not the registry's slowness. httpcore's `trace`
+    extension (documented) reports the first step on a connection."""
+    if allowed is None:
+        return {}
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if window.when() is None:
+            window.reschedule(asyncio.get_running_loop().time() + allowed)
+
+    return {"trace": trace}
 
 
 def same_origin(url: str, base_url: str) -> bool:
@@ -184,6 +198,12 @@ class Session:
         final outcome. A body that is an async iterable is sent once: no retry, no re-authentication.
         Each attempt has a `deadline` for ``expected_bytes`` (the body sent), then raises TransferTooSlow.
         """
+        allowed = self.deadline(expected_bytes)
+        if allowed is not None and content is not None and not isinstance(content, bytes):
+            # A streamed body comes from another request (a blob from the primary) with its own deadline,
+            # from about the same moment: one base timeout more lets that one fire first when it is the
+            # slow side, so the failure names the right site.
+            allowed += self.base_timeout
         http = self.meta if pool == "meta" else self.blobs
         try:
             if httpx.URL(url).scheme not in ("http", "https"):
@@ -197,8 +217,14 @@ class Session:
         while True:
             request_headers = {**(headers or {}), **await self._credentials(op, url, scopes)}
             try:
-                request = http.build_request(method, url, headers=request_headers, content=content)
-                async with asyncio.timeout(self.deadline(expected_bytes)):
+                async with asyncio.timeout(None) as window:
+                    request = http.build_request(
+                        method,
+                        url,
+                        headers=request_headers,
+                        content=content,
+                        extensions=_deadline_from_connection(window, allowed),
+                    )
                     response = await http.send(request, stream=True, follow_redirects=follow_redirects)
             except TimeoutError:
                 raise self.too_slow(op, expected_bytes) from None

@@ -6,6 +6,7 @@ registry), and passes the rest through.
     primary_faults.fail("GET", r"/blobs/sha256:", 429, headers={"Retry-After": "1"}, times=2)
     primary_faults.cut("GET", r"/blobs/" + digest, after_bytes=512 * 1024)
     primary_faults.delay("GET", r"/blobs/" + digest, seconds=1.5)
+    primary_faults.trickle("GET", r"/blobs/" + digest, every=2.0)   # one byte every 2 s
     Engine(config, transports={"primary": primary_faults})
     ...
     primary_faults.fired(rule)        # how often that rule fired; primary_faults.log has every firing
@@ -53,12 +54,12 @@ class FaultRule:
 
     method: str | None  # "GET", "GET|HEAD", or None: any method
     path: re.Pattern[str]
-    action: Literal["status", "cut", "delay"]
+    action: Literal["status", "cut", "delay", "trickle"]
     status: int = 0
     headers: Mapping[str, str] = field(default_factory=dict)
     error: tuple[str, str] | None = None  # "status": the OCI error (code, message); default by status
     after_bytes: int = 0
-    seconds: float = 0.0  # "delay": how long to hold the request before passing it on
+    seconds: float = 0.0  # "delay": how long to hold the request; "trickle": the pause before each byte
     times: int | None = None  # None: fire on every match
     skip: int = 0  # let this many matching requests through first
     seen: int = 0
@@ -79,6 +80,7 @@ class FaultRule:
             "status": f"answer {self.status}",
             "cut": f"cut after {self.after_bytes} bytes",
             "delay": f"delay {self.seconds} s",
+            "trickle": f"one byte every {self.seconds} s",
         }[self.action]
         return f"{self.method or '*'} {self.path.pattern}: {what}"
 
@@ -113,6 +115,26 @@ class _CutStream(httpx.AsyncByteStream):
             self.delivered += len(chunk)
             yield chunk
         # the body was shorter than the cut: it arrives whole
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _TrickleStream(httpx.AsyncByteStream):
+    """A real response body handed on one byte at a time, a pause before each: alive, never stalled for
+    long, and hopelessly slow (issue 12, case 5)."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, every: float) -> None:
+        self._inner = inner
+        self._every = every
+        self.delivered = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            for i in range(len(chunk)):
+                await asyncio.sleep(self._every)
+                self.delivered += 1
+                yield chunk[i : i + 1]
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -167,6 +189,12 @@ class FaultTransport(httpx.AsyncBaseTransport):
         """Hold matching requests for `seconds` (a slow registry), then pass them to the registry."""
         return self.add(FaultRule(method, re.compile(path), "delay", seconds=seconds, times=times, skip=skip))
 
+    def trickle(
+        self, method: str | None, path: str, every: float, *, times: int | None = None, skip: int = 0
+    ) -> FaultRule:
+        """Pass matching requests to the registry, but hand the response body on one byte every `every` s."""
+        return self.add(FaultRule(method, re.compile(path), "trickle", seconds=every, times=times, skip=skip))
+
     def clear(self) -> None:
         """Remove every rule (the log stays)."""
         with self._lock:
@@ -214,12 +242,16 @@ class FaultTransport(httpx.AsyncBaseTransport):
             self.log.append(Fired(request.method, request.url.path, "delay", response.status_code))
             return response
         response = await self._inner.handle_async_request(request)
-        self.log.append(Fired(request.method, request.url.path, "cut", response.status_code))
+        self.log.append(Fired(request.method, request.url.path, rule.action, response.status_code))
         if response.status_code != 200:
             return response
         assert isinstance(response.stream, httpx.AsyncByteStream)
-        stream = _CutStream(response.stream, rule.after_bytes, request)
-        rule.cut_streams.append(stream)
+        stream: httpx.AsyncByteStream
+        if rule.action == "trickle":
+            stream = _TrickleStream(response.stream, rule.seconds)
+        else:
+            stream = cut = _CutStream(response.stream, rule.after_bytes, request)
+            rule.cut_streams.append(cut)
         return httpx.Response(
             response.status_code,
             headers=response.headers,
