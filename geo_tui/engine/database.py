@@ -64,6 +64,7 @@ class DatabaseWriter:
         self._max_retry_delay = max_retry_delay
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._reported = 0.0
+        self._fault: str | None = None  # the last passing fault, until a write goes in again
         self._thread = threading.Thread(target=self._run, name="geo-tui-database", daemon=True)
         self._thread.start()
 
@@ -92,7 +93,8 @@ class DatabaseWriter:
                 async with asyncio.timeout(timeout + 0.5):
                     return await future
             except TimeoutError:
-                raise DatabaseBusy(f"the tracking database took no write for {timeout:.0f} s") from None
+                why = f" ({self._fault})" if self._fault else ""
+                raise DatabaseBusy(f"the tracking database took no write for {timeout:.0f} s{why}") from None
         finally:
             if not future.done():
                 write.abandoned.set()  # cancelled or timed out: not tried (again) once the thread gets to it
@@ -128,10 +130,12 @@ class DatabaseWriter:
                 if not is_passing_fault(exc) or expired:
                     write.finish(False, DatabaseBusy(_describe(exc)) if is_passing_fault(exc) else exc)
                     return
+                self._fault = _describe(exc)
                 self._report(exc)
                 write.abandoned.wait(delay)
                 delay = min(delay * 2, self._max_retry_delay)
                 continue
+            self._fault = None
             write.finish(True, value)
             return
 

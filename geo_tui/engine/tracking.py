@@ -193,6 +193,7 @@ class Tracking:
         self._clock = clock or time.time
         self._lock = threading.RLock()
         self._read_lock = threading.RLock()
+        self._id_lock = threading.Lock()  # never held across SQLite: the loop takes it for every log line
         self._log_inserts = 0
         self._notification_inserts = 0
         if read_only:
@@ -587,7 +588,7 @@ class Tracking:
         self, level: str, message: str, *, site: str | None = None, repository: str | None = None
     ) -> LogRecord:
         """A new event-log record with the next id, not stored yet (see `store_log`)."""
-        with self._lock:
+        with self._id_lock:
             self._next_log_id += 1
             return LogRecord(self._next_log_id, self._clock(), level, site, repository, message)
 
