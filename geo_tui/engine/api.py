@@ -227,9 +227,11 @@ class ApiApp:
         sites = self._sites(body)
         if name == "resync":
             if keys is None:
-                count = engine.resync(sites=sites, failed_only=failed)
+                count = await engine.resync(sites=sites, failed_only=failed)
             else:
-                count = sum(engine.resync(sites=[s], repositories=r) for s, r in _by_site(keys).items())
+                count = 0
+                for site, repositories in _by_site(keys).items():
+                    count += await engine.resync(sites=[site], repositories=repositories)
             return {"ok": True, "count": count, "message": f"resync queued for {_repositories(count)}"}
         if keys is None and failed:
             keys = [

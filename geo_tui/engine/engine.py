@@ -347,7 +347,7 @@ class Engine:
 
     # -- commands ------------------------------------------------------------------------------
 
-    def resync(
+    async def resync(
         self,
         *,
         sites: Sequence[str] | None = None,
@@ -358,8 +358,10 @@ class Engine:
         if repositories is not None:
             for site in sites or self.secondary_names:
                 wanted = [r for r in repositories if self._sites[site].config.wants(r)]
-                self.tracking.ensure_rows(site, wanted)
-        count = self.tracking.request_sync(sites=sites, repositories=repositories, failed_only=failed_only)
+                await self._db(self.tracking.ensure_rows, site, wanted)
+        count = await self._db(
+            self.tracking.request_sync, sites=sites, repositories=repositories, failed_only=failed_only
+        )
         what = (
             "failed repositories"
             if failed_only
