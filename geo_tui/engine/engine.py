@@ -63,6 +63,7 @@ WRITE_BUSY_TIMEOUT = 1.0
 NOTIFICATION_STORE_TIMEOUT = 3.0
 # Discovery gives a write this long, then fails and is restarted: the failure shows, and is counted.
 BACKGROUND_WRITE_TIMEOUT = 5.0
+SHUTDOWN_WRITE_TIMEOUT = 2.0
 
 
 @dataclass
@@ -623,7 +624,12 @@ class Engine:
             )
         except asyncio.CancelledError:
             for row in rows:
-                await self._db(self.tracking.mark_pending, row.site, repository)
+                # Bounded: a stop must not wait on a locked database. A row left started goes back to
+                # pending at the next open (recover_started).
+                with contextlib.suppress(Exception):
+                    await self._db(
+                        self.tracking.mark_pending, row.site, repository, timeout=SHUTDOWN_WRITE_TIMEOUT
+                    )
             raise
 
     async def _replicate_one(
