@@ -443,12 +443,22 @@ class Engine:
         for bad in sorted(set(names) - set(valid))[:10]:
             self.log("warning", f"primary catalog lists an invalid repository name {bad!r}; skipped")
         self._primary_repositories = len(valid)
+        wanted = {site.name: [n for n in valid if site.wants(n)] for site in self.config.secondaries}
+
+        def track() -> dict[str, tuple[int, list[str]]]:
+            # One turn of the database thread for every site, right after the catalog was read: no other
+            # write (a notification's row) can land between a site's two steps and be marked absent.
+            return {
+                name: (
+                    self.tracking.ensure_rows(name, names),
+                    self.tracking.mark_absent_from_primary(name, set(names)),
+                )
+                for name, names in wanted.items()
+            }
+
+        tracked = await self._db(track, timeout=write_timeout)
         for site in self.config.secondaries:
-            wanted = [n for n in valid if site.wants(n)]
-            added = await self._db(self.tracking.ensure_rows, site.name, wanted, timeout=write_timeout)
-            gone = await self._db(
-                self.tracking.mark_absent_from_primary, site.name, set(wanted), timeout=write_timeout
-            )
+            added, gone = tracked[site.name]
             if added:
                 self.log("info", f"tracking {added} new repositories", site=site.name)
             for repository in gone[:10]:

@@ -154,10 +154,9 @@ class Session:
         assert self.min_rate is not None
         size = f"{expected_bytes} bytes" if expected_bytes else "a small request"
         progress = f", {done} bytes in" if done is not None else ""
-        detail = (
-            f"too slow: over {self.deadline(expected_bytes):.0f} s for {size}{progress} "
-            f"(min_transfer_rate {self.min_rate / 1024:g} KiB/s)"
-        )
+        rate = f"{self.min_rate / 1024:g} KiB/s" if self.min_rate >= 1024 else f"{self.min_rate:g} B/s"
+        allowed = self.deadline(expected_bytes)
+        detail = f"too slow: over {allowed:.1f} s for {size}{progress} (min_transfer_rate {rate})"
         return self.error(TransferTooSlow, op, detail=detail)
 
     def retry_delay(self, attempt: int, response: httpx.Response | None) -> float:
