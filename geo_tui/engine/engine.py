@@ -599,6 +599,10 @@ class Engine:
             for site, doing in sorted(unfinished.items()):
                 reason = f"over max_job_duration ({limit:.0f} s) while {doing}"
                 await self._record_failure(site, repository, reason, once)
+        except Exception as exc:  # a fault of the engine's own (a database error): said, and retried later
+            for row in rows:
+                with contextlib.suppress(Exception):
+                    await self._record_failure(row.site, repository, f"engine: {describe_error(exc)}", once)
         finally:
             self._inflight.pop(repository, None)
             self._flush_bytes()
