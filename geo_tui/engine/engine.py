@@ -797,7 +797,8 @@ class Engine:
                 verified = False
                 for repository, sites in by_repo.items():
                     if repository not in self._inflight:
-                        await self._verifier.verify_repository(repository, sites)
+                        with self._supervisor.cycle("verification"):  # stuck in one counts as down
+                            await self._verifier.verify_repository(repository, sites)
                         verified = True
                 # Only go round at once if something was verified: due rows whose repository is still
                 # copying to another site would otherwise spin here without an await, and starve the loop.
