@@ -1,6 +1,7 @@
 """The ``geo-tui`` command line: the console by default; serve, sync, status, verify and resync.
 
-Exit status: 0 all good, 1 something failed or differs, 2 bad configuration or usage.
+Exit status: 0 all good, 1 something failed or differs (a crash too: one line, and the traceback in a
+crash log, see geo_tui.crash), 2 bad configuration or usage, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,12 +12,20 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geo_tui import __version__
-from geo_tui.config import Config, ConfigError, Secret, load_config, resolve_config_path
+from geo_tui.config import (
+    Config,
+    ConfigError,
+    Secret,
+    load_config,
+    redactor_for,
+    resolve_config_path,
+    warn_if_world_readable,
+)
 from geo_tui.engine import Engine, SyncState, SyncSummary
 from geo_tui.engine.lock import DatabaseInUse
 from geo_tui.progress import ProgressReporter
@@ -24,6 +33,7 @@ from geo_tui.registry import RegistryError
 from geo_tui.setup.flags import add_init_arguments
 
 if TYPE_CHECKING:
+    from geo_tui.console.app import GeoTuiApp
     from geo_tui.engine.link import EngineLink
 
 __all__ = ["main"]
@@ -113,6 +123,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except Exception as exc:  # a bug: one line naming it and the crash log, and a failing status
+        from geo_tui.crash import report_crash
+
+        if isinstance(exc, ConsoleCrashed) and exc.__cause__ is not None:
+            print(report_crash(exc.__cause__, what="the console"), file=sys.stderr)
+        else:
+            print(report_crash(exc, what="the command"), file=sys.stderr)
+        return EXIT_FAILED
+
+
+class ConsoleCrashed(Exception):
+    """The console stopped on an error of its own (Textual caught it); the error is the cause."""
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     console = args.command in (None, "tui", "demo")
@@ -136,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if console:
             read_only = args.read_only_console or getattr(args, "read_only", False)
             return _run_console(args.config, read_only=read_only, attach=args.attach)
-        config = load_config(resolve_config_path(args.config))
+        config = _load_config(resolve_config_path(args.config))
         sites = _check_sites(config, getattr(args, "site", None))
         handler = _COMMANDS[args.command]
         return asyncio.run(handler(config, args, sites))
@@ -152,6 +179,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("geo-tui: interrupted", file=sys.stderr)
         return 130
+
+
+def _load_config(path: Path) -> Config:
+    """The checked config at `path`, with a one-line warning on stderr if others may read its secrets."""
+    from geo_tui.crash import remember_secrets
+
+    config = load_config(path)
+    remember_secrets(config)  # a crash log never holds them
+    warning = warn_if_world_readable(path)
+    if warning is not None:
+        print(f"geo-tui: {warning}", file=sys.stderr)
+    return config
 
 
 def _console_link(config: Config | None, attach: str | None) -> tuple[EngineLink, bool]:
@@ -186,12 +225,19 @@ def _console_link(config: Config | None, attach: str | None) -> tuple[EngineLink
 def _run_console(config_arg: str | None, *, read_only: bool, attach: str | None) -> int:
     path = resolve_config_path(config_arg)
     # Attaching by URL works without a config file (the token then comes from $GEO_TUI_API_TOKEN).
-    config = load_config(path) if attach is None or path.exists() else None
+    config = _load_config(path) if attach is None or path.exists() else None
     link, reads_only = _console_link(config, attach)
     return _run_app(config, link, read_only=read_only or reads_only)
 
 
-def _run_app(config: Config | None, link: EngineLink, *, read_only: bool) -> int:
+def _run_app(
+    config: Config | None,
+    link: EngineLink,
+    *,
+    read_only: bool,
+    watch: Callable[[GeoTuiApp], None] | None = None,
+) -> int:
+    """Run the console over `link`; `watch(app)` may start watching something that can end it."""
     from geo_tui.engine.spawned import EngineStartError, SpawnedEngine
 
     spawned = link if isinstance(link, SpawnedEngine) else None
@@ -214,18 +260,23 @@ def _run_app(config: Config | None, link: EngineLink, *, read_only: bool) -> int
     logging.getLogger("geo_tui").handlers[:] = [logging.NullHandler()]
     logging.getLogger("geo_tui").propagate = False
     app = make_app(config, read_only=read_only, link=link)
+    if watch is not None:
+        watch(app)
     try:
         app.run()
     finally:
         if spawned is not None:
             spawned.stop()  # done already on `q`; this covers a console that ended any other way
+    if app.crash is not None:
+        raise ConsoleCrashed(str(app.crash)) from app.crash
     if app.engine_failure:
         print(f"geo-tui: the engine stopped: {app.engine_failure}", file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_OK
+    return EXIT_OK if not app.return_code else EXIT_FAILED
 
 
 def _run_demo(seed: int, speed: float, *, read_only: bool) -> int:
+    from geo_tui.crash import remember_secrets
     from geo_tui.demo import DemoError, demo_lab
     from geo_tui.engine.spawned import SpawnedEngine
 
@@ -237,8 +288,13 @@ def _run_demo(seed: int, speed: float, *, read_only: bool) -> int:
         with demo_lab(seed=seed, speed=speed, on_seeded=seeded if sys.stderr.isatty() else None) as lab:
             if sys.stderr.isatty():
                 print("\r\033[K", end="", file=sys.stderr)  # the rewritten line would outlive the console
+            remember_secrets(lab.config)
             link = SpawnedEngine(lab.config, mode="demo: the console's engine on three lab registries")
-            return _run_app(lab.config, link, read_only=read_only)
+            status = _run_app(lab.config, link, read_only=read_only, watch=lab.end_console_on_failure)
+            if lab.failure is not None:
+                print(f"geo-tui: {lab.failure}", file=sys.stderr)
+                return EXIT_FAILED
+            return status
     except DemoError as exc:
         print(f"geo-tui: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -348,6 +404,9 @@ async def _cmd_status(config: Config, args: argparse.Namespace, sites: list[str]
         failed = tracking.rows(sites=names, states=[SyncState.FAILED])
     finally:
         tracking.close()
+    # Stored reasons are redacted when written; a database from an older geo-tui may predate that.
+    redact = redactor_for(config).redact
+    reasons = {r.key: redact(r.last_sync_failure or "") or None for r in failed}
     if args.json:
         print(
             json.dumps(
@@ -370,7 +429,7 @@ async def _cmd_status(config: Config, args: argparse.Namespace, sites: list[str]
                         {
                             "site": r.site,
                             "repository": r.repository,
-                            "reason": r.last_sync_failure,
+                            "reason": reasons[r.key],
                             "retry_count": r.retry_count,
                             "retry_at": r.retry_at,
                         }
@@ -394,7 +453,7 @@ async def _cmd_status(config: Config, args: argparse.Namespace, sites: list[str]
     if failed:
         print("\nfailed repositories:")
         for r in failed:
-            print(f"  {r.site}  {r.repository}  (attempt {r.retry_count}): {r.last_sync_failure}")
+            print(f"  {r.site}  {r.repository}  (attempt {r.retry_count}): {reasons[r.key]}")
     return EXIT_OK
 
 

@@ -8,7 +8,8 @@ The file's shape is a public contract (other tools write it)::
     [auth]            private_key, issuer, service, token_ttl    (needed if a site uses auth = "jwt")
     [notifications]   listen, secret | secret_file               (used by `geo-tui serve`)
     [api]             listen, token | token_file, read_token | read_token_file   (the engine API)
-    [primary]         name, registry, auth, username, password | password_file, ca_file, tls_verify
+    [primary]         name, registry, auth, username, password | password_file, ca_file, tls_verify,
+                      token_realm_hosts
     [[secondaries]]   the keys of [primary], plus include and exclude
 
 `load_config` checks everything before anything touches a registry. Every problem is a `ConfigError` whose
@@ -47,6 +48,7 @@ from ._config_document import (
     read_capped,
     toml_type,
 )
+from .registry import Redactor
 
 __all__ = [
     "ApiConfig",
@@ -61,6 +63,7 @@ __all__ = [
     "SiteRole",
     "default_api_socket",
     "load_config",
+    "redactor_for",
     "resolve_config_path",
     "warn_if_world_readable",
     "write_config",
@@ -95,6 +98,7 @@ _PRIMARY_KEYS: Final = (
     "password_file",
     "ca_file",
     "tls_verify",
+    "token_realm_hosts",
 )
 _SECONDARY_KEYS: Final = (*_PRIMARY_KEYS, "include", "exclude")
 _AUTH_METHODS: Final = get_args(AuthMethod)
@@ -208,6 +212,8 @@ class SiteConfig:
     tls_verify: bool
     include: tuple[str, ...]
     exclude: tuple[str, ...]
+    # auth = "token": hosts besides the registry's own that may receive its username and password
+    token_realm_hosts: tuple[str, ...] = ()
 
     def wants(self, repository: str) -> bool:
         """Whether this site replicates `repository`: no include means all; exclude wins over include."""
@@ -272,6 +278,27 @@ def load_config(path: Path) -> Config:
     api_table = top.table("api", _API_KEYS)
     api = _api(api_table or Table(path, "api", {}, ()), base, engine, notifications)
     return Config(path, engine, auth, notifications, primary, secondaries, api)
+
+
+def redactor_for(config: Config) -> Redactor:
+    """The one Redactor of everything secret in `config`: the notification secret, the API tokens, each
+    site's password (and its ``username:password`` as a Basic header carries it) and the signing key's PEM
+    (whole, its base64 body, and each line of it)."""
+    values: list[str] = []
+    basic: list[tuple[str, str]] = []
+    if config.notifications is not None:
+        values.append(config.notifications.secret.reveal())
+    if config.api is not None:
+        values += [t.reveal() for t in (config.api.token, config.api.read_token) if t is not None]
+    for site in config.sites:
+        if site.password is not None:
+            values.append(site.password.reveal())
+            basic.append((site.username or "", site.password.reveal()))
+    if config.auth is not None:
+        pem = config.auth.private_key_pem.decode("ascii", "replace")
+        lines = [line.strip() for line in pem.splitlines() if line.strip() and "-----" not in line]
+        values += [pem.strip(), "".join(lines), *(line for line in lines if len(line) >= 16)]
+    return Redactor(values, basic=basic)
 
 
 def write_config(path: Path, data: Mapping[str, Any]) -> None:
@@ -527,7 +554,28 @@ def _site(t: Table, base: Path, role: SiteRole) -> SiteConfig:
         tls_verify=tls_verify,
         include=t.string_list("include"),
         exclude=t.string_list("exclude"),
+        token_realm_hosts=_token_realm_hosts(t, method),
     )
+
+
+def _token_realm_hosts(t: Table, auth: AuthMethod) -> tuple[str, ...]:
+    """Host names (lower case) that may receive the Basic credentials of a token realm."""
+    hosts = t.string_list("token_realm_hosts")
+    if hosts and auth != "token":
+        raise t.error("token_realm_hosts", f'is only used with auth = "token", not "{auth}"')
+    checked: list[str] = []
+    for index, host in enumerate(hosts):
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            ipaddress.ip_address(bare)
+        except ValueError:
+            if not _HOSTNAME.fullmatch(bare):
+                raise t.error(
+                    f"token_realm_hosts[{index}]",
+                    f"{host!r} is not a host name or address (give the host only, no scheme, port or path)",
+                ) from None
+        checked.append(bare.lower())
+    return tuple(checked)
 
 
 def _credentials(t: Table, auth: AuthMethod, base: Path) -> tuple[str | None, Secret | None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -31,6 +33,9 @@ from geo_tui.setup.keys import (
     self_signed_certificate,
     write_new_file,
 )
+
+if TYPE_CHECKING:
+    from textual.app import App
 
 __all__ = ["DemoError", "DemoLab", "demo_lab"]
 
@@ -45,6 +50,38 @@ class DemoError(Exception):
     """The demo lab could not start; the message says why."""
 
 
+class _ChildWatch:
+    """Whether the lab child ended before it was told to stop, why, and who wants to know."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.stopping = threading.Event()
+        self.failure: str | None = None
+        self._listeners: list[Callable[[str], None]] = []
+        self._lock = threading.Lock()
+
+    def ended(self, status: int) -> None:
+        if self.stopping.is_set():
+            return
+        with self._lock:
+            how = f"exited with status {status}"
+            if status < 0:
+                names = {int(s): s.name for s in signal.Signals}  # not the real-time signals
+                how = f"were killed by {names.get(-status, f'signal {-status}')}"
+            self.failure = f"the demo's lab registries {how}" + _log_tail(self.log)
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(self.failure)
+
+    def listen(self, listener: Callable[[str], None]) -> None:
+        with self._lock:
+            failure = self.failure
+            if failure is None:
+                self._listeners.append(listener)
+        if failure is not None:
+            listener(failure)
+
+
 @dataclass
 class DemoLab:
     """A running demo lab: its config (for the engine) and the child process serving the registries."""
@@ -54,10 +91,33 @@ class DemoLab:
     process: subprocess.Popen[str]
     ports: dict[str, int]
     lines: collections.deque[str]  # the latest things the workload did
+    watch: _ChildWatch
 
     @property
     def primary_url(self) -> str:
         return f"http://127.0.0.1:{self.ports[SITES[0]]}"
+
+    @property
+    def failure(self) -> str | None:
+        """Why the lab registries ended on their own (they died), or None while they serve."""
+        return self.watch.failure
+
+    def end_console_on_failure(self, app: App[Any]) -> None:
+        """Stop the console with status 1 if the lab registries die: the demo cannot go on without them."""
+
+        def stop_app() -> None:
+            deadline = time.monotonic() + READY_TIMEOUT
+            while app.return_code is None and time.monotonic() < deadline:
+                try:
+                    app.call_from_thread(app.exit, return_code=1)
+                    return
+                except RuntimeError:  # not running yet (they died while the engine started): retry
+                    time.sleep(0.1)
+
+        def end(_reason: str) -> None:  # on the watching thread, or at once if they died already
+            threading.Thread(target=stop_app, name="demo-lab-died", daemon=True).start()
+
+        self.watch.listen(end)
 
 
 def _free_port() -> int:
@@ -95,9 +155,14 @@ def _write_config(directory: Path, key_path: Path, ports: dict[str, int], listen
     return path
 
 
+def _log_tail(log: Path) -> str:
+    tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.exists() else []
+    return (": " + " / ".join(tail)) if tail else ""
+
+
 def _start_site(
     directory: Path, spec: DemoSiteSpec, on_seeded: Callable[[int], None] | None
-) -> tuple[subprocess.Popen[str], collections.deque[str]]:
+) -> tuple[subprocess.Popen[str], collections.deque[str], _ChildWatch]:
     spec_path = directory / "site.json"
     spec.write(spec_path)
     log = (directory / "site.log").open("w")
@@ -112,6 +177,7 @@ def _start_site(
     log.close()
     lines: collections.deque[str] = collections.deque(maxlen=200)
     ready = threading.Event()
+    watch = _ChildWatch(directory / "site.log")
 
     def read() -> None:
         assert process.stdout is not None
@@ -121,6 +187,7 @@ def _start_site(
             else:
                 lines.append(line.rstrip("\n"))
         ready.set()  # the child ended: start() checks whether it is alive
+        watch.ended(process.wait())
 
     threading.Thread(target=read, name="demo-site-output", daemon=True).start()
     deadline = time.monotonic() + READY_TIMEOUT
@@ -128,13 +195,14 @@ def _start_site(
         if on_seeded is not None:
             on_seeded(sum(line.startswith("seeded: ") for line in lines))
     if not ready.is_set() or process.poll() is not None:
-        _stop_site(process)
+        _stop_site(process, watch)
         tail = (directory / "site.log").read_text(errors="replace").strip().splitlines()[-5:]
         raise DemoError("the demo registries did not start: " + (" / ".join(tail) or "no output"))
-    return process, lines
+    return process, lines, watch
 
 
-def _stop_site(process: subprocess.Popen[str]) -> None:
+def _stop_site(process: subprocess.Popen[str], watch: _ChildWatch) -> None:
+    watch.stopping.set()
     if process.stdin is not None:
         with contextlib.suppress(OSError):
             process.stdin.close()  # the child's cue to stop
@@ -159,6 +227,7 @@ def demo_lab(
         raise DemoError(f"--speed must be above 0, not {speed}")
     directory = Path(tempfile.mkdtemp(prefix="geo-tui-demo-"))
     process: subprocess.Popen[str] | None = None
+    watch: _ChildWatch | None = None
     try:
         key_path, cert_path = _write_key_pair(directory)
         ports = {name: _free_port() for name in SITES}
@@ -179,9 +248,9 @@ def demo_lab(
             outage=Outage(site=SITES[2]),
             remove_on_exit=str(directory),
         )
-        process, lines = _start_site(directory, spec, on_seeded)
-        yield DemoLab(directory, config, process, ports, lines)
+        process, lines, watch = _start_site(directory, spec, on_seeded)
+        yield DemoLab(directory, config, process, ports, lines, watch)
     finally:
-        if process is not None:
-            _stop_site(process)
+        if process is not None and watch is not None:
+            _stop_site(process, watch)
         shutil.rmtree(directory, ignore_errors=True)

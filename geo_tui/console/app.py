@@ -7,10 +7,12 @@ second, so a slow SSH link is never flooded and the keyboard stays responsive du
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.console import Console
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -91,6 +93,7 @@ class GeoTuiApp(App[None]):
         self.running = False
         self.tasks_down: tuple[str, ...] = ()
         self.engine_failure: str | None = None
+        self.crash: Exception | None = None  # the error the console stopped on (the CLI reports it)
         self.stale: str | None = None  # why the view is stale (a remote engine is unreachable)
         self._text_filter = ""
         self._regex = False
@@ -99,6 +102,17 @@ class GeoTuiApp(App[None]):
         self._detail: RepositoryDetailScreen | None = None
         self._quitting = False
         self._bindings_state: tuple[object, ...] = ()
+
+    def _handle_exception(self, error: Exception) -> None:
+        """Keep the first unhandled error for the CLI (one line, and a crash log without locals), and let
+        Textual stop the app with status 1, but not print its traceback: it shows every local variable.
+
+        Textual 8.2 has no public hook for an unhandled exception (`App.return_code` says only that one
+        happened); tests/console/test_textual_private.py fails when this private method changes."""
+        if self.crash is None:
+            self.crash = error
+        self.error_console = Console(file=io.StringIO())  # where Textual prints its traceback on exit
+        super()._handle_exception(error)
 
     # -- layout and refresh -----------------------------------------------------------------------
 

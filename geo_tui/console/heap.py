@@ -32,6 +32,8 @@ __all__ = ["freeze_loaded_heap", "prune_stale_watchers", "tune_collector"]
 
 YOUNG_THRESHOLD = 20_000
 MIDDLE_THRESHOLD = 20
+# Private names of Textual 8.2, which has no API to drop a watcher (pyproject holds Textual below 8.3;
+# tests/console/test_textual_private.py fails when one changes): the `__watchers` dict and `_closing`.
 _WATCHERS = "__watchers"  # where textual.reactive keeps them (set with setattr, so not name-mangled)
 
 

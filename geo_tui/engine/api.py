@@ -154,9 +154,13 @@ class ApiApp:
             return
         except Exception as exc:  # reported to the caller; the engine keeps running
             log.exception("engine API %s %s failed", method, path)
-            await _reply(send, 500, {"error": describe_error(exc)})
+            await _reply(send, 500, {"error": describe_error(exc)}, dumps=self._dumps)
             return
-        await _reply(send, 200, document)
+        await _reply(send, 200, document, dumps=self._dumps)
+
+    def _dumps(self, document: Any) -> str:
+        """What leaves through the API: free of the configured secrets, whatever a registry echoed."""
+        return self._engine.redactor.dumps(document)
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -321,14 +325,15 @@ class ApiApp:
                 self._snapshots = None
 
     def _fan_out(self, update: Update) -> None:
-        text = json.dumps(encode_update(update))
+        text = self._dumps(encode_update(update))
         for stream in list(self._streams):
             stream.offer(text)
 
     async def _snapshots_forever(self) -> None:
         while self._streams:
             with contextlib.suppress(Exception):  # the database closing under a shutdown
-                text = encode_message("snapshot", snapshot=encode_snapshot(self._engine.snapshot()))
+                snapshot = self._engine.redactor.scrub(encode_snapshot(self._engine.snapshot()))
+                text = encode_message("snapshot", snapshot=snapshot)
                 for stream in list(self._streams):
                     stream.offer(text)
             await asyncio.sleep(self._snapshot_interval)
@@ -446,9 +451,14 @@ def _repositories(count: int) -> str:
 
 
 async def _reply(
-    send: Send, status: int, document: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None
+    send: Send,
+    status: int,
+    document: dict[str, Any],
+    extra: list[tuple[bytes, bytes]] | None = None,
+    *,
+    dumps: Callable[[Any], str] = json.dumps,
 ) -> None:
-    body = json.dumps(document).encode()
+    body = dumps(document).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

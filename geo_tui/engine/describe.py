@@ -8,7 +8,7 @@ from geo_tui.registry import RegistryError
 
 from .replicate import CopyStats
 
-__all__ = ["describe_error", "describe_stats", "prefixed", "reason_class"]
+__all__ = ["blame_primary", "describe_error", "describe_stats", "prefixed", "reason_class"]
 
 _STATUS = re.compile(r": (\d{3})\b")
 
@@ -44,6 +44,15 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, RegistryError):
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def blame_primary(exc: BaseException) -> str:
+    """A failure reading the primary, blamed on it once: ``primary: ...``. A registry error of a primary
+    site named "primary" already starts so (its message names its site); it is not said twice."""
+    text = describe_error(exc)
+    if isinstance(exc, RegistryError) and exc.registry == "primary":
+        return text
+    return f"primary: {text}"
 
 
 def describe_stats(stats: CopyStats) -> str:

@@ -19,12 +19,12 @@ from typing import Any, TypeVar
 
 import httpx
 
-from geo_tui.config import Config, SiteConfig
+from geo_tui.config import Config, SiteConfig, redactor_for
 from geo_tui.registry import RegistryClient, RegistryError, is_valid_repository_name
 
 from .backoff import in_run_delay, retry_delay
 from .database import DatabaseWriter
-from .describe import describe_error, describe_stats, prefixed, reason_class
+from .describe import blame_primary, describe_error, describe_stats, prefixed, reason_class
 from .lock import DatabaseClaim
 from .metrics import EngineMetrics
 from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, SiteTags, SyncSummary
@@ -52,6 +52,8 @@ __all__ = ["Engine", "EngineSnapshot", "SiteSnapshot", "SiteSummary", "SyncSumma
 log = logging.getLogger("geo_tui.engine")
 T = TypeVar("T")
 
+# The loggers of the engine's process: their records pass through the engine's Redactor.
+ENGINE_LOGGERS = ("geo_tui.engine", "geo_tui.api", "geo_tui.receiver", "geo_tui.serve")
 HEALTH_INTERVAL = 15.0
 UNHEALTHY_INTERVAL = 3.0  # while a site is down: its recovery shows within seconds
 HEALTH_MIN_GAP = 1.0  # a burst of failed copies asks for one health check, not one each
@@ -94,6 +96,10 @@ class Engine:
         request_timeout: float = 30.0,
     ) -> None:
         self.config = config
+        # Every configured secret, in every encoding, is removed from what the engine stores, logs or
+        # answers (the API scrubs its answers with it too).
+        self.redactor = redactor_for(config)
+        self._log_filter = self.redactor.log_filter()
         # One engine per tracking database: open() claims it, close() lets it go.
         self.claim = DatabaseClaim(config.engine.database, command)
         self._transports = dict(transports or {})
@@ -149,12 +155,17 @@ class Engine:
         self.claim.acquire()  # raises DatabaseInUse naming the holder
         try:
             self._tracking = Tracking(
-                self.config.engine.database, clock=self._clock, busy_timeout=WRITE_BUSY_TIMEOUT
+                self.config.engine.database,
+                clock=self._clock,
+                busy_timeout=WRITE_BUSY_TIMEOUT,
+                redact=self.redactor.redact,
             )
         except BaseException:
             self.claim.release()
             raise
         self._writer = DatabaseWriter()
+        for name in ENGINE_LOGGERS:
+            logging.getLogger(name).addFilter(self._log_filter)
         self._wake = asyncio.Event()
         signer = build_signer(self.config.auth) if self.config.auth is not None else None
         blob_connections = self.config.engine.blob_concurrency * 2
@@ -166,6 +177,7 @@ class Engine:
                 blob_connections=blob_connections,
                 transport=self._transports.get(site.name),
                 timeout=self._request_timeout,
+                redactor=self.redactor,
             )
             self._sites[site.name] = _Site(
                 site, client, throughput=Throughput(self._clock), completions=CompletionRate(self._clock)
@@ -193,6 +205,9 @@ class Engine:
         self.metrics.watch_state(
             lambda: self.tracking.counts(self.secondary_names), lambda: len(self._inflight)
         )
+        redacted = self.tracking.redact_stored()
+        if redacted:
+            self.log("warning", f"removed configured secrets from {redacted} texts an earlier geo-tui stored")
         recovered = self.tracking.recover_started()
         if recovered:
             self.log("warning", f"picked up {recovered} repositories left in progress by an earlier run")
@@ -208,6 +223,8 @@ class Engine:
         if self._tracking is not None:
             self._tracking.close()
             self._tracking = None
+            for name in ENGINE_LOGGERS:
+                logging.getLogger(name).removeFilter(self._log_filter)
         self.claim.release()
 
     async def __aenter__(self) -> Engine:
@@ -278,12 +295,12 @@ class Engine:
     ) -> None:
         """Log a line to the process log, the event log in the database and every watcher. Never waits
         for the database: the line is stored on the database thread (and shown at once)."""
-        record = self.tracking.log_record(level, message, site=site, repository=repository)
+        record = self.tracking.log_record(level, message, site=site, repository=repository)  # redacted
         if self._writer is not None:
             self._writer.submit(self.tracking.store_log, record)
         else:
             self.tracking.store_log(record)
-        log.log(logging.getLevelName(level.upper()), "%s", prefixed(message, site, repository))
+        log.log(logging.getLevelName(level.upper()), "%s", prefixed(record.message, site, repository))
         self._emit(LogLine(record))
 
     def snapshot(self) -> EngineSnapshot:
@@ -626,7 +643,7 @@ class Engine:
             except Exception as exc:  # the primary could not be read: every secondary's row fails
                 for row in rows:
                     unfinished.pop(row.site, None)
-                    await self._record_failure(row.site, repository, f"primary: {describe_error(exc)}", once)
+                    await self._record_failure(row.site, repository, blame_primary(exc), once)
                 return
             for row in rows:
                 unfinished[row.site] = f"copying to {row.site}"
@@ -680,10 +697,11 @@ class Engine:
         site.stats.add(outcome.stats)
         self._count(site_name, outcome.stats)
         summary = self._run_summary.get(site_name) if self._run_summary is not None else None
+        warnings = [self.redactor.redact(w) for w in outcome.warnings]
         if summary is not None:
             summary.stats.add(outcome.stats)
-            summary.warnings.extend(outcome.warnings)
-        for warning in outcome.warnings:
+            summary.warnings.extend(warnings)
+        for warning in warnings:
             self.log("warning", warning, site=site_name, repository=repository)
         if outcome.ok:
             synced = await self._db(
@@ -723,6 +741,7 @@ class Engine:
         return await repository_size(view, self.primary, self._cache)
 
     async def _record_failure(self, site: str, repository: str, reason: str, once: bool) -> None:
+        reason = self.redactor.redact(reason)  # before the summary, the metrics, the database and the log
         now = self._clock()
         attempts = self._run_attempts.get((site, repository), 1)
         row = self.tracking.row(site, repository)

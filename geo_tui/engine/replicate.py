@@ -121,6 +121,9 @@ class PrimaryRepository:
     exists: bool
     tags: dict[str, ManifestInfo] = field(default_factory=dict)
     tag_errors: dict[str, str] = field(default_factory=dict)
+    # Listed, but HEAD answered 404 (a lagging replica, an eventually consistent primary): kept on
+    # every secondary, and the repository fails (issue 12, case 3). Each is in tag_errors too.
+    unserved: set[str] = field(default_factory=set)
 
     @property
     def digests(self) -> dict[str, str]:
@@ -172,7 +175,8 @@ class ManifestCache:
 
 
 async def read_primary_repository(primary: RegistryClient, repository: str) -> PrimaryRepository:
-    """List the primary's tags and HEAD each one. A tag whose HEAD fails is kept aside, never deleted."""
+    """List the primary's tags and HEAD each one. A tag whose HEAD fails, or answers 404 although the
+    listing names it, is kept aside: never deleted, and the repository fails."""
     try:
         tags = await primary.list_tags(repository)
     except NotFound:
@@ -181,8 +185,11 @@ async def read_primary_repository(primary: RegistryClient, repository: str) -> P
 
     async def head(tag: str) -> None:
         info = await primary.head_manifest(repository, tag)
-        if info is not None:  # None: deleted between the listing and the HEAD
+        if info is not None:
             view.tags[tag] = info
+        else:  # deleted since the listing, or a replica behind: the next run tells; keep the copy meanwhile
+            view.unserved.add(tag)
+            view.tag_errors[tag] = f"primary lists tag {tag} but cannot serve it (HEAD answered 404)"
 
     for tag, exc in zip(tags, await _gather_limited(tags, head, METADATA_CONCURRENCY), strict=True):
         if exc is not None:
@@ -195,8 +202,11 @@ async def read_secondary_tags(secondary: RegistryClient, repository: str) -> dic
     return await _secondary_tags(secondary, repository) or {}
 
 
-async def _secondary_tags(secondary: RegistryClient, repository: str) -> dict[str, str] | None:
-    """Tag -> digest on a secondary, or None when the registry does not know the repository."""
+async def _secondary_tags(
+    secondary: RegistryClient, repository: str, *, strict: bool = False
+) -> dict[str, str] | None:
+    """Tag -> digest on a secondary, or None when the registry does not know the repository.
+    ``strict``: a listed tag whose HEAD answers 404 raises NotFound instead of being left out."""
     try:
         tags = await secondary.list_tags(repository)
     except NotFound:
@@ -207,12 +217,34 @@ async def _secondary_tags(secondary: RegistryClient, repository: str) -> dict[st
         info = await secondary.head_manifest(repository, tag)
         if info is not None:
             found[tag] = info.digest
+        elif strict:
+            raise NotFound(
+                secondary.name,
+                "HEAD manifest",
+                repository,
+                reference=tag,
+                status=404,
+                detail="listed, yet absent",
+            )
 
     errors = await _gather_limited(tags, head, METADATA_CONCURRENCY)
     for exc in errors:
         if exc is not None:
             raise exc
     return found
+
+
+def _amended(exc: RegistryError, hint: str, cls: type[RegistryError] | None = None) -> RegistryError:
+    """`exc` (as `cls`, by default its own class) with `hint` added to its detail."""
+    return (cls or type(exc))(
+        exc.registry,
+        exc.operation,
+        exc.repository,
+        reference=exc.reference,
+        status=exc.status,
+        code=exc.code,
+        detail=f"{exc.detail}; {hint}" if exc.detail else hint,
+    )
 
 
 @dataclass
@@ -325,12 +357,7 @@ class BlobCopier:
     ) -> None:
         for attempt in range(1, self.attempts + 1):
             try:
-                async with self.primary.stream_blob(repository, blob.digest) as source:
-                    size = source.size if source.size is not None else (blob.size if blob.size >= 0 else None)
-                    # The receiving registry verifies the digest of every upload (OCI spec), so the
-                    # bytes are not hashed here a second time.
-                    chunks = self._counted(repository, source.chunks(verify=False))
-                    await self.secondary.upload_blob(repository, blob.digest, size, chunks, location=location)
+                size = await self._stream_once(repository, blob, location)
             except NotFound:
                 if blob.urls:  # a foreign layer: clients fetch it from its URLs, the primary need not hold it
                     stats.blobs_foreign += 1
@@ -348,6 +375,50 @@ class BlobCopier:
             stats.bytes_copied += size if size is not None else 0
             await self._write(self.tracking.add_blob_locations, self.site, repository, [blob.digest])
             return
+
+    async def _stream_once(self, repository: str, blob: Descriptor, location: str | None) -> int | None:
+        """One streamed copy from the primary into an upload session of the secondary; its size.
+        A session it opened or was given is cancelled if the copy fails (the upload cancels its own)."""
+        handed = False
+        try:
+            async with self.primary.stream_blob(repository, blob.digest) as source:
+                size = source.size if source.size is not None else (blob.size if blob.size >= 0 else None)
+                # The receiving registry verifies the digest of every upload (OCI spec), so the
+                # bytes are not hashed here a second time.
+                chunks = self._counted(repository, source.chunks(verify=False))
+                handed = True
+                # PATCH then PUT: if the primary breaks off, the body ends there and the session is
+                # cancelled at a known state (a monolithic PUT would leave it half written).
+                await self.secondary.upload_blob(
+                    repository, blob.digest, size, chunks, location=location, chunked=True
+                )
+            return size
+        except RegistryError as exc:
+            if location is not None and not handed:
+                await self.secondary.cancel_upload(repository, location)
+            explained = self._explained(exc)
+            if explained is exc:
+                raise
+            raise explained from exc
+
+    def _explained(self, exc: RegistryError) -> RegistryError:
+        """The failure of an upload, blamed where it belongs and saying what a person can check."""
+        if exc.registry != self.secondary.name or exc.operation != "upload blob":
+            return exc
+        if exc.code == "DIGEST_INVALID":
+            # The bytes went from the primary to the secondary untouched: the primary served content
+            # that does not hash to its digest (issue 12 found this blamed on the secondary).
+            return DigestMismatch(
+                self.primary.name,
+                "GET blob",
+                exc.repository,
+                reference=exc.reference,
+                detail=f"the content it served does not hash to {exc.reference} "
+                f"({self.site} refused it: {exc.status} {exc.code})",
+            )
+        if exc.status is not None and exc.status >= 500:
+            return _amended(exc, f"{self.site} could not store it: its storage may be full or unwritable")
+        return exc
 
     async def _counted(self, repository: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for chunk in chunks:
@@ -399,14 +470,8 @@ class _RepositoryRun:
         except RegistryError as exc:
             if manifest.media_type in SCHEMA1_TYPES and (exc.status or 0) >= 500:
                 # Distribution answers a bare 500 when schema 1 support is off.
-                raise RegistryRejected(
-                    registry=exc.registry,
-                    operation=exc.operation,
-                    repository=self.repository,
-                    status=exc.status,
-                    code=exc.code,
-                    detail=f"{exc.detail}; is schema 1 enabled there (compatibility.schema1.enabled)?",
-                ) from None
+                hint = "is schema 1 enabled there (compatibility.schema1.enabled)?"
+                raise _amended(exc, hint, RegistryRejected) from None
             raise
         if pushed != digest:
             raise DigestMismatch(
@@ -457,24 +522,6 @@ class _RepositoryRun:
                 self.blobs.ensure(self.repository, blob, self.stats, self._blob_slots, look=not self.fresh)
             )
         return task
-
-    async def protected_digests(self, keep: Mapping[str, str]) -> set[str]:
-        """Every manifest digest reachable from the tags that stay: none of them may be deleted."""
-        seen: set[str] = set()
-        stack = list(set(keep.values()))
-        while stack:
-            digest = stack.pop()
-            if digest in seen:
-                continue
-            seen.add(digest)
-            try:
-                manifest = await self.secondary.get_manifest(self.repository, digest)
-                stack.extend(
-                    c.digest for c in parse_manifest(manifest.content, manifest.media_type).manifests
-                )
-            except (RegistryError, InvalidManifest):
-                continue  # unreadable: still protected itself, its children unknown
-        return seen
 
 
 async def repository_size(
@@ -527,7 +574,7 @@ async def replicate_repository(
     ``first_run``: this engine never started a sync of it on this secondary before."""
     repository = view.name
     run = _RepositoryRun(repository, blobs.primary, secondary, blobs, cache, blob_concurrency)
-    errors = [f"tag {t}: {e}" for t, e in sorted(view.tag_errors.items())]
+    errors = [e if t in view.unserved else f"tag {t}: {e}" for t, e in sorted(view.tag_errors.items())]
     warnings: list[str] = []
     try:
         found = await _secondary_tags(secondary, repository)
@@ -549,23 +596,77 @@ async def replicate_repository(
                 f"primary lists no tags for {repository}; kept {len(extra)} tag(s) on {site} (deletion guard)"
             )
         else:
-            await _delete_tags(run, extra, wanted, errors, warnings)
+            await _delete_tags(run, view, errors, warnings)
 
     return RepositoryOutcome(site, repository, run.stats, errors, warnings, len(wanted))
 
 
-async def _delete_tags(
-    run: _RepositoryRun,
-    extra: dict[str, str],
-    keep: dict[str, str],
-    errors: list[str],
-    warnings: list[str],
-) -> None:
-    """Remove tags the primary no longer has: by tag where the registry can, else by digest when
-    no tag that stays still reaches that manifest (GitLab once deleted by digest and lost such tags)."""
+class _DeletionsHeld(Exception):
+    """Something a deletion's safety rests on could not be read: nothing is deleted this run."""
+
+
+@dataclass
+class _SecondaryGraph:
+    """What a secondary holds of one repository, read in this run on the secondary itself: every tag
+    and what it points at now, and every manifest those tags reach (children of indexes, nested)."""
+
+    tags: dict[str, str]
+    children: dict[str, tuple[str, ...]]
+
+    def reach(self, digests: Iterable[str]) -> set[str]:
+        seen: set[str] = set()
+        stack = list(digests)
+        while stack:
+            digest = stack.pop()
+            if digest not in seen:
+                seen.add(digest)
+                stack.extend(self.children.get(digest, ()))
+        return seen
+
+
+async def _read_secondary_graph(run: _RepositoryRun) -> _SecondaryGraph:
+    """The secondary's tags as they are now (after this run's copies) and every manifest they reach.
+    Raises _DeletionsHeld naming the first thing that could not be read."""
     secondary, repository = run.secondary, run.repository
-    protected: set[str] | None = None
-    for tag, digest in sorted(extra.items()):
+    try:
+        tags = await _secondary_tags(secondary, repository, strict=True) or {}
+    except RegistryError as exc:
+        raise _DeletionsHeld(f"cannot read its tags: {exc}") from None
+    children: dict[str, tuple[str, ...]] = {}
+
+    async def read(digest: str) -> None:
+        manifest = await secondary.get_manifest(repository, digest)
+        refs = parse_manifest(manifest.content, manifest.media_type)
+        children[digest] = tuple(child.digest for child in refs.manifests)
+
+    level = sorted(set(tags.values()))
+    while level:
+        results = await _gather_limited(level, read, METADATA_CONCURRENCY)
+        for digest, failure in zip(level, results, strict=True):
+            if failure is not None:
+                raise _DeletionsHeld(f"cannot read manifest {digest} there: {failure}")
+        level = sorted({c for d in level for c in children[d]} - children.keys())
+    return _SecondaryGraph(tags, children)
+
+
+async def _delete_tags(
+    run: _RepositoryRun, view: PrimaryRepository, errors: list[str], warnings: list[str]
+) -> None:
+    """Remove the tags the primary no longer has. The rule (README, "Deletions"): first read, on the
+    secondary and in this run, every tag there and every manifest they reach; if anything is unreadable,
+    delete nothing. Then delete by tag where the registry can, else by digest, never a digest that a tag
+    staying there reaches now: on Distribution a delete by digest takes every tag of that manifest."""
+    secondary, repository, site = run.secondary, run.repository, run.blobs.site
+    try:
+        graph = await _read_secondary_graph(run)
+    except _DeletionsHeld as exc:
+        errors.append(f"deletions held back on {site}: {exc}; nothing is deleted in {repository} this run")
+        return
+    gone = {t: d for t, d in graph.tags.items() if t not in view.tags and t not in view.tag_errors}
+    protected = graph.reach(d for t, d in graph.tags.items() if t not in gone)
+    # Parents before children: a manifest an index reaches is deleted after the index's tag.
+    for tag in sorted(gone, key=lambda t: (-len(graph.reach([gone[t]])), t)):
+        digest = gone[tag]
         try:
             await secondary.delete_manifest(repository, tag)
             run.stats.tags_deleted += 1
@@ -582,20 +683,20 @@ async def _delete_tags(
             # 400 DIGEST_INVALID: Distribution 2.8 cannot delete a tag alone; fall through to by-digest
         except RegistryError as exc:
             errors.append(f"tag {tag}: delete: {exc}")
+            protected |= graph.reach([digest])  # the tag stays: so does what it reaches
             continue
         # The registry cannot delete a tag alone (Distribution 2.8): delete the manifest by digest.
-        if protected is None:
-            protected = await run.protected_digests(keep)
         if digest in protected:
             warnings.append(
-                f"tag {tag} kept on {run.blobs.site}: its manifest {digest} is still used by tags that stay, "
+                f"tag {tag} kept on {site}: its manifest {digest} is still used by tags that stay, "
                 "and this registry can only delete by digest"
             )
             continue
         try:
             await secondary.delete_manifest(repository, digest)
-            run.stats.tags_deleted += sum(1 for d in extra.values() if d == digest)
+            run.stats.tags_deleted += sum(1 for d in gone.values() if d == digest)
         except NotFound:
             continue
         except RegistryError as exc:
             errors.append(f"tag {tag}: delete {digest}: {exc}")
+            protected |= graph.reach([digest])

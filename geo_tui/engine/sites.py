@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import httpx
 
-from geo_tui.config import AuthConfig, Config, SiteConfig
+from geo_tui.config import AuthConfig, Config, SiteConfig, redactor_for
 from geo_tui.registry import (
     Authenticator,
     BasicAuth,
     BearerChallengeAuth,
     JwtAuth,
     NoAuth,
+    Redactor,
     RegistryClient,
     TokenSigner,
 )
@@ -34,7 +35,9 @@ def _authenticator(site: SiteConfig, signer: TokenSigner | None) -> Authenticato
         actions = PRIMARY_ACTIONS if site.role == "primary" else SECONDARY_ACTIONS
         return JwtAuth(signer, repository_actions=actions)
     if site.auth == "token":
-        return BearerChallengeAuth(site.username, password)
+        return BearerChallengeAuth(
+            site.username, password, registry=site.registry, realm_hosts=site.token_realm_hosts
+        )
     if site.auth == "basic":
         return BasicAuth(site.username or "", password or "")
     return NoAuth()
@@ -53,6 +56,7 @@ def build_client(
     blob_connections: int = 4,
     transport: httpx.AsyncBaseTransport | None = None,
     timeout: float = 30.0,
+    redactor: Redactor | None = None,
 ) -> RegistryClient:
     verify: bool | str = str(site.ca_file) if site.ca_file is not None else site.tls_verify
     if signer is None and config.auth is not None:
@@ -67,4 +71,5 @@ def build_client(
         transport=transport,
         timeout=timeout,
         min_transfer_rate=config.engine.min_transfer_rate,
+        redactor=redactor or redactor_for(config),
     )

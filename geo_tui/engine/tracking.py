@@ -10,12 +10,13 @@ so an event that lands during a copy queues the repository again instead of bein
 from __future__ import annotations
 
 import enum
+import os
 import sqlite3
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,6 +174,25 @@ class LogRecord:
     message: str
 
 
+# The columns holding free text (from registries' answers): what `redact` applies to.
+_FREE_TEXT = (
+    ("repositories", "last_sync_failure"),
+    ("repositories", "verification_failure"),
+    ("event_log", "message"),
+)
+
+
+def _owner_only(path: Path) -> None:
+    """Make the database at `path` and its -wal and -shm sidecars owner-only (0600): created so, and
+    narrowed if an older run left them readable. SQLite gives new sidecars the database file's mode."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    os.close(fd)
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with suppress(FileNotFoundError):
+            if file.stat().st_mode & 0o077:
+                os.chmod(file, 0o600)
+
+
 class Tracking:
     """Thread-safe access to the tracking database: one connection (and lock) that writes, and one
     (and lock) that reads. In WAL mode a reader never waits for a writer, so whatever only reads
@@ -186,11 +206,14 @@ class Tracking:
         clock: Callable[[], float] | None = None,
         read_only: bool = False,
         busy_timeout: float = 10.0,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         """Open (and create) the tracking database; `read_only` opens an existing one to read beside
-        the engine that holds it (WAL lets readers read while it writes)."""
+        the engine that holds it (WAL lets readers read while it writes). `redact` is applied to every
+        free text stored (failure reasons, log lines): the configured secrets never reach the file."""
         self.path = path
         self._clock = clock or time.time
+        self._redact = redact or (lambda text: text)
         self._lock = threading.RLock()
         self._read_lock = threading.RLock()
         self._id_lock = threading.Lock()  # never held across SQLite: the loop takes it for every log line
@@ -205,6 +228,7 @@ class Tracking:
             self._next_log_id = 0
             return
         path.parent.mkdir(parents=True, exist_ok=True)
+        _owner_only(path)
         self._db = sqlite3.connect(
             str(path), check_same_thread=False, isolation_level=None, timeout=busy_timeout
         )
@@ -367,7 +391,7 @@ class Tracking:
             db.execute(
                 "UPDATE repositories SET state = 'failed', retry_count = retry_count + 1, retry_at = ?, "
                 "started_at = NULL, last_sync_failure = ? WHERE site = ? AND repository = ?",
-                (retry_at, reason[:2000], site, repository),
+                (retry_at, self._redact(reason)[:2000], site, repository),
             )
             row = db.execute(
                 "SELECT retry_count FROM repositories WHERE site = ? AND repository = ?", (site, repository)
@@ -479,7 +503,7 @@ class Tracking:
                 "UPDATE repositories SET verification_state = ?, verification_checksum = COALESCE(?, "
                 "verification_checksum), verified_at = CASE WHEN ? IN ('succeeded', 'failed') THEN ? "
                 "ELSE verified_at END, verification_failure = ? WHERE site = ? AND repository = ?",
-                (str(state), checksum, str(state), now, failure, site, repository),
+                (str(state), checksum, str(state), now, failure and self._redact(failure), site, repository),
             )
 
     def verification_due(
@@ -575,6 +599,22 @@ class Tracking:
                 (site, digest, repository),
             )
 
+    def redact_stored(self) -> int:
+        """Apply `redact` to the free text already stored, which a geo-tui from before redaction may have
+        written; returns how many texts changed. Only failure reasons and the capped event log hold free
+        text, so this costs what they hold, not the repository count."""
+        redact = self._redact
+        with self._lock:
+            self._db.create_function("geo_tui_redact", 1, lambda t: t if t is None else redact(t))
+        changed = 0
+        with self._tx() as db:
+            for table, column in _FREE_TEXT:
+                changed += db.execute(
+                    f"UPDATE {table} SET {column} = geo_tui_redact({column}) "
+                    f"WHERE {column} IS NOT NULL AND geo_tui_redact({column}) != {column}"
+                ).rowcount
+        return changed
+
     # -- event log ---------------------------------------------------------------------------
 
     def log(
@@ -587,7 +627,8 @@ class Tracking:
     def log_record(
         self, level: str, message: str, *, site: str | None = None, repository: str | None = None
     ) -> LogRecord:
-        """A new event-log record with the next id, not stored yet (see `store_log`)."""
+        """A new event-log record with the next id and the message redacted, not stored yet (`store_log`)."""
+        message = self._redact(message)
         with self._id_lock:
             self._next_log_id += 1
             return LogRecord(self._next_log_id, self._clock(), level, site, repository, message)

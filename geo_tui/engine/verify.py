@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from geo_tui.registry import RegistryClient, RegistryError
 
 from .database import Write, in_place
-from .describe import describe_error
+from .describe import blame_primary
 from .replicate import PrimaryRepository, read_primary_repository, read_secondary_tags, repository_checksum
 from .tracking import Tracking, VerificationState
 
@@ -111,7 +111,7 @@ class Verifier:
         try:
             view = await read_primary_repository(self._primary, repository)
         except Exception as exc:
-            reason = f"primary: {describe_error(exc)}"
+            reason = blame_primary(exc)
             results = [VerificationResult(s, repository, False, None, None, reason) for s in sites]
         else:
             results = list(

@@ -5,6 +5,7 @@
     repositories/<name>/_manifests/revisions/<alg>/<hex>   a manifest of the repository (holds its media type)
     repositories/<name>/_manifests/tags/<tag>      the digest a tag points at
     uploads/<uuid>/data, uploads/<uuid>/repository an upload session in progress
+    http.secret                                    the key that signs upload states (as Distribution's)
 
 Content lands under a temporary name and is renamed into place, so a crash never leaves a half-written
 blob under its digest. As in Distribution, a repository is in the catalog once a blob was linked into it,
@@ -14,11 +15,12 @@ and has a tag list once a tag was pushed.
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["LabStorage", "UploadUnknown", "catalog_key"]
+__all__ = ["LabStorage", "UploadUnknown", "catalog_key", "upload_key"]
 
 CHUNK = 1024 * 1024
 
@@ -30,6 +32,15 @@ class UploadUnknown(KeyError):
 def catalog_key(name: str) -> str:
     """Distribution walks the tree depth first, so `a/b` comes before `a-c`: '/' sorts lowest."""
     return name.replace("/", "\x00")
+
+
+def upload_key(upload_id: str) -> str:
+    """The one spelling of an upload id that progress and storage are keyed by (a lower-case UUID with
+    dashes): ``ABC...`` and ``abc...`` must never be two sessions over one file. Raises UploadUnknown."""
+    try:
+        return str(uuid.UUID(upload_id))
+    except ValueError:
+        raise UploadUnknown(upload_id) from None
 
 
 def _split(digest: str) -> tuple[str, str]:
@@ -44,6 +55,19 @@ class LabStorage:
         self.root = Path(root)
         for part in ("blobs", "repositories", "uploads"):
             (self.root / part).mkdir(parents=True, exist_ok=True)
+
+    def http_secret(self) -> bytes:
+        """The key upload states are signed with: made once (0600) and kept, so sessions survive a restart
+        as they do with Distribution's fixed ``http.secret``."""
+        path = self.root / "http.secret"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as handle:
+            key = secrets.token_bytes(32)
+            handle.write(key)
+        return key
 
     # Paths.
     def blob_path(self, digest: str) -> Path:
@@ -167,7 +191,7 @@ class LabStorage:
 
     # Upload sessions.
     def _upload(self, upload_id: str) -> Path:
-        return self.root / "uploads" / upload_id
+        return self.root / "uploads" / upload_key(upload_id)  # never a path of the caller's making
 
     def start_upload(self, name: str) -> str:
         upload_id = str(uuid.uuid4())
@@ -180,10 +204,10 @@ class LabStorage:
     def upload_data(self, name: str, upload_id: str) -> Path:
         """The data file of the session `upload_id` of repository `name`; raises UploadUnknown."""
         try:
-            directory = self._upload(str(uuid.UUID(upload_id)))  # never a path of the caller's making
+            directory = self._upload(upload_id)
             if (directory / "repository").read_text() != name:
                 raise UploadUnknown(upload_id)
-        except (FileNotFoundError, NotADirectoryError, ValueError, OSError):
+        except OSError:
             raise UploadUnknown(upload_id) from None
         return directory / "data"
 

@@ -4,6 +4,11 @@ Uploads: POST opens a session (with ``?mount=&from=``, it links a blob the calle
 repository instead: 201; else a session: 202), PATCH appends, PUT
 ``?digest=`` finishes. Bytes are written and hashed as they arrive, piece by piece, and never held whole;
 a finished upload whose digest does not match is thrown away (400 DIGEST_INVALID), as Distribution does.
+
+The ``_state`` of each Location is signed with an HMAC under the registry's secret, as Distribution signs it
+with ``http.secret`` (the MAC, then the JSON, in URL-safe base64): a state that was altered is refused
+(404 BLOB_UPLOAD_INVALID). Progress and storage are keyed by one spelling of the upload id, and one session
+takes one request at a time, so the running hash always covers exactly the bytes of the file (issue 12).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from geo_tui.registry import is_valid_digest, is_valid_repository_name
 
 from .asgi import Failure, Request, Response
-from .storage import CHUNK, UploadUnknown
+from .storage import CHUNK, UploadUnknown, upload_key
 
 if TYPE_CHECKING:
     from .registry import LabApp, Route
@@ -35,14 +41,27 @@ class _Progress:
     size: int = 0
 
 
-def _write_state(state: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(state).encode()).decode()
+_MAC_SIZE = hashlib.sha256().digest_size
 
 
-def _read_state(text: str) -> dict[str, Any] | None:
+def _write_state(state: dict[str, Any], key: bytes) -> str:
+    payload = json.dumps(state).encode()
+    mac = hmac.new(key, payload, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac + payload).decode()
+
+
+def _read_state(text: str, key: bytes) -> dict[str, Any] | None:
+    """The state a Location carried, if this registry signed it and nobody changed it; else None."""
     try:
-        state = json.loads(base64.urlsafe_b64decode(text.encode()))
+        packed = base64.urlsafe_b64decode(text.encode())
     except (ValueError, binascii.Error):
+        return None
+    mac, payload = packed[:_MAC_SIZE], packed[_MAC_SIZE:]
+    if len(mac) < _MAC_SIZE or not hmac.compare_digest(mac, hmac.new(key, payload, hashlib.sha256).digest()):
+        return None
+    try:
+        state = json.loads(payload)
+    except ValueError:
         return None
     return state if isinstance(state, dict) else None
 
@@ -63,7 +82,9 @@ class UploadHandlers:
     def __init__(self, app: LabApp) -> None:
         self.app = app
         self.storage = app.storage
-        self._progress: dict[str, _Progress] = {}
+        self._key = app.storage.http_secret()
+        self._progress: dict[str, _Progress] = {}  # by upload_key(id)
+        self._busy: dict[str, asyncio.Lock] = {}  # by upload_key(id): one request per session at a time
 
     # Blobs.
     async def blob(self, request: Request, route: Route) -> Response:
@@ -112,12 +133,24 @@ class UploadHandlers:
     # GET/PATCH/PUT/DELETE /v2/<name>/blobs/uploads/<id>
     async def session(self, request: Request, route: Route) -> Response:
         name, upload_id = route.name, route.reference
-        # As in Distribution: the `_state` of the Location must name this session, then the session must
-        # exist, then hold as many bytes as that Location said (a stale Location is refused, kept open).
-        state = _read_state(request.query.get("_state", ""))
+        # As in Distribution: the `_state` of the Location must be signed here and name this session, then
+        # the session must exist, then hold as many bytes as that Location said (a stale Location is
+        # refused, the session kept open).
+        state = _read_state(request.query.get("_state", ""), self._key)
         if state is None or state.get("name") != name or state.get("uuid") != upload_id:
             await self._drain(request)
             raise Failure(404, "BLOB_UPLOAD_INVALID", "bad upload state")
+        try:
+            upload_id = upload_key(upload_id)
+        except UploadUnknown:
+            await self._drain(request)
+            raise Failure(404, "BLOB_UPLOAD_UNKNOWN", upload_id) from None
+        async with self._busy.setdefault(upload_id, asyncio.Lock()):
+            return await self._in_session(request, name, upload_id, state)
+
+    async def _in_session(
+        self, request: Request, name: str, upload_id: str, state: dict[str, Any]
+    ) -> Response:
         try:
             size = (await self._progress_of(name, upload_id)).size
         except UploadUnknown:
@@ -184,14 +217,18 @@ class UploadHandlers:
             self._cancel(upload_id)
             raise Failure(400, "DIGEST_INVALID", f"uploaded content has digest {actual}, not {digest}")
         self.storage.commit_upload(name, upload_id, digest)
-        self._progress.pop(upload_id, None)
+        self._forget(upload_id)
         self.app.notify(request, "push", name, digest, media_type="application/octet-stream",
                         size=progress.size, url=f"{request.base_url}/v2/{name}/blobs/{digest}")  # fmt: skip
         return self._created(request, name, digest)
 
     def _cancel(self, upload_id: str) -> None:
-        self._progress.pop(upload_id, None)
+        self._forget(upload_id)
         self.storage.cancel_upload(upload_id)
+
+    def _forget(self, upload_id: str) -> None:
+        self._progress.pop(upload_id, None)
+        self._busy.pop(upload_id, None)
 
     async def _drain(self, request: Request) -> None:
         async for _ in request.chunks():
@@ -205,7 +242,7 @@ class UploadHandlers:
         size = self._progress[upload_id].size if upload_id in self._progress else (
             self.storage.upload_size(name, upload_id)
         )  # fmt: skip
-        state = _write_state({"name": name, "uuid": upload_id, "offset": size})
+        state = _write_state({"name": name, "uuid": upload_id, "offset": size}, self._key)
         location = f"{request.base_url}/v2/{name}/blobs/uploads/{upload_id}?_state={state}"
         headers = {
             "Location": location,

@@ -49,6 +49,7 @@ from ._mediatypes import (
     OCI_MANIFEST,
 )
 from ._names import is_valid_repository_name, is_valid_tag, validate_repository_name
+from ._redact import REDACTED, Redactor
 
 __all__ = [
     "DOCKER_LIST",
@@ -61,6 +62,7 @@ __all__ = [
     "MANIFEST_TYPES",
     "OCI_INDEX",
     "OCI_MANIFEST",
+    "REDACTED",
     "Authenticator",
     "BasicAuth",
     "BearerChallengeAuth",
@@ -76,6 +78,7 @@ __all__ = [
     "NoAuth",
     "NotFound",
     "RateLimited",
+    "Redactor",
     "RegistryAuthError",
     "RegistryClient",
     "RegistryError",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -24,6 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from ._headers import Challenge, parse_www_authenticate
+
+# A token answer is a few KiB; a realm that sends more is refused, not read into memory (issue 12).
+MAX_REALM_ANSWER = 1024 * 1024
 
 __all__ = [
     "Authenticator",
@@ -237,11 +241,25 @@ class BearerChallengeAuth(Authenticator):
 
     Once the realm is known, tokens for new scopes are fetched before the request, so a streamed
     upload is never sent unauthenticated. A Basic challenge falls back to Basic credentials.
+
+    The username and password go to a realm only on the registry's own host (`registry`, its base URL)
+    or on one of `realm_hosts`, and never over http when the registry is https: a challenge is the
+    registry's word, and a hostile or mistaken one must not collect the password. The realm's answer is
+    read up to MAX_REALM_ANSWER bytes.
     """
 
-    def __init__(self, username: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self,
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        registry: str | None = None,
+        realm_hosts: Sequence[str] = (),
+    ) -> None:
         self.username = username
         self._basic = _basic_value(username, password or "") if username is not None else None
+        self._registry = registry
+        self._realm_hosts = frozenset(h.lower() for h in realm_hosts)
         self._use_basic = False
         self._challenge: Challenge | None = None
         self._http: httpx.AsyncClient | None = None
@@ -271,6 +289,8 @@ class BearerChallengeAuth(Authenticator):
         for challenge in challenges:
             if challenge.scheme == "bearer" and challenge.realm:
                 self._challenge, self._http, self._use_basic = challenge, http, False
+                if self._registry is None:
+                    self._registry = str(response.request.url)
                 wanted = [*challenge.scopes, *(str(s) for s in scopes)]
                 await self._fetch(http, challenge, wanted, key)
                 return True
@@ -298,15 +318,20 @@ class BearerChallengeAuth(Authenticator):
         for scope in dict.fromkeys(str(s) for s in scopes):
             params.append(("scope", scope))
         headers = {"Authorization": self._basic} if self._basic is not None else {}
+        if headers:
+            self._check_realm(realm)
         issued = self.clock()
         try:
-            response = await http.get(realm, params=params, headers=headers, follow_redirects=True)
+            async with http.stream(
+                "GET", realm, params=params, headers=headers, follow_redirects=True
+            ) as answer:
+                if answer.status_code != 200:
+                    raise TokenFetchError(f"token realm answered {answer.status_code}")
+                content = await _read_realm_answer(answer)
         except httpx.HTTPError as exc:
             raise TokenFetchError(f"token realm unreachable ({type(exc).__name__})") from None
-        if response.status_code != 200:
-            raise TokenFetchError(f"token realm answered {response.status_code}")
         try:
-            body = response.json()
+            body = json.loads(content)
             token = body.get("token") or body.get("access_token")
             expires_in = body.get("expires_in", 60)
         except (ValueError, AttributeError, RecursionError):
@@ -318,3 +343,34 @@ class BearerChallengeAuth(Authenticator):
         lifetime = float(min(expires_in, 86400))
         self._tokens[key] = (token, issued + lifetime - _refresh_margin(lifetime))
         return token
+
+    def _check_realm(self, realm: str) -> None:
+        """Refuse to send the username and password to `realm` unless it is the registry's own host or a
+        host the configuration names, over https when the registry is https."""
+        target = urlsplit(realm)
+        home = urlsplit(self._registry or "")
+        host = (target.hostname or "").lower()
+        if host != (home.hostname or "").lower() and host not in self._realm_hosts:
+            raise TokenFetchError(
+                f"the token realm is on {host or 'no host'}, not the registry's host: credentials are not "
+                "sent there (if that realm is trusted, list its host in token_realm_hosts)"
+            )
+        if home.scheme == "https" and target.scheme != "https":
+            raise TokenFetchError(
+                f"the token realm on {host} is plain http while the registry is https: "
+                "credentials are not sent over http"
+            )
+
+
+async def _read_realm_answer(answer: httpx.Response) -> bytes:
+    """The realm's answer, refused past MAX_REALM_ANSWER bytes."""
+    too_big = TokenFetchError(f"token realm answer is larger than {MAX_REALM_ANSWER // 1024} KiB")
+    declared = answer.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_REALM_ANSWER:
+        raise too_big
+    content = bytearray()
+    async for chunk in answer.aiter_bytes():
+        content += chunk
+        if len(content) > MAX_REALM_ANSWER:
+            raise too_big
+    return bytes(content)

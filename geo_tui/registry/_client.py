@@ -25,6 +25,7 @@ from ._headers import parse_link_next
 from ._manifest import InvalidManifest, is_valid_digest, manifest_digest, parse_manifest
 from ._mediatypes import MANIFEST_ACCEPT, MANIFEST_TYPES, normalize_media_type
 from ._names import validate_reference, validate_repository_name
+from ._redact import Redactor
 from ._session import Op, Session, read_capped, release, same_origin
 
 __all__ = ["BlobStream", "Manifest", "ManifestInfo", "RegistryClient"]
@@ -136,7 +137,8 @@ class RegistryClient:
 
     Idempotent requests are retried `retries` times on transport errors, 5xx and 429 (honouring
     Retry-After up to 30 s); streamed uploads are not (the caller retries the whole copy). Names and
-    references are validated before anything is sent: an invalid one raises ValueError.
+    references are validated before anything is sent: an invalid one raises ValueError. `redactor`
+    removes the configured secrets from every error's detail.
 
     Besides `timeout` without progress, each request and each body has a total deadline: `timeout`
     plus its size at `min_transfer_rate` bytes a second (None: no deadline). Past it, TransferTooSlow.
@@ -156,6 +158,7 @@ class RegistryClient:
         transport: httpx.AsyncBaseTransport | None = None,
         retry_base_delay: float = 0.2,
         min_transfer_rate: float | None = 64 * 1024,
+        redactor: Redactor | None = None,
     ) -> None:
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host or url.query:
@@ -190,6 +193,7 @@ class RegistryClient:
             retry_base_delay=retry_base_delay,
             base_timeout=timeout,
             min_rate=min_transfer_rate,
+            redactor=redactor,
         )
 
     def __repr__(self) -> str:
@@ -469,8 +473,14 @@ class RegistryClient:
         """Upload a blob from `chunks`, streamed end to end (never held in memory or on disk).
 
         Opens an upload session unless `location` (from mount_blob) is given, then sends one
-        ``PUT <location>&digest=`` with the body, or with `chunked`, one ``PATCH`` with the body and
-        an empty ``PUT``. The registry verifies the digest. Not retried: `chunks` cannot be replayed.
+        ``PUT <location>&digest=`` with the body, or with `chunked`, one ``PATCH`` with the body (chunked
+        transfer encoding) and an empty ``PUT``. The registry verifies the digest. Not retried: `chunks`
+        cannot be replayed.
+
+        A failed upload's session is cancelled (``DELETE``), so sessions do not pile up on the registry.
+        With `chunked`, a failure of `chunks` itself (the source broke off) ends the PATCH body there, so
+        the session's state stays known and the cancel works even on Distribution, which refuses a
+        ``DELETE`` whose ``_state`` does not match what it holds; the source's exception is then raised.
         """
         _validate_digest(digest)
         validate_repository_name(repository)
@@ -484,40 +494,96 @@ class RegistryClient:
             location = self._location(op, response)
         else:
             location = urljoin(self.base_url + "/", location)
+        try:
+            await self._send_blob(op, scopes, location, digest, size, chunks, chunked)
+        except _UploadFailed as failed:
+            await self.cancel_upload(repository, failed.location)
+            raise failed.cause from None
+
+    async def _send_blob(
+        self,
+        op: Op,
+        scopes: list[Scope],
+        location: str,
+        digest: str,
+        size: int | None,
+        chunks: AsyncIterable[bytes],
+        chunked: bool,
+    ) -> None:
+        """The body of upload_blob; raises _UploadFailed with the session's last known Location."""
         headers = {"Content-Type": "application/octet-stream"}
-        if size is not None:
-            headers["Content-Length"] = str(size)
-        if chunked:
+        body: bytes | AsyncIterable[bytes] = chunks
+        try:
+            if chunked:
+                source_failure: list[Exception] = []
+                response = await self._session.open(
+                    op,
+                    "PATCH",
+                    location,
+                    scopes=scopes,
+                    expect={202, 204},
+                    pool="blob",
+                    headers=headers,
+                    content=_ending_on_failure(chunks, source_failure),
+                    expected_bytes=size,
+                )
+                await self._read(op, response, 64 * 1024)
+                location = self._location(op, response)
+                if source_failure:
+                    raise source_failure[0]
+                headers = {"Content-Type": "application/octet-stream", "Content-Length": "0"}
+                body = b""
+            elif size is not None:
+                headers["Content-Length"] = str(size)
             response = await self._session.open(
                 op,
-                "PATCH",
-                location,
+                "PUT",
+                _with_digest(location, digest),
                 scopes=scopes,
-                expect={202, 204},
+                expect={201, 204},
                 pool="blob",
                 headers=headers,
-                content=chunks,
-                expected_bytes=size,
+                content=body,
+                retry=False,
+                expected_bytes=size if body is chunks else 0,  # None: a stream of unknown size, no deadline
             )
             await self._read(op, response, 64 * 1024)
-            location = self._location(op, response)
-            headers = {"Content-Type": "application/octet-stream", "Content-Length": "0"}
-            body: bytes | AsyncIterable[bytes] = b""
-        else:
-            body = chunks
-        response = await self._session.open(
-            op,
-            "PUT",
-            _with_digest(location, digest),
-            scopes=scopes,
-            expect={201, 204},
-            pool="blob",
-            headers=headers,
-            content=body,
-            retry=False,
-            expected_bytes=size if body is chunks else 0,  # None: a stream of unknown size, no deadline
-        )
-        await self._read(op, response, 64 * 1024)
+        except Exception as exc:
+            raise _UploadFailed(location, exc) from exc
+
+    async def cancel_upload(self, repository: str, location: str) -> bool:
+        """Cancel an upload session of `repository` (``DELETE <location>``), best effort: whether the
+        registry confirmed it. One that no longer knows the session, or refuses it (Distribution, when the
+        ``_state`` does not match what the session holds), answers 404."""
+        op = Op("cancel upload", repository)
+        url = urljoin(self.base_url + "/", location)
+        scopes = [Scope.repository(repository, "delete")]  # Distribution asks `delete` for any DELETE
+        try:
+            response = await self._session.open(
+                op, "DELETE", url, scopes=scopes, expect={202, 204}, retry=False
+            )
+        except RegistryError:
+            return False
+        await release(response)
+        return True
+
+
+class _UploadFailed(Exception):
+    """An upload that failed, with the Location its session was last known at (to cancel it)."""
+
+    def __init__(self, location: str, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.location = location
+        self.cause = cause
+
+
+async def _ending_on_failure(chunks: AsyncIterable[bytes], failures: list[Exception]) -> AsyncIterator[bytes]:
+    """`chunks`, ending early (and noting why in `failures`) when the source fails part-way."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except Exception as exc:  # the source broke off: end the body cleanly; the caller raises it
+        failures.append(exc)
 
 
 def _validate_digest(digest: str) -> None:

@@ -13,14 +13,17 @@
 
 `str(error)` is one line, ``"<registry>: <operation> <repository>[@ref]: <status> <code>: <detail>"``,
 and never carries a token, password or Authorization value: details are built from the OCI error body
-or the transport error, then scrubbed of anything that looks like a credential.
+or the transport error; the client removes its configured secret values (see _redact), and run-time
+tokens (JWTs, Authorization values) are removed here.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import os
 from typing import Any
+
+from ._redact import redact_tokens
 
 __all__ = [
     "DigestMismatch",
@@ -38,23 +41,12 @@ __all__ = [
 
 _MAX_DETAIL = 300
 
-# Credentials that could ride along in a transport error or an echoed body: auth schemes with their
-# value, JWTs, and user:password@ in URLs.
-_SECRET_PATTERNS = (
-    re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"),
-    re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),
-    re.compile(r"(?i)((?:access_)?token|password|secret)([\"']?\s*[:=]\s*[\"']?)[^\s\"'&,}]+"),
-    re.compile(r"//[^/\s@]+@"),
-)
-
 
 def redact(text: str) -> str:
-    """One line of `text`, cut to a readable length, with anything credential-shaped removed."""
-    text = " ".join(text.split())
-    text = _SECRET_PATTERNS[0].sub(lambda m: f"{m.group(1)} [redacted]", text)
-    text = _SECRET_PATTERNS[1].sub("[redacted]", text)
-    text = _SECRET_PATTERNS[2].sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
-    text = _SECRET_PATTERNS[3].sub("//[redacted]@", text)
+    """One line of `text`, cut to a readable length, without run-time credentials (Authorization values,
+    JWTs, token fields). Configured secret values are removed before this, by the client's Redactor,
+    so that the cut never leaves half of one behind."""
+    text = redact_tokens(" ".join(text.split()))
     if len(text) > _MAX_DETAIL:
         text = text[: _MAX_DETAIL - 3] + "..."
     return text
@@ -181,6 +173,32 @@ def parse_error_body(body: bytes) -> tuple[str | None, str]:
             continue
         if code is None and isinstance(entry.get("code"), str):
             code = entry["code"]
-        if isinstance(entry.get("message"), str) and entry["message"]:
-            messages.append(entry["message"])
-    return code, redact("; ".join(messages))
+        message = entry.get("message") if isinstance(entry.get("message"), str) else ""
+        detail = _detail_text(entry.get("detail"))
+        if detail and detail != message:
+            message = f"{message}: {detail}" if message else detail
+        if message:
+            messages.append(message)
+    # Not cut here: the client removes configured secrets first, RegistryError cuts after.
+    return code, redact_tokens("; ".join(messages))
+
+
+def _detail_text(detail: Any) -> str:
+    """The `detail` of an OCI error as words. Distribution puts the cause of a 500 there: a string
+    ("write .../data: no space left on device"), or a storage driver error as an object,
+    ``{"DriverName": "filesystem", "Enclosed": {"Op": "write", "Path": ..., "Err": 28}}`` (Linux errno)."""
+    if isinstance(detail, str):
+        return detail
+    if not isinstance(detail, dict):
+        return ""
+    enclosed = detail.get("Enclosed")
+    if isinstance(enclosed, dict) and isinstance(enclosed.get("Err"), int):
+        try:
+            cause = os.strerror(enclosed["Err"])
+        except ValueError:
+            cause = f"errno {enclosed['Err']}"
+        where = " ".join(str(enclosed[k]) for k in ("Op", "Path") if isinstance(enclosed.get(k), str))
+        driver = detail.get("DriverName")
+        prefix = f"{driver}: " if isinstance(driver, str) and driver else ""
+        return f"{prefix}{where}: {cause}" if where else f"{prefix}{cause}"
+    return ""

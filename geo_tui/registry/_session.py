@@ -25,6 +25,7 @@ from ._errors import (
     parse_error_body,
 )
 from ._headers import parse_retry_after
+from ._redact import Redactor
 
 __all__ = ["ERROR_BODY_LIMIT", "Op", "Session", "read_capped", "same_origin"]
 
@@ -109,10 +110,12 @@ class Session:
         retry_base_delay: float,
         base_timeout: float = 30.0,
         min_rate: float | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.name = name
         self.base_timeout = base_timeout
         self.min_rate = min_rate
+        self.redactor = redactor or Redactor()
         self.base_url = base_url
         self.auth = auth
         self.meta = meta
@@ -139,7 +142,7 @@ class Session:
             reference=op.reference,
             status=status,
             code=code,
-            detail=detail,
+            detail=self.redactor.redact(detail),  # before RegistryError cuts it: no half secret left
         )
 
     def deadline(self, expected_bytes: int | None) -> float | None:

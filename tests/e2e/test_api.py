@@ -81,6 +81,12 @@ def test_no_token_or_a_wrong_one_gets_401_and_a_read_token_cannot_command(
 ) -> None:
     _, _, engine = served
     wait_until(lambda: all_synced(engine, 3), what="the backfill")
+
+    def verified() -> bool:  # background verification follows the backfill: let it settle first
+        with engine.client(TOKEN) as full:
+            return all(row.verification_state == "succeeded" for row in rows(full))
+
+    wait_until(verified, what="the verification after the backfill")
     with engine.client(TOKEN) as full:
         before = rows(full)
     for token in (None, "wrong-token-0123456789-abcdefghij", TOKEN[:-1]):

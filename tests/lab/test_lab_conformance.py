@@ -7,6 +7,7 @@ compare; adding a case is one line in the table (plus its function).
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.client
 import json
@@ -184,6 +185,67 @@ def upload_session_lifecycle(t: Target) -> list[httpx.Response]:
     fetched = t.pusher.get_blob(repo, blob.digest)
     assert fetched.content == blob.data
     return [started, patched, status, finished, fetched, t.pusher.request("GET", location, repository=repo)]
+
+
+def _restate(state: str, **changes: Any) -> str:
+    """A Location's `_state` with fields changed (keys matched case-insensitively, as Distribution names
+    them `UUID`, `Offset`): its signature (the first 32 bytes) kept, so only a forged MAC can pass."""
+    packed = base64.urlsafe_b64decode(state + "=" * (-len(state) % 4))
+    mac, document = packed[:32], json.loads(packed[32:])
+    for key in list(document):
+        if key.lower() in changes:
+            document[key] = changes[key.lower()]
+    return base64.urlsafe_b64encode(mac + json.dumps(document).encode()).decode()
+
+
+def tampered_upload_state(t: Target) -> list[httpx.Response]:
+    """A Location whose `_state` was altered (its offset) or never signed is refused, as is the same
+    session under another spelling of its id."""
+    repo = _repo("tampered-state")
+    started = t.pusher.request("POST", f"/v2/{repo}/blobs/uploads/", repository=repo)
+    location = httpx.URL(started.headers["Location"])
+    state = location.params["_state"]
+    upload_id = location.path.rsplit("/", 1)[1]
+    unsigned = base64.urlsafe_b64encode(
+        json.dumps({"name": repo, "uuid": upload_id, "offset": 0, "Name": repo, "UUID": upload_id}).encode()
+    ).decode()
+    return [
+        started,
+        t.pusher.request("PATCH", f"{location.path}?_state={_restate(state, offset=4)}", repository=repo,
+                         content=b"abcd"),
+        t.pusher.request("PATCH", f"{location.path}?_state={unsigned}", repository=repo, content=b"abcd"),
+        t.pusher.request("PATCH", f"/v2/{repo}/blobs/uploads/{upload_id.upper()}?_state={state}",
+                         repository=repo, content=b"abcd"),
+        t.pusher.request("GET", f"{location.path}?_state={state}", repository=repo),  # still open, 0 bytes
+    ]  # fmt: skip
+
+
+def second_writer_cannot_corrupt_a_blob(t: Target) -> list[httpx.Response]:
+    """Issue 12: a second writer that forges a state for another spelling of a session's id must not get
+    its bytes into the blob the first writer finishes."""
+    repo = _repo("second-writer")
+    mine = b"a" * 1000
+    started = t.pusher.request("POST", f"/v2/{repo}/blobs/uploads/", repository=repo)
+    location = httpx.URL(started.headers["Location"])
+    patched = t.pusher.request(
+        "PATCH", f"{location.path}?{location.query.decode()}", repository=repo, content=mine
+    )
+    upload_id = location.path.rsplit("/", 1)[1]
+    alias = upload_id.upper()
+    forged = base64.urlsafe_b64encode(
+        json.dumps({"name": repo, "uuid": alias, "offset": len(mine)}).encode()
+    ).decode()
+    intruder = t.pusher.request(
+        "PATCH", f"/v2/{repo}/blobs/uploads/{alias}?_state={forged}", repository=repo, content=b"evil"
+    )
+    blob = oci.Blob(mine, "application/octet-stream")
+    after = httpx.URL(patched.headers["Location"])
+    finished = t.pusher.request(
+        "PUT", f"{after.path}?{after.query.decode()}&digest={blob.digest}", repository=repo, content=b""
+    )
+    fetched = t.pusher.get_blob(repo, blob.digest)
+    assert fetched.content == mine, "the registry stored a blob whose bytes do not hash to its digest"
+    return [started, patched, intruder, finished, fetched]
 
 
 def chunk_ranges(t: Target) -> list[httpx.Response]:
@@ -449,6 +511,8 @@ CASES: dict[str, Callable[[Target], list[httpx.Response]]] = {
     "upload-malformed-digest": upload_with_malformed_digest,
     "upload-session": upload_session_lifecycle,
     "chunk-ranges": chunk_ranges,
+    "upload-tampered-state": tampered_upload_state,
+    "upload-second-writer": second_writer_cannot_corrupt_a_blob,
     "manifest-wrong-digest": manifest_put_with_wrong_digest,
     "manifest-missing-blob": manifest_with_missing_blob,
     "index-missing-child": index_with_missing_child,

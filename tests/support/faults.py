@@ -7,6 +7,7 @@ registry), and passes the rest through.
     primary_faults.cut("GET", r"/blobs/" + digest, after_bytes=512 * 1024)
     primary_faults.delay("GET", r"/blobs/" + digest, seconds=1.5)
     primary_faults.trickle("GET", r"/blobs/" + digest, every=2.0)   # one byte every 2 s
+    primary_faults.corrupt("GET", r"/blobs/" + digest)      # same length, one byte changed
     Engine(config, transports={"primary": primary_faults})
     ...
     primary_faults.fired(rule)        # how often that rule fired; primary_faults.log has every firing
@@ -23,7 +24,7 @@ import asyncio
 import json
 import re
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -54,10 +55,12 @@ class FaultRule:
 
     method: str | None  # "GET", "GET|HEAD", or None: any method
     path: re.Pattern[str]
-    action: Literal["status", "cut", "delay", "trickle"]
+    action: Literal["status", "cut", "delay", "corrupt", "trickle"]
     status: int = 0
     headers: Mapping[str, str] = field(default_factory=dict)
-    error: tuple[str, str] | None = None  # "status": the OCI error (code, message); default by status
+    # "status": the OCI error (code, message), or a function of the request giving it; default by status
+    error: tuple[str, str] | Callable[[httpx.Request], tuple[str, str]] | None = None
+    detail: str | None = None  # "status": the error's `detail`, as Distribution sends the cause of a 500
     after_bytes: int = 0
     seconds: float = 0.0  # "delay": how long to hold the request; "trickle": the pause before each byte
     times: int | None = None  # None: fire on every match
@@ -80,6 +83,7 @@ class FaultRule:
             "status": f"answer {self.status}",
             "cut": f"cut after {self.after_bytes} bytes",
             "delay": f"delay {self.seconds} s",
+            "corrupt": "change one byte of the body",
             "trickle": f"one byte every {self.seconds} s",
         }[self.action]
         return f"{self.method or '*'} {self.path.pattern}: {what}"
@@ -115,6 +119,24 @@ class _CutStream(httpx.AsyncByteStream):
             self.delivered += len(chunk)
             yield chunk
         # the body was shorter than the cut: it arrives whole
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _CorruptStream(httpx.AsyncByteStream):
+    """A real response body with its first byte changed: as long as the original, another digest."""
+
+    def __init__(self, inner: httpx.AsyncByteStream) -> None:
+        self._inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        first = True
+        async for chunk in self._inner:
+            if first and chunk:
+                chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
+                first = False
+            yield chunk
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -166,12 +188,23 @@ class FaultTransport(httpx.AsyncBaseTransport):
         headers: Mapping[str, str] | None = None,
         times: int | None = None,
         skip: int = 0,
-        error: tuple[str, str] | None = None,
+        error: tuple[str, str] | Callable[[httpx.Request], tuple[str, str]] | None = None,
+        detail: str | None = None,
     ) -> FaultRule:
-        """Answer `status` (with an OCI error body, `error` = (code, message)) instead of the registry."""
+        """Answer `status` (with an OCI error body, `error` = (code, message), and `detail` if given)
+        instead of the registry. `error` may be a function of the request: a registry that quotes what
+        it received."""
         return self.add(
             FaultRule(
-                method, re.compile(path), "status", status, dict(headers or {}), error, times=times, skip=skip
+                method,
+                re.compile(path),
+                "status",
+                status,
+                dict(headers or {}),
+                error,
+                detail,
+                times=times,
+                skip=skip,
             )
         )
 
@@ -188,6 +221,10 @@ class FaultTransport(httpx.AsyncBaseTransport):
     ) -> FaultRule:
         """Hold matching requests for `seconds` (a slow registry), then pass them to the registry."""
         return self.add(FaultRule(method, re.compile(path), "delay", seconds=seconds, times=times, skip=skip))
+
+    def corrupt(self, method: str | None, path: str, *, times: int | None = None) -> FaultRule:
+        """Pass matching requests to the registry, but change the first byte of a 200 answer's body."""
+        return self.add(FaultRule(method, re.compile(path), "corrupt", times=times))
 
     def trickle(
         self, method: str | None, path: str, every: float, *, times: int | None = None, skip: int = 0
@@ -228,12 +265,12 @@ class FaultTransport(httpx.AsyncBaseTransport):
             # The request body (an upload) is never sent: drain it so the caller's stream is finished.
             await request.aread()
             self.log.append(Fired(request.method, request.url.path, "status", rule.status))
-            code, message = rule.error or _REASONS.get(rule.status, ("UNKNOWN", "injected fault"))
-            body = (
-                b""
-                if request.method == "HEAD"
-                else json.dumps({"errors": [{"code": code, "message": message}]}).encode()
-            )
+            chosen = rule.error(request) if callable(rule.error) else rule.error
+            code, message = chosen or _REASONS.get(rule.status, ("UNKNOWN", "injected fault"))
+            error = {"code": code, "message": message}
+            if rule.detail is not None:
+                error["detail"] = rule.detail
+            body = b"" if request.method == "HEAD" else json.dumps({"errors": [error]}).encode()
             headers = {"Content-Type": "application/json; charset=utf-8", **rule.headers}
             return httpx.Response(rule.status, headers=headers, content=body, request=request)
         if rule.action == "delay":
@@ -247,7 +284,9 @@ class FaultTransport(httpx.AsyncBaseTransport):
             return response
         assert isinstance(response.stream, httpx.AsyncByteStream)
         stream: httpx.AsyncByteStream
-        if rule.action == "trickle":
+        if rule.action == "corrupt":
+            stream = _CorruptStream(response.stream)
+        elif rule.action == "trickle":
             stream = _TrickleStream(response.stream, rule.seconds)
         else:
             stream = cut = _CutStream(response.stream, rule.after_bytes, request)

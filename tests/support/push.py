@@ -251,3 +251,23 @@ def skopeo_push(
         tail = "\n".join(result.stderr.splitlines()[-20:])
         raise AssertionError(f"skopeo exited {result.returncode}: {' '.join(command)}\n{tail}")
     return result
+
+
+def skopeo_pull(
+    registry_url: str, repo: str, reference: str, destination: Path | str, *, timeout: float = SKOPEO_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """`skopeo copy --all` an image by tag or digest (every platform of an index) from a registry into an OCI
+    layout, as a client restoring from that registry would: it fails unless every manifest and blob is
+    there and hashes to its digest. Returns the finished process; its returncode and stderr tell."""
+    host = urlsplit(registry_url).netloc or registry_url
+    source = f"docker://{host}/{repo}{'@' if ':' in reference else ':'}{reference}"
+    command = [
+        find_binary("skopeo"), "--insecure-policy", "copy", "--src-tls-verify=false", "--all",
+        "--preserve-digests", "--retry-times=0", source, f"oci:{destination}:pulled",
+    ]  # fmt: skip
+    try:
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired as error:
+        raise AssertionError(f"skopeo timed out after {timeout:.0f} s: {' '.join(command)}") from error

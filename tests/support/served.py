@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -54,6 +54,10 @@ class ServeProcess:
 
     what = "its receiver's /-/health"
 
+    # How geo-tui is run: this checkout's (tests/e2e/test_wheel.py gives an installed `geo-tui`).
+    command: Sequence[str] = (sys.executable, "-m", "geo_tui")
+    env: dict[str, str] | None = None  # the environment (default: the test's)
+
     def __init__(self, config: Path, log: Path, *, stdout: Path | None = None) -> None:
         self.config, self.log_path, self.stdout_path = config, log, stdout
         self.process: subprocess.Popen[bytes] | None = None
@@ -61,10 +65,11 @@ class ServeProcess:
     def start(self, timeout: float = 20.0) -> Self:
         with open(self.log_path, "ab") as log, open(self.stdout_path or self.log_path, "ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "geo_tui", "--config", str(self.config), "serve"],
+                [*self.command, "--config", str(self.config), "serve"],
                 stdout=out,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
+                env=self.env,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

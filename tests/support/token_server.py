@@ -44,7 +44,7 @@ class TokenRequest:
 
 
 class TokenServer:
-    """A Docker token realm on a free 127.0.0.1 port, served from a background thread."""
+    """A Docker token realm on a free loopback port, served from a background thread."""
 
     def __init__(
         self,
@@ -55,8 +55,11 @@ class TokenServer:
         username: str | None = None,
         password: str | None = None,
         grant: GrantPolicy | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
+        """`host`: the loopback address to listen on (127.0.0.2 is another host than the registries')."""
         self.key_pair = key_pair
+        self.host = host
         self.issuer = issuer
         self.ttl = ttl
         self.username = username
@@ -76,7 +79,7 @@ class TokenServer:
     @property
     def url(self) -> str:
         """The realm URL to put in Distribution's `auth.token.realm`."""
-        return f"http://127.0.0.1:{self.port}/auth"
+        return f"http://{self.host}:{self.port}/auth"
 
     @property
     def requests(self) -> list[TokenRequest]:
@@ -90,7 +93,7 @@ class TokenServer:
     def start(self) -> TokenServer:
         if self._server is not None:
             return self
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = ThreadingHTTPServer((self.host, 0), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="token-realm", daemon=True)
         self._thread.start()

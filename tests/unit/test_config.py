@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import os
 import pickle
@@ -25,6 +26,7 @@ from geo_tui.config import (
     Secret,
     SiteConfig,
     load_config,
+    redactor_for,
     resolve_config_path,
     warn_if_world_readable,
     write_config,
@@ -438,6 +440,14 @@ MISTAKES: list[tuple[str, Edit, str | None, str]] = [
     # TLS
     ("ca missing", set_at(*S1, "ca_file", "nope.pem"), "secondaries[1].ca_file", "no such file"),
     ("ca and no verify", set_at(*S1, "tls_verify", False), "secondaries[1].ca_file", "tls_verify = false"),
+    # token realms
+    ("realm hosts on basic", set_at(*S1, "token_realm_hosts", ["auth.example.com"]),
+     "secondaries[1].token_realm_hosts", 'only used with auth = "token"'),
+    ("realm hosts a URL", both(set_at(*S1, "auth", "token"),
+                               set_at(*S1, "token_realm_hosts", ["https://auth.example.com/token"])),
+     "secondaries[1].token_realm_hosts[0]", "not a host name"),
+    ("realm hosts a string", both(set_at(*S1, "auth", "token"), set_at(*S1, "token_realm_hosts", "auth")),
+     "secondaries[1].token_realm_hosts", "array of strings"),
 ]
 # fmt: on
 
@@ -773,3 +783,36 @@ def test_config_is_frozen(config_path: Path) -> None:
     config: Config = load_config(config_path)
     with pytest.raises(AttributeError):
         config.primary.name = "other"  # type: ignore[misc]
+
+
+def test_token_realm_hosts_are_read_in_lower_case(config_path: Path) -> None:
+    document = valid_document()
+    document["secondaries"][1]["auth"] = "token"
+    document["secondaries"][1]["token_realm_hosts"] = ["Auth.Example.com", "10.0.0.7", "[::1]"]
+    write_config(config_path, document)
+    config = load_config(config_path)
+    assert config.secondaries[1].token_realm_hosts == ("auth.example.com", "10.0.0.7", "::1")
+    assert config.secondaries[0].token_realm_hosts == ()
+
+
+def test_the_redactor_knows_every_secret_of_the_config(config_path: Path, config_dir: Path) -> None:
+    document = valid_document()
+    document["notifications"] = {"listen": "127.0.0.1:5051", "secret_file": "notify.secret"}
+    document["api"] = {
+        "listen": "127.0.0.1:5052",
+        "token": f"full-{MARKER}-0123456789",
+        "read_token_file": "rt",
+    }
+    (config_dir / "rt").write_text(f"read-{MARKER}-0123456789\n")
+    write_config(config_path, document)
+    config = load_config(config_path)
+    assert config.auth is not None
+    pem = config.auth.private_key_pem.decode()
+    body = [line for line in pem.splitlines() if "-----" not in line]
+    redact = redactor_for(config).redact
+    for value in (FILE_SECRET, f"full-{MARKER}-0123456789", f"read-{MARKER}-0123456789", PASSWORD):
+        assert redact(f"echo {value} .") == "echo [redacted] ."
+    basic = base64.b64encode(f"geo:{PASSWORD}".encode()).decode()
+    assert redact(f"got {basic}") == "got [redacted]"
+    assert "PRIVATE KEY" not in redact(pem) and body[1] not in redact(pem)
+    assert redact(f"line {body[1]} of the key") == "line [redacted] of the key"

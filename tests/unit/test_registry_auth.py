@@ -197,7 +197,7 @@ def client_for(fake: FakeTokenRegistry, auth: object) -> RegistryClient:
 
 async def test_bearer_challenge_flow() -> None:
     fake = FakeTokenRegistry()
-    async with client_for(fake, BearerChallengeAuth("user", "s3cret")) as client:
+    async with client_for(fake, BearerChallengeAuth("user", "s3cret", realm_hosts=["auth.test"])) as client:
         assert await client.list_tags("a/b") == ["v1"]
         [realm] = fake.realm_requests
         assert realm.url.params["service"] == "reg.test"
@@ -222,7 +222,7 @@ async def test_bearer_anonymous_sends_no_credentials_to_the_realm() -> None:
 
 async def test_bearer_falls_back_to_basic_on_a_basic_challenge() -> None:
     fake = FakeTokenRegistry(basic_only=True)
-    async with client_for(fake, BearerChallengeAuth("user", "s3cret")) as client:
+    async with client_for(fake, BearerChallengeAuth("user", "s3cret", realm_hosts=["auth.test"])) as client:
         assert await client.list_tags("a/b") == ["v1"]
         assert await client.list_tags("a/b") == ["v1"]
     assert [r.headers.get("authorization", "")[:6] for r in fake.registry_requests] == [
@@ -234,7 +234,7 @@ async def test_bearer_falls_back_to_basic_on_a_basic_challenge() -> None:
 
 async def test_realm_failure_is_an_auth_error_without_secrets() -> None:
     fake = FakeTokenRegistry(realm_status=401)
-    async with client_for(fake, BearerChallengeAuth("user", "s3cret")) as client:
+    async with client_for(fake, BearerChallengeAuth("user", "s3cret", realm_hosts=["auth.test"])) as client:
         with pytest.raises(RegistryAuthError) as info:
             await client.list_tags("a/b")
     message = str(info.value)

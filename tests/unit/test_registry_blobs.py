@@ -202,7 +202,32 @@ async def test_upload_is_not_retried_and_reports_the_rejection() -> None:
     async with client:
         with pytest.raises(RegistryUnavailable, match=r"eu: upload blob a/b@sha256:[0-9a-f]+: 503"):
             await client.upload_blob("a/b", BLOB_DIGEST, len(BLOB), chunks_of(BLOB, 100_000))
-    assert [r.method for r in recorder.requests] == ["POST", "PUT"]
+    # not retried; the failed session is cancelled (issue 12: sessions piled up on secondaries)
+    assert [r.method for r in recorder.requests] == ["POST", "PUT", "DELETE"]
+    assert str(recorder.requests[-1].url) == f"{BASE}/v2/a/b/blobs/uploads/u1?_state=x"
+
+
+async def test_chunked_upload_whose_source_breaks_ends_the_patch_and_cancels_the_session() -> None:
+    """The source fails part-way: the PATCH body ends there (chunked transfer encoding), so the session's
+    new Location is known, and the DELETE goes to it (Distribution refuses one with a stale _state)."""
+
+    async def breaking_source() -> AsyncIterator[bytes]:
+        yield b"abc"
+        raise RegistryUnavailable("primary", "GET blob", "a/b", detail="ReadError after the body started")
+
+    uploads = FakeUploads("/v2/a/b/blobs/uploads/u1?_state=x")
+    client, recorder, _ = make_client(uploads)
+    async with client:
+        with pytest.raises(RegistryUnavailable, match="primary: GET blob a/b: ReadError"):
+            await client.upload_blob("a/b", BLOB_DIGEST, len(BLOB), breaking_source(), chunked=True)
+    _, patch, delete = recorder.requests
+    assert (patch.method, patch.headers.get("transfer-encoding")) == ("PATCH", "chunked")
+    assert "content-length" not in patch.headers
+    assert uploads.received == b"abc", "the part before the break, and nothing committed"
+    assert (delete.method, str(delete.url)) == (
+        "DELETE",
+        f"{BASE}/v2/a/b/blobs/uploads/u2?_state=after-patch",
+    )
 
 
 async def test_source_failure_propagates_through_the_upload() -> None:

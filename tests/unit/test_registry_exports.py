@@ -20,6 +20,9 @@ EXPECTED = {
     "RegistryRejected",
     "DigestMismatch",
     "InvalidManifest",
+    # secrets
+    "Redactor",
+    "REDACTED",
     # auth
     "Authenticator",
     "NoAuth",

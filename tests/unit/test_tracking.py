@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -170,3 +171,56 @@ def test_percent_synced_never_shows_100_with_one_missing() -> None:
     assert percent(2, 3) == 66.66
     assert percent(57, 100) == 57.0
     assert percent(0, 0) == 100.0
+
+
+def test_the_database_and_its_sidecars_are_owner_only(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)  # the usual umask, which would give 0644
+    try:
+        tracking = Tracking(tmp_path / "state" / "tracking.db")
+        tracking.log("info", "a line, so that the write-ahead log and its shared memory exist")
+        files = [tmp_path / "state" / name for name in ("tracking.db", "tracking.db-wal", "tracking.db-shm")]
+        assert all(f.exists() for f in files)
+        assert {f.name: f.stat().st_mode & 0o777 for f in files} == {f.name: 0o600 for f in files}
+        tracking.close()
+
+        # A database an older geo-tui left readable (and its sidecars) is narrowed when opened.
+        for f in files:
+            if f.exists():
+                os.chmod(f, 0o644)
+        Tracking(files[0]).close()
+        assert all(f.stat().st_mode & 0o777 == 0o600 for f in files if f.exists())
+    finally:
+        os.umask(old_umask)
+
+
+def test_free_text_is_redacted_before_it_is_stored(tmp_path: Path) -> None:
+    secret = "hunter2-but-longer"
+    tracking = Tracking(tmp_path / "t.db", redact=lambda text: text.replace(secret, "[redacted]"))
+    tracking.ensure_rows("eu", ["app"])
+    tracking.mark_failed("eu", "app", f"eu: 500: echo {secret}", None)
+    tracking.mark_verification("eu", "app", VerificationState.FAILED, failure=f"echo {secret}")
+    tracking.log("error", f"failed: {secret}", site="eu", repository="app")
+    row = tracking.row("eu", "app")
+    assert row is not None and row.last_sync_failure == "eu: 500: echo [redacted]"
+    assert row.verification_failure == "echo [redacted]"
+    assert [r.message for r in tracking.recent_log()] == ["failed: [redacted]"]
+    tracking.close()
+    assert secret.encode() not in (tmp_path / "t.db").read_bytes()
+
+
+def test_texts_stored_before_redaction_are_redacted_when_reopened(tmp_path: Path) -> None:
+    secret = "hunter2-but-longer"
+    old = Tracking(tmp_path / "t.db")  # a geo-tui from before redaction: stores what it is given
+    old.ensure_rows("eu", ["app", "web"])
+    old.mark_failed("eu", "app", f"eu: 500: echo {secret}", None)
+    old.mark_failed("eu", "web", "eu: 500: nothing secret", None)
+    old.log("error", f"failed: {secret}", site="eu", repository="app")
+    old.close()
+    tracking = Tracking(tmp_path / "t.db", redact=lambda text: text.replace(secret, "[redacted]"))
+    assert tracking.redact_stored() == 2
+    assert tracking.redact_stored() == 0  # nothing left to change
+    row, other = tracking.row("eu", "app"), tracking.row("eu", "web")
+    assert row is not None and row.last_sync_failure == "eu: 500: echo [redacted]"
+    assert other is not None and other.last_sync_failure == "eu: 500: nothing secret"
+    assert [r.message for r in tracking.recent_log()] == ["failed: [redacted]"]
+    tracking.close()

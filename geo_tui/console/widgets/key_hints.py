@@ -14,6 +14,10 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer
+
+# Private names of Textual 8.2 (pyproject holds Textual below 8.3; tests/console/test_textual_private.py
+# fails when one changes): FooterKey, which textual.widgets does not export; Footer._bindings_ready, for
+# which Footer has no public flag; and FooterKey._disabled, which has no setter after construction.
 from textual.widgets._footer import FooterKey
 
 __all__ = ["KeyHints", "focus_with_keys"]
