@@ -118,6 +118,9 @@ class Engine:
         self._paused = False
         self._running = False
         self._primary_repositories: int | None = None
+        # Repositories named (by a resync or an event) while a catalog is read: that catalog may predate
+        # them, so it must not mark them absent from the primary.
+        self._named_during_catalog: set[str] | None = None
         # per `sync --once` run: attempts so far, and summaries being filled
         self._run_attempts: dict[tuple[str, str], int] = {}
         self._run_summary: dict[str, SiteSummary] | None = None
@@ -374,6 +377,7 @@ class Engine:
     ) -> int:
         """Queue repositories for a sync (all, the failed ones, or those named). Returns how many rows."""
         if repositories is not None:
+            self._named(repositories)
             for site in sites or self.secondary_names:
                 wanted = [r for r in repositories if self._sites[site].config.wants(r)]
                 await self._db(self.tracking.ensure_rows, site, wanted)
@@ -423,6 +427,7 @@ class Engine:
         error) within seconds when they cannot be stored: answer 5xx, the registry sends them again."""
         now = self._clock()
         relevant = [e for e in events if e.matters]
+        self._named([e.repository for e in relevant])
         for event in events:
             self.metrics.notifications.labels(event.action or "unknown").inc()
         pairs = sorted(
@@ -453,9 +458,18 @@ class Engine:
 
     # -- discovery -------------------------------------------------------------------------------
 
+    def _named(self, repositories: Sequence[str]) -> None:
+        if self._named_during_catalog is not None:
+            self._named_during_catalog.update(repositories)
+
     async def discover(self, *, write_timeout: float | None = None) -> list[str]:
         """Read the primary's catalog and track every repository each secondary wants."""
-        names = await self.primary.catalog()
+        named: set[str] = set()
+        self._named_during_catalog = named
+        try:
+            names = await self.primary.catalog()
+        finally:
+            self._named_during_catalog = None
         valid = [n for n in names if is_valid_repository_name(n)]
         for bad in sorted(set(names) - set(valid))[:10]:
             self.log("warning", f"primary catalog lists an invalid repository name {bad!r}; skipped")
@@ -468,7 +482,7 @@ class Engine:
             return {
                 name: (
                     self.tracking.ensure_rows(name, names),
-                    self.tracking.mark_absent_from_primary(name, set(names)),
+                    self.tracking.mark_absent_from_primary(name, set(names) | named),
                 )
                 for name, names in wanted.items()
             }
