@@ -634,7 +634,7 @@ async def _cmd_resync(config: Config, args: argparse.Namespace, sites: list[str]
     async with Engine(config, command="geo-tui resync") as engine:
         if args.repositories:
             await _require_known(engine, args.repositories)
-        count = engine.resync(
+        count = await engine.resync(
             sites=sites,
             repositories=args.repositories or None,
             failed_only=args.failed,

@@ -3,7 +3,8 @@
 The file's shape is a public contract (other tools write it)::
 
     [engine]          database, repository_concurrency, blob_concurrency, replicate_deletions,
-                      reconcile_interval, sync_attempts           (all optional)
+                      reconcile_interval, sync_attempts, min_transfer_rate,
+                      max_job_duration                            (all optional)
     [auth]            private_key, issuer, service, token_ttl    (needed if a site uses auth = "jwt")
     [notifications]   listen, secret | secret_file               (used by `geo-tui serve`)
     [api]             listen, token | token_file, read_token | read_token_file   (the engine API)
@@ -84,6 +85,8 @@ _ENGINE_KEYS: Final = (
     "replicate_deletions",
     "reconcile_interval",
     "sync_attempts",
+    "min_transfer_rate",
+    "max_job_duration",
 )
 _AUTH_KEYS: Final = ("private_key", "issuer", "service", "token_ttl")
 _VERIFICATION_KEYS: Final = ("deep_interval",)
@@ -153,6 +156,9 @@ class EngineConfig:
     replicate_deletions: bool
     reconcile_interval: float
     sync_attempts: int
+    # Bytes a second below which a registry request fails: its deadline is its size at this rate.
+    min_transfer_rate: float = 64 * 1024
+    max_job_duration: float = 6 * 3600  # seconds one repository's copy may take, to every secondary
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +399,8 @@ def _engine(t: Table, base: Path) -> EngineConfig:
         replicate_deletions=t.boolean("replicate_deletions", True),
         reconcile_interval=t.number("reconcile_interval", 600, 10),
         sync_attempts=t.integer("sync_attempts", 3, 1, 20),
+        min_transfer_rate=t.number("min_transfer_rate", 64 * 1024, 1),
+        max_job_duration=t.number("max_job_duration", 6 * 3600, 1),
     )
 
 

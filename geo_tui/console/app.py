@@ -110,6 +110,7 @@ class GeoTuiApp(App[None]):
         self.save_dir = save_dir or Path.cwd()
         self.paused = False
         self.running = False
+        self.tasks_down: tuple[str, ...] = ()
         self.engine_failure: str | None = None
         self.crash: Exception | None = None  # the error the console stopped on (the CLI reports it)
         self.stale: str | None = None  # why the view is stale (a remote engine is unreachable)
@@ -182,6 +183,7 @@ class GeoTuiApp(App[None]):
         if batch.snapshot is not None:
             self.query_one(SitesPane).update_snapshots(batch.snapshot.sites, now)
             self.paused, self.running = batch.snapshot.paused, batch.snapshot.running
+            self.tasks_down = batch.snapshot.tasks_down
         if batch.status is not None:
             self.paused, self.running = batch.status.paused, batch.status.running
         for detail in batch.details:
@@ -221,6 +223,8 @@ class GeoTuiApp(App[None]):
         if self.stale is not None:
             state = f"STALE: {self.stale}"
         parts = [mode, state]
+        if self.tasks_down:  # the engine's supervisor names what stopped working (issue 12)
+            parts.append(f"TASK DOWN: {', '.join(self.tasks_down)}")
         if self.read_only:
             parts.append("read-only")
         self.sub_title = " · ".join(parts)

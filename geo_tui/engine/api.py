@@ -236,12 +236,11 @@ class ApiApp:
         if name == "resync":
             blobs = body.get("blobs") is True
             if keys is None:
-                count = engine.resync(sites=sites, failed_only=failed, recheck_blobs=blobs)
+                count = await engine.resync(sites=sites, failed_only=failed, recheck_blobs=blobs)
             else:
-                count = sum(
-                    engine.resync(sites=[s], repositories=r, recheck_blobs=blobs)
-                    for s, r in _by_site(keys).items()
-                )
+                count = 0
+                for site, repositories in _by_site(keys).items():
+                    count += await engine.resync(sites=[site], repositories=repositories, recheck_blobs=blobs)
             return {"ok": True, "count": count, "message": f"resync queued for {_repositories(count)}"}
         depth, sample = _depth(body)
         if keys is None and failed:

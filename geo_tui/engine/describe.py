@@ -19,7 +19,15 @@ def reason_class(reason: str) -> str:
     status = _STATUS.search(reason)
     if status:
         return f"{side}_http_{status.group(1)}"
-    for word in ("unreachable", "timed out", "digest", "schema 1", "refuses deletes", "invalid manifest"):
+    for word in (
+        "unreachable",
+        "timed out",
+        "too slow",
+        "digest",
+        "schema 1",
+        "refuses deletes",
+        "invalid manifest",
+    ):
         if word in reason.lower():
             return f"{side}_{word.replace(' ', '_')}"
     return f"{side}_other"

@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import httpx
 
@@ -22,6 +23,7 @@ from geo_tui.config import Config, SiteConfig, redactor_for
 from geo_tui.registry import RegistryClient, RegistryError, is_valid_repository_name
 
 from .backoff import in_run_delay, retry_delay
+from .database import DatabaseWriter
 from .describe import blame_primary, describe_error, describe_stats, prefixed, reason_class
 from .lock import DatabaseClaim
 from .metrics import EngineMetrics
@@ -39,6 +41,7 @@ from .replicate import (
     repository_size,
 )
 from .sites import build_client, build_signer
+from .supervisor import Supervisor
 from .throughput import CompletionRate, Throughput
 from .tracking import RepositoryRow, SyncState, Tracking, VerificationState
 from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
@@ -47,6 +50,7 @@ from .verify import VerificationDepth, VerificationResult, Verifier
 __all__ = ["Engine", "EngineSnapshot", "SiteSnapshot", "SiteSummary", "SyncSummary"]
 
 log = logging.getLogger("geo_tui.engine")
+T = TypeVar("T")
 
 # The loggers of the engine's process: their records pass through the engine's Redactor.
 ENGINE_LOGGERS = ("geo_tui.engine", "geo_tui.api", "geo_tui.receiver", "geo_tui.serve")
@@ -58,6 +62,13 @@ ROW_ECHO_LIMIT = 1000  # rows a resync of named repositories announces at once; 
 # Scheduled deep verifications started per round of the verification loop (a round is ~2 s when idle):
 # each row's slot is spread over the interval already; this caps a backlog (an engine that was down).
 DEEP_PER_TICK = 2
+# A write waits this long for another process's lock before its thread tries again (database.py).
+WRITE_BUSY_TIMEOUT = 1.0
+# A notification not stored within this gets a 503, and the registry sends it again (issue 12, case 4).
+NOTIFICATION_STORE_TIMEOUT = 3.0
+# Discovery gives a write this long, then fails and is restarted: the failure shows, and is counted.
+BACKGROUND_WRITE_TIMEOUT = 5.0
+SHUTDOWN_WRITE_TIMEOUT = 2.0
 
 
 @dataclass
@@ -85,6 +96,7 @@ class Engine:
         in_run_retry_base: float = 0.5,
         health_interval: float = HEALTH_INTERVAL,
         command: str = "a geo-tui engine",
+        request_timeout: float = 30.0,
     ) -> None:
         self.config = config
         # Every configured secret, in every encoding, is removed from what the engine stores, logs or
@@ -98,6 +110,7 @@ class Engine:
         self._rng = rng or random.Random()
         self._in_run_retry_base = in_run_retry_base
         self._health_interval = health_interval
+        self._request_timeout = request_timeout  # without progress; and the base of every deadline
         self._health_wake = asyncio.Event()
         self._subscribers: list[Callable[[Update], None]] = []
         self._cache = ManifestCache()
@@ -105,15 +118,23 @@ class Engine:
         self._tracking: Tracking | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._wake: asyncio.Event | None = None
-        self._background: list[asyncio.Task[None]] = []
         self._paused = False
         self._running = False
         self._primary_repositories: int | None = None
+        # Repositories named (by a resync or an event) while a catalog is read: that catalog may predate
+        # them, so it must not mark them absent from the primary.
+        self._named_during_catalog: set[str] | None = None
         # per `sync --once` run: attempts so far, and summaries being filled
         self._run_attempts: dict[tuple[str, str], int] = {}
         self._run_summary: dict[str, SiteSummary] | None = None
         self.metrics = EngineMetrics()
         self.last_event_at: float | None = None
+        self._writer: DatabaseWriter | None = None
+        self._supervisor = Supervisor(
+            report=lambda _task, message: self.log("error", message),
+            restarted=lambda task: self.metrics.task_restarts.labels(task).inc(),
+            describe=describe_error,
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -140,11 +161,15 @@ class Engine:
         self.claim.acquire()  # raises DatabaseInUse naming the holder
         try:
             self._tracking = Tracking(
-                self.config.engine.database, clock=self._clock, redact=self.redactor.redact
+                self.config.engine.database,
+                clock=self._clock,
+                busy_timeout=WRITE_BUSY_TIMEOUT,
+                redact=self.redactor.redact,
             )
         except BaseException:
             self.claim.release()
             raise
+        self._writer = DatabaseWriter()
         for name in ENGINE_LOGGERS:
             logging.getLogger(name).addFilter(self._log_filter)
         self._wake = asyncio.Event()
@@ -157,6 +182,7 @@ class Engine:
                 signer=signer,
                 blob_connections=blob_connections,
                 transport=self._transports.get(site.name),
+                timeout=self._request_timeout,
                 redactor=self.redactor,
             )
             self._sites[site.name] = _Site(
@@ -166,7 +192,12 @@ class Engine:
         for site in self.config.secondaries:
             entry = self._sites[site.name]
             entry.copier = BlobCopier(
-                primary, entry.client, site.name, self.tracking, on_bytes=self._bytes_counter(entry)
+                primary,
+                entry.client,
+                site.name,
+                self.tracking,
+                on_bytes=self._bytes_counter(entry),
+                write=self._db,
             )
         self._verifier = Verifier(
             self.tracking,
@@ -178,6 +209,7 @@ class Engine:
             blob_concurrency=self.config.engine.blob_concurrency,
             deep_interval=self.config.verification.deep_interval,
             count_blobs=lambda site, outcome, n: self.metrics.verified_blobs.labels(site, outcome).inc(n),
+            write=self._db,
         )
         self.metrics.watch_state(
             lambda: self.tracking.counts(self.secondary_names), lambda: len(self._inflight)
@@ -194,6 +226,9 @@ class Engine:
         for site in self._sites.values():
             await site.client.aclose()
         self._sites.clear()
+        if self._writer is not None:
+            self._writer.close()  # the log lines still queued go in first
+            self._writer = None
         if self._tracking is not None:
             self._tracking.close()
             self._tracking = None
@@ -214,13 +249,16 @@ class Engine:
         if self._running:
             return
         self._running = True
-        self._background = [
-            asyncio.ensure_future(self._discover_forever()),
-            asyncio.ensure_future(self._schedule(once=False, sites=self.secondary_names)),
-            asyncio.ensure_future(self._health_forever()),
-            asyncio.ensure_future(self._flush_forever()),
-            asyncio.ensure_future(self._verify_forever()),
-        ]
+        # Each under the supervisor, with how long it may be down before health, metrics and the
+        # console say so: the reconcile's own interval, or a minute for the tasks that loop every second.
+        start = self._supervisor.start
+        start("discovery", self._discover_forever, interval=self.config.engine.reconcile_interval)
+        start("scheduler", lambda: self._schedule(once=False, sites=self.secondary_names), interval=60.0)
+        start("health", self._health_forever, interval=max(60.0, 2 * self._health_interval))
+        start("flush", self._flush_forever, interval=60.0)
+        start("verification", self._verify_forever, interval=max(60.0, self.config.engine.reconcile_interval))
+        for task in ("discovery", "scheduler", "health", "flush", "verification"):
+            self.metrics.task_restarts.labels(task)  # 0 from the start, not absent until the first
         self._emit(EngineStatus(running=True, paused=self._paused))
         self.log("info", "engine started")
 
@@ -229,12 +267,7 @@ class Engine:
         if not self._running and not self._inflight:
             return
         self._running = False
-        for task in self._background:
-            task.cancel()
-        for task in self._background:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._background = []
+        await self._supervisor.stop()
         if self._inflight:
             _, pending = await asyncio.wait(list(self._inflight.values()), timeout=grace)
             for task in pending:
@@ -269,7 +302,13 @@ class Engine:
     def log(
         self, level: str, message: str, *, site: str | None = None, repository: str | None = None
     ) -> None:
-        record = self.tracking.log(level, message, site=site, repository=repository)  # redacted there
+        """Log a line to the process log, the event log in the database and every watcher. Never waits
+        for the database: the line is stored on the database thread (and shown at once)."""
+        record = self.tracking.log_record(level, message, site=site, repository=repository)  # redacted
+        if self._writer is not None:
+            self._writer.submit(self.tracking.store_log, record)
+        else:
+            self.tracking.store_log(record)
         log.log(logging.getLevelName(level.upper()), "%s", prefixed(record.message, site, repository))
         self._emit(LogLine(record))
 
@@ -295,7 +334,21 @@ class Engine:
                     repository_count=self._primary_repositories if site.config.role == "primary" else None,
                 )
             )
-        return EngineSnapshot(tuple(sites), self._running, self._paused, len(self._inflight))
+        return EngineSnapshot(
+            tuple(sites), self._running, self._paused, len(self._inflight), tuple(self.tasks_down())
+        )
+
+    def tasks_down(self) -> list[str]:
+        """Background tasks down (failed and not back, or stuck) for longer than their interval."""
+        return self._supervisor.down()
+
+    async def _db(
+        self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> T:
+        """A tracking-database write, on the database thread: a lock held elsewhere delays only this."""
+        if self._writer is None:
+            raise RuntimeError("the engine is not open")
+        return await self._writer(fn, *args, timeout=timeout, **kwargs)
 
     def rows(
         self, *, sites: Sequence[str] | None = None, states: Sequence[SyncState] | None = None
@@ -321,7 +374,7 @@ class Engine:
 
     # -- commands ------------------------------------------------------------------------------
 
-    def resync(
+    async def resync(
         self,
         *,
         sites: Sequence[str] | None = None,
@@ -333,11 +386,16 @@ class Engine:
         ``recheck_blobs``: the sync also HEADs the blobs of tags that already match, and puts back those
         missing (an ordinary sync trusts a matching tag)."""
         if repositories is not None:
+            self._named(repositories)
             for site in sites or self.secondary_names:
                 wanted = [r for r in repositories if self._sites[site].config.wants(r)]
-                self.tracking.ensure_rows(site, wanted)
-        count = self.tracking.request_sync(
-            sites=sites, repositories=repositories, failed_only=failed_only, recheck_blobs=recheck_blobs
+                await self._db(self.tracking.ensure_rows, site, wanted)
+        count = await self._db(
+            self.tracking.request_sync,
+            sites=sites,
+            repositories=repositories,
+            failed_only=failed_only,
+            recheck_blobs=recheck_blobs,
         )
         what = (
             "failed repositories"
@@ -374,13 +432,15 @@ class Engine:
 
     # -- notifications ---------------------------------------------------------------------------
 
-    def accept_notifications(self, events: Sequence[RegistryEvent]) -> int:
+    async def accept_notifications(self, events: Sequence[RegistryEvent]) -> int:
         """Durably queue the repositories that notification events name, then wake the scheduler.
 
         The events are in the tracking database when this returns: acknowledge only after it.
-        Returns how many (site, repository) rows were queued."""
+        Returns how many (site, repository) rows were queued. Raises DatabaseBusy (or sqlite3's
+        error) within seconds when they cannot be stored: answer 5xx, the registry sends them again."""
         now = self._clock()
         relevant = [e for e in events if e.matters]
+        self._named([e.repository for e in relevant])
         for event in events:
             self.metrics.notifications.labels(event.action or "unknown").inc()
         pairs = sorted(
@@ -391,8 +451,12 @@ class Engine:
                 if site.wants(e.repository)
             }
         )
-        queued = self.tracking.record_notifications(
-            [(e.id, e.action, e.repository, e.tag, e.digest) for e in relevant], pairs, now
+        queued = await self._db(
+            self.tracking.record_notifications,
+            [(e.id, e.action, e.repository, e.tag, e.digest) for e in relevant],
+            pairs,
+            now,
+            timeout=NOTIFICATION_STORE_TIMEOUT,
         )
         if events:
             self.last_event_at = now
@@ -407,17 +471,38 @@ class Engine:
 
     # -- discovery -------------------------------------------------------------------------------
 
-    async def discover(self) -> list[str]:
+    def _named(self, repositories: Sequence[str]) -> None:
+        if self._named_during_catalog is not None:
+            self._named_during_catalog.update(repositories)
+
+    async def discover(self, *, write_timeout: float | None = None) -> list[str]:
         """Read the primary's catalog and track every repository each secondary wants."""
-        names = await self.primary.catalog()
+        named: set[str] = set()
+        self._named_during_catalog = named
+        try:
+            names = await self.primary.catalog()
+        finally:
+            self._named_during_catalog = None
         valid = [n for n in names if is_valid_repository_name(n)]
         for bad in sorted(set(names) - set(valid))[:10]:
             self.log("warning", f"primary catalog lists an invalid repository name {bad!r}; skipped")
         self._primary_repositories = len(valid)
+        wanted = {site.name: [n for n in valid if site.wants(n)] for site in self.config.secondaries}
+
+        def track() -> dict[str, tuple[int, list[str]]]:
+            # One turn of the database thread for every site, right after the catalog was read: no other
+            # write (a notification's row) can land between a site's two steps and be marked absent.
+            return {
+                name: (
+                    self.tracking.ensure_rows(name, names),
+                    self.tracking.mark_absent_from_primary(name, set(names) | named),
+                )
+                for name, names in wanted.items()
+            }
+
+        tracked = await self._db(track, timeout=write_timeout)
         for site in self.config.secondaries:
-            wanted = [n for n in valid if site.wants(n)]
-            added = self.tracking.ensure_rows(site.name, wanted)
-            gone = self.tracking.mark_absent_from_primary(site.name, set(wanted))
+            added, gone = tracked[site.name]
             if added:
                 self.log("info", f"tracking {added} new repositories", site=site.name)
             for repository in gone[:10]:
@@ -432,15 +517,23 @@ class Engine:
     async def _discover_forever(self) -> None:
         interval = self.config.engine.reconcile_interval
         while True:
-            try:
-                await self.discover()
-                self.tracking.request_sync(sites=self.secondary_names)
-                self._poke()
-            except RegistryError as exc:
-                self.log("error", f"cannot read the primary's catalog: {exc}")
-                await asyncio.sleep(min(30.0, interval))
-                continue
-            await asyncio.sleep(interval)
+            # Any other failure (the tracking database refusing writes, a bug) goes to the supervisor,
+            # which logs it and starts this again: the reconcile never ends in silence (issue 12).
+            with self._supervisor.cycle("discovery"):
+                try:
+                    await self.discover(write_timeout=BACKGROUND_WRITE_TIMEOUT)
+                    await self._db(
+                        self.tracking.request_sync,
+                        sites=self.secondary_names,
+                        timeout=BACKGROUND_WRITE_TIMEOUT,
+                    )
+                    self._poke()
+                except RegistryError as exc:
+                    self.log("error", f"cannot read the primary's catalog: {exc}")
+                    failed = True
+                else:
+                    failed = False
+            await asyncio.sleep(min(30.0, interval) if failed else interval)
 
     # -- one-shot backfill -----------------------------------------------------------------------
 
@@ -466,7 +559,7 @@ class Engine:
         try:
             if compare_all:
                 await self.discover()
-                self.tracking.request_sync(sites=names)
+                await self._db(self.tracking.request_sync, sites=names)
             await self._schedule(once=True, sites=names, repositories=repositories)
             self._flush_bytes()
             return SyncSummary(self._run_summary, self._clock() - started)
@@ -510,6 +603,7 @@ class Engine:
                         groups.setdefault(row.repository, []).append(row)
                 for repository, rows in groups.items():
                     self._inflight[repository] = asyncio.ensure_future(self._run_job(repository, rows, once))
+            self._supervisor.beat("scheduler")
             if once and not self._inflight and not self._paused:
                 pending_retry = self._next_in_run_retry(sites, attempts, repositories)
                 if pending_retry is None:
@@ -539,41 +633,71 @@ class Engine:
             tasks[0].cancel()
 
     async def _run_job(self, repository: str, rows: list[RepositoryRow], once: bool) -> None:
+        unfinished = {row.site: "reading the primary" for row in rows}
+        limit = self.config.engine.max_job_duration
         try:
-            await self._replicate_everywhere(repository, rows, once)
+            async with asyncio.timeout(limit):
+                await self._replicate_everywhere(repository, rows, once, unfinished)
+        except TimeoutError:
+            # Every request has its own deadline; this bounds a job of many slow ones (issue 12, case 5).
+            for site, doing in sorted(unfinished.items()):
+                reason = f"over max_job_duration ({limit:.0f} s) while {doing}"
+                await self._record_failure(site, repository, reason, once)
+        except Exception as exc:  # a fault of the engine's own (a database error): said, and retried later
+            for row in rows:
+                with contextlib.suppress(Exception):
+                    await self._record_failure(row.site, repository, f"engine: {describe_error(exc)}", once)
         finally:
             self._inflight.pop(repository, None)
             self._flush_bytes()
             self._poke()
 
-    async def _replicate_everywhere(self, repository: str, rows: list[RepositoryRow], once: bool) -> None:
+    async def _replicate_everywhere(
+        self, repository: str, rows: list[RepositoryRow], once: bool, unfinished: dict[str, str]
+    ) -> None:
+        """Copy one repository to every secondary in ``rows``; ``unfinished`` keeps, per site not done
+        yet, what it waits for."""
         generations: dict[str, int] = {}
         first: dict[str, bool] = {}
         for row in rows:
             self._run_attempts[row.key] = self._run_attempts.get(row.key, 0) + 1
             first[row.site] = self.tracking.never_started(row.site, repository)
-            generations[row.site] = self.tracking.mark_started(row.site, repository)
+            generations[row.site] = await self._db(self.tracking.mark_started, row.site, repository)
             self._emit_row(row.site, repository)
         try:
             try:
                 view = await read_primary_repository(self.primary, repository)
             except Exception as exc:  # the primary could not be read: every secondary's row fails
                 for row in rows:
-                    self._record_failure(row.site, repository, blame_primary(exc), once)
+                    unfinished.pop(row.site, None)
+                    await self._record_failure(row.site, repository, blame_primary(exc), once)
                 return
+            for row in rows:
+                unfinished[row.site] = f"copying to {row.site}"
             await asyncio.gather(
                 *(
-                    self._replicate_one(row, view, generations[row.site], first[row.site], once)
+                    self._replicate_one(row, view, generations[row.site], first[row.site], once, unfinished)
                     for row in rows
                 )
             )
         except asyncio.CancelledError:
             for row in rows:
-                self.tracking.mark_pending(row.site, repository)
+                # Bounded: a stop must not wait on a locked database. A row left started goes back to
+                # pending at the next open (recover_started).
+                with contextlib.suppress(Exception):
+                    await self._db(
+                        self.tracking.mark_pending, row.site, repository, timeout=SHUTDOWN_WRITE_TIMEOUT
+                    )
             raise
 
     async def _replicate_one(
-        self, row: RepositoryRow, view: PrimaryRepository, generation: int, first_run: bool, once: bool
+        self,
+        row: RepositoryRow,
+        view: PrimaryRepository,
+        generation: int,
+        first_run: bool,
+        once: bool,
+        unfinished: dict[str, str],
     ) -> None:
         site_name, event_at = row.site, row.oldest_unsynced_event_at
         site = self._sites[site_name]
@@ -597,6 +721,7 @@ class Engine:
             outcome = RepositoryOutcome(
                 site_name, repository, CopyStats(), [describe_error(exc)], [], len(view.tags)
             )
+        unfinished.pop(site_name, None)
         site.stats.add(outcome.stats)
         self._count(site_name, outcome.stats)
         summary = self._run_summary.get(site_name) if self._run_summary is not None else None
@@ -607,7 +732,8 @@ class Engine:
         for warning in warnings:
             self.log("warning", warning, site=site_name, repository=repository)
         if outcome.ok:
-            synced = self.tracking.mark_synced(
+            synced = await self._db(
+                self.tracking.mark_synced,
                 site_name,
                 repository,
                 generation,
@@ -615,7 +741,9 @@ class Engine:
                 size=await self._size_if_changed(row, view, outcome.stats),
             )
             if outcome.stats.writes:
-                self.tracking.mark_verification(site_name, repository, VerificationState.PENDING)
+                await self._db(
+                    self.tracking.mark_verification, site_name, repository, VerificationState.PENDING
+                )
                 self.log(
                     "info", f"synced: {describe_stats(outcome.stats)}", site=site_name, repository=repository
                 )
@@ -629,7 +757,7 @@ class Engine:
                 self._poke()  # new work arrived during the run
             self._emit_row(site_name, repository)
         else:
-            self._record_failure(site_name, repository, outcome.failure, once)
+            await self._record_failure(site_name, repository, outcome.failure, once)
 
     async def _size_if_changed(
         self, row: RepositoryRow, view: PrimaryRepository, stats: CopyStats
@@ -640,7 +768,7 @@ class Engine:
             return None
         return await repository_size(view, self.primary, self._cache)
 
-    def _record_failure(self, site: str, repository: str, reason: str, once: bool) -> None:
+    async def _record_failure(self, site: str, repository: str, reason: str, once: bool) -> None:
         reason = self.redactor.redact(reason)  # before the summary, the metrics, the database and the log
         now = self._clock()
         attempts = self._run_attempts.get((site, repository), 1)
@@ -650,7 +778,7 @@ class Engine:
             retry_at = now + in_run_delay(attempts, self._in_run_retry_base)
         else:
             retry_at = now + retry_delay(count, self._rng)
-        self.tracking.mark_failed(site, repository, reason, retry_at)
+        await self._db(self.tracking.mark_failed, site, repository, reason, retry_at)
         self.metrics.failures.labels(site, reason_class(reason)).inc()
         summary = self._run_summary.get(site) if self._run_summary is not None else None
         final = not once or attempts >= self.config.engine.sync_attempts
@@ -716,6 +844,7 @@ class Engine:
 
     async def _verify_forever(self) -> None:
         while True:
+            self._supervisor.beat("verification")
             if not self._paused:
                 rows = self.tracking.verification_due(sites=self.secondary_names, limit=50)
                 by_repo: dict[str, list[str]] = {}
@@ -724,7 +853,8 @@ class Engine:
                 verified = False
                 for repository, sites in by_repo.items():
                     if repository not in self._inflight:
-                        await self._verifier.verify_repository(repository, sites)
+                        with self._supervisor.cycle("verification"):  # stuck in one counts as down
+                            await self._verifier.verify_repository(repository, sites)
                         verified = True
                 verified = await self._deep_verify_due() or verified
                 # Only go round at once if something was verified: due rows whose repository is still
@@ -779,7 +909,8 @@ class Engine:
     async def _health_forever(self) -> None:
         while True:
             self._health_wake.clear()
-            healthy = await self.check_health()
+            with self._supervisor.cycle("health"):
+                healthy = await self.check_health()
             interval = self._health_interval
             if not all(h.healthy for h in healthy.values()):
                 interval = min(interval, UNHEALTHY_INTERVAL)
@@ -805,6 +936,7 @@ class Engine:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
             self._flush_bytes()
+            self._supervisor.beat("flush")
 
 
 def _reachable(site: _Site) -> bool:

@@ -198,11 +198,11 @@ class EngineThread:
     def resync(self, keys: Sequence[RowKey] | None = None, *, failed_only: bool = False) -> None:
         async def run(engine: Engine) -> None:
             if keys is None:
-                count = engine.resync(failed_only=failed_only)
+                count = await engine.resync(failed_only=failed_only)
             else:
-                count = sum(
-                    engine.resync(sites=[site], repositories=repos) for site, repos in _by_site(keys).items()
-                )
+                count = 0
+                for site, repos in _by_site(keys).items():
+                    count += await engine.resync(sites=[site], repositories=repos)
             self._result(f"resync queued for {count} repositor{'y' if count == 1 else 'ies'}")
 
         self._submit(run)

@@ -97,6 +97,12 @@ class EngineMetrics:
             ["site", "outcome"],
             registry=self.registry,
         )
+        self.task_restarts = Counter(
+            "geo_tui_task_restarts",
+            "Background tasks restarted after they failed, by task",
+            ["task"],
+            registry=self.registry,
+        )
         self.event_to_synced = Histogram(
             "geo_tui_event_to_synced_seconds",
             "From a notification to the repository synced on a secondary",

@@ -33,6 +33,8 @@ class EngineSnapshot:
     running: bool
     paused: bool
     in_flight: int
+    # Background tasks down longer than their interval (supervisor.py): health and the header show them.
+    tasks_down: tuple[str, ...] = ()
 
 
 @dataclass

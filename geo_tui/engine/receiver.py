@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from .describe import describe_error
 from .engine import Engine
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .notifications import EnvelopeError, parse_envelope
@@ -53,7 +54,9 @@ class ReceiverApp:
                 return
             await self._events(scope, receive, send)
         elif path == HEALTH_PATH and method in ("GET", "HEAD"):
-            await _reply(send, 200, self.health())
+            health = self.health()
+            # A background task down is an engine that no longer replicates: say so to the monitor.
+            await _reply(send, 503 if health["tasks_down"] else 200, health)
         elif path == METRICS_PATH and method in ("GET", "HEAD"):
             body = self._engine.metrics.render()
             await _send(send, 200, body, METRICS_CONTENT_TYPE.encode())
@@ -64,8 +67,10 @@ class ReceiverApp:
         snapshot = self._engine.snapshot()
         queued = sum(s.counts.pending for s in snapshot.sites if s.counts is not None)
         state = "paused" if snapshot.paused else ("running" if snapshot.running else "stopped")
+        down = list(snapshot.tasks_down)
         return {
-            "status": "ok",
+            "status": f"task down: {', '.join(down)}" if down else "ok",
+            "tasks_down": down,
             "engine": state,
             "queue_depth": queued,
             "in_flight": snapshot.in_flight,
@@ -101,9 +106,9 @@ class ReceiverApp:
             await _reply(send, 400, {"error": str(exc)})
             return
         try:
-            queued = self._engine.accept_notifications(events)
-        except Exception:  # not stored: answer 5xx so the registry sends it again
-            log.exception("could not store %d notification events", len(events))
+            queued = await self._engine.accept_notifications(events)
+        except Exception as exc:  # not stored: answer 5xx so the registry sends it again
+            log.error("could not store %d notification events: %s", len(events), describe_error(exc))
             await _reply(send, 503, {"error": "could not store the events; retry"})
             return
         await _reply(send, 200, {"accepted": len(events), "queued": queued})

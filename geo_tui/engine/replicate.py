@@ -32,9 +32,11 @@ from geo_tui.registry import (
     RegistryError,
     RegistryRejected,
     RegistryUnavailable,
+    TransferTooSlow,
     parse_manifest,
 )
 
+from .database import Write, in_place
 from .tracking import Tracking
 
 __all__ = [
@@ -245,6 +247,14 @@ def _amended(exc: RegistryError, hint: str, cls: type[RegistryError] | None = No
     )
 
 
+@dataclass
+class _Stream:
+    """A blob being streamed into a secondary, that other repository runs wait for."""
+
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    too_slow: TransferTooSlow | None = None
+
+
 class _Mounted:
     """What BlobCopier._mount returns when the mount worked: there is no upload session to fill."""
 
@@ -267,6 +277,7 @@ class BlobCopier:
         attempts: int = 3,
         retry_delay: float = 0.5,
         on_bytes: Callable[[str, int], None] | None = None,
+        write: Write = in_place,
     ) -> None:
         self.primary = primary
         self.secondary = secondary
@@ -275,7 +286,8 @@ class BlobCopier:
         self.attempts = attempts
         self.retry_delay = retry_delay
         self._on_bytes = on_bytes
-        self._inflight: dict[str, asyncio.Event] = {}
+        self._write = write
+        self._inflight: dict[str, _Stream] = {}
 
     async def ensure(
         self,
@@ -296,13 +308,16 @@ class BlobCopier:
         slot: AbstractAsyncContextManager[object] = slots if slots is not None else nullcontext()
         if look and await self.secondary.head_blob(repository, digest) is not None:
             stats.blobs_present += 1
-            self.tracking.add_blob_locations(self.site, repository, [digest])
+            await self._write(self.tracking.add_blob_locations, self.site, repository, [digest])
             return
         while True:
             busy = self._inflight.get(digest)
             if busy is not None:
-                # Another run is streaming this blob into this secondary: wait, then mount from it.
-                await busy.wait()
+                # Another run is streaming this blob into this secondary: wait, then mount from it. If
+                # that stream was too slow, so is this copy: it fails with it (issue 12, case 5).
+                await busy.done.wait()
+                if busy.too_slow is not None:
+                    raise busy.too_slow
                 continue
             async with slot:
                 location = await self._mount(repository, blob, stats)
@@ -310,13 +325,16 @@ class BlobCopier:
                 return
             if digest not in self._inflight:  # nobody started a stream while the mounts were out
                 break
-        done = self._inflight[digest] = asyncio.Event()
+        stream = self._inflight[digest] = _Stream()
         try:
             async with slot:
                 await self._stream(repository, blob, stats, location)
+        except TransferTooSlow as exc:
+            stream.too_slow = exc
+            raise
         finally:
             del self._inflight[digest]
-            done.set()
+            stream.done.set()
 
     async def _mount(self, repository: str, blob: Descriptor, stats: CopyStats) -> str | _Mounted | None:
         """Mount the blob from a repository of the secondary known to hold it: _MOUNTED, or the
@@ -325,11 +343,11 @@ class BlobCopier:
             try:
                 location = await self.secondary.mount_blob(repository, blob.digest, source)
             except (NotFound, RegistryRejected):
-                self.tracking.forget_blob_location(self.site, blob.digest, source)
+                await self._write(self.tracking.forget_blob_location, self.site, blob.digest, source)
                 continue
             if location is None:
                 stats.blobs_mounted += 1
-                self.tracking.add_blob_locations(self.site, repository, [blob.digest])
+                await self._write(self.tracking.add_blob_locations, self.site, repository, [blob.digest])
                 return _MOUNTED
             return location  # 202: the registry opened an upload session instead; stream into it
         return None
@@ -345,6 +363,8 @@ class BlobCopier:
                     stats.blobs_foreign += 1
                     return
                 raise
+            except TransferTooSlow:
+                raise  # each attempt would take as long again: fail now, naming the slow site
             except _RETRYABLE:
                 if attempt == self.attempts:
                     raise
@@ -353,7 +373,7 @@ class BlobCopier:
                 continue
             stats.blobs_copied += 1
             stats.bytes_copied += size if size is not None else 0
-            self.tracking.add_blob_locations(self.site, repository, [blob.digest])
+            await self._write(self.tracking.add_blob_locations, self.site, repository, [blob.digest])
             return
 
     async def _stream_once(self, repository: str, blob: Descriptor, location: str | None) -> int | None:

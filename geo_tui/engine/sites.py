@@ -55,6 +55,7 @@ def build_client(
     signer: TokenSigner | None = None,
     blob_connections: int = 4,
     transport: httpx.AsyncBaseTransport | None = None,
+    timeout: float = 30.0,
     redactor: Redactor | None = None,
 ) -> RegistryClient:
     verify: bool | str = str(site.ca_file) if site.ca_file is not None else site.tls_verify
@@ -68,5 +69,7 @@ def build_client(
         max_connections=16,
         blob_connections=blob_connections,
         transport=transport,
+        timeout=timeout,
+        min_transfer_rate=config.engine.min_transfer_rate,
         redactor=redactor or redactor_for(config),
     )

@@ -223,7 +223,10 @@ def _owner_only(path: Path) -> None:
 
 
 class Tracking:
-    """Thread-safe access to the tracking database (one connection, one lock)."""
+    """Thread-safe access to the tracking database: one connection (and lock) that writes, and one
+    (and lock) that reads. In WAL mode a reader never waits for a writer, so whatever only reads
+    (status, snapshots, /-/health, the scheduler's queue) stays fast while another process holds the
+    write lock; writes wait for it at most ``busy_timeout`` seconds, then raise OperationalError."""
 
     def __init__(
         self,
@@ -231,6 +234,7 @@ class Tracking:
         *,
         clock: Callable[[], float] | None = None,
         read_only: bool = False,
+        busy_timeout: float = 10.0,
         redact: Callable[[str], str] | None = None,
     ) -> None:
         """Open (and create) the tracking database; `read_only` opens an existing one to read beside
@@ -240,6 +244,8 @@ class Tracking:
         self._clock = clock or time.time
         self._redact = redact or (lambda text: text)
         self._lock = threading.RLock()
+        self._read_lock = threading.RLock()
+        self._id_lock = threading.Lock()  # never held across SQLite: the loop takes it for every log line
         self._log_inserts = 0
         self._notification_inserts = 0
         if read_only:
@@ -247,10 +253,14 @@ class Tracking:
             self._db = sqlite3.connect(
                 uri, uri=True, check_same_thread=False, isolation_level=None, timeout=10.0
             )
+            self._reader, self._read_lock = self._db, self._lock
+            self._next_log_id = 0
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         _owner_only(path)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
+        self._db = sqlite3.connect(
+            str(path), check_same_thread=False, isolation_level=None, timeout=busy_timeout
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL is durable against a killed process in WAL mode; only power loss may drop the tail.
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -258,6 +268,10 @@ class Tracking:
         with self._lock:
             self._db.executescript(_SCHEMA)  # executescript commits on its own
             self._add_columns()
+        self._reader = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
+        # Log ids are given here, not by SQLite, so a log line can be shown before it is stored (one
+        # engine per database: see lock.py).
+        self._next_log_id = int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM event_log").fetchone()[0])
 
     def _add_columns(self) -> None:
         """Bring a database made by an older geo-tui up to date: its rows keep their values."""
@@ -269,6 +283,9 @@ class Tracking:
         self._db.execute("CREATE INDEX IF NOT EXISTS repositories_deep ON repositories (next_deep_at)")
 
     def close(self) -> None:
+        with self._read_lock:
+            if self._reader is not self._db:
+                self._reader.close()
         with self._lock:
             self._db.close()
 
@@ -284,8 +301,8 @@ class Tracking:
             self._db.execute("COMMIT")
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
-        with self._lock:
-            return list(self._db.execute(sql, params).fetchall())
+        with self._read_lock:
+            return list(self._reader.execute(sql, params).fetchall())
 
     def now(self) -> float:
         """The clock rows are stamped with."""
@@ -711,18 +728,28 @@ class Tracking:
     def log(
         self, level: str, message: str, *, site: str | None = None, repository: str | None = None
     ) -> LogRecord:
-        now = self._clock()
+        record = self.log_record(level, message, site=site, repository=repository)
+        self.store_log(record)
+        return record
+
+    def log_record(
+        self, level: str, message: str, *, site: str | None = None, repository: str | None = None
+    ) -> LogRecord:
+        """A new event-log record with the next id and the message redacted, not stored yet (`store_log`)."""
         message = self._redact(message)
+        with self._id_lock:
+            self._next_log_id += 1
+            return LogRecord(self._next_log_id, self._clock(), level, site, repository, message)
+
+    def store_log(self, record: LogRecord) -> None:
         with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO event_log (at, level, site, repository, message) VALUES (?, ?, ?, ?, ?)",
-                (now, level, site, repository, message),
+            db.execute(
+                "INSERT INTO event_log (id, at, level, site, repository, message) VALUES (?, ?, ?, ?, ?, ?)",
+                (record.id, record.at, record.level, record.site, record.repository, record.message),
             )
-            rowid = int(cur.lastrowid or 0)
             self._log_inserts += 1
             if self._log_inserts % 500 == 0:
-                db.execute("DELETE FROM event_log WHERE id <= ?", (rowid - EVENT_LOG_LIMIT,))
-        return LogRecord(rowid, now, level, site, repository, message)
+                db.execute("DELETE FROM event_log WHERE id <= ?", (record.id - EVENT_LOG_LIMIT,))
 
     def repository_log(self, repository: str, limit: int = 200) -> list[LogRecord]:
         rows = self._query(

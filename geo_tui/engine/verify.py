@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from geo_tui.registry import RegistryClient, RegistryError
 
+from .database import Write, in_place
 from .deep import BlobReport, HashCache, VerificationDepth, check_blobs
 from .describe import blame_primary
 from .replicate import PrimaryRepository, read_primary_repository, read_secondary_tags, repository_checksum
@@ -112,8 +113,10 @@ class Verifier:
         blob_concurrency: int = 4,
         deep_interval: float = 7 * 86400.0,  # 0: no schedule
         count_blobs: Callable[[str, str, int], None] | None = None,
+        write: Write = in_place,
     ) -> None:
         self._tracking = tracking
+        self._write = write
         self._primary = primary
         self._clients = clients
         self._wants = wants
@@ -133,7 +136,9 @@ class Verifier:
         sample: float = 1.0,
     ) -> list[VerificationResult]:
         for site in sites:
-            self._tracking.ensure_rows(site, [r for r in repositories if self._wants(site, r)])
+            await self._write(
+                self._tracking.ensure_rows, site, [r for r in repositories if self._wants(site, r)]
+            )
         results: list[VerificationResult] = []
         slots = asyncio.Semaphore(concurrency)
         hashed: dict[str, HashCache] = {site: {} for site in sites}  # one download of a blob per site
@@ -160,7 +165,7 @@ class Verifier:
         hashed: Mapping[str, HashCache] | None = None,
     ) -> list[VerificationResult]:
         for site in sites:
-            self._tracking.mark_verification(site, repository, VerificationState.STARTED)
+            await self._write(self._tracking.mark_verification, site, repository, VerificationState.STARTED)
         try:
             view = await read_primary_repository(self._primary, repository)
         except Exception as exc:
@@ -179,7 +184,7 @@ class Verifier:
 
             results = list(await asyncio.gather(*(one(s) for s in sites)))
         for result in results:
-            self._record(result)
+            await self._record(result)
         return results
 
     async def _deepen(
@@ -222,7 +227,7 @@ class Verifier:
         among them. Referrers reached another way are added here."""
         return set(tags.values())
 
-    def _record(self, result: VerificationResult) -> None:
+    async def _record(self, result: VerificationResult) -> None:
         site, repository = result.site, result.repository
         state = VerificationState.SUCCEEDED if result.ok else VerificationState.FAILED
         now = self._tracking.now()
@@ -230,7 +235,8 @@ class Verifier:
         next_deep_at = None  # when the schedule (if on) deep-verifies this row again
         if deep and self._deep_interval:
             next_deep_at = now + (self._deep_interval if result.ok else RETRY_FAILED_DEEP)
-        self._tracking.mark_verification(
+        await self._write(
+            self._tracking.mark_verification,
             site,
             repository,
             state,
@@ -260,9 +266,11 @@ class Verifier:
             )
             if result.missing:
                 # The tags match, so an ordinary sync would skip them: this one looks at their blobs too.
-                self._tracking.request_sync(sites=[site], repositories=[repository], recheck_blobs=True)
+                await self._write(
+                    self._tracking.request_sync, sites=[site], repositories=[repository], recheck_blobs=True
+                )
             elif result.mismatch:
-                self._tracking.request_sync(sites=[site], repositories=[repository])
+                await self._write(self._tracking.request_sync, sites=[site], repositories=[repository])
         self._row_changed(site, repository)
 
 

@@ -115,6 +115,7 @@ def encode_snapshot(snapshot: EngineSnapshot) -> Json:
         "running": snapshot.running,
         "paused": snapshot.paused,
         "in_flight": snapshot.in_flight,
+        "tasks_down": list(snapshot.tasks_down),
     }
 
 
@@ -202,7 +203,14 @@ def _decode_site(data: object) -> SiteSnapshot:
 
 
 def decode_snapshot(data: object) -> EngineSnapshot:
-    return _build(EngineSnapshot, data, {"sites": lambda sites: tuple(_decode_site(s) for s in sites)})
+    return _build(
+        EngineSnapshot,
+        data,
+        {
+            "sites": lambda sites: tuple(_decode_site(s) for s in sites),
+            "tasks_down": lambda names: tuple(str(n) for n in names),
+        },
+    )
 
 
 def decode_detail(data: object) -> RepositoryDetail:

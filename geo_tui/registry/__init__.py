@@ -24,6 +24,7 @@ from ._errors import (
     RegistryError,
     RegistryRejected,
     RegistryUnavailable,
+    TransferTooSlow,
 )
 from ._headers import Challenge, parse_link_next, parse_retry_after, parse_www_authenticate
 from ._manifest import (
@@ -85,6 +86,7 @@ __all__ = [
     "RegistryUnavailable",
     "Scope",
     "TokenSigner",
+    "TransferTooSlow",
     "compute_digest",
     "is_valid_digest",
     "is_valid_repository_name",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
@@ -58,7 +59,8 @@ class BlobStream:
     `size` is the Content-Length, if the registry sent one. `chunks()` yields the bytes as they arrive
     (up to 256 KiB at a time: what the kernel had) and, once the body is complete, raises
     DigestMismatch if it does not hash to `digest`. A transport failure in the middle raises
-    RegistryUnavailable.
+    RegistryUnavailable; a body still not whole at its deadline (its size at the minimum rate, from
+    the first read) raises TransferTooSlow.
     """
 
     def __init__(self, response: httpx.Response, digest: str, session: Session, op: Op) -> None:
@@ -76,10 +78,25 @@ class BlobStream:
         the receiving registry verifies the digest itself and refuses a mismatch."""
         algorithm = self.digest.split(":", 1)[0]
         hasher = hashlib.new(algorithm) if verify else None
+        # Raw: the digest is over the stored bytes, never over a content-decoded form. As they come:
+        # gathering them into 1 MiB pieces first cost ~12% of a backfill's CPU in httpx's chunker.
+        raw = self._response.aiter_raw()
+        received = 0
+        # From the first read, not from the answer: a consumer waiting for its own connection elsewhere
+        # (the secondary's pool) is not this registry being slow.
+        allowed = self._session.deadline(self.size)
+        deadline = asyncio.get_running_loop().time() + allowed if allowed is not None else None
         try:
-            # Raw: the digest is over the stored bytes, never over a content-decoded form. As they come:
-            # gathering them into 1 MiB pieces first cost ~12% of a backfill's CPU in httpx's chunker.
-            async for chunk in self._response.aiter_raw():
+            while True:
+                # The deadline covers the waits for the registry, never the time the consumer takes.
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        chunk = await anext(raw)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise self._session.too_slow(self._op, self.size, received) from None
+                received += len(chunk)
                 if hasher is not None:
                     hasher.update(chunk)
                 yield chunk
@@ -122,6 +139,9 @@ class RegistryClient:
     Retry-After up to 30 s); streamed uploads are not (the caller retries the whole copy). Names and
     references are validated before anything is sent: an invalid one raises ValueError. `redactor`
     removes the configured secrets from every error's detail.
+
+    Besides `timeout` without progress, each request and each body has a total deadline: `timeout`
+    plus its size at `min_transfer_rate` bytes a second (None: no deadline). Past it, TransferTooSlow.
     """
 
     def __init__(
@@ -137,6 +157,7 @@ class RegistryClient:
         retries: int = 3,
         transport: httpx.AsyncBaseTransport | None = None,
         retry_base_delay: float = 0.2,
+        min_transfer_rate: float | None = 64 * 1024,
         redactor: Redactor | None = None,
     ) -> None:
         url = httpx.URL(base_url)
@@ -170,6 +191,8 @@ class RegistryClient:
             blobs=pool(blob_connections),
             retries=retries,
             retry_base_delay=retry_base_delay,
+            base_timeout=timeout,
+            min_rate=min_transfer_rate,
             redactor=redactor,
         )
 
@@ -196,8 +219,13 @@ class RegistryClient:
         return "/".join((self.base_url, "v2", repository, *parts))
 
     async def _read(self, op: Op, response: httpx.Response, limit: int) -> bytes:
+        length = response.headers.get("content-length", "")
+        expected = int(length) if length.isdigit() else limit
         try:
-            body = await read_capped(response, limit)
+            async with asyncio.timeout(self._session.deadline(expected)):
+                body = await read_capped(response, limit)
+        except TimeoutError:
+            raise self._session.too_slow(op, expected) from None
         except httpx.TransportError as exc:
             raise self._session.error(RegistryUnavailable, op, detail=type(exc).__name__) from exc
         finally:
@@ -497,6 +525,7 @@ class RegistryClient:
                     pool="blob",
                     headers=headers,
                     content=_ending_on_failure(chunks, source_failure),
+                    expected_bytes=size,
                 )
                 await self._read(op, response, 64 * 1024)
                 location = self._location(op, response)
@@ -516,6 +545,7 @@ class RegistryClient:
                 headers=headers,
                 content=body,
                 retry=False,
+                expected_bytes=size if body is chunks else 0,  # None: a stream of unknown size, no deadline
             )
             await self._read(op, response, 64 * 1024)
         except Exception as exc:

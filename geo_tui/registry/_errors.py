@@ -33,6 +33,7 @@ __all__ = [
     "RegistryError",
     "RegistryRejected",
     "RegistryUnavailable",
+    "TransferTooSlow",
     "error_class_for_status",
     "parse_error_body",
     "redact",
@@ -111,6 +112,11 @@ def _rebuild(cls: type[RegistryError], state: dict[str, Any]) -> RegistryError:
 
 class RegistryUnavailable(RegistryError):
     """The registry could not be reached, timed out, or kept answering 5xx."""
+
+
+class TransferTooSlow(RegistryUnavailable):
+    """A request ran past its deadline: its size at the configured minimum rate, plus the base timeout.
+    A body that trickles (a byte every few seconds) never trips the no-progress timeout; this does."""
 
 
 class RegistryAuthError(RegistryError):

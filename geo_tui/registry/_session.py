@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -20,6 +20,7 @@ from ._errors import (
     RegistryAuthError,
     RegistryError,
     RegistryUnavailable,
+    TransferTooSlow,
     error_class_for_status,
     parse_error_body,
 )
@@ -41,6 +42,20 @@ class Op:
     operation: str
     repository: str | None = None
     reference: str | None = None
+
+
+def _deadline_from_connection(window: asyncio.Timeout, allowed: float | None) -> dict[str, Any]:
+    """Request extensions that start ``window``'s deadline when the request has its connection: waiting
+    for one of our own pool's connections is our queue, not the registry's slowness. httpcore's `trace`
+    extension (documented) reports the first step on a connection."""
+    if allowed is None:
+        return {}
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if window.when() is None:
+            window.reschedule(asyncio.get_running_loop().time() + allowed)
+
+    return {"trace": trace}
 
 
 def same_origin(url: str, base_url: str) -> bool:
@@ -93,9 +108,13 @@ class Session:
         blobs: httpx.AsyncClient,
         retries: int,
         retry_base_delay: float,
+        base_timeout: float = 30.0,
+        min_rate: float | None = None,
         redactor: Redactor | None = None,
     ) -> None:
         self.name = name
+        self.base_timeout = base_timeout
+        self.min_rate = min_rate
         self.redactor = redactor or Redactor()
         self.base_url = base_url
         self.auth = auth
@@ -125,6 +144,23 @@ class Session:
             code=code,
             detail=self.redactor.redact(detail),  # before RegistryError cuts it: no half secret left
         )
+
+    def deadline(self, expected_bytes: int | None) -> float | None:
+        """Seconds a request (or a body) of ``expected_bytes`` may take in all: the base timeout, plus its
+        size at the minimum rate. None (no deadline) without a minimum rate or a known size."""
+        if self.min_rate is None or expected_bytes is None:
+            return None
+        return self.base_timeout + max(0, expected_bytes) / self.min_rate
+
+    def too_slow(self, op: Op, expected_bytes: int | None, done: int | None = None) -> RegistryError:
+        """The TransferTooSlow error of a request that ran past its `deadline`."""
+        assert self.min_rate is not None
+        size = f"{expected_bytes} bytes" if expected_bytes else "a small request"
+        progress = f", {done} bytes in" if done is not None else ""
+        rate = f"{self.min_rate / 1024:g} KiB/s" if self.min_rate >= 1024 else f"{self.min_rate:g} B/s"
+        allowed = self.deadline(expected_bytes)
+        detail = f"too slow: over {allowed:.1f} s for {size}{progress} (min_transfer_rate {rate})"
+        return self.error(TransferTooSlow, op, detail=detail)
 
     def retry_delay(self, attempt: int, response: httpx.Response | None) -> float:
         """Seconds before retry number `attempt + 1`: Retry-After if given, else backoff with jitter."""
@@ -156,12 +192,20 @@ class Session:
         content: bytes | AsyncIterable[bytes] | None = None,
         retry: bool = True,
         follow_redirects: bool = False,
+        expected_bytes: int | None = 0,
     ) -> httpx.Response:
         """Send a request and return its open, streamed response if its status is in `expect`.
 
         The caller must close the response. Anything else raises the RegistryError subclass for the
         final outcome. A body that is an async iterable is sent once: no retry, no re-authentication.
+        Each attempt has a `deadline` for ``expected_bytes`` (the body sent), then raises TransferTooSlow.
         """
+        allowed = self.deadline(expected_bytes)
+        if allowed is not None and content is not None and not isinstance(content, bytes):
+            # A streamed body comes from another request (a blob from the primary) with its own deadline,
+            # from about the same moment: one base timeout more lets that one fire first when it is the
+            # slow side, so the failure names the right site.
+            allowed += self.base_timeout
         http = self.meta if pool == "meta" else self.blobs
         try:
             if httpx.URL(url).scheme not in ("http", "https"):
@@ -175,8 +219,17 @@ class Session:
         while True:
             request_headers = {**(headers or {}), **await self._credentials(op, url, scopes)}
             try:
-                request = http.build_request(method, url, headers=request_headers, content=content)
-                response = await http.send(request, stream=True, follow_redirects=follow_redirects)
+                async with asyncio.timeout(None) as window:
+                    request = http.build_request(
+                        method,
+                        url,
+                        headers=request_headers,
+                        content=content,
+                        extensions=_deadline_from_connection(window, allowed),
+                    )
+                    response = await http.send(request, stream=True, follow_redirects=follow_redirects)
+            except TimeoutError:
+                raise self.too_slow(op, expected_bytes) from None
             except httpx.TransportError as exc:
                 if retry and replayable and attempt < self.retries:
                     await self.sleep(self.retry_delay(attempt, None))

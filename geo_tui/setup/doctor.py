@@ -290,6 +290,11 @@ async def _notification_checks(config: Config, timeout: float) -> list[CheckResu
     try:
         async with httpx.AsyncClient(timeout=timeout) as http:
             health = await http.get(base + HEALTH_PATH)
+            down = _tasks_down(health)
+            if down:
+                detail = f"geo-tui serve on {where} has a background task down: {', '.join(down)}"
+                fix = "its log says why; it restarts the task by itself, and /-/health is 200 once it is back"
+                return [*results, CheckResult(name, None, "FAIL", detail, fix)]
             if health.status_code != 200 or not _is_health(health):
                 return [*results, _stranger(config, where, health.status_code)]
             # An empty envelope with the secret, as the primary sends it: proves serve runs with this secret.
@@ -318,6 +323,16 @@ def _stranger(config: Config, where: str, status: int) -> CheckResult:
     fix = f"free {where}, or set notifications.listen in {config.path} and the primary's endpoint URL"
     detail = f"something other than geo-tui serve answers on {where} ({HEALTH_PATH} -> {status})"
     return CheckResult("notifications", None, "FAIL", detail, fix)
+
+
+def _tasks_down(response: httpx.Response) -> list[str]:
+    """The tasks a geo-tui /-/health answer (503) names as down; none from anything else."""
+    try:
+        document = response.json()
+    except ValueError:
+        return []
+    down = document.get("tasks_down") if isinstance(document, dict) else None
+    return [str(task) for task in down] if isinstance(down, list) and response.status_code == 503 else []
 
 
 def _is_health(response: httpx.Response) -> bool:

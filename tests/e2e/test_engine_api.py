@@ -76,7 +76,7 @@ async def test_background_engine_replicates_reports_and_obeys_commands(
         engine.pause()
         assert engine.snapshot().paused
         primary_pusher.push_tree("api/r0", oci_image("r0-v2", layer_size=1024), "v2")
-        assert engine.resync(repositories=["api/r0"]) == 1
+        assert await engine.resync(repositories=["api/r0"]) == 1
         await asyncio.sleep(1.5)
         row = engine.tracking.row("secondary", "api/r0")
         assert row is not None and row.state is SyncState.PENDING
@@ -129,7 +129,7 @@ async def test_a_failed_copy_shows_the_outage_at_once_and_recovery_within_second
         await wait_for(lambda: _health(engine, "secondary") is True)
         secondary.stop()
         primary_pusher.push_tree("outage/app", oci_image("outage"), "v1")
-        engine.resync(repositories=["outage/app"])
+        await engine.resync(repositories=["outage/app"])
         await wait_for(lambda: _health(engine, "secondary") is False, timeout=10)
         card = next(s for s in engine.snapshot().sites if s.name == "secondary")
         assert card.eta is None, "a site that is down has no ETA"
@@ -168,13 +168,13 @@ async def test_repository_size_is_what_the_tags_reach_and_follows_changes(
         bigger = oci_image("size-next", layer_size=128 * 1024)
         primary_pusher.push_tree("size/app", bigger, "v2")
         primary_pusher.push_tree("size/app", base, "again")  # the same image twice counts once
-        engine.resync(repositories=["size/app"])
+        await engine.resync(repositories=["size/app"])
         assert (await engine.sync_once()).ok
         row = engine.tracking.row("secondary", "size/app")
         assert row is not None and row.bytes == expected(base, bigger)
 
         mark = primary.mark()
-        engine.resync(repositories=["size/app"])
+        await engine.resync(repositories=["size/app"])
         assert (await engine.sync_once()).ok  # nothing changed: the size is kept, no manifest is read
         assert primary.count_requests("GET", "/manifests/", since_mark=mark) == 0
         row = engine.tracking.row("secondary", "size/app")

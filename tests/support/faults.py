@@ -6,6 +6,7 @@ registry), and passes the rest through.
     primary_faults.fail("GET", r"/blobs/sha256:", 429, headers={"Retry-After": "1"}, times=2)
     primary_faults.cut("GET", r"/blobs/" + digest, after_bytes=512 * 1024)
     primary_faults.delay("GET", r"/blobs/" + digest, seconds=1.5)
+    primary_faults.trickle("GET", r"/blobs/" + digest, every=2.0)   # one byte every 2 s
     primary_faults.corrupt("GET", r"/blobs/" + digest)      # same length, one byte changed
     Engine(config, transports={"primary": primary_faults})
     ...
@@ -54,14 +55,14 @@ class FaultRule:
 
     method: str | None  # "GET", "GET|HEAD", or None: any method
     path: re.Pattern[str]
-    action: Literal["status", "cut", "delay", "corrupt"]
+    action: Literal["status", "cut", "delay", "corrupt", "trickle"]
     status: int = 0
     headers: Mapping[str, str] = field(default_factory=dict)
     # "status": the OCI error (code, message), or a function of the request giving it; default by status
     error: tuple[str, str] | Callable[[httpx.Request], tuple[str, str]] | None = None
     detail: str | None = None  # "status": the error's `detail`, as Distribution sends the cause of a 500
     after_bytes: int = 0
-    seconds: float = 0.0  # "delay": how long to hold the request before passing it on
+    seconds: float = 0.0  # "delay": how long to hold the request; "trickle": the pause before each byte
     times: int | None = None  # None: fire on every match
     skip: int = 0  # let this many matching requests through first
     seen: int = 0
@@ -83,6 +84,7 @@ class FaultRule:
             "cut": f"cut after {self.after_bytes} bytes",
             "delay": f"delay {self.seconds} s",
             "corrupt": "change one byte of the body",
+            "trickle": f"one byte every {self.seconds} s",
         }[self.action]
         return f"{self.method or '*'} {self.path.pattern}: {what}"
 
@@ -135,6 +137,26 @@ class _CorruptStream(httpx.AsyncByteStream):
                 chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
                 first = False
             yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _TrickleStream(httpx.AsyncByteStream):
+    """A real response body handed on one byte at a time, a pause before each: alive, never stalled for
+    long, and hopelessly slow (issue 12, case 5)."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, every: float) -> None:
+        self._inner = inner
+        self._every = every
+        self.delivered = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            for i in range(len(chunk)):
+                await asyncio.sleep(self._every)
+                self.delivered += 1
+                yield chunk[i : i + 1]
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -204,6 +226,12 @@ class FaultTransport(httpx.AsyncBaseTransport):
         """Pass matching requests to the registry, but change the first byte of a 200 answer's body."""
         return self.add(FaultRule(method, re.compile(path), "corrupt", times=times))
 
+    def trickle(
+        self, method: str | None, path: str, every: float, *, times: int | None = None, skip: int = 0
+    ) -> FaultRule:
+        """Pass matching requests to the registry, but hand the response body on one byte every `every` s."""
+        return self.add(FaultRule(method, re.compile(path), "trickle", seconds=every, times=times, skip=skip))
+
     def clear(self) -> None:
         """Remove every rule (the log stays)."""
         with self._lock:
@@ -258,6 +286,8 @@ class FaultTransport(httpx.AsyncBaseTransport):
         stream: httpx.AsyncByteStream
         if rule.action == "corrupt":
             stream = _CorruptStream(response.stream)
+        elif rule.action == "trickle":
+            stream = _TrickleStream(response.stream, rule.seconds)
         else:
             stream = cut = _CutStream(response.stream, rule.after_bytes, request)
             rule.cut_streams.append(cut)

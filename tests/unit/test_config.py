@@ -74,6 +74,8 @@ def valid_document() -> Document:
             "replicate_deletions": False,
             "reconcile_interval": 120,
             "sync_attempts": 5,
+            "min_transfer_rate": 1024,
+            "max_job_duration": 900,
         },
         "auth": {
             "private_key": "keys/registry.key",
@@ -134,6 +136,7 @@ def test_full_config_round_trips_with_mode_0600(config_path: Path, config_dir: P
     assert config.engine.replicate_deletions is False
     assert config.engine.reconcile_interval == 120.0
     assert config.engine.sync_attempts == 5
+    assert (config.engine.min_transfer_rate, config.engine.max_job_duration) == (1024.0, 900.0)
     assert config.auth is not None
     assert config.auth.private_key_path == config_dir / "keys" / "registry.key"
     assert config.auth.private_key_pem == key_pem
@@ -177,6 +180,7 @@ def test_minimal_config_takes_the_documented_defaults(config_path: Path) -> None
     assert config.engine.replicate_deletions is True
     assert config.engine.reconcile_interval == 600.0
     assert config.engine.sync_attempts == 3
+    assert config.engine.min_transfer_rate == 64 * 1024 and config.engine.max_job_duration == 6 * 3600
     assert config.auth is None and config.notifications is None
     assert config.primary.auth == "none" and config.primary.password is None
     assert config.secondaries[0].include == () and config.secondaries[0].wants("any/thing")
@@ -363,6 +367,10 @@ MISTAKES: list[tuple[str, Edit, str | None, str]] = [
     ("interval inf", set_at("engine", "reconcile_interval", float("inf")),
      "engine.reconcile_interval", "finite"),
     ("attempts 21", set_at("engine", "sync_attempts", 21), "engine.sync_attempts", "between 1 and 20"),
+    ("rate 0", set_at("engine", "min_transfer_rate", 0), "engine.min_transfer_rate", "at least 1"),
+    ("rate text", set_at("engine", "min_transfer_rate", "64k"), "engine.min_transfer_rate", "a number"),
+    ("job 0", set_at("engine", "max_job_duration", 0), "engine.max_job_duration", "at least 1"),
+    ("job inf", set_at("engine", "max_job_duration", float("inf")), "engine.max_job_duration", "finite"),
     ("ttl 29", set_at("auth", "token_ttl", 29), "auth.token_ttl", "between 30 and 3600"),
     ("ttl 3601", set_at("auth", "token_ttl", 3601), "auth.token_ttl", "between 30 and 3600"),
     # registry URLs
@@ -666,6 +674,7 @@ KNOWN_KEYS = sorted(
     {"engine", "auth", "notifications", "primary", "secondaries", "name", "registry", "include", "exclude"}
     | {"database", "repository_concurrency", "blob_concurrency", "replicate_deletions", "reconcile_interval"}
     | {"sync_attempts", "private_key", "issuer", "service", "token_ttl", "listen", "secret", "secret_file"}
+    | {"min_transfer_rate", "max_job_duration"}
     | {"username", "password", "password_file", "ca_file", "tls_verify"}
 )
 SAMPLE_STRINGS = [

@@ -13,6 +13,7 @@ EXPECTED = {
     # errors
     "RegistryError",
     "RegistryUnavailable",
+    "TransferTooSlow",
     "RegistryAuthError",
     "NotFound",
     "RateLimited",
@@ -85,6 +86,8 @@ def test_error_hierarchy() -> None:
         registry.DigestMismatch,
     ):
         assert issubclass(cls, registry.RegistryError)
+    # Too slow is a kind of unavailable: whoever handles an unreachable registry handles this too.
+    assert issubclass(registry.TransferTooSlow, registry.RegistryUnavailable)
     assert issubclass(registry.InvalidManifest, ValueError)
     assert not issubclass(registry.InvalidManifest, registry.RegistryError)
 

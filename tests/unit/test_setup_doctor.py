@@ -62,6 +62,26 @@ def other_server() -> Iterator[int]:
         server.server_close()
 
 
+class _TaskDown(_NotGeoTui):
+    def do_GET(self) -> None:  # what geo-tui serve answers while its discovery task is down
+        body = json.dumps({"status": "task down: discovery", "tasks_down": ["discovery"]}).encode()
+        self.send_response(503)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def serve_with_a_task_down() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TaskDown)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -170,3 +190,17 @@ async def test_an_unknown_tls_certificate_points_at_ca_file(tmp_path: Path, tls_
     path.write_text(tomli_w.dumps(document))
     first = (await run_doctor(load_config(path), timeout=2.0))[0]
     assert first.status == "ok" and first.check == "answers", first.line()
+
+
+async def test_a_serve_with_a_task_down_is_named_as_such_not_as_a_stranger(
+    tmp_path: Path, serve_with_a_task_down: int
+) -> None:
+    path = write(
+        tmp_path,
+        f"http://127.0.0.1:{closed_port()}",
+        f"http://127.0.0.2:{closed_port()}",
+        serve_with_a_task_down,
+    )
+    lines = format_results(await run_doctor(load_config(path), timeout=1.0), as_json=False).splitlines()
+    assert lines[-2].startswith("FAIL notifications: geo-tui serve on 127.0.0.1:"), lines[-2]
+    assert "has a background task down: discovery" in lines[-2] and "its log says why" in lines[-2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -193,3 +194,14 @@ def test_a_page_of_rows_is_a_table_that_round_trips_and_tolerates_new_columns() 
         decode_rows(page)
     with pytest.raises(WireError, match="rows:"):
         decode_rows({"columns": list(encode_rows([ROW])["columns"]), "values": [[1, 2]]})
+
+
+def test_tasks_down_travel_in_a_snapshot_and_an_older_engine_sends_none() -> None:
+    down = dataclasses.replace(SNAPSHOT, tasks_down=("discovery", "verification"))
+    assert decode_snapshot(roundtrip(encode_snapshot(down))) == down
+    older = roundtrip(encode_snapshot(SNAPSHOT))
+    assert isinstance(older, dict)
+    del older["tasks_down"]  # an engine from before the supervisor
+    assert decode_snapshot(older).tasks_down == ()
+    with pytest.raises(WireError, match="tasks_down"):
+        decode_snapshot({**encode_snapshot(SNAPSHOT), "tasks_down": 3})

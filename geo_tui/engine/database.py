@@ -1,0 +1,159 @@
+"""Tracking-database writes on a thread of their own, so the event loop never waits on SQLite.
+
+Another process holding the write lock, or a full file system, then delays only the coroutines that
+write (issue 12, case 4: one locked database froze the receiver and `/-/health` for seconds). Reads
+stay on the loop: in WAL mode a reader never waits for a writer. A write that fails on such a passing
+fault is tried again, with backoff, until it succeeds, its deadline passes, or its caller stops waiting.
+Writes run one at a time, in the order they were asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+__all__ = ["DatabaseBusy", "DatabaseWriter", "Write", "in_place", "is_passing_fault"]
+
+log = logging.getLogger("geo_tui.engine.database")
+
+T = TypeVar("T")
+# What another process or the file system causes for a while: worth waiting out, not a broken database.
+_PASSING = ("locked", "busy", "disk is full", "disk i/o error", "unable to open database file")
+REPORT_EVERY = 10.0  # seconds between two "still waiting" lines in the process log
+
+
+# How the engine's parts write to the tracking database: ``await write(tracking.method, *args)``.
+Write = Callable[..., Awaitable[Any]]
+
+
+async def in_place(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """A `Write` that runs the call right here, for parts used without an engine (tests, tools)."""
+    return fn(*args, **kwargs)
+
+
+def is_passing_fault(exc: BaseException) -> bool:
+    """True for SQLite errors that go away on their own: a lock held elsewhere, a full or failing disk."""
+    return isinstance(exc, sqlite3.OperationalError) and any(p in str(exc).lower() for p in _PASSING)
+
+
+class DatabaseBusy(Exception):
+    """A write did not get into the tracking database before its deadline (the last SQLite error says why)."""
+
+
+@dataclass
+class _Write:
+    call: Callable[[], Any]
+    deadline: float | None
+    finish: Callable[[bool, Any], None]
+    abandoned: threading.Event = field(default_factory=threading.Event)
+
+
+class DatabaseWriter:
+    """One thread that runs tracking-database writes for an event loop: ``await writer(fn, *args)``."""
+
+    def __init__(self, *, retry_delay: float = 0.1, max_retry_delay: float = 2.0) -> None:
+        self._retry_delay = retry_delay
+        self._max_retry_delay = max_retry_delay
+        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._reported = 0.0
+        self._fault: str | None = None  # the last passing fault, until a write goes in again
+        self._thread = threading.Thread(target=self._run, name="geo-tui-database", daemon=True)
+        self._thread.start()
+
+    async def __call__(
+        self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> T:
+        """Run ``fn(*args, **kwargs)`` on the database thread and return its result. Passing faults are
+        retried until ``timeout`` seconds (None: for as long as the caller waits), then DatabaseBusy."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        deadline = time.monotonic() + timeout if timeout is not None else None
+
+        def finish(ok: bool, value: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(_settle, future, ok, value)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+        write = _Write(partial(fn, *args, **kwargs), deadline, finish)
+        self._queue.put(write)
+        try:
+            if timeout is None:
+                return await future
+            try:
+                # A write queued behind others that wait out a lock must not hold its caller longer.
+                async with asyncio.timeout(timeout + 0.5):
+                    return await future
+            except TimeoutError:
+                why = f" ({self._fault})" if self._fault else ""
+                raise DatabaseBusy(f"the tracking database took no write for {timeout:.0f} s{why}") from None
+        finally:
+            if not future.done():
+                write.abandoned.set()  # cancelled or timed out: not tried (again) once the thread gets to it
+
+    def submit(self, fn: Callable[..., object], /, *args: Any, timeout: float = 120.0) -> None:
+        """Run ``fn(*args)`` on the database thread without waiting (log lines): a failure is logged."""
+
+        def finish(ok: bool, value: Any) -> None:
+            if not ok:
+                log.warning("a tracking-database write was dropped: %s", _describe(value))
+
+        self._queue.put(_Write(partial(fn, *args), time.monotonic() + timeout, finish))
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Finish the writes queued so far (at most ``timeout`` seconds), then stop the thread."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            write = self._queue.get()
+            if write is None:
+                return
+            self._perform(write)
+
+    def _perform(self, write: _Write) -> None:
+        delay = self._retry_delay
+        while not write.abandoned.is_set():
+            try:
+                value = write.call()
+            except Exception as exc:
+                expired = write.deadline is not None and time.monotonic() >= write.deadline
+                if not is_passing_fault(exc) or expired:
+                    write.finish(False, DatabaseBusy(_describe(exc)) if is_passing_fault(exc) else exc)
+                    return
+                self._fault = _describe(exc)
+                self._report(exc)
+                write.abandoned.wait(delay)
+                delay = min(delay * 2, self._max_retry_delay)
+                continue
+            self._fault = None
+            write.finish(True, value)
+            return
+
+    def _report(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._reported >= REPORT_EVERY:
+            self._reported = now
+            log.warning("the tracking database refuses writes (%s); waiting", _describe(exc))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)

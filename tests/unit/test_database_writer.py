@@ -1,0 +1,87 @@
+"""Tracking writes on the database thread: another process's write lock delays the write, never the
+event loop, and a write with a deadline gives up in time; reads go on meanwhile (WAL)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from geo_tui.engine.database import DatabaseBusy, DatabaseWriter, is_passing_fault
+from geo_tui.engine.tracking import Tracking
+
+
+@pytest.fixture
+def tracking(tmp_path: Path) -> Tracking:
+    return Tracking(tmp_path / "tracking.db", busy_timeout=0.2)
+
+
+async def ticks_while(awaitable: object, every: float = 0.01) -> tuple[object, float]:
+    """Await `awaitable` while a ticker runs on the loop; returns its result and the longest tick gap."""
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(every)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    task = asyncio.ensure_future(ticker())
+    try:
+        result = await awaitable  # type: ignore[misc]
+    finally:
+        task.cancel()
+    return result, max(gaps, default=0.0)
+
+
+async def test_a_locked_database_delays_the_write_not_the_loop(tracking: Tracking) -> None:
+    writer = DatabaseWriter(retry_delay=0.05, max_retry_delay=0.1)
+    holder = sqlite3.connect(tracking.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    loop = asyncio.get_running_loop()
+    loop.call_later(1.0, holder.execute, "ROLLBACK")
+    started = time.monotonic()
+    added, gap = await ticks_while(writer(tracking.ensure_rows, "eu", ["a/b"]))
+    took = time.monotonic() - started
+    writer.close()
+    holder.close()
+    assert added == 1 and took >= 0.9
+    assert gap < 0.15, f"the loop stalled for {gap:.2f} s"
+    assert [r.repository for r in tracking.rows()] == ["a/b"]
+
+
+async def test_a_write_with_a_deadline_gives_up_in_time_and_reads_go_on(tracking: Tracking) -> None:
+    writer = DatabaseWriter(retry_delay=0.05, max_retry_delay=0.1)
+    tracking.ensure_rows("eu", ["kept/app"])
+    holder = sqlite3.connect(tracking.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseBusy, match="locked"):
+            await writer(tracking.ensure_rows, "eu", ["new/app"], timeout=0.5)
+        assert time.monotonic() - started < 1.5
+        assert [r.repository for r in tracking.rows()] == ["kept/app"]  # reading does not wait
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert await writer(tracking.ensure_rows, "eu", ["new/app"]) == 1
+    writer.close()
+
+
+async def test_other_errors_are_not_retried() -> None:
+    writer = DatabaseWriter()
+
+    def broken() -> None:
+        raise sqlite3.OperationalError("no such table: repositories")
+
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        await writer(broken)
+    writer.close()
+    assert is_passing_fault(sqlite3.OperationalError("database or disk is full"))
+    assert is_passing_fault(sqlite3.OperationalError("database is locked"))
+    assert not is_passing_fault(sqlite3.DatabaseError("file is not a database"))

@@ -1,0 +1,116 @@
+"""The supervisor of the engine's background tasks: a task that raises is logged, restarted after a
+backoff and counted; one down (failing, or stuck in a cycle) longer than its interval is named."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from geo_tui.engine.supervisor import Supervisor
+
+INTERVAL = 0.3
+
+
+def make() -> tuple[Supervisor, list[str], list[str]]:
+    reports: list[str] = []
+    restarts: list[str] = []
+    supervisor = Supervisor(
+        report=lambda task, message: reports.append(message),
+        restarted=restarts.append,
+        describe=lambda exc: f"{type(exc).__name__}: {exc}",
+        restart_delay=0.02,
+        rng=random.Random(1),
+    )
+    return supervisor, reports, restarts
+
+
+async def test_a_task_that_raises_is_reported_restarted_and_counted() -> None:
+    supervisor, reports, restarts = make()
+    runs = 0
+
+    async def flaky() -> None:
+        nonlocal runs
+        runs += 1
+        with supervisor.cycle("discovery"):
+            if runs <= 2:
+                raise OSError("disk I/O error")
+        await asyncio.Event().wait()  # then it keeps going, like a healthy forever-task
+
+    supervisor.start("discovery", flaky, interval=INTERVAL)
+    for _ in range(100):
+        if runs == 3:
+            break
+        await asyncio.sleep(0.01)
+    await supervisor.stop()
+    assert runs == 3
+    assert restarts == ["discovery", "discovery"]
+    assert len(reports) == 2 and reports[0].startswith("discovery task failed: OSError: disk I/O error; ")
+    assert "restarting in" in reports[0] and "Traceback" not in reports[0]
+
+
+async def test_a_task_down_longer_than_its_interval_is_named_until_a_cycle_completes() -> None:
+    supervisor, _, restarts = make()
+    failing = True
+
+    async def discovery() -> None:
+        while True:
+            with supervisor.cycle("discovery"):
+                if failing:
+                    raise RuntimeError("database is locked")
+            await asyncio.sleep(0.01)
+
+    async def flush() -> None:
+        while True:
+            supervisor.beat("flush")
+            await asyncio.sleep(0.01)
+
+    supervisor.start("discovery", discovery, interval=INTERVAL)
+    supervisor.start("flush", flush, interval=INTERVAL)
+    await asyncio.sleep(INTERVAL / 2)
+    assert supervisor.down() == []  # failing, but not for long yet
+    await asyncio.sleep(INTERVAL)
+    assert supervisor.down() == ["discovery"]
+    assert len(restarts) >= 2
+    failing = False
+    for _ in range(100):
+        if not supervisor.down():
+            break
+        await asyncio.sleep(0.02)
+    assert supervisor.down() == []
+    await supervisor.stop()
+
+
+async def test_a_cycle_stuck_longer_than_the_interval_counts_as_down() -> None:
+    supervisor, _, restarts = make()
+    release = asyncio.Event()
+
+    async def health() -> None:
+        while True:
+            with supervisor.cycle("health"):
+                await release.wait()
+            release.clear()
+
+    supervisor.start("health", health, interval=INTERVAL)
+    await asyncio.sleep(INTERVAL * 1.5)
+    assert supervisor.down() == ["health"] and restarts == []
+    release.set()
+    await asyncio.sleep(0.02)
+    assert supervisor.down() == []
+    await supervisor.stop()
+
+
+async def test_a_forever_task_that_returns_is_restarted_too() -> None:
+    supervisor, reports, restarts = make()
+    runs = 0
+
+    async def ends() -> None:
+        nonlocal runs
+        runs += 1
+        if runs > 1:
+            await asyncio.Event().wait()
+
+    supervisor.start("flush", ends, interval=INTERVAL)
+    await asyncio.sleep(0.2)
+    await supervisor.stop()
+    assert runs == 2 and restarts == ["flush"]
+    assert "the task returned" in reports[0]
