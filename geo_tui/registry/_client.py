@@ -38,7 +38,7 @@ MAX_CATALOG_ITEMS = 1 << 62  # catalogs are bounded by their pages
 _OK = frozenset({200, 201, 202, 204})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per tag of a listing, 300k at a time
 class ManifestInfo:
     """What a HEAD tells about a manifest: its digest, media type and size in bytes."""
 
