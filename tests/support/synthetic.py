@@ -86,6 +86,7 @@ class SyntheticRegistry(httpx.AsyncBaseTransport):
         return index if index < self.count and self.present[index] else None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0)  # a real transport waits for the network: let the other requests run
         path, method = request.url.path, request.method
         prefix = f"/v2/{REPOSITORY}/"
         if path == "/v2/":

@@ -20,7 +20,6 @@ import uvicorn
 from geo_tui._http_server import LimitedServer, server_limits, throttle_accept_errors
 
 
-
 async def _hello(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
     if scope["type"] != "http":
         return
