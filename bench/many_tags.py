@@ -166,7 +166,7 @@ def render_synthetic(results: list[dict[str, Any]]) -> str:
 
 def render(results: list[dict[str, Any]]) -> str:
     lines = [
-        f"{'tags':>8} {'ok':>3} {'geo-tui RSS':>12} {'growth/tag':>11} {'HEADs p/s':>14} {'seconds':>8} "
+        f"{'tags':>8} {'ok':>3} {'geo-tui RSS':>12} {'growth/tag':>11} {'HEADs pri/sec':>14} {'seconds':>8} "
         f"{'skopeo RSS':>11} {'ratio':>6}"
     ]
     previous: dict[str, Any] | None = None
