@@ -293,6 +293,7 @@ def test_a_damaged_tracking_database_gives_one_line_saying_what_to_do(
 ) -> None:
     path = key_file.parent / "config.toml"
     path.write_text(config_text(key_file))
+    path.chmod(0o600)
     database = key_file.parent / "tracking.db"
     damaged = damage(database, how)
     env = env_without_config(tmp_path)
@@ -314,6 +315,7 @@ def test_status_refuses_a_tracking_database_that_does_not_exist_and_creates_none
 ) -> None:
     path = key_file.parent / "config.toml"
     path.write_text(config_text(key_file).replace('database = "tracking.db"', 'database = "trakcing.db"'))
+    path.chmod(0o600)
     database = key_file.parent / "trakcing.db"
     for command in (("status",), ("status", "--json")):
         result = geo("--config", str(path), *command, env=env_without_config(tmp_path))
