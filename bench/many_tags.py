@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -208,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     if not shutil.which("docker-registry"):
         print("bench: `docker-registry` is not on PATH: apt-get install -y docker-registry", file=sys.stderr)
         return 2
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds the ExitStack: registries stopped, temp dir removed
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     workdir = Path(tempfile.mkdtemp(prefix="geo-tui-many-tags-"))
     (workdir / "logs").mkdir()
     compile_bytecode(workdir / "pycache")
