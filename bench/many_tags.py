@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     if not shutil.which("docker-registry"):
         print("bench: `docker-registry` is not on PATH: apt-get install -y docker-registry", file=sys.stderr)
         return 2
+
     def on_sigterm(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # unwinds the ExitStack: registries stopped, temp dir removed
 
