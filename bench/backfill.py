@@ -486,7 +486,7 @@ def skopeo_yaml(path: Path, primary: Distribution, content: Content) -> Path:
     return path
 
 
-def skopeo_command(sources: Path, destination: Distribution) -> list[str]:
+def skopeo_command(sources: Path, destination: Distribution, namespace: str = NAMESPACE) -> list[str]:
     # No --scoped: skopeo appends path.Base(source repository) to the destination, so the destination is
     # the namespace and `bench/app-00` lands at `bench/app-00`.
     skopeo = shutil.which("skopeo") or "skopeo"
@@ -505,7 +505,7 @@ def skopeo_command(sources: Path, destination: Distribution) -> list[str]:
         "--retry-times",
         "0",
         str(sources),
-        f"{destination.host}/{NAMESPACE}",
+        f"{destination.host}/{namespace}",
     ]
 
 

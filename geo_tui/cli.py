@@ -27,7 +27,14 @@ from geo_tui.config import (
     warn_if_world_readable,
 )
 from geo_tui.console.format import ago
-from geo_tui.engine import Engine, SyncState, SyncSummary, VerificationDepth, VerificationResult
+from geo_tui.engine import (
+    DatabaseDamaged,
+    Engine,
+    SyncState,
+    SyncSummary,
+    VerificationDepth,
+    VerificationResult,
+)
 from geo_tui.engine.lock import DatabaseInUse
 from geo_tui.progress import ProgressReporter
 from geo_tui.registry import RegistryError
@@ -220,7 +227,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except UsageError as exc:
         print(f"geo-tui: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (RegistryError, DatabaseInUse) as exc:
+    except (RegistryError, DatabaseInUse, DatabaseDamaged) as exc:
         print(f"geo-tui: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
@@ -444,7 +451,13 @@ def _human_bytes(n: float) -> str:
 async def _cmd_status(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
     from geo_tui.engine import Tracking  # the status reads the database only: no network
 
-    tracking = Tracking(config.engine.database)
+    database = config.engine.database
+    if not database.exists():  # a mistyped path must not read as "nothing to do", nor create a database
+        raise UsageError(
+            f"tracking database {database} does not exist: check [engine] database in {config.path}; "
+            "`geo-tui sync --once` or `geo-tui serve` creates it"
+        )
+    tracking = Tracking(database)
     try:
         names = [s.name for s in config.secondaries]
         counts = tracking.counts(names)

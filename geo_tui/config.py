@@ -4,7 +4,8 @@ The file's shape is a public contract (other tools write it)::
 
     [engine]          database, repository_concurrency, blob_concurrency, replicate_deletions,
                       reconcile_interval, sync_attempts, min_transfer_rate,
-                      max_job_duration                            (all optional)
+                      max_job_duration, max_catalog_pages,
+                      max_tags_per_repository                     (all optional)
     [auth]            private_key, issuer, service, token_ttl    (needed if a site uses auth = "jwt")
     [notifications]   listen, secret | secret_file               (used by `geo-tui serve`)
     [api]             listen, token | token_file, read_token | read_token_file   (the engine API)
@@ -87,6 +88,8 @@ _ENGINE_KEYS: Final = (
     "sync_attempts",
     "min_transfer_rate",
     "max_job_duration",
+    "max_catalog_pages",
+    "max_tags_per_repository",
 )
 _AUTH_KEYS: Final = ("private_key", "issuer", "service", "token_ttl")
 _VERIFICATION_KEYS: Final = ("deep_interval",)
@@ -159,6 +162,9 @@ class EngineConfig:
     # Bytes a second below which a registry request fails: its deadline is its size at this rate.
     min_transfer_rate: float = 64 * 1024
     max_job_duration: float = 6 * 3600  # seconds one repository's copy may take, to every secondary
+    # Listings end: a registry whose catalog or tag list links to a next page forever is refused.
+    max_catalog_pages: int = 10_000
+    max_tags_per_repository: int = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +407,8 @@ def _engine(t: Table, base: Path) -> EngineConfig:
         sync_attempts=t.integer("sync_attempts", 3, 1, 20),
         min_transfer_rate=t.number("min_transfer_rate", 64 * 1024, 1),
         max_job_duration=t.number("max_job_duration", 6 * 3600, 1),
+        max_catalog_pages=t.integer("max_catalog_pages", 10_000, 1, 10_000_000),
+        max_tags_per_repository=t.integer("max_tags_per_repository", 1_000_000, 1, 100_000_000),
     )
 
 

@@ -9,13 +9,22 @@ from .backoff import in_run_delay, retry_delay
 from .engine import Engine
 from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, SiteTags, SyncSummary
 from .replicate import CopyStats, repository_checksum
-from .tracking import LogRecord, RepositoryRow, SiteCounts, SyncState, Tracking, VerificationState
+from .tracking import (
+    DatabaseDamaged,
+    LogRecord,
+    RepositoryRow,
+    SiteCounts,
+    SyncState,
+    Tracking,
+    VerificationState,
+)
 from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
 from .verify import VerificationDepth, VerificationResult
 
 __all__ = [
     "BytesCopied",
     "CopyStats",
+    "DatabaseDamaged",
     "Engine",
     "EngineSnapshot",
     "EngineStatus",

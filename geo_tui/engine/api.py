@@ -14,6 +14,9 @@ Under ``/api/v1/``:
                                   answer names the "depth" it ran (an engine without depths names none)
     WS   updates                  the engine's typed updates (see wire.py), a snapshot every second
 
+A parameter or field of the wrong type or range, or a field a command does not take, gets 400 and a
+message naming it; nothing is queued.
+
 Access: ``Authorization: Bearer <token>``. The full token may do everything, the read token only read
 (commands get 403). With no token configured (only allowed on a unix socket, whose mode limits who may
 connect) everyone who can connect may do everything. Tokens are compared in constant time.
@@ -28,6 +31,7 @@ import contextlib
 import hmac
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs
@@ -70,6 +74,11 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
 READ, WRITE = "read", "write"
+_COMMAND_FIELDS = {
+    "resync": ("keys", "failed", "sites", "blobs"),
+    "verify": ("keys", "failed", "sites", "depth", "sample"),
+}
+_DIGITS = re.compile(r"[0-9]{1,19}")
 
 
 class _Refused(Exception):
@@ -222,6 +231,8 @@ class ApiApp:
 
     async def _command(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         engine = self._engine
+        if name in ("pause", "resume"):
+            _check_fields(body, ())
         if name == "pause":
             engine.pause()
             return {"ok": True, "message": "replication paused"}
@@ -230,11 +241,12 @@ class ApiApp:
             return {"ok": True, "message": "replication resumed"}
         if name not in ("resync", "verify"):
             raise _Refused(404, f"no command {name!r}")
+        _check_fields(body, _COMMAND_FIELDS[name])
         keys = self._keys(body)
-        failed = body.get("failed") is True
+        failed = _boolean(body, "failed")
         sites = self._sites(body)
         if name == "resync":
-            blobs = body.get("blobs") is True
+            blobs = _boolean(body, "blobs")
             if keys is None:
                 count = await engine.resync(sites=sites, failed_only=failed, recheck_blobs=blobs)
             else:
@@ -442,7 +454,8 @@ async def _read_json(receive: Receive) -> dict[str, Any]:
 
 def _integer(query: dict[str, list[str]], name: str, default: int, low: int, high: int) -> int:
     raw = (query.get(name) or [str(default)])[0]
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # ASCII digits only: str.isdigit() accepts "²" (int() refuses it) and other scripts' digits.
+    if not _DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
         raise _Refused(400, f"{name}: a whole number from {low} to {high}")
     return int(raw)
 
@@ -459,6 +472,21 @@ def _depth(body: dict[str, Any]) -> tuple[VerificationDepth, float]:
     if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 < sample <= 1:
         raise _Refused(400, "sample: a number above 0 and at most 1")
     return depth, float(sample)
+
+
+def _check_fields(body: dict[str, Any], allowed: Sequence[str]) -> None:
+    """Refuse a field the command does not take: a typo must not widen what a command does."""
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        takes = f"takes only {', '.join(allowed)}" if allowed else "takes no fields"
+        raise _Refused(400, f"{unknown[0]}: unknown field; this command {takes}")
+
+
+def _boolean(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):  # {"failed": 1} must not read as "not only the failed": everything
+        raise _Refused(400, f"{name}: must be true or false")
+    return value
 
 
 def _by_site(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:

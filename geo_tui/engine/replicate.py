@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -66,23 +66,33 @@ def repository_checksum(tags: Mapping[str, str]) -> str:
     return hashlib.sha256("".join(sorted(t + d for t, d in tags.items())).encode()).hexdigest()
 
 
-async def _gather_limited(
+async def _for_each_limited(
     items: Iterable[T], func: Callable[[T], Awaitable[object]], limit: int
-) -> list[BaseException | None]:
-    """Run ``func`` over ``items`` with at most ``limit`` at once; return each item's exception or None."""
-    sem = asyncio.Semaphore(limit)
+) -> list[tuple[T, Exception]]:
+    """Run ``func`` over ``items`` with at most ``limit`` at once; return the items that raised, with
+    their exceptions, in item order. ``limit`` workers pull from one iterator: memory does not grow
+    with the number of items (one task per item cost ~1.6 KiB each, 521 MiB at 300k tags)."""
+    pending = enumerate(items)
+    failed: list[tuple[int, T, Exception]] = []
 
-    async def one(item: T) -> BaseException | None:
-        async with sem:
+    async def worker() -> None:
+        for index, item in pending:  # shared: each item goes to exactly one worker
             try:
                 await func(item)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # collected and reported per item by the caller
-                return exc
-            return None
+                failed.append((index, item, exc))
 
-    return list(await asyncio.gather(*(one(i) for i in items)))
+    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, limit))]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
+    return [(item, exc) for _, item, exc in sorted(failed, key=lambda f: f[0])]
 
 
 @dataclass
@@ -182,18 +192,18 @@ async def read_primary_repository(primary: RegistryClient, repository: str) -> P
     except NotFound:
         return PrimaryRepository(repository, exists=False)
     view = PrimaryRepository(repository, exists=True)
+    shared: dict[ManifestInfo, ManifestInfo] = {}  # tags on one manifest share one object
 
     async def head(tag: str) -> None:
         info = await primary.head_manifest(repository, tag)
         if info is not None:
-            view.tags[tag] = info
+            view.tags[tag] = shared.setdefault(info, info)
         else:  # deleted since the listing, or a replica behind: the next run tells; keep the copy meanwhile
             view.unserved.add(tag)
             view.tag_errors[tag] = f"primary lists tag {tag} but cannot serve it (HEAD answered 404)"
 
-    for tag, exc in zip(tags, await _gather_limited(tags, head, METADATA_CONCURRENCY), strict=True):
-        if exc is not None:
-            view.tag_errors[tag] = str(exc)
+    for tag, exc in await _for_each_limited(tags, head, METADATA_CONCURRENCY):
+        view.tag_errors[tag] = str(exc)
     return view
 
 
@@ -212,11 +222,12 @@ async def _secondary_tags(
     except NotFound:
         return None
     found: dict[str, str] = {}
+    digests: dict[str, str] = {}  # tags on one manifest share one digest string
 
     async def head(tag: str) -> None:
         info = await secondary.head_manifest(repository, tag)
         if info is not None:
-            found[tag] = info.digest
+            found[tag] = digests.setdefault(info.digest, info.digest)
         elif strict:
             raise NotFound(
                 secondary.name,
@@ -227,10 +238,8 @@ async def _secondary_tags(
                 detail="listed, yet absent",
             )
 
-    errors = await _gather_limited(tags, head, METADATA_CONCURRENCY)
-    for exc in errors:
-        if exc is not None:
-            raise exc
+    for _, exc in await _for_each_limited(tags, head, METADATA_CONCURRENCY):
+        raise exc
     return found
 
 
@@ -446,8 +455,10 @@ class _RepositoryRun:
         self.cache = cache
         self.stats = CopyStats()
         self._blob_slots = asyncio.Semaphore(blob_concurrency)
-        self._children: dict[str, asyncio.Task[None]] = {}
-        self._blobs: dict[str, asyncio.Task[None]] = {}
+        self._children: dict[str, asyncio.Future[None]] = {}
+        self._blobs: dict[str, asyncio.Future[None]] = {}
+        self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._done.set_result(None)
         # The secondary does not know the repository and this engine never wrote there: nothing of
         # it can be there, so nothing is looked for (a HEAD per manifest and blob saved).
         self.fresh = False
@@ -492,20 +503,34 @@ class _RepositoryRun:
         except InvalidManifest as exc:
             raise InvalidManifest(manifest.digest, f"in {self.repository}: {exc.reason}") from None
         # Wait for every sibling even when one fails: a copy must never go on writing to the
-        # secondary after its run has reported.
-        results = await asyncio.gather(
-            *(self._child(child.digest) for child in refs.manifests),
-            *(self._blob(blob) for blob in refs.blobs),
-            return_exceptions=True,
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        # secondary after its run has reported. A bounded pool, so a manifest of thousands of
+        # entries does not start thousands of tasks at once.
+        below = [*((True, c) for c in refs.manifests), *((False, b) for b in refs.blobs)]
+        for _, error in await _for_each_limited(below, self._below, METADATA_CONCURRENCY):
+            raise error
 
-    def _child(self, digest: str) -> asyncio.Task[None]:
+    def _below(self, entry: tuple[bool, Descriptor]) -> asyncio.Future[None]:
+        is_manifest, descriptor = entry
+        return self._child(descriptor.digest) if is_manifest else self._blob(descriptor)
+
+    def _child(self, digest: str) -> asyncio.Future[None]:
         task = self._children.get(digest)
         if task is None:
-            task = self._children[digest] = asyncio.ensure_future(self._copy_child(digest))
+            task = self._children[digest] = self._shared(self._children, digest, self._copy_child(digest))
+        return task
+
+    def _shared(
+        self, tasks: dict[str, asyncio.Future[None]], digest: str, work: Coroutine[object, object, None]
+    ) -> asyncio.Future[None]:
+        """A task that every tag of the run needing ``digest`` awaits. Once it has succeeded it is
+        swapped for one shared finished future, so a run holds no task per blob or manifest done."""
+        task = asyncio.ensure_future(work)
+
+        def settle(done: asyncio.Future[None]) -> None:
+            if not done.cancelled() and done.exception() is None and tasks.get(digest) is done:
+                tasks[digest] = self._done
+
+        task.add_done_callback(settle)
         return task
 
     async def _copy_child(self, digest: str) -> None:
@@ -523,12 +548,14 @@ class _RepositoryRun:
         """Put back whatever is missing below a tag that already matches (HEAD every blob)."""
         await self._copy_below(await self.fetch(digest))
 
-    def _blob(self, blob: Descriptor) -> asyncio.Task[None]:
+    def _blob(self, blob: Descriptor) -> asyncio.Future[None]:
         # Tags of one repository share layers: each blob is looked at once per run, not once per tag.
         task = self._blobs.get(blob.digest)
         if task is None:
-            task = self._blobs[blob.digest] = asyncio.ensure_future(
-                self.blobs.ensure(self.repository, blob, self.stats, self._blob_slots, look=not self.fresh)
+            task = self._blobs[blob.digest] = self._shared(
+                self._blobs,
+                blob.digest,
+                self.blobs.ensure(self.repository, blob, self.stats, self._blob_slots, look=not self.fresh),
             )
         return task
 
@@ -598,14 +625,14 @@ async def replicate_repository(
     wanted = view.digests
     stale_copy = [t for t, d in wanted.items() if current.get(t) != d]
     for phase in _tag_order(stale_copy):
-        results = await _gather_limited(phase, lambda t: run.copy_tag(t, wanted[t]), tag_concurrency)
-        errors.extend(f"tag {t}: {e}" for t, e in zip(phase, results, strict=True) if e is not None)
+        failed = await _for_each_limited(phase, lambda t: run.copy_tag(t, wanted[t]), tag_concurrency)
+        errors.extend(f"tag {t}: {e}" for t, e in failed)
     if recheck_blobs:
         run.recheck = True
         copied = set(stale_copy)
         matching = sorted(t for t in wanted if t not in copied)
-        results = await _gather_limited(matching, lambda t: run.recheck_tag(wanted[t]), tag_concurrency)
-        errors.extend(f"tag {t}: {e}" for t, e in zip(matching, results, strict=True) if e is not None)
+        failed = await _for_each_limited(matching, lambda t: run.recheck_tag(wanted[t]), tag_concurrency)
+        errors.extend(f"tag {t}: {e}" for t, e in failed)
 
     extra = {t: d for t, d in current.items() if t not in wanted and t not in view.tag_errors}
     if extra and replicate_deletions:
@@ -659,12 +686,10 @@ async def _read_secondary_graph(run: _RepositoryRun) -> _SecondaryGraph:
 
     level = sorted(set(tags.values()))
     while level:
-        results = await _gather_limited(level, read, METADATA_CONCURRENCY)
-        for digest, failure in zip(level, results, strict=True):
+        for digest, failure in await _for_each_limited(level, read, METADATA_CONCURRENCY):
             if isinstance(failure, RegistryError):  # names the site, the repository and the digest
                 raise _DeletionsHeld(str(failure))
-            if failure is not None:
-                raise _DeletionsHeld(f"{secondary.name}: manifest {repository}@{digest}: {failure}")
+            raise _DeletionsHeld(f"{secondary.name}: manifest {repository}@{digest}: {failure}")
         level = sorted({c for d in level for c in children[d]} - children.keys())
     return _SecondaryGraph(tags, children)
 

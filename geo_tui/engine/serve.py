@@ -19,6 +19,7 @@ from typing import Any
 
 import uvicorn
 
+from geo_tui._http_server import LimitedServer, server_limits
 from geo_tui.config import ApiConfig, Config, default_api_socket
 
 from .api import ApiApp, mount_api
@@ -35,7 +36,7 @@ class ListenError(Exception):
     """The receiver's address cannot be bound."""
 
 
-class QuietServer(uvicorn.Server):
+class QuietServer(LimitedServer):
     """uvicorn, minus its signal handling: serve() handles SIGTERM/SIGINT for the engine and the server."""
 
     @contextlib.contextmanager
@@ -94,7 +95,8 @@ def _http_url(host: str, port: int) -> str:
 
 
 def asgi_server(app: Any) -> QuietServer:
-    """The uvicorn server every geo-tui listener runs: quiet logs, no lifespan, short graceful shutdown."""
+    """The uvicorn server every geo-tui listener runs: quiet logs, no lifespan, short graceful shutdown,
+    and the limits of geo_tui._http_server (connections, a header deadline, throttled accept errors)."""
     return QuietServer(
         uvicorn.Config(
             app,
@@ -105,6 +107,7 @@ def asgi_server(app: Any) -> QuietServer:
             timeout_graceful_shutdown=2,
             server_header=False,
             date_header=False,
+            **server_limits(),
         )
     )
 

@@ -72,4 +72,6 @@ def build_client(
         timeout=timeout,
         min_transfer_rate=config.engine.min_transfer_rate,
         redactor=redactor or redactor_for(config),
+        max_catalog_pages=config.engine.max_catalog_pages,
+        max_tags=config.engine.max_tags_per_repository,
     )

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "DatabaseDamaged",
     "LogRecord",
     "RepositoryRow",
     "SiteCounts",
@@ -39,6 +40,32 @@ def deep_offset(site: str, repository: str, interval: float) -> float:
     and spread evenly over the interval across names."""
     digest = hashlib.sha256(f"{site}\x00{repository}".encode()).digest()
     return interval * int.from_bytes(digest[:8], "big") / 2**64
+
+
+# What SQLite answers for a file that is not a database, or one whose pages are damaged or missing.
+_DAMAGED = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
+
+
+class DatabaseDamaged(Exception):
+    """The tracking database file is not a database or is damaged. ``str(e)`` is the one-line advice."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        super().__init__(
+            f"tracking database {path} is damaged ({reason}): move it aside, with its -wal and -shm files, "
+            "and run again; geo-tui rebuilds its state from the registries"
+        )
+
+
+@contextmanager
+def _damage_named(path: Path) -> Iterator[None]:
+    """Turn SQLite's corruption errors into DatabaseDamaged naming the file and what to do."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorname", None) in _DAMAGED:
+            raise DatabaseDamaged(path, str(exc)) from None
+        raise
 
 
 class SyncState(enum.StrEnum):
@@ -261,17 +288,28 @@ class Tracking:
         self._db = sqlite3.connect(
             str(path), check_same_thread=False, isolation_level=None, timeout=busy_timeout
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable against a killed process in WAL mode; only power loss may drop the tail.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        with self._lock:
-            self._db.executescript(_SCHEMA)  # executescript commits on its own
-            self._add_columns()
-        self._reader = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
-        # Log ids are given here, not by SQLite, so a log line can be shown before it is stored (one
-        # engine per database: see lock.py).
-        self._next_log_id = int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM event_log").fetchone()[0])
+        try:
+            with _damage_named(path):
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # NORMAL is durable against a killed process in WAL mode; only power loss may drop the tail.
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                with self._lock:
+                    self._db.executescript(_SCHEMA)  # executescript commits on its own
+                    self._add_columns()
+                self._reader = sqlite3.connect(
+                    str(path), check_same_thread=False, isolation_level=None, timeout=10.0
+                )
+                # Log ids are given here, not by SQLite, so a log line can be shown before it is stored (one
+                # engine per database: see lock.py).
+                self._next_log_id = int(
+                    self._db.execute("SELECT COALESCE(MAX(id), 0) FROM event_log").fetchone()[0]
+                )
+        except BaseException:
+            for connection in (self._db, getattr(self, "_reader", None)):
+                if connection is not None:
+                    connection.close()
+            raise
 
     def _add_columns(self) -> None:
         """Bring a database made by an older geo-tui up to date: its rows keep their values."""
@@ -291,7 +329,7 @@ class Tracking:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, _damage_named(self.path):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -301,7 +339,7 @@ class Tracking:
             self._db.execute("COMMIT")
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
-        with self._read_lock:
+        with self._read_lock, _damage_named(self.path):
             return list(self._reader.execute(sql, params).fetchall())
 
     def now(self) -> float:

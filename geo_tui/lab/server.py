@@ -18,6 +18,8 @@ from types import TracebackType
 import httpx
 import uvicorn
 
+from geo_tui._http_server import LimitedServer, server_limits
+
 from .asgi import AccessLog
 from .auth import TokenVerifier
 from .notify import Notifier
@@ -146,8 +148,9 @@ class LabRegistry:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=2,
+            **server_limits(),
         )
-        self._server = uvicorn.Server(config)
+        self._server = LimitedServer(config)
         self._failure = None
         self._thread = threading.Thread(
             target=self._serve, args=(self._server, self._socket, access_log, notifier),

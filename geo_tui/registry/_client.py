@@ -32,10 +32,13 @@ __all__ = ["BlobStream", "Manifest", "ManifestInfo", "RegistryClient"]
 
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # Distribution 3 refuses manifests over 4 MiB
 MAX_LISTING_BYTES = 64 * 1024 * 1024
+MAX_CATALOG_PAGES = 10_000  # 1M repositories at 100 a page
+MAX_TAGS = 1_000_000
+MAX_CATALOG_ITEMS = 1 << 62  # catalogs are bounded by their pages
 _OK = frozenset({200, 201, 202, 204})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per tag of a listing, 300k at a time
 class ManifestInfo:
     """What a HEAD tells about a manifest: its digest, media type and size in bytes."""
 
@@ -142,6 +145,10 @@ class RegistryClient:
 
     Besides `timeout` without progress, each request and each body has a total deadline: `timeout`
     plus its size at `min_transfer_rate` bytes a second (None: no deadline). Past it, TransferTooSlow.
+
+    Listings end: a catalog of more than `max_catalog_pages` pages, or a repository of more than
+    `max_tags` tags, raises RegistryError naming the registry (and the repository), so a registry that
+    links to a next page forever cannot keep a sync running forever.
     """
 
     def __init__(
@@ -159,12 +166,16 @@ class RegistryClient:
         retry_base_delay: float = 0.2,
         min_transfer_rate: float | None = 64 * 1024,
         redactor: Redactor | None = None,
+        max_catalog_pages: int = MAX_CATALOG_PAGES,
+        max_tags: int = MAX_TAGS,
     ) -> None:
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host or url.query:
             raise ValueError(f"registry URL must be http(s)://host[:port], got {base_url!r}")
         self.name = name
         self.base_url = base_url.rstrip("/")
+        self.max_catalog_pages = max_catalog_pages
+        self.max_tags = max_tags
         # Waiting for a free connection is not a failure: only connect/read/write time out.
         limits_timeout = httpx.Timeout(timeout, pool=None)
         ssl_context = _ssl_context(verify)
@@ -245,11 +256,27 @@ class RegistryClient:
         except ValueError:
             raise self._session.error(RegistryError, op, detail="invalid Location header") from None
 
-    async def _paged(self, op: Op, url: str | None, scope: Scope, key: str) -> list[str]:
-        """Every item under `key` of a listing, following Link rel="next" to the last page."""
-        items: list[str] = []
+    async def _paged(
+        self,
+        op: Op,
+        url: str | None,
+        scope: Scope,
+        key: str,
+        *,
+        max_pages: int,
+        max_items: int,
+        too_many: str,
+    ) -> list[str]:
+        """Every item under `key` of a listing, following Link rel="next" to the last page. More than
+        `max_pages` pages or `max_items` items raises RegistryError with `too_many` as its detail."""
+        items: dict[str, None] = {}  # ordered and deduplicated as it fills
         seen: set[str] = set()
+        pages = listed = 0
         while url is not None and url not in seen:
+            # Every page counts as at least one item: a registry linking empty pages forever ends too.
+            if pages >= max_pages or listed >= max_items:
+                raise self._session.error(RegistryError, op, detail=too_many)
+            pages += 1
             seen.add(url)
             response = await self._session.open(op, "GET", url, scopes=[scope], expect={200})
             link = response.headers.get("link")
@@ -264,11 +291,14 @@ class RegistryClient:
                 values = []
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
                 raise self._session.error(RegistryError, op, status=200, detail=f"malformed {key} listing")
-            items.extend(values)
+            listed += max(1, len(values))
+            items.update(dict.fromkeys(values))
+            if len(items) > max_items:
+                raise self._session.error(RegistryError, op, detail=too_many)
             url = parse_link_next(link, page_url)
             if url is not None and not same_origin(url, self.base_url):
                 raise self._session.error(RegistryError, op, detail="next page link leaves the registry")
-        return list(dict.fromkeys(items))
+        return list(items)
 
     # --- the API -----------------------------------------------------------------------------
 
@@ -283,13 +313,31 @@ class RegistryClient:
     async def catalog(self, page_size: int = 100) -> list[str]:
         """Every repository name in the registry (``GET /v2/_catalog``, all pages)."""
         url = f"{self.base_url}/v2/_catalog?n={int(page_size)}"
-        return await self._paged(Op("GET catalog"), url, Scope.CATALOG, "repositories")
+        limit = self.max_catalog_pages
+        return await self._paged(
+            Op("GET catalog"),
+            url,
+            Scope.CATALOG,
+            "repositories",
+            max_pages=limit,
+            max_items=MAX_CATALOG_ITEMS,
+            too_many=f"more than {limit} pages and the registry still links to a next one; "
+            "raise [engine] max_catalog_pages if it really lists that many repositories",
+        )
 
     async def list_tags(self, repository: str, page_size: int = 1000) -> list[str]:
         """Every tag of `repository`, all pages. Raises NotFound if the repository is unknown."""
         url = self._url(repository, "tags", f"list?n={int(page_size)}")
+        limit = self.max_tags
         return await self._paged(
-            Op("GET tags", repository), url, Scope.repository(repository, "pull"), "tags"
+            Op("GET tags", repository),
+            url,
+            Scope.repository(repository, "pull"),
+            "tags",
+            max_pages=limit,
+            max_items=limit,
+            too_many=f"more than {limit} tags; raise [engine] max_tags_per_repository "
+            "if the repository really holds that many",
         )
 
     async def head_manifest(self, repository: str, reference: str) -> ManifestInfo | None:

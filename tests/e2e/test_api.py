@@ -147,6 +147,47 @@ def test_rows_are_paged_and_filtered_by_the_engine(
         assert {s["site"]: sorted(s["tags"]) for s in detail["sites"]} == {"primary": ["v1"], "eu": ["v1"]}
 
 
+def test_invalid_parameters_get_400_naming_the_parameter_and_change_nothing(
+    served: tuple[Distribution, Distribution, ServedEngine],
+) -> None:
+    _, _, engine = served
+    wait_until(lambda: all_synced(engine, 3), what="the backfill")
+    with engine.client(TOKEN) as client:
+        for path, value in [
+            ("rows", "\u00b2"),  # a unicode digit: str.isdigit() says yes, int() says no (was a 500)
+            ("rows", "\u0661"),  # ARABIC-INDIC DIGIT ONE: int() would read it as 1
+            ("rows", "-1"),
+            ("rows", "0"),
+            ("rows", "9" * 5000),  # past int()'s 4300-digit limit (was a 500)
+            ("logs", "\u00b2"),
+            ("logs", "10001"),
+        ]:
+            bad = client.get(f"/api/v1/{path}", params={"limit": value})
+            assert bad.status_code == 400, (path, value, bad.text)
+            assert bad.json()["error"].startswith("limit: a whole number from 1 to"), bad.text
+        bad = client.get("/api/v1/rows", params={"offset": "1" * 20})
+        assert bad.status_code == 400 and bad.json()["error"].startswith("offset:")
+        before = {r.key: r.generation for r in rows(client)}
+        unknown = "fialed: unknown field; this command takes only keys, failed, sites, blobs"
+        for command, body, error in [
+            ("resync", {"failed": 1}, "failed: must be true or false"),
+            ("resync", {"failed": "true"}, "failed: must be true or false"),
+            ("verify", {"failed": 0}, "failed: must be true or false"),
+            ("resync", {"fialed": True}, unknown),
+            ("resync", {"sites": "eu"}, "sites: a list of secondaries (eu)"),
+            ("resync", {"keys": {"eu": "shop/api"}}, "keys: must be a list of [site, repository] pairs"),
+            ("pause", {"now": True}, "now: unknown field; this command takes no fields"),
+        ]:
+            bad = client.post(f"/api/v1/commands/{command}", json=body)
+            assert bad.status_code == 400, (command, body, bad.text)
+            assert bad.json()["error"] == error
+        # Nothing was queued: no row's generation moved, and the engine is not paused.
+        assert {r.key: r.generation for r in rows(client)} == before
+        assert client.get("/api/v1/info").json()["paused"] is False
+        ok = client.post("/api/v1/commands/resync", json={"failed": True}).json()
+        assert ok["ok"] is True and ok["count"] == 0  # nothing failed: nothing queued
+
+
 def test_a_second_engine_on_the_database_is_refused_naming_the_holder(
     served: tuple[Distribution, Distribution, ServedEngine],
 ) -> None:

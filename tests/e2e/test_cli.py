@@ -246,6 +246,7 @@ def assert_one_line_config_error(result: subprocess.CompletedProcess[str], path:
 def test_the_valid_config_is_valid(key_file: Path, tmp_path: Path) -> None:
     path = key_file.parent / "config.toml"
     path.write_text(config_text(key_file))
+    Tracking(key_file.parent / "tracking.db").close()  # status reads a database, never creates one
     result = geo("--config", str(path), "status", "--json", env=env_without_config(tmp_path))
     assert result.returncode == 0, result.stderr
     assert set(json.loads(result.stdout)["sites"]) == {"eu"}
@@ -272,6 +273,60 @@ def test_missing_config_file(tmp_path: Path) -> None:
     assert "no such file" in assert_one_line_config_error(result, path)
 
 
+# --- the tracking database ------------------------------------------------------------------------
+
+
+def damage(database: Path, how: str) -> bytes:
+    """Damage a tracking database of 2,000 rows as a failing disk or a full file system would."""
+    tracking = Tracking(database)
+    tracking.ensure_rows("eu", [f"shop/app-{i}" for i in range(2000)])
+    tracking.close()
+    data = database.read_bytes()
+    damaged = os.urandom(len(data)) if how == "random bytes" else data[: len(data) // 2]
+    database.write_bytes(damaged)
+    return damaged
+
+
+@pytest.mark.parametrize("how", ["random bytes", "truncated"])
+def test_a_damaged_tracking_database_gives_one_line_saying_what_to_do(
+    how: str, key_file: Path, tmp_path: Path
+) -> None:
+    path = key_file.parent / "config.toml"
+    path.write_text(config_text(key_file))
+    path.chmod(0o600)
+    database = key_file.parent / "tracking.db"
+    damaged = damage(database, how)
+    env = env_without_config(tmp_path)
+    for command in (("status",), ("status", "--json"), ("sync", "--once"), ("serve",)):
+        result = geo("--config", str(path), *command, env=env)
+        assert result.returncode == 1, (command, result.stderr)
+        assert "Traceback" not in result.stderr and result.stdout == "", (command, result)
+        assert result.stderr.splitlines() == [
+            f"geo-tui: tracking database {database} is damaged ("
+            + ("file is not a database" if how == "random bytes" else "database disk image is malformed")
+            + "): move it aside, with its -wal and -shm files, and run again; "
+            "geo-tui rebuilds its state from the registries"
+        ], command
+    assert database.read_bytes() == damaged  # left as found, for whoever looks into it
+
+
+def test_status_refuses_a_tracking_database_that_does_not_exist_and_creates_none(
+    key_file: Path, tmp_path: Path
+) -> None:
+    path = key_file.parent / "config.toml"
+    path.write_text(config_text(key_file).replace('database = "tracking.db"', 'database = "trakcing.db"'))
+    path.chmod(0o600)
+    database = key_file.parent / "trakcing.db"
+    for command in (("status",), ("status", "--json")):
+        result = geo("--config", str(path), *command, env=env_without_config(tmp_path))
+        assert result.returncode == 2 and result.stdout == "", result
+        assert result.stderr.splitlines() == [
+            f"geo-tui: tracking database {database} does not exist: check [engine] database in {path}; "
+            "`geo-tui sync --once` or `geo-tui serve` creates it"
+        ]
+    assert sorted(p.name for p in key_file.parent.iterdir()) == ["config.toml", "registry.key"]
+
+
 # --- where the config comes from ------------------------------------------------------------------
 
 
@@ -281,6 +336,7 @@ def test_geo_tui_config_variable_and_config_flag(key_file: Path, tmp_path: Path)
     from_flag = key_file.parent / "flag.toml"
     from_flag.write_text(config_text(key_file, secondary_name="from-flag"))
     missing = key_file.parent / "missing.toml"
+    Tracking(key_file.parent / "tracking.db").close()  # status reads a database, never creates one
 
     def sites(result: subprocess.CompletedProcess[str]) -> set[str]:
         assert result.returncode == 0, result.stderr
@@ -300,6 +356,7 @@ def test_geo_tui_config_variable_and_config_flag(key_file: Path, tmp_path: Path)
         assert_one_line_config_error(geo("status", env=environ), default, "no such file")
     default.parent.mkdir(parents=True)
     shutil.copy(from_env, default)
+    Tracking(default.parent / "tracking.db").close()
     assert sites(geo("status", "--json", env=env_without_config(tmp_path))) == {"from-env"}
 
 

@@ -181,6 +181,8 @@ def test_minimal_config_takes_the_documented_defaults(config_path: Path) -> None
     assert config.engine.reconcile_interval == 600.0
     assert config.engine.sync_attempts == 3
     assert config.engine.min_transfer_rate == 64 * 1024 and config.engine.max_job_duration == 6 * 3600
+    assert config.engine.max_catalog_pages == 10_000
+    assert config.engine.max_tags_per_repository == 1_000_000
     assert config.auth is None and config.notifications is None
     assert config.primary.auth == "none" and config.primary.password is None
     assert config.secondaries[0].include == () and config.secondaries[0].wants("any/thing")
@@ -371,6 +373,14 @@ MISTAKES: list[tuple[str, Edit, str | None, str]] = [
     ("rate text", set_at("engine", "min_transfer_rate", "64k"), "engine.min_transfer_rate", "a number"),
     ("job 0", set_at("engine", "max_job_duration", 0), "engine.max_job_duration", "at least 1"),
     ("job inf", set_at("engine", "max_job_duration", float("inf")), "engine.max_job_duration", "finite"),
+    ("catalog pages 0", set_at("engine", "max_catalog_pages", 0),
+     "engine.max_catalog_pages", "between 1 and 10000000"),
+    ("catalog pages text", set_at("engine", "max_catalog_pages", "lots"),
+     "engine.max_catalog_pages", "must be an integer"),
+    ("tags 0", set_at("engine", "max_tags_per_repository", 0),
+     "engine.max_tags_per_repository", "between 1 and 100000000"),
+    ("tags float", set_at("engine", "max_tags_per_repository", 1.5),
+     "engine.max_tags_per_repository", "must be an integer"),
     ("ttl 29", set_at("auth", "token_ttl", 29), "auth.token_ttl", "between 30 and 3600"),
     ("ttl 3601", set_at("auth", "token_ttl", 3601), "auth.token_ttl", "between 30 and 3600"),
     # registry URLs
