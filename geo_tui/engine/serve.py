@@ -198,6 +198,7 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     api = ApiApp(engine, token=listeners.api.token, read_token=listeners.api.read_token)
     servers: list[tuple[QuietServer, asyncio.Task[None]]] = []
+    status = 0
     try:
         await engine.start()
         if listeners.receiver is not None:
@@ -228,6 +229,13 @@ async def serve(
         waiters = [asyncio.ensure_future(stop.wait())] + [task for _, task in servers]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         waiters[0].cancel()
+        if not stop.is_set():
+            # A listener ended without being asked to: serve must not look like a clean stop (exit 0).
+            ended = next(task for _, task in servers if task.done())
+            cause = ended.exception() if not ended.cancelled() else None
+            failure = f"a listener stopped by itself ({cause!r})" if cause else "a listener stopped by itself"
+            engine.log("error", f"{failure}: shutting down; copies in flight stay pending")
+            status = 1
         engine.log(
             "info",
             "shutting down: no new notifications; copies in flight get "
@@ -244,4 +252,4 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         listeners.close()
-    return 0
+    return status
