@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -37,6 +37,7 @@ from geo_tui.registry import (
 )
 
 from .database import Write, in_place
+from .referrers import replicate_referrers
 from .tracking import Tracking
 
 __all__ = [
@@ -532,6 +533,21 @@ class _RepositoryRun:
             )
         return task
 
+    async def replicated_manifests(self, tags: Mapping[str, str]) -> list[str]:
+        """Every manifest the primary's tags reach (indexes, their children), read through the cache:
+        the subjects whose referrers travel too."""
+        seen: dict[str, None] = {}
+        stack = sorted(set(tags.values()), reverse=True)
+        while stack:
+            digest = stack.pop()
+            if digest in seen:
+                continue
+            seen[digest] = None
+            manifest = await self.fetch(digest)
+            refs = parse_manifest(manifest.content, manifest.media_type)
+            stack.extend(child.digest for child in reversed(refs.manifests))
+        return list(seen)
+
 
 async def repository_size(
     view: PrimaryRepository, primary: RegistryClient, cache: ManifestCache
@@ -607,14 +623,34 @@ async def replicate_repository(
         results = await _gather_limited(matching, lambda t: run.recheck_tag(wanted[t]), tag_concurrency)
         errors.extend(f"tag {t}: {e}" for t, e in zip(matching, results, strict=True) if e is not None)
 
-    extra = {t: d for t, d in current.items() if t not in wanted and t not in view.tag_errors}
+    # OCI 1.1 referrers, tagged or not, once their subjects are in place (a no-op without the API).
+    plain_tags = {t: d for t, d in wanted.items() if not t.startswith(REFERRERS_TAG_PREFIX)}
+    referrers = await replicate_referrers(
+        run.primary,
+        secondary,
+        repository,
+        lambda: run.replicated_manifests(plain_tags),
+        primary_tags=wanted,
+        secondary_tags=current,
+        ensure_manifest=run._child,
+        prune=replicate_deletions,
+    )
+    run.stats.tags_pushed += referrers.tags_pushed
+    errors.extend(referrers.errors)
+    warnings.extend(referrers.warnings)
+
+    extra = {
+        t: d
+        for t, d in current.items()
+        if t not in wanted and t not in view.tag_errors and t not in referrers.keep_tags
+    }
     if extra and replicate_deletions:
         if not view.exists or not view.tags:
             warnings.append(
                 f"primary lists no tags for {repository}; kept {len(extra)} tag(s) on {site} (deletion guard)"
             )
         else:
-            await _delete_tags(run, view, errors, warnings)
+            await _delete_tags(run, view, errors, warnings, keep=referrers.keep_tags)
 
     return RepositoryOutcome(site, repository, run.stats, errors, warnings, len(wanted))
 
@@ -670,7 +706,12 @@ async def _read_secondary_graph(run: _RepositoryRun) -> _SecondaryGraph:
 
 
 async def _delete_tags(
-    run: _RepositoryRun, view: PrimaryRepository, errors: list[str], warnings: list[str]
+    run: _RepositoryRun,
+    view: PrimaryRepository,
+    errors: list[str],
+    warnings: list[str],
+    *,
+    keep: Collection[str] = (),
 ) -> None:
     """Remove the tags the primary no longer has. The rule (README, "Deletions"): first read, on the
     secondary and in this run, every tag there and every manifest they reach; if anything is unreadable,
@@ -682,7 +723,11 @@ async def _delete_tags(
     except _DeletionsHeld as exc:
         errors.append(f"deletions held back, cannot read {exc}; nothing is deleted in {repository} this run")
         return
-    gone = {t: d for t, d in graph.tags.items() if t not in view.tags and t not in view.tag_errors}
+    gone = {
+        t: d
+        for t, d in graph.tags.items()
+        if t not in view.tags and t not in view.tag_errors and t not in keep  # keep: referrer fallback tags
+    }
     protected = graph.reach(d for t, d in graph.tags.items() if t not in gone)
     # Parents before children: a manifest an index reaches is deleted after the index's tag.
     for tag in sorted(gone, key=lambda t: (-len(graph.reach([gone[t]])), t)):

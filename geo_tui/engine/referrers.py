@@ -1,0 +1,346 @@
+"""OCI 1.1 referrers: what a site holds for a manifest, and keeping a secondary's set equal to the primary's.
+
+A referrer (a signature, an SBOM) is a manifest whose ``subject`` names another manifest, usually
+untagged. A registry with the referrers API (zot, Harbor 2.9+, the lab with ``referrers=True``) lists
+them itself at ``GET /v2/<name>/referrers/<digest>``; one without (Distribution 2.8) holds them beside
+an OCI index tagged ``sha256-<hex>`` (the fallback tag) that clients read, amend and push back
+(distribution spec v1.1, "Referrers Tag Schema").
+
+Where each case is handled:
+- primary without the API: its fallback tags are ordinary tags and travel as such (replicate.py); a
+  secondary with the API then lists the referrers as they land, by their ``subject``.
+- primary with the API: `read_referrer_graph` finds every referrer of every replicated manifest, and
+  theirs in turn; `replicate_referrers` (called by replicate.py) copies them by digest, and on a
+  secondary without the API keeps its fallback tag index with `update_fallback_index`.
+- verification: `read_referrer_graph` and `site_referrer_set` give the same sets to the checksum
+  verify (`missing_referrers`) and to a deep walk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from geo_tui.registry import (
+    OCI_INDEX,
+    Descriptor,
+    InvalidManifest,
+    NotFound,
+    RegistryClient,
+    RegistryError,
+    parse_referrers,
+)
+
+__all__ = [
+    "MAX_REFERRER_DEPTH",
+    "MissingReferrer",
+    "ReferrerGraph",
+    "ReferrerOutcome",
+    "fallback_tag",
+    "is_fallback_tag",
+    "missing_referrers",
+    "primary_referrer_graph",
+    "read_referrer_graph",
+    "replicate_referrers",
+    "site_referrer_set",
+    "update_fallback_index",
+]
+
+log = logging.getLogger("geo_tui.engine")
+
+# Referrers of referrers of ... : a signature of an SBOM of an image is depth 2. Deeper chains are
+# refused and reported rather than walked without end.
+MAX_REFERRER_DEPTH = 4
+_FALLBACK_TAG = re.compile(r"sha256-[0-9a-f]{64}")
+
+
+def fallback_tag(digest: str) -> str:
+    """The referrers fallback tag of a subject: ``<alg>-<hex>``, truncated as the spec says."""
+    algorithm, _, hex_digest = digest.partition(":")
+    return f"{algorithm[:32]}-{hex_digest[:64]}"
+
+
+def is_fallback_tag(tag: str) -> bool:
+    """Whether `tag` has the shape of a referrers fallback tag (``sha256-`` and 64 hex digits)."""
+    return _FALLBACK_TAG.fullmatch(tag) is not None
+
+
+@dataclass
+class ReferrerGraph:
+    """The referrers of a set of manifests on one site, and theirs in turn.
+
+    ``api`` says whether the site answered the referrers API (False: it has none, and ``by_subject`` is
+    empty). ``by_subject`` maps each subject that has referrers to their descriptors (with
+    ``artifact_type`` and ``annotations``), in the order the site listed them. ``refused`` names what was
+    not walked: a referrer seen before (a cycle) or one deeper than MAX_REFERRER_DEPTH.
+    """
+
+    api: bool
+    by_subject: dict[str, list[Descriptor]] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)
+
+    @property
+    def referrers(self) -> dict[str, Descriptor]:
+        """Every referrer in the graph, by digest."""
+        return {d.digest: d for found in self.by_subject.values() for d in found}
+
+
+async def read_referrer_graph(
+    client: RegistryClient,
+    repository: str,
+    roots: Iterable[str],
+    *,
+    max_depth: int = MAX_REFERRER_DEPTH,
+) -> ReferrerGraph:
+    """The referrers of every manifest in `roots` through `client`'s referrers API, then the referrers
+    of those, up to `max_depth` levels. The first answer tells whether the site has the API at all
+    (a 404: ``ReferrerGraph(api=False)``, nothing more asked). Raises RegistryError when a listing
+    cannot be read: a partial graph must never be taken for the whole one."""
+    level = list(dict.fromkeys(roots))
+    if not level:
+        return ReferrerGraph(api=False)  # nothing asked, nothing known
+    graph = ReferrerGraph(api=True)
+    seen: set[str] = set(level)
+    asked = False
+    for depth in range(max_depth + 1):
+        following: list[str] = []
+        for subject in level:
+            found = await client.list_referrers(repository, subject)
+            if found is None:
+                if not asked:
+                    return ReferrerGraph(api=False)
+                raise NotFound(
+                    registry=client.name,
+                    operation="GET referrers",
+                    repository=repository,
+                    status=404,
+                    code=None,
+                    detail=f"the referrers API stopped answering for {subject}",
+                )
+            asked = True
+            if not found:
+                continue
+            graph.by_subject[subject] = found
+            for referrer in found:
+                if referrer.digest in seen:
+                    graph.refused.append(f"{referrer.digest} (refers back to a manifest already walked)")
+                    continue
+                seen.add(referrer.digest)
+                following.append(referrer.digest)
+        if not following:
+            return graph
+        if depth == max_depth:
+            graph.refused.extend(f"{d} (deeper than {max_depth} levels of referrers)" for d in following)
+            return graph
+        level = following
+    return graph
+
+
+async def site_referrer_set(
+    client: RegistryClient, repository: str, subject: str, *, api: bool
+) -> dict[str, Descriptor]:
+    """The referrers of `subject` that a site holds, by digest: through its referrers API when `api`,
+    else the entries of its fallback tag index (none when the tag is absent). Raises RegistryError
+    when it cannot be read."""
+    if api:
+        found = await client.list_referrers(repository, subject)
+        return {d.digest: d for d in found or []}
+    try:
+        index = await client.get_manifest(repository, fallback_tag(subject))
+    except NotFound:
+        return {}
+    try:
+        return {d.digest: d for d in parse_referrers(index.content)}
+    except InvalidManifest as exc:
+        raise InvalidManifest(exc.digest, f"fallback tag {fallback_tag(subject)}: {exc.reason}") from None
+
+
+def _descriptor_json(descriptor: Descriptor) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "mediaType": descriptor.media_type,
+        "digest": descriptor.digest,
+        "size": descriptor.size,
+    }
+    if descriptor.artifact_type:
+        entry["artifactType"] = descriptor.artifact_type
+    if descriptor.annotations:
+        entry["annotations"] = dict(descriptor.annotations)
+    return entry
+
+
+async def update_fallback_index(
+    secondary: RegistryClient,
+    repository: str,
+    subject: str,
+    referrers: Iterable[Descriptor],
+    *,
+    prune: bool,
+) -> bool:
+    """Keep the fallback tag index of `subject` on a secondary without the referrers API as the spec
+    says: read it (absent: empty), add a descriptor (with artifactType and annotations) for each of
+    `referrers` it lacks, drop the entries not among them if `prune`, and push it back if it changed.
+    Entries already there are kept byte for byte. True if it pushed. Raises RegistryError, or
+    InvalidManifest when the tag holds something that is not an index (then it is left alone)."""
+    tag = fallback_tag(subject)
+    try:
+        current = await secondary.get_manifest(repository, tag)
+    except NotFound:
+        current = None
+    entries: list[Any] = []
+    if current is not None:
+        parse_referrers(current.content)  # refuses what is not an index of descriptors
+        entries = list(json.loads(current.content)["manifests"])
+    wanted = {d.digest: d for d in referrers}
+    kept = [e for e in entries if not prune or e.get("digest") in wanted]
+    have = {e.get("digest") for e in kept}
+    added = [_descriptor_json(d) for digest, d in wanted.items() if digest not in have]
+    if not added and len(kept) == len(entries):
+        return False
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": kept + added}
+    await secondary.put_manifest(repository, tag, json.dumps(index, indent=2).encode(), OCI_INDEX)
+    return True
+
+
+@dataclass
+class ReferrerOutcome:
+    """What `replicate_referrers` did and found: the fallback tags it keeps on the secondary (the tag
+    diff must not delete them), errors, warnings, and how many fallback tags it pushed."""
+
+    keep_tags: set[str] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    tags_pushed: int = 0
+
+
+async def replicate_referrers(
+    primary: RegistryClient,
+    secondary: RegistryClient,
+    repository: str,
+    manifests: Callable[[], Awaitable[list[str]]],
+    *,
+    primary_tags: Mapping[str, str],
+    secondary_tags: Iterable[str],
+    ensure_manifest: Callable[[str], Awaitable[None]],
+    prune: bool,
+) -> ReferrerOutcome:
+    """Copy every referrer of the replicated manifests (``await manifests()``: tagged or not, asked for
+    only once the primary has answered the referrers API) from a primary with the referrers API, and
+    the referrers of those. `ensure_manifest(digest)` puts one manifest and what
+    it needs on the secondary (a HEAD first). A secondary with the API then lists them; one without gets
+    each subject's fallback tag index kept with `update_fallback_index` (`prune`: drop referrers the
+    primary no longer lists), except where the primary holds that fallback tag itself and it travels as
+    a tag. A primary without the API changes nothing here: its fallback tags are plain tags.
+
+    Untagged referrers that left the primary are not deleted from a secondary with the API: a registry
+    answers what it lists, and deleting by digest what one cannot prove unused is not worth a signature.
+    """
+    outcome = ReferrerOutcome()
+    fallback_shaped = {t for t in secondary_tags if is_fallback_tag(t) and t not in primary_tags}
+    probe = next((d for t, d in sorted(primary_tags.items()) if not is_fallback_tag(t)), None)
+    if probe is None:
+        return outcome
+    try:
+        if await primary.list_referrers(repository, probe) is None:
+            return outcome  # no API on the primary: its fallback tags are plain tags
+        graph = await read_referrer_graph(primary, repository, await manifests())
+    except (RegistryError, InvalidManifest) as exc:
+        outcome.keep_tags = fallback_shaped  # could not read the primary: keep whatever is there
+        outcome.errors.append(f"referrers: {exc}")
+        return outcome
+    if not graph.api:
+        return outcome
+    # From here the fallback tags on the secondary are this engine's to keep, never the tag diff's.
+    outcome.keep_tags = fallback_shaped
+    outcome.warnings.extend(f"referrer {r} not copied" for r in graph.refused)
+    if not graph.by_subject:
+        return outcome
+    referrers = graph.referrers
+    for digest in referrers:
+        try:
+            await ensure_manifest(digest)
+        except Exception as exc:  # reported per referrer, like tags
+            outcome.errors.append(f"referrer {digest}: {exc}")
+    first = next(iter(graph.by_subject))
+    try:
+        secondary_api = await secondary.list_referrers(repository, first) is not None
+    except RegistryError as exc:
+        outcome.errors.append(f"referrers on the secondary: {exc}")
+        return outcome
+    if secondary_api:
+        return outcome
+    for subject, found in graph.by_subject.items():
+        if fallback_tag(subject) in primary_tags:
+            continue  # the primary keeps this fallback tag itself: it was copied as a tag
+        try:
+            if await update_fallback_index(secondary, repository, subject, found, prune=prune):
+                outcome.tags_pushed += 1
+        except (RegistryError, InvalidManifest) as exc:
+            outcome.errors.append(f"fallback tag {fallback_tag(subject)}: {exc}")
+    return outcome
+
+
+@dataclass(frozen=True)
+class MissingReferrer:
+    """A referrer the primary has and a secondary cannot serve."""
+
+    subject: str
+    digest: str
+    artifact_type: str | None
+    why: str  # "not listed" | "listed, manifest missing"
+
+    def __str__(self) -> str:
+        kind = f" ({self.artifact_type})" if self.artifact_type else ""
+        return f"referrer {self.digest}{kind} of {self.subject}: {self.why}"
+
+
+async def primary_referrer_graph(
+    primary: RegistryClient, repository: str, tags: Mapping[str, str]
+) -> ReferrerGraph:
+    """The primary's referrers of its tagged manifests: through its API if it has one, else read from
+    its fallback tags (each such tag's index, and the fallback tags of those referrers in turn)."""
+    roots = [d for t, d in tags.items() if not is_fallback_tag(t)]
+    graph = await read_referrer_graph(primary, repository, roots)
+    if graph.api:
+        return graph
+    seen = set(roots)
+    level = roots
+    for _ in range(MAX_REFERRER_DEPTH + 1):
+        following: list[str] = []
+        for subject in level:
+            if fallback_tag(subject) not in tags:
+                continue
+            found = await site_referrer_set(primary, repository, subject, api=False)
+            if found:
+                graph.by_subject[subject] = list(found.values())
+                following.extend(d for d in found if d not in seen)
+                seen.update(found)
+        level = following
+    return graph
+
+
+async def missing_referrers(
+    graph: ReferrerGraph, secondary: RegistryClient, repository: str
+) -> list[MissingReferrer]:
+    """The referrers in the primary's `graph` that `secondary` cannot serve: not in its referrer set
+    of the subject (its API listing, else its fallback tag index), or listed there while the manifest
+    itself is gone. Raises RegistryError when the secondary cannot be read."""
+    if not graph.by_subject:
+        return []
+    first = next(iter(graph.by_subject))
+    api = await secondary.list_referrers(repository, first) is not None
+    missing: list[MissingReferrer] = []
+    for subject, found in graph.by_subject.items():
+        held = await site_referrer_set(secondary, repository, subject, api=api)
+        for referrer in found:
+            if referrer.digest not in held:
+                why = "not listed"
+            elif not api and await secondary.head_manifest(repository, referrer.digest) is None:
+                why = "listed, manifest missing"
+            else:
+                continue
+            missing.append(MissingReferrer(subject, referrer.digest, referrer.artifact_type, why))
+    return missing
