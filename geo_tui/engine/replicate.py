@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from geo_tui.registry import (
     DOCKER_SCHEMA1,
@@ -38,10 +38,10 @@ from geo_tui.registry import (
 
 from .database import Write, in_place
 from .referrers import replicate_referrers
-from .tracking import Tracking
 
 __all__ = [
     "BlobCopier",
+    "BlobLocations",
     "CopyStats",
     "ManifestCache",
     "PrimaryRepository",
@@ -256,6 +256,17 @@ class _Stream:
     too_slow: TransferTooSlow | None = None
 
 
+class BlobLocations(Protocol):
+    """Where blobs are known to be on each site, for mounts: the tracking database, or a dry run's
+    read-only view of it (engine/plan.py)."""
+
+    def blob_sources(self, site: str, digest: str, *, exclude: str, limit: int = 3) -> list[str]: ...
+
+    def add_blob_locations(self, site: str, repository: str, digests: Iterable[str]) -> None: ...
+
+    def forget_blob_location(self, site: str, digest: str, repository: str) -> None: ...
+
+
 class _Mounted:
     """What BlobCopier._mount returns when the mount worked: there is no upload session to fill."""
 
@@ -273,7 +284,7 @@ class BlobCopier:
         primary: RegistryClient,
         secondary: RegistryClient,
         site: str,
-        tracking: Tracking,
+        tracking: BlobLocations,
         *,
         attempts: int = 3,
         retry_delay: float = 0.5,
