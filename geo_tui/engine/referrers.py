@@ -12,8 +12,8 @@ Where each case is handled:
 - primary with the API: `read_referrer_graph` finds every referrer of every replicated manifest, and
   theirs in turn; `replicate_referrers` (called by replicate.py) copies them by digest, and on a
   secondary without the API keeps its fallback tag index with `update_fallback_index`.
-- verification: `read_referrer_graph` and `site_referrer_set` give the same sets to the checksum
-  verify (`missing_referrers`) and to a deep walk.
+- verification: `site_referrer_graph` (API or fallback tags, whichever the site has) and
+  `site_referrer_set` give the same sets to the checksum verify (`missing_referrers`) and to a deep walk.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ __all__ = [
     "fallback_tag",
     "is_fallback_tag",
     "missing_referrers",
-    "primary_referrer_graph",
     "read_referrer_graph",
     "replicate_referrers",
+    "site_referrer_graph",
     "site_referrer_set",
     "update_fallback_index",
 ]
@@ -246,7 +246,8 @@ async def replicate_referrers(
     try:
         if await primary.list_referrers(repository, probe) is None:
             return outcome  # no API on the primary: its fallback tags are plain tags
-        graph = await read_referrer_graph(primary, repository, await manifests())
+        replicated = await manifests()
+        graph = await read_referrer_graph(primary, repository, replicated)
     except (RegistryError, InvalidManifest) as exc:
         outcome.keep_tags = fallback_shaped  # could not read the primary: keep whatever is there
         outcome.errors.append(f"referrers: {exc}")
@@ -256,7 +257,12 @@ async def replicate_referrers(
     # From here the fallback tags on the secondary are this engine's to keep, never the tag diff's.
     outcome.keep_tags = fallback_shaped
     outcome.warnings.extend(f"referrer {r} not copied" for r in graph.refused)
-    if not graph.by_subject:
+    # Fallback indexes on the secondary whose subject the primary still has, with no referrer left.
+    emptied: dict[str, list[Descriptor]] = {}
+    if prune:
+        emptied = {d: [] for d in replicated if fallback_tag(d) in fallback_shaped}
+    wanted: dict[str, list[Descriptor]] = {**emptied, **graph.by_subject}
+    if not graph.by_subject and not emptied:
         return outcome
     referrers = graph.referrers
     for digest in referrers:
@@ -264,7 +270,7 @@ async def replicate_referrers(
             await ensure_manifest(digest)
         except Exception as exc:  # reported per referrer, like tags
             outcome.errors.append(f"referrer {digest}: {exc}")
-    first = next(iter(graph.by_subject))
+    first = next(iter(wanted))
     try:
         secondary_api = await secondary.list_referrers(repository, first) is not None
     except RegistryError as exc:
@@ -272,7 +278,7 @@ async def replicate_referrers(
         return outcome
     if secondary_api:
         return outcome
-    for subject, found in graph.by_subject.items():
+    for subject, found in wanted.items():
         if fallback_tag(subject) in primary_tags:
             continue  # the primary keeps this fallback tag itself: it was copied as a tag
         try:
@@ -297,13 +303,21 @@ class MissingReferrer:
         return f"referrer {self.digest}{kind} of {self.subject}: {self.why}"
 
 
-async def primary_referrer_graph(
-    primary: RegistryClient, repository: str, tags: Mapping[str, str]
+async def site_referrer_graph(
+    client: RegistryClient,
+    repository: str,
+    tags: Mapping[str, str],
+    roots: Iterable[str] | None = None,
 ) -> ReferrerGraph:
-    """The primary's referrers of its tagged manifests: through its API if it has one, else read from
-    its fallback tags (each such tag's index, and the fallback tags of those referrers in turn)."""
-    roots = [d for t, d in tags.items() if not is_fallback_tag(t)]
-    graph = await read_referrer_graph(primary, repository, roots)
+    """The referrers a site holds for `roots` (by default its tagged manifests, fallback tags aside),
+    and theirs in turn: through its referrers API if it has one, else from its fallback tags (`tags`,
+    the site's tag -> digest, says which exist; each is read as an index of referrers). For the
+    primary in verification, and for a deep walk of either side. Raises RegistryError or
+    InvalidManifest when a listing or a fallback index cannot be read."""
+    if roots is None:
+        roots = [d for t, d in tags.items() if not is_fallback_tag(t)]
+    roots = list(dict.fromkeys(roots))
+    graph = await read_referrer_graph(client, repository, roots)
     if graph.api:
         return graph
     seen = set(roots)
@@ -313,7 +327,7 @@ async def primary_referrer_graph(
         for subject in level:
             if fallback_tag(subject) not in tags:
                 continue
-            found = await site_referrer_set(primary, repository, subject, api=False)
+            found = await site_referrer_set(client, repository, subject, api=False)
             if found:
                 graph.by_subject[subject] = list(found.values())
                 following.extend(d for d in found if d not in seen)

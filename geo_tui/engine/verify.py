@@ -20,7 +20,7 @@ from geo_tui.registry import InvalidManifest, RegistryClient, RegistryError
 from .database import Write, in_place
 from .deep import BlobReport, HashCache, VerificationDepth, check_blobs
 from .describe import blame_primary
-from .referrers import ReferrerGraph, is_fallback_tag, missing_referrers, primary_referrer_graph
+from .referrers import ReferrerGraph, is_fallback_tag, missing_referrers, site_referrer_graph
 from .replicate import PrimaryRepository, read_primary_repository, read_secondary_tags, repository_checksum
 from .tracking import Tracking, VerificationState
 
@@ -194,7 +194,7 @@ class Verifier:
             await self._write(self._tracking.mark_verification, site, repository, VerificationState.STARTED)
         try:
             view = await read_primary_repository(self._primary, repository)
-            graph = await primary_referrer_graph(self._primary, repository, view.digests)
+            graph = await site_referrer_graph(self._primary, repository, view.digests)
         except Exception as exc:
             reason = blame_primary(exc)
             results = [VerificationResult(s, repository, False, None, None, reason, depth) for s in sites]

@@ -207,3 +207,40 @@ def test_referrers_reach_every_kind_of_secondary(
             assert pusher.head_manifest(REPO, lost.digest).status_code == 200
             code, out, _ = run_cli(capsys, "--config", str(config), "verify", "--json")
             assert code == 0, out
+
+
+@pytest.mark.parametrize("secondary_kind", list(KINDS))
+def test_referrers_deleted_on_the_primary_leave_the_listing(
+    secondary_kind: str,
+    start_registry: Callable[[str, bool], Distribution | LabInstance],
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A referrer deleted on a primary with the API leaves a secondary's fallback index (an index whose
+    subject has no referrer left becomes empty); the untagged manifest itself stays on the secondary,
+    whichever kind: geo-tui never deletes an untagged manifest by digest on the strength of a listing."""
+    secondary_api = KINDS[secondary_kind]
+    primary = start_registry("primary", True)
+    secondary = start_registry("secondary", secondary_api)
+    estate = make_estate()
+    with RawPusher.for_registry(primary) as primary_pusher, RawPusher.for_registry(secondary) as pusher:
+        push_estate(primary_pusher, estate, fallback=False)
+        config = write_geo_config(tmp_path / "geo", primary, [secondary], key_pair)
+        assert sync_json(capsys, config)[0] == 0
+
+        image_sbom = estate.by_subject[estate.image.digest][1]
+        gone = [estate.signature_of(estate.image), *estate.by_subject[estate.index.digest]]
+        for artifact in gone:
+            assert primary_pusher.delete_manifest(REPO, artifact.digest).status_code == 202
+        code, summary = sync_json(capsys, config)
+        assert code == 0, summary["sites"]["secondary"]["failures"]
+
+        if not secondary_api:
+            assert set(referrer_entries(pusher, estate.image.digest, api=False)) == {image_sbom.digest}
+            assert referrer_entries(pusher, estate.index.digest, api=False) == {}
+            assert pusher.list_tags(REPO).count("sha256-" + estate.index.digest.removeprefix("sha256:")) == 1
+        for artifact in gone:  # kept by digest on the secondary: never deleted on a listing's word
+            assert pusher.head_manifest(REPO, artifact.digest).status_code == 200
+        code, out, _ = run_cli(capsys, "--config", str(config), "verify", "--json")
+        assert code == 0, out
