@@ -75,8 +75,9 @@ class ReferrerGraph:
 
     ``api`` says whether the site answered the referrers API (False: it has none, and ``by_subject`` is
     empty). ``by_subject`` maps each subject that has referrers to their descriptors (with
-    ``artifact_type`` and ``annotations``), in the order the site listed them. ``refused`` names what was
-    not walked: a referrer seen before (a cycle) or one deeper than MAX_REFERRER_DEPTH.
+    ``artifact_type`` and ``annotations``), in the order the site listed them. ``refused`` names the
+    referrers whose own referrers were not asked for: one seen before (a cycle) or one more than
+    MAX_REFERRER_DEPTH levels below a root.
     """
 
     api: bool
@@ -127,14 +128,14 @@ async def read_referrer_graph(
             graph.by_subject[subject] = found
             for referrer in found:
                 if referrer.digest in seen:
-                    graph.refused.append(f"{referrer.digest} (refers back to a manifest already walked)")
+                    graph.refused.append(f"{referrer.digest} (a manifest already walked: a cycle)")
                     continue
                 seen.add(referrer.digest)
                 following.append(referrer.digest)
         if not following:
             return graph
         if depth == max_depth:
-            graph.refused.extend(f"{d} (deeper than {max_depth} levels of referrers)" for d in following)
+            graph.refused.extend(f"{d} (more than {max_depth} levels of referrers deep)" for d in following)
             return graph
         level = following
     return graph
@@ -256,7 +257,7 @@ async def replicate_referrers(
         return outcome
     # From here the fallback tags on the secondary are this engine's to keep, never the tag diff's.
     outcome.keep_tags = fallback_shaped
-    outcome.warnings.extend(f"referrer {r} not copied" for r in graph.refused)
+    outcome.warnings.extend(f"referrers of {r} not followed" for r in graph.refused)
     # Fallback indexes on the secondary whose subject the primary still has, with no referrer left.
     emptied: dict[str, list[Descriptor]] = {}
     if prune:

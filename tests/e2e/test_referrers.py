@@ -7,6 +7,7 @@ writes nothing, and a signature deleted from the secondary fails `verify`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from geo_tui.engine.referrers import MAX_REFERRER_DEPTH, ReferrerGraph, read_referrer_graph
+from geo_tui.registry import JwtAuth, RegistryClient, TokenSigner
 from tests.e2e.test_sync import WRITE_METHODS, run_cli, sync_json
 from tests.support.binaries import find_binary
 from tests.support.distribution import Distribution
@@ -244,3 +247,31 @@ def test_referrers_deleted_on_the_primary_leave_the_listing(
             assert pusher.head_manifest(REPO, artifact.digest).status_code == 200
         code, out, _ = run_cli(capsys, "--config", str(config), "verify", "--json")
         assert code == 0, out
+
+
+def test_referrer_chains_are_followed_to_a_bound(
+    start_registry: Callable[[str, bool], Distribution | LabInstance], key_pair: TestKeyPair
+) -> None:
+    """A signature of a signature of ... : MAX_REFERRER_DEPTH levels below the image are asked for their
+    referrers, the next one is listed but not followed, and it says so."""
+    lab = start_registry("primary", True)
+    image = oci_image("chain")
+    chain = [image]
+    with RawPusher.for_registry(lab) as pusher:
+        pusher.push_tree(REPO, image, "v1")
+        for level in range(MAX_REFERRER_DEPTH + 2):
+            chain.append(cosign_signature(chain[-1], f"chain-{level}"))
+            pusher.push_tree(REPO, chain[-1])
+
+    async def read() -> ReferrerGraph:
+        signer = TokenSigner(key_pair.key_pem, issuer=lab.issuer, service=lab.service)
+        async with RegistryClient("lab", lab.url, JwtAuth(signer)) as client:
+            return await read_referrer_graph(client, REPO, [image.digest])
+
+    graph = asyncio.run(read())
+    assert graph.api
+    followed = chain[: MAX_REFERRER_DEPTH + 1]
+    assert list(graph.by_subject) == [node.digest for node in followed]
+    assert set(graph.referrers) == {node.digest for node in chain[1 : MAX_REFERRER_DEPTH + 2]}
+    last = chain[MAX_REFERRER_DEPTH + 1].digest
+    assert [r.split()[0] for r in graph.refused] == [last]
