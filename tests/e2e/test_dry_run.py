@@ -18,6 +18,7 @@ from tests.e2e.test_sync import WRITE_METHODS, push_formats_workload, run_cli, s
 from tests.support.distribution import Distribution
 from tests.support.geo import write_geo_config
 from tests.support.keys import TestKeyPair
+from tests.support.lab import LabInstance
 from tests.support.oci import buildkit_cache_manifest, oci_image
 from tests.support.push import RawPusher
 
@@ -45,7 +46,7 @@ class Writes:
     deleted: set[tuple[str, str]] = field(default_factory=set)  # (repository, manifest digest)
 
 
-def writes_in_log(registry: Distribution, mark: int) -> Writes:
+def writes_in_log(registry: Distribution | LabInstance, mark: int) -> Writes:
     found = Writes()
     for line in registry.requests(since_mark=mark):
         if line.method not in WRITE_METHODS or not 200 <= line.status < 300:
@@ -83,9 +84,10 @@ def dry_run(capsys: pytest.CaptureFixture[str], config: Path) -> dict[str, Any]:
 
 
 def compare_plan_with_run(
-    capsys: pytest.CaptureFixture[str], config: Path, secondary: Distribution
-) -> tuple[dict[str, Any], Writes]:
-    """Plan, check that planning wrote nothing, run, and return the plan's site with the run's writes."""
+    capsys: pytest.CaptureFixture[str], config: Path, secondary: Distribution | LabInstance
+) -> tuple[dict[str, Any], Writes, dict[str, Any]]:
+    """Plan, check that planning wrote nothing, run, check that the run wrote what the plan said, and
+    return the plan's site, the run's writes and the run's summary of the site."""
     mark = secondary.settled_mark()
     plan = dry_run(capsys, config)["sites"]["secondary"]
     after_plan = secondary.settled_mark()
@@ -105,7 +107,7 @@ def compare_plan_with_run(
         assert plan[key] == ran[key], key
     assert plan["tags_create"] + plan["tags_move"] == ran["tags_pushed"]
     assert plan["tags_delete"] == ran["tags_deleted"]
-    return plan, done
+    return plan, done, ran
 
 
 def test_the_plan_is_what_the_run_writes(
@@ -121,7 +123,7 @@ def test_the_plan_is_what_the_run_writes(
     config = config_for(primary, secondary)
 
     # the backfill: every tag to create, every blob to copy or mount
-    plan, done = compare_plan_with_run(capsys, config, secondary)
+    plan, done, _ = compare_plan_with_run(capsys, config, secondary)
     assert plan["tags_create"] == 10 and plan["tags_move"] == plan["tags_delete"] == 0
     assert done.methods["PUT"] > 20 and done.uploads
 
@@ -130,7 +132,7 @@ def test_the_plan_is_what_the_run_writes(
     primary_pusher.push_tree("formats/docker", oci_image("o2"), "v1")  # moved, its blobs mounted
     removed = buildkit_cache_manifest("bk1")
     assert primary_pusher.delete_manifest("formats/buildkit", removed.digest).status_code == 202
-    plan, done = compare_plan_with_run(capsys, config, secondary)
+    plan, done, _ = compare_plan_with_run(capsys, config, secondary)
     changes = plan["repositories"]
     assert set(changes["formats/oci"]["tags"]["create"]) == {"v2"}
     assert set(changes["formats/docker"]["tags"]["move"]) == {"v1"}

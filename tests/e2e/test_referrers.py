@@ -2,8 +2,9 @@
 times the same on the secondary. The API side is the lab registry with its referrers API on; the fallback
 side is real CNCF Distribution 2.8, which has none. A cosign-style signature and an SBOM are attached to an
 image and to a multi-platform index, untagged, plus a signature of the image's SBOM (a referrer of a
-referrer). After `sync --once` the secondary serves them all the way it can, `verify` passes, a second run
-writes nothing, and a signature deleted from the secondary fails `verify`."""
+referrer). `sync --once --dry-run` plans what the run then writes. After `sync --once` the secondary
+serves them all the way it can, `verify` passes, a second run writes nothing, and a signature deleted from
+the secondary fails `verify`."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 
 from geo_tui.engine.referrers import MAX_REFERRER_DEPTH, ReferrerGraph, read_referrer_graph
 from geo_tui.registry import JwtAuth, RegistryClient, TokenSigner
+from tests.e2e.test_dry_run import compare_plan_with_run
 from tests.e2e.test_sync import WRITE_METHODS, run_cli, sync_json
 from tests.support.binaries import find_binary
 from tests.support.distribution import Distribution
@@ -163,9 +165,8 @@ def test_referrers_reach_every_kind_of_secondary(
         push_estate(primary_pusher, estate, fallback=not primary_api)
         config = write_geo_config(tmp_path / "geo", primary, [secondary], key_pair)
 
-        code, summary = sync_json(capsys, config)
-        site = summary["sites"]["secondary"]
-        assert code == 0, site["failures"]
+        # the dry run plans what the run then writes, fallback index pushes included
+        _, _, site = compare_plan_with_run(capsys, config, secondary)
         assert site["synced"] == 1 and site["warnings"] == []
 
         # every referrer is on the secondary by digest, and listed the way the secondary can list it
