@@ -16,8 +16,6 @@ import pytest
 from geo_tui.config import load_config
 from tests.e2e.test_sync import WRITE_METHODS, push_formats_workload, run_cli, sync_json
 from tests.support.distribution import Distribution
-from tests.support.geo import write_geo_config
-from tests.support.keys import TestKeyPair
 from tests.support.lab import LabInstance
 from tests.support.oci import buildkit_cache_manifest, oci_image
 from tests.support.push import RawPusher
@@ -25,14 +23,6 @@ from tests.support.push import RawPusher
 MANIFEST = re.compile(r"/v2/(?P<repo>.+)/manifests/(?P<ref>[^/?]+)$")
 BLOBS = re.compile(r"/v2/(?P<repo>.+)/blobs/uploads/")
 DIGEST = re.compile(r"(?:^|[?&])(?P<key>digest|mount)=(?P<digest>sha256:[0-9a-f]{64})")
-
-
-@pytest.fixture
-def config_for(tmp_path: Path, key_pair: TestKeyPair) -> Callable[..., Path]:
-    def make(primary: Distribution, *secondaries: Distribution, **kwargs: Any) -> Path:
-        return write_geo_config(tmp_path / "geo", primary, list(secondaries), key_pair, **kwargs)
-
-    return make
 
 
 @dataclass

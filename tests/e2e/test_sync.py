@@ -14,8 +14,7 @@ from geo_tui.cli import main
 from geo_tui.config import load_config
 from geo_tui.engine import Tracking
 from tests.support.distribution import Distribution
-from tests.support.geo import image_with_layers, tag_digests, write_geo_config
-from tests.support.keys import TestKeyPair
+from tests.support.geo import image_with_layers, tag_digests
 from tests.support.oci import (
     ManifestNode,
     buildkit_cache_index,
@@ -59,14 +58,6 @@ def assert_same_content(primary: RawPusher, secondary: RawPusher, repository: st
         if "prettyjws" not in a.headers.get("Content-Type", ""):  # schema 1 is re-signed on every GET
             assert a.content == b.content, f"{repository}:{tag} bytes differ"
     return want
-
-
-@pytest.fixture
-def config_for(tmp_path: Path, key_pair: TestKeyPair) -> Callable[..., Path]:
-    def make(primary: Distribution, *secondaries: Distribution, **kwargs: Any) -> Path:
-        return write_geo_config(tmp_path / "geo", primary, list(secondaries), key_pair, **kwargs)
-
-    return make
 
 
 @dataclass
