@@ -320,16 +320,19 @@ async def plan_sync(config: Config, *, sites: Sequence[str] | None = None) -> Sy
         async def plan_one(site: str, view: PrimaryRepository) -> None:
             secondary = secondaries[site]
             first_run = tracking.never_started(site, view.name) if tracking is not None else True
-            outcome = await replicate_repository(
-                view,
-                secondary,
-                copiers[site],
-                cache,
-                site=site,
-                blob_concurrency=config.engine.blob_concurrency,
-                replicate_deletions=config.engine.replicate_deletions,
-                first_run=first_run,
-            )
+            try:
+                outcome = await replicate_repository(
+                    view,
+                    secondary,
+                    copiers[site],
+                    cache,
+                    site=site,
+                    blob_concurrency=config.engine.blob_concurrency,
+                    replicate_deletions=config.engine.replicate_deletions,
+                    first_run=first_run,
+                )
+            except Exception as exc:  # as the engine reports a run that raised: one line, the repository's
+                outcome = RepositoryOutcome(site, view.name, CopyStats(), [describe_error(exc)], [], 0)
             outcomes.append(outcome)
 
         outcomes: list[RepositoryOutcome] = []

@@ -4,6 +4,7 @@ each case asserts what the spec says."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from geo_tui.registry import Descriptor, JwtAuth, RegistryClient, TokenSigner
 from tests.support import oci
 from tests.support.keys import TestKeyPair
 from tests.support.lab import LabInstance
@@ -155,3 +157,38 @@ def test_referrers_need_a_pull_token(lab: LabInstance) -> None:
     with RawPusher(lab.url) as anonymous:
         response = anonymous.request("GET", f"/v2/{REPO}/referrers/{oci.sha256_digest(b'x')}")
     assert response.status_code == 401
+
+
+def test_the_client_reads_every_page_and_filters(
+    lab: LabInstance, pusher: RawPusher, key_pair: TestKeyPair
+) -> None:
+    """geo-tui's client follows the lab's Link pages and asks for the artifactType filter; a registry
+    without the API (a 404) reads as None, not as "no referrers"."""
+    subject = oci.oci_image("client-pages")
+    pusher.push_tree(REPO, subject, "v1")
+    signatures = [oci.oci_artifact(subject, artifact_type=SIGNATURE, seed=f"c-sig-{i}") for i in range(3)]
+    sboms = [oci.oci_artifact(subject, artifact_type=SBOM, seed=f"c-sbom-{i}") for i in range(2)]
+    for artifact in [*signatures, *sboms]:
+        put_manifest(pusher, artifact)
+
+    async def read() -> tuple[list[Descriptor] | None, list[Descriptor] | None, list[Descriptor] | None]:
+        signer = TokenSigner(key_pair.key_pem, issuer=lab.issuer, service=lab.service)
+        async with RegistryClient("lab", lab.url, JwtAuth(signer)) as client:
+            every = await client.list_referrers(REPO, subject.digest)
+            only = await client.list_referrers(REPO, subject.digest, artifact_type=SBOM)
+        lab.stop()
+        lab.referrers = False
+        lab.start()
+        async with RegistryClient("lab", lab.url, JwtAuth(signer)) as client:
+            none = await client.list_referrers(REPO, subject.digest)
+        return every, only, none
+
+    mark = lab.settled_mark()
+    every, only, none = asyncio.run(read())
+    # 3 pages, 1 filtered page, and the 404 of the lab without the API
+    assert lab.wait_for_requests(5, "GET", "/referrers/", since_mark=mark) == 5
+    assert every is not None and {d.digest for d in every} == {a.digest for a in [*signatures, *sboms]}
+    assert len(every) == 5  # three pages of 2, 2 and 1
+    assert only is not None and {d.digest for d in only} == {a.digest for a in sboms}
+    assert all(d.artifact_type == SBOM for d in only)
+    assert none is None
