@@ -152,3 +152,19 @@ def test_a_dry_run_writes_nothing_anywhere(
         downloads = [r for r in registry.requests(method="GET", since_mark=marks[registry.name])]
         assert not [r for r in downloads if "/blobs/" in r.uri], "a plan downloaded a blob"
     assert not load_config(config).engine.database.exists(), "a plan created the tracking database"
+
+
+def test_a_plan_that_cannot_read_the_secondary_says_so(
+    primary: Distribution,
+    secondary: Distribution,
+    primary_pusher: RawPusher,
+    config_for: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    primary_pusher.push_tree("team/app", oci_image("a1"), "v1")
+    config = config_for(primary, secondary)
+    secondary.stop()
+    code, out, err = run_cli(capsys, "--config", str(config), "sync", "--once", "--dry-run")
+    assert code == 1
+    assert "team/app" in out and "cannot plan:" in out and "secondary" in out
+    assert "Traceback" not in out + err
