@@ -412,6 +412,7 @@ def _summary_dict(summary: SyncSummary) -> dict[str, Any]:
                 "failed": s.failed,
                 "tags_pushed": s.stats.tags_pushed,
                 "tags_deleted": s.stats.tags_deleted,
+                "referrers_deleted": s.stats.referrers_deleted,
                 "manifests_pushed": s.stats.manifests_pushed,
                 "blobs_copied": s.stats.blobs_copied,
                 "blobs_mounted": s.stats.blobs_mounted,
@@ -454,6 +455,8 @@ def _repository_plan_dict(plan: RepositoryPlan) -> dict[str, Any]:
             "delete": plan.tags_delete,
         },
         "manifests": [w.digest for w in writes if w.kind == "manifest" and w.reference == w.digest],
+        # untagged referrers gone from the primary (tags deleted are under "tags")
+        "manifests_deleted": [w.digest for w in writes if w.kind == "delete" and w.reference == w.digest],
         "blobs": {
             "copy": [{"digest": w.digest, "size": w.size} for w in writes if w.kind == "upload"],
             "mount": [{"digest": w.digest, "from": w.source} for w in writes if w.kind == "mount"],
@@ -477,6 +480,7 @@ def _plan_dict(plan: SyncPlan) -> dict[str, Any]:
             "tags_move": sum(len(p.tags_move) for p in changing.values()),
             "tags_delete": sum(len(p.tags_delete) for p in changing.values()),
             "manifests_pushed": st.manifests_pushed,
+            "referrers_deleted": st.referrers_deleted,
             "blobs_copied": st.blobs_copied,
             "blobs_mounted": st.blobs_mounted,
             "bytes": st.bytes_copied,
@@ -515,6 +519,8 @@ def _print_plan(plan: SyncPlan, *, as_json: bool) -> None:
                 )
             if r["manifests"]:
                 parts.append(f"{len(r['manifests'])} manifests by digest")
+            if r["manifests_deleted"]:
+                parts.append(f"delete {len(r['manifests_deleted'])} referrers gone from the primary")
             print(f"  {repository}: " + "; ".join(parts or ["no writes"]))
             for error in r["errors"]:
                 print(f"    cannot plan: {error}")

@@ -180,12 +180,13 @@ async def update_fallback_index(
     referrers: Iterable[Descriptor],
     *,
     prune: bool,
-) -> bool:
+) -> tuple[bool, list[str]]:
     """Keep the fallback tag index of `subject` on a secondary without the referrers API as the spec
     says: read it (absent: empty), add a descriptor (with artifactType and annotations) for each of
     `referrers` it lacks, drop the entries not among them if `prune`, and push it back if it changed.
-    Entries already there are kept byte for byte. True if it pushed. Raises RegistryError, or
-    InvalidManifest when the tag holds something that is not an index (then it is left alone)."""
+    Entries already there are kept byte for byte. Returns whether it pushed, and the digests of the
+    entries it dropped. Raises RegistryError, or InvalidManifest when the tag holds something that is
+    not an index (then it is left alone)."""
     tag = fallback_tag(subject)
     try:
         current = await secondary.get_manifest(repository, tag)
@@ -197,24 +198,27 @@ async def update_fallback_index(
         entries = list(json.loads(current.content)["manifests"])
     wanted = {d.digest: d for d in referrers}
     kept = [e for e in entries if not prune or e.get("digest") in wanted]
+    dropped = [str(e.get("digest")) for e in entries if e not in kept]
     have = {e.get("digest") for e in kept}
     added = [_descriptor_json(d) for digest, d in wanted.items() if digest not in have]
-    if not added and len(kept) == len(entries):
-        return False
+    if not added and not dropped:
+        return False, []
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": kept + added}
     await secondary.put_manifest(repository, tag, json.dumps(index, indent=2).encode(), OCI_INDEX)
-    return True
+    return True, dropped
 
 
 @dataclass
 class ReferrerOutcome:
     """What `replicate_referrers` did and found: the fallback tags it keeps on the secondary (the tag
-    diff must not delete them), errors, warnings, and how many fallback tags it pushed."""
+    diff must not delete them), errors, warnings, how many fallback tags it pushed and how many
+    referrers it deleted."""
 
     keep_tags: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     tags_pushed: int = 0
+    referrers_deleted: int = 0
 
 
 async def replicate_referrers(
@@ -226,6 +230,7 @@ async def replicate_referrers(
     primary_tags: Mapping[str, str],
     secondary_tags: Iterable[str],
     ensure_manifest: Callable[[str], Awaitable[None]],
+    protected: Callable[[set[str]], Awaitable[set[str]]],
     prune: bool,
 ) -> ReferrerOutcome:
     """Copy every referrer of the replicated manifests (``await manifests()``: tagged or not, asked for
@@ -236,8 +241,12 @@ async def replicate_referrers(
     primary no longer lists), except where the primary holds that fallback tag itself and it travels as
     a tag. A primary without the API changes nothing here: its fallback tags are plain tags.
 
-    Untagged referrers that left the primary are not deleted from a secondary with the API: a registry
-    answers what it lists, and deleting by digest what one cannot prove unused is not worth a signature.
+    With `prune`, a referrer the secondary lists (through its API, or in a fallback index) that is no
+    longer in the primary's graph is deleted by digest from the secondary, only when the primary
+    answers 404 for that digest (a manifest it still holds, listed or not, stays) and no tag of the
+    secondary reaches it (`protected(ignored_tags)`: the manifests the secondary's tags reach, but for
+    the fallback tags kept here, whose indexes are this engine's to amend); anything that cannot be
+    read keeps it.
     """
     outcome = ReferrerOutcome()
     fallback_shaped = {t for t in secondary_tags if is_fallback_tag(t) and t not in primary_tags}
@@ -277,17 +286,60 @@ async def replicate_referrers(
     except RegistryError as exc:
         outcome.errors.append(f"referrers on the secondary: {exc}")
         return outcome
+    stale: set[str] = set()  # listed on the secondary, gone from the primary's graph
+    keep = set(referrers) | set(replicated)
     if secondary_api:
-        return outcome
-    for subject, found in wanted.items():
-        if fallback_tag(subject) in primary_tags:
-            continue  # the primary keeps this fallback tag itself: it was copied as a tag
-        try:
-            if await update_fallback_index(secondary, repository, subject, found, prune=prune):
-                outcome.tags_pushed += 1
-        except (RegistryError, InvalidManifest) as exc:
-            outcome.errors.append(f"fallback tag {fallback_tag(subject)}: {exc}")
+        if prune:
+            for subject in [*replicated, *referrers]:
+                try:
+                    listed = await secondary.list_referrers(repository, subject) or []
+                except RegistryError as exc:
+                    outcome.errors.append(f"referrers of {subject} on the secondary: {exc}")
+                    return outcome  # nothing deleted on a listing that could not be read whole
+                stale.update(d.digest for d in listed if d.digest not in keep)
+    else:
+        for subject, found in wanted.items():
+            if fallback_tag(subject) in primary_tags:
+                continue  # the primary keeps this fallback tag itself: it was copied as a tag
+            try:
+                pushed, dropped = await update_fallback_index(
+                    secondary, repository, subject, found, prune=prune
+                )
+            except (RegistryError, InvalidManifest) as exc:
+                outcome.errors.append(f"fallback tag {fallback_tag(subject)}: {exc}")
+                continue
+            outcome.tags_pushed += pushed
+            stale.update(d for d in dropped if d not in keep)
+    if stale and prune and not outcome.errors:
+        await _delete_stale_referrers(primary, secondary, repository, stale, protected, outcome)
     return outcome
+
+
+async def _delete_stale_referrers(
+    primary: RegistryClient,
+    secondary: RegistryClient,
+    repository: str,
+    stale: set[str],
+    protected: Callable[[set[str]], Awaitable[set[str]]],
+    outcome: ReferrerOutcome,
+) -> None:
+    """Delete by digest the referrers the primary no longer has (see `replicate_referrers`)."""
+    reached = await protected(outcome.keep_tags)
+    for digest in sorted(stale - reached):
+        try:
+            if await primary.head_manifest(repository, digest) is not None:
+                continue  # the primary still holds it: kept, listed or not
+        except RegistryError as exc:
+            outcome.warnings.append(f"referrer {digest} kept: the primary could not tell ({exc})")
+            continue
+        try:
+            await secondary.delete_manifest(repository, digest)
+        except NotFound:
+            continue
+        except RegistryError as exc:
+            outcome.warnings.append(f"referrer {digest} gone from the primary, kept on the secondary: {exc}")
+            continue
+        outcome.referrers_deleted += 1
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,7 @@ class CopyStats:
     blobs_present: int = 0
     blobs_foreign: int = 0
     bytes_copied: int = 0
+    referrers_deleted: int = 0
 
     def add(self, other: CopyStats) -> None:
         for name in self.__dataclass_fields__:
@@ -111,6 +112,7 @@ class CopyStats:
             + self.manifests_pushed
             + self.blobs_copied
             + self.blobs_mounted
+            + self.referrers_deleted
         )
 
 
@@ -644,9 +646,13 @@ async def replicate_repository(
         primary_tags=wanted,
         secondary_tags=current,
         ensure_manifest=run._child,
+        protected=lambda ignored: run.protected_digests(
+            {t: d for t, d in current.items() if t not in ignored}
+        ),
         prune=replicate_deletions,
     )
     run.stats.tags_pushed += referrers.tags_pushed
+    run.stats.referrers_deleted += referrers.referrers_deleted
     errors.extend(referrers.errors)
     warnings.extend(referrers.warnings)
 

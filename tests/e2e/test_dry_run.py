@@ -63,7 +63,7 @@ def writes_in_plan(site: dict[str, Any]) -> Writes:
         planned.manifests |= {(repository, d) for d in plan["manifests"]}
         planned.uploads |= {(repository, b["digest"]) for b in plan["blobs"]["copy"]}
         planned.mounts |= {(repository, b["digest"]) for b in plan["blobs"]["mount"]}
-        planned.deleted |= {(repository, d) for d in tags["delete"].values()}
+        planned.deleted |= {(repository, d) for d in [*tags["delete"].values(), *plan["manifests_deleted"]]}
     return planned
 
 
@@ -93,7 +93,7 @@ def compare_plan_with_run(
     assert planned.mounts == done.mounts
     assert planned.deleted == done.deleted
     ran = summary["sites"]["secondary"]
-    for key in ("manifests_pushed", "blobs_copied", "blobs_mounted", "bytes"):
+    for key in ("manifests_pushed", "referrers_deleted", "blobs_copied", "blobs_mounted", "bytes"):
         assert plan[key] == ran[key], key
     assert plan["tags_create"] + plan["tags_move"] == ran["tags_pushed"]
     assert plan["tags_delete"] == ran["tags_deleted"]

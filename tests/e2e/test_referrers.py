@@ -213,38 +213,50 @@ def test_referrers_reach_every_kind_of_secondary(
             assert code == 0, out
 
 
+@pytest.mark.parametrize("deletions", [True, False], ids=["deletions", "no-deletions"])
 @pytest.mark.parametrize("secondary_kind", list(KINDS))
-def test_referrers_deleted_on_the_primary_leave_the_listing(
+def test_referrers_deleted_on_the_primary_follow(
     secondary_kind: str,
+    deletions: bool,
     start_registry: Callable[[str, bool], Distribution | LabInstance],
     key_pair: TestKeyPair,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A referrer deleted on a primary with the API leaves a secondary's fallback index (an index whose
-    subject has no referrer left becomes empty); the untagged manifest itself stays on the secondary,
-    whichever kind: geo-tui never deletes an untagged manifest by digest on the strength of a listing."""
+    """Referrers deleted on a primary with the API (the image's signature, both of the index's) are
+    deleted by digest on the secondary and leave its listing: its API's, or its fallback index (which
+    becomes empty for the index). With `replicate_deletions = false` they stay, listed."""
     secondary_api = KINDS[secondary_kind]
     primary = start_registry("primary", True)
     secondary = start_registry("secondary", secondary_api)
     estate = make_estate()
     with RawPusher.for_registry(primary) as primary_pusher, RawPusher.for_registry(secondary) as pusher:
         push_estate(primary_pusher, estate, fallback=False)
-        config = write_geo_config(tmp_path / "geo", primary, [secondary], key_pair)
+        config = write_geo_config(
+            tmp_path / "geo", primary, [secondary], key_pair, engine={"replicate_deletions": deletions}
+        )
         assert sync_json(capsys, config)[0] == 0
 
         image_sbom = estate.by_subject[estate.image.digest][1]
         gone = [estate.signature_of(estate.image), *estate.by_subject[estate.index.digest]]
         for artifact in gone:
             assert primary_pusher.delete_manifest(REPO, artifact.digest).status_code == 202
-        code, summary = sync_json(capsys, config)
-        assert code == 0, summary["sites"]["secondary"]["failures"]
+        # the dry run plans the deletions the run then makes
+        _, done, site = compare_plan_with_run(capsys, config, secondary)
+        assert site["referrers_deleted"] == (len(gone) if deletions else 0)
+        assert {d for _, d in done.deleted} == ({a.digest for a in gone} if deletions else set())
 
-        if not secondary_api:
-            assert set(referrer_entries(pusher, estate.image.digest, api=False)) == {image_sbom.digest}
-            assert referrer_entries(pusher, estate.index.digest, api=False) == {}
-            assert pusher.list_tags(REPO).count("sha256-" + estate.index.digest.removeprefix("sha256:")) == 1
-        for artifact in gone:  # kept by digest on the secondary: never deleted on a listing's word
+        image_referrers = referrer_entries(pusher, estate.image.digest, api=secondary_api)
+        index_referrers = referrer_entries(pusher, estate.index.digest, api=secondary_api)
+        if deletions:
+            assert set(image_referrers) == {image_sbom.digest} and index_referrers == {}
+        else:
+            assert len(image_referrers) == 2 and len(index_referrers) == 2
+        for artifact in gone:
+            expected = 404 if deletions else 200
+            assert pusher.head_manifest(REPO, artifact.digest).status_code == expected
+        # what stays is whole: the SBOM and its own signature
+        for artifact in (image_sbom, *estate.by_subject[image_sbom.digest]):
             assert pusher.head_manifest(REPO, artifact.digest).status_code == 200
         code, out, _ = run_cli(capsys, "--config", str(config), "verify", "--json")
         assert code == 0, out
