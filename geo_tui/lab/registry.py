@@ -375,7 +375,10 @@ class LabApp:
         removed = self.storage.delete_manifest(name, reference)
         if removed is None:
             raise Failure(404, "MANIFEST_UNKNOWN", {"Name": name, "Revision": reference})
-        subject = _subject_of(self.storage.read_content(reference))
+        try:
+            subject = _subject_of(self.storage.read_content(reference))
+        except FileNotFoundError:
+            subject = None
         if subject is not None:
             self.storage.unlink_referrer(name, subject, reference)
         url = f"{request.base_url}/v2/{name}/manifests/{reference}"
