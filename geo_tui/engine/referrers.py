@@ -324,7 +324,11 @@ async def _delete_stale_referrers(
     outcome: ReferrerOutcome,
 ) -> None:
     """Delete by digest the referrers the primary no longer has (see `replicate_referrers`)."""
-    reached = await protected(outcome.keep_tags)
+    try:
+        reached = await protected(outcome.keep_tags)
+    except Exception as exc:  # the rule of deletions: nothing is deleted on what could not be read
+        outcome.warnings.append(f"referrer deletions held back: {exc}")
+        return
     for digest in sorted(stale - reached):
         try:
             if await primary.head_manifest(repository, digest) is not None:

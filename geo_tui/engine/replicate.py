@@ -646,9 +646,7 @@ async def replicate_repository(
         primary_tags=wanted,
         secondary_tags=current,
         ensure_manifest=run._child,
-        protected=lambda ignored: run.protected_digests(
-            {t: d for t, d in current.items() if t not in ignored}
-        ),
+        protected=lambda ignored: _reached_by_tags(run, ignored),
         prune=replicate_deletions,
     )
     run.stats.tags_pushed += referrers.tags_pushed
@@ -720,6 +718,13 @@ async def _read_secondary_graph(run: _RepositoryRun) -> _SecondaryGraph:
                 raise _DeletionsHeld(f"{secondary.name}: manifest {repository}@{digest}: {failure}")
         level = sorted({c for d in level for c in children[d]} - children.keys())
     return _SecondaryGraph(tags, children)
+
+
+async def _reached_by_tags(run: _RepositoryRun, ignored: Collection[str]) -> set[str]:
+    """Every manifest the secondary's tags reach now, read as deletions read them, but for the `ignored`
+    tags (the referrer fallback tags whose indexes the engine amends). Raises _DeletionsHeld."""
+    graph = await _read_secondary_graph(run)
+    return graph.reach(d for t, d in graph.tags.items() if t not in ignored)
 
 
 async def _delete_tags(
