@@ -60,13 +60,14 @@ class PlannedWrite:
     digest: str
     size: int = 0
     source: str | None = None  # a mount's source repository
+    chunked: bool = False  # an upload sent as PATCH then PUT
 
     @property
     def requests(self) -> dict[str, int]:
-        """The write requests it costs, by HTTP method (a fresh upload is a POST and a PUT)."""
-        return {"manifest": {"PUT": 1}, "mount": {"POST": 1}, "upload": {"POST": 1, "PUT": 1}}.get(
-            self.kind, {"DELETE": 1}
-        )
+        """The write requests it costs, by HTTP method (an upload: POST, PATCH if chunked, PUT)."""
+        if self.kind == "upload":
+            return {"POST": 1, "PATCH": 1, "PUT": 1} if self.chunked else {"POST": 1, "PUT": 1}
+        return {"manifest": {"PUT": 1}, "mount": {"POST": 1}}.get(self.kind, {"DELETE": 1})
 
 
 class _PlannedLocations:
@@ -209,7 +210,11 @@ class PlanningSecondary(PlanningPrimary):
         async for _ in chunks:  # a planned stream has no bytes; this only closes it
             pass
         self._blobs[(repository, digest)] = size if size is not None else -1
-        self.writes.append(PlannedWrite("upload", repository, digest, digest, size or 0))
+        self.writes.append(PlannedWrite("upload", repository, digest, digest, size or 0, chunked=chunked))
+
+    async def cancel_upload(self, repository: str, location: str) -> bool:
+        """A plan opens no upload session, so it has none to cancel."""
+        return True
 
 
 @dataclass
