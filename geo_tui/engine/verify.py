@@ -39,6 +39,8 @@ class VerificationResult:
     detail: str
     depth: VerificationDepth = VerificationDepth.CHECKSUM
     blobs: BlobReport | None = None  # deep and content: what the walk found
+    # referrers (signatures, SBOMs) the primary has and the secondary cannot serve, by digest
+    missing_referrers: tuple[str, ...] = ()
 
     @property
     def mismatch(self) -> bool:
@@ -118,7 +120,15 @@ async def _compare(
         if missing:
             shown = "; ".join(str(m) for m in missing[:3])
             more = f" (+{len(missing) - 3})" if len(missing) > 3 else ""
-            failed = VerificationResult(site, view.name, False, ours, theirs, f"missing {shown}{more}")
+            failed = VerificationResult(
+                site,
+                view.name,
+                False,
+                ours,
+                theirs,
+                f"missing {shown}{more}",
+                missing_referrers=tuple(m.digest for m in missing),
+            )
             return failed, secondary_tags
         detail += f", {len(referrers.referrers)} referrers present"
     return VerificationResult(site, view.name, True, ours, theirs, detail), secondary_tags
@@ -246,6 +256,7 @@ class Verifier:
             detail,
             depth,
             report,
+            result.missing_referrers,
         )
 
     @staticmethod
@@ -291,8 +302,9 @@ class Verifier:
             self._log(
                 "error", f"verification failed{depth}: {result.detail}", site=site, repository=repository
             )
-            if result.missing:
-                # The tags match, so an ordinary sync would skip them: this one looks at their blobs too.
+            if result.missing or result.missing_referrers:
+                # The tags match, so an ordinary sync would skip them: this one looks below them too (a
+                # referrer listed by a fallback tag that matches is put back by that look).
                 await self._write(
                     self._tracking.request_sync, sites=[site], repositories=[repository], recheck_blobs=True
                 )
