@@ -64,5 +64,7 @@ def describe_stats(stats: CopyStats) -> str:
     )
     if stats.tags_deleted:
         parts.append(f"{stats.tags_deleted} tags deleted")
+    if stats.referrers_deleted:
+        parts.append(f"{stats.referrers_deleted} referrers deleted")
     parts.append(f"{stats.bytes_copied / 1048576:.1f} MiB")
     return ", ".join(parts)

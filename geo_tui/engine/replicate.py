@@ -13,10 +13,10 @@ import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from geo_tui.registry import (
     DOCKER_SCHEMA1,
@@ -37,10 +37,11 @@ from geo_tui.registry import (
 )
 
 from .database import Write, in_place
-from .tracking import Tracking
+from .referrers import replicate_referrers
 
 __all__ = [
     "BlobCopier",
+    "BlobLocations",
     "CopyStats",
     "ManifestCache",
     "PrimaryRepository",
@@ -107,6 +108,7 @@ class CopyStats:
     blobs_present: int = 0
     blobs_foreign: int = 0
     bytes_copied: int = 0
+    referrers_deleted: int = 0
 
     def add(self, other: CopyStats) -> None:
         for name in self.__dataclass_fields__:
@@ -120,6 +122,7 @@ class CopyStats:
             + self.manifests_pushed
             + self.blobs_copied
             + self.blobs_mounted
+            + self.referrers_deleted
         )
 
 
@@ -264,6 +267,17 @@ class _Stream:
     too_slow: TransferTooSlow | None = None
 
 
+class BlobLocations(Protocol):
+    """Where blobs are known to be on each site, for mounts: the tracking database, or a dry run's
+    read-only view of it (engine/plan.py)."""
+
+    def blob_sources(self, site: str, digest: str, *, exclude: str, limit: int = 3) -> list[str]: ...
+
+    def add_blob_locations(self, site: str, repository: str, digests: Iterable[str]) -> None: ...
+
+    def forget_blob_location(self, site: str, digest: str, repository: str) -> None: ...
+
+
 class _Mounted:
     """What BlobCopier._mount returns when the mount worked: there is no upload session to fill."""
 
@@ -281,7 +295,7 @@ class BlobCopier:
         primary: RegistryClient,
         secondary: RegistryClient,
         site: str,
-        tracking: Tracking,
+        tracking: BlobLocations,
         *,
         attempts: int = 3,
         retry_delay: float = 0.5,
@@ -559,6 +573,21 @@ class _RepositoryRun:
             )
         return task
 
+    async def replicated_manifests(self, tags: Mapping[str, str]) -> list[str]:
+        """Every manifest the primary's tags reach (indexes, their children), read through the cache:
+        the subjects whose referrers travel too."""
+        seen: dict[str, None] = {}
+        stack = sorted(set(tags.values()), reverse=True)
+        while stack:
+            digest = stack.pop()
+            if digest in seen:
+                continue
+            seen[digest] = None
+            manifest = await self.fetch(digest)
+            refs = parse_manifest(manifest.content, manifest.media_type)
+            stack.extend(child.digest for child in reversed(refs.manifests))
+        return list(seen)
+
 
 async def repository_size(
     view: PrimaryRepository, primary: RegistryClient, cache: ManifestCache
@@ -634,14 +663,36 @@ async def replicate_repository(
         failed = await _for_each_limited(matching, lambda t: run.recheck_tag(wanted[t]), tag_concurrency)
         errors.extend(f"tag {t}: {e}" for t, e in failed)
 
-    extra = {t: d for t, d in current.items() if t not in wanted and t not in view.tag_errors}
+    # OCI 1.1 referrers, tagged or not, once their subjects are in place (a no-op without the API).
+    plain_tags = {t: d for t, d in wanted.items() if not t.startswith(REFERRERS_TAG_PREFIX)}
+    referrers = await replicate_referrers(
+        run.primary,
+        secondary,
+        repository,
+        lambda: run.replicated_manifests(plain_tags),
+        primary_tags=wanted,
+        secondary_tags=current,
+        ensure_manifest=run._child,
+        protected=lambda ignored: _reached_by_tags(run, ignored),
+        prune=replicate_deletions,
+    )
+    run.stats.tags_pushed += referrers.tags_pushed
+    run.stats.referrers_deleted += referrers.referrers_deleted
+    errors.extend(referrers.errors)
+    warnings.extend(referrers.warnings)
+
+    extra = {
+        t: d
+        for t, d in current.items()
+        if t not in wanted and t not in view.tag_errors and t not in referrers.keep_tags
+    }
     if extra and replicate_deletions:
         if not view.exists or not view.tags:
             warnings.append(
                 f"primary lists no tags for {repository}; kept {len(extra)} tag(s) on {site} (deletion guard)"
             )
         else:
-            await _delete_tags(run, view, errors, warnings)
+            await _delete_tags(run, view, errors, warnings, keep=referrers.keep_tags)
 
     return RepositoryOutcome(site, repository, run.stats, errors, warnings, len(wanted))
 
@@ -694,8 +745,20 @@ async def _read_secondary_graph(run: _RepositoryRun) -> _SecondaryGraph:
     return _SecondaryGraph(tags, children)
 
 
+async def _reached_by_tags(run: _RepositoryRun, ignored: Collection[str]) -> set[str]:
+    """Every manifest the secondary's tags reach now, read as deletions read them, but for the `ignored`
+    tags (the referrer fallback tags whose indexes the engine amends). Raises _DeletionsHeld."""
+    graph = await _read_secondary_graph(run)
+    return graph.reach(d for t, d in graph.tags.items() if t not in ignored)
+
+
 async def _delete_tags(
-    run: _RepositoryRun, view: PrimaryRepository, errors: list[str], warnings: list[str]
+    run: _RepositoryRun,
+    view: PrimaryRepository,
+    errors: list[str],
+    warnings: list[str],
+    *,
+    keep: Collection[str] = (),
 ) -> None:
     """Remove the tags the primary no longer has. The rule (README, "Deletions"): first read, on the
     secondary and in this run, every tag there and every manifest they reach; if anything is unreadable,
@@ -707,7 +770,11 @@ async def _delete_tags(
     except _DeletionsHeld as exc:
         errors.append(f"deletions held back, cannot read {exc}; nothing is deleted in {repository} this run")
         return
-    gone = {t: d for t, d in graph.tags.items() if t not in view.tags and t not in view.tag_errors}
+    gone = {
+        t: d
+        for t, d in graph.tags.items()
+        if t not in view.tags and t not in view.tag_errors and t not in keep  # keep: referrer fallback tags
+    }
     protected = graph.reach(d for t, d in graph.tags.items() if t not in gone)
     # Parents before children: a manifest an index reaches is deleted after the index's tag.
     for tag in sorted(gone, key=lambda t: (-len(graph.reach([gone[t]])), t)):

@@ -4,6 +4,8 @@ blob behind them, byte for byte?
 Three depths (`VerificationDepth`): ``checksum`` compares GitLab's repository checksum over ``tag + digest``
 on both sides; ``deep`` also walks every manifest the secondary's tags reach and HEADs each blob;
 ``content`` also downloads each blob (or a reproducible share) and re-hashes it (geo_tui.engine.deep).
+Every depth also checks the OCI 1.1 referrers (signatures, SBOMs) of the tagged manifests: a referrer the
+primary has and the secondary cannot serve fails the repository (geo_tui.engine.referrers).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from geo_tui.registry import RegistryClient, RegistryError
+from geo_tui.registry import InvalidManifest, RegistryClient, RegistryError
 
 from .database import Write, in_place
 from .deep import BlobReport, HashCache, VerificationDepth, check_blobs
 from .describe import blame_primary
+from .referrers import ReferrerGraph, is_fallback_tag, missing_referrers, site_referrer_graph
 from .replicate import PrimaryRepository, read_primary_repository, read_secondary_tags, repository_checksum
 from .tracking import Tracking, VerificationState
 
@@ -36,6 +39,8 @@ class VerificationResult:
     detail: str
     depth: VerificationDepth = VerificationDepth.CHECKSUM
     blobs: BlobReport | None = None  # deep and content: what the walk found
+    # referrers (signatures, SBOMs) the primary has and the secondary cannot serve, by digest
+    missing_referrers: tuple[str, ...] = ()
 
     @property
     def mismatch(self) -> bool:
@@ -68,16 +73,26 @@ def describe_difference(primary: dict[str, str], secondary: dict[str, str], limi
 
 
 async def verify_repository(
-    view: PrimaryRepository, secondary: RegistryClient, site: str
+    view: PrimaryRepository,
+    secondary: RegistryClient,
+    site: str,
+    referrers: ReferrerGraph | None = None,
 ) -> VerificationResult:
-    """Compare checksums over ``tag + digest`` on both sides (GitLab's repository checksum)."""
-    return (await _compare(view, secondary, site))[0]
+    """Compare checksums over ``tag + digest`` on both sides (GitLab's repository checksum), then, given
+    the primary's `referrers` graph, check that the secondary serves every referrer in it: a missing
+    signature fails the repository. When the primary lists referrers through its API, the fallback tags
+    the engine keeps on a secondary without one are left out of the checksum (their content is
+    checked as referrer sets instead)."""
+    return (await _compare(view, secondary, site, referrers))[0]
 
 
 async def _compare(
-    view: PrimaryRepository, secondary: RegistryClient, site: str
+    view: PrimaryRepository,
+    secondary: RegistryClient,
+    site: str,
+    referrers: ReferrerGraph | None = None,
 ) -> tuple[VerificationResult, dict[str, str] | None]:
-    """The checksum result, and the secondary's tags if they could be read."""
+    """The checksum result (with the referrer check), and the secondary's tags if they could be read."""
     if view.tag_errors:
         first = next(iter(sorted(view.tag_errors.items())))
         detail = f"primary unreadable: tag {first[0]}: {first[1]}"
@@ -89,13 +104,34 @@ async def _compare(
         return VerificationResult(
             site, view.name, False, repository_checksum(primary_tags), None, str(exc)
         ), None
-    ours, theirs = repository_checksum(primary_tags), repository_checksum(secondary_tags)
-    if ours == theirs:
-        result = VerificationResult(site, view.name, True, ours, theirs, f"{len(primary_tags)} tags match")
-    else:
-        detail = describe_difference(primary_tags, secondary_tags)
-        result = VerificationResult(site, view.name, False, ours, theirs, detail)
-    return result, secondary_tags
+    compared = secondary_tags
+    if referrers is not None and referrers.api:
+        compared = {t: d for t, d in secondary_tags.items() if t in primary_tags or not is_fallback_tag(t)}
+    ours, theirs = repository_checksum(primary_tags), repository_checksum(compared)
+    if ours != theirs:
+        detail = describe_difference(primary_tags, compared)
+        return VerificationResult(site, view.name, False, ours, theirs, detail), secondary_tags
+    detail = f"{len(primary_tags)} tags match"
+    if referrers is not None and referrers.by_subject:
+        try:
+            missing = await missing_referrers(referrers, secondary, view.name)
+        except (RegistryError, InvalidManifest) as exc:
+            return VerificationResult(site, view.name, False, ours, None, f"referrers: {exc}"), secondary_tags
+        if missing:
+            shown = "; ".join(str(m) for m in missing[:3])
+            more = f" (+{len(missing) - 3})" if len(missing) > 3 else ""
+            failed = VerificationResult(
+                site,
+                view.name,
+                False,
+                ours,
+                theirs,
+                f"missing {shown}{more}",
+                missing_referrers=tuple(m.digest for m in missing),
+            )
+            return failed, secondary_tags
+        detail += f", {len(referrers.referrers)} referrers present"
+    return VerificationResult(site, view.name, True, ours, theirs, detail), secondary_tags
 
 
 class Verifier:
@@ -168,13 +204,14 @@ class Verifier:
             await self._write(self._tracking.mark_verification, site, repository, VerificationState.STARTED)
         try:
             view = await read_primary_repository(self._primary, repository)
+            graph = await site_referrer_graph(self._primary, repository, view.digests)
         except Exception as exc:
             reason = blame_primary(exc)
             results = [VerificationResult(s, repository, False, None, None, reason, depth) for s in sites]
         else:
 
             async def one(site: str) -> VerificationResult:
-                result, tags = await _compare(view, self._clients[site], site)
+                result, tags = await _compare(view, self._clients[site], site, graph)
                 if depth is VerificationDepth.CHECKSUM:
                     return result
                 if tags is None:  # nothing on the secondary could be read: no walk, and no pass
@@ -219,6 +256,7 @@ class Verifier:
             detail,
             depth,
             report,
+            result.missing_referrers,
         )
 
     @staticmethod
@@ -264,8 +302,9 @@ class Verifier:
             self._log(
                 "error", f"verification failed{depth}: {result.detail}", site=site, repository=repository
             )
-            if result.missing:
-                # The tags match, so an ordinary sync would skip them: this one looks at their blobs too.
+            if result.missing or result.missing_referrers:
+                # The tags match, so an ordinary sync would skip them: this one looks below them too (a
+                # referrer listed by a fallback tag that matches is put back by that look).
                 await self._write(
                     self._tracking.request_sync, sites=[site], repositories=[repository], recheck_blobs=True
                 )

@@ -7,6 +7,7 @@ comes next, then the name's length (NAME_INVALID), then the handler.
 
 from __future__ import annotations
 
+import json
 import logging
 import posixpath
 import re
@@ -55,6 +56,7 @@ _ROUTES = [
     ("uploads", re.compile(rf"/v2/(?P<name>{_NAME})/blobs/uploads/?", re.ASCII)),
     ("upload", re.compile(rf"/v2/(?P<name>{_NAME})/blobs/uploads/(?P<upload>[a-zA-Z0-9_.=-]+)", re.ASCII)),
     ("blob", re.compile(rf"/v2/(?P<name>{_NAME})/blobs/(?P<digest>{_DIGEST})", re.ASCII)),
+    ("referrers", re.compile(rf"/v2/(?P<name>{_NAME})/referrers/(?P<digest>{_DIGEST})", re.ASCII)),
 ]
 _METHODS = {
     "ping": {"GET", "HEAD"},
@@ -64,6 +66,7 @@ _METHODS = {
     "uploads": {"POST"},
     "upload": {"GET", "PATCH", "PUT", "DELETE"},
     "blob": {"GET", "HEAD", "DELETE"},
+    "referrers": {"GET"},
 }
 NAME_MAX = 255  # reference.NameTotalLengthMax
 MANIFEST_MAX = 4 * 1024 * 1024  # Distribution refuses bigger manifest bodies
@@ -80,6 +83,10 @@ class LabSettings:
     delete_enabled: bool = True
     schema1: bool = True
     read_only: bool = False
+    # The OCI 1.1 referrers API (distribution spec v1.1 "Listing Referrers"); off, the lab answers as
+    # Distribution 2.8 does, which has none (404 on the path, no OCI-Subject on a PUT).
+    referrers: bool = False
+    referrers_page_size: int = 100
 
 
 @dataclass
@@ -170,7 +177,7 @@ class LabApp:
         if cleaned != request.path:  # Go's router redirects to the cleaned path
             return Response(301, {"Location": cleaned})
         route = match_route(request.path)
-        if route is None:
+        if route is None or (route.kind == "referrers" and not self.settings.referrers):
             return Response(404, {"Content-Type": "text/plain; charset=utf-8"}, b"404 page not found\n")
         if request.method not in _METHODS[route.kind]:
             return Response(405, {"Content-Type": "text/plain; charset=utf-8"}, b"Method Not Allowed\n")
@@ -189,6 +196,7 @@ class LabApp:
             "uploads": self.uploads.start,
             "upload": self.uploads.session,
             "blob": self.uploads.blob,
+            "referrers": self.referrers,
         }
         return await handlers[route.kind](request, route)
 
@@ -343,13 +351,19 @@ class LabApp:
         if failure is not None:
             raise failure
         self.storage.put_manifest(name, digest, content, refs.media_type)
+        if refs.subject is not None:  # indexed whether or not the API is on, so a restart with it on lists it
+            self.storage.link_referrer(name, refs.subject.digest, digest)
         tag = None if is_valid_digest(reference) else reference
         if tag is not None:
             self.storage.tag(name, tag, digest)
         location = f"{request.base_url}/v2/{name}/manifests/{digest}"
         self.notify(request, "push", name, digest, media_type=refs.media_type, size=len(content),
                     url=location, tag=tag)  # fmt: skip
-        return Response(201, {"Location": location, "Docker-Content-Digest": digest})
+        headers = {"Location": location, "Docker-Content-Digest": digest}
+        if refs.subject is not None and self.settings.referrers:
+            # What tells a client that this registry lists the referrer itself (no fallback tag needed).
+            headers["OCI-Subject"] = refs.subject.digest
+        return Response(201, headers)
 
     def delete_manifest(self, request: Request, route: Route) -> Response:
         if not self.settings.delete_enabled:
@@ -361,11 +375,73 @@ class LabApp:
         removed = self.storage.delete_manifest(name, reference)
         if removed is None:
             raise Failure(404, "MANIFEST_UNKNOWN", {"Name": name, "Revision": reference})
+        try:
+            subject = _subject_of(self.storage.read_content(reference))
+        except FileNotFoundError:
+            subject = None
+        if subject is not None:
+            self.storage.unlink_referrer(name, subject, reference)
         url = f"{request.base_url}/v2/{name}/manifests/{reference}"
         self.notify(request, "delete", name, reference, url=url)
         for tag in removed:  # then one event per tag it took along, digest-less, as 2.8 sends them
             self.notify(request, "delete", name, "", tag=tag)
         return Response(202)
+
+    async def referrers(self, request: Request, route: Route) -> Response:
+        """The referrers of a manifest, as distribution spec v1.1 lists them: an OCI index, empty (never
+        a 404) when there are none, filtered by ``artifactType`` with ``OCI-Filters-Applied``, paged
+        with a ``Link`` after ``referrers_page_size`` descriptors (the lab's ``last`` marks the page)."""
+        name, subject = route.name, route.reference
+        if not is_valid_digest(subject):
+            raise Failure(400, "DIGEST_INVALID", subject)
+        wanted = request.query.get("artifactType")
+        descriptors = []
+        for digest in self.storage.referrers(name, subject):
+            media_type = self.storage.manifest_media_type(name, digest)
+            if media_type is None:
+                continue
+            descriptor = _referrer_descriptor(digest, media_type, self.storage.read_content(digest))
+            if wanted is None or descriptor.get("artifactType") == wanted:
+                descriptors.append(descriptor)
+        last = request.query.get("last", "")
+        page = [d for d in descriptors if d["digest"] > last][: self.settings.referrers_page_size]
+        headers = {"Content-Type": OCI_INDEX}
+        if wanted is not None:
+            headers["OCI-Filters-Applied"] = "artifactType"
+        if page and page[-1]["digest"] != descriptors[-1]["digest"]:
+            query = {"last": page[-1]["digest"], **({"artifactType": wanted} if wanted else {})}
+            headers["Link"] = f'<{request.path}?{urlencode(query)}>; rel="next"'
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": page}
+        return Response(200, headers, json.dumps(index).encode())
+
+
+def _subject_of(content: bytes) -> str | None:
+    try:
+        document = json.loads(content)
+        subject = document.get("subject") if isinstance(document, dict) else None
+        digest = subject.get("digest") if isinstance(subject, dict) else None
+    except (ValueError, RecursionError):
+        return None
+    return digest if isinstance(digest, str) and is_valid_digest(digest) else None
+
+
+def _referrer_descriptor(digest: str, media_type: str, content: bytes) -> dict[str, Any]:
+    """A referrer's descriptor: its ``artifactType`` (for an image manifest without one, its config's
+    media type, as the spec says) and its ``annotations``."""
+    descriptor: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": len(content)}
+    try:
+        document = json.loads(content)
+    except (ValueError, RecursionError):
+        return descriptor
+    artifact_type = document.get("artifactType")
+    config = document.get("config")
+    if not artifact_type and isinstance(config, dict):
+        artifact_type = config.get("mediaType")
+    if isinstance(artifact_type, str) and artifact_type:
+        descriptor["artifactType"] = artifact_type
+    if isinstance(document.get("annotations"), dict) and document["annotations"]:
+        descriptor["annotations"] = document["annotations"]
+    return descriptor
 
 
 def _next_link(path: str, limit: int, last: str) -> str:

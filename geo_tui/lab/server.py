@@ -41,7 +41,8 @@ class LabRegistry:
     `auth` is ``"token"`` (Bearer JWTs signed by the key of `trust_pem`, with `issuer` and `service`) or
     ``"none"``. Notifications go to `notification_url` with `notification_secret` as Authorization.
     `schema1` and `read_only` mimic Distribution's ``compatibility.schema1.enabled`` and
-    ``storage.maintenance.readonly``; both are read at start().
+    ``storage.maintenance.readonly``; both are read at start(). `referrers` serves the OCI 1.1 referrers
+    API (Distribution 2.8 has none), listing `referrers_page_size` descriptors a page.
     """
 
     def __init__(
@@ -62,6 +63,8 @@ class LabRegistry:
         access_log: Path | None = None,
         schema1: bool = True,
         read_only: bool = False,
+        referrers: bool = False,
+        referrers_page_size: int = 100,
     ) -> None:
         if auth not in ("token", "none"):
             raise ValueError(f"lab registry {name}: auth must be 'token' or 'none', not {auth!r}")
@@ -84,6 +87,8 @@ class LabRegistry:
         self.access_log = access_log
         self.schema1 = schema1
         self.read_only = read_only
+        self.referrers = referrers
+        self.referrers_page_size = referrers_page_size
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
@@ -112,6 +117,8 @@ class LabRegistry:
             delete_enabled=self.delete_enabled,
             schema1=self.schema1,
             read_only=self.read_only,
+            referrers=self.referrers,
+            referrers_page_size=self.referrers_page_size,
         )
         storage = LabStorage(self.root)
         return LabApp(storage, settings, verifier=self.verifier, notifier=notifier, access_log=access_log)

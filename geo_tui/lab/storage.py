@@ -4,6 +4,7 @@
     repositories/<name>/_layers/<alg>/<hex>        a blob linked into a repository (empty file)
     repositories/<name>/_manifests/revisions/<alg>/<hex>   a manifest of the repository (holds its media type)
     repositories/<name>/_manifests/tags/<tag>      the digest a tag points at
+    repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>   a manifest whose subject is <alg>:<hex> (empty)
     uploads/<uuid>/data, uploads/<uuid>/repository an upload session in progress
     http.secret                                    the key that signs upload states (as Distribution's)
 
@@ -188,6 +189,26 @@ class LabStorage:
             # Underscore directories hold content, not nested repositories.
             subdirectories[:] = [d for d in subdirectories if not d.startswith("_")]
         return sorted(found, key=catalog_key)
+
+    # Referrers (OCI 1.1): manifests by the subject they name.
+    def _referrers(self, name: str, subject: str) -> Path:
+        return self._repository(name).joinpath("_referrers", *_split(subject))
+
+    def link_referrer(self, name: str, subject: str, digest: str) -> None:
+        directory = self._referrers(name, subject)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / digest.replace(":", "-", 1)).touch()
+
+    def unlink_referrer(self, name: str, subject: str, digest: str) -> None:
+        (self._referrers(name, subject) / digest.replace(":", "-", 1)).unlink(missing_ok=True)
+
+    def referrers(self, name: str, subject: str) -> list[str]:
+        """Digests of the manifests of `name` whose subject is `subject`, sorted."""
+        try:
+            entries = os.listdir(self._referrers(name, subject))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(entry.replace("-", ":", 1) for entry in entries if not entry.startswith("."))
 
     # Upload sessions.
     def _upload(self, upload_id: str) -> Path:

@@ -35,6 +35,7 @@ from ._manifest import (
     is_valid_digest,
     manifest_digest,
     parse_manifest,
+    parse_referrers,
 )
 from ._mediatypes import (
     DOCKER_LIST,
@@ -95,6 +96,7 @@ __all__ = [
     "manifest_digest",
     "parse_link_next",
     "parse_manifest",
+    "parse_referrers",
     "parse_retry_after",
     "parse_www_authenticate",
     "validate_repository_name",

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from urllib.parse import urljoin
+from urllib.parse import urlencode, urljoin
 
 import certifi
 import httpx
@@ -22,7 +22,14 @@ from geo_tui import __version__
 from ._auth import Authenticator, Scope
 from ._errors import DigestMismatch, RegistryError, RegistryUnavailable
 from ._headers import parse_link_next
-from ._manifest import InvalidManifest, is_valid_digest, manifest_digest, parse_manifest
+from ._manifest import (
+    Descriptor,
+    InvalidManifest,
+    is_valid_digest,
+    manifest_digest,
+    parse_manifest,
+    parse_referrers,
+)
 from ._mediatypes import MANIFEST_ACCEPT, MANIFEST_TYPES, normalize_media_type
 from ._names import validate_reference, validate_repository_name
 from ._redact import Redactor
@@ -447,6 +454,45 @@ class RegistryClient:
             expect=_OK,
         )
         await release(response)
+
+    async def list_referrers(
+        self, repository: str, digest: str, *, artifact_type: str | None = None
+    ) -> list[Descriptor] | None:
+        """The referrers of the manifest `digest` through the OCI 1.1 referrers API
+        (``GET /v2/<name>/referrers/<digest>``, every page), each descriptor with its `artifact_type`
+        and `annotations`; only those of `artifact_type` if given (filtered here when the registry
+        did not apply the filter itself). None when the registry has no referrers API: the spec
+        forbids a 404 from one that has it, which answers an empty list instead."""
+        _validate_digest(digest)
+        op = Op("GET referrers", repository, digest)
+        query = f"?{urlencode({'artifactType': artifact_type})}" if artifact_type else ""
+        url: str | None = self._url(repository, "referrers", digest) + query
+        found: dict[str, Descriptor] = {}
+        seen: set[str] = set()
+        while url is not None and url not in seen:
+            seen.add(url)
+            response = await self._session.open(
+                op, "GET", url, scopes=[Scope.repository(repository, "pull")], expect={200, 404}
+            )
+            if response.status_code == 404:
+                await release(response)
+                if len(seen) == 1:
+                    return None
+                raise self._session.error(RegistryError, op, status=404, detail="a next page went missing")
+            link, page_url = response.headers.get("link"), str(response.url)
+            filtered = "artifacttype" in response.headers.get("oci-filters-applied", "").lower()
+            body = await self._read(op, response, MAX_LISTING_BYTES)
+            try:
+                descriptors = parse_referrers(body)
+            except InvalidManifest as exc:
+                raise self._session.error(RegistryError, op, status=200, detail=exc.reason) from None
+            for descriptor in descriptors:
+                if artifact_type is None or filtered or descriptor.artifact_type == artifact_type:
+                    found.setdefault(descriptor.digest, descriptor)
+            url = parse_link_next(link, page_url)
+            if url is not None and not same_origin(url, self.base_url):
+                raise self._session.error(RegistryError, op, detail="next page link leaves the registry")
+        return list(found.values())
 
     async def head_blob(self, repository: str, digest: str) -> int | None:
         """The size of a blob, or None if the repository does not have it."""

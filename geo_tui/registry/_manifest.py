@@ -34,6 +34,7 @@ __all__ = [
     "is_valid_digest",
     "manifest_digest",
     "parse_manifest",
+    "parse_referrers",
 ]
 
 _DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
@@ -57,7 +58,9 @@ class Descriptor:
     """A reference to a blob or manifest by digest, as found in a manifest.
 
     `size` is -1 for schema 1 layers (schema 1 does not record sizes). `media_type` is ``""`` when the
-    manifest left it out. `platform` does not take part in hashing.
+    manifest left it out. `platform` does not take part in hashing, nor do `artifact_type` and
+    `annotations` (OCI 1.1: what a referrers listing or a fallback index says of each referrer; kept
+    when they are well formed, else None, since they never decide what is copied).
     """
 
     media_type: str
@@ -65,6 +68,8 @@ class Descriptor:
     size: int
     urls: tuple[str, ...] = ()
     platform: dict[str, Any] | None = field(default=None, hash=False)
+    artifact_type: str | None = field(default=None, hash=False, compare=False)
+    annotations: dict[str, str] | None = field(default=None, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,13 @@ def parse_manifest(content: bytes, content_type: str | None) -> ManifestRefs:
     )
 
 
+def parse_referrers(content: bytes) -> tuple[Descriptor, ...]:
+    """The descriptors of a referrers listing (``GET /v2/<name>/referrers/<digest>``) or of a referrers
+    fallback index: an OCI index whose ``manifests`` are the referrers. Raises InvalidManifest."""
+    document = _load_object(content)
+    return _Parser(content).descriptor_list(document, "manifests", required=True)
+
+
 def _resolve_media_type(content: bytes, document: dict[str, Any], content_type: str | None) -> str:
     header = normalize_media_type(content_type)
     declared = document.get("mediaType")
@@ -244,7 +256,19 @@ class _Parser:
         platform = value.get("platform")
         if platform is not None and not isinstance(platform, dict):
             raise self.fail(f"{where}.platform is not an object")
-        return Descriptor(media_type, digest, size, tuple(urls), platform)
+        artifact_type = value.get("artifactType")
+        annotations = value.get("annotations")
+        if not (isinstance(annotations, dict) and all(isinstance(v, str) for v in annotations.values())):
+            annotations = None
+        return Descriptor(
+            media_type,
+            digest,
+            size,
+            tuple(urls),
+            platform,
+            artifact_type if isinstance(artifact_type, str) else None,
+            annotations,
+        )
 
     def descriptor_list(
         self, document: dict[str, Any], key: str, *, required: bool

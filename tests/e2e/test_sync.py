@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,9 @@ from geo_tui.cli import main
 from geo_tui.config import load_config
 from geo_tui.engine import Tracking
 from tests.support.distribution import Distribution
-from tests.support.geo import image_with_layers, tag_digests, write_geo_config
-from tests.support.keys import TestKeyPair
+from tests.support.geo import image_with_layers, tag_digests
 from tests.support.oci import (
+    ManifestNode,
     buildkit_cache_index,
     buildkit_cache_manifest,
     docker_image,
@@ -59,24 +60,21 @@ def assert_same_content(primary: RawPusher, secondary: RawPusher, repository: st
     return want
 
 
-@pytest.fixture
-def config_for(tmp_path: Path, key_pair: TestKeyPair) -> Callable[..., Path]:
-    def make(primary: Distribution, *secondaries: Distribution, **kwargs: Any) -> Path:
-        return write_geo_config(tmp_path / "geo", primary, list(secondaries), key_pair, **kwargs)
+@dataclass
+class FormatsWorkload:
+    """What `push_formats_workload` put on the primary that the tests look at again."""
 
-    return make
+    nested: ManifestNode
+    sbom: ManifestNode
+    signature: ManifestNode
 
 
-def test_every_format_arrives_byte_for_byte(
-    primary: Distribution,
-    registry_factory: Callable[..., Distribution],
-    primary_pusher: RawPusher,
-    config_for: Callable[..., Path],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    secondary = registry_factory("secondary", schema1=True)
-    secondary_pusher = RawPusher.for_registry(secondary)
+def push_formats_workload(
+    primary: Distribution, primary_pusher: RawPusher, tmp_path: Path
+) -> FormatsWorkload:
+    """Every format in its own repository of the primary (8 repositories): Docker and OCI images, a
+    multi-arch index and manifest list, schema 1, a nested index, BuildKit cache in both forms, and an
+    image with an SBOM and a signature under its referrers fallback tag."""
     # skopeo pushes the ordinary images
     layout = write_oci_layout(
         tmp_path / "layout",
@@ -105,6 +103,21 @@ def test_every_format_arrives_byte_for_byte(
     )
     fallback_tag, fallback_index = referrers_fallback(subject, [sbom, signature])
     primary_pusher.push_tree("formats/artifacts", fallback_index, fallback_tag)
+    return FormatsWorkload(nested, sbom, signature)
+
+
+def test_every_format_arrives_byte_for_byte(
+    primary: Distribution,
+    registry_factory: Callable[..., Distribution],
+    primary_pusher: RawPusher,
+    config_for: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    secondary = registry_factory("secondary", schema1=True)
+    secondary_pusher = RawPusher.for_registry(secondary)
+    workload = push_formats_workload(primary, primary_pusher, tmp_path)
+    nested, sbom, signature = workload.nested, workload.sbom, workload.signature
 
     config = config_for(primary, secondary)
     code, summary = sync_json(capsys, config)

@@ -128,7 +128,7 @@ def observe(response: httpx.Response) -> dict[str, Any]:
         seen["challenge"] = (parsed.scheme.lower(), params)
     if link := response.headers.get("Link"):
         seen["link"] = link
-    for header in ("Docker-Content-Digest", "Docker-Distribution-API-Version", "Content-Type"):
+    for header in ("Docker-Content-Digest", "Docker-Distribution-API-Version", "Content-Type", "OCI-Subject"):
         if header in response.headers:
             seen[header] = response.headers[header]
     if response.status_code in (201, 202) and "Location" in response.headers:
@@ -505,6 +505,24 @@ def catalog_paging(t: Target) -> list[httpx.Response]:
     return responses
 
 
+def referrers_without_api(t: Target) -> list[httpx.Response]:
+    """Distribution 2.8 has no referrers API: no OCI-Subject on a PUT with a subject, a 404 on the path;
+    the lab with its API off answers the same."""
+    repo, subject = _repo("referrers"), oci.oci_image(941)
+    t.pusher.push_tree(repo, subject, "v1")
+    signature = oci.oci_artifact(subject, seed="conformance-sig")
+    for blob in signature.blobs:
+        t.pusher.push_blob(repo, blob)
+    put = t.pusher.request(
+        "PUT",
+        f"/v2/{repo}/manifests/{signature.digest}",
+        repository=repo,
+        content=signature.manifest,
+        headers={"Content-Type": signature.media_type},
+    )
+    return [put, t.pusher.request("GET", f"/v2/{repo}/referrers/{subject.digest}", repository=repo)]
+
+
 CASES: dict[str, Callable[[Target], list[httpx.Response]]] = {
     "upload-wrong-digest": upload_with_wrong_digest,
     "monolithic-wrong-digest": monolithic_upload_with_wrong_digest,
@@ -528,6 +546,7 @@ CASES: dict[str, Callable[[Target], list[httpx.Response]]] = {
     "schema1": schema1_push,
     "tag-paging": tag_paging,
     "catalog-paging": catalog_paging,
+    "referrers-without-api": referrers_without_api,
 }
 
 

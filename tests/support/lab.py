@@ -20,10 +20,21 @@ class LabInstance(RegistryProbe):
 
     kind = "lab"
 
-    def __init__(self, workdir: Path | str, *, port: int | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        workdir: Path | str,
+        *,
+        port: int | None = None,
+        referrers: bool = False,
+        referrers_page_size: int = 100,
+        **options: Any,
+    ) -> None:
         """`options` are RegistryProbe's; `extra_config` takes what a `geo-tui init` snippet sets: auth.token
-        and the notification endpoint."""
+        and the notification endpoint. `referrers` turns on the OCI 1.1 referrers API, which Distribution
+        2.8 lacks."""
         super().__init__(workdir, **options)
+        self.referrers = referrers
+        self.referrers_page_size = referrers_page_size
         self._port = port or 0
         self._lab: LabRegistry | None = None
 
@@ -88,6 +99,8 @@ class LabInstance(RegistryProbe):
             access_log=self.access_log_path,
             schema1=self.schema1,
             read_only=self.readonly,
+            referrers=self.referrers,
+            referrers_page_size=self.referrers_page_size,
         )
 
     def start(self) -> LabInstance:

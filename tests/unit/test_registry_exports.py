@@ -36,6 +36,7 @@ EXPECTED = {
     "Descriptor",
     "ManifestRefs",
     "parse_manifest",
+    "parse_referrers",
     "is_valid_digest",
     "compute_digest",
     "manifest_digest",

@@ -28,6 +28,7 @@ from geo_tui.registry import (
     is_valid_digest,
     manifest_digest,
     parse_manifest,
+    parse_referrers,
 )
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -190,6 +191,27 @@ def test_oci_manifest_with_subject_and_artifact_type() -> None:
         artifact_type="application/vnd.example.sbom",
     )
     assert hash(refs) == hash(parse_manifest(encode(doc), OCI_MANIFEST))
+
+
+def test_referrer_descriptors_carry_artifact_type_and_annotations() -> None:
+    """A referrers listing (or fallback index) keeps what it says of each referrer when well formed;
+    malformed annotations or artifactType are dropped, never a reason to refuse the listing."""
+    listing = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            descriptor(OCI_MANIFEST, "sig", artifactType="application/sig", annotations={"k": "v"}),
+            descriptor(OCI_MANIFEST, "odd", artifactType=7, annotations={"k": 1}),
+        ],
+    }
+    signature, odd = parse_referrers(encode(listing))
+    assert (signature.artifact_type, signature.annotations) == ("application/sig", {"k": "v"})
+    assert (odd.artifact_type, odd.annotations) == (None, None)
+    assert signature == Descriptor(OCI_MANIFEST, digest_of("sig"), 10)  # metadata takes no part in equality
+    with pytest.raises(InvalidManifest):
+        parse_referrers(encode({"manifests": [{"digest": "sha256:short", "size": 1}]}))
+    with pytest.raises(InvalidManifest):
+        parse_referrers(b"[]")
 
 
 def test_index_splits_manifests_from_blobs_and_treats_untyped_entries_as_manifests() -> None:
