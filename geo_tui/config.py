@@ -3,7 +3,8 @@
 The file's shape is a public contract (other tools write it)::
 
     [engine]          database, repository_concurrency, blob_concurrency, replicate_deletions,
-                      reconcile_interval, sync_attempts           (all optional)
+                      reconcile_interval, reconcile_requests_per_second,
+                      sync_attempts                               (all optional)
     [auth]            private_key, issuer, service, token_ttl    (needed if a site uses auth = "jwt")
     [notifications]   listen, secret | secret_file               (used by `geo-tui serve`)
     [api]             listen, token | token_file, read_token | read_token_file   (the engine API)
@@ -83,6 +84,7 @@ _ENGINE_KEYS: Final = (
     "blob_concurrency",
     "replicate_deletions",
     "reconcile_interval",
+    "reconcile_requests_per_second",
     "sync_attempts",
 )
 _AUTH_KEYS: Final = ("private_key", "issuer", "service", "token_ttl")
@@ -153,6 +155,9 @@ class EngineConfig:
     replicate_deletions: bool
     reconcile_interval: float
     sync_attempts: int
+    # Requests per second per site that whole-repository work of `serve` (reconcile, deletion
+    # events, verification) may send; 0: no bound. Pushes' own copies never wait on it.
+    reconcile_requests_per_second: float = 200.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +398,7 @@ def _engine(t: Table, base: Path) -> EngineConfig:
         replicate_deletions=t.boolean("replicate_deletions", True),
         reconcile_interval=t.number("reconcile_interval", 600, 10),
         sync_attempts=t.integer("sync_attempts", 3, 1, 20),
+        reconcile_requests_per_second=t.number("reconcile_requests_per_second", 200, 0),
     )
 
 

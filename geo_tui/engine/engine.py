@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 import httpx
 
 from geo_tui.config import Config, SiteConfig, redactor_for
-from geo_tui.registry import RegistryClient, RegistryError, is_valid_repository_name
+from geo_tui.registry import ManifestInfo, RegistryClient, RegistryError, is_valid_repository_name
 
 from .backoff import in_run_delay, retry_delay
+from .budget import RequestBudget, Work, request_hook, set_work
 from .describe import blame_primary, describe_error, describe_stats, prefixed, reason_class
 from .lock import DatabaseClaim
 from .metrics import EngineMetrics
@@ -29,18 +30,19 @@ from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, 
 from .notifications import RegistryEvent
 from .replicate import (
     BlobCopier,
+    CopyPlan,
     CopyStats,
     ManifestCache,
     PrimaryRepository,
     RepositoryOutcome,
+    copy_pushed,
     read_primary_repository,
-    read_secondary_tags,
     replicate_repository,
     repository_size,
 )
 from .sites import build_client, build_signer
 from .throughput import CompletionRate, Throughput
-from .tracking import RepositoryRow, SyncState, Tracking, VerificationState
+from .tracking import QueuedPush, RepositoryRow, SyncState, Tracking, VerificationState
 from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
 from .verify import VerificationDepth, VerificationResult, Verifier
 
@@ -58,6 +60,9 @@ ROW_ECHO_LIMIT = 1000  # rows a resync of named repositories announces at once; 
 # Scheduled deep verifications started per round of the verification loop (a round is ~2 s when idle):
 # each row's slot is spread over the interval already; this caps a backlog (an engine that was down).
 DEEP_PER_TICK = 2
+# A push by digest alone (an index's child, a referrer) waits this long for the push that references it,
+# so both are copied in one run; after it, it is copied on its own.
+DIGEST_PUSH_GRACE = 0.5
 
 
 @dataclass
@@ -70,6 +75,7 @@ class _Site:
     completions: CompletionRate = field(default_factory=CompletionRate)
     stats: CopyStats = field(default_factory=CopyStats)
     unflushed: int = 0
+    budget: RequestBudget | None = None
 
 
 class Engine:
@@ -104,6 +110,13 @@ class Engine:
         self._sites: dict[str, _Site] = {}
         self._tracking: Tracking | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        # Push copies, by repository: they run beside whole-repository jobs, never behind them.
+        self._pushing: dict[str, asyncio.Task[None]] = {}
+        self._push_wake: asyncio.Event | None = None
+        # A whole-repository job's primary view, and the pushes copied while it runs (see _push_job).
+        self._views: dict[str, PrimaryRepository] = {}
+        self._pushed_during: dict[str, list[QueuedPush]] = {}
+        self._whole_runs: dict[str, int] = {}
         self._wake: asyncio.Event | None = None
         self._background: list[asyncio.Task[None]] = []
         self._paused = False
@@ -148,9 +161,11 @@ class Engine:
         for name in ENGINE_LOGGERS:
             logging.getLogger(name).addFilter(self._log_filter)
         self._wake = asyncio.Event()
+        self._push_wake = asyncio.Event()
         signer = build_signer(self.config.auth) if self.config.auth is not None else None
         blob_connections = self.config.engine.blob_concurrency * 2
         for site in self.config.sites:
+            budget = RequestBudget(self.config.engine.reconcile_requests_per_second)
             client = build_client(
                 site,
                 self.config,
@@ -158,9 +173,14 @@ class Engine:
                 blob_connections=blob_connections,
                 transport=self._transports.get(site.name),
                 redactor=self.redactor,
+                on_request=request_hook(budget),
             )
             self._sites[site.name] = _Site(
-                site, client, throughput=Throughput(self._clock), completions=CompletionRate(self._clock)
+                site,
+                client,
+                throughput=Throughput(self._clock),
+                completions=CompletionRate(self._clock),
+                budget=budget,
             )
         primary = self._sites[self.config.primary.name].client
         for site in self.config.secondaries:
@@ -180,7 +200,7 @@ class Engine:
             count_blobs=lambda site, outcome, n: self.metrics.verified_blobs.labels(site, outcome).inc(n),
         )
         self.metrics.watch_state(
-            lambda: self.tracking.counts(self.secondary_names), lambda: len(self._inflight)
+            lambda: self.tracking.counts(self.secondary_names), lambda: self.in_flight
         )
         redacted = self.tracking.redact_stored()
         if redacted:
@@ -217,6 +237,7 @@ class Engine:
         self._background = [
             asyncio.ensure_future(self._discover_forever()),
             asyncio.ensure_future(self._schedule(once=False, sites=self.secondary_names)),
+            asyncio.ensure_future(self._push_forever()),
             asyncio.ensure_future(self._health_forever()),
             asyncio.ensure_future(self._flush_forever()),
             asyncio.ensure_future(self._verify_forever()),
@@ -226,7 +247,7 @@ class Engine:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop scheduling; let copies in flight finish for ``grace`` seconds, then leave them pending."""
-        if not self._running and not self._inflight:
+        if not self._running and not self._inflight and not self._pushing:
             return
         self._running = False
         for task in self._background:
@@ -235,8 +256,9 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._background = []
-        if self._inflight:
-            _, pending = await asyncio.wait(list(self._inflight.values()), timeout=grace)
+        jobs = [*self._inflight.values(), *self._pushing.values()]
+        if jobs:
+            _, pending = await asyncio.wait(jobs, timeout=grace)
             for task in pending:
                 task.cancel()
             for task in pending:
@@ -275,6 +297,7 @@ class Engine:
 
     def snapshot(self) -> EngineSnapshot:
         counts = self.tracking.counts(self.secondary_names)
+        pushed = self.tracking.oldest_queued_push()  # a push waiting for its copy is lag on every site
         now = self._clock()
         sites = []
         for name, site in self._sites.items():
@@ -291,11 +314,18 @@ class Engine:
                     throughput_history=tuple(site.throughput.history()),
                     # a site that is down finishes nothing: no ETA rather than a made-up one
                     eta=site.completions.eta(remaining) if c and _reachable(site) else None,
-                    lag=(now - c.oldest_unsynced_event_at) if c and c.oldest_unsynced_event_at else None,
+                    lag=(now - oldest)
+                    if c and (oldest := _oldest(c.oldest_unsynced_event_at, pushed))
+                    else None,
                     repository_count=self._primary_repositories if site.config.role == "primary" else None,
                 )
             )
-        return EngineSnapshot(tuple(sites), self._running, self._paused, len(self._inflight))
+        return EngineSnapshot(tuple(sites), self._running, self._paused, self.in_flight)
+
+    @property
+    def in_flight(self) -> int:
+        """Repository jobs running now: whole-repository runs and push copies."""
+        return len(self._inflight) + len(self._pushing)
 
     def rows(
         self, *, sites: Sequence[str] | None = None, states: Sequence[SyncState] | None = None
@@ -303,21 +333,19 @@ class Engine:
         return self.tracking.rows(sites=sites, states=states)
 
     async def repository_detail(self, repository: str) -> RepositoryDetail:
-        """Tags and digests of one repository on every site, read now, with its rows and history."""
-
-        async def read(name: str) -> SiteTags:
-            try:
-                return SiteTags(name, await read_secondary_tags(self._sites[name].client, repository))
-            except Exception as exc:
-                return SiteTags(name, None, describe_error(exc))
-
-        sites = await asyncio.gather(*(read(name) for name in self._sites))
+        """Tags and digests of one repository on every site as the engine last saw them (the tracking
+        database, not the registries: a 20,000-tag repository costs no request), with its rows and history."""
+        seen = self.tracking.tags_seen(repository)
+        sites = tuple(
+            SiteTags(name, seen[name][0], seen_at=seen[name][1])
+            if name in seen
+            else SiteTags(name, None, "not seen yet: no sync or push copy of it has run")
+            for name in self._sites
+        )
         rows = tuple(
             r for name in self.secondary_names if (r := self.tracking.row(name, repository)) is not None
         )
-        return RepositoryDetail(
-            repository, tuple(sites), rows, tuple(self.tracking.repository_log(repository))
-        )
+        return RepositoryDetail(repository, sites, rows, tuple(self.tracking.repository_log(repository)))
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -375,24 +403,39 @@ class Engine:
     # -- notifications ---------------------------------------------------------------------------
 
     def accept_notifications(self, events: Sequence[RegistryEvent]) -> int:
-        """Durably queue the repositories that notification events name, then wake the scheduler.
+        """Durably queue what notification events name, then wake the copiers.
 
+        A push that names its manifest is queued for a copy of exactly that (see `_push_job`); a
+        deletion, or an event that names too little, queues a whole-repository run in the background.
         The events are in the tracking database when this returns: acknowledge only after it.
-        Returns how many (site, repository) rows were queued."""
+        Returns how many pushes and (site, repository) rows were queued."""
         now = self._clock()
         relevant = [e for e in events if e.matters]
         for event in events:
             self.metrics.notifications.labels(event.action or "unknown").inc()
-        pairs = sorted(
-            {
-                (site.name, e.repository)
-                for e in relevant
-                for site in self.config.secondaries
-                if site.wants(e.repository)
-            }
-        )
+        pushes: list[RegistryEvent] = []
+        whole: list[RegistryEvent] = []
+        for event in relevant:
+            if not any(site.wants(event.repository) for site in self.config.secondaries):
+                continue
+            (pushes if event.copyable else whole).append(event)
+
+        def pairs(chosen: list[RegistryEvent]) -> list[tuple[str, str]]:
+            return sorted(
+                {
+                    (s.name, e.repository)
+                    for e in chosen
+                    for s in self.config.secondaries
+                    if s.wants(e.repository)
+                }
+            )
+
         queued = self.tracking.record_notifications(
-            [(e.id, e.action, e.repository, e.tag, e.digest) for e in relevant], pairs, now
+            [(e.id, e.action, e.repository, e.tag, e.digest) for e in relevant],
+            pairs(whole),
+            now,
+            pushes=[(e.repository, e.tag, e.digest or "") for e in pushes],
+            push_rows=pairs(pushes),
         )
         if events:
             self.last_event_at = now
@@ -401,9 +444,138 @@ class Engine:
             self.log(
                 "info", f"notification: {event.action} {event.repository}:{what}", repository=event.repository
             )
-        if pairs:
+        if whole:
             self._poke()
+        if pushes and self._push_wake is not None:
+            self._push_wake.set()
         return queued
+
+    # -- push copies -------------------------------------------------------------------------------
+
+    async def _push_forever(self) -> None:
+        """Start a copy for each repository with queued pushes: one job per repository at a time, so
+        pushes that arrive together coalesce. Never waits on whole-repository work."""
+        wake = self._push_wake
+        assert wake is not None
+        limit = self.config.engine.repository_concurrency
+        while True:
+            wake.clear()
+            waiting_digests = False
+            if not self._paused:
+                now = self._clock()
+                by_repository: dict[str, list[QueuedPush]] = {}
+                for push in self.tracking.queued_pushes():
+                    by_repository.setdefault(push.repository, []).append(push)
+                for repository, queued in by_repository.items():
+                    if repository in self._pushing or len(self._pushing) >= limit:
+                        continue
+                    if all(p.tag is None for p in queued) and now - queued[0].received_at < DIGEST_PUSH_GRACE:
+                        waiting_digests = True  # the push that references it may be on its way
+                        continue
+                    self._pushing[repository] = asyncio.ensure_future(self._push_job(repository, queued))
+            waiters = [asyncio.ensure_future(wake.wait()), *self._pushing.values()]
+            try:
+                await asyncio.wait(
+                    waiters,
+                    timeout=DIGEST_PUSH_GRACE / 5 if waiting_digests else 1.0,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                waiters[0].cancel()
+
+    async def _push_job(self, repository: str, queued: list[QueuedPush]) -> None:
+        whole_runs = self._whole_runs.get(repository, 0)
+        try:
+            work = Work()
+            set_work(work)  # counts this job's requests, on every site
+            plan = CopyPlan.from_pushes((p.tag, p.digest) for p in queued)
+            sites = [s.name for s in self.config.secondaries if s.wants(repository)]
+            await asyncio.gather(*(self._push_to_site(name, repository, plan, queued) for name in sites))
+            self.tracking.record_tags_seen(
+                self.config.primary.name, repository, dict(plan.tags), complete=False
+            )
+            self.tracking.done_pushes([p.id for p in queued])
+            self.metrics.push_events.inc(len(queued))
+            self.metrics.push_requests.inc(work.requests)
+            self.metrics.requests_per_event.observe(work.requests / len(queued))
+            if repository in self._pushed_during:
+                # A whole-repository job of this repository is running: it may have listed the secondary
+                # before these tags were there, or write an older digest of them; copy them again after it.
+                self._pushed_during[repository].extend(queued)
+            elif self._whole_runs.get(repository, 0) != whole_runs:
+                self._requeue_pushes(queued)  # one ran and ended while this copy ran
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must not stop the copies: the reconcile still covers the events
+            log.exception("push copy of %s failed", repository)
+            self.tracking.done_pushes([p.id for p in queued])
+            self.tracking.request_sync(repositories=[repository], event_at=queued[0].received_at)
+            self._poke()
+        finally:
+            self._pushing.pop(repository, None)
+            self._flush_bytes()
+            if self._push_wake is not None:
+                self._push_wake.set()
+
+    def _requeue_pushes(self, pushes: list[QueuedPush]) -> None:
+        self.tracking.enqueue_pushes(pushes)
+        if self._push_wake is not None:
+            self._push_wake.set()
+
+    async def _push_to_site(
+        self, site_name: str, repository: str, plan: CopyPlan, queued: list[QueuedPush]
+    ) -> None:
+        site = self._sites[site_name]
+        assert site.copier is not None
+
+        def before_tag(tag: str, digest: str) -> None:
+            # A whole-repository job reading this repository now must count the tag as the primary's,
+            # or its deletion pass could take the tag this copy is about to write.
+            view = self._views.get(repository)
+            if view is not None and tag not in view.tags:
+                view.tags[tag] = ManifestInfo(digest, "", -1)
+
+        try:
+            stats = await copy_pushed(
+                repository,
+                plan,
+                site.client,
+                site.copier,
+                self._cache,
+                blob_concurrency=self.config.engine.blob_concurrency,
+                before_tag=before_tag,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            reason = describe_error(exc)
+            self.log(
+                "warning",
+                f"copy of pushed {_named(plan)} failed: {reason}; the repository is queued for a full sync",
+                site=site_name,
+                repository=repository,
+            )
+            self.tracking.request_sync(
+                sites=[site_name], repositories=[repository], event_at=queued[0].received_at
+            )
+            self._poke()
+            return
+        site.stats.add(stats)
+        self._count(site_name, stats)
+        self.tracking.record_tags_seen(site_name, repository, dict(plan.tags), complete=False)
+        now = self._clock()
+        for push in queued:
+            # Both: the push histogram's buckets resolve the sub-second copies, and event_to_synced
+            # keeps covering every event, whichever path replicated it.
+            self.metrics.push_to_secondary.labels(site_name).observe(max(0.0, now - push.received_at))
+            self.metrics.event_to_synced.labels(site_name).observe(max(0.0, now - push.received_at))
+        self.log(
+            "info",
+            f"copied pushed {_named(plan)}: {describe_stats(stats)}",
+            site=site_name,
+            repository=repository,
+        )
+        self._emit_row(site_name, repository)
 
     # -- discovery -------------------------------------------------------------------------------
 
@@ -539,9 +711,17 @@ class Engine:
             tasks[0].cancel()
 
     async def _run_job(self, repository: str, rows: list[RepositoryRow], once: bool) -> None:
+        if not once:
+            set_work(Work(background=True))  # `serve`'s whole-repository work keeps to each site's budget
+        self._whole_runs[repository] = self._whole_runs.get(repository, 0) + 1
+        self._pushed_during[repository] = []
         try:
             await self._replicate_everywhere(repository, rows, once)
         finally:
+            self._views.pop(repository, None)
+            again = self._pushed_during.pop(repository, [])
+            if again:
+                self._requeue_pushes(again)
             self._inflight.pop(repository, None)
             self._flush_bytes()
             self._poke()
@@ -561,6 +741,15 @@ class Engine:
                 for row in rows:
                     self._record_failure(row.site, repository, blame_primary(exc), once)
                 return
+            if view.exists and not view.tag_errors:
+                self.tracking.record_tags_seen(
+                    self.config.primary.name, repository, view.digests, complete=True
+                )
+            if view.exists:
+                for push in self._pushed_during.get(repository, []):  # copied while the tags were read
+                    if push.tag is not None and push.tag not in view.tags:
+                        view.tags[push.tag] = ManifestInfo(push.digest, "", -1)
+                self._views[repository] = view
             await asyncio.gather(
                 *(
                     self._replicate_one(row, view, generations[row.site], first[row.site], once)
@@ -607,6 +796,7 @@ class Engine:
         for warning in warnings:
             self.log("warning", warning, site=site_name, repository=repository)
         if outcome.ok:
+            self.tracking.record_tags_seen(site_name, repository, view.digests, complete=True)
             synced = self.tracking.mark_synced(
                 site_name,
                 repository,
@@ -805,6 +995,18 @@ class Engine:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
             self._flush_bytes()
+
+
+def _oldest(*times: float | None) -> float | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
+
+
+def _named(plan: CopyPlan) -> str:
+    """The tags (or digests) a push copy covers, for a log line: a few, then how many more."""
+    names = [tag for tag, _ in plan.tags] + list(plan.digests)
+    shown = ", ".join(names[:5])
+    return f"{shown} and {len(names) - 5} more" if len(names) > 5 else shown
 
 
 def _reachable(site: _Site) -> bool:

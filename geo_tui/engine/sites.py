@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import httpx
 
 from geo_tui.config import AuthConfig, Config, SiteConfig, redactor_for
@@ -56,6 +58,7 @@ def build_client(
     blob_connections: int = 4,
     transport: httpx.AsyncBaseTransport | None = None,
     redactor: Redactor | None = None,
+    on_request: Callable[[httpx.Request], Awaitable[None]] | None = None,
 ) -> RegistryClient:
     verify: bool | str = str(site.ca_file) if site.ca_file is not None else site.tls_verify
     if signer is None and config.auth is not None:
@@ -69,4 +72,5 @@ def build_client(
         blob_connections=blob_connections,
         transport=transport,
         redactor=redactor or redactor_for(config),
+        on_request=on_request,
     )

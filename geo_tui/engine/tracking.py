@@ -23,6 +23,7 @@ from pathlib import Path
 
 __all__ = [
     "LogRecord",
+    "QueuedPush",
     "RepositoryRow",
     "SiteCounts",
     "SyncState",
@@ -103,6 +104,24 @@ CREATE TABLE IF NOT EXISTS notifications (
     tag TEXT,
     digest TEXT
 );
+-- Pushes named by notification events, waiting for their copy (tag NULL: pushed by digest only).
+CREATE TABLE IF NOT EXISTS push_queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at REAL NOT NULL,
+    repository TEXT NOT NULL,
+    tag TEXT,
+    digest TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS push_queue_repository ON push_queue (repository, id);
+-- What the engine last saw: tag -> digest on the primary and on each secondary, and when.
+CREATE TABLE IF NOT EXISTS tags_seen (
+    site TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    seen_at REAL NOT NULL,
+    PRIMARY KEY (site, repository, tag)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS event_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -191,6 +210,17 @@ class SiteCounts:
     def percent_synced(self) -> float:
         """Percent synced to 2 decimals, rounded down: 100.0 only when every repository is synced."""
         return (10000 * self.synced // self.total) / 100 if self.total else 100.0
+
+
+@dataclass(frozen=True)
+class QueuedPush:
+    """One push a notification named: its tag (None when pushed by digest only) and manifest digest."""
+
+    id: int
+    received_at: float
+    repository: str
+    tag: str | None
+    digest: str
 
 
 @dataclass(frozen=True)
@@ -478,14 +508,27 @@ class Tracking:
         events: Sequence[tuple[str, str, str, str | None, str | None]],
         rows: Iterable[tuple[str, str]],
         received_at: float,
+        pushes: Sequence[tuple[str, str | None, str]] = (),
+        push_rows: Iterable[tuple[str, str]] = (),
     ) -> int:
-        """Store received events and queue their (site, repository) rows, in one transaction: once
-        this returns, a killed process still replicates them after a restart. Returns rows queued."""
+        """Store received events, queue their (site, repository) rows for a whole-repository run and
+        their ``pushes`` (repository, tag, digest) for a copy of what they name, in one transaction:
+        once this returns, a killed process still replicates them after a restart. ``push_rows`` are
+        tracked (created if new) without queueing a run. Returns rows and pushes queued."""
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO notifications (received_at, event_id, action, repository, tag, digest) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [(received_at, *event) for event in events],
+            )
+            db.executemany(
+                "INSERT INTO push_queue (received_at, repository, tag, digest) VALUES (?, ?, ?, ?)",
+                [(received_at, *push) for push in pushes],
+            )
+            db.executemany(
+                "INSERT INTO repositories (site, repository) VALUES (?, ?) "
+                "ON CONFLICT (site, repository) DO UPDATE SET on_primary = 1 WHERE on_primary = 0",
+                list(push_rows),
             )
             before = db.total_changes
             db.executemany(
@@ -497,7 +540,7 @@ class Tracking:
                 "excluded.oldest_unsynced_event_at), excluded.oldest_unsynced_event_at)",
                 [(site, repo, received_at) for site, repo in rows],
             )
-            queued = db.total_changes - before
+            queued = db.total_changes - before + len(pushes)
             self._notification_inserts += len(events)
             if self._notification_inserts >= 1000:
                 self._notification_inserts = 0
@@ -506,6 +549,61 @@ class Tracking:
                     (EVENT_LOG_LIMIT,),
                 )
         return queued
+
+    def queued_pushes(self, limit: int = 10_000) -> list[QueuedPush]:
+        """Pushes waiting for their copy, oldest first."""
+        rows = self._query(
+            "SELECT id, received_at, repository, tag, digest FROM push_queue ORDER BY id LIMIT ?", (limit,)
+        )
+        return [QueuedPush(*r) for r in rows]  # type: ignore[arg-type]
+
+    def push_queue_depth(self) -> int:
+        (count,) = self._query("SELECT COUNT(*) FROM push_queue")[0]
+        return int(str(count))
+
+    def oldest_queued_push(self) -> float | None:
+        (oldest,) = self._query("SELECT MIN(received_at) FROM push_queue")[0]
+        return float(str(oldest)) if oldest is not None else None
+
+    def enqueue_pushes(self, pushes: Sequence[QueuedPush]) -> None:
+        """Queue pushes again (copied while a whole-repository run was writing the same repository)."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO push_queue (received_at, repository, tag, digest) VALUES (?, ?, ?, ?)",
+                [(p.received_at, p.repository, p.tag, p.digest) for p in pushes],
+            )
+
+    def done_pushes(self, ids: Sequence[int]) -> None:
+        with self._tx() as db:
+            db.executemany("DELETE FROM push_queue WHERE id = ?", [(i,) for i in ids])
+
+    # -- what was seen where -----------------------------------------------------------------
+
+    def record_tags_seen(self, site: str, repository: str, tags: dict[str, str], *, complete: bool) -> None:
+        """Remember tag -> digest as seen on ``site`` now. ``complete``: these are all its tags
+        (a whole-repository run read them), so tags not named are forgotten."""
+        now = self._clock()
+        with self._tx() as db:
+            if complete:
+                db.execute("DELETE FROM tags_seen WHERE site = ? AND repository = ?", (site, repository))
+            db.executemany(
+                "INSERT INTO tags_seen (site, repository, tag, digest, seen_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (site, repository, tag) DO UPDATE SET digest = excluded.digest, "
+                "seen_at = excluded.seen_at",
+                [(site, repository, tag, digest, now) for tag, digest in tags.items()],
+            )
+
+    def tags_seen(self, repository: str) -> dict[str, tuple[dict[str, str], float]]:
+        """Site -> (tag -> digest, when last seen) for one repository, as the engine last saw it."""
+        seen: dict[str, tuple[dict[str, str], float]] = {}
+        for site, tag, digest, at in self._query(
+            "SELECT site, tag, digest, seen_at FROM tags_seen WHERE repository = ? ORDER BY site, tag",
+            (repository,),
+        ):
+            tags, latest = seen.get(str(site), ({}, 0.0))
+            tags[str(tag)] = str(digest)
+            seen[str(site)] = (tags, max(latest, float(at)))  # type: ignore[arg-type]
+        return seen
 
     # -- verification ----------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import hashlib
 import json
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -122,6 +122,7 @@ class RegistryClient:
     Retry-After up to 30 s); streamed uploads are not (the caller retries the whole copy). Names and
     references are validated before anything is sent: an invalid one raises ValueError. `redactor`
     removes the configured secrets from every error's detail.
+    `on_request` is awaited before each request goes out (an httpx request event hook).
     """
 
     def __init__(
@@ -138,6 +139,7 @@ class RegistryClient:
         transport: httpx.AsyncBaseTransport | None = None,
         retry_base_delay: float = 0.2,
         redactor: Redactor | None = None,
+        on_request: Callable[[httpx.Request], Awaitable[None]] | None = None,
     ) -> None:
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host or url.query:
@@ -160,6 +162,9 @@ class RegistryClient:
                 limits=limits,
                 timeout=limits_timeout,
                 headers={"User-Agent": f"geo-tui/{__version__}"},
+                # Every request sent (retries too): the engine counts a push's requests and paces
+                # its background work here.
+                event_hooks={"request": [on_request]} if on_request is not None else None,
             )
 
         self._session = Session(
