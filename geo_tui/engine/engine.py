@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 
@@ -488,22 +488,21 @@ class Engine:
         try:
             work = Work()
             set_work(work)  # counts this job's requests, on every site
-            plan = CopyPlan.from_pushes((p.tag, p.digest) for p in queued)
+            plan = CopyPlan.from_pushes(await self._resolve(repository, queued))
             sites = [s.name for s in self.config.secondaries if s.wants(repository)]
-            await asyncio.gather(*(self._push_to_site(name, repository, plan, queued) for name in sites))
-            self.tracking.record_tags_seen(
-                self.config.primary.name, repository, dict(plan.tags), complete=False
+            copied = await asyncio.gather(
+                *(self._push_to_site(name, repository, plan, queued) for name in sites)
             )
+            if any(copied):
+                self.tracking.record_tags_seen(
+                    self.config.primary.name, repository, dict(plan.tags), complete=False
+                )
             self.tracking.done_pushes([p.id for p in queued])
             self.metrics.push_events.inc(len(queued))
             self.metrics.push_requests.inc(work.requests)
             self.metrics.requests_per_event.observe(work.requests / len(queued))
-            if repository in self._pushed_during:
-                # A whole-repository job of this repository is running: it may have listed the secondary
-                # before these tags were there, or write an older digest of them; copy them again after it.
-                self._pushed_during[repository].extend(queued)
-            elif self._whole_runs.get(repository, 0) != whole_runs:
-                self._requeue_pushes(queued)  # one ran and ended while this copy ran
+            if any(copied):  # nothing written: the full syncs asked for instead need no second copy
+                self._after_whole_runs(repository, queued, whole_runs)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug here must not stop the copies: the reconcile still covers the events
@@ -517,14 +516,38 @@ class Engine:
             if self._push_wake is not None:
                 self._push_wake.set()
 
+    def _after_whole_runs(self, repository: str, queued: list[QueuedPush], whole_runs: int) -> None:
+        """A whole-repository job of this repository that ran beside this copy may have listed the
+        secondary before these tags were there, or written an older digest of them: copy them again
+        after it."""
+        if repository in self._pushed_during:
+            self._pushed_during[repository].extend(queued)
+        elif self._whole_runs.get(repository, 0) != whole_runs:
+            self._requeue_pushes(queued)  # one ran and ended while this copy ran
+
+    async def _resolve(self, repository: str, queued: list[QueuedPush]) -> list[tuple[str | None, str]]:
+        """(tag, digest) of each push; a copy queued again (no digest) takes the tag's digest on the
+        primary now, as a later push of it may have moved it since."""
+        pushes: list[tuple[str | None, str]] = []
+        for push in queued:
+            if push.digest:
+                pushes.append((push.tag, push.digest))
+            elif push.tag is not None:
+                info = await self.primary.head_manifest(repository, push.tag)
+                if info is not None:  # None: deleted since; its deletion event does the rest
+                    pushes.append((push.tag, info.digest))
+        return pushes
+
     def _requeue_pushes(self, pushes: list[QueuedPush]) -> None:
-        self.tracking.enqueue_pushes(pushes)
+        """Copy these tags again, at their digest on the primary then (not one a later push replaced)."""
+        self.tracking.enqueue_pushes([replace(p, digest="") for p in pushes if p.tag is not None])
         if self._push_wake is not None:
             self._push_wake.set()
 
     async def _push_to_site(
         self, site_name: str, repository: str, plan: CopyPlan, queued: list[QueuedPush]
-    ) -> None:
+    ) -> bool:
+        """Copy the plan into one secondary. False if it failed: a full sync of it is queued instead."""
         site = self._sites[site_name]
         assert site.copier is not None
 
@@ -559,7 +582,7 @@ class Engine:
                 sites=[site_name], repositories=[repository], event_at=queued[0].received_at
             )
             self._poke()
-            return
+            return False
         site.stats.add(stats)
         self._count(site_name, stats)
         self.tracking.record_tags_seen(site_name, repository, dict(plan.tags), complete=False)
@@ -576,6 +599,7 @@ class Engine:
             repository=repository,
         )
         self._emit_row(site_name, repository)
+        return True
 
     # -- discovery -------------------------------------------------------------------------------
 
