@@ -697,7 +697,9 @@ class Engine:
                         self._clock(), sites=sites, repositories=repositories, limit=max(100, room * 8)
                     )
                     for row in due:
-                        if row.repository in self._inflight:
+                        # A repository whose pushes are being copied waits for them: its run would copy
+                        # the same tags a second time.
+                        if row.repository in self._inflight or row.repository in self._pushing:
                             continue
                         if once and self._run_attempts.get(row.key, 0) >= attempts:
                             continue
@@ -929,6 +931,7 @@ class Engine:
         return sorted(results, key=lambda r: (r.site, r.repository))
 
     async def _verify_forever(self) -> None:
+        set_work(Work(background=True))  # it reads whole repositories: each site's budget holds it
         while True:
             if not self._paused:
                 rows = self.tracking.verification_due(sites=self.secondary_names, limit=50)
