@@ -490,6 +490,10 @@ class Engine:
             set_work(work)  # counts this job's requests, on every site
             plan = CopyPlan.from_pushes(await self._resolve(repository, queued))
             sites = [s.name for s in self.config.secondaries if s.wants(repository)]
+            for _, digest in plan.tags:  # read each manifest once, not once per secondary at the same time
+                if self._cache.get(digest) is None:
+                    with contextlib.suppress(RegistryError):  # each secondary's copy fails and says why
+                        self._cache.put(await self.primary.get_manifest(repository, digest))
             copied = await asyncio.gather(
                 *(self._push_to_site(name, repository, plan, queued) for name in sites)
             )
