@@ -75,7 +75,6 @@ class _Site:
     completions: CompletionRate = field(default_factory=CompletionRate)
     stats: CopyStats = field(default_factory=CopyStats)
     unflushed: int = 0
-    budget: RequestBudget | None = None
 
 
 class Engine:
@@ -165,6 +164,7 @@ class Engine:
         signer = build_signer(self.config.auth) if self.config.auth is not None else None
         blob_connections = self.config.engine.blob_concurrency * 2
         for site in self.config.sites:
+            # Each site's own budget for background work (see .budget).
             budget = RequestBudget(self.config.engine.reconcile_requests_per_second)
             client = build_client(
                 site,
@@ -176,11 +176,7 @@ class Engine:
                 on_request=request_hook(budget),
             )
             self._sites[site.name] = _Site(
-                site,
-                client,
-                throughput=Throughput(self._clock),
-                completions=CompletionRate(self._clock),
-                budget=budget,
+                site, client, throughput=Throughput(self._clock), completions=CompletionRate(self._clock)
             )
         primary = self._sites[self.config.primary.name].client
         for site in self.config.secondaries:

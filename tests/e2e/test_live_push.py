@@ -7,7 +7,10 @@ registry's access log read for the requests geo-tui sent (its User-Agent is `geo
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -184,6 +187,32 @@ def test_a_push_into_a_2000_tag_repository_copies_what_it_names(big: BigLive) ->
         )
     )
     assert seen == {"primary": image.digest, "eu": image.digest, "us": image.digest}
+    # `status --repository` shows it from the database: the registries get no request for it.
+    since = marks(big)
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "geo_tui",
+            "--config",
+            str(big.served.config),
+            "status",
+            "--repository",
+            BIG,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    document = json.loads(shown.stdout)
+    assert {site: document["sites"][site]["tags"]["new-1"] for site in ("primary", "eu", "us")} == seen
+    assert len(document["sites"]["eu"]["tags"]) >= TAGS and document["differing"] == []
+    assert [
+        geo_requests(site.registry, mark)
+        for site, mark in zip((big.primary, big.eu, big.us), since, strict=True)
+    ] == [[]] * 3
 
 
 def test_a_multi_platform_index_and_a_referrer_copy_what_they_name(big: BigLive) -> None:
