@@ -120,10 +120,6 @@ def _distribution_yaml(config: Config, site: SiteConfig, options: SnippetOptions
             f"      timeout: {TIMEOUT}",
             f"      threshold: {THRESHOLD}",
             f"      backoff: {BACKOFF}",
-            "      # Pull events are of no use to geo-tui, and its own reads of the primary would flood",
-            "      # the queue that pushes wait in (one event per manifest HEAD: issue 17).",
-            "      ignore:",
-            "        actions: [pull]",
         ]
     if site.role == "secondary" and config.engine.replicate_deletions:
         lines.append("# Deletions replicate: also set storage.delete.enabled: true in its storage section.")
@@ -171,7 +167,6 @@ def _gitlab_rb(config: Config, site: SiteConfig, options: SnippetOptions, notify
             f"    'timeout' => {_ruby(TIMEOUT)},",
             f"    'threshold' => {THRESHOLD},",
             f"    'backoff' => {_ruby(BACKOFF)},",
-            "    'ignore' => { 'actions' => ['pull'] },  # geo-tui's own reads would flood the queue",
             f"    'headers' => {{ 'Authorization' => [{_ruby(secret)}] }}",
             "  }",
             "]",

@@ -310,9 +310,6 @@ class Distribution(RegistryProbe):
                 "timeout": "500ms",
                 "threshold": 5,
                 "backoff": "1s",
-                # As `geo-tui init` advises: geo-tui's own reads of the primary (a HEAD per tag when it
-                # reconciles) would otherwise queue pull events ahead of the pushes (issue 17).
-                "ignore": {"actions": ["pull"]},
             }
             if self.notification_secret:
                 endpoint["headers"] = {"Authorization": [self.notification_secret]}
