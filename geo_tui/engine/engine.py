@@ -409,6 +409,12 @@ class Engine:
         relevant = [e for e in events if e.matters]
         for event in events:
             self.metrics.notifications.labels(event.action or "unknown").inc()
+        if events:
+            self.last_event_at = now
+        if not relevant:
+            # Pulls and blob pushes: Distribution 2.8 sends a pull event for every manifest HEAD, so a
+            # reconcile's own reads come back here by the thousand. Nothing to store; answer at once.
+            return 0
         pushes: list[RegistryEvent] = []
         whole: list[RegistryEvent] = []
         for event in relevant:
@@ -433,8 +439,6 @@ class Engine:
             pushes=[(e.repository, e.tag, e.digest or "") for e in pushes],
             push_rows=pairs(pushes),
         )
-        if events:
-            self.last_event_at = now
         for event in relevant[:20]:
             what = event.tag or event.digest or "?"
             self.log(
