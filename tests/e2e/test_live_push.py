@@ -317,7 +317,10 @@ def test_a_deletion_event_keeps_to_the_deletion_rule_and_never_delays_a_push(rec
     served = big.served
     doomed = image_with_layers([layer_blob("big-doomed")], seed="big-doomed")
     big.primary.pusher.push_tree(BIG, doomed, "doomed")
-    wait_until(lambda: on_secondaries(big, BIG, "doomed", doomed.digest), what="doomed everywhere")
+    # Timeouts here are generous: the reconcile's own HEADs queue a pull event each ahead of these pushes.
+    wait_until(
+        lambda: on_secondaries(big, BIG, "doomed", doomed.digest), timeout=120, what="doomed everywhere"
+    )
     # Distribution 2.8 deletes by digest: the delete event names the digest, and only `doomed` points at it.
     assert big.primary.pusher.delete_manifest(BIG, doomed.digest).status_code == 202
     wait_until(
@@ -325,11 +328,16 @@ def test_a_deletion_event_keeps_to_the_deletion_rule_and_never_delays_a_push(rec
             db_query(served.config.parent, "SELECT COUNT(*) FROM notifications WHERE action = 'delete'")
             == [(1,)]
         ),
+        timeout=120,
         what="the delete event",
     )
     during = image_with_layers([layer_blob("big-during")], seed="big-during")
     big.primary.pusher.push_tree(BIG, during, "during")
-    wait_until(lambda: on_secondaries(big, BIG, "during", during.digest), what="during on both secondaries")
+    wait_until(
+        lambda: on_secondaries(big, BIG, "during", during.digest),
+        timeout=120,
+        what="during on both secondaries",
+    )
     # The push was copied before the whole-repository run the deletion asked for had done its work.
     assert on_secondaries(big, BIG, "doomed", doomed.digest), "the push waited for the deletion's run"
 
