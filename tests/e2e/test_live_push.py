@@ -131,7 +131,12 @@ def big(tmp_path_factory: pytest.TempPathFactory, key_pair: TestKeyPair) -> Iter
 
 
 def geo_requests(registry: Distribution, since: int) -> list[AccessLogLine]:
-    return [line for line in registry.access_log_lines()[since:] if line.user_agent.startswith("geo-tui/")]
+    """geo-tui's requests since the mark, but its health checks (`GET /v2/` every few seconds)."""
+    return [
+        line
+        for line in registry.access_log_lines()[since:]
+        if line.user_agent.startswith("geo-tui/") and line.path != "/v2/"
+    ]
 
 
 def marks(big: BigLive) -> list[int]:
