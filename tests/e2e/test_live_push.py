@@ -79,8 +79,14 @@ class BigLive:
             engine={"reconcile_interval": 3600, "reconcile_requests_per_second": 0, **engine},
             notifications={"listen": f"127.0.0.1:{self.port}", "secret": SECRET},
         )
-        self.served = Served(self.config, self.port, self.workdir / f"serve-{len(self.runs)}.log").start()
-        self.runs.append(self.served)
+        served = Served(self.config, self.port, self.workdir / f"serve-{len(self.runs)}.log")
+        self.runs.append(served)
+        try:
+            self.served = served.start(timeout=120)  # a loaded machine starts it slowly
+        except BaseException:
+            if served.process is not None:
+                served.stop(signal.SIGKILL)
+            raise
         if settle:
             settle_all(self)
         return self.served
