@@ -307,19 +307,12 @@ def reconciling(big: BigLive) -> BigLive:
 
 def test_a_lost_event_is_healed_by_the_reconcile_within_its_interval(reconciling: BigLive) -> None:
     big = reconciling
-    wait_until(lambda: rows_synced(big), timeout=600, what="the start-up reconcile of ci/big")
+    # No wait for a run to be marked synced first: with a 10 s interval each reconcile asks for a new run of
+    # a repository whose run takes longer, so its row is not marked synced in between.
     write_tag_links(big.primary.registry, BIG, ["lost-1"], big.base_digest)  # no event is ever sent
     # Healed by the next reconcile: its interval, plus the run in progress and its own (each ~6,000 requests,
     # at most 300/s per site, minutes on a loaded shared machine).
     wait_until(lambda: on_secondaries(big, BIG, "lost-1", big.base_digest), timeout=600, what="lost-1 healed")
-
-
-def rows_synced(big: BigLive) -> bool:
-    assert big.served is not None
-    rows = db_query(
-        big.served.config.parent, "SELECT last_synced_at FROM repositories WHERE repository = ?", (BIG,)
-    )
-    return len(rows) == 2 and all(at is not None for (at,) in rows)
 
 
 def test_a_deletion_event_keeps_to_the_deletion_rule_and_never_delays_a_push(reconciling: BigLive) -> None:
