@@ -195,9 +195,7 @@ class Engine:
             deep_interval=self.config.verification.deep_interval,
             count_blobs=lambda site, outcome, n: self.metrics.verified_blobs.labels(site, outcome).inc(n),
         )
-        self.metrics.watch_state(
-            lambda: self.tracking.counts(self.secondary_names), lambda: self.in_flight
-        )
+        self.metrics.watch_state(lambda: self.tracking.counts(self.secondary_names), lambda: self.in_flight)
         redacted = self.tracking.redact_stored()
         if redacted:
             self.log("warning", f"removed configured secrets from {redacted} texts an earlier geo-tui stored")
