@@ -247,6 +247,7 @@ def test_a_config_others_can_read_gets_one_warning_naming_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = hand_written_config(tmp_path)
+    Tracking(load_config(path).engine.database).close()  # status reads a database, never creates one
     os.chmod(path, 0o644)
     assert main(["--config", str(path), "status"]) == 0
     err = capsys.readouterr().err.splitlines()
@@ -303,5 +304,10 @@ async def test_an_engine_redacts_what_an_older_geo_tui_stored(tmp_path: Path) ->
     async with Engine(config) as engine:
         row = engine.tracking.row("secondary", "shop/api")
         assert row is not None and row.last_sync_failure == "secondary: 500: echo [redacted]"
-        messages = [r.message for r in engine.tracking.recent_log()]
-    assert "removed configured secrets from 1 texts an earlier geo-tui stored" in messages
+        wanted = "removed configured secrets from 1 texts an earlier geo-tui stored"
+        for _ in range(100):  # log lines are stored in the background, after they are shown
+            messages = [r.message for r in engine.tracking.recent_log()]
+            if wanted in messages:
+                break
+            await asyncio.sleep(0.05)
+    assert wanted in messages
