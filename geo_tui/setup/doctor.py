@@ -19,6 +19,7 @@ import certifi
 import httpx
 
 from geo_tui.config import Config, SiteConfig
+from geo_tui.config.rules import host_port
 from geo_tui.engine.sites import build_authenticator, build_client
 from geo_tui.registry import (
     Authenticator,
@@ -285,8 +286,8 @@ async def _notification_checks(config: Config, timeout: float) -> list[CheckResu
     length = len(settings.secret.reveal())
     results = [CheckResult("notification secret", None, "ok", f"set ({length} characters)")]
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.listen_host, settings.listen_host)
-    base = f"http://{f'[{host}]' if ':' in host else host}:{settings.listen_port}"
-    where = f"{settings.listen_host}:{settings.listen_port}"
+    base = f"http://{host_port(host, settings.listen_port)}"
+    where = host_port(settings.listen_host, settings.listen_port)
     try:
         async with httpx.AsyncClient(timeout=timeout) as http:
             health = await http.get(base + HEALTH_PATH)

@@ -1,16 +1,46 @@
 """The flags of `geo-tui init`: argparse only, so that building the command line stays cheap for every
-other command."""
+other command. `InitFlag` is a flag as the place a value came from, for the config's rules."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["DEFAULT_ISSUER", "DEFAULT_LISTEN", "DEFAULT_SERVICE", "add_init_arguments"]
+__all__ = [
+    "DEFAULT_ISSUER",
+    "DEFAULT_LISTEN",
+    "DEFAULT_SERVICE",
+    "InitFlag",
+    "SetupError",
+    "add_init_arguments",
+]
 
 DEFAULT_ISSUER: Final = "gitlab-issuer"  # GitLab's issuer for an external registry
 DEFAULT_SERVICE: Final = "container_registry"
 DEFAULT_LISTEN: Final = "127.0.0.1:5050"
+
+
+class SetupError(Exception):
+    """Something `init` cannot do; ``str(e)`` is one line naming the flag or file involved."""
+
+
+@dataclass(frozen=True, slots=True)
+class InitFlag:
+    """A flag (or a prompt's answer) of `init` as a `geo_tui.config.rules.Place`: a rule's refusal becomes
+    a SetupError naming the flag and showing `shown`, e.g. ``--secondary 'eu': not a valid site name``."""
+
+    flag: str
+    shown: str | None = None
+
+    @classmethod
+    def quoting(cls, flag: str, value: str) -> InitFlag:
+        """The flag, quoting `value` unless it may hold credentials (``https://user:pw@host``)."""
+        return cls(flag, None if "@" in value else repr(value))
+
+    def error(self, message: str) -> Exception:
+        where = self.flag if self.shown is None else f"{self.flag} {self.shown}"
+        return SetupError(f"{where}: {message}")
 
 
 def add_init_arguments(parser: argparse.ArgumentParser) -> None:

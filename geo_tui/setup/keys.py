@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Final
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+
+from geo_tui.config.rules import SigningKey, signing_key
+
+from .flags import InitFlag, SetupError
 
 __all__ = [
     "CERTIFICATE_DAYS",
@@ -35,18 +38,10 @@ __all__ = [
     "write_new_file",
 ]
 
-SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-
 RSA_BITS: Final = 4096
 CERTIFICATE_DAYS: Final = 3650
 SECRET_LENGTH: Final = 48
-_JWT_CURVES: Final = ("secp256r1", "secp384r1", "secp521r1")
-_MAX_KEY_BYTES: Final = 64 * 1024
 _ALPHANUMERIC: Final = string.ascii_letters + string.digits
-
-
-class SetupError(Exception):
-    """Something `init` cannot do; ``str(e)`` is one line naming the flag or file involved."""
 
 
 def generate_notification_secret(length: int = SECRET_LENGTH) -> str:
@@ -64,34 +59,9 @@ def generate_signing_key() -> rsa.RSAPrivateKey:
 
 
 def load_signing_key(path: Path) -> tuple[SigningKey, bytes]:
-    """The unencrypted PEM RSA or EC (P-256/384/521) key at `path`, and its PEM bytes."""
-    try:
-        with open(path, "rb") as f:
-            pem = f.read(_MAX_KEY_BYTES + 1)
-    except FileNotFoundError:
-        raise SetupError(f"--key {path}: no such file") from None
-    except IsADirectoryError:
-        raise SetupError(f"--key {path}: is a directory, not a key file") from None
-    except OSError as exc:
-        raise SetupError(f"--key {path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
-    if len(pem) > _MAX_KEY_BYTES:
-        raise SetupError(f"--key {path}: too large to be a PEM private key")
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except TypeError:  # cryptography's way of saying the key needs a password
-        raise SetupError(
-            f"--key {path}: the key is encrypted; write an unencrypted copy with "
-            "`openssl pkey -in KEY -out KEY.plain` (mode 0600) and use that"
-        ) from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise SetupError(f"--key {path}: not a PEM private key") from None
-    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name not in _JWT_CURVES:
-        raise SetupError(
-            f"--key {path}: EC curve {key.curve.name} cannot sign JWTs; use P-256, P-384 or P-521"
-        )
-    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise SetupError(f"--key {path}: only RSA and EC keys can sign registry tokens")
-    return key, pem
+    """The unencrypted PEM RSA or EC (P-256/384/521) key at `path`, and its PEM bytes: the config's rule
+    for ``auth.private_key``, naming ``--key``."""
+    return signing_key(path, InitFlag("--key", str(path)))
 
 
 def private_key_pem(key: SigningKey) -> bytes:

@@ -1,24 +1,22 @@
 """What `geo-tui init` will write, checked before anything is written, and the writing itself.
 
-A `SetupPlan` comes from flags or from prompts; each field is checked on the way in by the validators
-here, whose errors name the flag (`--secondary 'eu'`), so both paths say the same thing.
+A `SetupPlan` comes from flags or from prompts; each field is checked on the way in by the config's own
+rules (`geo_tui.config.rules`, the ones `load_config` applies to the same keys), with errors that name the
+flag (`--secondary 'eu'`), so the flags, the prompts and the loader all say the same thing.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, cast, get_args
-from urllib.parse import urlsplit
+from typing import Any, Final
 
 import tomli_w
 
-from geo_tui.config import AuthMethod, Config, ConfigError, load_config
+from geo_tui.config import AuthMethod, Config, ConfigError, load_config, rules
 
-from .flags import DEFAULT_ISSUER, DEFAULT_LISTEN, DEFAULT_SERVICE
+from .flags import DEFAULT_ISSUER, DEFAULT_LISTEN, DEFAULT_SERVICE, InitFlag
 from .keys import (
     SetupError,
     generate_notification_secret,
@@ -49,9 +47,6 @@ __all__ = [
 
 KEY_NAME: Final = "registry.key"
 CERT_NAME: Final = "registry.crt"
-_SITE_NAME: Final = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
-_HOSTNAME: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
-_AUTH_METHODS: Final = get_args(AuthMethod)
 
 
 @dataclass(frozen=True)
@@ -118,61 +113,25 @@ class WrittenSetup:
     certificate_path: Path
 
 
-# --- validators: each returns the clean value or raises SetupError naming `flag` ------------------------
+# --- validators: the config's rules, each returning the clean value or raising SetupError naming `flag` ---
 
 
 def check_site_name(value: str, flag: str) -> str:
-    if not _SITE_NAME.fullmatch(value):
-        raise SetupError(
-            f"{flag} {value!r}: not a valid site name: 1-63 letters, digits, '_', '.' or '-', "
-            "starting with a letter or digit"
-        )
-    return value
+    return rules.site_name(value, InitFlag.quoting(flag, value))
 
 
 def check_registry_url(value: str, flag: str) -> str:
     """An http(s) registry URL without credentials, query or fragment; no trailing slash."""
-    shown = value if "@" not in value else "(URL with credentials)"
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        raise SetupError(f"{flag} {shown!r}: not a valid URL (check the host and port)") from None
-    if parts.scheme not in ("http", "https") or not value.startswith(f"{parts.scheme}://"):
-        raise SetupError(f"{flag} {shown!r}: must be an http:// or https:// URL")
-    if any(c.isspace() for c in value):
-        raise SetupError(f"{flag} {shown!r}: must not contain spaces")
-    if "@" in parts.netloc:
-        raise SetupError(f"{flag}: the URL must not contain credentials (user:password@)")
-    if not parts.hostname:
-        raise SetupError(f"{flag} {shown!r}: has no host")
-    if parts.query or parts.fragment or "?" in value or "#" in value:
-        raise SetupError(f"{flag} {shown!r}: must not have a query or fragment")
-    return value.rstrip("/")
+    return rules.registry_url(value, InitFlag.quoting(flag, value))
 
 
 def check_listen(value: str, flag: str = "--listen") -> tuple[str, int]:
     """``host:port`` (``[v6]:port``) for the notification receiver."""
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise SetupError(f"{flag} {value!r}: must be host:port, e.g. 127.0.0.1:5050")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise SetupError(f"{flag} {value!r}: {host!r} is not an IPv6 address") from None
-    elif ":" in host:
-        raise SetupError(f"{flag} {value!r}: put an IPv6 address in brackets, e.g. [::1]:5050")
-    elif not _HOSTNAME.fullmatch(host):
-        raise SetupError(f"{flag} {value!r}: {host!r} is not a host name or address")
-    return host, int(port)
+    return rules.listen_address(value, InitFlag.quoting(flag, value))
 
 
 def check_auth(value: str, flag: str = "--auth") -> AuthMethod:
-    if value not in _AUTH_METHODS:
-        raise SetupError(f"{flag} {value!r}: must be one of {', '.join(_AUTH_METHODS)}")
-    return cast(AuthMethod, value)
+    return rules.auth_method(value, InitFlag.quoting(flag, value))
 
 
 def check_sites(primary: SitePlan, secondaries: tuple[SitePlan, ...]) -> None:
@@ -184,8 +143,8 @@ def check_sites(primary: SitePlan, secondaries: tuple[SitePlan, ...]) -> None:
         if site.name in seen:
             raise SetupError(f"--secondary {site.name!r}: the site name is used twice")
         seen.add(site.name)
-        if _origin(site.registry) == _origin(primary.registry):
-            raise SetupError(f"--secondary {site.name!r}: is the primary's registry")
+        where = InitFlag.quoting("--secondary", site.name)
+        rules.distinct_from_primary(site.registry, primary.registry, where)
     for site in (primary, *secondaries):
         if site.auth == "basic" and (site.username is None or site.password_file is None):
             raise SetupError(
@@ -196,12 +155,6 @@ def check_sites(primary: SitePlan, secondaries: tuple[SitePlan, ...]) -> None:
             raise SetupError(f"--username/--password-file {site.name}: give both, or neither")
         if site.auth in ("jwt", "none") and site.username is not None:
             raise SetupError(f"--username {site.name}: only used with --auth {site.name}=token or basic")
-
-
-def _origin(url: str) -> tuple[str, int, str]:
-    parts = urlsplit(url)
-    default = 443 if parts.scheme == "https" else 80
-    return ((parts.hostname or "").lower(), parts.port or default, parts.path.rstrip("/"))
 
 
 # --- writing -------------------------------------------------------------------------------------------
@@ -240,10 +193,8 @@ def config_document(plan: SetupPlan, secret: str) -> dict[str, Any]:
             "issuer": plan.issuer,
             "service": plan.service,
         }
-    host, port = plan.listen
-    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     # Inline: the config is 0600 already, and one file is one thing to back up and to protect.
-    document["notifications"] = {"listen": listen, "secret": secret}
+    document["notifications"] = {"listen": rules.host_port(*plan.listen), "secret": secret}
     document["primary"] = site(plan.primary)
     document["secondaries"] = [site(s) for s in plan.secondaries]
     return document

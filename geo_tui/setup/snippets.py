@@ -15,6 +15,7 @@ from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from geo_tui.config import Config, SiteConfig
+from geo_tui.config.rules import host_port
 
 __all__ = [
     "ENDPOINT_NAME",
@@ -61,8 +62,7 @@ class Snippet:
 
 def notification_url_for(host: str, port: int) -> str:
     """The URL a registry posts events to when geo-tui listens on `host`:`port`."""
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}{EVENTS_PATH}"
+    return f"http://{host_port(host, port)}{EVENTS_PATH}"
 
 
 def site_snippets(config: Config, options: SnippetOptions) -> list[Snippet]:
