@@ -32,10 +32,21 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
+from geo_tui._asgi import (
+    App,
+    BodyTooLarge,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    header,
+    read_body,
+    send_json,
+)
 from geo_tui.config import Secret
 
 from .describe import describe_error
@@ -68,11 +79,6 @@ STREAM_PACE = 0.05
 STREAM_BATCH = 2_000
 SNAPSHOT_INTERVAL = 1.0
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
 READ, WRITE = "read", "write"
 _COMMAND_FIELDS = {
     "resync": ("keys", "failed", "sites", "blobs"),
@@ -129,8 +135,7 @@ class ApiApp:
     def _access(self, scope: Scope) -> str | None:
         if self._token is None and self._read_token is None:
             return WRITE  # a unix socket without tokens: its file mode decides who connects
-        given = dict(scope.get("headers") or []).get(b"authorization", b"")
-        scheme, _, credential = given.partition(b" ")
+        scheme, _, credential = header(scope, b"authorization").partition(b" ")
         if scheme.lower() != b"bearer" or not credential:
             return None
         # Compare against both every time, so timing tells nothing about which one was close.
@@ -148,7 +153,7 @@ class ApiApp:
             return
         access = self._access(scope)
         if access is None:
-            await _reply(send, 401, {"error": "unauthorized"}, [(b"www-authenticate", b"Bearer")])
+            await send_json(send, 401, {"error": "unauthorized"}, [(b"www-authenticate", b"Bearer")])
             return
         path = scope.get("path", "").removeprefix(API_PREFIX.rstrip("/")).strip("/")
         method = scope.get("method", "GET")
@@ -163,13 +168,13 @@ class ApiApp:
             else:
                 raise _Refused(404, "not found")
         except _Refused as exc:
-            await _reply(send, exc.status, {"error": str(exc)})
+            await send_json(send, exc.status, {"error": str(exc)})
             return
         except Exception as exc:  # reported to the caller; the engine keeps running
             log.exception("engine API %s %s failed", method, path)
-            await _reply(send, 500, {"error": describe_error(exc)}, dumps=self._dumps)
+            await send_json(send, 500, {"error": describe_error(exc)}, dumps=self._dumps)
             return
-        await _reply(send, 200, document, dumps=self._dumps)
+        await send_json(send, 200, document, dumps=self._dumps)
 
     def _dumps(self, document: Any) -> str:
         """What leaves through the API: free of the configured secrets, whatever a registry echoed."""
@@ -418,7 +423,7 @@ async def _deny_websocket(scope: Scope, send: Send) -> None:
         await send({"type": "websocket.close", "code": 4401})
 
 
-def mount_api(api: Asgi, other: Asgi) -> Asgi:
+def mount_api(api: App, other: App) -> App:
     """One ASGI app: ``/api/v1/`` (and every websocket) to the API, the rest to ``other``."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -431,16 +436,12 @@ def mount_api(api: Asgi, other: Asgi) -> Asgi:
 
 
 async def _read_json(receive: Receive) -> dict[str, Any]:
-    body = bytearray()
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Refused(400, "the request was cut short")
-        body += message.get("body", b"")
-        more = bool(message.get("more_body"))
-        if len(body) > MAX_BODY:
-            raise _Refused(413, f"body over {MAX_BODY} bytes")
+    try:
+        body = await read_body(receive, MAX_BODY)
+    except ClientGone:
+        raise _Refused(400, "the request was cut short") from None
+    except BodyTooLarge:
+        raise _Refused(413, f"body over {MAX_BODY} bytes") from None
     if not body.strip():
         return {}
     try:
@@ -498,21 +499,3 @@ def _by_site(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
 
 def _repositories(count: int) -> str:
     return f"{count} repositor{'y' if count == 1 else 'ies'}"
-
-
-async def _reply(
-    send: Send,
-    status: int,
-    document: dict[str, Any],
-    extra: list[tuple[bytes, bytes]] | None = None,
-    *,
-    dumps: Callable[[Any], str] = json.dumps,
-) -> None:
-    body = dumps(document).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *(extra or []),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

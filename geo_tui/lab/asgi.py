@@ -1,21 +1,19 @@
-"""The small ASGI layer under the lab registry: requests, error answers, responses, the access log."""
+"""The lab registry's layer over the shared ASGI toolkit (geo_tui._asgi): requests, Distribution's error
+answers, responses that stream or answer HEAD, and the access log."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qsl
 
-__all__ = ["AccessLog", "Failure", "Request", "Response", "error_body"]
+from geo_tui._asgi import BodyTooLarge, Receive, Scope, Send, body_chunks, read_body
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+__all__ = ["AccessLog", "Failure", "Receive", "Request", "Response", "Scope", "Send", "error_body"]
 
 # Distribution's messages for the error codes it uses (docs/spec/api.md, registry/api/errcode).
 MESSAGES = {
@@ -109,25 +107,17 @@ class Request:
     def base_url(self) -> str:
         return f"http://{self.headers.get('host', 'localhost')}"
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives (the ASGI server's pieces, tens of KiB each)."""
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise ConnectionError("client went away during the body")
-            if chunk := message.get("body", b""):
-                yield chunk
-            if not message.get("more_body", False):
-                return
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives (the ASGI server's pieces, tens of KiB each); a ConnectionError
+        (ClientGone) if the client leaves first."""
+        return body_chunks(self.receive)
 
     async def body(self, limit: int) -> bytes | None:
         """The whole body, or None when it is longer than `limit` bytes (the rest is drained)."""
-        parts, size = [], 0
-        async for chunk in self.chunks():
-            size += len(chunk)
-            if size <= limit:
-                parts.append(chunk)
-        return b"".join(parts) if size <= limit else None
+        try:
+            return await read_body(self.receive, limit, drain=True)
+        except BodyTooLarge:
+            return None
 
 
 @dataclass
