@@ -8,9 +8,10 @@ import contextlib
 import socket
 
 from geo_tui.config import Config
+from geo_tui.config.rules import host_port
 
 from .engine import Engine
-from .receiver import ReceiverApp
+from .receiver import EVENTS_PATH, ReceiverApp
 from .serve import ListenError, QuietServer, asgi_server, bind_tcp
 
 __all__ = ["NotificationListener"]
@@ -43,11 +44,9 @@ class NotificationListener:
         app = ReceiverApp(self._engine, notifications.secret.reveal())
         self._server = asgi_server(app)
         self._task = asyncio.ensure_future(self._serve(sock))
-        self._engine.log(
-            "info",
-            f"receiving notifications on http://{notifications.listen_host}:{notifications.listen_port}"
-            "/api/v4/container_registry_event/events",
-        )
+        # The config's listen rule prints the address, so an IPv6 one is in brackets.
+        where = host_port(notifications.listen_host, notifications.listen_port)
+        self._engine.log("info", f"receiving notifications on http://{where}{EVENTS_PATH}")
 
     async def _serve(self, sock: socket.socket) -> None:
         assert self._server is not None

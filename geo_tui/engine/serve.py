@@ -21,6 +21,7 @@ import uvicorn
 
 from geo_tui._http_server import LimitedServer, server_limits
 from geo_tui.config import ApiConfig, Config, default_api_socket
+from geo_tui.config.rules import host_port
 
 from .api import ApiApp, mount_api
 from .engine import Engine
@@ -55,7 +56,7 @@ def bind_tcp(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise ListenError(f"cannot listen on {host_port(host, port)}: {exc.strerror or exc}") from None
     sock.listen(1024)
     sock.setblocking(False)
     return sock
@@ -91,7 +92,7 @@ def _bind_unix(path: Path) -> socket.socket:
 
 
 def _http_url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"http://{host_port(host, port)}"
 
 
 def asgi_server(app: Any) -> QuietServer:
@@ -162,7 +163,8 @@ class _Listeners:
         if self.config.notifications is not None:
             n = self.config.notifications
             where.append(
-                f"{n.listen_host}:{n.listen_port}" + (" (notifications and API)" if self.api.shared else "")
+                host_port(n.listen_host, n.listen_port)
+                + (" (notifications and API)" if self.api.shared else "")
             )
         if self.api_socket is not None:
             where.append(f"{self.api_address} (API)")
