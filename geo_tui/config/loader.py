@@ -127,14 +127,12 @@ def _auth(t: Table, base: Path) -> AuthConfig:
     if path is None:
         raise t.error("private_key", "missing required key")
     key, pem = rules.signing_key(path, ConfigKey(t, "private_key", str(path)))
-    service = t.string("service", "container_registry")
-    if not service:
-        raise t.error("service", "must not be empty")
+    service = rules.token_claim(t.string("service", "container_registry") or "", ConfigKey(t, "service"))
     return AuthConfig(
         private_key_path=path,
         private_key_pem=pem,
         private_key=key,
-        issuer=t.required_string("issuer"),
+        issuer=rules.token_claim(t.required_string("issuer"), ConfigKey(t, "issuer")),
         service=service,
         token_ttl=t.number("token_ttl", 300, 30, 3600),
     )

@@ -44,6 +44,7 @@ __all__ = [
     "registry_url",
     "signing_key",
     "site_name",
+    "token_claim",
 ]
 
 SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -130,6 +131,14 @@ def auth_method(value: str, at: Place) -> AuthMethod:
     if value not in AUTH_METHODS:
         raise at.error(f"must be one of {', '.join(AUTH_METHODS)}")
     return cast(AuthMethod, value)
+
+
+def token_claim(value: str, at: Place) -> str:
+    """The issuer or the service (audience) written into every token geo-tui signs: printable, not blank
+    (a registry compares them with its own config's strings)."""
+    if not value.strip() or not value.isprintable():
+        raise at.error("must be printable and not empty")
+    return value
 
 
 def host_name(value: str) -> bool:

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO, TypeVar
 
-from geo_tui.config import resolve_config_path
+from geo_tui.config import resolve_config_path, rules
 
-from .flags import add_init_arguments
+from .flags import InitFlag, add_init_arguments
 from .keys import RSA_BITS, SetupError, write_new_file
 from .plan import (
     DEFAULT_ISSUER,
@@ -47,7 +47,7 @@ class _Errors:
     def add(self, line: str) -> None:
         self.lines.append(line)
 
-    def check(self, fn: Callable[..., T], *args: str) -> T | None:
+    def check(self, fn: Callable[..., T], *args: object) -> T | None:
         try:
             return fn(*args)
         except SetupError as exc:
@@ -123,8 +123,8 @@ def plan_from_flags(args: argparse.Namespace, config_path: Path) -> SetupPlan:
             "(GitLab: https://GITLAB/jwt/auth)"
         )
     for value, flag in ((args.issuer, "--issuer"), (args.service, "--service")):
-        if value is not None and (not value.strip() or not value.isprintable()):
-            errors.add(f"{flag}: must be printable and not empty")
+        if value is not None:
+            errors.check(rules.token_claim, value, InitFlag(flag))
     if errors.lines:
         raise SetupError("\n".join(errors.lines))
     check_sites(sites[0], tuple(sites[1:]))

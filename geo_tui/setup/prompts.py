@@ -8,6 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO, TypeVar
 
+from geo_tui.config import rules
+
+from .flags import InitFlag
 from .keys import SetupError, load_signing_key
 from .plan import (
     DEFAULT_ISSUER,
@@ -188,8 +191,10 @@ def _token_settings(
     if not jwt:
         return None, issuer, service, args.token_realm
     key = asker.ask("Existing private key to use (empty: generate RSA 4096)", _existing_key, args.key)
-    issuer = asker.ask("Token issuer", _nonempty, issuer)
-    service = asker.ask("Token service (audience)", _nonempty, service)
+    issuer = asker.ask("Token issuer", lambda a: rules.token_claim(a, InitFlag("issuer")), issuer)
+    service = asker.ask(
+        "Token service (audience)", lambda a: rules.token_claim(a, InitFlag("service")), service
+    )
     realm = asker.ask(
         "Token realm: where registry clients get tokens (GitLab: https://GITLAB/jwt/auth)",
         _required("realm", check_registry_url),
@@ -204,9 +209,3 @@ def _existing_key(answer: str) -> Path | None:
     path = Path(answer).expanduser()
     load_signing_key(path)  # refuse an unreadable, encrypted or unsupported key now, not after the prompts
     return path
-
-
-def _nonempty(answer: str) -> str:
-    if not answer.strip():
-        raise SetupError("must not be empty")
-    return answer

@@ -114,6 +114,10 @@ CASES: list[tuple[str, Edit, str, list[str], str, str]] = [
      ["--listen", "a_b!:5050"], "--listen 'a_b!:5050'", "'a_b!' is not a host name or address"),
     ("listen v6", set_key(N, "listen", "[::g]:5050"), "notifications.listen",
      ["--listen", "[::g]:5050"], "--listen '[::g]:5050'", "'::g' is not an IPv6 address"),
+    ("issuer", set_key("auth", "issuer", "  "), "auth.issuer",
+     ["--issuer", "  "], "--issuer", "must be printable and not empty"),
+    ("service", set_key("auth", "service", "geo\tregistry"), "auth.service",
+     ["--service", "geo\tregistry"], "--service", "must be printable and not empty"),
 ]
 # fmt: on
 
