@@ -24,7 +24,8 @@ from geo_tui._asgi import (
 )
 from geo_tui.config import NotificationsConfig, Secret
 from geo_tui.engine.listener import NotificationListener
-from geo_tui.engine.serve import ListenError, bind_tcp
+from geo_tui.engine.receiver import ReceiverApp
+from geo_tui.engine.serve import ListenError, asgi_server, bind_tcp
 
 
 def receiver_of(chunks: Iterable[bytes], *, disconnect: bool = False) -> tuple[Any, list[int]]:
@@ -113,6 +114,21 @@ def test_replies_carry_their_length_and_type() -> None:
     sent.clear()
     run(send_response(send, 200, b"m 1\n", b"text/plain"))
     assert sent[0]["headers"][:2] == [(b"content-type", b"text/plain"), (b"content-length", b"4")]
+
+
+def test_no_server_sends_lifespan_so_the_receiver_ignores_it() -> None:
+    """The receiver's lifespan handling was dropped: serve runs every app with lifespan off."""
+    assert asgi_server(ReceiverApp(_Engine(), None)).config.lifespan == "off"  # type: ignore[arg-type]
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        raise AssertionError("a lifespan scope must not be read")
+
+    run(ReceiverApp(_Engine(), None)({"type": "lifespan"}, receive, send))  # type: ignore[arg-type]
+    assert sent == []
 
 
 # --- listen addresses are printed with brackets around IPv6 ----------------------------------------------
