@@ -28,7 +28,7 @@ from geo_tui.config import (
 )
 from geo_tui.console.format import ago
 from geo_tui.engine import (
-    DatabaseDamaged,
+    DatabaseUnusable,
     Engine,
     SyncState,
     SyncSummary,
@@ -233,7 +233,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except UsageError as exc:
         print(f"geo-tui: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (RegistryError, DatabaseInUse, DatabaseDamaged) as exc:
+    except (RegistryError, DatabaseInUse, DatabaseUnusable) as exc:  # damaged, or newer than this code
         print(f"geo-tui: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -11,6 +11,8 @@ from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, 
 from .replicate import CopyStats, repository_checksum
 from .tracking import (
     DatabaseDamaged,
+    DatabaseTooNew,
+    DatabaseUnusable,
     LogRecord,
     RepositoryRow,
     SiteCounts,
@@ -25,6 +27,8 @@ __all__ = [
     "BytesCopied",
     "CopyStats",
     "DatabaseDamaged",
+    "DatabaseTooNew",
+    "DatabaseUnusable",
     "Engine",
     "EngineSnapshot",
     "EngineStatus",

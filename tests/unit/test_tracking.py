@@ -153,7 +153,7 @@ def test_absent_repositories_are_flagged_not_forgotten(db: Tracking, clock: Cloc
 
 
 def test_event_log_is_bounded(db: Tracking, monkeypatch: pytest.MonkeyPatch) -> None:
-    import geo_tui.engine.tracking as tracking_module
+    import geo_tui.engine.tracking.records as tracking_module
 
     monkeypatch.setattr(tracking_module, "EVENT_LOG_LIMIT", 100)
     for i in range(1000):

@@ -1,0 +1,184 @@
+"""The sync queue in the tracking database: discovery, what is due, and each run's state.
+
+A ``generation`` counter is bumped whenever new work is asked for a row (an event, a resync); a sync
+marks the row synced only if the generation it started with is still current, so an event that lands
+during a copy queues the repository again instead of being lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from .rows import RepositoryRow
+from .store import TrackingStore
+
+__all__ = ["SyncQueue"]
+
+
+class SyncQueue(TrackingStore):
+    """Rows by sync state (pending, started, synced, failed, as GitLab Geo names them)."""
+
+    # -- discovery -------------------------------------------------------------------------
+
+    def ensure_rows(self, site: str, repositories: Iterable[str]) -> int:
+        """Create pending rows for repositories not tracked yet; mark all given ones as on the primary."""
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT INTO repositories (site, repository) VALUES (?, ?) "
+                "ON CONFLICT (site, repository) DO UPDATE SET on_primary = 1 WHERE on_primary = 0",
+                [(site, repo) for repo in repositories],
+            )
+            return db.total_changes - before
+
+    def mark_absent_from_primary(self, site: str, present: set[str]) -> list[str]:
+        """Flag rows whose repository the primary's catalog no longer lists. Returns their names."""
+        gone = [r for r in self.repository_names(site) if r not in present]
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE repositories SET on_primary = 0 WHERE site = ? AND repository = ?",
+                [(site, r) for r in gone],
+            )
+        return gone
+
+    def repository_names(self, site: str) -> list[str]:
+        rows = self._query("SELECT repository FROM repositories WHERE site = ? ORDER BY repository", (site,))
+        return [str(r[0]) for r in rows]
+
+    # -- sync state ------------------------------------------------------------------------
+
+    def recover_started(self) -> int:
+        """Rows left in ``started`` by a crashed or killed engine go back to pending."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE repositories SET state = 'pending', started_at = NULL, retry_at = NULL "
+                "WHERE state = 'started'"
+            )
+            db.execute(
+                "UPDATE repositories SET verification_state = 'pending' WHERE verification_state = 'started'"
+            )
+            return cur.rowcount
+
+    def due(
+        self,
+        now: float,
+        *,
+        sites: Sequence[str] | None = None,
+        repositories: Sequence[str] | None = None,
+        limit: int = 1000,
+    ) -> list[RepositoryRow]:
+        """Rows ready to run: pending ones, and failed ones whose retry time has come."""
+        where, params = self._selection(sites, repositories)
+        sql = (
+            f"SELECT {self._row_columns} FROM repositories WHERE on_primary = 1 AND "
+            "(state = 'pending' OR (state = 'failed' AND retry_at IS NOT NULL AND retry_at <= ?)) "
+            f"AND {where}"
+        )
+        params.insert(0, now)
+        sql += " ORDER BY COALESCE(oldest_unsynced_event_at, 9e18), retry_count, repository LIMIT ?"
+        params.append(limit)
+        return [RepositoryRow.from_columns(r) for r in self._query(sql, params)]
+
+    def next_retry_at(self, *, sites: Sequence[str] | None = None) -> float | None:
+        sql = "SELECT MIN(retry_at) FROM repositories WHERE on_primary = 1 AND state = 'failed'"
+        params: list[object] = []
+        if sites is not None:
+            sql += f" AND site IN ({','.join('?' * len(sites))})"
+            params.extend(sites)
+        value = self._query(sql, params)[0][0]
+        return float(value) if value is not None else None
+
+    def mark_started(self, site: str, repository: str) -> int:
+        """Move a row to started; returns the generation this run works for. Remembers, for good,
+        that a sync started there (see `never_started`)."""
+        now = self._clock()
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO started_once (site, repository) VALUES (?, ?)", (site, repository)
+            )
+            db.execute(
+                "UPDATE repositories SET state = 'started', started_at = ? WHERE site = ? AND repository = ?",
+                (now, site, repository),
+            )
+            row = db.execute(
+                "SELECT generation FROM repositories WHERE site = ? AND repository = ?", (site, repository)
+            ).fetchone()
+        return int(row[0])
+
+    def never_started(self, site: str, repository: str) -> bool:
+        """True until the first `mark_started` of (site, repository): this engine never wrote there,
+        whatever became of the row since (a crash, a cancel, a resync)."""
+        rows = self._query("SELECT 1 FROM started_once WHERE site = ? AND repository = ?", (site, repository))
+        return not rows
+
+    def mark_synced(
+        self, site: str, repository: str, generation: int, *, tag_count: int, size: int | None
+    ) -> bool:
+        """Synced only if no new work came during the run; otherwise back to pending. True if synced."""
+        now = self._clock()
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE repositories SET state = 'synced', retry_count = 0, retry_at = NULL, "
+                "started_at = NULL, "
+                "last_synced_at = ?, last_sync_failure = NULL, tag_count = ?, bytes = COALESCE(?, bytes), "
+                "oldest_unsynced_event_at = NULL, recheck_blobs = 0 "
+                "WHERE site = ? AND repository = ? AND state = 'started' AND generation = ?",
+                (now, tag_count, size, site, repository, generation),
+            )
+            if cur.rowcount:
+                return True
+            db.execute(
+                "UPDATE repositories SET state = 'pending', started_at = NULL, tag_count = ? "
+                "WHERE site = ? AND repository = ? AND state = 'started'",
+                (tag_count, site, repository),
+            )
+            return False
+
+    def mark_failed(self, site: str, repository: str, reason: str, retry_at: float | None) -> int:
+        """Record a failure; returns the new retry count."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE repositories SET state = 'failed', retry_count = retry_count + 1, retry_at = ?, "
+                "started_at = NULL, last_sync_failure = ? WHERE site = ? AND repository = ?",
+                (retry_at, self._redact(reason)[:2000], site, repository),
+            )
+            row = db.execute(
+                "SELECT retry_count FROM repositories WHERE site = ? AND repository = ?", (site, repository)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def mark_pending(self, site: str, repository: str) -> None:
+        """Put a started row back to pending (engine shutting down mid-copy)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE repositories SET state = 'pending', started_at = NULL "
+                "WHERE site = ? AND repository = ? AND state = 'started'",
+                (site, repository),
+            )
+
+    def request_sync(
+        self,
+        *,
+        sites: Sequence[str] | None = None,
+        repositories: Sequence[str] | None = None,
+        failed_only: bool = False,
+        event_at: float | None = None,
+        recheck_blobs: bool = False,
+    ) -> int:
+        """Queue rows for a sync: bump their generation so a run in progress will run again.
+        ``recheck_blobs``: that sync also looks at the blobs of tags that already match (it stays asked
+        for until a sync of the row succeeds)."""
+        where, params = self._selection(sites, repositories)
+        if failed_only:
+            where += " AND state = 'failed'"
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE repositories SET generation = generation + 1, retry_at = NULL, retry_count = 0, "
+                f"{'recheck_blobs = 1, ' if recheck_blobs else ''}"
+                "state = CASE WHEN state = 'started' THEN 'started' ELSE 'pending' END, "
+                "oldest_unsynced_event_at = CASE WHEN ? IS NULL THEN oldest_unsynced_event_at "
+                "ELSE MIN(COALESCE(oldest_unsynced_event_at, ?), ?) END "
+                f"WHERE {where}",
+                [event_at, event_at, event_at, *params],
+            )
+            return cur.rowcount

@@ -1,0 +1,141 @@
+"""What the tracking database keeps beside the rows: received notifications, where blobs are, the
+event log, and the redaction of free text already stored."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from .rows import LOG_COLUMNS, LogRecord, from_columns
+from .store import TrackingStore
+
+__all__ = ["EVENT_LOG_LIMIT", "Records"]
+
+EVENT_LOG_LIMIT = 10_000
+_LOG = ", ".join(LOG_COLUMNS)
+
+# The columns holding free text (from registries' answers): what `redact` applies to.
+_FREE_TEXT = (
+    ("repositories", "last_sync_failure"),
+    ("repositories", "verification_failure"),
+    ("event_log", "message"),
+)
+
+
+class Records(TrackingStore):
+    """Notifications, blob locations and the event log."""
+
+    def record_notifications(
+        self,
+        events: Sequence[tuple[str, str, str, str | None, str | None]],
+        rows: Iterable[tuple[str, str]],
+        received_at: float,
+    ) -> int:
+        """Store received events and queue their (site, repository) rows, in one transaction: once
+        this returns, a killed process still replicates them after a restart. Returns rows queued."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO notifications (received_at, event_id, action, repository, tag, digest) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(received_at, *event) for event in events],
+            )
+            before = db.total_changes
+            db.executemany(
+                "INSERT INTO repositories (site, repository, oldest_unsynced_event_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (site, repository) DO UPDATE SET generation = generation + 1, retry_at = NULL, "
+                "retry_count = 0, on_primary = 1, "
+                "state = CASE WHEN state = 'started' THEN 'started' ELSE 'pending' END, "
+                "oldest_unsynced_event_at = MIN(COALESCE(oldest_unsynced_event_at, "
+                "excluded.oldest_unsynced_event_at), excluded.oldest_unsynced_event_at)",
+                [(site, repo, received_at) for site, repo in rows],
+            )
+            queued = db.total_changes - before
+            self._notification_inserts += len(events)
+            if self._notification_inserts >= 1000:
+                self._notification_inserts = 0
+                db.execute(
+                    "DELETE FROM notifications WHERE id <= (SELECT MAX(id) FROM notifications) - ?",
+                    (EVENT_LOG_LIMIT,),
+                )
+        return queued
+
+    # -- blob locations ----------------------------------------------------------------------
+
+    def add_blob_locations(self, site: str, repository: str, digests: Iterable[str]) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO blob_locations (site, digest, repository) VALUES (?, ?, ?)",
+                [(site, d, repository) for d in digests],
+            )
+
+    def blob_sources(self, site: str, digest: str, *, exclude: str, limit: int = 3) -> list[str]:
+        """Repositories on ``site`` known to hold ``digest``: candidates for a cross-repository mount."""
+        rows = self._query(
+            "SELECT repository FROM blob_locations WHERE site = ? AND digest = ? AND repository != ? LIMIT ?",
+            (site, digest, exclude, limit),
+        )
+        return [str(r[0]) for r in rows]
+
+    def forget_blob_location(self, site: str, digest: str, repository: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM blob_locations WHERE site = ? AND digest = ? AND repository = ?",
+                (site, digest, repository),
+            )
+
+    def redact_stored(self) -> int:
+        """Apply `redact` to the free text already stored, which a geo-tui from before redaction may have
+        written; returns how many texts changed. Only failure reasons and the capped event log hold free
+        text, so this costs what they hold, not the repository count."""
+        redact = self._redact
+        with self._lock:
+            self._db.create_function("geo_tui_redact", 1, lambda t: t if t is None else redact(t))
+        changed = 0
+        with self._tx() as db:
+            for table, column in _FREE_TEXT:
+                changed += db.execute(
+                    f"UPDATE {table} SET {column} = geo_tui_redact({column}) "
+                    f"WHERE {column} IS NOT NULL AND geo_tui_redact({column}) != {column}"
+                ).rowcount
+        return changed
+
+    # -- event log ---------------------------------------------------------------------------
+
+    def log(
+        self, level: str, message: str, *, site: str | None = None, repository: str | None = None
+    ) -> LogRecord:
+        record = self.log_record(level, message, site=site, repository=repository)
+        self.store_log(record)
+        return record
+
+    def log_record(
+        self, level: str, message: str, *, site: str | None = None, repository: str | None = None
+    ) -> LogRecord:
+        """A new event-log record with the next id and the message redacted, not stored yet (`store_log`)."""
+        message = self._redact(message)
+        with self._id_lock:
+            self._next_log_id += 1
+            return LogRecord(self._next_log_id, self._clock(), level, site, repository, message)
+
+    def store_log(self, record: LogRecord) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO event_log (id, at, level, site, repository, message) VALUES (?, ?, ?, ?, ?, ?)",
+                (record.id, record.at, record.level, record.site, record.repository, record.message),
+            )
+            self._log_inserts += 1
+            if self._log_inserts % 500 == 0:
+                db.execute("DELETE FROM event_log WHERE id <= ?", (record.id - EVENT_LOG_LIMIT,))
+
+    def repository_log(self, repository: str, limit: int = 200) -> list[LogRecord]:
+        rows = self._query(
+            f"SELECT {_LOG} FROM event_log WHERE repository = ? ORDER BY id DESC LIMIT ?",
+            (repository, limit),
+        )
+        return [from_columns(LogRecord, r) for r in reversed(rows)]
+
+    def recent_log(self, limit: int = 500) -> list[LogRecord]:
+        rows = self._query(
+            f"SELECT {_LOG} FROM event_log ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [from_columns(LogRecord, r) for r in reversed(rows)]

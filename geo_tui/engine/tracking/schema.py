@@ -1,0 +1,221 @@
+"""The tracking database's schema: a version stored in it, and the ordered migrations that reach it.
+
+The version lives in the ``meta`` table (key ``schema_version``). Opening a database for writing
+applies the migrations above its version, in order, in one transaction with the new version: a
+failure leaves the file as it was. A database without a version was made before versions were
+stored; migration 1 is written to bring any of those (or an empty file) to version 1, keeping every
+row. A database newer than this code is refused with one line, before anything is written to it.
+
+To change the schema, append a `Migration` with the next number to `MIGRATIONS`; never edit one that
+has shipped. The version checks here do not depend on SQLite: a second backend (PostgreSQL, issue 16)
+keeps its own list with the same numbers and applies it the same way, under a lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "DatabaseDamaged",
+    "DatabaseTooNew",
+    "DatabaseUnusable",
+    "Migration",
+    "migrate",
+    "pending",
+    "stored_version",
+]
+
+VERSION_KEY = "schema_version"
+
+
+class DatabaseUnusable(Exception):
+    """The tracking database cannot be used as it is. ``str(e)`` is one line naming the file and what
+    to do; the file is left as found."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class DatabaseDamaged(DatabaseUnusable):
+    """The tracking database file is not a database or is damaged. ``str(e)`` is the one-line advice."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            path,
+            f"tracking database {path} is damaged ({reason}): move it aside, with its -wal and -shm files, "
+            "and run again; geo-tui rebuilds its state from the registries",
+        )
+
+
+class DatabaseTooNew(DatabaseUnusable):
+    """The tracking database was migrated by a newer geo-tui: this one does not know its schema."""
+
+    def __init__(self, path: Path, found: int, known: int) -> None:
+        self.found, self.known = found, known
+        super().__init__(
+            path,
+            f"tracking database {path} has schema version {found}, but this geo-tui knows versions up to "
+            f"{known}: run the newer geo-tui that wrote it, or point [engine] database at another file",
+        )
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema: `apply` runs inside the migration's transaction (so it must not commit)."""
+
+    version: int
+    summary: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+def _sql(*statements: str) -> Callable[[sqlite3.Connection], None]:
+    """A migration made of SQL statements, run one by one (executescript would commit on its own)."""
+
+    def apply(db: sqlite3.Connection) -> None:
+        for statement in statements:
+            db.execute(statement)
+
+    return apply
+
+
+# -- 1: the schema of the releases before versions were stored ---------------------------------------
+
+_FIRST_TABLES = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS repositories (
+    site TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    generation INTEGER NOT NULL DEFAULT 1,
+    retry_count INTEGER NOT NULL DEFAULT 0,
+    retry_at REAL,
+    started_at REAL,
+    last_synced_at REAL,
+    last_sync_failure TEXT,
+    tag_count INTEGER,
+    bytes INTEGER,
+    verification_state TEXT NOT NULL DEFAULT 'pending',
+    verification_checksum TEXT,
+    verified_at REAL,
+    verification_failure TEXT,
+    on_primary INTEGER NOT NULL DEFAULT 1,
+    oldest_unsynced_event_at REAL,
+    PRIMARY KEY (site, repository)
+) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS repositories_due ON repositories (state, retry_at)",
+    # (site, repository) pairs a sync ever started on: before the first, this engine wrote nothing there.
+    """CREATE TABLE IF NOT EXISTS started_once (
+    site TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    PRIMARY KEY (site, repository)
+) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS blob_locations (
+    site TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    PRIMARY KEY (site, digest, repository)
+) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at REAL NOT NULL,
+    event_id TEXT,
+    action TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    tag TEXT,
+    digest TEXT
+)""",
+    """CREATE TABLE IF NOT EXISTS event_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    level TEXT NOT NULL,
+    site TEXT,
+    repository TEXT,
+    message TEXT NOT NULL
+)""",
+)
+
+# Columns those releases added one by one (deep verification): an unversioned file may lack any of them.
+_FIRST_ADDED_COLUMNS = (
+    ("verification_depth", "TEXT"),
+    ("deep_verified_at", "REAL"),
+    ("recheck_blobs", "INTEGER NOT NULL DEFAULT 0"),
+    ("next_deep_at", "REAL"),
+)
+
+
+def _first_schema(db: sqlite3.Connection) -> None:
+    """Create what is missing of the unversioned schema: an empty file gets it all, a file from any
+    release before versions gains the columns added since it was made, and its rows keep their values."""
+    _sql(*_FIRST_TABLES)(db)
+    have = {str(r[1]) for r in db.execute("PRAGMA table_info(repositories)").fetchall()}
+    for name, definition in _FIRST_ADDED_COLUMNS:
+        if name not in have:
+            db.execute(f"ALTER TABLE repositories ADD COLUMN {name} {definition}")
+    # the deep schedule looks for due (and unplanned) rows every round: an index, not a scan of 100k
+    db.execute("CREATE INDEX IF NOT EXISTS repositories_deep ON repositories (next_deep_at)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "the tables of the releases before schema versions", _first_schema),
+)
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+def pending(found: int, migrations: Sequence[Migration], path: Path) -> list[Migration]:
+    """The migrations to apply to a database at version `found`, in order; DatabaseTooNew if `found`
+    is above the last one known. Checks that the list is numbered 1, 2, 3, ... without gaps."""
+    numbers = [m.version for m in migrations]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise ValueError(f"migrations must be numbered 1..{len(numbers)} in order, not {numbers}")
+    if found > len(migrations):
+        raise DatabaseTooNew(path, found, len(migrations))
+    return list(migrations[found:])
+
+
+def stored_version(db: sqlite3.Connection, path: Path) -> int:
+    """The schema version the database holds, or 0 if none is stored: an empty file, or a file from the
+    releases before versions, which are all version 1 once migration 1 has completed them. Reads only."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+        return 0
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (VERSION_KEY,)).fetchone()
+    if row is None:
+        return 0
+    try:
+        version = int(row[0])
+    except (TypeError, ValueError):
+        version = 0
+    if version < 1:
+        raise DatabaseDamaged(path, f"its schema version {row[0]!r} is not a version")
+    return version
+
+
+def migrate(
+    db: sqlite3.Connection, path: Path, migrations: Sequence[Migration] = MIGRATIONS
+) -> tuple[int, int]:
+    """Bring the database on connection `db` (autocommit mode) to the last of `migrations` in one
+    transaction; returns (version found, version now). Raises DatabaseTooNew, having written nothing,
+    for a database newer than `migrations`."""
+    pending(stored_version(db, path), migrations, path)  # refuse a newer file before taking the write lock
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        found = stored_version(db, path)  # again under the lock: another process may have migrated it
+        steps = pending(found, migrations, path)
+        for migration in steps:
+            migration.apply(db)
+        if steps:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (VERSION_KEY, str(steps[-1].version)),
+            )
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return found, steps[-1].version if steps else found

@@ -1,0 +1,161 @@
+"""The tracking database's file and connections: opening (and migrating), transactions, reads.
+
+One SQLite file in WAL mode, owner-only with its sidecars. One connection (and lock) writes and one
+(and lock) reads: in WAL mode a reader never waits for a writer. Rows come back as `sqlite3.Row`, read
+by column name.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from .rows import ROW_COLUMNS
+from .schema import MIGRATIONS, DatabaseDamaged, migrate, pending, stored_version
+
+__all__ = ["TrackingStore"]
+
+# What SQLite answers for a file that is not a database, or one whose pages are damaged or missing.
+_DAMAGED = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
+
+
+@contextmanager
+def _damage_named(path: Path) -> Iterator[None]:
+    """Turn SQLite's corruption errors into DatabaseDamaged naming the file and what to do."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorname", None) in _DAMAGED:
+            raise DatabaseDamaged(path, str(exc)) from None
+        raise
+
+
+def _owner_only(path: Path) -> None:
+    """Make the database at `path` and its -wal and -shm sidecars owner-only (0600): created so, and
+    narrowed if an older run left them readable. SQLite gives new sidecars the database file's mode."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    os.close(fd)
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with suppress(FileNotFoundError):
+            if file.stat().st_mode & 0o077:
+                os.chmod(file, 0o600)
+
+
+def _connect(target: str, *, uri: bool = False, timeout: float = 10.0) -> sqlite3.Connection:
+    db = sqlite3.connect(target, uri=uri, check_same_thread=False, isolation_level=None, timeout=timeout)
+    db.row_factory = sqlite3.Row
+    return db
+
+
+class TrackingStore:
+    """Thread-safe access to the tracking database's file (the queries are in the classes built on it)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] | None = None,
+        read_only: bool = False,
+        busy_timeout: float = 10.0,
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
+        """Open (and create, and migrate) the tracking database; `read_only` opens an existing one to
+        read beside the engine that holds it (WAL lets readers read while it writes). `redact` is applied
+        to every free text stored (failure reasons, log lines): the configured secrets never reach the
+        file. Raises DatabaseDamaged or DatabaseTooNew (one line each), having written nothing."""
+        self.path = path
+        self._clock = clock or time.time
+        self._redact = redact or (lambda text: text)
+        self._lock = threading.RLock()
+        self._read_lock = threading.RLock()
+        self._id_lock = threading.Lock()  # never held across SQLite: the loop takes it for every log line
+        self._log_inserts = 0
+        self._notification_inserts = 0
+        self._next_log_id = 0
+        if read_only:
+            self._db = _connect(f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro", uri=True)
+            self._reader, self._read_lock = self._db, self._lock
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _owner_only(path)
+            self._db = _connect(str(path), timeout=busy_timeout)
+        try:
+            with _damage_named(path):
+                self._open(read_only)
+        except BaseException:
+            for connection in {id(c): c for c in (self._db, getattr(self, "_reader", None)) if c}.values():
+                connection.close()
+            raise
+
+    def _open(self, read_only: bool) -> None:
+        if read_only:
+            # A reader cannot migrate: it refuses a newer file and reads an older one's columns (the
+            # fields it lacks read as their defaults) until the engine migrates it.
+            self.schema_version = stored_version(self._db, self.path)
+            pending(self.schema_version, MIGRATIONS, self.path)  # raises DatabaseTooNew for a newer file
+        else:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable against a killed process in WAL mode; only power loss may drop the tail.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            with self._lock:
+                _, self.schema_version = migrate(self._db, self.path)
+            self._reader = _connect(str(self.path))
+            # Log ids are given here, not by SQLite, so a log line can be shown before it is stored (one
+            # engine per database: see lock.py).
+            self._next_log_id = int(
+                self._db.execute("SELECT COALESCE(MAX(id), 0) FROM event_log").fetchone()[0]
+            )
+        have = {str(r["name"]) for r in self._db.execute("PRAGMA table_info(repositories)")}
+        self._row_columns = ", ".join(c for c in ROW_COLUMNS if c in have or not have)
+
+    def close(self) -> None:
+        with self._read_lock:
+            if self._reader is not self._db:
+                self._reader.close()
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, _damage_named(self.path):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
+        with self._read_lock, _damage_named(self.path):
+            return list(self._reader.execute(sql, params).fetchall())
+
+    def now(self) -> float:
+        """The clock rows are stamped with."""
+        return self._clock()
+
+    @property
+    def journal_mode(self) -> str:
+        return str(self._query("PRAGMA journal_mode")[0][0])
+
+    @staticmethod
+    def _selection(
+        sites: Sequence[str] | None, repositories: Sequence[str] | None
+    ) -> tuple[str, list[object]]:
+        """A WHERE clause (and its parameters) for rows of the given sites and repositories (None: all)."""
+        where = "1 = 1"
+        params: list[object] = []
+        if sites is not None:
+            where += f" AND site IN ({','.join('?' * len(sites))})"
+            params.extend(sites)
+        if repositories is not None:
+            where += f" AND repository IN ({','.join('?' * len(repositories))})"
+            params.extend(repositories)
+        return where, params
