@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +22,7 @@ from geo_tui.cli import main
 from geo_tui.config import load_config
 from geo_tui.engine import SyncState, Tracking
 from geo_tui.engine.sites import build_client
+from geo_tui.engine.tracking import SCHEMA_VERSION
 from geo_tui.registry import RegistryAuthError
 from tests.e2e.test_sync import assert_same_content, run_cli, sync_json
 from tests.support.distribution import Distribution
@@ -308,6 +310,33 @@ def test_a_damaged_tracking_database_gives_one_line_saying_what_to_do(
             "geo-tui rebuilds its state from the registries"
         ], command
     assert database.read_bytes() == damaged  # left as found, for whoever looks into it
+
+
+def test_a_tracking_database_newer_than_this_geo_tui_gives_one_line_and_is_left_as_it_was(
+    key_file: Path, tmp_path: Path
+) -> None:
+    path = key_file.parent / "config.toml"
+    path.write_text(config_text(key_file))
+    path.chmod(0o600)
+    database = key_file.parent / "tracking.db"
+    tracking = Tracking(database)
+    tracking.ensure_rows("eu", ["shop/app"])
+    tracking.close()
+    newer = SCHEMA_VERSION + 1
+    with sqlite3.connect(database) as db:  # as a later geo-tui's migration would leave it
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(newer),))
+    db.close()
+    before = database.read_bytes()
+    env = env_without_config(tmp_path)
+    for command in (("status",), ("sync", "--once"), ("serve",)):
+        result = geo("--config", str(path), *command, env=env)
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stdout == "" and result.stderr.splitlines() == [
+            f"geo-tui: tracking database {database} has schema version {newer}, but this geo-tui knows "
+            f"versions up to {SCHEMA_VERSION}: run the newer geo-tui that wrote it, or point [engine] "
+            "database at another file"
+        ], command
+    assert database.read_bytes() == before
 
 
 def test_status_refuses_a_tracking_database_that_does_not_exist_and_creates_none(

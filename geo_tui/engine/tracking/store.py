@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from . import schema
 from .rows import ROW_COLUMNS
-from .schema import MIGRATIONS, DatabaseDamaged, migrate, pending, stored_version
+from .schema import DatabaseDamaged
 
 __all__ = ["TrackingStore"]
 
@@ -94,24 +95,24 @@ class TrackingStore:
             raise
 
     def _open(self, read_only: bool) -> None:
-        if read_only:
-            # A reader cannot migrate: it refuses a newer file and reads an older one's columns (the
-            # fields it lacks read as their defaults) until the engine migrates it.
-            self.schema_version = stored_version(self._db, self.path)
-            pending(self.schema_version, MIGRATIONS, self.path)  # raises DatabaseTooNew for a newer file
-        else:
+        # A file newer than this code is refused before anything is written to it, even the journal mode.
+        self.schema_version = schema.stored_version(self._db, self.path)
+        schema.pending(self.schema_version, schema.MIGRATIONS, self.path)
+        if not read_only:
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL is durable against a killed process in WAL mode; only power loss may drop the tail.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             with self._lock:
-                _, self.schema_version = migrate(self._db, self.path)
+                _, self.schema_version = schema.migrate(self._db, self.path, schema.MIGRATIONS)
             self._reader = _connect(str(self.path))
             # Log ids are given here, not by SQLite, so a log line can be shown before it is stored (one
             # engine per database: see lock.py).
             self._next_log_id = int(
                 self._db.execute("SELECT COALESCE(MAX(id), 0) FROM event_log").fetchone()[0]
             )
+        # A reader cannot migrate: of an older file it reads the columns there are, and the fields it
+        # lacks read as their defaults until the engine migrates it.
         have = {str(r["name"]) for r in self._db.execute("PRAGMA table_info(repositories)")}
         self._row_columns = ", ".join(c for c in ROW_COLUMNS if c in have or not have)
 
