@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -198,7 +199,7 @@ def test_opening_a_current_database_again_changes_nothing(tmp_path: Path) -> Non
     assert (found, now, applied) == (SCHEMA_VERSION, SCHEMA_VERSION, [])
 
 
-def _counting(migration: Migration, applied: list[int]) -> Migration:
+def _counting(migration: Migration[sqlite3.Connection], applied: list[int]) -> Migration[sqlite3.Connection]:
     def apply(db: sqlite3.Connection) -> None:
         applied.append(migration.version)
         migration.apply(db)
@@ -354,3 +355,34 @@ def test_a_row_needs_its_required_columns_and_ignores_unknown_ones() -> None:
     del columns["generation"]
     with pytest.raises(TypeError, match="generation"):
         RepositoryRow.from_columns(columns)
+
+
+def test_engines_opening_one_unversioned_file_at_once_migrate_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "tracking.db"
+    unversioned_database(path)
+    before = table_contents(path)
+    applied: list[int] = []
+    counted = tuple(_counting(m, applied) for m in MIGRATIONS)
+    opened: list[Tracking] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def open_it() -> None:
+        start.wait()
+        try:
+            opened.append(Tracking(path))
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(schema, "MIGRATIONS", counted)
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    for tracking in opened:
+        tracking.close()
+    assert errors == [] and len(opened) == 4
+    assert applied == [m.version for m in MIGRATIONS]  # each migration ran once, under the write lock
+    assert {**table_contents(path), "meta": before["meta"]} == before

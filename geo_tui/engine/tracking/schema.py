@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 __all__ = [
     "MIGRATIONS",
@@ -65,13 +66,17 @@ class DatabaseTooNew(DatabaseUnusable):
         )
 
 
+Connection = TypeVar("Connection")
+
+
 @dataclass(frozen=True)
-class Migration:
-    """One step of the schema: `apply` runs inside the migration's transaction (so it must not commit)."""
+class Migration(Generic[Connection]):
+    """One step of the schema: `apply` runs inside the migration's transaction (so it must not commit).
+    Generic in the connection, so another backend's list has the same shape."""
 
     version: int
     summary: str
-    apply: Callable[[sqlite3.Connection], None]
+    apply: Callable[[Connection], None]
 
 
 def _sql(*statements: str) -> Callable[[sqlite3.Connection], None]:
@@ -161,13 +166,14 @@ def _first_schema(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS repositories_deep ON repositories (next_deep_at)")
 
 
-MIGRATIONS: tuple[Migration, ...] = (
+# Append the next one here, never edit one that shipped: Migration(2, "what it adds", _sql("CREATE ...")).
+MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
     Migration(1, "the tables of the releases before schema versions", _first_schema),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
-def pending(found: int, migrations: Sequence[Migration], path: Path) -> list[Migration]:
+def pending(found: int, migrations: Sequence[Migration[Any]], path: Path) -> list[Migration[Any]]:
     """The migrations to apply to a database at version `found`, in order; DatabaseTooNew if `found`
     is above the last one known. Checks that the list is numbered 1, 2, 3, ... without gaps."""
     numbers = [m.version for m in migrations]
@@ -196,7 +202,7 @@ def stored_version(db: sqlite3.Connection, path: Path) -> int:
 
 
 def migrate(
-    db: sqlite3.Connection, path: Path, migrations: Sequence[Migration] = MIGRATIONS
+    db: sqlite3.Connection, path: Path, migrations: Sequence[Migration[sqlite3.Connection]] = MIGRATIONS
 ) -> tuple[int, int]:
     """Bring the database on connection `db` (autocommit mode) to the last of `migrations` in one
     transaction; returns (version found, version now). Raises DatabaseTooNew, having written nothing,
