@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from geo_tui.figures import size
+
 __all__ = [
     "MAX_CONFIG_BYTES",
     "MAX_SECRET_BYTES",
@@ -72,7 +74,7 @@ def read_capped(path: Path, limit: int) -> bytes:
     except ValueError:  # a NUL byte in the path
         raise Unreadable("is not a valid path") from None
     if len(data) > limit:
-        raise Unreadable(f"is larger than {limit // 1024} KiB")
+        raise Unreadable(f"is larger than {size(limit)}")
     return data
 
 

@@ -26,7 +26,6 @@ from geo_tui.config import (
     resolve_config_path,
     warn_if_world_readable,
 )
-from geo_tui.console.format import ago
 from geo_tui.engine import (
     DatabaseUnusable,
     Engine,
@@ -36,6 +35,7 @@ from geo_tui.engine import (
     VerificationResult,
 )
 from geo_tui.engine.lock import DatabaseInUse
+from geo_tui.figures import ago, count, size
 from geo_tui.progress import ProgressReporter
 from geo_tui.registry import RegistryError
 from geo_tui.setup.flags import add_init_arguments
@@ -445,7 +445,7 @@ def _print_summary(summary: SyncSummary, *, as_json: bool) -> None:
             f"blobs {st.blobs_copied} copied, {st.blobs_mounted} mounted, {st.blobs_present} already present"
             + (f", {st.blobs_foreign} foreign skipped" if st.blobs_foreign else "")
             + f"; {st.tags_pushed} tags pushed, {st.tags_deleted} deleted; "
-            f"{_human_bytes(st.bytes_copied)} in {summary.seconds:.1f} s"
+            f"{size(st.bytes_copied)} in {summary.seconds:.1f} s"
         )
         for repository, reason in sorted(s.failures.items()):
             print(f"  failed {repository}: {reason}")
@@ -510,7 +510,7 @@ def _print_plan(plan: SyncPlan, *, as_json: bool) -> None:
             f"{name}: {site['repositories_to_change']} repositories to change, "
             f"{site['repositories_unchanged']} unchanged; tags {site['tags_create']} to create, "
             f"{site['tags_move']} to move, {site['tags_delete']} to delete; "
-            f"blobs {site['blobs_copied']} to copy ({_human_bytes(site['bytes'])}), "
+            f"blobs {site['blobs_copied']} to copy ({size(site['bytes'])}), "
             f"{site['blobs_mounted']} to mount; write requests: {requests} "
             f"(after {site['reads']} reads of the secondary)"
         )
@@ -521,8 +521,7 @@ def _print_plan(plan: SyncPlan, *, as_json: bool) -> None:
             blobs = r["blobs"]
             if blobs["copy"] or blobs["mount"]:
                 parts.append(
-                    f"{len(blobs['copy'])} blobs to copy ({_human_bytes(r['bytes'])}), "
-                    f"{len(blobs['mount'])} to mount"
+                    f"{len(blobs['copy'])} blobs to copy ({size(r['bytes'])}), {len(blobs['mount'])} to mount"
                 )
             if r["manifests"]:
                 parts.append(f"{len(r['manifests'])} manifests by digest")
@@ -533,14 +532,6 @@ def _print_plan(plan: SyncPlan, *, as_json: bool) -> None:
                 print(f"    cannot plan: {error}")
             for warning in r["warnings"]:
                 print(f"    warning: {warning}")
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 async def _cmd_status(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
@@ -621,8 +612,9 @@ async def _cmd_status(config: Config, args: argparse.Namespace, sites: list[str]
     print(header)
     for n, c in counts.items():
         print(
-            f"{n:<20} {c.synced:>7} {c.failed:>7} {c.pending + c.started:>8} {c.total:>7} "
-            f"{c.percent_synced:>8.2f}% {c.verified:>9} {c.verification_failed:>14}"
+            f"{n:<20} {count(c.synced):>7} {count(c.failed):>7} {count(c.pending + c.started):>8} "
+            f"{count(c.total):>7} {c.percent_synced:>8.2f}% {count(c.verified):>9} "
+            f"{count(c.verification_failed):>14}"
         )
     print("\nverification depth (last check of each repository):")
     for n, d in depths.items():

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from geo_tui.engine import BytesCopied, Engine, Update
+from geo_tui.figures import rate, size
 
 __all__ = ["ProgressReporter"]
 
@@ -52,14 +53,13 @@ class ProgressReporter:
         synced = sum(c.synced for c in counts.values())
         failed = sum(c.failed for c in counts.values())
         elapsed = max(time.monotonic() - self._started, 1e-6)
-        rate = self._bytes / elapsed / 1048576
         done = synced + failed
         fraction = done / total if total else 1.0
         filled = int(BAR_WIDTH * fraction)
         bar = "#" * filled + "-" * (BAR_WIDTH - filled)
         return (
             f"[{bar}] {done}/{total} repositories ({synced} synced, {failed} failed) "
-            f"{self._bytes / 1048576:.1f} MiB, {rate:.1f} MiB/s"
+            f"{size(self._bytes)}, {rate(self._bytes / elapsed)}"
         )
 
     async def _draw_forever(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from geo_tui.figures import size
 from geo_tui.registry import RegistryError
 
 from .replicate import CopyStats
@@ -66,5 +67,5 @@ def describe_stats(stats: CopyStats) -> str:
         parts.append(f"{stats.tags_deleted} tags deleted")
     if stats.referrers_deleted:
         parts.append(f"{stats.referrers_deleted} referrers deleted")
-    parts.append(f"{stats.bytes_copied / 1048576:.1f} MiB")
+    parts.append(size(stats.bytes_copied))
     return ", ".join(parts)

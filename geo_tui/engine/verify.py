@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from geo_tui.figures import size
 from geo_tui.registry import InvalidManifest, RegistryClient, RegistryError
 
 from .database import Write, in_place
@@ -315,9 +316,9 @@ class Verifier:
 
 def describe_blobs(report: BlobReport, depth: VerificationDepth) -> str:
     """'5 blobs present (12.3 MiB)', with what was hashed and what was foreign."""
-    text = f"{report.blobs} blobs present ({report.bytes / 1048576:.1f} MiB)"
+    text = f"{report.blobs} blobs present ({size(report.bytes)})"
     if depth is VerificationDepth.CONTENT:
-        text += f", {report.hashed} hashed ({report.hashed_bytes / 1048576:.1f} MiB read)"
+        text += f", {report.hashed} hashed ({size(report.hashed_bytes)} read)"
     if report.foreign:
         text += f", {report.foreign} foreign not checked"
     return text

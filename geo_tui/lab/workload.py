@@ -13,6 +13,7 @@ import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from geo_tui.figures import size
 from geo_tui.registry import RegistryClient
 
 from .images import (
@@ -48,8 +49,8 @@ class Action:
     nbytes: int = 0
 
     def __str__(self) -> str:
-        size = f" ({self.nbytes / MiB:.1f} MiB)" if self.nbytes >= MiB else ""
-        return f"{self.kind} {self.repository}:{self.reference}{size}"
+        shown = f" ({size(self.nbytes)})" if self.nbytes >= MiB else ""
+        return f"{self.kind} {self.repository}:{self.reference}{shown}"
 
 
 @dataclass(frozen=True)

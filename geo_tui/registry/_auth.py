@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from geo_tui.figures import size
+
 from ._headers import Challenge, parse_www_authenticate
 
 # A token answer is a few KiB; a realm that sends more is refused, not read into memory (issue 12).
@@ -364,7 +366,7 @@ class BearerChallengeAuth(Authenticator):
 
 async def _read_realm_answer(answer: httpx.Response) -> bytes:
     """The realm's answer, refused past MAX_REALM_ANSWER bytes."""
-    too_big = TokenFetchError(f"token realm answer is larger than {MAX_REALM_ANSWER // 1024} KiB")
+    too_big = TokenFetchError(f"token realm answer is larger than {size(MAX_REALM_ANSWER)}")
     declared = answer.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_REALM_ANSWER:
         raise too_big

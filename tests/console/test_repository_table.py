@@ -11,7 +11,7 @@ import pytest
 from rich.color import ColorSystem
 from textual.app import App, ComposeResult
 
-from geo_tui.console.widgets.repository_table import SORT_COLUMNS, RepositoryTable, format_ago, format_size
+from geo_tui.console.widgets.repository_table import SORT_COLUMNS, RepositoryTable
 from geo_tui.engine import RepositoryRow, SyncState, VerificationState
 
 NOW = 1_700_000_000.0
@@ -402,15 +402,26 @@ async def test_states_keep_distinct_colours_in_16_colour_terminals() -> None:
         assert len(colours) == 4
 
 
-def test_relative_times_and_sizes() -> None:
-    assert format_ago(None) == "never"
-    assert format_ago(5) == "just now"
-    assert format_ago(180) == "3 min ago"
-    assert format_ago(2 * 3600 + 59) == "2 h ago"
-    assert format_ago(3 * 86400) == "3 d ago"
-    assert format_size(None) == "-"
-    assert format_size(512) == "512 B"
-    assert format_size(12_900_000) == "12.3 MiB"
+@pytest.mark.parametrize(("age", "redrawn"), [(42, True), (180, False)])
+async def test_ages_in_seconds_move_on_every_second(age: float, redrawn: bool) -> None:
+    """'42 s ago' reads as it does in the detail screen and the CLI, and is kept true: the table redraws
+    each second while a line shows an age under a minute, and only every 30 s otherwise."""
+    async with TableApp().run_test(size=(80, 24)) as pilot:
+        table = pilot.app.query_one(RepositoryTable)
+        table.set_rows([make_row("eu", "alpha", last_synced_at=NOW - age)])
+        await pilot.pause()
+        assert ("42 s ago" if redrawn else "3 min ago") in line(table, 1)
+        redraws = 0
+        refresh = table.refresh
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal redraws
+            redraws += 1
+            return refresh(*args, **kwargs)
+
+        table.refresh = counted  # type: ignore[method-assign]
+        await pilot.pause(1.6)
+        assert (redraws > 0) is redrawn
 
 
 async def test_100k_rows_load_filter_and_sort_without_pathology() -> None:

@@ -1,22 +1,13 @@
-"""SiteCard, SitesPane and the formatting helpers they share (geo_tui.console.format), at 80x24."""
+"""SiteCard, SitesPane and the glyphs they draw (geo_tui.console.glyphs), at 80x24."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from rich.cells import cell_len
 from textual.app import App, ComposeResult
 
-from geo_tui.console.format import (
-    ago,
-    duration,
-    human_bytes,
-    percent_bar,
-    rate,
-    short_digest,
-    sparkline,
-)
+from geo_tui.console.glyphs import percent_bar, short_digest, sparkline
 from geo_tui.console.widgets.site_card import TEXT_WIDTH, SiteCard, card_lines
 from geo_tui.console.widgets.sites_pane import SitesPane
 from geo_tui.engine import SiteCounts, SiteHealth, SiteSnapshot
@@ -81,61 +72,7 @@ def text(snapshot: SiteSnapshot) -> str:
     return "\n".join(line.plain for line in card_lines(snapshot))
 
 
-# -- format.py ------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("size", "expected"),
-    [
-        (0, "0 B"),
-        (512, "512 B"),
-        (1024, "1.0 KiB"),
-        (12_900_000, "12.3 MiB"),
-        (1024 * 1024 - 1, "1.0 MiB"),  # not "1024.0 KiB"
-        (3 * 2**40, "3.0 TiB"),
-    ],
-)
-def test_format_human_bytes(size: int, expected: str) -> None:
-    assert human_bytes(size) == expected
-
-
-def test_format_rate() -> None:
-    assert rate(12.4 * MIB) == "12.4 MiB/s"
-    assert rate(0) == "0 B/s"
-    assert rate(-5) == "0 B/s"
-
-
-@pytest.mark.parametrize(
-    ("ts", "expected"),
-    [
-        (None, "never"),
-        (NOW, "just now"),
-        (NOW + 5, "just now"),  # a clock slightly ahead of ours
-        (NOW - 42, "42 s ago"),
-        (NOW - 180, "3 min ago"),
-        (NOW - 7300, "2 h ago"),
-        (NOW - 5 * 86400, "5 d ago"),
-    ],
-)
-def test_format_ago(ts: float | None, expected: str) -> None:
-    assert ago(ts, NOW) == expected
-
-
-@pytest.mark.parametrize(
-    ("seconds", "expected"),
-    [
-        (0, "0s"),
-        (4.2, "4s"),
-        (45, "45s"),
-        (60, "1m"),
-        (250, "4m 10s"),
-        (3 * 3600 + 5 * 60, "3h 05m"),
-        (2 * 86400 + 4 * 3600, "2d 4h"),
-        (-3, "0s"),
-    ],
-)
-def test_format_duration(seconds: float, expected: str) -> None:
-    assert duration(seconds) == expected
+# -- glyphs.py ------------------------------------------------------------------------------------
 
 
 def test_format_sparkline_scales_to_the_maximum_and_pads_on_the_left() -> None:

@@ -196,6 +196,6 @@ async def test_a_huge_realm_answer_is_refused_after_1_mib(declare_length: bool) 
                 await eu.list_tags("a/b")
     finally:
         realm.stop()
-    assert str(caught.value) == "eu: GET tags a/b: 401: token realm answer is larger than 1024 KiB"
+    assert str(caught.value) == "eu: GET tags a/b: 401: token realm answer is larger than 1.0 MiB"
     # Read up to the cap and hung up: the rest of the 200 MiB was never taken in (kernel buffers aside).
     assert realm.written < 32 * 1024 * 1024

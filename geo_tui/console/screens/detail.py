@@ -18,10 +18,11 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Header, Static
 
-from geo_tui.console.format import ago, duration, human_bytes, short_digest
+from geo_tui.console.glyphs import short_digest
 from geo_tui.console.widgets.event_log import level_glyph, record_where
 from geo_tui.console.widgets.key_hints import KeyHints
 from geo_tui.engine import LogRecord, RepositoryDetail, RepositoryRow, SyncState, VerificationState
+from geo_tui.figures import ago, duration, size
 
 __all__ = ["LOADING", "RepositoryDetailScreen", "tag_table"]
 
@@ -123,7 +124,7 @@ def _row_summary(row: RepositoryRow, now: float) -> Content:
     if row.tag_count is not None:
         parts.append(f" · {row.tag_count} tag{'s' if row.tag_count != 1 else ''}")
     if row.bytes is not None:
-        parts.append(f" · {human_bytes(row.bytes)}")
+        parts.append(f" · {size(row.bytes)}")
     if not row.on_primary:
         parts += [" · ", ("gone from the primary", "bold $warning")]
     return Content.assemble(*parts)

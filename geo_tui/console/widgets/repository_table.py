@@ -30,6 +30,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from geo_tui.engine import RepositoryRow, SyncState, VerificationState
+from geo_tui.figures import ago, short_ago, size
 
 __all__ = ["SORT_COLUMNS", "RepositoryTable"]
 
@@ -50,7 +51,6 @@ _VERIFY_RANK = {_VS.FAILED: 0, _VS.STARTED: 1, _VS.PENDING: 2, _VS.SUCCEEDED: 3}
 _VERIFY_CLASS = {_VS.SUCCEEDED: "synced", _VS.FAILED: "failed", _VS.PENDING: "muted", _VS.STARTED: "started"}
 # The depth of a finished verification, shown in its cell with its age: "✓ deep 2d", "✗ sum 3h" (10 cells).
 _DEPTH_WORD = {"checksum": "sum", "deep": "deep", "content": "hash"}
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 # Above this many changed rows one sort of the whole list beats a bisect-and-insert per row.
 _INSORT_LIMIT = 256
 
@@ -156,39 +156,6 @@ _COLUMNS = (
     _Column("error", "last error", 0, drop=5),
 )
 _REPOSITORY_MIN, _REPOSITORY_WANT, _REPOSITORY_MAX, _ERROR_MIN, _SITE_MAX = 20, 32, 60, 16, 16
-
-
-def format_ago(seconds: float | None) -> str:
-    """'never', 'just now', '3 min ago', '2 h ago', '5 d ago'."""
-    if seconds is None:
-        return "never"
-    if seconds < 60:
-        return "just now"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min ago"
-    if seconds < 86400:
-        return f"{int(seconds // 3600)} h ago"
-    return f"{int(seconds // 86400)} d ago"
-
-
-def short_age(seconds: float) -> str:
-    """An age in at most 3 cells: 'now', '42s', '5m', '3h', '12d'."""
-    if seconds < 1:
-        return "now"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
-
-
-def format_size(size: int | None) -> str:
-    """Binary units with one decimal: '512 B', '12.3 MiB'."""
-    if size is None:
-        return "-"
-    value, unit = float(size), 0
-    while value >= 1024 and unit < len(_UNITS) - 1:
-        value, unit = value / 1024, unit + 1
-    return f"{size} B" if unit == 0 else f"{value:.1f} {_UNITS[unit]}"
 
 
 def _fit(text: str, width: int, right: bool = False) -> str:
@@ -306,6 +273,8 @@ class RepositoryTable(ScrollView, can_focus=True):
         self._layout_key: tuple[object, ...] = ()
         self._layout: list[tuple[_Column, int]] = []
         self._strips: LRUCache[tuple[object, ...], Strip] = LRUCache(256)  # ~5 screens
+        self._seconds_shown = False  # a line drawn since the last redraw shows an age under a minute
+        self._age_ticks = 0
         self._styles: dict[str, Style] = {}
         self._last_counts: tuple[int, int, int, int] | None = None
 
@@ -608,7 +577,7 @@ class RepositoryTable(ScrollView, can_focus=True):
             self.move_cursor(round(self.scroll_y) + offset.y - 1)
 
     def on_mount(self) -> None:
-        self.set_interval(30, self.refresh)  # "3 min ago" moves on; only changed lines re-render
+        self.set_interval(1, self._ages_move_on)
         self._post_counts()
 
     def on_resize(self) -> None:
@@ -669,15 +638,26 @@ class RepositoryTable(ScrollView, can_focus=True):
         if index >= len(self._order):
             return Strip.blank(width, self._style())
         entry = self._order[index]
-        seconds = None if entry.row.last_synced_at is None else self.now() - entry.row.last_synced_at
-        ago = format_ago(seconds)
+        now, row = self.now(), entry.row
+        synced = ago(row.last_synced_at, now)
         cursor, marked = index == self._cursor, entry.key in self.marked
-        verified = self._verification_text(entry.row)
-        key = (entry.version, width, self._layout_key, cursor, marked, ago, verified)
+        verified = self._verification_text(row, now)
+        for ts in (row.last_synced_at, row.verified_at):
+            if ts is not None and now - ts < 60:
+                self._seconds_shown = True
+        key = (entry.version, width, self._layout_key, cursor, marked, synced, verified)
         strip = self._strips.get(key)
         if strip is None:
-            strip = self._strips[key] = self._row_strip(entry, width, ago, cursor, marked, verified)
+            strip = self._strips[key] = self._row_strip(entry, width, synced, cursor, marked, verified)
         return strip
+
+    def _ages_move_on(self) -> None:
+        """Redraw for the ages ("42 s ago"): every second while a line on screen shows one in seconds,
+        else every 30 s. Only the lines whose text changed are formatted again."""
+        self._age_ticks += 1
+        if self._seconds_shown or self._age_ticks >= 30:
+            self._age_ticks, self._seconds_shown = 0, False
+            self.refresh()
 
     def _header(self, width: int) -> Strip:
         key = ("header", width, self._layout_key, self._reverse)
@@ -693,7 +673,7 @@ class RepositoryTable(ScrollView, can_focus=True):
             strip = self._strips[key] = Strip([Segment(_fit(" ".join(cells), width), style)], width)
         return strip
 
-    def _verification_text(self, row: RepositoryRow) -> str:
+    def _verification_text(self, row: RepositoryRow, now: float) -> str:
         """'✓ deep 2d': state, the depth of the last check and its age, once a check with a depth finished."""
         text = _VERIFY_TEXT[row.verification_state]
         word = _DEPTH_WORD.get(row.verification_depth or "")
@@ -703,10 +683,10 @@ class RepositoryTable(ScrollView, can_focus=True):
             or row.verification_state not in (_VS.SUCCEEDED, _VS.FAILED)
         ):
             return text
-        return f"{text[0]} {word} {short_age(self.now() - row.verified_at)}"
+        return f"{text[0]} {word} {short_ago(row.verified_at, now)}"
 
     def _row_strip(
-        self, entry: _Entry, width: int, ago: str, cursor: bool, marked: bool, verified: str
+        self, entry: _Entry, width: int, synced: str, cursor: bool, marked: bool, verified: str
     ) -> Strip:
         row, base = entry.row, self._style()
         overlay = self._style("cursor") if cursor else Style()
@@ -717,20 +697,20 @@ class RepositoryTable(ScrollView, can_focus=True):
             "site": (row.site, None),
             "repository": (row.repository, None),
             "tags": ("-" if row.tag_count is None else str(row.tag_count), None),
-            "last_synced": (ago, "muted" if row.last_synced_at is None else None),
+            "last_synced": (synced, "muted" if row.last_synced_at is None else None),
             "verification": (verified, _VERIFY_CLASS[row.verification_state]),
-            "size": (format_size(row.bytes), None),
+            "size": ("-" if row.bytes is None else size(row.bytes), None),
             "error": (entry.error or "", "error" if failed else "muted"),
         }
         segments: list[Segment] = []
         used = 0
-        for column, size in self._columns(width):
+        for column, span in self._columns(width):
             text, style_name = cells[column.name]
             if segments:
                 segments.append(Segment(" ", base + overlay))
             style = base + self._style(style_name) if style_name else base
-            segments.append(Segment(_fit(text, size, column.right), style + overlay))
-            used += size + (1 if used else 0)
+            segments.append(Segment(_fit(text, span, column.right), style + overlay))
+            used += span + (1 if used else 0)
         if used < width:
             segments.append(Segment(" " * (width - used), base + overlay))
         return Strip(segments, width).crop(0, width)

@@ -10,8 +10,9 @@ from rich.cells import cell_len
 from textual.content import Content
 from textual.widgets import Static
 
-from geo_tui.console.format import duration, percent_bar, rate, sparkline
+from geo_tui.console.glyphs import percent_bar, sparkline
 from geo_tui.engine import SiteCounts, SiteHealth, SiteSnapshot
+from geo_tui.figures import count, duration, rate
 
 __all__ = ["SiteCard", "card_lines"]
 
@@ -54,11 +55,11 @@ def percent_text(counts: SiteCounts) -> str:
 
 
 def _tally(label: str, done: int, failed: int, pending: int, running: int | None, width: int) -> Content:
-    parts: list[Part | str] = [(label.ljust(_LABEL), "$text-muted"), (f"✓ {done:,}", "$success")]
-    parts += [" ", (f"✗ {failed:,}", "bold $error" if failed else "$text-muted")]
-    parts += [" ", (f"… {pending:,}", "$warning" if pending else "$text-muted")]
+    parts: list[Part | str] = [(label.ljust(_LABEL), "$text-muted"), (f"✓ {count(done)}", "$success")]
+    parts += [" ", (f"✗ {count(failed)}", "bold $error" if failed else "$text-muted")]
+    parts += [" ", (f"… {count(pending)}", "$warning" if pending else "$text-muted")]
     if running is not None:
-        parts += [" ", (f"⟳ {running:,}", "$accent" if running else "$text-muted")]
+        parts += [" ", (f"⟳ {count(running)}", "$accent" if running else "$text-muted")]
     line = _line(*parts)
     if line.cell_length > width:  # big numbers: the label goes first
         line = _line(*parts[1:])
@@ -97,11 +98,11 @@ def _secondary_lines(snapshot: SiteSnapshot, width: int) -> list[Content]:
 
 
 def _primary_lines(snapshot: SiteSnapshot, width: int) -> list[Content]:
-    count = "…" if snapshot.repository_count is None else f"{snapshot.repository_count:,}"
+    repositories = "…" if snapshot.repository_count is None else count(snapshot.repository_count)
     return [
         _health_line(snapshot, width),
         _line((snapshot.registry, "$text-muted")).truncate(width, ellipsis=True),
-        _line(("repositories ", "$text-muted"), (count, "bold")),
+        _line(("repositories ", "$text-muted"), (repositories, "bold")),
     ]
 
 
@@ -120,12 +121,12 @@ def _tooltip(snapshot: SiteSnapshot) -> str:
     counts = snapshot.counts
     if counts is not None:
         lines.append(
-            f"{counts.synced:,} synced, {counts.failed:,} failed, {counts.pending:,} pending, "
-            f"{counts.started:,} running of {counts.total:,}"
+            f"{count(counts.synced)} synced, {count(counts.failed)} failed, {count(counts.pending)} pending, "
+            f"{count(counts.started)} running of {count(counts.total)}"
         )
         lines.append(
-            f"verification: {counts.verified:,} ok, {counts.verification_failed:,} failed, "
-            f"{counts.verification_pending:,} pending"
+            f"verification: {count(counts.verified)} ok, {count(counts.verification_failed)} failed, "
+            f"{count(counts.verification_pending)} pending"
         )
     return "\n".join(lines)
 
