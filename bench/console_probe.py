@@ -52,6 +52,7 @@ from textual.widgets import Input  # noqa: E402
 from geo_tui.config import load_config  # noqa: E402
 from geo_tui.console.app import GeoTuiApp, make_app  # noqa: E402
 from geo_tui.console.screens.detail import RepositoryDetailScreen  # noqa: E402
+from geo_tui.console.tuning import applied  # noqa: E402
 from geo_tui.console.widgets.repository_table import RepositoryTable  # noqa: E402
 from geo_tui.engine.link import Batch, EngineThread  # noqa: E402
 from geo_tui.engine.spawned import SpawnedEngine  # noqa: E402
@@ -288,7 +289,8 @@ def main(argv: list[str]) -> int:
     )
     reporter.start()
     try:
-        asyncio.run(run())
+        with applied():  # as `geo-tui` runs the console (bench/console_latency.py --tuning says which)
+            asyncio.run(run())
     finally:
         stop_status.set()
         results = {

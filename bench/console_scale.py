@@ -6,7 +6,7 @@ Run it from the repository root::
     python bench/console_scale.py --json     # the figures as JSON on stdout (progress stays on stderr)
 
 Options: --rows N (total rows, 100,000), --sites N (2), --repeats N (5), --no-peer, --no-freeze (leave the
-loaded rows to the cycle collector, as before `geo_tui.console.heap`), --workdir DIR, --keep.
+loaded rows to the cycle collector: the console without its "freeze" tuning), --workdir DIR, --keep.
 
 What it does:
 1. Builds a tracking database in a temp dir with the engine's public API: `Tracking.ensure_rows` for
@@ -51,7 +51,7 @@ from textual.pilot import Pilot  # noqa: E402
 from textual.strip import Strip  # noqa: E402
 from textual.widgets import DataTable  # noqa: E402
 
-from geo_tui.console.heap import freeze_loaded_heap  # noqa: E402
+from geo_tui.console.tuning import freeze_loaded_heap  # noqa: E402
 from geo_tui.console.widgets.repository_table import RepositoryTable  # noqa: E402
 from geo_tui.engine import RepositoryRow, SyncState, Tracking  # noqa: E402
 

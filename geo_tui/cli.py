@@ -305,6 +305,7 @@ def _run_app(
         spawned.launch()  # it starts while Textual loads
     # Imported here: the headless commands never load Textual.
     from geo_tui.console.app import make_app
+    from geo_tui.console.tuning import applied
 
     if spawned is not None:
         try:
@@ -323,7 +324,8 @@ def _run_app(
     if watch is not None:
         watch(app)
     try:
-        app.run()
+        with applied():  # the console's speed work, once, here (GEO_TUI_CONSOLE_TUNING turns it off)
+            app.run()
     finally:
         if spawned is not None:
             spawned.stop()  # done already on `q`; this covers a console that ended any other way

@@ -22,21 +22,20 @@ from geo_tui.config import Config
 from geo_tui.engine import SyncState, VerificationDepth
 from geo_tui.engine.link import Batch, EngineLink, EngineThread, RowKey
 
+from . import tuning
 from .commands import GeoTuiCommands
-from .heap import freeze_loaded_heap, prune_stale_watchers, tune_collector
 from .screens.confirm import ConfirmScreen
 from .screens.detail import RepositoryDetailScreen
 from .screens.help import HelpScreen
 from .widgets.event_log import EventLog
 from .widgets.filter_bar import FilterBar
-from .widgets.key_hints import KeyHints, focus_with_keys
+from .widgets.key_hints import focus_with_keys, key_hint_bar
 from .widgets.repository_table import RepositoryTable
 from .widgets.sites_pane import SitesPane
 
 __all__ = ["GeoTuiApp", "make_app"]
 
 REFRESH_INTERVAL = 0.25
-WATCHER_PRUNE_INTERVAL = 5.0
 # Actions that change something: hidden with --read-only.
 MUTATING = frozenset({"resync", "verify", "resync_many", "verify_many", "resync_failed", "toggle_pause"})
 STATE_FILTERS: dict[str, frozenset[SyncState] | None] = {
@@ -143,7 +142,7 @@ class GeoTuiApp(App[None]):
         with Vertical(id="log-pane"):
             yield EventLog(id="log")
         yield FilterBar(id="filter")
-        yield KeyHints()
+        yield key_hint_bar()
 
     def on_mount(self) -> None:
         self.query_one("#repositories-pane").border_title = "Repositories"
@@ -151,17 +150,17 @@ class GeoTuiApp(App[None]):
         self._update_subtitle()
         self.query_one(RepositoryTable).focus()
         self.on_resize()
-        tune_collector()
         self.link.start()
         self.set_interval(self.refresh_interval, self.apply_engine_changes)
-        self.set_interval(WATCHER_PRUNE_INTERVAL, self._prune_watchers)
+        if tuning.active("watchers"):
+            self.set_interval(tuning.WATCHER_PRUNE_INTERVAL, self._prune_watchers)
 
     def on_resize(self) -> None:
         self.screen.set_class(self.size.height < 32, "-compact")
 
     def _prune_watchers(self) -> None:
-        """Let removed footer keys and detail screens go (see heap.py)."""
-        prune_stale_watchers([self, *(n for s in self.screen_stack for n in (s, *s.walk_children()))])
+        """Let removed footer keys and detail screens go (see tuning.py)."""
+        tuning.prune_stale_watchers([self, *(n for s in self.screen_stack for n in (s, *s.walk_children()))])
 
     def apply_engine_changes(self) -> None:
         """Drain what the engine reported since the last tick and show it, in one repaint."""
@@ -175,7 +174,8 @@ class GeoTuiApp(App[None]):
         table = self.query_one(RepositoryTable)
         if batch.all_rows is not None:
             table.set_rows(batch.all_rows)
-            self.call_after_refresh(freeze_loaded_heap)  # after the first paint of the rows
+            if tuning.active("freeze"):
+                self.call_after_refresh(tuning.freeze_loaded_heap)  # after the first paint of the rows
         if batch.rows:
             table.upsert_rows(batch.rows)
         if batch.logs:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import pytest
 from textual.pilot import Pilot
 from textual.widgets._footer import FooterKey
 
 from geo_tui.console.app import GeoTuiApp
 from geo_tui.console.screens.detail import RepositoryDetailScreen
+from geo_tui.console.tuning import applied
 from geo_tui.console.widgets.key_hints import KeyHints
 from geo_tui.console.widgets.repository_table import RepositoryTable
 from tests.console.test_snapshots import pinned_app, settle
@@ -19,6 +21,13 @@ MAIN_KEYS = [
 # What Textual's own Footer shows in each place (the prompt's Input takes the printable keys).
 PROMPT_KEYS = ["esc Cancel", "/ Filter"]
 DETAIL_KEYS = ["esc Back", "q Quit", "? Help", "/ Filter", "r Resync", "v Verify", "p Pause"]
+
+
+@pytest.fixture(autouse=True)
+def key_hints_on() -> Iterator[None]:
+    """KeyHints is the footer only where the entry point applies the console's tuning, as `geo-tui` does."""
+    with applied():
+        yield
 
 
 def shown(app: GeoTuiApp) -> list[str]:

@@ -10,7 +10,7 @@ sees. Each has no public equivalent in Textual 8.2:
   composes nothing before that, and exposes no public flag.
 - `FooterKey._disabled` (KeyHints): FooterKey takes `disabled` only in its constructor; a disabled key
   rings the bell instead of pressing the key, and there is no setter.
-- `DOMNode.__watchers` and `MessagePump._closing` (heap.prune_stale_watchers): Textual keeps watchers
+- `DOMNode.__watchers` and `MessagePump._closing` (tuning.prune_stale_watchers): Textual keeps watchers
   of removed nodes until the watched attribute changes, and has no API to drop them.
 - `App._handle_exception` (GeoTuiApp): the only hook for an error Textual caught; `App.return_code`
   says one happened, not which.
@@ -28,7 +28,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Static
 from textual.widgets._footer import FooterKey
 
-from geo_tui.console.heap import prune_stale_watchers
+from geo_tui.console.tuning import prune_stale_watchers
 from geo_tui.console.widgets.key_hints import KeyHints
 from tests.console.test_snapshots import pinned_app, settle
 

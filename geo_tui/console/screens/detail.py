@@ -20,7 +20,7 @@ from textual.widgets import Header, Static
 
 from geo_tui.console.glyphs import short_digest
 from geo_tui.console.widgets.event_log import level_glyph, record_where
-from geo_tui.console.widgets.key_hints import KeyHints
+from geo_tui.console.widgets.key_hints import key_hint_bar
 from geo_tui.engine import LogRecord, RepositoryDetail, RepositoryRow, SyncState, VerificationState
 from geo_tui.figures import ago, duration, size
 
@@ -195,7 +195,7 @@ class RepositoryDetailScreen(Screen[None]):
             yield Vertical(id="detail-secondaries", classes="secondary")
             yield Static("History", classes="heading", id="detail-history-heading")
             yield Static(id="detail-history", markup=False)
-        yield KeyHints()
+        yield key_hint_bar()
 
     def on_mount(self) -> None:
         self.query_one("#detail-body").focus()

@@ -5,6 +5,8 @@ happens on every focus change: opening the filter prompt spent ~80 ms of a keypr
 backfill (bench/console_latency.py). `KeyHints` looks the same and is still generated from the live
 bindings (so `?` help and remapped keys stay true), but it changes only what differs: the text and state
 of the keys it already has, hiding the ones not needed and mounting more only when it has too few.
+It needs three private names of Textual, reached through geo_tui.console.tuning; the console shows it
+only when the entry point applied that tuning (`key_hint_bar`), and Textual's own Footer otherwise.
 """
 
 from __future__ import annotations
@@ -15,12 +17,9 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer
 
-# Private names of Textual 8.2 (pyproject holds Textual below 8.3; tests/console/test_textual_private.py
-# fails when one changes): FooterKey, which textual.widgets does not export; Footer._bindings_ready, for
-# which Footer has no public flag; and FooterKey._disabled, which has no setter after construction.
-from textual.widgets._footer import FooterKey
+from geo_tui.console.tuning import FooterKey, active, bindings_ready, set_bindings_ready, set_key_disabled
 
-__all__ = ["KeyHints", "focus_with_keys"]
+__all__ = ["KeyHints", "focus_with_keys", "key_hint_bar"]
 
 # What one key shows: key, key as displayed, description, action, disabled, tooltip.
 Hint = tuple[str, str, str, str, bool, str]
@@ -34,6 +33,11 @@ def focus_with_keys(widget: Widget) -> None:
     widget.app.call_later(widget.screen.refresh_bindings)
 
 
+def key_hint_bar() -> Footer:
+    """The bar at the bottom of a screen: KeyHints when the footer tuning is on, else Textual's Footer."""
+    return KeyHints() if active("footer") else Footer()
+
+
 class KeyHints(Footer):
     """A footer that shows the focused context's key bindings and edits its keys in place."""
 
@@ -43,11 +47,11 @@ class KeyHints(Footer):
         self._recompose_pending = False
 
     def compose(self) -> ComposeResult:
-        self._shown = self._hints() if self._bindings_ready else None
+        self._shown = self._hints() if bindings_ready(self) else None
         yield from super().compose()
 
     def bindings_changed(self, screen: Screen[object]) -> None:
-        self._bindings_ready = True
+        set_bindings_ready(self)
         if not screen.app.app_focus:
             return
         if self.is_attached and screen is self.screen:
@@ -73,7 +77,7 @@ class KeyHints(Footer):
         return (binding.key, display, binding.description, binding.action, not enabled, tooltip)
 
     def _update_keys(self) -> None:
-        if not self.is_attached or not self._bindings_ready:
+        if not self.is_attached or not bindings_ready(self):
             return
         wanted = self._hints()
         if wanted is not None and wanted == self._shown:
@@ -120,7 +124,5 @@ class KeyHints(Footer):
             widget.key, widget.key_display, widget.description, widget.action = hint[:4]
             widget.clear_cached_dimensions()
             widget.refresh(layout=True)
-        if widget._disabled != disabled:
-            widget._disabled = disabled
-            widget.set_class(disabled, "-disabled")
+        set_key_disabled(widget, disabled)
         widget.tooltip = tooltip or None
