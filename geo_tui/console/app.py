@@ -152,15 +152,9 @@ class GeoTuiApp(App[None]):
         self.on_resize()
         self.link.start()
         self.set_interval(self.refresh_interval, self.apply_engine_changes)
-        if tuning.active("watchers"):
-            self.set_interval(tuning.WATCHER_PRUNE_INTERVAL, self._prune_watchers)
 
     def on_resize(self) -> None:
         self.screen.set_class(self.size.height < 32, "-compact")
-
-    def _prune_watchers(self) -> None:
-        """Let removed footer keys and detail screens go (see tuning.py)."""
-        tuning.prune_stale_watchers([self, *(n for s in self.screen_stack for n in (s, *s.walk_children()))])
 
     def apply_engine_changes(self) -> None:
         """Drain what the engine reported since the last tick and show it, in one repaint."""

@@ -2,7 +2,8 @@
 
 pyproject.toml holds Textual to the minor version these were written for (8.2). A Textual that renames
 or changes one of them fails here, by name, instead of breaking the console in a way no other test
-sees. Each has no public equivalent in Textual 8.2:
+sees. Each has no public equivalent in Textual 8.2. geo_tui/console/tuning.py is the only module that
+touches the KeyHints ones, and the console uses them only when the entry point applies that tuning:
 
 - `textual.widgets._footer.FooterKey` (KeyHints): the footer's key widget is not exported, and Footer
   has no API to edit its keys in place (it recomposes all of them on every focus change).
@@ -10,8 +11,6 @@ sees. Each has no public equivalent in Textual 8.2:
   composes nothing before that, and exposes no public flag.
 - `FooterKey._disabled` (KeyHints): FooterKey takes `disabled` only in its constructor; a disabled key
   rings the bell instead of pressing the key, and there is no setter.
-- `DOMNode.__watchers` and `MessagePump._closing` (tuning.prune_stale_watchers): Textual keeps watchers
-  of removed nodes until the watched attribute changes, and has no API to drop them.
 - `App._handle_exception` (GeoTuiApp): the only hook for an error Textual caught; `App.return_code`
   says one happened, not which.
 """
@@ -23,12 +22,9 @@ import inspect
 import pytest
 import textual
 from textual.app import App, ComposeResult
-from textual.reactive import reactive
-from textual.widget import Widget
-from textual.widgets import Footer, Static
+from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
 
-from geo_tui.console.tuning import prune_stale_watchers
 from geo_tui.console.widgets.key_hints import KeyHints
 from tests.console.test_snapshots import pinned_app, settle
 
@@ -78,27 +74,6 @@ async def test_a_disabled_footer_key_rings_instead_of_pressing(monkeypatch: pyte
         key.on_mouse_down()
         assert rang == ["bell", "x"]
         assert not key.has_class("-disabled")
-
-
-class _Watched(App[None]):
-    count = reactive(0)
-
-    def compose(self) -> ComposeResult:
-        yield Static(id="watcher")
-
-
-async def test_watchers_of_removed_nodes_are_where_prune_looks() -> None:
-    app = _Watched()
-    async with app.run_test(size=(40, 5)) as pilot:
-        watcher: Widget = app.query_one("#watcher")
-        watcher.watch(app, "count", lambda _value: None, init=False)
-        assert [node for node, _ in getattr(app, "__watchers")["count"]] == [watcher]
-        assert prune_stale_watchers([app]) == 0  # alive: kept
-        await watcher.remove()
-        await pilot.pause()
-        assert watcher._closing is True
-        assert prune_stale_watchers([app]) == 1
-        assert getattr(app, "__watchers")["count"] == []
 
 
 class _Boom(Exception):
