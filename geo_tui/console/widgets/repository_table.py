@@ -673,7 +673,7 @@ class RepositoryTable(ScrollView, can_focus=True):
             strip = self._strips[key] = Strip([Segment(_fit(" ".join(cells), width), style)], width)
         return strip
 
-    def _verification_text(self, row: RepositoryRow, now: float) -> str:
+    def _verification_text(self, row: RepositoryRow, now: float | None = None) -> str:
         """'✓ deep 2d': state, the depth of the last check and its age, once a check with a depth finished."""
         text = _VERIFY_TEXT[row.verification_state]
         word = _DEPTH_WORD.get(row.verification_depth or "")
@@ -683,7 +683,7 @@ class RepositoryTable(ScrollView, can_focus=True):
             or row.verification_state not in (_VS.SUCCEEDED, _VS.FAILED)
         ):
             return text
-        return f"{text[0]} {word} {short_ago(row.verified_at, now)}"
+        return f"{text[0]} {word} {short_ago(row.verified_at, self.now() if now is None else now)}"
 
     def _row_strip(
         self, entry: _Entry, width: int, synced: str, cursor: bool, marked: bool, verified: str
