@@ -19,6 +19,11 @@ tests/console/test_textual_private.py fails when one changes):
   thousands of small containers per frame; at 700, young collections ran hundreds of times a second and
   promoted cached strips into the old generations, which brought full collections.
 
+Re-measured with the engine in its child process (bench/console_latency.py --tuning; figures in the
+README): without the footer piece each key cost the UI thread ~4x the CPU (p50 18.5 against 4.9 ms);
+without the collector piece a full collection came every ~5 s during a backfill; without the freeze each
+one cost ~6x the CPU (432 against 68 ms).
+
 Gone: pruning the watchers that removed nodes leave behind (Textual keeps a watcher until the watched
 attribute next changes, which needed `DOMNode.__watchers` and `MessagePump._closing`). With the footer
 piece on, nothing piles up without it: after 30 rounds of filter, detail screen and help, as many footer
