@@ -190,8 +190,8 @@ class Workload:
         return self._bases[key]
 
     def _layer(self, seed: str, mib: float, media_type: str) -> Blob:
-        size = max(4096, int(mib * self.scale * MiB))
-        return layer_blob(f"{self.seed}/{seed}", size, media_type, compresslevel=0)
+        nbytes = max(4096, int(mib * self.scale * MiB))
+        return layer_blob(f"{self.seed}/{seed}", nbytes, media_type, compresslevel=0)
 
     def _image(
         self, repo: _Repository, version: int, arch: str, variant: str | None, docker: bool
