@@ -20,9 +20,10 @@ tests/console/test_textual_private.py fails when one changes):
   promoted cached strips into the old generations, which brought full collections.
 
 Re-measured with the engine in its child process (bench/console_latency.py --tuning; figures in the
-README): without the footer piece each key cost the UI thread ~4x the CPU (p50 18.5 against 4.9 ms);
-without the collector piece a full collection came every ~5 s during a backfill; without the freeze each
-one cost ~6x the CPU (432 against 68 ms).
+README): without the footer piece each key cost the UI thread ~3-4x the CPU (p50 18.5 against 4.9-6.1
+ms); without the collector piece a full collection came every ~5 s during a backfill; the freeze showed
+nothing while the collector piece kept full collections away, and is kept for those that still come:
+each cost ~6x the CPU without it (432 against 68 ms; 490-810 ms with 100,000 rows).
 
 Gone: pruning the watchers that removed nodes leave behind (Textual keeps a watcher until the watched
 attribute next changes, which needed `DOMNode.__watchers` and `MessagePump._closing`). With the footer
