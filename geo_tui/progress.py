@@ -53,14 +53,15 @@ class ProgressReporter:
         synced = sum(c.synced for c in counts.values())
         failed = sum(c.failed for c in counts.values())
         elapsed = max(time.monotonic() - self._started, 1e-6)
+        moved = f"{size(self._bytes)}, {rate(self._bytes / elapsed)}"
+        if not total:
+            # before discovery has listed anything: an empty bar, not a full one over "0/0"
+            return f"[{'-' * BAR_WIDTH}] discovering repositories {moved}"
         done = synced + failed
-        fraction = done / total if total else 1.0
+        fraction = done / total
         filled = int(BAR_WIDTH * fraction)
         bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-        return (
-            f"[{bar}] {done}/{total} repositories ({synced} synced, {failed} failed) "
-            f"{size(self._bytes)}, {rate(self._bytes / elapsed)}"
-        )
+        return f"[{bar}] {done}/{total} repositories ({synced} synced, {failed} failed) {moved}"
 
     async def _draw_forever(self) -> None:
         interval = TTY_INTERVAL if self._tty else PLAIN_INTERVAL

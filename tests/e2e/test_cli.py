@@ -594,11 +594,13 @@ def test_sync_progress_is_plain_lines_when_stderr_is_not_a_tty(
     assert lines, f"no progress line on stderr:\n{err}"
     for line in lines:
         # sizes as geo_tui.figures writes them everywhere: "0 B" before the first byte, then "1.5 MiB"
+        # before discovery has listed the primary: an empty bar that says so, never a full one over "0/0"
         assert re.fullmatch(
             r"progress: \[[#-]{30}\] \d+/3 repositories \(\d+ synced, \d+ failed\) "
             rf"{SIZE}, {SIZE}/s",
             line,
-        ), line
+        ) or re.fullmatch(rf"progress: \[-{{30}}\] discovering repositories {SIZE}, {SIZE}/s", line), line
+    assert any("/3 repositories" in line for line in lines), lines
 
 
 class FakeTerminal(io.StringIO):
