@@ -2,8 +2,9 @@
 
 A checksum over ``tag + digest`` (GitLab's) proves the tags point at the right manifests, nothing about
 the layers behind them. `check_blobs` walks every manifest reachable from a set of roots on the
-secondary (its tags' digests; the referrer fallback tags ``sha256-<hex>`` are tags too, and a caller may
-add other roots, such as referrers found through the referrers API), then checks each distinct blob:
+secondary (its tags' digests; the referrer fallback tags ``sha256-<hex>`` are tags too), then the
+referrers a caller finds for the manifests walked (`Referrers`: untagged signatures and SBOMs on a registry
+with the OCI 1.1 referrers API), then checks each distinct blob:
 
 - ``deep``: a HEAD per blob: present, with the size the manifest states;
 - ``content``: a GET too, hashed as it streams (memory does not grow with the blob), for every blob or a
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from geo_tui.registry import (
@@ -31,7 +32,7 @@ from geo_tui.registry import (
 
 from .describe import describe_error
 
-__all__ = ["BlobReport", "HashCache", "VerificationDepth", "check_blobs", "sampled"]
+__all__ = ["BlobReport", "HashCache", "Referrers", "VerificationDepth", "check_blobs", "sampled"]
 
 
 class VerificationDepth(enum.StrEnum):
@@ -79,6 +80,10 @@ class BlobReport:
 # what is wrong with them.
 HashCache = dict[str, "asyncio.Task[str | None]"]
 
+# The referrers a site holds for the manifests walked (and theirs in turn), as digests: walked too. Raises
+# RegistryError or InvalidManifest when a listing cannot be read (then the walk proves nothing).
+Referrers = Callable[[Sequence[str]], Awaitable[Iterable[str]]]
+
 
 async def check_blobs(
     secondary: RegistryClient,
@@ -89,13 +94,15 @@ async def check_blobs(
     sample: float = 1.0,
     concurrency: int = 4,
     hashed: HashCache | None = None,
+    referrers: Referrers | None = None,
 ) -> BlobReport:
-    """Walk the manifests below ``roots`` on ``secondary`` and check every blob they name.
+    """Walk the manifests below ``roots`` on ``secondary``, then below the ``referrers`` of what was
+    walked, and check every blob they name.
 
     ``concurrency`` bounds the requests in flight (the engine's blob_concurrency). ``hashed`` is shared
     by the repositories of one run on one secondary."""
     walk = _Walk(secondary, repository, depth, sample, concurrency, hashed if hashed is not None else {})
-    await walk.run(roots)
+    await walk.run(roots, referrers)
     return walk.report
 
 
@@ -118,14 +125,26 @@ class _Walk:
         self.report = BlobReport()
         self.blobs: dict[str, Descriptor] = {}
 
-    async def run(self, roots: Iterable[str]) -> None:
+    async def run(self, roots: Iterable[str], referrers: Referrers | None) -> None:
         seen: set[str] = set()
-        level = sorted(set(roots))
+        await self._walk(set(roots), seen)
+        if referrers is not None and seen:
+            try:
+                found = set(await referrers(sorted(seen)))
+            except RegistryError as exc:
+                self.report.errors.append(f"referrers: {describe_error(exc)}")
+            except InvalidManifest as exc:
+                self.report.errors.append(f"referrers: {exc.reason}")
+            else:
+                await self._walk(found, seen)
+        await asyncio.gather(*(self._blob(b) for b in sorted(self.blobs.values(), key=lambda b: b.digest)))
+
+    async def _walk(self, roots: set[str], seen: set[str]) -> None:
+        level = sorted(roots - seen)
         while level:
             seen.update(level)
             children = await asyncio.gather(*(self._manifest(d) for d in level))
             level = sorted({c for found in children for c in found} - seen)
-        await asyncio.gather(*(self._blob(b) for b in sorted(self.blobs.values(), key=lambda b: b.digest)))
 
     async def _manifest(self, digest: str) -> list[str]:
         """Read one manifest; note its blobs; return its child manifests."""

@@ -5,7 +5,8 @@ Three depths (`VerificationDepth`): ``checksum`` compares GitLab's repository ch
 on both sides; ``deep`` also walks every manifest the secondary's tags reach and HEADs each blob;
 ``content`` also downloads each blob (or a reproducible share) and re-hashes it (geo_tui.engine.deep).
 Every depth also checks the OCI 1.1 referrers (signatures, SBOMs) of the tagged manifests: a referrer the
-primary has and the secondary cannot serve fails the repository (geo_tui.engine.referrers).
+primary has and the secondary cannot serve fails the repository (geo_tui.engine.referrers). A deep walk
+also goes below every referrer the secondary lists for the manifests it reached, untagged ones included.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from geo_tui.registry import InvalidManifest, RegistryClient, RegistryError
 from .database import Write, in_place
 from .deep import BlobReport, HashCache, VerificationDepth, check_blobs
 from .describe import blame_primary
-from .referrers import ReferrerGraph, is_fallback_tag, missing_referrers, site_referrer_graph
+from .referrers import (
+    ReferrerGraph,
+    is_fallback_tag,
+    missing_referrers,
+    read_referrer_graph,
+    site_referrer_graph,
+)
 from .replicate import PrimaryRepository, read_primary_repository, read_secondary_tags, repository_checksum
 from .tracking import Tracking, VerificationState
 
@@ -233,7 +240,8 @@ class Verifier:
         sample: float,
         hashed: HashCache,
     ) -> VerificationResult:
-        """Walk what the secondary's tags reach and check its blobs; the checksum result, made deeper."""
+        """Walk what the secondary's tags reach, and the referrers it lists for those manifests, and check
+        its blobs; the checksum result, made deeper."""
         secondary = self._clients[result.site]
         report = await check_blobs(
             secondary,
@@ -243,6 +251,7 @@ class Verifier:
             sample=sample,
             concurrency=self._blob_concurrency,
             hashed=hashed,
+            referrers=lambda walked: self.referrer_roots(secondary, result.repository, walked),
         )
         problems = describe_blob_problems(report)
         detail = "; ".join(p for p in ([] if result.ok else [result.detail]) + problems) or (
@@ -263,8 +272,17 @@ class Verifier:
     @staticmethod
     def roots(tags: Mapping[str, str]) -> set[str]:
         """Where a deep walk starts: every tag's manifest, the referrer fallback tags (``sha256-<hex>``)
-        among them. Referrers reached another way are added here."""
+        among them (so a secondary without the referrers API has its referrers walked from here). The
+        referrers its API lists are added by `referrer_roots` once these are walked."""
         return set(tags.values())
+
+    @staticmethod
+    async def referrer_roots(secondary: RegistryClient, repository: str, walked: Sequence[str]) -> set[str]:
+        """The referrers the secondary's OCI 1.1 referrers API lists for every manifest the walk reached
+        (children of indexes too), and theirs in turn: untagged signatures and SBOMs, which no tag reaches.
+        The API half of `site_referrer_graph`: a site without the API answers its first listing 404 (one
+        request), and its fallback tags are tags, already walked."""
+        return set((await read_referrer_graph(secondary, repository, walked)).referrers)
 
     async def _record(self, result: VerificationResult) -> None:
         site, repository = result.site, result.repository

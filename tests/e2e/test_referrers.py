@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from geo_tui.engine.referrers import MAX_REFERRER_DEPTH, ReferrerGraph, read_ref
 from geo_tui.registry import JwtAuth, RegistryClient, TokenSigner
 from tests.e2e.test_dry_run import compare_plan_with_run
 from tests.e2e.test_sync import WRITE_METHODS, run_cli, sync_json
+from tests.e2e.test_verify_deep import blob_file
 from tests.support.binaries import find_binary
 from tests.support.distribution import Distribution
 from tests.support.geo import write_geo_config
@@ -289,3 +291,62 @@ def test_referrer_chains_are_followed_to_a_bound(
     assert set(graph.referrers) == {node.digest for node in chain[1 : MAX_REFERRER_DEPTH + 2]}
     last = chain[MAX_REFERRER_DEPTH + 1].digest
     assert [r.split()[0] for r in graph.refused] == [last]
+
+
+def test_deep_verification_walks_untagged_referrers_a_secondary_lists_through_its_api(
+    start_registry: Callable[[str, bool], Distribution | LabInstance],
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """On a secondary with the referrers API no tag reaches a signature or an SBOM: `verify --deep` asks
+    the API for the referrers of every manifest it walked (and of those), so a blob lost behind an
+    untagged signature of an SBOM fails it, naming the repository and the digest, where the checksum
+    depth cannot see it; the resync it queues puts the blob back. A signature lost from the secondary
+    fails the deep check too."""
+    primary = start_registry("primary", True)
+    secondary = start_registry("secondary", True)
+    estate = make_estate()
+    with RawPusher.for_registry(primary) as primary_pusher, RawPusher.for_registry(secondary) as pusher:
+        push_estate(primary_pusher, estate, fallback=False)
+        config = write_geo_config(tmp_path / "geo", primary, [secondary], key_pair)
+        assert sync_json(capsys, config)[0] == 0
+
+        def verify(*args: str) -> tuple[int, dict[str, Any]]:
+            code, out, err = run_cli(capsys, "--config", str(config), "verify", "--json", *args)
+            assert "Traceback" not in err
+            (result,) = json.loads(out)
+            return code, result
+
+        code, result = verify("--deep")
+        assert code == 0, result
+        # the image, the index and its 2 children, and the 5 untagged referrers (one of them 2 levels deep)
+        tagged = 1 + 1 + len(estate.index.children)
+        assert result["blobs"]["manifests"] == tagged + len(estate.artifacts), result
+
+        # a blob of the SBOM's signature (a referrer of a referrer, untagged) lost from storage
+        image_sbom = estate.by_subject[estate.image.digest][1]
+        payload = estate.signature_of(image_sbom).blobs[-1]
+        blob_file(secondary, payload.digest).unlink()
+        code, result = verify()
+        assert code == 0, result  # the checksum depth looks at no blob
+        code, out, _ = run_cli(capsys, "--config", str(config), "verify", "--deep")
+        assert code == 1, out
+        assert re.search(rf"^FAIL +secondary +{REPO}: .*missing blob {payload.digest}", out, re.M), out
+        code, result = verify("--deep")
+        assert code == 1 and result["missing"] == [payload.digest], result
+
+        # the resync that failure queued looks below the referrers too, and puts the blob back
+        code, out, err = run_cli(capsys, "--config", str(config), "resync", REPO, "--now", "--json")
+        assert code == 0, err
+        assert json.loads(out)["sites"]["secondary"]["blobs_copied"] == 1
+        assert blob_file(secondary, payload.digest).read_bytes() == payload.data
+        code, result = verify("--deep")
+        assert code == 0 and result["missing"] == [], result
+
+        # a signature lost from the secondary: not listed there, so deep verification fails on it
+        lost = estate.signature_of(estate.index)
+        assert pusher.delete_manifest(REPO, lost.digest).status_code == 202
+        code, result = verify("--deep")
+        assert code == 1 and lost.digest in result["detail"], result
+        assert SIGNATURE in result["detail"]
