@@ -10,7 +10,10 @@ complete within `HEADER_TIMEOUT`. It reads the h11 connection state (`conn.their
 API) of uvicorn's protocol; tests/unit/test_http_server.py fails if uvicorn changes that.
 
 When accept() fails with EMFILE, asyncio logs the error once per backlog slot on every retry, thousands of
-tracebacks a second; `throttle_accept_errors` keeps one line a minute.
+tracebacks a second; `throttle_accept_errors` keeps one line a minute. Each of those errors also schedules a
+retry (a timer asyncio keeps no handle of for us) one second later; once the server has closed its
+listening socket, every such timer still pending fails on the closed socket ("Invalid file descriptor:
+-1"). Thousands of tracebacks then held up a stopping `serve` for seconds (issue 12); they are dropped.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ LIMIT_CONCURRENCY = 500
 ACCEPT_ERROR_INTERVAL = 60.0
 # What asyncio's accept loop reports for EMFILE, ENFILE, ENOBUFS and ENOMEM (selector_events.py).
 _ACCEPT_OUT_OF_RESOURCES = "socket.accept() out of system resource"
+# The retry it schedules (BaseSelectorEventLoop._start_serving), failing once the listener is closed.
+_ACCEPT_RETRY = "_start_serving("
 
 
 class HeaderDeadlineProtocol(H11Protocol):
@@ -120,6 +125,8 @@ def throttle_accept_errors(
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         nonlocal last, skipped
+        if _retry_on_closed_listener(context):
+            return  # nothing left to accept on: the server stopped while out of descriptors
         if context.get("message") != _ACCEPT_OUT_OF_RESOURCES:
             if previous is not None:
                 previous(loop, context)
@@ -143,3 +150,10 @@ def throttle_accept_errors(
 
     handler._geo_tui_throttle = True  # type: ignore[attr-defined]
     loop.set_exception_handler(handler)
+
+
+def _retry_on_closed_listener(context: dict[str, Any]) -> bool:
+    """Whether `context` is an accept retry of asyncio's that fired after its listening socket was closed
+    (a ValueError for file descriptor -1). tests/unit/test_http_server.py fails if asyncio changes it."""
+    message = str(context.get("message", ""))
+    return isinstance(context.get("exception"), ValueError) and _ACCEPT_RETRY in message

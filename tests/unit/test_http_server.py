@@ -125,3 +125,71 @@ def test_accept_resource_errors_are_logged_once_a_minute_and_other_errors_pass_t
         assert [c["message"] for c in passed] == ["something else"]
     finally:
         loop.close()
+
+
+# A LimitedServer in a child process with 64 file descriptors: it listens, and stops when told to, then keeps
+# its event loop running for a while (as `serve` does while the engine closes).
+_OUT_OF_DESCRIPTORS_CHILD = """
+import asyncio, logging, resource, socket, sys, time
+import uvicorn
+from geo_tui._http_server import LimitedServer, server_limits
+from tests.unit.test_http_server import _hello
+
+logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+async def main() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1024)
+    server = LimitedServer(uvicorn.Config(_hello, log_level="warning", **server_limits()))
+    server.install_signal_handlers = lambda: None
+    task = asyncio.ensure_future(server.serve(sockets=[listener]))
+    print(listener.getsockname()[1], flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    asked = time.monotonic()
+    server.should_exit = True
+    await task
+    print(f"stopped in {time.monotonic() - asked:.1f} s", flush=True)
+    await asyncio.sleep(2.5)  # every accept retry still pending fires now
+
+asyncio.run(main())
+"""
+
+
+def test_a_server_stopped_while_out_of_descriptors_stops_at_once_without_a_traceback() -> None:
+    """asyncio retries accept() a second after EMFILE, once per backlog slot: thousands of timers. A
+    server stopped meanwhile closes its listener, and every pending retry failed on it with a traceback
+    (10,548 in one run, holding the loop for seconds). Also fails if asyncio renames that retry."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", _OUT_OF_DESCRIPTORS_CHILD],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    sockets: list[socket.socket] = []
+    try:
+        port = int(child.stdout.readline())
+        for _ in range(150):  # more than the child can hold: the kernel queues the rest
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # half a head: kept until its deadline
+            sockets.append(sock)
+        time.sleep(1.5)  # an accept round ran out of descriptors; its retries are pending
+        child.stdin.write("stop\n")
+        child.stdin.flush()
+        output, _ = child.communicate(timeout=60)
+    finally:
+        for sock in sockets:
+            sock.close()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, output[-3000:]
+    assert "cannot accept connections: Too many open files" in output, output[-3000:]
+    assert "Traceback" not in output and "Invalid file descriptor" not in output, output[-3000:]
+    assert len(output.splitlines()) < 10, output[-3000:]
