@@ -62,6 +62,9 @@ ROW_ECHO_LIMIT = 1000  # rows a resync of named repositories announces at once; 
 # Scheduled deep verifications started per round of the verification loop (a round is ~2 s when idle):
 # each row's slot is spread over the interval already; this caps a backlog (an engine that was down).
 DEEP_PER_TICK = 2
+# How long a task that loops every few seconds (the scheduler, flushing, verification) may go without
+# getting round before it counts as down: crashed, stuck in a cycle, or its heartbeat stopped.
+LOOP_TASK_INTERVAL = 60.0
 # A write waits this long for another process's lock before its thread tries again (database.py).
 WRITE_BUSY_TIMEOUT = 1.0
 # A notification not stored within this gets a 503, and the registry sends it again (issue 12, case 4).
@@ -134,6 +137,9 @@ class Engine:
             report=lambda _task, message: self.log("error", message),
             restarted=lambda task: self.metrics.task_restarts.labels(task).inc(),
             describe=describe_error,
+        )
+        self.metrics.watch_tasks(
+            lambda: {s.name: s.name in self.tasks_down() for s in self._supervisor.states()}
         )
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -251,12 +257,18 @@ class Engine:
         self._running = True
         # Each under the supervisor, with how long it may be down before health, metrics and the
         # console say so: the reconcile's own interval, or a minute for the tasks that loop every second.
-        start = self._supervisor.start
+        # The loops of a few seconds also beat each round: one alive but not getting round is down too.
+        start, loop = self._supervisor.start, LOOP_TASK_INTERVAL
         start("discovery", self._discover_forever, interval=self.config.engine.reconcile_interval)
-        start("scheduler", lambda: self._schedule(once=False, sites=self.secondary_names), interval=60.0)
-        start("health", self._health_forever, interval=max(60.0, 2 * self._health_interval))
-        start("flush", self._flush_forever, interval=60.0)
-        start("verification", self._verify_forever, interval=max(60.0, self.config.engine.reconcile_interval))
+
+        async def scheduler() -> None:
+            await self._schedule(once=False, sites=self.secondary_names)
+
+        start("scheduler", scheduler, interval=loop, heartbeat=True)
+        start("health", self._health_forever, interval=max(loop, 2 * self._health_interval))
+        start("flush", self._flush_forever, interval=loop, heartbeat=True)
+        reconcile = self.config.engine.reconcile_interval
+        start("verification", self._verify_forever, interval=max(loop, reconcile), heartbeat=True)
         for task in ("discovery", "scheduler", "health", "flush", "verification"):
             self.metrics.task_restarts.labels(task)  # 0 from the start, not absent until the first
         self._emit(EngineStatus(running=True, paused=self._paused))
@@ -879,7 +891,8 @@ class Engine:
             ):
                 by_repo.setdefault(row.repository, []).append(row.site)
         for repository, sites in by_repo.items():
-            await self._verifier.verify_repository(repository, sites, depth=VerificationDepth.DEEP)
+            with self._supervisor.cycle("verification"):  # each one is a round of the heartbeat
+                await self._verifier.verify_repository(repository, sites, depth=VerificationDepth.DEEP)
         return bool(by_repo)
 
     # -- health and throughput -----------------------------------------------------------------

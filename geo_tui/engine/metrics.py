@@ -58,6 +58,24 @@ class _StateCollector(Collector):
         )
 
 
+class _TaskCollector(Collector):
+    """Each supervised background task: 1 while it is down (crashed, stuck in a cycle, or its heartbeat
+    stopped) for longer than its interval, else 0; read at scrape time."""
+
+    def __init__(self, tasks: Callable[[], Mapping[str, bool]]) -> None:
+        self._tasks = tasks
+
+    def collect(self) -> Iterator[Metric]:
+        down = GaugeMetricFamily(
+            "geo_tui_task_down",
+            "Background tasks down (crashed, stuck, or not getting round) longer than their interval",
+            labels=["task"],
+        )
+        for task, is_down in sorted(self._tasks().items()):
+            down.add_metric([task], 1.0 if is_down else 0.0)
+        yield down
+
+
 class EngineMetrics:
     """The engine's counters and histograms, in a registry of its own (not the process-global one)."""
 
@@ -115,6 +133,10 @@ class EngineMetrics:
         self, counts: Callable[[], Mapping[str, SiteCounts]], in_flight: Callable[[], int]
     ) -> None:
         self.registry.register(_StateCollector(counts, in_flight))
+
+    def watch_tasks(self, tasks: Callable[[], Mapping[str, bool]]) -> None:
+        """`tasks()`: each supervised task's name, and whether it is down."""
+        self.registry.register(_TaskCollector(tasks))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

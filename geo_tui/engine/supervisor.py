@@ -5,6 +5,11 @@ coroutine that loops for good and marks each unit of work with ``cycle()``. When
 supervisor logs why, waits a backoff and starts it again, counting the restart. A task that has been
 down (crashed and not back through a whole cycle, or stuck inside one) for longer than its interval
 is named by `down()`, which `/-/health`, the metrics and the console's header show (issue 12, case 4).
+
+A task started with ``heartbeat=True`` loops every few seconds and marks each round with ``beat()``: one
+that is alive but has not got round for longer than its interval (blocked on something that never
+answers, outside any cycle) counts as down too. Tasks that sleep long between cycles (discovery waits a
+reconcile interval) have no heartbeat: their cycles are what is watched.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class TaskState:
     down_since: float | None = None
     restarts: int = 0
     last_error: str | None = None
+    last_progress: float | None = None  # heartbeat tasks: when a round (a beat, or a cycle) last ended
 
 
 class Supervisor:
@@ -59,10 +65,13 @@ class Supervisor:
         self._states: dict[str, TaskState] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
-    def start(self, name: str, run: Callable[[], Awaitable[None]], *, interval: float) -> None:
+    def start(
+        self, name: str, run: Callable[[], Awaitable[None]], *, interval: float, heartbeat: bool = False
+    ) -> None:
         """Run ``run()`` under supervision; it should call `cycle(name)` around each unit of work.
-        ``interval`` is how long it may be down (or busy in one cycle) before `down()` names it."""
-        self._states[name] = TaskState(name, interval)
+        ``interval`` is how long it may be down (or busy in one cycle, or, with ``heartbeat``, without a
+        `beat`) before `down()` names it."""
+        self._states[name] = TaskState(name, interval, last_progress=self._clock() if heartbeat else None)
         self._tasks.append(asyncio.ensure_future(self._supervise(self._states[name], run)))
 
     async def stop(self) -> None:
@@ -88,21 +97,22 @@ class Supervisor:
         finally:
             state.busy_since = None
         state.down_since = None
+        if state.last_progress is not None:
+            state.last_progress = self._clock()
 
     def beat(self, name: str) -> None:
         """A task that does its work without waiting (a `cycle` of no length) got round once more."""
         state = self._states.get(name)
         if state is not None:
             state.down_since = None
+            if state.last_progress is not None:
+                state.last_progress = self._clock()
 
     def down(self) -> list[str]:
-        """The tasks down (crashed, or stuck in one cycle) for longer than their interval, by name."""
+        """The tasks down (crashed, stuck in one cycle, or with a heartbeat that stopped) for longer than
+        their interval, by name."""
         now = self._clock()
-        return sorted(
-            s.name
-            for s in self._states.values()
-            if any(t is not None and now - t > s.interval for t in (s.down_since, s.busy_since))
-        )
+        return sorted(s.name for s in self._states.values() if _down(s, now))
 
     def states(self) -> list[TaskState]:
         return list(self._states.values())
@@ -134,3 +144,11 @@ class Supervisor:
             await asyncio.sleep(delay)
             state.restarts += 1
             self._restarted(state.name)
+
+
+def _down(state: TaskState, now: float) -> bool:
+    if any(t is not None and now - t > state.interval for t in (state.down_since, state.busy_since)):
+        return True
+    # inside a cycle, the cycle's own age is what counts (above)
+    stalled = state.last_progress is not None and now - state.last_progress > state.interval
+    return stalled and state.busy_since is None

@@ -22,6 +22,8 @@ import pytest
 
 from geo_tui.config import load_config
 from geo_tui.engine import Engine
+from geo_tui.engine import engine as engine_module
+from geo_tui.engine.receiver import ReceiverApp
 from geo_tui.engine.tracking import Tracking
 from tests.e2e.test_serve import assert_log_clean, db_query, notification, post, tag_digests_safe
 from tests.support.distribution import Distribution, free_port
@@ -203,3 +205,65 @@ async def test_a_full_disk_for_a_while_does_not_end_the_reconcile(
         await until(lambda: engine.tasks_down() == [], 15, "discovery back")
         messages = [r.message for r in engine.tracking.recent_log()]
     assert any("discovery task failed" in m and "disk is full" in m for m in messages), messages
+
+
+async def test_a_scheduler_alive_but_stuck_is_down_in_health_metrics_and_the_snapshot(
+    primary: Distribution,
+    secondary: Distribution,
+    primary_pusher: RawPusher,
+    secondary_pusher: RawPusher,
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A scheduler blocked on an await that never answers neither raises nor sits in a cycle: its heartbeat
+    stops, and once it has not got round for longer than its interval it is down (health, metrics, the
+    console's snapshot), without a restart; it is up again once it gets round."""
+    monkeypatch.setattr(engine_module, "LOOP_TASK_INTERVAL", 2.0)
+    config = write_geo_config(
+        tmp_path / "geo", primary, [secondary], key_pair, engine={"reconcile_interval": 10}
+    )
+    stuck, release = threading.Event(), asyncio.Event()
+    real_wait = Engine._wait
+
+    async def wait(self: Engine, wake: asyncio.Event, timeout: float) -> None:
+        if stuck.is_set():
+            await release.wait()  # the scheduler's await that does not come back
+        await real_wait(self, wake, timeout)
+
+    monkeypatch.setattr(Engine, "_wait", wait)
+
+    async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not await asyncio.to_thread(predicate):
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.2)
+
+    def down_gauge(engine: Engine, task: str) -> float | None:
+        return engine.metrics.registry.get_sample_value("geo_tui_task_down", {"task": task})
+
+    async with Engine(load_config(config)) as engine:
+        await engine.start()
+        receiver = ReceiverApp(engine, None)
+        first = oci_image("stuck-first")
+        primary_pusher.push_tree("stuck/first", first, "v1")
+        await until(
+            lambda: tag_digests_safe(secondary_pusher, "stuck/first") == {"v1": first.digest}, 30, "first"
+        )
+        assert engine.tasks_down() == [] and down_gauge(engine, "scheduler") == 0.0
+
+        stuck.set()
+        await until(lambda: engine.tasks_down() == ["scheduler"], 20, "the scheduler named down")
+        assert engine.snapshot().tasks_down == ("scheduler",)  # what the console's header shows
+        health = receiver.health()
+        assert health["tasks_down"] == ["scheduler"] and health["status"] == "task down: scheduler"
+        assert down_gauge(engine, "scheduler") == 1.0 and down_gauge(engine, "flush") == 0.0
+        restarts = engine.metrics.registry.get_sample_value(
+            "geo_tui_task_restarts_total", {"task": "scheduler"}
+        )
+        assert restarts == 0.0  # alive all along: nothing to restart
+
+        stuck.clear()
+        release.set()
+        await until(lambda: engine.tasks_down() == [], 15, "the scheduler back")
+        assert down_gauge(engine, "scheduler") == 0.0

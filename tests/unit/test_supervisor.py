@@ -114,3 +114,64 @@ async def test_a_forever_task_that_returns_is_restarted_too() -> None:
     await supervisor.stop()
     assert runs == 2 and restarts == ["flush"]
     assert "the task returned" in reports[0]
+
+
+async def test_a_heartbeat_task_alive_but_not_getting_round_counts_as_down() -> None:
+    """The scheduler blocked outside any cycle (awaiting something that never answers) neither raises nor
+    sits in a cycle: only its heartbeat shows it is stuck. A task without a heartbeat that sleeps longer
+    than its interval between cycles (discovery between reconciles) is not down."""
+    supervisor, _, restarts = make()
+    blocked = asyncio.Event()
+    release = asyncio.Event()
+
+    async def scheduler() -> None:
+        while True:
+            supervisor.beat("scheduler")
+            if blocked.is_set():
+                await release.wait()  # alive, awaiting, not round again
+                blocked.clear()
+            await asyncio.sleep(0.01)
+
+    async def discovery() -> None:
+        while True:
+            with supervisor.cycle("discovery"):
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(INTERVAL * 10)  # a reconcile interval asleep: not a stall
+
+    supervisor.start("scheduler", scheduler, interval=INTERVAL, heartbeat=True)
+    supervisor.start("discovery", discovery, interval=INTERVAL)
+    await asyncio.sleep(INTERVAL * 1.5)
+    assert supervisor.down() == []  # beating, and the sleeper has no heartbeat
+    blocked.set()
+    await asyncio.sleep(INTERVAL / 2)
+    assert supervisor.down() == []  # stuck, but not for long yet
+    await asyncio.sleep(INTERVAL)
+    assert supervisor.down() == ["scheduler"] and restarts == []
+    release.set()
+    await asyncio.sleep(0.05)
+    assert supervisor.down() == []
+    await supervisor.stop()
+
+
+async def test_a_heartbeat_task_inside_a_long_cycle_is_watched_by_the_cycle() -> None:
+    """One verification longer than the gap since the last beat, but shorter than the interval, is work in
+    progress, not a stall; a cycle that completes counts as a round."""
+    supervisor, _, _ = make()
+    release = asyncio.Event()
+
+    async def verification() -> None:
+        supervisor.beat("verification")
+        await asyncio.sleep(INTERVAL * 0.8)  # most of the interval without a beat
+        with supervisor.cycle("verification"):
+            await release.wait()
+        await asyncio.Event().wait()  # then nothing more: its heartbeat stops
+
+    supervisor.start("verification", verification, interval=INTERVAL, heartbeat=True)
+    await asyncio.sleep(INTERVAL * 1.3)  # 1.3 intervals since the beat, 0.5 inside the cycle
+    assert supervisor.down() == []
+    release.set()
+    await asyncio.sleep(INTERVAL * 0.5)
+    assert supervisor.down() == []  # the cycle that ended was a round
+    await asyncio.sleep(INTERVAL * 0.8)
+    assert supervisor.down() == ["verification"]
+    await supervisor.stop()
