@@ -4,6 +4,7 @@ Run it from the repository root (it imports the test lab, `tests.support`)::
 
     python bench/verify_depths.py               # 40 repositories x 3 tags
     python bench/verify_depths.py --repos 100 --tags 5 --json
+    python bench/verify_depths.py --referrers   # lab registries with the OCI 1.1 referrers API
 
 What it does, all on 127.0.0.1: starts a token realm and two Distribution instances (primary, secondary),
 pushes `bench/app-NN` repositories whose tags share a base layer across every repository, a layer per
@@ -12,10 +13,15 @@ others 128 and 64 KiB, times --scale), backfills the secondary with `geo-tui syn
 `geo-tui verify` at each depth (checksum, deep, content, content --sample 0.1) and counts, from both
 registries' access logs, the requests each run made and the response bytes the secondary sent.
 
+With --referrers, both registries are the lab registry with its referrers API (Distribution 2.8 has
+none), and every tag carries an untagged signature (an OCI artifact with its own payload blob): no tag
+reaches it, and a deep walk finds it through the secondary's API, a listing per manifest.
+
 Requests grow linearly with what a repository holds (a tag list, a HEAD per tag, a GET per manifest, a HEAD
-per blob, a GET per hashed blob), so the per-1,000-repository figures are the measured totals times
-1,000 / --repos, for repositories shaped like these. The peer here is the data itself: the bytes `--content`
-reads are compared with the bytes the secondary stores (a pull of everything would read as much).
+per blob, a GET per hashed blob, a referrers listing per manifest), so the per-1,000-repository figures are
+the measured totals times 1,000 / --repos, for repositories shaped like these. The peer here is the data
+itself: the bytes `--content` reads are compared with the bytes the secondary stores (a pull of everything
+would read as much).
 Exit status: 0 every verification passed; 1 one failed; 2 setup problem.
 """
 
@@ -35,10 +41,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from geo_tui.lab.images import Blob  # noqa: E402
+from geo_tui.lab.images import Blob, oci_artifact  # noqa: E402
 from tests.support.distribution import Distribution  # noqa: E402
 from tests.support.geo import image_with_layers, write_geo_config  # noqa: E402
 from tests.support.keys import session_key_pair  # noqa: E402
+from tests.support.lab import LabInstance  # noqa: E402
 from tests.support.push import RawPusher  # noqa: E402
 from tests.support.token_server import TokenServer  # noqa: E402
 
@@ -79,65 +86,86 @@ def main() -> int:
     parser.add_argument("--repos", type=int, default=40)
     parser.add_argument("--tags", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--referrers", action="store_true", help="lab registries, a signature per tag")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     key_pair = session_key_pair()
     with tempfile.TemporaryDirectory(prefix="geo-tui-verify-bench-") as tmp, TokenServer(key_pair) as realm:
         root = Path(tmp)
-        primary = Distribution(root / "primary", name="primary", key_pair=key_pair, token_realm=realm.url)
-        secondary = Distribution(
-            root / "secondary", name="secondary", key_pair=key_pair, token_realm=realm.url
-        )
-        with primary.start(), secondary.start(), RawPusher.for_registry(primary) as pusher:
-            base = layer("base", int(256 * KiB * args.scale))
-            for r in range(args.repos):
-                name = f"bench/app-{r:03d}"
-                own = layer(f"repo-{r}", int(128 * KiB * args.scale))
-                for t in range(args.tags):
-                    tag_layer = layer(f"tag-{r}-{t}", int(64 * KiB * args.scale))
-                    pusher.push_tree(
-                        name, image_with_layers([base, own, tag_layer], seed=f"{r}-{t}"), f"v{t}"
-                    )
-            config = write_geo_config(root / "geo", primary, [secondary], key_pair)
-            code, _ = geo_tui(config, "sync", "--once", "--json")
-            if code:
-                sys.exit("the backfill failed")
-            stored = sum(
-                p.stat().st_size for p in (secondary.root_dir / "docker/registry/v2/blobs").rglob("data")
+        kind: type[Distribution] | type[LabInstance] = Distribution
+        options: dict[str, Any] = {"key_pair": key_pair, "token_realm": realm.url}
+        if args.referrers:
+            kind, options["referrers"] = LabInstance, True
+        primary = kind(root / "primary", name="primary", **options)
+        secondary = kind(root / "secondary", name="secondary", **options)
+        primary.start()
+        secondary.start()
+        try:
+            rows, stored, failed = run(args, primary, secondary, key_pair, root)
+        finally:
+            primary.stop()
+            secondary.stop()
+    return report(args, rows, stored, failed)
+
+
+def run(
+    args: argparse.Namespace, primary: Any, secondary: Any, key_pair: Any, root: Path
+) -> tuple[list[dict[str, Any]], int, bool]:
+    with RawPusher.for_registry(primary) as pusher:
+        base = layer("base", int(256 * KiB * args.scale))
+        for r in range(args.repos):
+            name = f"bench/app-{r:03d}"
+            own = layer(f"repo-{r}", int(128 * KiB * args.scale))
+            for t in range(args.tags):
+                tag_layer = layer(f"tag-{r}-{t}", int(64 * KiB * args.scale))
+                image = image_with_layers([base, own, tag_layer], seed=f"{r}-{t}")
+                pusher.push_tree(name, image, f"v{t}")
+                if args.referrers:  # untagged: pushed by digest
+                    pusher.push_tree(name, oci_artifact(image, seed=f"sig-{r}-{t}"))
+        config = write_geo_config(root / "geo", primary, [secondary], key_pair)
+        code, _ = geo_tui(config, "sync", "--once", "--json")
+        if code:
+            sys.exit("the backfill failed")
+        blobs_dir = secondary.root_dir / ("blobs" if args.referrers else "docker/registry/v2/blobs")
+        stored = sum(p.stat().st_size for p in blobs_dir.rglob("*") if p.is_file())
+        rows: list[dict[str, Any]] = []
+        failed = False
+        for label, flags in DEPTHS:
+            marks = primary.settled_mark(), secondary.settled_mark()
+            started = time.monotonic()
+            code, out = geo_tui(config, "verify", "--json", *flags)
+            seconds = time.monotonic() - started
+            failed |= code != 0
+            results = json.loads(out)
+            on_primary = primary.requests(since_mark=marks[0])
+            time.sleep(0.3)
+            on_secondary = secondary.requests(since_mark=marks[1])
+            by_method: dict[str, int] = {}
+            for entry in on_secondary:
+                path = entry.path
+                what = "blob" if "/blobs/" in path else "manifest" if "/manifests/" in path else "listing"
+                what = "referrers" if "/referrers/" in path else what
+                kind = f"{entry.method} {what}"
+                by_method[kind] = by_method.get(kind, 0) + 1
+            blobs = [r["blobs"] for r in results if r["blobs"]]
+            rows.append(
+                {
+                    "depth": label,
+                    "ok": code == 0,
+                    "seconds": round(seconds, 2),
+                    "primary_requests": len(on_primary),
+                    "secondary_requests": len(on_secondary),
+                    "secondary_bytes": sum(e.size for e in on_secondary),
+                    "by_kind": by_method,
+                    "manifests": sum(b["manifests"] for b in blobs),
+                    "blobs_checked": sum(b["checked"] for b in blobs),
+                    "hashed_bytes": sum(b["hashed_bytes"] for b in blobs),
+                }
             )
-            rows: list[dict[str, Any]] = []
-            failed = False
-            for label, flags in DEPTHS:
-                marks = primary.settled_mark(), secondary.settled_mark()
-                started = time.monotonic()
-                code, out = geo_tui(config, "verify", "--json", *flags)
-                seconds = time.monotonic() - started
-                failed |= code != 0
-                results = json.loads(out)
-                on_primary = primary.requests(since_mark=marks[0])
-                time.sleep(0.3)
-                on_secondary = secondary.requests(since_mark=marks[1])
-                by_method: dict[str, int] = {}
-                for entry in on_secondary:
-                    path = entry.path
-                    what = "blob" if "/blobs/" in path else "manifest" if "/manifests/" in path else "listing"
-                    kind = f"{entry.method} {what}"
-                    by_method[kind] = by_method.get(kind, 0) + 1
-                blobs = [r["blobs"] for r in results if r["blobs"]]
-                rows.append(
-                    {
-                        "depth": label,
-                        "ok": code == 0,
-                        "seconds": round(seconds, 2),
-                        "primary_requests": len(on_primary),
-                        "secondary_requests": len(on_secondary),
-                        "secondary_bytes": sum(e.size for e in on_secondary),
-                        "by_kind": by_method,
-                        "manifests": sum(b["manifests"] for b in blobs),
-                        "blobs_checked": sum(b["checked"] for b in blobs),
-                        "hashed_bytes": sum(b["hashed_bytes"] for b in blobs),
-                    }
-                )
+    return rows, stored, failed
+
+
+def report(args: argparse.Namespace, rows: list[dict[str, Any]], stored: int, failed: bool) -> int:
     per = 1000 / args.repos
     if args.json:
         print(
