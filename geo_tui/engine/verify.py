@@ -23,6 +23,7 @@ from .database import Write, in_place
 from .deep import BlobReport, HashCache, VerificationDepth, check_blobs
 from .describe import blame_primary
 from .referrers import (
+    MissingReferrer,
     ReferrerGraph,
     is_fallback_tag,
     missing_referrers,
@@ -225,7 +226,7 @@ class Verifier:
                 if tags is None:  # nothing on the secondary could be read: no walk, and no pass
                     return dataclasses.replace(result, depth=depth)
                 cache = hashed[site] if hashed is not None else {}
-                return await self._deepen(result, tags, depth, sample, cache)
+                return await self._deepen(result, tags, depth, sample, cache, graph)
 
             results = list(await asyncio.gather(*(one(s) for s in sites)))
         for result in results:
@@ -239,10 +240,19 @@ class Verifier:
         depth: VerificationDepth,
         sample: float,
         hashed: HashCache,
+        graph: ReferrerGraph,
     ) -> VerificationResult:
         """Walk what the secondary's tags reach, and the referrers it lists for those manifests, and check
-        its blobs; the checksum result, made deeper."""
+        its blobs; then check that it serves the primary's referrers of the untagged manifests walked (the
+        children of indexes: a signature per platform), which the checksum check does not reach. The
+        checksum result, made deeper."""
         secondary = self._clients[result.site]
+        walked: set[str] = set()
+
+        async def referrers(manifests: Sequence[str]) -> set[str]:
+            walked.update(manifests)
+            return await self.referrer_roots(secondary, result.repository, manifests)
+
         report = await check_blobs(
             secondary,
             result.repository,
@@ -251,23 +261,41 @@ class Verifier:
             sample=sample,
             concurrency=self._blob_concurrency,
             hashed=hashed,
-            referrers=lambda walked: self.referrer_roots(secondary, result.repository, walked),
+            referrers=referrers,
         )
-        problems = describe_blob_problems(report)
+        children = walked - set(tags.values()) - set(graph.referrers)
+        missing = await self._missing_child_referrers(result, children, report)
+        problems = [str(m) for m in missing[:3]] + describe_blob_problems(report)
         detail = "; ".join(p for p in ([] if result.ok else [result.detail]) + problems) or (
             f"{result.detail}; {describe_blobs(report, depth)}"
         )
         return VerificationResult(
             result.site,
             result.repository,
-            result.ok and report.ok,
+            result.ok and report.ok and not missing,
             result.primary_checksum,
             result.secondary_checksum,
             detail,
             depth,
             report,
-            result.missing_referrers,
+            result.missing_referrers + tuple(m.digest for m in missing),
         )
+
+    async def _missing_child_referrers(
+        self, result: VerificationResult, children: set[str], report: BlobReport
+    ) -> list[MissingReferrer]:
+        """The referrers the primary lists for `children` (and theirs) that the secondary cannot serve.
+        One listing per child on a primary with the referrers API; one 404 on a primary without. What
+        cannot be read goes to the report's errors: it proves nothing either way."""
+        if not children:
+            return []
+        secondary = self._clients[result.site]
+        try:
+            graph = await read_referrer_graph(self._primary, result.repository, sorted(children))
+            return await missing_referrers(graph, secondary, result.repository)
+        except (RegistryError, InvalidManifest) as exc:
+            report.errors.append(f"referrers of untagged manifests: {exc}")
+            return []
 
     @staticmethod
     def roots(tags: Mapping[str, str]) -> set[str]:

@@ -350,3 +350,49 @@ def test_deep_verification_walks_untagged_referrers_a_secondary_lists_through_it
         code, result = verify("--deep")
         assert code == 1 and lost.digest in result["detail"], result
         assert SIGNATURE in result["detail"]
+
+
+@pytest.mark.parametrize("secondary_kind", list(KINDS))
+def test_deep_verification_checks_the_referrers_of_an_index_s_children(
+    secondary_kind: str,
+    start_registry: Callable[[str, bool], Distribution | LabInstance],
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A signature per platform (cosign sign --recursive): its subject is a child of a tagged index, which
+    the checksum depth's referrer check (tagged manifests) does not reach. Replicated with the rest; lost
+    from the secondary, `verify --deep` names it, and the resync it queues puts it back."""
+    primary = start_registry("primary", True)
+    secondary = start_registry("secondary", KINDS[secondary_kind])
+    index = multi_arch("per-platform")
+    child = index.children[0]
+    signature = cosign_signature(child, "sig-amd64")
+    with RawPusher.for_registry(primary) as primary_pusher, RawPusher.for_registry(secondary) as pusher:
+        primary_pusher.push_tree(REPO, index, "multi")
+        primary_pusher.push_tree(REPO, signature)  # untagged, its subject untagged too
+        config = write_geo_config(tmp_path / "geo", primary, [secondary], key_pair)
+        assert sync_json(capsys, config)[0] == 0
+        assert pusher.head_manifest(REPO, signature.digest).status_code == 200
+
+        def verify_deep() -> tuple[int, dict[str, Any]]:
+            code, out, err = run_cli(capsys, "--config", str(config), "verify", "--deep", "--json")
+            assert "Traceback" not in err
+            (result,) = json.loads(out)
+            return code, result
+
+        code, result = verify_deep()
+        assert code == 0, result
+        assert result["blobs"]["manifests"] == 1 + len(index.children) + 1 + (
+            0 if KINDS[secondary_kind] else 1
+        )
+
+        assert pusher.delete_manifest(REPO, signature.digest).status_code == 202
+        code, result = verify_deep()
+        assert code == 1 and signature.digest in result["detail"], result
+
+        code, _, err = run_cli(capsys, "--config", str(config), "resync", REPO, "--now", "--json")
+        assert code == 0, err
+        assert pusher.head_manifest(REPO, signature.digest).status_code == 200
+        code, result = verify_deep()
+        assert code == 0, result
