@@ -7,7 +7,8 @@ Under ``/api/v1/``:
     GET  rows?site=&state=&contains=&offset=&limit=   repository rows, paged and filtered by the engine
     GET  logs?limit=              the most recent event log lines
     GET  detail?repository=       tags on every site side by side, rows and history of one repository
-    POST commands/{resync,verify,pause,resume}   {"keys": [[site, repo], ...]} | {"failed": true} | {},
+    POST commands/{resync,verify,pause,resume}   the commands of wire.py (`Resync`, ...), run by
+                                  handlers.py: {"keys": [[site, repo], ...]} | {"failed": true} | {},
                                   with "sites": [...] to narrow "failed" or all; resync takes
                                   "blobs": true (look below matching tags), verify takes "depth":
                                   "checksum" | "deep" | "content" (absent: checksum) and "sample"; its
@@ -32,7 +33,7 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -51,11 +52,15 @@ from geo_tui.config import Secret
 
 from .describe import describe_error
 from .engine import Engine
-from .tracking import SyncState, VerificationState
+from .handlers import CommandHandlers
+from .tracking import SyncState
 from .updates import Update
-from .verify import VerificationDepth, describe_results
 from .wire import (
     WIRE_VERSION,
+    InvalidCommand,
+    UnknownCommand,
+    decode_command,
+    encode_answer,
     encode_batch,
     encode_detail,
     encode_log,
@@ -80,10 +85,6 @@ STREAM_BATCH = 2_000
 SNAPSHOT_INTERVAL = 1.0
 
 READ, WRITE = "read", "write"
-_COMMAND_FIELDS = {
-    "resync": ("keys", "failed", "sites", "blobs"),
-    "verify": ("keys", "failed", "sites", "depth", "sample"),
-}
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
 
@@ -122,6 +123,7 @@ class ApiApp:
         snapshot_interval: float = SNAPSHOT_INTERVAL,
     ) -> None:
         self._engine = engine
+        self._commands = CommandHandlers(engine)
         self._token = token.reveal().encode() if token is not None else None
         self._read_token = read_token.reveal().encode() if read_token is not None else None
         self._queue_size = queue_size
@@ -235,81 +237,15 @@ class ApiApp:
     # -- commands ---------------------------------------------------------------------------------
 
     async def _command(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        engine = self._engine
-        if name in ("pause", "resume"):
-            _check_fields(body, ())
-        if name == "pause":
-            engine.pause()
-            return {"ok": True, "message": "replication paused"}
-        if name == "resume":
-            engine.resume()
-            return {"ok": True, "message": "replication resumed"}
-        if name not in ("resync", "verify"):
-            raise _Refused(404, f"no command {name!r}")
-        _check_fields(body, _COMMAND_FIELDS[name])
-        keys = self._keys(body)
-        failed = _boolean(body, "failed")
-        sites = self._sites(body)
-        if name == "resync":
-            blobs = _boolean(body, "blobs")
-            if keys is None:
-                count = await engine.resync(sites=sites, failed_only=failed, recheck_blobs=blobs)
-            else:
-                count = 0
-                for site, repositories in _by_site(keys).items():
-                    count += await engine.resync(sites=[site], repositories=repositories, recheck_blobs=blobs)
-            return {"ok": True, "count": count, "message": f"resync queued for {_repositories(count)}"}
-        depth, sample = _depth(body)
-        if keys is None and failed:
-            keys = [
-                r.key
-                for r in engine.tracking.rows(sites=sites or engine.secondary_names)
-                if r.state is SyncState.FAILED or r.verification_state is VerificationState.FAILED
-            ]
-        results = []
-        if keys is None:
-            results = await engine.verify(sites=sites, depth=depth, sample=sample)
-        else:
-            for site, repositories in _by_site(keys).items():
-                results += await engine.verify(
-                    sites=[site], repositories=repositories, depth=depth, sample=sample
-                )
-        return {
-            "ok": all(r.ok for r in results),
-            "count": len(results),
-            "depth": str(depth),
-            "message": describe_results(results, depth),
-        }
-
-    def _sites(self, body: dict[str, Any]) -> list[str] | None:
-        raw = body.get("sites")
-        if raw is None:
-            return None
-        known = self._engine.secondary_names
-        if not isinstance(raw, list) or not raw or not all(isinstance(s, str) and s in known for s in raw):
-            raise _Refused(400, f"sites: a list of secondaries ({', '.join(known)})")
-        return list(raw)
-
-    def _keys(self, body: dict[str, Any]) -> list[tuple[str, str]] | None:
-        raw = body.get("keys")
-        if raw is None:
-            return None
-        known = set(self._engine.secondary_names)
-        if not isinstance(raw, list):
-            raise _Refused(400, "keys: must be a list of [site, repository] pairs")
-        keys: list[tuple[str, str]] = []
-        for item in raw:
-            if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)):
-                raise _Refused(400, "keys: must be a list of [site, repository] pairs")
-            if item[0] not in known:
-                raise _Refused(400, f"keys: no secondary named {item[0]!r}")
-            keys.append((item[0], item[1]))
-        # Only tracked rows: a typo must not become a row (the CLI's resync checks the same).
-        tracked = {site: set(self._engine.tracking.repository_names(site)) for site in {k[0] for k in keys}}
-        for site, repository in keys:
-            if repository not in tracked[site]:
-                raise _Refused(400, f"keys: {repository!r} is not tracked on {site!r}")
-        return keys
+        """Decode the command (wire.py), run it by its handler (handlers.py), encode the answer."""
+        try:
+            command = decode_command(name, body, secondaries=self._engine.secondary_names)
+            answer = await self._commands.handle(command)
+        except UnknownCommand as exc:
+            raise _Refused(404, str(exc)) from None
+        except InvalidCommand as exc:
+            raise _Refused(400, str(exc)) from None
+        return encode_answer(answer)
 
     # -- the update stream ------------------------------------------------------------------------
 
@@ -459,43 +395,3 @@ def _integer(query: dict[str, list[str]], name: str, default: int, low: int, hig
     if not _DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
         raise _Refused(400, f"{name}: a whole number from {low} to {high}")
     return int(raw)
-
-
-def _depth(body: dict[str, Any]) -> tuple[VerificationDepth, float]:
-    """The verify command's ``depth`` (absent: checksum, what every engine did before it had depths) and
-    ``sample`` (content only)."""
-    raw = body.get("depth", "checksum")
-    try:
-        depth = VerificationDepth(raw)
-    except ValueError:
-        raise _Refused(400, f"depth: one of {', '.join(VerificationDepth)}") from None
-    sample = body.get("sample", 1.0)
-    if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 < sample <= 1:
-        raise _Refused(400, "sample: a number above 0 and at most 1")
-    return depth, float(sample)
-
-
-def _check_fields(body: dict[str, Any], allowed: Sequence[str]) -> None:
-    """Refuse a field the command does not take: a typo must not widen what a command does."""
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        takes = f"takes only {', '.join(allowed)}" if allowed else "takes no fields"
-        raise _Refused(400, f"{unknown[0]}: unknown field; this command {takes}")
-
-
-def _boolean(body: dict[str, Any], name: str) -> bool:
-    value = body.get(name, False)
-    if not isinstance(value, bool):  # {"failed": 1} must not read as "not only the failed": everything
-        raise _Refused(400, f"{name}: must be true or false")
-    return value
-
-
-def _by_site(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
-    grouped: dict[str, list[str]] = {}
-    for site, repository in keys:
-        grouped.setdefault(site, []).append(repository)
-    return grouped
-
-
-def _repositories(count: int) -> str:
-    return f"{count} repositor{'y' if count == 1 else 'ies'}"

@@ -1,4 +1,4 @@
-"""The engine API's JSON: rows, log records, snapshots, details and typed updates, both ways.
+"""The engine API's JSON: rows, log records, snapshots, details, typed updates and commands, both ways.
 
 Every stream message is an object ``{"v": WIRE_VERSION, "type": ..., ...}``. A reader ignores keys it
 does not know (a newer engine may add some) and refuses another major version with a `WireError`, so
@@ -6,22 +6,40 @@ a console never shows half-understood state. Decoding never raises anything but 
 
 Under load the stream sends messages in batches, ``{"v": ..., "type": "batch", "messages": [...]}``
 (version 2): one websocket frame, one wakeup of the console's link thread, for many updates.
+
+Commands (``POST commands/<name>``) are the dataclasses `Resync`, `Verify`, `Pause` and `Resume`: the
+client encodes one with `encode_command`, the server decodes it with `decode_command`, which refuses a
+field the command does not take, a value of the wrong type or range, or a site that is not a secondary,
+with an `InvalidCommand` naming the field. A field at its default is not sent, so an engine older than
+the field reads the command as it always did. Every command is answered by a `CommandAnswer`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
+from .deep import VerificationDepth
 from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteTags
 from .tracking import LogRecord, RepositoryRow, SiteCounts, SyncState, VerificationState
 from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
 
 __all__ = [
     "WIRE_VERSION",
+    "Command",
+    "CommandAnswer",
+    "InvalidCommand",
+    "Pause",
+    "Resume",
+    "Resync",
+    "UnknownCommand",
+    "Verify",
     "WireError",
+    "decode_answer",
+    "decode_command",
     "decode_detail",
     "decode_log",
     "decode_message",
@@ -29,7 +47,9 @@ __all__ = [
     "decode_row",
     "decode_rows",
     "decode_snapshot",
+    "encode_answer",
     "encode_batch",
+    "encode_command",
     "encode_detail",
     "encode_log",
     "encode_message",
@@ -42,7 +62,7 @@ __all__ = [
 WIRE_VERSION = 2  # 2: batches on the update stream
 # Version 2 grew compatibly since: a field with a default (a row's verification_depth, deep_verified_at and
 # recheck_blobs) may be absent, as from an older engine, and reads as its default; the verify command
-# takes a "depth" and its answer names the depth it ran.
+# takes a "depth" and its answer names the depth it ran; resync takes "blobs".
 T = TypeVar("T")
 Json = dict[str, Any]
 
@@ -268,3 +288,173 @@ def _decode_one(message: Any) -> tuple[str, Update | Json]:
         raise WireError("a message without a type")
     decode = _UPDATES.get(kind)
     return (kind, decode(message)) if decode is not None else (kind, message)
+
+
+# -- commands ---------------------------------------------------------------------------------------
+
+RowKey = tuple[str, str]
+
+
+class InvalidCommand(WireError):
+    """A command with a field of the wrong type or range, a field it does not take, or a site or
+    repository the engine does not have: ``str(e)`` names the field."""
+
+
+class UnknownCommand(WireError):
+    """A command name no engine of this version knows."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """What a console or the CLI asks an engine to do; ``name`` is its path under ``commands/``."""
+
+    name: ClassVar[str]
+
+
+@dataclass(frozen=True)
+class Resync(Command):
+    """Copy again: the given rows, else every row (of ``sites``), or only the failed ones; ``blobs`` looks
+    below tags whose digests match (a blob lost from the secondary's storage)."""
+
+    name: ClassVar[str] = "resync"
+    keys: tuple[RowKey, ...] | None = None
+    failed: bool = False
+    sites: tuple[str, ...] | None = None
+    blobs: bool = False
+
+
+@dataclass(frozen=True)
+class Verify(Command):
+    """Verify the given rows, else every row (of ``sites``), or only the failed ones, at ``depth``;
+    ``sample`` is the share of blobs a content verification re-hashes."""
+
+    name: ClassVar[str] = "verify"
+    keys: tuple[RowKey, ...] | None = None
+    failed: bool = False
+    sites: tuple[str, ...] | None = None
+    depth: VerificationDepth = VerificationDepth.CHECKSUM
+    sample: float = 1.0
+
+
+@dataclass(frozen=True)
+class Pause(Command):
+    """Start no new copies (those in flight finish)."""
+
+    name: ClassVar[str] = "pause"
+
+
+@dataclass(frozen=True)
+class Resume(Command):
+    """Start copying again."""
+
+    name: ClassVar[str] = "resume"
+
+
+COMMANDS: dict[str, type[Command]] = {c.name: c for c in (Resync, Verify, Pause, Resume)}
+
+
+@dataclass(frozen=True)
+class CommandAnswer:
+    """An engine's answer to a command: whether it went well, one line to show, and what it counted.
+    ``depth`` is the verification depth a verify ran (an engine from before depths names none)."""
+
+    ok: bool
+    message: str
+    count: int | None = None
+    depth: str | None = None
+
+
+def encode_command(command: Command) -> tuple[str, Json]:
+    """The command's name and body; fields at their defaults are left out."""
+    body: Json = {}
+    for f in dataclasses.fields(command):
+        value = getattr(command, f.name)
+        if value == f.default:
+            continue
+        if f.name == "keys":
+            value = [list(key) for key in value]
+        elif isinstance(value, tuple):
+            value = list(value)
+        body[f.name] = value
+    return command.name, body
+
+
+def decode_command(name: str, body: Json, *, secondaries: Sequence[str]) -> Command:
+    """The command ``name`` with ``body``, checked against the engine's ``secondaries``."""
+    cls = COMMANDS.get(name)
+    if cls is None:
+        raise UnknownCommand(f"no command {name!r}")
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(body) - set(fields))
+    if unknown:  # a typo must not widen what a command does
+        takes = f"takes only {', '.join(fields)}" if fields else "takes no fields"
+        raise InvalidCommand(f"{unknown[0]}: unknown field; this command {takes}")
+    return cls(**{n: _COMMAND_FIELDS[n](body[n], secondaries) for n in fields if n in body})
+
+
+def _keys(raw: object, secondaries: Sequence[str]) -> tuple[RowKey, ...] | None:
+    if raw is None:
+        return None
+    pairs = "keys: must be a list of [site, repository] pairs"
+    if not isinstance(raw, list):
+        raise InvalidCommand(pairs)
+    keys: list[RowKey] = []
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)):
+            raise InvalidCommand(pairs)
+        if item[0] not in secondaries:
+            raise InvalidCommand(f"keys: no secondary named {item[0]!r}")
+        keys.append((item[0], item[1]))
+    return tuple(keys)
+
+
+def _sites(raw: object, secondaries: Sequence[str]) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not raw or not all(isinstance(s, str) and s in secondaries for s in raw):
+        raise InvalidCommand(f"sites: a list of secondaries ({', '.join(secondaries)})")
+    return tuple(raw)
+
+
+def _flag(name: str) -> Callable[[object, Sequence[str]], bool]:
+    def check(raw: object, secondaries: Sequence[str]) -> bool:
+        if not isinstance(raw, bool):  # {"failed": 1} must not read as "not only the failed": everything
+            raise InvalidCommand(f"{name}: must be true or false")
+        return raw
+
+    return check
+
+
+def _depth(raw: object, secondaries: Sequence[str]) -> VerificationDepth:
+    try:
+        return VerificationDepth(raw)  # type: ignore[arg-type]  # anything JSON: refused below unless a depth
+    except ValueError:
+        raise InvalidCommand(f"depth: one of {', '.join(VerificationDepth)}") from None
+
+
+def _sample(raw: object, secondaries: Sequence[str]) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 < raw <= 1:
+        raise InvalidCommand("sample: a number above 0 and at most 1")
+    return float(raw)
+
+
+_COMMAND_FIELDS: dict[str, Callable[[object, Sequence[str]], Any]] = {
+    "keys": _keys,
+    "failed": _flag("failed"),
+    "sites": _sites,
+    "blobs": _flag("blobs"),
+    "depth": _depth,
+    "sample": _sample,
+}
+
+
+def encode_answer(answer: CommandAnswer) -> Json:
+    """The answer, without the fields it does not carry (a resync names no depth)."""
+    return {k: v for k, v in _plain(answer).items() if v is not None}
+
+
+def decode_answer(data: object) -> CommandAnswer:
+    answer = _build(CommandAnswer, data)
+    if not isinstance(answer.ok, bool) or not isinstance(answer.message, str):
+        raise WireError("CommandAnswer: ok must be true or false, message a string")
+    return answer
