@@ -256,8 +256,9 @@ def _load_config(path: Path) -> Config:
 def _console_link(config: Config | None, attach: str | None) -> tuple[EngineLink, bool]:
     """Attach to a running engine (``--attach``, or whoever holds the tracking database), or else embed
     one. Returns the link and whether it may only read (it has a read token alone)."""
+    from geo_tui.engine.client import is_unix_target
     from geo_tui.engine.lock import read_holder
-    from geo_tui.engine.remote import RemoteLink, is_unix_target
+    from geo_tui.engine.remote import RemoteLink
     from geo_tui.engine.spawned import SpawnedEngine
 
     api = config.api if config is not None else None
@@ -732,7 +733,7 @@ async def _cmd_resync(config: Config, args: argparse.Namespace, sites: list[str]
 
     holder = read_holder(config.engine.database)
     if holder is not None and holder.api is not None and not args.now:
-        return _resync_through_engine(holder.api, config, args, sites)
+        return await _resync_through_engine(holder.api, config, args, sites)
     async with Engine(config, command="geo-tui resync") as engine:
         if args.repositories:
             await _require_known(engine, args.repositories)
@@ -752,31 +753,30 @@ async def _cmd_resync(config: Config, args: argparse.Namespace, sites: list[str]
     return EXIT_OK if summary.ok else EXIT_FAILED
 
 
-def _resync_through_engine(
+async def _resync_through_engine(
     target: str, config: Config, args: argparse.Namespace, sites: list[str] | None
 ) -> int:
     """Queue the resync in the engine that holds the database (a `serve`), through its API."""
-    from geo_tui.engine.remote import RemoteError, run_command
+    from geo_tui.engine.client import EngineApiError, EngineClient
+    from geo_tui.engine.wire import Resync
 
-    body: dict[str, Any] = {"failed": True} if args.failed else {}
+    command = Resync(failed=args.failed, sites=tuple(sites) if sites else None, blobs=args.blobs)
     if args.repositories:
         names = sites or [s.name for s in config.secondaries]
-        body = {"keys": [[s, r] for s in names for r in args.repositories if config.site(s).wants(r)]}
-    elif sites:
-        body["sites"] = sites
-    if args.blobs:
-        body["blobs"] = True
+        keys = tuple((s, r) for s in names for r in args.repositories if config.site(s).wants(r))
+        command = Resync(keys=keys, blobs=args.blobs)
     token = (
         Secret(os.environ[TOKEN_ENV])
         if os.environ.get(TOKEN_ENV)
         else (config.api.token if config.api else None)
     )
     try:
-        answer = run_command(target, token, "resync", body)
-    except RemoteError as exc:
+        async with EngineClient(target, token=token, timeout=None) as client:
+            answer = await client.resync(command)
+    except EngineApiError as exc:
         print(f"geo-tui: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"{answer.get('count', 0)} repositories queued for resync by the running engine at {target}")
+    print(f"{answer.count or 0} repositories queued for resync by the running engine at {target}")
     return EXIT_OK
 
 
