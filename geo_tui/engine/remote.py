@@ -60,7 +60,11 @@ class RemoteLink:
         self._stopping: asyncio.Event | None = None
         self._stop_requested = threading.Event()
         self._connected = threading.Event()
-        self._last_log_id = 0
+        # Log lines arrive twice around a (re)load: streamed, and in the load's recent lines. Every id up to
+        # _log_floor has been shown; while a load runs, the streamed ids are kept to skip them in it.
+        self._log_floor = 0
+        self._loading = True
+        self._streamed_ids: set[int] = set()
 
     # -- EngineLink -------------------------------------------------------------------------------
 
@@ -177,6 +181,7 @@ class RemoteLink:
                 raise WireError(f"expected hello, got {kind!r}")
             reload = asyncio.Event()
             reload.set()
+            self._loading = True
             reader = asyncio.ensure_future(self._read(ws, reload))
             stopping = asyncio.ensure_future(self._stopping.wait())
             try:
@@ -202,19 +207,30 @@ class RemoteLink:
             for kind, body in decode_messages(text):
                 if not isinstance(body, dict):
                     if isinstance(body, LogLine):
-                        self._last_log_id = max(self._last_log_id, body.record.id)
+                        self._saw_log(body.record.id)
                     self._inbox.put_update(body)
                 elif kind == "snapshot":
                     self._inbox.put(_setter("snapshot", decode_snapshot(body.get("snapshot"))))
                 elif kind == "reload":
+                    self._loading = True
                     reload.set()
+
+    def _saw_log(self, record_id: int) -> None:
+        if self._loading:  # the load may hold lines older than this one that no one has shown yet
+            self._streamed_ids.add(record_id)
+        else:
+            self._log_floor = max(self._log_floor, record_id)
 
     async def _reload(self, client: EngineClient) -> None:
         """Load every row page by page, the log lines not yet seen, and the site cards."""
         rows = await self._load_rows(client)
         records = await client.logs(500)
-        fresh: list[LogRecord] = [r for r in records if r.id > self._last_log_id]
-        self._last_log_id = max([self._last_log_id, *(r.id for r in records)])
+        fresh: list[LogRecord] = [
+            r for r in records if r.id > self._log_floor and r.id not in self._streamed_ids
+        ]
+        self._log_floor = max([self._log_floor, *(r.id for r in records), *self._streamed_ids])
+        self._streamed_ids.clear()
+        self._loading = False
         snapshot = await client.snapshot()
         self._inbox.put(_setter("all_rows", rows))
         for record in fresh:
