@@ -183,20 +183,25 @@ async def serve(
     *,
     command: str = "geo-tui serve",
     on_ready: Callable[[Engine, str], None] | None = None,
+    engine_factory: Callable[[Config, str], Engine] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> int:
     """Run until SIGTERM or SIGINT; returns the exit status. Raises DatabaseInUse if another engine holds
     the tracking database, ListenError if an address cannot be bound. `command` names this engine to
-    whoever finds the database held; `on_ready` gets the engine and the API's address once it listens."""
-    engine = Engine(config, command=command)
+    whoever finds the database held; `on_ready` gets the engine and the API's address once it listens.
+    Tests that serve an engine they built (fault transports, a clock) on a thread of their own give its
+    `engine_factory(config, command)` and a `stop` event, set instead of a signal."""
+    engine = engine_factory(config, command) if engine_factory else Engine(config, command=command)
     await engine.open()  # the claim first: a second serve is refused by name, not by a busy port
     try:
         listeners = _Listeners(config)
     except BaseException:
         await engine.close()
         raise
-    stop = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT) if stop is None else ()
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     api = ApiApp(engine, token=listeners.api.token, read_token=listeners.api.read_token)
     servers: list[tuple[QuietServer, asyncio.Task[None]]] = []
@@ -251,7 +256,7 @@ async def serve(
             with contextlib.suppress(Exception):
                 await task
         await engine.close()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in signals:
             loop.remove_signal_handler(sig)
         listeners.close()
     return status
