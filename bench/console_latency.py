@@ -5,7 +5,7 @@ Run it from the repository root (it imports the test lab, `tests.support`, and b
     python bench/console_latency.py            # ~200 MiB in 40 repositories x 2 tags, two secondaries
     python bench/console_latency.py --json     # the figures as JSON on stdout (progress stays on stderr)
 
-Options: --repos N, --tags N, --scale F, --seed S, --idle-keys N, --engine process|thread, --pin,
+Options: --repos N, --tags N, --scale F, --seed S, --idle-keys N, --pin,
 --tuning SETTING, --timeout SECONDS, --workdir DIR, --keep.
 
 --tuning sets GEO_TUI_CONSOLE_TUNING for the console (geo_tui/console/tuning.py): "none" runs it without
@@ -15,9 +15,9 @@ What it does, all on 127.0.0.1 with real CNCF Distribution 2.8:
 1. Starts a token realm, a primary and two empty secondaries, and pushes the workload into the primary with
    bench/backfill.py's `load_primary` (seeded, incompressible layers of 2..40 MiB times --scale, a base
    shared by every repository).
-2. Runs the real console (`geo-tui`'s app with its engine in a child process, as `geo-tui` runs it; or with
-   --engine thread, the engine on a thread in the console's process, as before) inside a pseudo-terminal of
-   120x36: `bench/console_probe.py`, which records key events, frames and flushes. The engine starts
+2. Runs the real console (`geo-tui`'s app with its engine in a child process, as `geo-tui` runs it; the
+   engine thread in the console's process it replaced is gone) inside a pseudo-terminal of 120x36:
+   `bench/console_probe.py`, which records key events, frames and flushes. The engine starts
    backfilling both secondaries at once, at the product's default concurrency.
 3. Types into the terminal like a person, a key every 60-120 ms (250 ms after escape, which the terminal
    parser has to tell from an escape sequence): cursor down/up, page down/up, `o` sort, `O` reverse, `/`
@@ -427,7 +427,6 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             str(results_path),
             str(status_path),
             str(expected),
-            args.engine,
         ]
         load_before = os.getloadavg()[0]
         if args.pin:
@@ -468,12 +467,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7, help="content and typing seed (7)")
     parser.add_argument("--idle-keys", type=int, default=150, help="keys typed after the backfill (150)")
     parser.add_argument("--timeout", type=float, default=100.0, help="seconds for the console run (100)")
-    parser.add_argument(
-        "--engine",
-        choices=("process", "thread"),
-        default="process",
-        help="the console's engine: a child process, as `geo-tui` runs it (default), or the former thread",
-    )
     parser.add_argument(
         "--pin",
         action="store_true",

@@ -1,9 +1,9 @@
 """The console under measurement: run by `bench/console_latency.py` inside a pseudo-terminal.
 
-    python bench/console_probe.py CONFIG RESULTS STATUS ROWS [process|thread]
+    python bench/console_probe.py CONFIG RESULTS STATUS ROWS
 
-It runs the real console (`make_app` over the engine in a child process as `geo-tui` runs it, `SpawnedEngine`,
-or with `thread` over an `EngineThread` in this process; Textual's Linux driver on a real tty) and
+It runs the real console (`make_app` over the engine in a child process as `geo-tui` runs it, `SpawnedEngine`;
+Textual's Linux driver on a real tty) and
 records, in this process, with bench-only wrappers (nothing in geo_tui changes):
 
 - every key event: its `time` (Textual stamps it with time.monotonic() when its input thread parses the
@@ -54,7 +54,7 @@ from geo_tui.console.app import GeoTuiApp, make_app  # noqa: E402
 from geo_tui.console.screens.detail import RepositoryDetailScreen  # noqa: E402
 from geo_tui.console.tuning import applied  # noqa: E402
 from geo_tui.console.widgets.repository_table import RepositoryTable  # noqa: E402
-from geo_tui.engine.link import Batch, EngineThread  # noqa: E402
+from geo_tui.engine.link import Batch  # noqa: E402
 from geo_tui.engine.spawned import SpawnedEngine  # noqa: E402
 
 LAG_PERIOD = 0.010
@@ -263,12 +263,9 @@ def main(argv: list[str]) -> int:
     logging.getLogger("geo_tui").handlers[:] = [logging.NullHandler()]  # as the CLI does
     logging.getLogger("geo_tui").propagate = False
     config = load_config(config_path)
-    if (argv[4] if len(argv) > 4 else "process") == "process":
-        link = SpawnedEngine(config)
-        link.launch()
-        link.wait_ready()
-    else:
-        link = EngineThread(config)
+    link = SpawnedEngine(config)
+    link.launch()
+    link.wait_ready()
     app = make_app(config, link=link)
     app.driver_class = TimedDriver
     instrument_widgets()

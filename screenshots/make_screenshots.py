@@ -50,9 +50,9 @@ from geo_tui.console.screens.help import HelpScreen  # noqa: E402
 from geo_tui.console.widgets.repository_table import RepositoryTable  # noqa: E402
 from geo_tui.console.widgets.sites_pane import SitesPane  # noqa: E402
 from geo_tui.engine import Engine, SyncState  # noqa: E402
-from geo_tui.engine.link import EngineThread  # noqa: E402
 from tests.support.distribution import Distribution  # noqa: E402
 from tests.support.geo import write_geo_config  # noqa: E402
+from tests.support.inprocess import EngineInThread  # noqa: E402
 from tests.support.keys import session_key_pair  # noqa: E402
 from tests.support.oci import oci_image  # noqa: E402
 from tests.support.push import RawPusher  # noqa: E402
@@ -179,7 +179,7 @@ def run(out: Path, workdir: Path) -> None:
             )
         )
         # Health every second, so the failure picture need not wait the default 15 s.
-        link = EngineThread(config, engine_factory=lambda c: Engine(c, health_interval=1.0))
+        link = EngineInThread(config, lambda c: Engine(c, health_interval=1.0))
         app = make_app(config, link=link)
         log(f"console at {SIZE[0]}x{SIZE[1]} over {repositories} repositories on 2 secondaries")
         asyncio.run(drive(app, primary, us, out, repositories * 2))

@@ -1,8 +1,9 @@
 """The console: composes the panes, routes keys to actions, and applies what the engine reports.
 
-The engine lives behind an `EngineLink` (its own thread, or a remote engine). The app never waits
-on it: commands return at once, and a timer drains a coalesced batch of changes a few times a
-second, so a slow SSH link is never flooded and the keyboard stays responsive during a backfill.
+The engine lives behind an `EngineLink` (its own, in a child process, or one it attached to), reached
+through the engine's API client. The app never waits on it: commands return at once, and a timer drains a
+coalesced batch of changes a few times a second, so a slow SSH link is never flooded and the keyboard
+stays responsive during a backfill.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from textual.widgets import Header
 
 from geo_tui.config import Config
 from geo_tui.engine import SyncState, VerificationDepth
-from geo_tui.engine.link import Batch, EngineLink, EngineThread, RowKey
+from geo_tui.engine.link import Batch, EngineLink, RowKey
+from geo_tui.engine.wire import Resync, Verify
 
 from . import tuning
 from .commands import GeoTuiCommands
@@ -251,13 +253,13 @@ class GeoTuiApp(App[None]):
     def action_resync(self) -> None:
         key = self.query_one(RepositoryTable).cursor_key
         if key is not None:
-            self.link.resync([key])
+            self.link.command(lambda engine: engine.resync(Resync(keys=(key,))))
             self.notify(f"resync queued: {key[1]} on {key[0]}")
 
     def action_verify(self, depth: str = "checksum") -> None:
         key = self.query_one(RepositoryTable).cursor_key
         if key is not None:
-            self.link.verify([key], VerificationDepth(depth))
+            self._verify([key], depth)
             self.notify(f"verifying {key[1]} on {key[0]} ({DEPTH_WORDS[depth]})…")
 
     def _bulk_keys(self) -> tuple[list[RowKey], str]:
@@ -281,28 +283,36 @@ class GeoTuiApp(App[None]):
 
         self.push_screen(ConfirmScreen(question), answered)
 
+    def _verify(self, keys: list[RowKey], depth: str) -> None:
+        command = Verify(keys=tuple(keys), depth=VerificationDepth(depth))
+        self.link.command(lambda engine: engine.verify(command))
+
     def action_resync_many(self) -> None:
-        self._confirm_bulk("Resync", self.link.resync)
+        def resync(keys: list[RowKey]) -> None:
+            command = Resync(keys=tuple(keys))
+            self.link.command(lambda engine: engine.resync(command))
+
+        self._confirm_bulk("Resync", resync)
 
     def action_verify_many(self, depth: str = "checksum") -> None:
         verb = "Verify" if depth == "checksum" else f"{depth.capitalize()}-verify"
-        self._confirm_bulk(verb, lambda keys: self.link.verify(keys, VerificationDepth(depth)))
+        self._confirm_bulk(verb, lambda keys: self._verify(keys, depth))
 
     def action_resync_failed(self) -> None:
         failed = self.query_one(RepositoryTable).failed_count
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.link.resync(None, failed_only=True)
+                self.link.command(lambda engine: engine.resync(Resync(failed=True)))
 
         self.push_screen(ConfirmScreen(f"Resync every failed repository ({failed:,})?"), answered)
 
     def action_toggle_pause(self) -> None:
         if self.paused:
-            self.link.resume()
+            self.link.command(lambda engine: engine.resume())
             self.notify("replication resumed")
         else:
-            self.link.pause()
+            self.link.command(lambda engine: engine.pause())
             self.notify("replication paused: copies in flight finish, nothing new starts")
         self.paused = not self.paused
         self._update_subtitle()
@@ -406,9 +416,12 @@ def make_app(
     link: EngineLink | None = None,
     clock: Callable[[], float] = time.time,
 ) -> GeoTuiApp:
-    """Build the console over an embedded engine (or the given link): for the CLI, tests and pictures."""
+    """Build the console over its own engine, in a child process (or over the given link): for the CLI,
+    tests and pictures."""
     if link is None:
         if config is None:
-            raise ValueError("make_app needs a config to embed an engine, or a link")
-        link = EngineThread(config)
+            raise ValueError("make_app needs a config to start an engine, or a link")
+        from geo_tui.engine.spawned import SpawnedEngine
+
+        link = SpawnedEngine(config)
     return GeoTuiApp(link, read_only=read_only, clock=clock)

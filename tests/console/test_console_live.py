@@ -1,4 +1,5 @@
-"""The console on a real engine against real Distribution, driven from the keyboard with Pilot."""
+"""The console on a real engine against real Distribution, driven from the keyboard with Pilot: its own
+engine in a child process, as `geo-tui` runs it (`make_app`'s default)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from geo_tui.console.widgets.event_log import EventLog
 from geo_tui.console.widgets.repository_table import RepositoryTable
 from geo_tui.console.widgets.sites_pane import SitesPane
 from geo_tui.engine import Engine, SyncState, VerificationState
-from geo_tui.engine.link import EngineThread
 from tests.support.distribution import Distribution
 from tests.support.geo import write_geo_config
+from tests.support.inprocess import EngineInThread
 from tests.support.keys import TestKeyPair
 from tests.support.oci import oci_image
 from tests.support.pilot import filter_to, until
@@ -132,7 +133,7 @@ async def test_a_site_going_down_shows_unhealthy_and_recovers(
 ) -> None:
     primary_pusher.push_tree("up/app", oci_image("up"), "v1")
     config = load_config(write_geo_config(tmp_path, primary, [secondary], key_pair))
-    link = EngineThread(config, engine_factory=lambda c: Engine(c, health_interval=0.3))
+    link = EngineInThread(config, lambda c: Engine(c, health_interval=0.3))
     app = make_app(config, link=link)
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: "secondary" in app.query_one(SitesPane).cards)

@@ -8,7 +8,7 @@ Update the pictures after a deliberate change with `pytest tests/console/test_sn
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 import pytest
 from textual.pilot import Pilot
@@ -26,10 +26,10 @@ from geo_tui.engine import (
     SiteHealth,
     SiteSnapshot,
     SyncState,
-    VerificationDepth,
     VerificationState,
 )
-from geo_tui.engine.link import Batch, RowKey
+from geo_tui.engine.link import Batch
+from tests.support.fake_link import FakeLink
 
 NOW = 1_790_000_000.0
 
@@ -177,37 +177,11 @@ LOGS = [
 ]
 
 
-class StaticLink:
+class StaticLink(FakeLink):
     """An EngineLink that reports one fixed state and records the commands it is given."""
 
-    mode = "embedded"
-    owns_engine = True
-
     def __init__(self) -> None:
-        self.sent = False
-        self.commands: list[tuple[str, object]] = []
-
-    def start(self) -> None: ...
-    def stop(self, timeout: float = 15.0) -> None: ...
-
-    def drain(self) -> Batch:
-        if self.sent:
-            return Batch()
-        self.sent = True
-        return Batch(all_rows=list(ROWS), logs=list(LOGS), snapshot=SNAPSHOT)
-
-    def load_detail(self, repository: str) -> None: ...
-
-    def resync(self, keys: Sequence[RowKey] | None = None, *, failed_only: bool = False) -> None:
-        self.commands.append(("resync", keys))
-
-    def verify(
-        self, keys: Sequence[RowKey] | None = None, depth: VerificationDepth = VerificationDepth.CHECKSUM
-    ) -> None:
-        self.commands.append(("verify" if depth is VerificationDepth.CHECKSUM else f"verify:{depth}", keys))
-
-    def pause(self) -> None: ...
-    def resume(self) -> None: ...
+        super().__init__(Batch(all_rows=list(ROWS), logs=list(LOGS), snapshot=SNAPSHOT))
 
 
 def pinned_app() -> GeoTuiApp:

@@ -1,16 +1,17 @@
-"""The console's link to an embedded engine: a thread of its own, commands that return at once,
-and coalesced batches, against real Distribution."""
+"""The console's link to its own engine, in a child process reached through the API client: commands
+that return at once, coalesced batches, and the engine's failure or its notifications, against real
+Distribution."""
 
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from geo_tui.config import load_config
-from geo_tui.engine.link import EngineThread
+from geo_tui.engine.spawned import SpawnedEngine
+from geo_tui.engine.wire import Resync, Verify
 from tests.support.distribution import Distribution, free_port
 from tests.support.geo import tag_digests, write_geo_config
 from tests.support.keys import TestKeyPair
@@ -19,7 +20,7 @@ from tests.support.oci import oci_image
 from tests.support.push import PushError, RawPusher
 
 
-def test_engine_thread_reports_and_obeys(
+def test_the_console_engine_reports_and_obeys(
     primary: Distribution,
     secondary: Distribution,
     primary_pusher: RawPusher,
@@ -29,12 +30,12 @@ def test_engine_thread_reports_and_obeys(
 ) -> None:
     for i in range(3):
         primary_pusher.push_tree(f"link/r{i}", oci_image(f"l{i}"), "v1")
-    link = EngineThread(load_config(write_geo_config(tmp_path, primary, [secondary], key_pair)))
+    link = SpawnedEngine(load_config(write_geo_config(tmp_path, primary, [secondary], key_pair)))
     started = time.monotonic()
     link.start()
     assert time.monotonic() - started < 0.5, "start() must not wait for the engine"
-    assert link.wait_ready(15)
-    assert any(t.name == "geo-tui-engine" for t in threading.enumerate())
+    assert link.wait_connected(30)
+    assert link._process is not None and link._process.poll() is None, "the engine runs in its process"
 
     batches = drain_until(link, all_synced(3))
     assert any(b.snapshot is not None for b in batches)
@@ -44,14 +45,14 @@ def test_engine_thread_reports_and_obeys(
         assert len({r.key for r in b.rows}) == len(b.rows)
 
     primary_pusher.push_tree("link/r0", oci_image("l0-v2"), "v2")
-    link.resync([("secondary", "link/r0")])
+    link.command(lambda engine: engine.resync(Resync(keys=(("secondary", "link/r0"),))))
     drain_until(link, lambda bs: any("resync queued" in r.message for b in bs for r in b.results))
     deadline = time.monotonic() + 15
     while "v2" not in tag_digests(secondary_pusher, "link/r0"):
         assert time.monotonic() < deadline
         time.sleep(0.1)
 
-    link.verify([("secondary", "link/r0")])
+    link.command(lambda engine: engine.verify(Verify(keys=(("secondary", "link/r0"),))))
     results = drain_until(link, lambda bs: any("verified" in r.message for b in bs for r in b.results))
     verified = [r for b in results for r in b.results if "verified" in r.message]
     assert verified[-1].ok and "1 ok" in verified[-1].message
@@ -64,7 +65,7 @@ def test_engine_thread_reports_and_obeys(
     assert detail.differing_tags() == set()
 
     link.stop()
-    assert not any(t.name == "geo-tui-engine" for t in threading.enumerate())
+    assert link._process.returncode == 0, "the engine process stopped cleanly"
 
 
 def test_a_broken_engine_is_reported_not_raised(
@@ -74,17 +75,16 @@ def test_a_broken_engine_is_reported_not_raised(
     database = config.engine.database
     database.parent.mkdir(parents=True, exist_ok=True)
     database.mkdir()  # a directory where the database file should be: the engine cannot open it
-    link = EngineThread(config)
+    link = SpawnedEngine(config)
     link.start()
-    link.wait_ready(10)
-    batch = drain_until(link, lambda bs: any(b.failure for b in bs), timeout=10)[-1]
+    batch = drain_until(link, lambda bs: any(b.failure for b in bs), timeout=30)[-1]
     assert batch.failure and "Traceback" not in batch.failure
-    link.resync([("secondary", "x")])
+    link.command(lambda engine: engine.resync(Resync(keys=(("secondary", "x"),))))
     assert any(not r.ok for r in link.drain().results)
     link.stop()
 
 
-def test_the_embedded_engine_receives_notifications(
+def test_the_console_engine_receives_notifications(
     registry_factory: Callable[..., Distribution],
     key_pair: TestKeyPair,
     tmp_path: Path,
@@ -109,10 +109,10 @@ def test_the_embedded_engine_receives_notifications(
             notifications={"listen": f"127.0.0.1:{port}", "secret": secret},
         )
     )
-    link = EngineThread(config)
+    link = SpawnedEngine(config)
     link.start()
     try:
-        assert link.wait_ready(15)
+        assert link.wait_connected(30)
         drain_until(link, lambda bs: any("receiving notifications" in r.message for b in bs for r in b.logs))
         with RawPusher.for_registry(primary) as pusher:
             pusher.push_tree("live/app", oci_image("live"), "v1")
@@ -135,33 +135,3 @@ def _has_tag(pusher: RawPusher, repository: str, tag: str) -> bool:
         return tag in tag_digests(pusher, repository)
     except PushError:  # the repository does not exist yet
         return False
-
-
-def test_a_busy_notification_port_is_logged_and_the_engine_runs_on(
-    primary: Distribution, secondary: Distribution, key_pair: TestKeyPair, tmp_path: Path
-) -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        config = load_config(
-            write_geo_config(
-                tmp_path,
-                primary,
-                [secondary],
-                key_pair,
-                notifications={"listen": f"127.0.0.1:{port}", "secret": "Qsecret0123456789abcdef0123456789"},
-            )
-        )
-        link = EngineThread(config)
-        link.start()
-        try:
-            batches = drain_until(
-                link, lambda bs: any("not receiving notifications" in r.message for b in bs for r in b.logs)
-            )
-            line = next(r.message for b in batches for r in b.logs if "not receiving" in r.message)
-            assert f"127.0.0.1:{port}" in line and "reconcile" in line
-            assert "Qsecret" not in line
-            assert not any(b.failure for b in batches)
-        finally:
-            link.stop()

@@ -30,10 +30,10 @@ from geo_tui.console.widgets.event_log import EventLog
 from geo_tui.console.widgets.repository_table import RepositoryTable
 from geo_tui.engine import Engine, SyncState, Tracking
 from geo_tui.engine.api import API_PREFIX, ApiApp
-from geo_tui.engine.link import EngineThread
 from tests.support.distribution import Distribution
 from tests.support.faults import FaultTransport
 from tests.support.geo import write_geo_config
+from tests.support.inprocess import EngineInThread
 from tests.support.keys import TestKeyPair
 from tests.support.oci import oci_image
 from tests.support.pilot import until
@@ -186,7 +186,7 @@ async def test_the_console_never_shows_echoed_credentials(
     config = load_config(write_secret_config(tmp_path, primary, secondary, key_pair))
     forms = forbidden_forms(key_pair.key_pem)
     faults = echo_credentials(key_pair.key_pem)
-    link = EngineThread(config, engine_factory=lambda c: Engine(c, transports={"secondary": faults}))
+    link = EngineInThread(config, lambda c: Engine(c, transports={"secondary": faults}))
     app = make_app(config, link=link)
     async with app.run_test(size=(200, 50)) as pilot:
         table = app.query_one(RepositoryTable)

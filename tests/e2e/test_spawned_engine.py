@@ -64,7 +64,7 @@ def test_the_console_engine_replicates_in_its_own_process_and_stops_with_the_con
         other.start()
         try:
             assert other.wait_connected(15)
-            other.pause()
+            other.command(lambda engine: engine.pause())
             batches = drain_until(link, lambda bs: any(b.status and b.status.paused for b in bs))
             assert any(b.status and b.status.paused for b in batches)
         finally:

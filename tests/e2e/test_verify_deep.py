@@ -19,9 +19,9 @@ import pytest
 
 from geo_tui.config import Secret, load_config
 from geo_tui.engine import Engine, SyncState, VerificationDepth, VerificationState
-from geo_tui.engine.link import CommandResult, EngineThread
+from geo_tui.engine.link import CommandResult
 from geo_tui.engine.remote import RemoteLink
-from geo_tui.engine.wire import decode_rows
+from geo_tui.engine.wire import Verify, decode_rows
 from geo_tui.lab.images import Blob, oci_artifact, oci_index, referrers_fallback
 from tests.e2e import test_verify
 from tests.e2e.test_api import TOKEN
@@ -29,6 +29,7 @@ from tests.e2e.test_sync import sync_json
 from tests.e2e.test_verify import cli, tracked, verify_json
 from tests.support.distribution import Distribution, free_port
 from tests.support.geo import image_with_layers
+from tests.support.inprocess import EngineInThread
 from tests.support.keys import TestKeyPair
 from tests.support.oci import (
     DOCKER_CONFIG,
@@ -253,7 +254,7 @@ def test_serve_deep_verifies_on_its_schedule_and_repairs_a_lost_blob(
 
     clock = ShiftedClock()
     config = load_config(config_path)
-    link = EngineThread(config, engine_factory=lambda c: Engine(c, clock=clock))
+    link = EngineInThread(config, lambda c: Engine(c, clock=clock))
     rows: dict[tuple[str, str], Any] = {}
     logs: list[str] = []
 
@@ -361,18 +362,20 @@ def test_the_engine_api_verify_command_takes_a_depth_and_counts_blobs_in_metrics
         link.start()
         try:
             assert link.wait_connected(15)
-            link.verify([("eu", "shop/api")], VerificationDepth.DEEP)
+            deep = Verify(keys=(("eu", "shop/api"),), depth=VerificationDepth.DEEP)
+            link.command(lambda engine: engine.verify(deep))
             # (serve has run the resync the deep failure queued by now: the blob is back)
             assert wait_for_result(link).message.startswith("verified 1 (deep): ")
-            real = link._request
+            assert link._client is not None
+            real = link._client._request
 
             async def older_engine(*args: Any, **kwargs: Any) -> dict[str, Any]:
                 answer = await real(*args, **kwargs)
                 answer.pop("depth", None)
                 return answer
 
-            link._request = older_engine  # type: ignore[method-assign]
-            link.verify([("eu", "shop/api")], VerificationDepth.DEEP)
+            link._client._request = older_engine  # type: ignore[method-assign]
+            link.command(lambda engine: engine.verify(deep))
             result = wait_for_result(link)
             assert not result.ok and "did not run a deep verification" in result.message
         finally:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from geo_tui.config import load_config
 from geo_tui.engine import Engine, SyncState, VerificationState
-from geo_tui.engine.link import EngineThread
 from tests.support.distribution import Distribution
 from tests.support.faults import FaultTransport
 from tests.support.geo import write_geo_config
+from tests.support.inprocess import EngineInThread
 from tests.support.keys import TestKeyPair
 from tests.support.oci import oci_image
 from tests.support.push import RawPusher
@@ -30,7 +30,7 @@ def test_a_row_synced_on_one_site_waits_for_the_other_site_without_stalling_the_
     slow = FaultTransport()
     hold = slow.delay("PUT", r"/manifests/", seconds=4.5)
     config = load_config(write_geo_config(tmp_path, primary, [secondary, secondary2], key_pair))
-    link = EngineThread(config, engine_factory=lambda c: Engine(c, transports={secondary2.name: slow}))
+    link = EngineInThread(config, lambda c: Engine(c, transports={secondary2.name: slow}))
     rows = {}
     link.start()
     try:
