@@ -66,12 +66,19 @@ async def test_deep_and_content_verification_from_the_keyboard(
         log = app.query_one(EventLog)
         failed = f"verification failed (deep): missing blob {lost.digest}"
         await until(pilot, lambda: any(failed in line for line in log.lines()))
+
         # the resync it queued puts the blob back (the verification after that sync may already have
         # recorded its own, checksum, depth on the row: the blob and the cleared recheck are what count)
+        def blob_back() -> bool:
+            try:
+                return blob_file(secondary, lost.digest).exists()
+            except AssertionError:  # no file yet: the resync is still copying
+                return False
+
         await until(
             pilot,
             lambda: (
-                blob_file(secondary, lost.digest).exists()
+                blob_back()
                 and (r := row("shop/api")) is not None
                 and r.state is SyncState.SYNCED
                 and not r.recheck_blobs

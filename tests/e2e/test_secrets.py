@@ -188,23 +188,26 @@ async def test_the_console_never_shows_echoed_credentials(
     faults = echo_credentials(key_pair.key_pem)
     link = EngineInThread(config, lambda c: Engine(c, transports={"secondary": faults}))
     app = make_app(config, link=link)
-    async with app.run_test(size=(200, 50)) as pilot:
-        table = app.query_one(RepositoryTable)
-        events = app.query_one(EventLog)
+    try:
+        async with app.run_test(size=(200, 50)) as pilot:
+            table = app.query_one(RepositoryTable)
+            events = app.query_one(EventLog)
 
-        def failed() -> bool:
+            def failed() -> bool:
+                row = table.row(("secondary", "shop/api"))
+                return row is not None and row.state is SyncState.FAILED
+
+            await until(pilot, failed)
+            await until(pilot, lambda: any("[redacted]" in line for line in events.lines()))
             row = table.row(("secondary", "shop/api"))
-            return row is not None and row.state is SyncState.FAILED
-
-        await until(pilot, failed)
-        await until(pilot, lambda: any("[redacted]" in line for line in events.lines()))
-        row = table.row(("secondary", "shop/api"))
-        assert row is not None and "[redacted]" in (row.last_sync_failure or "")
-        assert_clean("\n".join(events.lines()), forms, "the console's event log")
-        assert_clean(row.last_sync_failure or "", forms, "the console's repository row")
-        await pilot.press("enter")  # the detail screen: tags read now, through the echoing proxy
-        await pilot.pause(2.0)
-        assert_clean(app.export_screenshot(), forms, "the console's screen")
+            assert row is not None and "[redacted]" in (row.last_sync_failure or "")
+            assert_clean("\n".join(events.lines()), forms, "the console's event log")
+            assert_clean(row.last_sync_failure or "", forms, "the console's repository row")
+            await pilot.press("enter")  # the detail screen: tags read now, through the echoing proxy
+            await pilot.pause(2.0)
+            assert_clean(app.export_screenshot(), forms, "the console's screen")
+    finally:
+        await asyncio.to_thread(link.stop)  # the engine on the test's thread stops with the test
 
 
 def hand_written_config(tmp_path: Path) -> Path:
