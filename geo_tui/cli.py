@@ -254,8 +254,9 @@ def _load_config(path: Path) -> Config:
 
 
 def _console_link(config: Config | None, attach: str | None) -> tuple[EngineLink, bool]:
-    """Attach to a running engine (``--attach``, or whoever holds the tracking database), or else embed
-    one. Returns the link and whether it may only read (it has a read token alone)."""
+    """Attach to a running engine (``--attach``, or whoever holds the tracking database), or else start
+    the console's own in a child process. Returns the link and whether it may only read (it has a read
+    token alone)."""
     from geo_tui.engine.client import is_unix_target
     from geo_tui.engine.lock import read_holder
     from geo_tui.engine.remote import RemoteLink

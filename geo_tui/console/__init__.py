@@ -1,4 +1,4 @@
-"""The console: a Textual app over the engine (embedded, or attached to a running one)."""
+"""The console: a Textual app over an engine's API (its own in a child process, or a running one)."""
 
 import os
 
