@@ -1,15 +1,18 @@
 """The shared ASGI toolkit (geo_tui._asgi) under the engine API, the receiver and the lab registry, and the
-one way a listen address is printed (an IPv6 one in brackets) by serve and the in-console listener."""
+one way a listen address is printed (an IPv6 one in brackets) by serve, and so by the console's engine."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
 from geo_tui._asgi import (
     BodyTooLarge,
@@ -22,10 +25,9 @@ from geo_tui._asgi import (
     send_json,
     send_response,
 )
-from geo_tui.config import NotificationsConfig, Secret
-from geo_tui.engine.listener import NotificationListener
+from geo_tui.config import load_config
 from geo_tui.engine.receiver import ReceiverApp
-from geo_tui.engine.serve import ListenError, asgi_server, bind_tcp
+from geo_tui.engine.serve import ListenError, asgi_server, bind_tcp, serve
 
 
 def receiver_of(chunks: Iterable[bytes], *, disconnect: bool = False) -> tuple[Any, list[int]]:
@@ -147,7 +149,7 @@ def test_a_busy_ipv6_address_is_named_in_brackets() -> None:
 
 
 class _Engine:
-    """What NotificationListener uses of an engine: its log (the receiver is built but never called)."""
+    """Enough of an engine to build a receiver that is never called with a request."""
 
     def __init__(self) -> None:
         self.lines: list[tuple[str, str]] = []
@@ -156,21 +158,33 @@ class _Engine:
         self.lines.append((level, text))
 
 
-def test_the_console_listener_prints_an_ipv6_address_in_brackets() -> None:
+def test_the_receiver_line_prints_an_ipv6_address_in_brackets(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """serve's, which is also the console's engine (its child runs serve)."""
     probe = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     probe.bind(("::1", 0))
     port = probe.getsockname()[1]
     probe.close()
-    engine = _Engine()
-    notifications = NotificationsConfig("::1", port, Secret("s" * 32))
-    config: Any = type("Config", (), {"notifications": notifications})()
+    path = tmp_path / "config.toml"
+    path.write_text(
+        tomli_w.dumps(
+            {
+                "engine": {"database": str(tmp_path / "tracking.db")},
+                "primary": {"name": "primary", "registry": "http://127.0.0.1:1"},
+                "secondaries": [{"name": "secondary", "registry": "http://127.0.0.1:2"}],
+                "notifications": {"listen": f"[::1]:{port}", "secret": "s" * 32},
+            }
+        )
+    )
+    caplog.set_level(logging.INFO, logger="geo_tui")
 
-    async def start_and_stop() -> None:
-        listener = NotificationListener(engine, config)  # type: ignore[arg-type]
-        await listener.start()
-        await listener.stop()
+    async def serve_until_ready() -> None:
+        stop = asyncio.Event()
+        await serve(load_config(path), on_ready=lambda engine, api: stop.set(), stop=stop)
 
-    run(start_and_stop())
-    assert engine.lines == [
-        ("info", f"receiving notifications on http://[::1]:{port}/api/v4/container_registry_event/events")
-    ]
+    run(serve_until_ready())
+    assert (
+        f"receiving notifications on http://[::1]:{port}/api/v4/container_registry_event/events"
+        in caplog.text
+    )
