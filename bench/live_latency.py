@@ -6,7 +6,8 @@ Run it from the repository root (it imports the test lab, `tests.support`)::
     python bench/live_latency.py --json     # the figures as JSON on stdout (progress stays on stderr)
 
 Options: --pushes N, --layer-size BYTES, --events N, --event-seconds S, --threads N, --push-timeout S,
---workdir DIR (parent of the temp dir), --keep (keep it).
+--large-sizes 2000,20000, --large-pushes N, --burst N, --burst-seconds S, --large-skopeo-timeout S,
+--large-only, --workdir DIR (parent of the temp dir), --keep (keep it).
 
 What it does, all on 127.0.0.1, with real CNCF Distribution 2.8:
 1. Starts a token realm, a primary whose notifications point at a `geo-tui serve` subprocess, two
@@ -22,6 +23,16 @@ What it does, all on 127.0.0.1, with real CNCF Distribution 2.8:
    Distribution 2.8 sends them, from a few threads (bounded by --events and --event-seconds).
    Acknowledged events/s, and every acknowledged event's id is looked up in the tracking database's
    `notifications` table (read-only connection). Target: >= 200 events/s, none lost.
+5. Large repositories (issue 17), for each of --large-sizes (2,000 and 20,000 tags): `bench/large<N>` holds
+   N tags on every site, one pushed image and N-1 tags written straight into Distribution's storage
+   (`tests.support.tags`; geo-tui learns of the repository from the first push, and its first reconcile of
+   it runs in the background meanwhile, at `reconcile_requests_per_second`). Then: one push with
+   `skopeo sync` of the repository into the peer right after it (the peer holds the same tags, so skopeo
+   copies that one image: what a polling replica pays per sync); --large-pushes single pushes, p50/p99
+   and requests per event (serve's own count in /metrics: `geo_tui_push_requests_total` over
+   `geo_tui_push_events_copied_total`, exact whatever else runs); a burst of --burst pushes in
+   --burst-seconds, p50/p99, and how long after its last push every tag is on both secondaries. Targets:
+   p50 <= 0.1 s, p99 <= 0.3 s, <= 20 requests per event, burst done <= 5 s after its last push.
 Exit status: 0 everything arrived and every acknowledged event is stored (missed timing targets are
 reported, never fatal); 1 a push never arrived or an acknowledged event is missing; 2 setup problem
 (docker-registry or skopeo missing); 130 interrupted.
@@ -57,6 +68,7 @@ from tests.support.geo import image_with_layers, write_geo_config  # noqa: E402
 from tests.support.keys import repository_scope, session_key_pair  # noqa: E402
 from tests.support.oci import ALL_MANIFEST_TYPES, ManifestNode, layer_blob  # noqa: E402
 from tests.support.push import RawPusher  # noqa: E402
+from tests.support.tags import write_tag_links  # noqa: E402
 from tests.support.token_server import TokenServer  # noqa: E402
 
 EVENTS_PATH = "/api/v4/container_registry_event/events"
@@ -67,6 +79,10 @@ POLL_INTERVAL = 0.010
 TARGET_P50 = 1.0
 TARGET_P99 = 3.0
 TARGET_EVENTS_PER_S = 200.0
+TARGET_LARGE_P50 = 0.1
+TARGET_LARGE_P99 = 0.3
+TARGET_REQUESTS = 20
+TARGET_BURST_AFTER_LAST = 5.0
 SKOPEO_TIMEOUT = 60.0
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
@@ -194,15 +210,20 @@ class Bench:
     def image(self, seed: str) -> ManifestNode:
         return image_with_layers([layer_blob(f"live-{seed}", self.args.layer_size)], seed=f"live-{seed}")
 
-    def push(self, pusher: RawPusher, tag: str, image: ManifestNode) -> float:
+    def push(self, pusher: RawPusher, tag: str, image: ManifestNode, repository: str = REPOSITORY) -> float:
         """Blobs, then the manifest by tag; returns the monotonic time the 201 came back."""
         for blob in image.blobs:
-            pusher.push_blob(REPOSITORY, blob)
-        pusher.push_manifest(REPOSITORY, tag, image.manifest, image.media_type)
+            pusher.push_blob(repository, blob)
+        pusher.push_manifest(repository, tag, image.manifest, image.media_type)
         return time.monotonic()
 
     def wait_everywhere(
-        self, readers: dict[str, httpx.Client], tag: str, digest: str, started: float
+        self,
+        readers: dict[str, httpx.Client],
+        tag: str,
+        digest: str,
+        started: float,
+        repository: str = REPOSITORY,
     ) -> dict[str, float | None]:
         """Seconds from `started` until `tag` answers HEAD with `digest` on each secondary (None: never)."""
         arrived: dict[str, float | None] = {name: None for name in readers}
@@ -212,7 +233,7 @@ class Bench:
             while True:
                 sent = time.monotonic()
                 with contextlib.suppress(httpx.HTTPError):
-                    response = client.head(f"/v2/{REPOSITORY}/manifests/{tag}")
+                    response = client.head(f"/v2/{repository}/manifests/{tag}")
                     if (
                         response.status_code == 200
                         and response.headers.get("Docker-Content-Digest") == digest
@@ -233,12 +254,12 @@ class Bench:
             thread.join(self.args.push_timeout + 5)
         return arrived
 
-    def readers(self, names: tuple[str, ...]) -> dict[str, httpx.Client]:
+    def readers(self, names: tuple[str, ...], repository: str = REPOSITORY) -> dict[str, httpx.Client]:
         """One HEAD client per secondary, with a pull token good for the whole run."""
         clients = {}
         for name in names:
             site = self.sites[name]
-            token = site.mint([repository_scope(REPOSITORY, "pull")], ttl=900)
+            token = site.mint([repository_scope(repository, "pull")], ttl=1800)
             clients[name] = httpx.Client(
                 base_url=site.url,
                 timeout=5.0,
@@ -308,7 +329,9 @@ class Bench:
 
     # -- the peer -------------------------------------------------------------------------------------
 
-    def skopeo_sync(self) -> tuple[float, subprocess.CompletedProcess[str]]:
+    def skopeo_sync(
+        self, repository: str = REPOSITORY, timeout: float = SKOPEO_TIMEOUT
+    ) -> tuple[float, subprocess.CompletedProcess[str]]:
         primary, peer = self.sites["primary"], self.sites["peer"]
         command = [
             shutil.which("skopeo") or "skopeo",
@@ -326,13 +349,13 @@ class Bench:
             "--dest-no-creds",
             "--retry-times",
             "0",
-            f"{primary.host}/{REPOSITORY}",
+            f"{primary.host}/{repository}",
             # no --scoped: skopeo appends the last path component, so bench/live lands at bench/live
-            f"{peer.host}/{REPOSITORY.rsplit('/', 1)[0]}",
+            f"{peer.host}/{repository.rsplit('/', 1)[0]}",
         ]
         started = time.monotonic()
         result = subprocess.run(
-            command, capture_output=True, text=True, timeout=SKOPEO_TIMEOUT, stdin=subprocess.DEVNULL
+            command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
         )
         return time.monotonic() - started, result
 
@@ -369,6 +392,177 @@ class Bench:
             "ratio_skopeo_over_geo_p50": _round(skopeo_seconds / p50, 2) if p50 else None,
         }
         log(f"peer: skopeo sync {skopeo_seconds:.3f} s vs geo-tui {geo_latency:.3f} s for the same push")
+
+    # -- large repositories --------------------------------------------------------------------------
+
+    def push_counts(self) -> tuple[float, float]:
+        """(push events copied, requests their copies sent), from serve's /metrics."""
+        text = httpx.get(self.serve_url + "/metrics", timeout=10).text
+        values = {"geo_tui_push_events_copied_total": 0.0, "geo_tui_push_requests_total": 0.0}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in values:
+                values[name] = float(value)
+        return values["geo_tui_push_events_copied_total"], values["geo_tui_push_requests_total"]
+
+    def geo_requests(self, marks: dict[str, int]) -> dict[str, int]:
+        """geo-tui's requests since `marks` per site, and how many were tag lists or HEADs by tag."""
+        counts = {"requests": 0, "tag_lists": 0}
+        for name, mark in marks.items():
+            for line in self.sites[name].access_log_lines()[mark:]:
+                if line.user_agent.startswith("geo-tui/"):
+                    counts["requests"] += 1
+                    counts["tag_lists"] += "/tags/list" in line.uri
+        return counts
+
+    def run_large(self, size: int) -> None:
+        """One repository of `size` tags on every site (one pushed image, the other tags written into
+        Distribution's storage), then single pushes and a burst, each a new one-layer image."""
+        args = self.args
+        repository = f"bench/large{size}"
+        base = image_with_layers([layer_blob(f"large-{size}", args.layer_size)], seed=f"large-{size}")
+        for site in self.sites.values():
+            with RawPusher.for_registry(site) as pusher:
+                pusher.push_tree(repository, base, "base")
+            write_tag_links(site, repository, (f"t{n:05d}" for n in range(size - 1)), base.digest)
+        log(f"large {size}: {repository} holds {size} tags on every site")
+        result: dict[str, Any] = {"tags": size}
+        readers = self.readers(("eu", "us"), repository)
+        try:
+            with RawPusher.for_registry(self.sites["primary"]) as pusher:
+                # The peer first: it holds the same tags as the primary, so skopeo copies the one push.
+                self._large_peer(pusher, readers, repository, result)
+                self._large_singles(pusher, readers, repository, result)
+                self._large_burst(pusher, readers, repository, result)
+        finally:
+            for client in readers.values():
+                client.close()
+        self.results.setdefault("large", []).append(result)
+
+    def _large_singles(
+        self, pusher: RawPusher, readers: dict[str, httpx.Client], repository: str, result: dict[str, Any]
+    ) -> None:
+        warm = self.image(f"{repository}-warm")
+        started = self.push(pusher, "warm", warm, repository)
+        self.wait_everywhere(readers, "warm", warm.digest, started, repository)
+        events_before, requests_before = self.push_counts()
+        marks = {name: self.sites[name].settled_mark() for name in ("primary", "eu", "us")}
+        latencies: list[float] = []
+        for n in range(self.args.large_pushes):
+            image = self.image(f"{repository}-s{n}")
+            started = self.push(pusher, f"s{n:03d}", image, repository)
+            arrived = self.wait_everywhere(readers, f"s{n:03d}", image.digest, started, repository)
+            if any(v is None for v in arrived.values()):
+                self.fail(f"{repository}:s{n:03d} never arrived everywhere: {arrived}")
+                continue
+            latencies.append(max(v for v in arrived.values() if v is not None))
+        time.sleep(0.5)
+        events, requests = (
+            a - b for a, b in zip(self.push_counts(), (events_before, requests_before), strict=True)
+        )
+        logged = self.geo_requests(marks)
+        if latencies:
+            result["single"] = {
+                "pushes": len(latencies),
+                "p50": _round(percentile(latencies, 50)),
+                "p99": _round(percentile(latencies, 99)),
+                "max": _round(max(latencies)),
+                "requests_per_event": _round(requests / events, 1) if events else None,
+                "events": int(events),
+                # every geo-tui request the registries logged meanwhile: the pushes' copies, and the
+                # background reconcile of the new repository if it is still running
+                "registry_logged_geo_requests": logged["requests"],
+                "registry_logged_tag_lists": logged["tag_lists"],
+            }
+            log(f"large {result['tags']}: single pushes {result['single']}")
+        peer = result.get("peer") or {}
+        if peer.get("skopeo_sync_seconds") and latencies:
+            peer["ratio_skopeo_over_geo_p50"] = _round(
+                peer["skopeo_sync_seconds"] / percentile(latencies, 50), 1
+            )
+
+    def _large_burst(
+        self, pusher: RawPusher, readers: dict[str, httpx.Client], repository: str, result: dict[str, Any]
+    ) -> None:
+        """100 pushes in 10 s; each tag's arrival on every secondary is watched from a thread per site."""
+        count, seconds = self.args.burst, self.args.burst_seconds
+        images = {f"b{n:03d}": self.image(f"{repository}-b{n}") for n in range(count)}
+        pushed: dict[str, float] = {}
+        arrived: dict[str, dict[str, float]] = {name: {} for name in readers}
+        done = threading.Event()
+
+        def watch(name: str, client: httpx.Client) -> None:
+            seen = arrived[name]
+            while not done.is_set() and len(seen) < count:
+                for tag in [t for t in pushed if t not in seen]:
+                    with contextlib.suppress(httpx.HTTPError):
+                        response = client.head(f"/v2/{repository}/manifests/{tag}")
+                        if response.headers.get("Docker-Content-Digest") == images[tag].digest:
+                            seen[tag] = time.monotonic()
+                time.sleep(POLL_INTERVAL)
+
+        threads = [threading.Thread(target=watch, args=item, daemon=True) for item in readers.items()]
+        for thread in threads:
+            thread.start()
+        events_before, requests_before = self.push_counts()
+        start = time.monotonic()
+        for n, (tag, image) in enumerate(images.items()):
+            pushed[tag] = self.push(pusher, tag, image, repository)
+            time.sleep(max(0.0, start + (n + 1) * seconds / count - time.monotonic()))
+        last = max(pushed.values())
+        deadline = last + self.args.push_timeout
+        while time.monotonic() < deadline and any(len(seen) < count for seen in arrived.values()):
+            time.sleep(0.05)
+        done.set()
+        for thread in threads:
+            thread.join(5)
+        missing = sorted({t for seen in arrived.values() for t in images if t not in seen})
+        if missing:
+            self.fail(f"{repository}: {len(missing)} burst tags never arrived everywhere: {missing[:5]}")
+            return
+        time.sleep(0.5)
+        events, requests = (
+            a - b for a, b in zip(self.push_counts(), (events_before, requests_before), strict=True)
+        )
+        latencies = [max(arrived[name][tag] for name in arrived) - pushed[tag] for tag in images]
+        everywhere = max(arrived[name][tag] for name in arrived for tag in images)
+        result["burst"] = {
+            "pushes": count,
+            "push_seconds": _round(last - start),
+            "replicated_after_last_push": _round(everywhere - last),
+            "p50": _round(percentile(latencies, 50)),
+            "p99": _round(percentile(latencies, 99)),
+            "events": int(events),
+            "requests_per_event": _round(requests / events, 1) if events else None,
+            "target_after_last_push": TARGET_BURST_AFTER_LAST,
+        }
+        log(f"large {result['tags']}: burst {result['burst']}")
+
+    def _large_peer(
+        self, pusher: RawPusher, readers: dict[str, httpx.Client], repository: str, result: dict[str, Any]
+    ) -> None:
+        """skopeo sync of the repository right after one more push: what a polling replica pays."""
+        image = self.image(f"{repository}-peer")
+        started = self.push(pusher, "peer", image, repository)
+        arrived = self.wait_everywhere(readers, "peer", image.digest, started, repository)
+        geo = max((v for v in arrived.values() if v is not None), default=None)
+        try:
+            skopeo_seconds, completed = self.skopeo_sync(repository, self.args.large_skopeo_timeout)
+        except subprocess.TimeoutExpired:
+            result["peer"] = {"skopeo_sync_seconds": None, "over": self.args.large_skopeo_timeout}
+            self.notes.append(f"skopeo sync of {repository} ran over {self.args.large_skopeo_timeout:.0f} s")
+            return
+        if completed.returncode != 0:
+            self.notes.append(
+                f"skopeo sync of {repository} exited {completed.returncode}: {completed.stderr[-300:]}"
+            )
+            return
+        result["peer"] = {
+            "skopeo_sync_seconds": _round(skopeo_seconds),
+            "geo_tui_same_push": _round(geo),
+            "ratio_skopeo_over_geo_same_push": _round(skopeo_seconds / geo, 1) if geo else None,
+        }
+        log(f"large {result['tags']}: peer {result['peer']}")
 
     # -- notification throughput --------------------------------------------------------------------
 
@@ -485,12 +679,15 @@ class Bench:
         readers = self.readers(("eu", "us"))
         try:
             with RawPusher.for_registry(self.sites["primary"]) as pusher:
-                self.run_latency(pusher, readers)
-                self.run_peer(pusher, readers)
-                self.run_throughput(pusher, readers)
+                if not self.args.large_only:
+                    self.run_latency(pusher, readers)
+                    self.run_peer(pusher, readers)
+                    self.run_throughput(pusher, readers)
         finally:
             for client in readers.values():
                 client.close()
+        for size in self.args.large_sizes:
+            self.run_large(size)
         if self.serve is not None and self.serve.poll() is not None:
             self.fail(f"geo-tui serve died during the run (exit {self.serve.returncode})")
         log_text = (self.workdir / "serve.log").read_text(errors="replace")
@@ -552,6 +749,32 @@ def render(results: dict[str, Any], failures: list[str], notes: list[str]) -> st
             f"{tp['stored']} in the tracking DB, "
             f"{tp['lost']} lost ({ok} target >= {TARGET_EVENTS_PER_S:.0f}/s without loss)"
         )
+    large = results.get("large") or []
+    if large:
+        lines.append(
+            f"large     {'tags':>6} {'p50 s':>7} {'p99 s':>7} {'req/event':>9} {'burst p50':>9} "
+            f"{'burst p99':>9} {'burst done':>10} {'req/event':>9} {'skopeo s':>9} {'skopeo/p50':>10}"
+        )
+    for row in large:
+        single, burst, peer = row.get("single") or {}, row.get("burst") or {}, row.get("peer") or {}
+
+        def cell(value: object, width: int, suffix: str = "") -> str:
+            return f"{'-' if value is None else f'{value}{suffix}':>{width}}"
+
+        lines.append(
+            f"          {row['tags']:>6} {cell(single.get('p50'), 7)} {cell(single.get('p99'), 7)} "
+            f"{cell(single.get('requests_per_event'), 9)} {cell(burst.get('p50'), 9)} "
+            f"{cell(burst.get('p99'), 9)} {cell(burst.get('replicated_after_last_push'), 10)} "
+            f"{cell(burst.get('requests_per_event'), 9)} {cell(peer.get('skopeo_sync_seconds'), 9)} "
+            f"{cell(peer.get('ratio_skopeo_over_geo_p50'), 10, 'x')}"
+        )
+    if large:
+        lines.append(
+            f"          targets: p50 <= {TARGET_LARGE_P50} s, p99 <= {TARGET_LARGE_P99} s, "
+            f"<= {TARGET_REQUESTS} requests per event, "
+            f"burst replicated <= {TARGET_BURST_AFTER_LAST:.0f} s after its last push; "
+            "'burst done' is seconds after the last push"
+        )
     for note in notes:
         lines.append(f"note      {note}")
     lines.append("result    " + ("OK" if not failures else f"FAILED ({len(failures)})"))
@@ -570,6 +793,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--event-seconds", type=float, default=10.0, help="event phase at most (10 s)")
     parser.add_argument("--threads", type=int, default=4, help="event sender threads (4)")
     parser.add_argument("--push-timeout", type=float, default=15.0, help="a push must arrive within (15 s)")
+    parser.add_argument(
+        "--large-sizes",
+        type=lambda text: [int(v) for v in text.split(",") if v],
+        default=[2000, 20000],
+        help="tag counts of the large-repository phase, comma-separated ('' skips it; 2000,20000)",
+    )
+    parser.add_argument("--large-pushes", type=int, default=20, help="single pushes per large size (20)")
+    parser.add_argument("--burst", type=int, default=100, help="pushes in the burst (100)")
+    parser.add_argument("--burst-seconds", type=float, default=10.0, help="the burst's length (10 s)")
+    parser.add_argument(
+        "--large-skopeo-timeout",
+        type=float,
+        default=600.0,
+        help="skopeo sync of a large repository at most (600 s)",
+    )
+    parser.add_argument("--large-only", action="store_true", help="only the large-repository phase")
     parser.add_argument("--workdir", type=Path, help="parent of the temp dir")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, storage)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -577,6 +816,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not (1 <= args.pushes <= 1000 and 1 <= args.events <= 100_000 and 1 <= args.threads <= 64):
         parser.error("--pushes 1..1000, --events 1..100000, --threads 1..64")
+    if not all(2 <= size <= 100_000 for size in args.large_sizes) or not 1 <= args.burst <= 1000:
+        parser.error("--large-sizes: 2..100000 each; --burst 1..1000")
     if not (0 < args.event_seconds <= 60 and 0 < args.push_timeout <= 60):
         parser.error("--event-seconds and --push-timeout: 0..60")
     return args

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,6 +115,11 @@ def _parser() -> argparse.ArgumentParser:
         help="also each of these: states, verification depth and age",
     )
     status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "--repository",
+        metavar="REPO",
+        help="one repository's tags on every site, as the engine last saw them (asks no registry)",
+    )
 
     verify = sub.add_parser(
         "verify",
@@ -538,6 +544,41 @@ def _print_plan(plan: SyncPlan, *, as_json: bool) -> None:
                 print(f"    warning: {warning}")
 
 
+def _repository_status(
+    config: Config, args: argparse.Namespace, seen: dict[str, tuple[dict[str, str], float]]
+) -> int:
+    """`status --repository`: tag -> digest on each site as last seen. Exit 1 when they differ."""
+    from geo_tui.console.glyphs import short_digest
+
+    sites = [s.name for s in config.sites]
+    tags = sorted(set().union(*(tags for tags, _ in seen.values())))
+    differing = [t for t in tags if len({seen.get(s, ({}, 0.0))[0].get(t) for s in sites}) > 1]
+    if args.json:
+        document = {
+            "repository": args.repository,
+            "sites": {s: {"tags": seen[s][0], "seen_at": seen[s][1]} if s in seen else None for s in sites},
+            "differing": differing,
+        }
+        print(json.dumps(document, indent=2))
+        return EXIT_FAILED if differing else EXIT_OK
+    now = time.time()
+    print(f"{args.repository}: tags as the engine last saw them")
+    for s in sites:
+        print(
+            f"  {s}: "
+            + (f"{len(seen[s][0])} tags, seen {ago(seen[s][1], now)}" if s in seen else "never seen")
+        )
+    if not tags:
+        return EXIT_OK
+    width = max(len("TAG"), *(len(t) for t in tags))
+    print(f"\n  {'TAG':<{width}}  " + "  ".join(f"{s:<18}" for s in sites))
+    for tag in sorted(tags, key=lambda t: t not in differing):
+        cells = [short_digest(seen[s][0][tag]) if s in seen and tag in seen[s][0] else "-" for s in sites]
+        mark = "x" if tag in differing else " "
+        print(f"{mark} {tag:<{width}}  " + "  ".join(f"{c:<18}" for c in cells))
+    return EXIT_FAILED if differing else EXIT_OK
+
+
 async def _cmd_status(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
     from geo_tui.engine import Tracking  # the status reads the database only: no network
 
@@ -549,6 +590,8 @@ async def _cmd_status(config: Config, args: argparse.Namespace, sites: list[str]
         )
     tracking = Tracking(database)
     try:
+        if args.repository is not None:
+            return _repository_status(config, args, tracking.tags_seen(args.repository))
         names = [s.name for s in config.secondaries]
         counts = tracking.counts(names)
         failed = tracking.rows(sites=names, states=[SyncState.FAILED])

@@ -3,8 +3,8 @@
 The file's shape is a public contract (other tools write it)::
 
     [engine]          database, repository_concurrency, blob_concurrency, replicate_deletions,
-                      reconcile_interval, sync_attempts, min_transfer_rate,
-                      max_job_duration, max_catalog_pages,
+                      reconcile_interval, reconcile_requests_per_second, sync_attempts,
+                      min_transfer_rate, max_job_duration, max_catalog_pages,
                       max_tags_per_repository                     (all optional)
     [auth]            private_key, issuer, service, token_ttl    (needed if a site uses auth = "jwt")
     [notifications]   listen, secret | secret_file               (used by `geo-tui serve`)

@@ -40,6 +40,7 @@ _ENGINE_KEYS: Final = (
     "blob_concurrency",
     "replicate_deletions",
     "reconcile_interval",
+    "reconcile_requests_per_second",
     "sync_attempts",
     "min_transfer_rate",
     "max_job_duration",
@@ -108,6 +109,7 @@ def _engine(t: Table, base: Path) -> EngineConfig:
         max_job_duration=t.number("max_job_duration", 6 * 3600, 1),
         max_catalog_pages=t.integer("max_catalog_pages", 10_000, 1, 10_000_000),
         max_tags_per_repository=t.integer("max_tags_per_repository", 1_000_000, 1, 100_000_000),
+        reconcile_requests_per_second=t.number("reconcile_requests_per_second", 200, 0),
     )
 
 

@@ -80,6 +80,9 @@ class EngineConfig:
     # Listings end: a registry whose catalog or tag list links to a next page forever is refused.
     max_catalog_pages: int = 10_000
     max_tags_per_repository: int = 1_000_000
+    # Requests per second per site that whole-repository work of `serve` (reconcile, deletion
+    # events, verification) may send; 0: no bound. Pushes' own copies never wait on it.
+    reconcile_requests_per_second: float = 200.0
 
 
 @dataclass(frozen=True, slots=True)

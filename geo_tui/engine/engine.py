@@ -14,15 +14,16 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import httpx
 
 from geo_tui.config import Config, SiteConfig, redactor_for
-from geo_tui.registry import RegistryClient, RegistryError, is_valid_repository_name
+from geo_tui.registry import ManifestInfo, RegistryClient, RegistryError, is_valid_repository_name
 
 from .backoff import in_run_delay, retry_delay
+from .budget import RequestBudget, Work, request_hook, set_work
 from .database import DatabaseWriter
 from .describe import blame_primary, describe_error, describe_stats, prefixed, reason_class
 from .lock import DatabaseClaim
@@ -31,19 +32,20 @@ from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, 
 from .notifications import RegistryEvent
 from .replicate import (
     BlobCopier,
+    CopyPlan,
     CopyStats,
     ManifestCache,
     PrimaryRepository,
     RepositoryOutcome,
+    copy_pushed,
     read_primary_repository,
-    read_secondary_tags,
     replicate_repository,
     repository_size,
 )
 from .sites import build_client, build_signer
 from .supervisor import Supervisor
 from .throughput import CompletionRate, Throughput
-from .tracking import RepositoryRow, SyncState, Tracking, VerificationState
+from .tracking import QueuedPush, RepositoryRow, SyncState, Tracking, VerificationState
 from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
 from .verify import VerificationDepth, VerificationResult, Verifier
 
@@ -72,6 +74,9 @@ NOTIFICATION_STORE_TIMEOUT = 3.0
 # Discovery gives a write this long, then fails and is restarted: the failure shows, and is counted.
 BACKGROUND_WRITE_TIMEOUT = 5.0
 SHUTDOWN_WRITE_TIMEOUT = 2.0
+# A push by digest alone (an index's child, a referrer) waits this long for the push that references it,
+# so both are copied in one run; after it, it is copied on its own.
+DIGEST_PUSH_GRACE = 0.5
 
 
 @dataclass
@@ -120,6 +125,13 @@ class Engine:
         self._sites: dict[str, _Site] = {}
         self._tracking: Tracking | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        # Push copies, by repository: they run beside whole-repository jobs, never behind them.
+        self._pushing: dict[str, asyncio.Task[None]] = {}
+        self._push_wake: asyncio.Event | None = None
+        # A whole-repository job's primary view, and the pushes copied while it runs (see _push_job).
+        self._views: dict[str, PrimaryRepository] = {}
+        self._pushed_during: dict[str, list[QueuedPush]] = {}
+        self._whole_runs: dict[str, int] = {}
         self._wake: asyncio.Event | None = None
         self._paused = False
         self._running = False
@@ -179,9 +191,12 @@ class Engine:
         for name in ENGINE_LOGGERS:
             logging.getLogger(name).addFilter(self._log_filter)
         self._wake = asyncio.Event()
+        self._push_wake = asyncio.Event()
         signer = build_signer(self.config.auth) if self.config.auth is not None else None
         blob_connections = self.config.engine.blob_concurrency * 2
         for site in self.config.sites:
+            # Each site's own budget for background work (see .budget).
+            budget = RequestBudget(self.config.engine.reconcile_requests_per_second)
             client = build_client(
                 site,
                 self.config,
@@ -190,6 +205,7 @@ class Engine:
                 transport=self._transports.get(site.name),
                 timeout=self._request_timeout,
                 redactor=self.redactor,
+                on_request=request_hook(budget),
             )
             self._sites[site.name] = _Site(
                 site, client, throughput=Throughput(self._clock), completions=CompletionRate(self._clock)
@@ -217,9 +233,7 @@ class Engine:
             count_blobs=lambda site, outcome, n: self.metrics.verified_blobs.labels(site, outcome).inc(n),
             write=self._db,
         )
-        self.metrics.watch_state(
-            lambda: self.tracking.counts(self.secondary_names), lambda: len(self._inflight)
-        )
+        self.metrics.watch_state(lambda: self.tracking.counts(self.secondary_names), lambda: self.in_flight)
         redacted = self.tracking.redact_stored()
         if redacted:
             self.log("warning", f"removed configured secrets from {redacted} texts an earlier geo-tui stored")
@@ -265,23 +279,25 @@ class Engine:
             await self._schedule(once=False, sites=self.secondary_names)
 
         start("scheduler", scheduler, interval=loop, heartbeat=True)
+        start("push", self._push_forever, interval=loop, heartbeat=True)
         start("health", self._health_forever, interval=max(loop, 2 * self._health_interval))
         start("flush", self._flush_forever, interval=loop, heartbeat=True)
         reconcile = self.config.engine.reconcile_interval
         start("verification", self._verify_forever, interval=max(loop, reconcile), heartbeat=True)
-        for task in ("discovery", "scheduler", "health", "flush", "verification"):
+        for task in ("discovery", "scheduler", "push", "health", "flush", "verification"):
             self.metrics.task_restarts.labels(task)  # 0 from the start, not absent until the first
         self._emit(EngineStatus(running=True, paused=self._paused))
         self.log("info", "engine started")
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop scheduling; let copies in flight finish for ``grace`` seconds, then leave them pending."""
-        if not self._running and not self._inflight:
+        if not self._running and not self._inflight and not self._pushing:
             return
         self._running = False
         await self._supervisor.stop()
-        if self._inflight:
-            _, pending = await asyncio.wait(list(self._inflight.values()), timeout=grace)
+        jobs = [*self._inflight.values(), *self._pushing.values()]
+        if jobs:
+            _, pending = await asyncio.wait(jobs, timeout=grace)
             for task in pending:
                 task.cancel()
             for task in pending:
@@ -326,6 +342,7 @@ class Engine:
 
     def snapshot(self) -> EngineSnapshot:
         counts = self.tracking.counts(self.secondary_names)
+        pushed = self.tracking.oldest_queued_push()  # a push waiting for its copy is lag on every site
         now = self._clock()
         sites = []
         for name, site in self._sites.items():
@@ -342,13 +359,20 @@ class Engine:
                     throughput_history=tuple(site.throughput.history()),
                     # a site that is down finishes nothing: no ETA rather than a made-up one
                     eta=site.completions.eta(remaining) if c and _reachable(site) else None,
-                    lag=(now - c.oldest_unsynced_event_at) if c and c.oldest_unsynced_event_at else None,
+                    lag=(now - oldest)
+                    if c and (oldest := _oldest(c.oldest_unsynced_event_at, pushed))
+                    else None,
                     repository_count=self._primary_repositories if site.config.role == "primary" else None,
                 )
             )
         return EngineSnapshot(
-            tuple(sites), self._running, self._paused, len(self._inflight), tuple(self.tasks_down())
+            tuple(sites), self._running, self._paused, self.in_flight, tuple(self.tasks_down())
         )
+
+    @property
+    def in_flight(self) -> int:
+        """Repository jobs running now: whole-repository runs and push copies."""
+        return len(self._inflight) + len(self._pushing)
 
     def tasks_down(self) -> list[str]:
         """Background tasks down (failed and not back, or stuck) for longer than their interval."""
@@ -368,21 +392,19 @@ class Engine:
         return self.tracking.rows(sites=sites, states=states)
 
     async def repository_detail(self, repository: str) -> RepositoryDetail:
-        """Tags and digests of one repository on every site, read now, with its rows and history."""
-
-        async def read(name: str) -> SiteTags:
-            try:
-                return SiteTags(name, await read_secondary_tags(self._sites[name].client, repository))
-            except Exception as exc:
-                return SiteTags(name, None, describe_error(exc))
-
-        sites = await asyncio.gather(*(read(name) for name in self._sites))
+        """Tags and digests of one repository on every site as the engine last saw them (the tracking
+        database, not the registries: a 20,000-tag repository costs no request), with its rows and history."""
+        seen = self.tracking.tags_seen(repository)
+        sites = tuple(
+            SiteTags(name, seen[name][0], seen_at=seen[name][1])
+            if name in seen
+            else SiteTags(name, None, "not seen yet: no sync or push copy of it has run")
+            for name in self._sites
+        )
         rows = tuple(
             r for name in self.secondary_names if (r := self.tracking.row(name, repository)) is not None
         )
-        return RepositoryDetail(
-            repository, tuple(sites), rows, tuple(self.tracking.repository_log(repository))
-        )
+        return RepositoryDetail(repository, sites, rows, tuple(self.tracking.repository_log(repository)))
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -445,41 +467,229 @@ class Engine:
     # -- notifications ---------------------------------------------------------------------------
 
     async def accept_notifications(self, events: Sequence[RegistryEvent]) -> int:
-        """Durably queue the repositories that notification events name, then wake the scheduler.
+        """Durably queue what notification events name, then wake the copiers.
 
+        A push that names its manifest is queued for a copy of exactly that (see `_push_job`); a
+        deletion, or an event that names too little, queues a whole-repository run in the background.
         The events are in the tracking database when this returns: acknowledge only after it.
-        Returns how many (site, repository) rows were queued. Raises DatabaseBusy (or sqlite3's
-        error) within seconds when they cannot be stored: answer 5xx, the registry sends them again."""
+        Returns how many pushes and (site, repository) rows were queued. Raises DatabaseBusy (or
+        sqlite3's error) within seconds when they cannot be stored: answer 5xx, the registry sends them
+        again."""
         now = self._clock()
         relevant = [e for e in events if e.matters]
         self._named([e.repository for e in relevant])
         for event in events:
             self.metrics.notifications.labels(event.action or "unknown").inc()
-        pairs = sorted(
-            {
-                (site.name, e.repository)
-                for e in relevant
-                for site in self.config.secondaries
-                if site.wants(e.repository)
-            }
-        )
+        if events:
+            self.last_event_at = now
+        if not relevant:
+            # Pulls and blob pushes: Distribution 2.8 sends a pull event for every manifest HEAD, so a
+            # reconcile's own reads come back here by the thousand. Nothing to store; answer at once.
+            return 0
+        pushes: list[RegistryEvent] = []
+        whole: list[RegistryEvent] = []
+        for event in relevant:
+            if not any(site.wants(event.repository) for site in self.config.secondaries):
+                continue
+            (pushes if event.copyable else whole).append(event)
+
+        def pairs(chosen: list[RegistryEvent]) -> list[tuple[str, str]]:
+            return sorted(
+                {
+                    (s.name, e.repository)
+                    for e in chosen
+                    for s in self.config.secondaries
+                    if s.wants(e.repository)
+                }
+            )
+
         queued = await self._db(
             self.tracking.record_notifications,
             [(e.id, e.action, e.repository, e.tag, e.digest) for e in relevant],
-            pairs,
+            pairs(whole),
             now,
+            pushes=[(e.repository, e.tag, e.digest or "") for e in pushes],
+            push_rows=pairs(pushes),
             timeout=NOTIFICATION_STORE_TIMEOUT,
         )
-        if events:
-            self.last_event_at = now
         for event in relevant[:20]:
             what = event.tag or event.digest or "?"
             self.log(
                 "info", f"notification: {event.action} {event.repository}:{what}", repository=event.repository
             )
-        if pairs:
+        if whole:
             self._poke()
+        if pushes and self._push_wake is not None:
+            self._push_wake.set()
         return queued
+
+    # -- push copies -------------------------------------------------------------------------------
+
+    async def _push_forever(self) -> None:
+        """Start a copy for each repository with queued pushes: one job per repository at a time, so
+        pushes that arrive together coalesce. Never waits on whole-repository work."""
+        wake = self._push_wake
+        assert wake is not None
+        limit = self.config.engine.repository_concurrency
+        while True:
+            wake.clear()
+            self._supervisor.beat("push")
+            waiting_digests = False
+            if not self._paused:
+                now = self._clock()
+                by_repository: dict[str, list[QueuedPush]] = {}
+                for push in self.tracking.queued_pushes():
+                    by_repository.setdefault(push.repository, []).append(push)
+                for repository, queued in by_repository.items():
+                    if repository in self._pushing or len(self._pushing) >= limit:
+                        continue
+                    if all(p.tag is None for p in queued) and now - queued[0].received_at < DIGEST_PUSH_GRACE:
+                        waiting_digests = True  # the push that references it may be on its way
+                        continue
+                    self._pushing[repository] = asyncio.ensure_future(self._push_job(repository, queued))
+            waiters = [asyncio.ensure_future(wake.wait()), *self._pushing.values()]
+            try:
+                await asyncio.wait(
+                    waiters,
+                    timeout=DIGEST_PUSH_GRACE / 5 if waiting_digests else 1.0,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                waiters[0].cancel()
+
+    async def _push_job(self, repository: str, queued: list[QueuedPush]) -> None:
+        whole_runs = self._whole_runs.get(repository, 0)
+        try:
+            work = Work()
+            set_work(work)  # counts this job's requests, on every site
+            plan = CopyPlan.from_pushes(await self._resolve(repository, queued))
+            sites = [s.name for s in self.config.secondaries if s.wants(repository)]
+            for _, digest in plan.tags:  # read each manifest once, not once per secondary at the same time
+                if self._cache.get(digest) is None:
+                    with contextlib.suppress(RegistryError):  # each secondary's copy fails and says why
+                        self._cache.put(await self.primary.get_manifest(repository, digest))
+            copied = await asyncio.gather(
+                *(self._push_to_site(name, repository, plan, queued) for name in sites)
+            )
+            if any(copied):
+                await self._db(
+                    self.tracking.record_tags_seen,
+                    self.config.primary.name,
+                    repository,
+                    dict(plan.tags),
+                    complete=False,
+                )
+            await self._db(self.tracking.done_pushes, [p.id for p in queued])
+            self.metrics.push_events.inc(len(queued))
+            self.metrics.push_requests.inc(work.requests)
+            self.metrics.requests_per_event.observe(work.requests / len(queued))
+            if any(copied):  # nothing written: the full syncs asked for instead need no second copy
+                await self._after_whole_runs(repository, queued, whole_runs)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must not stop the copies: the reconcile still covers the events
+            log.exception("push copy of %s failed", repository)
+            with contextlib.suppress(Exception):  # the database refusing: the pushes stay queued
+                await self._db(self.tracking.done_pushes, [p.id for p in queued])
+                await self._db(
+                    self.tracking.request_sync, repositories=[repository], event_at=queued[0].received_at
+                )
+            self._poke()
+        finally:
+            self._pushing.pop(repository, None)
+            self._flush_bytes()
+            if self._push_wake is not None:
+                self._push_wake.set()
+
+    async def _after_whole_runs(self, repository: str, queued: list[QueuedPush], whole_runs: int) -> None:
+        """A whole-repository job of this repository that ran beside this copy may have listed the
+        secondary before these tags were there, or written an older digest of them: copy them again
+        after it."""
+        if repository in self._pushed_during:
+            self._pushed_during[repository].extend(queued)
+        elif self._whole_runs.get(repository, 0) != whole_runs:
+            await self._requeue_pushes(queued)  # one ran and ended while this copy ran
+
+    async def _resolve(self, repository: str, queued: list[QueuedPush]) -> list[tuple[str | None, str]]:
+        """(tag, digest) of each push; a copy queued again (no digest) takes the tag's digest on the
+        primary now, as a later push of it may have moved it since."""
+        pushes: list[tuple[str | None, str]] = []
+        for push in queued:
+            if push.digest:
+                pushes.append((push.tag, push.digest))
+            elif push.tag is not None:
+                info = await self.primary.head_manifest(repository, push.tag)
+                if info is not None:  # None: deleted since; its deletion event does the rest
+                    pushes.append((push.tag, info.digest))
+        return pushes
+
+    async def _requeue_pushes(self, pushes: list[QueuedPush]) -> None:
+        """Copy these tags again, at their digest on the primary then (not one a later push replaced)."""
+        await self._db(
+            self.tracking.enqueue_pushes, [replace(p, digest="") for p in pushes if p.tag is not None]
+        )
+        if self._push_wake is not None:
+            self._push_wake.set()
+
+    async def _push_to_site(
+        self, site_name: str, repository: str, plan: CopyPlan, queued: list[QueuedPush]
+    ) -> bool:
+        """Copy the plan into one secondary. False if it failed: a full sync of it is queued instead."""
+        site = self._sites[site_name]
+        assert site.copier is not None
+
+        def before_tag(tag: str, digest: str) -> None:
+            # A whole-repository job reading this repository now must count the tag as the primary's,
+            # or its deletion pass could take the tag this copy is about to write.
+            view = self._views.get(repository)
+            if view is not None and tag not in view.tags:
+                view.tags[tag] = ManifestInfo(digest, "", -1)
+
+        try:
+            stats = await copy_pushed(
+                repository,
+                plan,
+                site.client,
+                site.copier,
+                self._cache,
+                blob_concurrency=self.config.engine.blob_concurrency,
+                before_tag=before_tag,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            reason = describe_error(exc)
+            self.log(
+                "warning",
+                f"copy of pushed {_named(plan)} failed: {reason}; the repository is queued for a full sync",
+                site=site_name,
+                repository=repository,
+            )
+            await self._db(
+                self.tracking.request_sync,
+                sites=[site_name],
+                repositories=[repository],
+                event_at=queued[0].received_at,
+            )
+            self._poke()
+            return False
+        site.stats.add(stats)
+        self._count(site_name, stats)
+        await self._db(self.tracking.record_tags_seen, site_name, repository, dict(plan.tags), complete=False)
+        now = self._clock()
+        for push in queued:
+            # Both: the push histogram's buckets resolve the sub-second copies, and event_to_synced
+            # keeps covering every event, whichever path replicated it.
+            self.metrics.push_to_secondary.labels(site_name).observe(max(0.0, now - push.received_at))
+            self.metrics.event_to_synced.labels(site_name).observe(max(0.0, now - push.received_at))
+        self.log(
+            "info",
+            f"copied pushed {_named(plan)}: {describe_stats(stats)}",
+            site=site_name,
+            repository=repository,
+        )
+        self._emit_row(site_name, repository)
+        return True
 
     # -- discovery -------------------------------------------------------------------------------
 
@@ -606,7 +816,9 @@ class Engine:
                         self._clock(), sites=sites, repositories=repositories, limit=max(100, room * 8)
                     )
                     for row in due:
-                        if row.repository in self._inflight:
+                        # A repository whose pushes are being copied waits for them: its run would copy
+                        # the same tags a second time.
+                        if row.repository in self._inflight or row.repository in self._pushing:
                             continue
                         if once and self._run_attempts.get(row.key, 0) >= attempts:
                             continue
@@ -647,6 +859,10 @@ class Engine:
     async def _run_job(self, repository: str, rows: list[RepositoryRow], once: bool) -> None:
         unfinished = {row.site: "reading the primary" for row in rows}
         limit = self.config.engine.max_job_duration
+        if not once:
+            set_work(Work(background=True))  # `serve`'s whole-repository work keeps to each site's budget
+        self._whole_runs[repository] = self._whole_runs.get(repository, 0) + 1
+        self._pushed_during[repository] = []
         try:
             async with asyncio.timeout(limit):
                 await self._replicate_everywhere(repository, rows, once, unfinished)
@@ -660,6 +876,11 @@ class Engine:
                 with contextlib.suppress(Exception):
                     await self._record_failure(row.site, repository, f"engine: {describe_error(exc)}", once)
         finally:
+            self._views.pop(repository, None)
+            again = self._pushed_during.pop(repository, [])
+            if again:
+                with contextlib.suppress(Exception):  # the database refusing: the reconcile still heals
+                    await self._requeue_pushes(again)
             self._inflight.pop(repository, None)
             self._flush_bytes()
             self._poke()
@@ -686,6 +907,19 @@ class Engine:
                 return
             for row in rows:
                 unfinished[row.site] = f"copying to {row.site}"
+            if view.exists and not view.tag_errors:
+                await self._db(
+                    self.tracking.record_tags_seen,
+                    self.config.primary.name,
+                    repository,
+                    view.digests,
+                    complete=True,
+                )
+            if view.exists:
+                for push in self._pushed_during.get(repository, []):  # copied while the tags were read
+                    if push.tag is not None and push.tag not in view.tags:
+                        view.tags[push.tag] = ManifestInfo(push.digest, "", -1)
+                self._views[repository] = view
             await asyncio.gather(
                 *(
                     self._replicate_one(row, view, generations[row.site], first[row.site], once, unfinished)
@@ -744,6 +978,7 @@ class Engine:
         for warning in warnings:
             self.log("warning", warning, site=site_name, repository=repository)
         if outcome.ok:
+            await self._db(self.tracking.record_tags_seen, site_name, repository, view.digests, complete=True)
             synced = await self._db(
                 self.tracking.mark_synced,
                 site_name,
@@ -855,6 +1090,7 @@ class Engine:
         return sorted(results, key=lambda r: (r.site, r.repository))
 
     async def _verify_forever(self) -> None:
+        set_work(Work(background=True))  # it reads whole repositories: each site's budget holds it
         while True:
             self._supervisor.beat("verification")
             if not self._paused:
@@ -950,6 +1186,18 @@ class Engine:
             await asyncio.sleep(FLUSH_INTERVAL)
             self._flush_bytes()
             self._supervisor.beat("flush")
+
+
+def _oldest(*times: float | None) -> float | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
+
+
+def _named(plan: CopyPlan) -> str:
+    """The tags (or digests) a push copy covers, for a log line: a few, then how many more."""
+    names = [tag for tag, _ in plan.tags] + list(plan.digests)
+    shown = ", ".join(names[:5])
+    return f"{shown} and {len(names) - 5} more" if len(names) > 5 else shown
 
 
 def _reachable(site: _Site) -> bool:

@@ -13,6 +13,8 @@ from .tracking import SiteCounts
 __all__ = ["CONTENT_TYPE", "EngineMetrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PUSH_LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+REQUESTS_BUCKETS = (5, 10, 15, 20, 30, 50, 100, 200, 500, 1000)
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 
@@ -126,6 +128,28 @@ class EngineMetrics:
             "From a notification to the repository synced on a secondary",
             ["site"],
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+        self.push_to_secondary = Histogram(
+            "geo_tui_push_to_secondary_seconds",
+            "From a push event received to its tag written on a secondary",
+            ["site"],
+            buckets=PUSH_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.push_events = Counter(
+            "geo_tui_push_events_copied", "Push events whose copy ran", registry=self.registry
+        )
+        self.push_requests = Counter(
+            "geo_tui_push_requests",
+            "Registry requests the copies of push events sent, all sites together",
+            registry=self.registry,
+        )
+        self.requests_per_event = Histogram(
+            "geo_tui_requests_per_push_event",
+            "Registry requests per push event (a coalesced copy's requests over its events)",
+            buckets=REQUESTS_BUCKETS,
             registry=self.registry,
         )
 

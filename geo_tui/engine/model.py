@@ -59,11 +59,12 @@ class SyncSummary:
 
 @dataclass(frozen=True)
 class SiteTags:
-    """One site's tags of a repository (tag -> digest), or why they could not be read."""
+    """One site's tags of a repository (tag -> digest) as last seen, and when, or why there are none."""
 
     site: str
     tags: dict[str, str] | None
     error: str | None = None
+    seen_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from geo_tui.registry import MANIFEST_TYPES, is_valid_repository_name
+from geo_tui.registry import MANIFEST_TYPES, is_valid_digest, is_valid_repository_name, is_valid_tag
 
 __all__ = ["EnvelopeError", "RegistryEvent", "parse_envelope"]
 
@@ -37,13 +37,25 @@ class RegistryEvent:
 
     @property
     def matters(self) -> bool:
-        """A push or delete of a manifest or tag in a valid repository: the repository must be compared.
+        """A push or delete of a manifest or tag in a valid repository: something to replicate.
 
         A delete event carries no media type (Distribution sends only the digest), so every delete counts.
         """
         if self.action not in ACTIONS_THAT_MATTER or not is_valid_repository_name(self.repository):
             return False
         return self.action == "delete" or self.is_manifest
+
+    @property
+    def copyable(self) -> bool:
+        """A push that names what to copy: a manifest digest, with a tag or pushed by digest alone.
+        Copied as named; any other event that matters needs the whole repository compared."""
+        return (
+            self.matters
+            and self.action == "push"
+            and self.digest is not None
+            and is_valid_digest(self.digest)
+            and (self.tag is None or is_valid_tag(self.tag))
+        )
 
 
 def _text(value: object, limit: int = 512) -> str | None:

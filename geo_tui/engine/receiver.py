@@ -69,6 +69,7 @@ class ReceiverApp:
     def health(self) -> dict[str, Any]:
         snapshot = self._engine.snapshot()
         queued = sum(s.counts.pending for s in snapshot.sites if s.counts is not None)
+        queued += self._engine.tracking.push_queue_depth()  # pushes waiting for their copy
         state = "paused" if snapshot.paused else ("running" if snapshot.running else "stopped")
         down = list(snapshot.tasks_down)
         return {

@@ -42,10 +42,12 @@ from .referrers import replicate_referrers
 __all__ = [
     "BlobCopier",
     "BlobLocations",
+    "CopyPlan",
     "CopyStats",
     "ManifestCache",
     "PrimaryRepository",
     "RepositoryOutcome",
+    "copy_pushed",
     "read_primary_repository",
     "read_secondary_tags",
     "replicate_repository",
@@ -487,9 +489,18 @@ class _RepositoryRun:
         return manifest
 
     async def copy_tag(self, tag: str, digest: str) -> None:
+        await self.put_tag(tag, await self.copy_tree(digest))
+
+    async def copy_tree(self, digest: str, *, look: bool = True) -> Manifest:
+        """Everything below the manifest ``digest`` (it not included). ``look``: HEAD the manifest on the
+        secondary first (a pushed manifest is new there: its copy looks at the blobs only)."""
         manifest = await self.fetch(digest)
-        if self.fresh or await self.secondary.head_manifest(self.repository, digest) is None:
+        if self.fresh or not look or await self.secondary.head_manifest(self.repository, digest) is None:
             await self._copy_below(manifest)
+        return manifest
+
+    async def put_tag(self, tag: str, manifest: Manifest) -> None:
+        digest = manifest.digest
         try:
             pushed = await self.secondary.put_manifest(
                 self.repository, tag, manifest.content, manifest.media_type
@@ -615,6 +626,68 @@ async def repository_size(
     except (RegistryError, InvalidManifest):
         return None
     return manifest_bytes + sum(blobs.values())
+
+
+@dataclass(frozen=True)
+class CopyPlan:
+    """What the push events of one repository name: each tag once, in the order of its latest push,
+    with that push's digest, then the manifests pushed by digest alone that no named tag is."""
+
+    tags: tuple[tuple[str, str], ...]
+    digests: tuple[str, ...]
+
+    @classmethod
+    def from_pushes(cls, pushes: Iterable[tuple[str | None, str]]) -> CopyPlan:
+        latest: dict[str, str] = {}
+        by_digest: dict[str, None] = {}
+        for tag, digest in pushes:
+            if tag is None:
+                by_digest[digest] = None
+            else:
+                latest.pop(tag, None)  # a later push of the tag wins, and takes its place in the order
+                latest[tag] = digest
+        tagged = set(latest.values())
+        return cls(tuple(latest.items()), tuple(d for d in by_digest if d not in tagged))
+
+
+async def copy_pushed(
+    repository: str,
+    plan: CopyPlan,
+    secondary: RegistryClient,
+    blobs: BlobCopier,
+    cache: ManifestCache,
+    *,
+    blob_concurrency: int = 4,
+    tree_concurrency: int = 8,
+    before_tag: Callable[[str, str], None] | None = None,
+) -> CopyStats:
+    """Copy what pushes named into one secondary, and nothing else: each tag's manifest tree (blobs
+    HEADed on the secondary, then mounted or streamed; children by digest), then the tag, in push
+    order; then each manifest pushed by digest that those trees did not reach. No tag list is read and
+    no other tag is looked at, on either side. ``before_tag`` is called before each tag is written."""
+    run = _RepositoryRun(repository, blobs.primary, secondary, blobs, cache, blob_concurrency)
+    slots = asyncio.Semaphore(tree_concurrency)
+
+    async def tree(digest: str) -> Manifest:
+        async with slots:
+            return await run.copy_tree(digest, look=False)
+
+    # The trees of a burst's tags copy side by side; the tags go on in push order, each once its tree is in.
+    trees = {digest: asyncio.ensure_future(tree(digest)) for digest in dict.fromkeys(d for _, d in plan.tags)}
+    try:
+        for tag, digest in plan.tags:
+            manifest = await trees[digest]
+            if before_tag is not None:
+                before_tag(tag, digest)
+            await run.put_tag(tag, manifest)
+        for digest in plan.digests:
+            await run._child(digest)  # a child already copied with a tag's tree is not copied again
+    finally:
+        # Nothing goes on writing to the secondary after this copy has reported (a failed tag stops it).
+        for task in trees.values():
+            task.cancel()
+        await asyncio.gather(*trees.values(), return_exceptions=True)
+    return run.stats
 
 
 def _tag_order(tags: Iterable[str]) -> tuple[list[str], list[str]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import httpx
 
 from geo_tui.config import AuthConfig, Config, SiteConfig, redactor_for
@@ -57,6 +59,7 @@ def build_client(
     transport: httpx.AsyncBaseTransport | None = None,
     timeout: float = 30.0,
     redactor: Redactor | None = None,
+    on_request: Callable[[httpx.Request], Awaitable[None]] | None = None,
 ) -> RegistryClient:
     verify: bool | str = str(site.ca_file) if site.ca_file is not None else site.tls_verify
     if signer is None and config.auth is not None:
@@ -74,4 +77,5 @@ def build_client(
         redactor=redactor or redactor_for(config),
         max_catalog_pages=config.engine.max_catalog_pages,
         max_tags=config.engine.max_tags_per_repository,
+        on_request=on_request,
     )

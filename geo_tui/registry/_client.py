@@ -8,7 +8,7 @@ import hashlib
 import json
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -156,6 +156,7 @@ class RegistryClient:
     Listings end: a catalog of more than `max_catalog_pages` pages, or a repository of more than
     `max_tags` tags, raises RegistryError naming the registry (and the repository), so a registry that
     links to a next page forever cannot keep a sync running forever.
+    `on_request` is awaited before each request goes out (an httpx request event hook).
     """
 
     def __init__(
@@ -175,6 +176,7 @@ class RegistryClient:
         redactor: Redactor | None = None,
         max_catalog_pages: int = MAX_CATALOG_PAGES,
         max_tags: int = MAX_TAGS,
+        on_request: Callable[[httpx.Request], Awaitable[None]] | None = None,
     ) -> None:
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host or url.query:
@@ -199,6 +201,9 @@ class RegistryClient:
                 limits=limits,
                 timeout=limits_timeout,
                 headers={"User-Agent": f"geo-tui/{__version__}"},
+                # Every request sent (retries too): the engine counts a push's requests and paces
+                # its background work here.
+                event_hooks={"request": [on_request]} if on_request is not None else None,
             )
 
         self._session = Session(

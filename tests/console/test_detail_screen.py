@@ -218,3 +218,17 @@ async def test_reset_starts_over_for_another_repository() -> None:
         assert "team/other" in shown  # the header names the repository
         assert app.detail_screen.repository == "team/other" and not app.detail_screen.loaded
         assert app.screen.query_one("#detail-body").scroll_y == 0
+
+
+async def test_says_when_the_engine_last_saw_each_site_s_tags() -> None:
+    app = DetailApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        sites = (
+            SiteTags("main", {"v1": A}, seen_at=NOW - 5),
+            SiteTags("eu", {"v1": A}, seen_at=NOW - 120),
+            SiteTags("us", None, "not seen yet: no sync or push copy of it has run"),
+        )
+        app.detail_screen.show(make_detail(sites=sites), NOW)
+        await pilot.pause()
+        shown = screen_text(app)
+        assert "tags as last seen: main 5 s ago, eu 2 min ago" in shown

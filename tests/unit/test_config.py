@@ -183,6 +183,7 @@ def test_minimal_config_takes_the_documented_defaults(config_path: Path) -> None
     assert config.engine.min_transfer_rate == 64 * 1024 and config.engine.max_job_duration == 6 * 3600
     assert config.engine.max_catalog_pages == 10_000
     assert config.engine.max_tags_per_repository == 1_000_000
+    assert config.engine.reconcile_requests_per_second == 200.0
     assert config.auth is None and config.notifications is None
     assert config.primary.auth == "none" and config.primary.password is None
     assert config.secondaries[0].include == () and config.secondaries[0].wants("any/thing")
@@ -366,6 +367,10 @@ MISTAKES: list[tuple[str, Edit, str | None, str]] = [
      "engine.repository_concurrency", "got 257"),
     ("blobs 65", set_at("engine", "blob_concurrency", 65), "engine.blob_concurrency", "between 1 and 64"),
     ("interval 9", set_at("engine", "reconcile_interval", 9.5), "engine.reconcile_interval", "at least 10"),
+    ("budget negative", set_at("engine", "reconcile_requests_per_second", -1),
+     "engine.reconcile_requests_per_second", "at least 0"),
+    ("budget type", set_at("engine", "reconcile_requests_per_second", "fast"),
+     "engine.reconcile_requests_per_second", "must be a number"),
     ("interval inf", set_at("engine", "reconcile_interval", float("inf")),
      "engine.reconcile_interval", "finite"),
     ("attempts 21", set_at("engine", "sync_attempts", 21), "engine.sync_attempts", "between 1 and 20"),
@@ -683,6 +688,7 @@ def test_no_warning_when_secrets_live_in_files(config_path: Path) -> None:
 KNOWN_KEYS = sorted(
     {"engine", "auth", "notifications", "primary", "secondaries", "name", "registry", "include", "exclude"}
     | {"database", "repository_concurrency", "blob_concurrency", "replicate_deletions", "reconcile_interval"}
+    | {"reconcile_requests_per_second"}
     | {"sync_attempts", "private_key", "issuer", "service", "token_ttl", "listen", "secret", "secret_file"}
     | {"min_transfer_rate", "max_job_duration"}
     | {"username", "password", "password_file", "ca_file", "tls_verify"}

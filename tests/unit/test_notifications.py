@@ -413,14 +413,15 @@ async def test_a_good_event_is_stored_and_queued_before_the_200(
     before = engine.tracking._clock()
     response = await _post(client, envelope(event(repository="group/app", tag="v7")))
     assert response.status_code == 200
-    assert response.json() == {"accepted": 1, "queued": 2}
+    # Issue 17: the push is queued as itself, for a copy of what it names (one), and its new repository
+    # is tracked on both sites.
+    assert response.json() == {"accepted": 1, "queued": 1}
+    pushes = _db_rows(engine, "SELECT repository, tag, digest, received_at FROM push_queue")
+    assert [p[:3] for p in pushes] == [("group/app", "v7", DIGEST)] and pushes[0][3] >= before
     rows = _db_rows(
-        engine,
-        "SELECT site, state, oldest_unsynced_event_at FROM repositories WHERE repository = ? ORDER BY site",
-        ("group/app",),
+        engine, "SELECT site, state FROM repositories WHERE repository = ? ORDER BY site", ("group/app",)
     )
-    assert [(site, state) for site, state, _ in rows] == [("eu", "pending"), ("us", "pending")]
-    assert all(at is not None and at >= before for _, _, at in rows)
+    assert rows == [("eu", "pending"), ("us", "pending")]
     stored = _db_rows(engine, "SELECT event_id, action, repository, tag, digest FROM notifications")
     assert stored == [("0b5b3b0e-0000-4000-8000-000000000001", "push", "group/app", "v7", DIGEST)]
     assert engine.last_event_at is not None
@@ -446,21 +447,35 @@ async def test_a_mixed_envelope_queues_only_what_matters(client: httpx.AsyncClie
     )
     response = await _post(client, body)
     assert response.status_code == 200
-    assert response.json() == {"accepted": 5, "queued": 4}
+    assert response.json() == {"accepted": 5, "queued": 3}  # one push to copy, two rows for the deletion
     ids = [r[0] for r in _db_rows(engine, "SELECT event_id FROM notifications ORDER BY id")]
     assert ids == ["manifest", "delete"]
 
 
-async def test_a_second_event_keeps_the_oldest_event_time(client: httpx.AsyncClient, engine: Engine) -> None:
+async def test_a_second_push_queues_after_the_first_and_the_oldest_time_is_kept(
+    client: httpx.AsyncClient, engine: Engine
+) -> None:
     assert (await _post(client, envelope(event()))).status_code == 200
     first = engine.tracking.row("eu", "group/app")
-    assert first is not None
+    oldest = engine.tracking.oldest_queued_push()
+    assert first is not None and oldest is not None
     assert (await _post(client, envelope(event(tag="v2")))).status_code == 200
     second = engine.tracking.row("eu", "group/app")
     assert second is not None
-    assert second.oldest_unsynced_event_at == first.oldest_unsynced_event_at
-    assert second.generation == first.generation + 1
+    # Issue 17: pushes queue copies of themselves, in order; no whole-repository run is asked for.
+    assert [p.tag for p in engine.tracking.queued_pushes()] == ["v1", "v2"]
+    assert engine.tracking.oldest_queued_push() == oldest  # the lag counts from the oldest waiting push
+    assert second.generation == first.generation
     assert _notification_count(engine) == 2
+
+
+async def test_a_delete_event_queues_a_whole_repository_run_with_its_time(
+    client: httpx.AsyncClient, engine: Engine
+) -> None:
+    assert (await _post(client, envelope(event("delete", tag=None, media_type=None)))).status_code == 200
+    assert engine.tracking.queued_pushes() == []
+    rows = _db_rows(engine, "SELECT site, oldest_unsynced_event_at FROM repositories ORDER BY site")
+    assert [site for site, _ in rows] == ["eu", "us"] and all(at is not None for _, at in rows)
 
 
 async def test_a_lone_surrogate_in_a_tag_is_not_a_storage_failure(

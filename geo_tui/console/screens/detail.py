@@ -245,6 +245,9 @@ class RepositoryDetailScreen(Screen[None]):
                 for s in detail.sites
                 if s.tags is None
             ]
+            seen = [f"{s.site} {ago(s.seen_at, now)}" for s in detail.sites if s.seen_at is not None]
+            if seen:  # the engine's last look, from its database: opening this screen asks no registry
+                errors.insert(0, Static(_plain("tags as last seen: " + ", ".join(seen)), classes="seen"))
             self._replace("#detail-site-errors", errors)
             self._replace("#detail-secondaries", self._secondary_widgets(detail, now))
             history = self.query_one("#detail-history", Static)

@@ -7,11 +7,13 @@ them) and, separately, the verification state. Rows are read by column name into
 
 The modules, one idea each: `rows` (what a row means), `schema` (versions and migrations), `store`
 (the file, its connections and transactions), `queue` (discovery and sync state), `verification`,
-`reads` (rows and counts) and `records` (notifications, blob locations, the event log).
+`reads` (rows and counts), `records` (notifications, blob locations, the event log) and `pushes` (pushes
+waiting for their copy, and the tags last seen on each site).
 """
 
 from __future__ import annotations
 
+from .pushes import PushRecords, QueuedPush
 from .queue import SyncQueue
 from .reads import RowReads
 from .records import EVENT_LOG_LIMIT, Records
@@ -29,6 +31,7 @@ __all__ = [
     "DatabaseUnusable",
     "LogRecord",
     "Migration",
+    "QueuedPush",
     "RepositoryRow",
     "SiteCounts",
     "SyncState",
@@ -38,7 +41,7 @@ __all__ = [
 ]
 
 
-class Tracking(SyncQueue, VerificationRecords, RowReads, Records):
+class Tracking(SyncQueue, VerificationRecords, RowReads, Records, PushRecords):
     """Thread-safe access to the tracking database: one connection (and lock) that writes, and one
     (and lock) that reads. In WAL mode a reader never waits for a writer, so whatever only reads
     (status, snapshots, /-/health, the scheduler's queue) stays fast while another process holds the

@@ -156,6 +156,19 @@ class SyncQueue(TrackingStore):
                 (site, repository),
             )
 
+    def request_reconcile(self, *, sites: Sequence[str] | None = None) -> int:
+        """Queue the periodic reconcile: every row not running now goes to pending. A run in progress
+        keeps its generation: it reads the primary anyway, and bumping it at every interval meant a
+        run longer than the interval was never marked synced (issue 17)."""
+        where, params = self._selection(sites, None)
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE repositories SET generation = generation + 1, retry_at = NULL, retry_count = 0, "
+                f"state = 'pending' WHERE {where} AND state != 'started'",
+                params,
+            )
+            return cur.rowcount
+
     def request_sync(
         self,
         *,

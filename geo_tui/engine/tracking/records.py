@@ -29,14 +29,27 @@ class Records(TrackingStore):
         events: Sequence[tuple[str, str, str, str | None, str | None]],
         rows: Iterable[tuple[str, str]],
         received_at: float,
+        pushes: Sequence[tuple[str, str | None, str]] = (),
+        push_rows: Iterable[tuple[str, str]] = (),
     ) -> int:
-        """Store received events and queue their (site, repository) rows, in one transaction: once
-        this returns, a killed process still replicates them after a restart. Returns rows queued."""
+        """Store received events, queue their (site, repository) rows for a whole-repository run and
+        their ``pushes`` (repository, tag, digest) for a copy of what they name, in one transaction:
+        once this returns, a killed process still replicates them after a restart. ``push_rows`` are
+        tracked (created if new) without queueing a run. Returns rows and pushes queued."""
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO notifications (received_at, event_id, action, repository, tag, digest) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [(received_at, *event) for event in events],
+            )
+            db.executemany(
+                "INSERT INTO push_queue (received_at, repository, tag, digest) VALUES (?, ?, ?, ?)",
+                [(received_at, *push) for push in pushes],
+            )
+            db.executemany(
+                "INSERT INTO repositories (site, repository) VALUES (?, ?) "
+                "ON CONFLICT (site, repository) DO UPDATE SET on_primary = 1 WHERE on_primary = 0",
+                list(push_rows),
             )
             before = db.total_changes
             db.executemany(
@@ -48,7 +61,7 @@ class Records(TrackingStore):
                 "excluded.oldest_unsynced_event_at), excluded.oldest_unsynced_event_at)",
                 [(site, repo, received_at) for site, repo in rows],
             )
-            queued = db.total_changes - before
+            queued = db.total_changes - before + len(pushes)
             self._notification_inserts += len(events)
             if self._notification_inserts >= 1000:
                 self._notification_inserts = 0

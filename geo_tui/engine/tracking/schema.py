@@ -169,6 +169,30 @@ def _first_schema(db: sqlite3.Connection) -> None:
 # Append the next one here, never edit one that shipped: Migration(2, "what it adds", _sql("CREATE ...")).
 MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
     Migration(1, "the tables of the releases before schema versions", _first_schema),
+    Migration(
+        2,
+        "pushes waiting for their copy, and the tags last seen on each site (issue 17)",
+        _sql(
+            # Pushes named by notification events, waiting for their copy (tag NULL: pushed by digest).
+            """CREATE TABLE IF NOT EXISTS push_queue (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                received_at REAL NOT NULL,
+                repository TEXT NOT NULL,
+                tag TEXT,
+                digest TEXT NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS push_queue_repository ON push_queue (repository, id)",
+            # What the engine last saw: tag -> digest on the primary and on each secondary, and when.
+            """CREATE TABLE IF NOT EXISTS tags_seen (
+                site TEXT NOT NULL,
+                repository TEXT NOT NULL,
+                tag TEXT NOT NULL,
+                digest TEXT NOT NULL,
+                seen_at REAL NOT NULL,
+                PRIMARY KEY (site, repository, tag)
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
