@@ -25,7 +25,7 @@ What it does, all on 127.0.0.1, with real CNCF Distribution 2.8:
    `notifications` table (read-only connection). Target: >= 200 events/s, none lost.
 5. Large repositories (issue 17), for each of --large-sizes (2,000 and 20,000 tags): `bench/large<N>` holds
    N tags on every site, one pushed image and N-1 tags written straight into Distribution's storage
-   (`tests.support.tags`; geo-tui learns of the repository from the first push, and its first reconcile of
+   (`tests.support.many_tags`; geo-tui learns of the repository from the first push, and its first reconcile of
    it runs in the background meanwhile, at `reconcile_requests_per_second`). Then: one push with
    `skopeo sync` of the repository into the peer right after it (the peer holds the same tags, so skopeo
    copies that one image: what a polling replica pays per sync); --large-pushes single pushes, p50/p99
@@ -68,7 +68,7 @@ from tests.support.geo import image_with_layers, write_geo_config  # noqa: E402
 from tests.support.keys import repository_scope, session_key_pair  # noqa: E402
 from tests.support.oci import ALL_MANIFEST_TYPES, ManifestNode, layer_blob  # noqa: E402
 from tests.support.push import RawPusher  # noqa: E402
-from tests.support.tags import write_tag_links  # noqa: E402
+from tests.support.many_tags import write_tags  # noqa: E402
 from tests.support.token_server import TokenServer  # noqa: E402
 
 EVENTS_PATH = "/api/v4/container_registry_event/events"
@@ -424,7 +424,7 @@ class Bench:
         for site in self.sites.values():
             with RawPusher.for_registry(site) as pusher:
                 pusher.push_tree(repository, base, "base")
-            write_tag_links(site, repository, (f"t{n:05d}" for n in range(size - 1)), base.digest)
+            write_tags(site, repository, base.digest, (f"t{n:05d}" for n in range(size - 1)))
         log(f"large {size}: {repository} holds {size} tags on every site")
         result: dict[str, Any] = {"tags": size}
         readers = self.readers(("eu", "us"), repository)

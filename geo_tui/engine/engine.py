@@ -745,7 +745,7 @@ class Engine:
                 try:
                     await self.discover(write_timeout=BACKGROUND_WRITE_TIMEOUT)
                     await self._db(
-                        self.tracking.request_sync,
+                        self.tracking.request_reconcile,
                         sites=self.secondary_names,
                         timeout=BACKGROUND_WRITE_TIMEOUT,
                     )

@@ -1,7 +1,7 @@
 """Issue 17: a push event costs what it names, not what its repository holds.
 
 Real Distribution 2.8 with notifications pointed at `geo-tui serve`, a repository of 2,000 tags on the
-primary and both secondaries (tags written into storage after one push: `tests.support.tags`), and each
+primary and both secondaries (tags written into storage after one push: `tests.support.many_tags`), and each
 registry's access log read for the requests geo-tui sent (its User-Agent is `geo-tui/<version>`).
 """
 
@@ -28,7 +28,7 @@ from tests.support.keys import TestKeyPair
 from tests.support.oci import layer_blob, multi_arch, oci_artifact, oci_image, referrers_fallback
 from tests.support.push import RawPusher
 from tests.support.served import EVENTS, Served, wait_until
-from tests.support.tags import write_tag_links
+from tests.support.many_tags import write_tags
 from tests.support.token_server import TokenServer
 
 pytestmark = [
@@ -121,7 +121,7 @@ def big(tmp_path_factory: pytest.TempPathFactory, key_pair: TestKeyPair) -> Iter
             base = image_with_layers([layer_blob("big-base")], seed="big-base")
             for site in sites.values():
                 site.pusher.push_tree(BIG, base, "base")
-                write_tag_links(site.registry, BIG, (f"t{n:05d}" for n in range(TAGS - 1)), base.digest)
+                write_tags(site.registry, BIG, base.digest, (f"t{n:05d}" for n in range(TAGS - 1)))
             assert len(sites["primary"].pusher.list_tags(BIG)) == TAGS
             state = BigLive(sites["primary"], sites["eu"], sites["us"], workdir, key_pair, port, base.digest)
             state.serve()
@@ -309,7 +309,7 @@ def test_a_lost_event_is_healed_by_the_reconcile_within_its_interval(reconciling
     big = reconciling
     # No wait for a run to be marked synced first: with a 10 s interval each reconcile asks for a new run of
     # a repository whose run takes longer, so its row is not marked synced in between.
-    write_tag_links(big.primary.registry, BIG, ["lost-1"], big.base_digest)  # no event is ever sent
+    write_tags(big.primary.registry, BIG, big.base_digest, ["lost-1"])  # no event is ever sent
     # Healed by the next reconcile: its interval, plus the run in progress and its own (each ~6,000 requests,
     # at most 300/s per site, minutes on a loaded shared machine).
     wait_until(lambda: on_secondaries(big, BIG, "lost-1", big.base_digest), timeout=600, what="lost-1 healed")

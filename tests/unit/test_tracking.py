@@ -82,6 +82,18 @@ def test_synced_only_if_no_new_work_arrived(db: Tracking) -> None:
     assert row is not None and row.state is SyncState.PENDING
 
 
+def test_the_periodic_reconcile_does_not_invalidate_a_run_in_progress(db: Tracking) -> None:
+    db.ensure_rows("eu", ["long", "idle"])
+    generation = db.mark_started("eu", "long")  # a run longer than the reconcile interval
+    other = db.mark_started("eu", "idle")
+    db.mark_synced("eu", "idle", other, tag_count=1, size=1)
+    assert db.request_reconcile(sites=["eu"]) == 1  # the synced row is queued again; the running one is not
+    assert db.mark_synced("eu", "long", generation, tag_count=2000, size=10) is True
+    long, idle = db.row("eu", "long"), db.row("eu", "idle")
+    assert long is not None and long.state is SyncState.SYNCED
+    assert idle is not None and idle.state is SyncState.PENDING
+
+
 def test_failed_rows_wait_for_their_retry_time(db: Tracking, clock: Clock) -> None:
     db.ensure_rows("eu", ["app"])
     db.mark_started("eu", "app")
