@@ -25,8 +25,8 @@ What it does, all on 127.0.0.1, with real CNCF Distribution 2.8:
    `notifications` table (read-only connection). Target: >= 200 events/s, none lost.
 5. Large repositories (issue 17), for each of --large-sizes (2,000 and 20,000 tags): `bench/large<N>` holds
    N tags on every site, one pushed image and N-1 tags written straight into Distribution's storage
-   (`tests.support.many_tags`; geo-tui learns of the repository from the first push, and its first reconcile of
-   it runs in the background meanwhile, at `reconcile_requests_per_second`). Then: one push with
+   (`tests.support.many_tags`; geo-tui learns of the repository from the first push, and its first
+   reconcile of it runs in the background meanwhile, at `reconcile_requests_per_second`). Then: one push with
    `skopeo sync` of the repository into the peer right after it (the peer holds the same tags, so skopeo
    copies that one image: what a polling replica pays per sync); --large-pushes single pushes, p50/p99
    and requests per event (serve's own count in /metrics: `geo_tui_push_requests_total` over
@@ -66,9 +66,9 @@ import httpx  # noqa: E402
 from tests.support.distribution import Distribution, free_port  # noqa: E402
 from tests.support.geo import image_with_layers, write_geo_config  # noqa: E402
 from tests.support.keys import repository_scope, session_key_pair  # noqa: E402
+from tests.support.many_tags import write_tags  # noqa: E402
 from tests.support.oci import ALL_MANIFEST_TYPES, ManifestNode, layer_blob  # noqa: E402
 from tests.support.push import RawPusher  # noqa: E402
-from tests.support.many_tags import write_tags  # noqa: E402
 from tests.support.token_server import TokenServer  # noqa: E402
 
 EVENTS_PATH = "/api/v4/container_registry_event/events"

@@ -25,10 +25,10 @@ from tests.support.binaries import find_binary
 from tests.support.distribution import AccessLogLine, Distribution, free_port
 from tests.support.geo import image_with_layers, write_geo_config
 from tests.support.keys import TestKeyPair
+from tests.support.many_tags import write_tags
 from tests.support.oci import layer_blob, multi_arch, oci_artifact, oci_image, referrers_fallback
 from tests.support.push import RawPusher
 from tests.support.served import EVENTS, Served, wait_until
-from tests.support.many_tags import write_tags
 from tests.support.token_server import TokenServer
 
 pytestmark = [
