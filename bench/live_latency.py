@@ -728,8 +728,8 @@ def render(results: dict[str, Any], failures: list[str], notes: list[str]) -> st
         )
         lines.append(
             f"          per secondary p50: {lat['per_site_p50']}; p50 of the first 10 pushes "
-            f"{lat['p50_first_10']:.3f} s, of the last 10 {lat['p50_last_10']:.3f} s (each event compares "
-            "every tag of the repository)"
+            f"{lat['p50_first_10']:.3f} s, of the last 10 {lat['p50_last_10']:.3f} s (an event copies "
+            "what it names: no slope with the tag count)"
         )
     peer = results.get("peer")
     if peer:

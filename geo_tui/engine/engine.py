@@ -14,13 +14,13 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
 
 from geo_tui.config import Config, SiteConfig, redactor_for
-from geo_tui.registry import ManifestInfo, RegistryClient, RegistryError, is_valid_repository_name
+from geo_tui.registry import RegistryClient, RegistryError, is_valid_repository_name
 
 from .backoff import in_run_delay, retry_delay
 from .budget import RequestBudget, Work, request_hook, set_work
@@ -30,14 +30,13 @@ from .lock import DatabaseClaim
 from .metrics import EngineMetrics
 from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, SiteTags, SyncSummary
 from .notifications import RegistryEvent
+from .pushes import PushCopier
 from .replicate import (
     BlobCopier,
-    CopyPlan,
     CopyStats,
     ManifestCache,
     PrimaryRepository,
     RepositoryOutcome,
-    copy_pushed,
     read_primary_repository,
     replicate_repository,
     repository_size,
@@ -45,7 +44,7 @@ from .replicate import (
 from .sites import build_client, build_signer
 from .supervisor import Supervisor
 from .throughput import CompletionRate, Throughput
-from .tracking import QueuedPush, RepositoryRow, SyncState, Tracking, VerificationState
+from .tracking import RepositoryRow, SyncState, Tracking, VerificationState
 from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
 from .verify import VerificationDepth, VerificationResult, Verifier
 
@@ -74,9 +73,6 @@ NOTIFICATION_STORE_TIMEOUT = 3.0
 # Discovery gives a write this long, then fails and is restarted: the failure shows, and is counted.
 BACKGROUND_WRITE_TIMEOUT = 5.0
 SHUTDOWN_WRITE_TIMEOUT = 2.0
-# A push by digest alone (an index's child, a referrer) waits this long for the push that references it,
-# so both are copied in one run; after it, it is copied on its own.
-DIGEST_PUSH_GRACE = 0.5
 
 
 @dataclass
@@ -126,12 +122,7 @@ class Engine:
         self._tracking: Tracking | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}
         # Push copies, by repository: they run beside whole-repository jobs, never behind them.
-        self._pushing: dict[str, asyncio.Task[None]] = {}
-        self._push_wake: asyncio.Event | None = None
-        # A whole-repository job's primary view, and the pushes copied while it runs (see _push_job).
-        self._views: dict[str, PrimaryRepository] = {}
-        self._pushed_during: dict[str, list[QueuedPush]] = {}
-        self._whole_runs: dict[str, int] = {}
+        self._pushes = PushCopier(self)
         self._wake: asyncio.Event | None = None
         self._paused = False
         self._running = False
@@ -191,7 +182,6 @@ class Engine:
         for name in ENGINE_LOGGERS:
             logging.getLogger(name).addFilter(self._log_filter)
         self._wake = asyncio.Event()
-        self._push_wake = asyncio.Event()
         signer = build_signer(self.config.auth) if self.config.auth is not None else None
         blob_connections = self.config.engine.blob_concurrency * 2
         for site in self.config.sites:
@@ -279,7 +269,7 @@ class Engine:
             await self._schedule(once=False, sites=self.secondary_names)
 
         start("scheduler", scheduler, interval=loop, heartbeat=True)
-        start("push", self._push_forever, interval=loop, heartbeat=True)
+        start("push", self._pushes.run_forever, interval=loop, heartbeat=True)
         start("health", self._health_forever, interval=max(loop, 2 * self._health_interval))
         start("flush", self._flush_forever, interval=loop, heartbeat=True)
         reconcile = self.config.engine.reconcile_interval
@@ -291,11 +281,11 @@ class Engine:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop scheduling; let copies in flight finish for ``grace`` seconds, then leave them pending."""
-        if not self._running and not self._inflight and not self._pushing:
+        if not self._running and not self._inflight and not self._pushes.running:
             return
         self._running = False
         await self._supervisor.stop()
-        jobs = [*self._inflight.values(), *self._pushing.values()]
+        jobs = [*self._inflight.values(), *self._pushes.running.values()]
         if jobs:
             _, pending = await asyncio.wait(jobs, timeout=grace)
             for task in pending:
@@ -372,7 +362,7 @@ class Engine:
     @property
     def in_flight(self) -> int:
         """Repository jobs running now: whole-repository runs and push copies."""
-        return len(self._inflight) + len(self._pushing)
+        return len(self._inflight) + len(self._pushes.running)
 
     def tasks_down(self) -> list[str]:
         """Background tasks down (failed and not back, or stuck) for longer than their interval."""
@@ -469,7 +459,7 @@ class Engine:
     async def accept_notifications(self, events: Sequence[RegistryEvent]) -> int:
         """Durably queue what notification events name, then wake the copiers.
 
-        A push that names its manifest is queued for a copy of exactly that (see `_push_job`); a
+        A push that names its manifest is queued for a copy of exactly that (see `pushes`); a
         deletion, or an event that names too little, queues a whole-repository run in the background.
         The events are in the tracking database when this returns: acknowledge only after it.
         Returns how many pushes and (site, repository) rows were queued. Raises DatabaseBusy (or
@@ -519,177 +509,9 @@ class Engine:
             )
         if whole:
             self._poke()
-        if pushes and self._push_wake is not None:
-            self._push_wake.set()
+        if pushes:
+            self._pushes.wake()
         return queued
-
-    # -- push copies -------------------------------------------------------------------------------
-
-    async def _push_forever(self) -> None:
-        """Start a copy for each repository with queued pushes: one job per repository at a time, so
-        pushes that arrive together coalesce. Never waits on whole-repository work."""
-        wake = self._push_wake
-        assert wake is not None
-        limit = self.config.engine.repository_concurrency
-        while True:
-            wake.clear()
-            self._supervisor.beat("push")
-            waiting_digests = False
-            if not self._paused:
-                now = self._clock()
-                by_repository: dict[str, list[QueuedPush]] = {}
-                for push in self.tracking.queued_pushes():
-                    by_repository.setdefault(push.repository, []).append(push)
-                for repository, queued in by_repository.items():
-                    if repository in self._pushing or len(self._pushing) >= limit:
-                        continue
-                    if all(p.tag is None for p in queued) and now - queued[0].received_at < DIGEST_PUSH_GRACE:
-                        waiting_digests = True  # the push that references it may be on its way
-                        continue
-                    self._pushing[repository] = asyncio.ensure_future(self._push_job(repository, queued))
-            waiters = [asyncio.ensure_future(wake.wait()), *self._pushing.values()]
-            try:
-                await asyncio.wait(
-                    waiters,
-                    timeout=DIGEST_PUSH_GRACE / 5 if waiting_digests else 1.0,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                waiters[0].cancel()
-
-    async def _push_job(self, repository: str, queued: list[QueuedPush]) -> None:
-        whole_runs = self._whole_runs.get(repository, 0)
-        try:
-            work = Work()
-            set_work(work)  # counts this job's requests, on every site
-            plan = CopyPlan.from_pushes(await self._resolve(repository, queued))
-            sites = [s.name for s in self.config.secondaries if s.wants(repository)]
-            for _, digest in plan.tags:  # read each manifest once, not once per secondary at the same time
-                if self._cache.get(digest) is None:
-                    with contextlib.suppress(RegistryError):  # each secondary's copy fails and says why
-                        self._cache.put(await self.primary.get_manifest(repository, digest))
-            copied = await asyncio.gather(
-                *(self._push_to_site(name, repository, plan, queued) for name in sites)
-            )
-            if any(copied):
-                await self._db(
-                    self.tracking.record_tags_seen,
-                    self.config.primary.name,
-                    repository,
-                    dict(plan.tags),
-                    complete=False,
-                )
-            await self._db(self.tracking.done_pushes, [p.id for p in queued])
-            self.metrics.push_events.inc(len(queued))
-            self.metrics.push_requests.inc(work.requests)
-            self.metrics.requests_per_event.observe(work.requests / len(queued))
-            if any(copied):  # nothing written: the full syncs asked for instead need no second copy
-                await self._after_whole_runs(repository, queued, whole_runs)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a bug here must not stop the copies: the reconcile still covers the events
-            log.exception("push copy of %s failed", repository)
-            with contextlib.suppress(Exception):  # the database refusing: the pushes stay queued
-                await self._db(self.tracking.done_pushes, [p.id for p in queued])
-                await self._db(
-                    self.tracking.request_sync, repositories=[repository], event_at=queued[0].received_at
-                )
-            self._poke()
-        finally:
-            self._pushing.pop(repository, None)
-            self._flush_bytes()
-            if self._push_wake is not None:
-                self._push_wake.set()
-
-    async def _after_whole_runs(self, repository: str, queued: list[QueuedPush], whole_runs: int) -> None:
-        """A whole-repository job of this repository that ran beside this copy may have listed the
-        secondary before these tags were there, or written an older digest of them: copy them again
-        after it."""
-        if repository in self._pushed_during:
-            self._pushed_during[repository].extend(queued)
-        elif self._whole_runs.get(repository, 0) != whole_runs:
-            await self._requeue_pushes(queued)  # one ran and ended while this copy ran
-
-    async def _resolve(self, repository: str, queued: list[QueuedPush]) -> list[tuple[str | None, str]]:
-        """(tag, digest) of each push; a copy queued again (no digest) takes the tag's digest on the
-        primary now, as a later push of it may have moved it since."""
-        pushes: list[tuple[str | None, str]] = []
-        for push in queued:
-            if push.digest:
-                pushes.append((push.tag, push.digest))
-            elif push.tag is not None:
-                info = await self.primary.head_manifest(repository, push.tag)
-                if info is not None:  # None: deleted since; its deletion event does the rest
-                    pushes.append((push.tag, info.digest))
-        return pushes
-
-    async def _requeue_pushes(self, pushes: list[QueuedPush]) -> None:
-        """Copy these tags again, at their digest on the primary then (not one a later push replaced)."""
-        await self._db(
-            self.tracking.enqueue_pushes, [replace(p, digest="") for p in pushes if p.tag is not None]
-        )
-        if self._push_wake is not None:
-            self._push_wake.set()
-
-    async def _push_to_site(
-        self, site_name: str, repository: str, plan: CopyPlan, queued: list[QueuedPush]
-    ) -> bool:
-        """Copy the plan into one secondary. False if it failed: a full sync of it is queued instead."""
-        site = self._sites[site_name]
-        assert site.copier is not None
-
-        def before_tag(tag: str, digest: str) -> None:
-            # A whole-repository job reading this repository now must count the tag as the primary's,
-            # or its deletion pass could take the tag this copy is about to write.
-            view = self._views.get(repository)
-            if view is not None and tag not in view.tags:
-                view.tags[tag] = ManifestInfo(digest, "", -1)
-
-        try:
-            stats = await copy_pushed(
-                repository,
-                plan,
-                site.client,
-                site.copier,
-                self._cache,
-                blob_concurrency=self.config.engine.blob_concurrency,
-                before_tag=before_tag,
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            reason = describe_error(exc)
-            self.log(
-                "warning",
-                f"copy of pushed {_named(plan)} failed: {reason}; the repository is queued for a full sync",
-                site=site_name,
-                repository=repository,
-            )
-            await self._db(
-                self.tracking.request_sync,
-                sites=[site_name],
-                repositories=[repository],
-                event_at=queued[0].received_at,
-            )
-            self._poke()
-            return False
-        site.stats.add(stats)
-        self._count(site_name, stats)
-        await self._db(self.tracking.record_tags_seen, site_name, repository, dict(plan.tags), complete=False)
-        now = self._clock()
-        for push in queued:
-            # Both: the push histogram's buckets resolve the sub-second copies, and event_to_synced
-            # keeps covering every event, whichever path replicated it.
-            self.metrics.push_to_secondary.labels(site_name).observe(max(0.0, now - push.received_at))
-            self.metrics.event_to_synced.labels(site_name).observe(max(0.0, now - push.received_at))
-        self.log(
-            "info",
-            f"copied pushed {_named(plan)}: {describe_stats(stats)}",
-            site=site_name,
-            repository=repository,
-        )
-        self._emit_row(site_name, repository)
-        return True
 
     # -- discovery -------------------------------------------------------------------------------
 
@@ -818,7 +640,7 @@ class Engine:
                     for row in due:
                         # A repository whose pushes are being copied waits for them: its run would copy
                         # the same tags a second time.
-                        if row.repository in self._inflight or row.repository in self._pushing:
+                        if row.repository in self._inflight or row.repository in self._pushes.running:
                             continue
                         if once and self._run_attempts.get(row.key, 0) >= attempts:
                             continue
@@ -861,8 +683,7 @@ class Engine:
         limit = self.config.engine.max_job_duration
         if not once:
             set_work(Work(background=True))  # `serve`'s whole-repository work keeps to each site's budget
-        self._whole_runs[repository] = self._whole_runs.get(repository, 0) + 1
-        self._pushed_during[repository] = []
+        self._pushes.whole_run_started(repository)
         try:
             async with asyncio.timeout(limit):
                 await self._replicate_everywhere(repository, rows, once, unfinished)
@@ -876,11 +697,7 @@ class Engine:
                 with contextlib.suppress(Exception):
                     await self._record_failure(row.site, repository, f"engine: {describe_error(exc)}", once)
         finally:
-            self._views.pop(repository, None)
-            again = self._pushed_during.pop(repository, [])
-            if again:
-                with contextlib.suppress(Exception):  # the database refusing: the reconcile still heals
-                    await self._requeue_pushes(again)
+            await self._pushes.whole_run_ended(repository)
             self._inflight.pop(repository, None)
             self._flush_bytes()
             self._poke()
@@ -915,11 +732,7 @@ class Engine:
                     view.digests,
                     complete=True,
                 )
-            if view.exists:
-                for push in self._pushed_during.get(repository, []):  # copied while the tags were read
-                    if push.tag is not None and push.tag not in view.tags:
-                        view.tags[push.tag] = ManifestInfo(push.digest, "", -1)
-                self._views[repository] = view
+            self._pushes.whole_run_read(view)  # pushes copied while the tags were read stay
             await asyncio.gather(
                 *(
                     self._replicate_one(row, view, generations[row.site], first[row.site], once, unfinished)
@@ -1191,13 +1004,6 @@ class Engine:
 def _oldest(*times: float | None) -> float | None:
     known = [t for t in times if t is not None]
     return min(known) if known else None
-
-
-def _named(plan: CopyPlan) -> str:
-    """The tags (or digests) a push copy covers, for a log line: a few, then how many more."""
-    names = [tag for tag, _ in plan.tags] + list(plan.digests)
-    shown = ", ".join(names[:5])
-    return f"{shown} and {len(names) - 5} more" if len(names) > 5 else shown
 
 
 def _reachable(site: _Site) -> bool:

@@ -1,0 +1,253 @@
+"""Live replication of push events (issue 17): a push costs that push, not its repository.
+
+A push event names the repository, the tag and the manifest digest. `PushCopier` copies exactly
+that into every secondary that wants the repository: the manifest tree (read once from the primary
+for all secondaries), then the tag. No tag list is read and no other tag is looked at. Pushes of one
+repository that arrive together coalesce into one job (`CopyPlan`); jobs run beside the engine's
+whole-repository runs, never behind them, and a repository's whole-repository run waits while its
+pushes are being copied.
+
+A whole-repository run that reads the primary while a push is copied could list the secondary before
+the pushed tag is there (and delete it), or write an older digest of it: the copier puts the tag into
+that run's view of the primary before writing it, and copies the tags again after the run, at their
+digest on the primary then.
+
+Part of the engine: it uses the engine's sites, database thread, cache, metrics and log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from geo_tui.registry import ManifestInfo, RegistryError
+
+from .budget import Work, set_work
+from .describe import describe_error, describe_stats
+from .replicate import CopyPlan, PrimaryRepository, copy_pushed
+from .tracking import QueuedPush
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["DIGEST_PUSH_GRACE", "PushCopier"]
+
+log = logging.getLogger("geo_tui.engine")
+
+# A push by digest alone (an index's child, a referrer) waits this long for the push that references it,
+# so both are copied in one run; after it, it is copied on its own.
+DIGEST_PUSH_GRACE = 0.5
+
+
+class PushCopier:
+    """The copies of queued pushes, one job per repository at a time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        # A whole-repository run's primary view, and the pushes copied while it runs (see module doc).
+        self._views: dict[str, PrimaryRepository] = {}
+        self._pushed_during: dict[str, list[QueuedPush]] = {}
+        self._whole_runs: dict[str, int] = {}
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- what the engine's whole-repository runs tell it ------------------------------------------------
+
+    def whole_run_started(self, repository: str) -> None:
+        self._whole_runs[repository] = self._whole_runs.get(repository, 0) + 1
+        self._pushed_during[repository] = []
+
+    def whole_run_read(self, view: PrimaryRepository) -> None:
+        """The run has read the primary: tags pushed meanwhile count as the primary's in its view."""
+        if not view.exists:
+            return
+        for push in self._pushed_during.get(view.name, []):
+            if push.tag is not None and push.tag not in view.tags:
+                view.tags[push.tag] = ManifestInfo(push.digest, "", -1)
+        self._views[view.name] = view
+
+    async def whole_run_ended(self, repository: str) -> None:
+        self._views.pop(repository, None)
+        again = self._pushed_during.pop(repository, [])
+        if again:
+            with contextlib.suppress(Exception):  # the database refusing: the reconcile still heals
+                await self._requeue(again)
+
+    # -- the copies ---------------------------------------------------------------------------------------
+
+    async def run_forever(self) -> None:
+        """Start a copy for each repository with queued pushes: one job per repository at a time, so
+        pushes that arrive together coalesce. Never waits on whole-repository work."""
+        engine = self._engine
+        limit = engine.config.engine.repository_concurrency
+        while True:
+            self._wake.clear()
+            engine._supervisor.beat("push")
+            waiting_digests = False
+            if not engine.paused:
+                now = engine._clock()
+                by_repository: dict[str, list[QueuedPush]] = {}
+                for push in engine.tracking.queued_pushes():
+                    by_repository.setdefault(push.repository, []).append(push)
+                for repository, queued in by_repository.items():
+                    if repository in self.running or len(self.running) >= limit:
+                        continue
+                    if all(p.tag is None for p in queued) and now - queued[0].received_at < DIGEST_PUSH_GRACE:
+                        waiting_digests = True  # the push that references it may be on its way
+                        continue
+                    self.running[repository] = asyncio.ensure_future(self._job(repository, queued))
+            waiters = [asyncio.ensure_future(self._wake.wait()), *self.running.values()]
+            try:
+                await asyncio.wait(
+                    waiters,
+                    timeout=DIGEST_PUSH_GRACE / 5 if waiting_digests else 1.0,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                waiters[0].cancel()
+
+    async def _job(self, repository: str, queued: list[QueuedPush]) -> None:
+        engine = self._engine
+        whole_runs = self._whole_runs.get(repository, 0)
+        try:
+            work = Work()
+            set_work(work)  # counts this job's requests, on every site
+            plan = CopyPlan.from_pushes(await self._resolve(repository, queued))
+            sites = [s.name for s in engine.config.secondaries if s.wants(repository)]
+            for _, digest in plan.tags:  # read each manifest once, not once per secondary at the same time
+                if engine._cache.get(digest) is None:
+                    with contextlib.suppress(RegistryError):  # each secondary's copy fails and says why
+                        engine._cache.put(await engine.primary.get_manifest(repository, digest))
+            copied = await asyncio.gather(*(self._to_site(name, repository, plan, queued) for name in sites))
+            if any(copied):
+                await engine._db(
+                    engine.tracking.record_tags_seen,
+                    engine.config.primary.name,
+                    repository,
+                    dict(plan.tags),
+                    complete=False,
+                )
+            await engine._db(engine.tracking.done_pushes, [p.id for p in queued])
+            engine.metrics.push_events.inc(len(queued))
+            engine.metrics.push_requests.inc(work.requests)
+            engine.metrics.requests_per_event.observe(work.requests / len(queued))
+            if any(copied):  # nothing written: the full syncs asked for instead need no second copy
+                await self._after_whole_runs(repository, queued, whole_runs)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must not stop the copies: the reconcile still covers the events
+            log.exception("push copy of %s failed", repository)
+            with contextlib.suppress(Exception):  # the database refusing: the pushes stay queued
+                await engine._db(engine.tracking.done_pushes, [p.id for p in queued])
+                await engine._db(
+                    engine.tracking.request_sync, repositories=[repository], event_at=queued[0].received_at
+                )
+            engine._poke()
+        finally:
+            self.running.pop(repository, None)
+            engine._flush_bytes()
+            self._wake.set()
+
+    async def _after_whole_runs(self, repository: str, queued: list[QueuedPush], whole_runs: int) -> None:
+        """A whole-repository run of this repository beside this copy may have listed the secondary
+        before these tags were there, or written an older digest of them: copy them again after it."""
+        if repository in self._pushed_during:
+            self._pushed_during[repository].extend(queued)
+        elif self._whole_runs.get(repository, 0) != whole_runs:
+            await self._requeue(queued)  # one ran and ended while this copy ran
+
+    async def _resolve(self, repository: str, queued: list[QueuedPush]) -> list[tuple[str | None, str]]:
+        """(tag, digest) of each push; a copy queued again (no digest) takes the tag's digest on the
+        primary now, as a later push of it may have moved it since."""
+        pushes: list[tuple[str | None, str]] = []
+        for push in queued:
+            if push.digest:
+                pushes.append((push.tag, push.digest))
+            elif push.tag is not None:
+                info = await self._engine.primary.head_manifest(repository, push.tag)
+                if info is not None:  # None: deleted since; its deletion event does the rest
+                    pushes.append((push.tag, info.digest))
+        return pushes
+
+    async def _requeue(self, pushes: list[QueuedPush]) -> None:
+        """Copy these tags again, at their digest on the primary then (not one a later push replaced)."""
+        engine = self._engine
+        again = [replace(p, digest="") for p in pushes if p.tag is not None]
+        await engine._db(engine.tracking.enqueue_pushes, again)
+        self._wake.set()
+
+    async def _to_site(
+        self, site_name: str, repository: str, plan: CopyPlan, queued: list[QueuedPush]
+    ) -> bool:
+        """Copy the plan into one secondary. False if it failed: a full sync of it is queued instead."""
+        engine = self._engine
+        site = engine._sites[site_name]
+        assert site.copier is not None
+
+        def before_tag(tag: str, digest: str) -> None:
+            # A whole-repository run reading this repository now must count the tag as the primary's,
+            # or its deletion pass could take the tag this copy is about to write.
+            view = self._views.get(repository)
+            if view is not None and tag not in view.tags:
+                view.tags[tag] = ManifestInfo(digest, "", -1)
+
+        try:
+            stats = await copy_pushed(
+                repository,
+                plan,
+                site.client,
+                site.copier,
+                engine._cache,
+                blob_concurrency=engine.config.engine.blob_concurrency,
+                before_tag=before_tag,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            reason = describe_error(exc)
+            engine.log(
+                "warning",
+                f"copy of pushed {_named(plan)} failed: {reason}; the repository is queued for a full sync",
+                site=site_name,
+                repository=repository,
+            )
+            await engine._db(
+                engine.tracking.request_sync,
+                sites=[site_name],
+                repositories=[repository],
+                event_at=queued[0].received_at,
+            )
+            engine._poke()
+            return False
+        site.stats.add(stats)
+        engine._count(site_name, stats)
+        await engine._db(
+            engine.tracking.record_tags_seen, site_name, repository, dict(plan.tags), complete=False
+        )
+        now = engine._clock()
+        for push in queued:
+            # Both: the push histogram's buckets resolve the sub-second copies, and event_to_synced
+            # keeps covering every event, whichever path replicated it.
+            engine.metrics.push_to_secondary.labels(site_name).observe(max(0.0, now - push.received_at))
+            engine.metrics.event_to_synced.labels(site_name).observe(max(0.0, now - push.received_at))
+        engine.log(
+            "info",
+            f"copied pushed {_named(plan)}: {describe_stats(stats)}",
+            site=site_name,
+            repository=repository,
+        )
+        engine._emit_row(site_name, repository)
+        return True
+
+
+def _named(plan: CopyPlan) -> str:
+    """The tags (or digests) a push copy covers, for a log line: a few, then how many more."""
+    names = [tag for tag, _ in plan.tags] + list(plan.digests)
+    shown = ", ".join(names[:5])
+    return f"{shown} and {len(names) - 5} more" if len(names) > 5 else shown
