@@ -421,10 +421,13 @@ class Bench:
         args = self.args
         repository = f"bench/large{size}"
         base = image_with_layers([layer_blob(f"large-{size}", args.layer_size)], seed=f"large-{size}")
-        for site in self.sites.values():
+        # The primary last: its push event makes geo-tui copy `base` to eu and us, and a copy racing the
+        # bench's own upload of the same blob into the same repository made Distribution refuse one.
+        for name, site in sorted(self.sites.items(), key=lambda item: item[0] == "primary"):
             with RawPusher.for_registry(site) as pusher:
                 pusher.push_tree(repository, base, "base")
             write_tags(site, repository, base.digest, (f"t{n:05d}" for n in range(size - 1)))
+            log(f"large {size}: {name} holds {size} tags")
         log(f"large {size}: {repository} holds {size} tags on every site")
         result: dict[str, Any] = {"tags": size}
         readers = self.readers(("eu", "us"), repository)
