@@ -281,8 +281,14 @@ def test_a_burst_of_100_pushes_ends_identical_with_each_manifest_copied_once(big
         big.primary.pusher.push_tree(repository, image, tag)
         time.sleep(max(0.0, started + (n + 1) * 0.1 - time.monotonic()))  # 100 pushes in about 10 s
     expected = {tag: image.digest for tag, image in images.items()} | {"seed": seed.digest}
+    # What is proven here is the end state and one copy per manifest; the bench times the burst (on the
+    # loaded shared machine it took more than the 20 s this wait had).
     for site in [big.primary, *big.secondaries]:
-        wait_until(lambda s=site: sorted(s.pusher.list_tags(repository)) == sorted(expected), what="all tags")
+        wait_until(
+            lambda s=site: sorted(s.pusher.list_tags(repository)) == sorted(expected),
+            timeout=300,
+            what="all tags",
+        )
     settle(big)
     for tag, digest in expected.items():
         assert on_secondaries(big, repository, tag, digest), tag
