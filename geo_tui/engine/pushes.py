@@ -68,7 +68,7 @@ class PushCopier:
         if not view.exists:
             return
         for push in self._pushed_during.get(view.name, []):
-            if push.tag is not None and push.tag not in view.tags:
+            if push.tag is not None and push.digest and push.tag not in view.tags:
                 view.tags[push.tag] = ManifestInfo(push.digest, "", -1)
         self._views[view.name] = view
 
@@ -138,7 +138,10 @@ class PushCopier:
             engine.metrics.push_requests.inc(work.requests)
             engine.metrics.requests_per_event.observe(work.requests / len(queued))
             if any(copied):  # nothing written: the full syncs asked for instead need no second copy
-                await self._after_whole_runs(repository, queued, whole_runs)
+                # As copied: a push queued again carries no digest, and a run's view needs the one copied.
+                digests = dict(plan.tags)
+                pushed = [replace(p, digest=digests[p.tag]) for p in queued if p.tag in digests]
+                await self._after_whole_runs(repository, pushed, whole_runs)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug here must not stop the copies: the reconcile still covers the events
