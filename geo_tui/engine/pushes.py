@@ -119,6 +119,9 @@ class PushCopier:
             work = Work()
             set_work(work)  # counts this job's requests, on every site
             plan = CopyPlan.from_pushes(await self._resolve(repository, queued))
+            if not plan.tags and not plan.digests:  # queued again, and deleted on the primary since
+                await engine._db(engine.tracking.done_pushes, [p.id for p in queued])
+                return
             sites = [s.name for s in engine.config.secondaries if s.wants(repository)]
             for _, digest in plan.tags:  # read each manifest once, not once per secondary at the same time
                 if engine._cache.get(digest) is None:
