@@ -26,6 +26,7 @@ from .backoff import in_run_delay, retry_delay
 from .database import DatabaseWriter
 from .describe import blame_primary, describe_error, describe_stats, prefixed, reason_class
 from .lock import DatabaseClaim
+from .merge import open_primary_repository, replicate_merged
 from .metrics import EngineMetrics
 from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, SiteTags, SyncSummary
 from .notifications import RegistryEvent
@@ -35,9 +36,7 @@ from .replicate import (
     ManifestCache,
     PrimaryRepository,
     RepositoryOutcome,
-    read_primary_repository,
     read_secondary_tags,
-    replicate_repository,
     repository_size,
 )
 from .sites import build_client, build_signer
@@ -678,7 +677,7 @@ class Engine:
             self._emit_row(row.site, repository)
         try:
             try:
-                view = await read_primary_repository(self.primary, repository)
+                view = await open_primary_repository(self.primary, repository)
             except Exception as exc:  # the primary could not be read: every secondary's row fails
                 for row in rows:
                     unfinished.pop(row.site, None)
@@ -716,7 +715,7 @@ class Engine:
         assert site.copier is not None
         repository = view.name
         try:
-            outcome = await replicate_repository(
+            outcome = await replicate_merged(
                 view,
                 site.client,
                 site.copier,

@@ -8,7 +8,7 @@ import hashlib
 import json
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -263,7 +263,7 @@ class RegistryClient:
         except ValueError:
             raise self._session.error(RegistryError, op, detail="invalid Location header") from None
 
-    async def _paged(
+    async def _pages(
         self,
         op: Op,
         url: str | None,
@@ -273,12 +273,12 @@ class RegistryClient:
         max_pages: int,
         max_items: int,
         too_many: str,
-    ) -> list[str]:
-        """Every item under `key` of a listing, following Link rel="next" to the last page. More than
-        `max_pages` pages or `max_items` items raises RegistryError with `too_many` as its detail."""
-        items: dict[str, None] = {}  # ordered and deduplicated as it fills
+    ) -> AsyncGenerator[list[str], None]:
+        """The items under `key` of a listing, a page at a time, following Link rel="next" to the last
+        page; nothing is kept between pages but the pages' URLs. More than `max_pages` pages or
+        `max_items` items listed raises RegistryError with `too_many` as its detail."""
         seen: set[str] = set()
-        pages = listed = 0
+        pages = listed = items = 0
         while url is not None and url not in seen:
             # Every page counts as at least one item: a registry linking empty pages forever ends too.
             if pages >= max_pages or listed >= max_items:
@@ -299,12 +299,30 @@ class RegistryClient:
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
                 raise self._session.error(RegistryError, op, status=200, detail=f"malformed {key} listing")
             listed += max(1, len(values))
-            items.update(dict.fromkeys(values))
-            if len(items) > max_items:
+            items += len(values)
+            if items > max_items:
                 raise self._session.error(RegistryError, op, detail=too_many)
             url = parse_link_next(link, page_url)
             if url is not None and not same_origin(url, self.base_url):
                 raise self._session.error(RegistryError, op, detail="next page link leaves the registry")
+            yield values
+
+    async def _paged(
+        self,
+        op: Op,
+        url: str | None,
+        scope: Scope,
+        key: str,
+        *,
+        max_pages: int,
+        max_items: int,
+        too_many: str,
+    ) -> list[str]:
+        """Every item under `key` of a listing, all pages (see _pages), in order and deduplicated."""
+        items: dict[str, None] = {}  # ordered and deduplicated as it fills
+        pages = self._pages(op, url, scope, key, max_pages=max_pages, max_items=max_items, too_many=too_many)
+        async for values in pages:
+            items.update(dict.fromkeys(values))
         return list(items)
 
     # --- the API -----------------------------------------------------------------------------
@@ -334,9 +352,15 @@ class RegistryClient:
 
     async def list_tags(self, repository: str, page_size: int = 1000) -> list[str]:
         """Every tag of `repository`, all pages. Raises NotFound if the repository is unknown."""
+        items = dict.fromkeys([t async for page in self.iter_tags(repository, page_size) for t in page])
+        return list(items)
+
+    def iter_tags(self, repository: str, page_size: int = 1000) -> AsyncGenerator[list[str], None]:
+        """The tags of `repository` a page at a time, as the registry lists them (Distribution: sorted),
+        holding one page. Raises NotFound (from the first page) if the repository is unknown."""
         url = self._url(repository, "tags", f"list?n={int(page_size)}")
         limit = self.max_tags
-        return await self._paged(
+        return self._pages(
             Op("GET tags", repository),
             url,
             Scope.repository(repository, "pull"),
