@@ -677,7 +677,7 @@ class Engine:
             self._emit_row(row.site, repository)
         try:
             try:
-                view = await open_primary_repository(self.primary, repository)
+                view = open_primary_repository(repository)
             except Exception as exc:  # the primary could not be read: every secondary's row fails
                 for row in rows:
                     unfinished.pop(row.site, None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
+from itertools import chain, pairwise
 
 from geo_tui.registry import ManifestInfo, NotFound, RegistryClient, RegistryError
 
@@ -49,21 +50,22 @@ class ListingNotSorted(Exception):
     """A registry listed a repository's tags out of lexical order: a merge would give a wrong diff."""
 
 
-async def open_primary_repository(primary: RegistryClient, repository: str) -> PrimaryRepository:
-    """The primary's repository for a merged run: its first listing page is read (so a primary that is
-    down or does not know the repository is told here, once for every secondary), the rest is not."""
-    pages = primary.iter_tags(repository)
-    try:
-        await anext(pages, None)
-    except NotFound:
-        return PrimaryRepository(repository, exists=False, streamed=True)
-    finally:
-        await pages.aclose()
+def open_primary_repository(repository: str) -> PrimaryRepository:
+    """The primary's repository for a merged run: nothing is read here, each secondary's run lists it
+    (a primary that is down or does not know the repository is told by each, as a listing failure or
+    an empty primary)."""
     return PrimaryRepository(repository, exists=True, streamed=True)
 
 
+def _ascending(tags: list[str], after: str) -> bool:
+    """Whether `tags` never go back (a tag listed twice in a row is skipped by the cursor)."""
+    return all(a <= b for a, b in pairwise(chain((after,), tags)))
+
+
 class _Cursor:
-    """One side's listing a tag at a time, holding one page, checked to be strictly increasing."""
+    """One side's listing a tag at a time, holding one page, in lexical order. A listing of one page out
+    of order (Distribution 2.8, which ignores `n` and `last`) is sorted here: that page is held anyway.
+    Pages that go back raise ListingNotSorted."""
 
     def __init__(self, client: RegistryClient, repository: str) -> None:
         self._client = client
@@ -78,28 +80,37 @@ class _Cursor:
 
     async def peek(self) -> str | None:
         """The next tag, or None at the end of the listing."""
-        while self._at >= len(self._page):
-            if self._done:
-                return None
-            try:
-                page = await anext(self._pages, None)
-            except NotFound:
-                if self._started:
-                    raise  # the repository went away while it was being listed: say so
-                self.missing = self._done = True
-                return None
-            self._started = True
-            if page is None:
-                self._done = True
-                return None
-            self._page, self._at = page, 0
-        tag = self._page[self._at]
-        if tag <= self._last:
-            raise ListingNotSorted(
-                f"{self._client.name} lists the tags of {self._repository} out of lexical order "
-                f"({self._last!r} before {tag!r})"
-            )
-        return tag
+        while True:
+            while self._at >= len(self._page):
+                if self._done or not await self._next_page():
+                    self._done = True
+                    return None
+            tag = self._page[self._at]
+            if tag != self._last:
+                return tag
+            self._at += 1  # listed twice: once is enough
+
+    async def _next_page(self) -> bool:
+        try:
+            page = await anext(self._pages, None)
+        except NotFound:
+            if self._started:
+                raise  # the repository went away while it was being listed: say so
+            self.missing = True
+            return False
+        first, self._started = not self._started, True
+        if page is None:
+            return False
+        tags = page.items
+        if not _ascending(tags, self._last):
+            if not (first and page.last):
+                raise ListingNotSorted(
+                    f"{self._client.name} lists the tags of {self._repository} out of lexical order "
+                    "over more than one page"
+                )
+            tags.sort()
+        self._page, self._at = tags, 0
+        return True
 
     def advance(self) -> None:
         self._last = self._page[self._at]
@@ -375,7 +386,7 @@ async def _read_graph_streamed(
             if page is None:
                 break
             first = False
-            for _, exc in await _for_each_limited(page, head, METADATA_CONCURRENCY):
+            for _, exc in await _for_each_limited(page.items, head, METADATA_CONCURRENCY):
                 raise exc
     except RegistryError as exc:
         raise _DeletionsHeld(str(exc)) from None  # names the site, the repository and the tag

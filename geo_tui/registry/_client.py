@@ -138,6 +138,14 @@ def _with_digest(location: str, digest: str) -> str:
     return f"{location}{'&' if '?' in location else '?'}digest={digest}"
 
 
+@dataclass(frozen=True)
+class ListingPage:
+    """One page of a listing: its items as the registry sent them, and whether it is the last page."""
+
+    items: list[str]
+    last: bool
+
+
 class RegistryClient:
     """An async client of one registry.
 
@@ -273,7 +281,7 @@ class RegistryClient:
         max_pages: int,
         max_items: int,
         too_many: str,
-    ) -> AsyncGenerator[list[str], None]:
+    ) -> AsyncGenerator[ListingPage, None]:
         """The items under `key` of a listing, a page at a time, following Link rel="next" to the last
         page; nothing is kept between pages but the pages' URLs. More than `max_pages` pages or
         `max_items` items listed raises RegistryError with `too_many` as its detail."""
@@ -305,7 +313,7 @@ class RegistryClient:
             url = parse_link_next(link, page_url)
             if url is not None and not same_origin(url, self.base_url):
                 raise self._session.error(RegistryError, op, detail="next page link leaves the registry")
-            yield values
+            yield ListingPage(values, last=url is None or url in seen)
 
     async def _paged(
         self,
@@ -321,8 +329,8 @@ class RegistryClient:
         """Every item under `key` of a listing, all pages (see _pages), in order and deduplicated."""
         items: dict[str, None] = {}  # ordered and deduplicated as it fills
         pages = self._pages(op, url, scope, key, max_pages=max_pages, max_items=max_items, too_many=too_many)
-        async for values in pages:
-            items.update(dict.fromkeys(values))
+        async for page in pages:
+            items.update(dict.fromkeys(page.items))
         return list(items)
 
     # --- the API -----------------------------------------------------------------------------
@@ -352,12 +360,13 @@ class RegistryClient:
 
     async def list_tags(self, repository: str, page_size: int = 1000) -> list[str]:
         """Every tag of `repository`, all pages. Raises NotFound if the repository is unknown."""
-        items = dict.fromkeys([t async for page in self.iter_tags(repository, page_size) for t in page])
+        items = dict.fromkeys([t async for page in self.iter_tags(repository, page_size) for t in page.items])
         return list(items)
 
-    def iter_tags(self, repository: str, page_size: int = 1000) -> AsyncGenerator[list[str], None]:
-        """The tags of `repository` a page at a time, as the registry lists them (Distribution: sorted),
-        holding one page. Raises NotFound (from the first page) if the repository is unknown."""
+    def iter_tags(self, repository: str, page_size: int = 1000) -> AsyncGenerator[ListingPage, None]:
+        """The tags of `repository` a page at a time, in the registry's order, holding one page (the OCI
+        spec pages in lexical order; Distribution 2.8 ignores `n` and `last` and sends every tag in one
+        page, in its storage's order). Raises NotFound (from the first page) if the repository is unknown."""
         url = self._url(repository, "tags", f"list?n={int(page_size)}")
         limit = self.max_tags
         return self._pages(
