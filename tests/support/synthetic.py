@@ -162,7 +162,7 @@ def peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def _config(directory: Path) -> Path:
+def write_config(directory: Path) -> Path:
     path = directory / "config.toml"
     path.write_text(
         f"""\
@@ -197,7 +197,7 @@ async def synthetic_sync(count: int, missing: float = 0.01, *, trace: bool = Fal
             await asyncio.sleep(0.005)
 
     with tempfile.TemporaryDirectory(prefix="geo-tui-synthetic-") as tmp:
-        config = load_config(_config(Path(tmp)))
+        config = load_config(write_config(Path(tmp)))
         watcher = asyncio.ensure_future(watch_tasks())
         async with Engine(config, transports={"primary": primary, "eu": secondary}) as engine:
             if trace:
