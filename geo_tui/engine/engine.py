@@ -27,6 +27,7 @@ from .budget import RequestBudget, Work, request_hook, set_work
 from .database import DatabaseWriter
 from .describe import blame_primary, describe_error, describe_stats, prefixed, reason_class
 from .lock import DatabaseClaim
+from .merge import open_primary_repository, replicate_merged
 from .metrics import EngineMetrics
 from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, SiteTags, SyncSummary
 from .notifications import RegistryEvent
@@ -37,8 +38,6 @@ from .replicate import (
     ManifestCache,
     PrimaryRepository,
     RepositoryOutcome,
-    read_primary_repository,
-    replicate_repository,
     repository_size,
 )
 from .sites import build_client, build_signer
@@ -716,7 +715,7 @@ class Engine:
             self._emit_row(row.site, repository)
         try:
             try:
-                view = await read_primary_repository(self.primary, repository)
+                view = open_primary_repository(repository)
             except Exception as exc:  # the primary could not be read: every secondary's row fails
                 for row in rows:
                     unfinished.pop(row.site, None)
@@ -724,7 +723,9 @@ class Engine:
                 return
             for row in rows:
                 unfinished[row.site] = f"copying to {row.site}"
-            if view.exists and not view.tag_errors:
+            # A streamed view (engine/merge.py) holds no tags: it is read chunk by chunk by each secondary's
+            # run, and the tags it saw are not recorded as the whole list.
+            if view.exists and not view.tag_errors and not view.streamed:
                 await self._db(
                     self.tracking.record_tags_seen,
                     self.config.primary.name,
@@ -763,7 +764,7 @@ class Engine:
         assert site.copier is not None
         repository = view.name
         try:
-            outcome = await replicate_repository(
+            outcome = await replicate_merged(
                 view,
                 site.client,
                 site.copier,
@@ -791,7 +792,10 @@ class Engine:
         for warning in warnings:
             self.log("warning", warning, site=site_name, repository=repository)
         if outcome.ok:
-            await self._db(self.tracking.record_tags_seen, site_name, repository, view.digests, complete=True)
+            if not view.streamed:
+                await self._db(
+                    self.tracking.record_tags_seen, site_name, repository, view.digests, complete=True
+                )
             synced = await self._db(
                 self.tracking.mark_synced,
                 site_name,

@@ -140,6 +140,10 @@ class PrimaryRepository:
     # Listed, but HEAD answered 404 (a lagging replica, an eventually consistent primary): kept on
     # every secondary, and the repository fails (issue 12, case 3). Each is in tag_errors too.
     unserved: set[str] = field(default_factory=set)
+    # Not read here: each secondary's run merges the two sorted listings in chunks (engine/merge.py), and
+    # fills `reached` with the distinct manifests the primary's tags point at (for the size).
+    streamed: bool = False
+    reached: set[str] = field(default_factory=set)
 
     @property
     def digests(self) -> dict[str, str]:
@@ -646,7 +650,7 @@ async def repository_size(
     seen: set[str] = set()
     blobs: dict[str, int] = {}
     manifest_bytes = 0
-    stack = [info.digest for info in view.tags.values()]
+    stack = [*{info.digest for info in view.tags.values()}, *view.reached]
     try:
         while stack:
             digest = stack.pop()
@@ -839,6 +843,13 @@ async def _read_secondary_graph(run: _RepositoryRun) -> _SecondaryGraph:
         tags = await _secondary_tags(secondary, repository, strict=True) or {}
     except RegistryError as exc:
         raise _DeletionsHeld(str(exc)) from None  # names the site, the repository and the tag
+    return _SecondaryGraph(tags, await _read_children(run, set(tags.values())))
+
+
+async def _read_children(run: _RepositoryRun, digests: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """The child manifests of every manifest `digests` reach on the secondary, read now, nested.
+    Raises _DeletionsHeld naming the first thing that could not be read."""
+    secondary, repository = run.secondary, run.repository
     children: dict[str, tuple[str, ...]] = {}
 
     async def read(digest: str) -> None:
@@ -846,14 +857,14 @@ async def _read_secondary_graph(run: _RepositoryRun) -> _SecondaryGraph:
         refs = parse_manifest(manifest.content, manifest.media_type)
         children[digest] = tuple(child.digest for child in refs.manifests)
 
-    level = sorted(set(tags.values()))
+    level = sorted(set(digests))
     while level:
         for digest, failure in await _for_each_limited(level, read, METADATA_CONCURRENCY):
             if isinstance(failure, RegistryError):  # names the site, the repository and the digest
                 raise _DeletionsHeld(str(failure))
             raise _DeletionsHeld(f"{secondary.name}: manifest {repository}@{digest}: {failure}")
         level = sorted({c for d in level for c in children[d]} - children.keys())
-    return _SecondaryGraph(tags, children)
+    return children
 
 
 async def _reached_by_tags(run: _RepositoryRun, ignored: Collection[str]) -> set[str]:
@@ -875,7 +886,7 @@ async def _delete_tags(
     secondary and in this run, every tag there and every manifest they reach; if anything is unreadable,
     delete nothing. Then delete by tag where the registry can, else by digest, never a digest that a tag
     staying there reaches now: on Distribution a delete by digest takes every tag of that manifest."""
-    secondary, repository, site = run.secondary, run.repository, run.blobs.site
+    repository = run.repository
     try:
         graph = await _read_secondary_graph(run)
     except _DeletionsHeld as exc:
@@ -887,6 +898,20 @@ async def _delete_tags(
         if t not in view.tags and t not in view.tag_errors and t not in keep  # keep: referrer fallback tags
     }
     protected = graph.reach(d for t, d in graph.tags.items() if t not in gone)
+    await _delete_gone(run, graph, gone, protected, errors, warnings)
+
+
+async def _delete_gone(
+    run: _RepositoryRun,
+    graph: _SecondaryGraph,
+    gone: Mapping[str, str],
+    protected: set[str],
+    errors: list[str],
+    warnings: list[str],
+) -> None:
+    """Delete the `gone` tags (tag -> digest on the secondary, read in this run), by tag where the
+    registry can, else by digest, never a digest in `protected` (what the tags that stay reach now)."""
+    secondary, repository, site = run.secondary, run.repository, run.blobs.site
     # Parents before children: a manifest an index reaches is deleted after the index's tag.
     for tag in sorted(gone, key=lambda t: (-len(graph.reach([gone[t]])), t)):
         digest = gone[tag]

@@ -8,7 +8,7 @@ import hashlib
 import json
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -136,6 +136,14 @@ def _ssl_context(verify: bool | str) -> ssl.SSLContext:
 def _with_digest(location: str, digest: str) -> str:
     # The Location carries its own state (_state=...); the digest is added to it, never replacing it.
     return f"{location}{'&' if '?' in location else '?'}digest={digest}"
+
+
+@dataclass(frozen=True)
+class ListingPage:
+    """One page of a listing: its items as the registry sent them, and whether it is the last page."""
+
+    items: list[str]
+    last: bool
 
 
 class RegistryClient:
@@ -268,7 +276,7 @@ class RegistryClient:
         except ValueError:
             raise self._session.error(RegistryError, op, detail="invalid Location header") from None
 
-    async def _paged(
+    async def _pages(
         self,
         op: Op,
         url: str | None,
@@ -278,12 +286,12 @@ class RegistryClient:
         max_pages: int,
         max_items: int,
         too_many: str,
-    ) -> list[str]:
-        """Every item under `key` of a listing, following Link rel="next" to the last page. More than
-        `max_pages` pages or `max_items` items raises RegistryError with `too_many` as its detail."""
-        items: dict[str, None] = {}  # ordered and deduplicated as it fills
+    ) -> AsyncGenerator[ListingPage, None]:
+        """The items under `key` of a listing, a page at a time, following Link rel="next" to the last
+        page; nothing is kept between pages but the pages' URLs. More than `max_pages` pages or
+        `max_items` items listed raises RegistryError with `too_many` as its detail."""
         seen: set[str] = set()
-        pages = listed = 0
+        pages = listed = items = 0
         while url is not None and url not in seen:
             # Every page counts as at least one item: a registry linking empty pages forever ends too.
             if pages >= max_pages or listed >= max_items:
@@ -304,12 +312,30 @@ class RegistryClient:
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
                 raise self._session.error(RegistryError, op, status=200, detail=f"malformed {key} listing")
             listed += max(1, len(values))
-            items.update(dict.fromkeys(values))
-            if len(items) > max_items:
+            items += len(values)
+            if items > max_items:
                 raise self._session.error(RegistryError, op, detail=too_many)
             url = parse_link_next(link, page_url)
             if url is not None and not same_origin(url, self.base_url):
                 raise self._session.error(RegistryError, op, detail="next page link leaves the registry")
+            yield ListingPage(values, last=url is None or url in seen)
+
+    async def _paged(
+        self,
+        op: Op,
+        url: str | None,
+        scope: Scope,
+        key: str,
+        *,
+        max_pages: int,
+        max_items: int,
+        too_many: str,
+    ) -> list[str]:
+        """Every item under `key` of a listing, all pages (see _pages), in order and deduplicated."""
+        items: dict[str, None] = {}  # ordered and deduplicated as it fills
+        pages = self._pages(op, url, scope, key, max_pages=max_pages, max_items=max_items, too_many=too_many)
+        async for page in pages:
+            items.update(dict.fromkeys(page.items))
         return list(items)
 
     # --- the API -----------------------------------------------------------------------------
@@ -339,9 +365,16 @@ class RegistryClient:
 
     async def list_tags(self, repository: str, page_size: int = 1000) -> list[str]:
         """Every tag of `repository`, all pages. Raises NotFound if the repository is unknown."""
+        items = dict.fromkeys([t async for page in self.iter_tags(repository, page_size) for t in page.items])
+        return list(items)
+
+    def iter_tags(self, repository: str, page_size: int = 1000) -> AsyncGenerator[ListingPage, None]:
+        """The tags of `repository` a page at a time, in the registry's order, holding one page (the OCI
+        spec pages in lexical order; Distribution 2.8 ignores `n` and `last` and sends every tag in one
+        page, in its storage's order). Raises NotFound (from the first page) if the repository is unknown."""
         url = self._url(repository, "tags", f"list?n={int(page_size)}")
         limit = self.max_tags
-        return await self._paged(
+        return self._pages(
             Op("GET tags", repository),
             url,
             Scope.repository(repository, "pull"),

@@ -3,11 +3,13 @@ shared machine (300k tags are 600k HEADs): an httpx transport that answers the O
 one repository whose tags (``build-0000000`` ...) all point at one small manifest, computed per request,
 never stored. The engine, the registry client, httpx and the tracking database are the real ones.
 
-    python -m tests.support.synthetic 300000 [--missing 0.01]
+    python -m tests.support.synthetic 300000 [--missing 0.01] [--trace]
 
 runs `Engine.sync_once` from the primary into one secondary that lacks `--missing` of the tags, in this
 process, and prints JSON: the tags, the tag HEADs each side answered, how many distinct tags were looked
-at, the PUTs, the most asyncio tasks alive at once, and this process's peak RSS (VmHWM).
+at, the PUTs, the most asyncio tasks alive at once, this process's peak RSS (VmHWM), and the seconds the
+sync took. `--trace`: also the peak of the memory Python allocated during the sync (tracemalloc; the
+registries' own state is allocated before tracing starts), which slows the sync down.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import json
 import resource
 import sys
 import tempfile
+import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -158,7 +162,7 @@ def peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def _config(directory: Path) -> Path:
+def write_config(directory: Path) -> Path:
     path = directory / "config.toml"
     path.write_text(
         f"""\
@@ -177,8 +181,9 @@ registry = "http://eu.synthetic:5000"
     return path
 
 
-async def synthetic_sync(count: int, missing: float = 0.01) -> dict[str, Any]:
-    """Sync `count` synthetic tags (a share `missing` absent on the secondary) with the real engine."""
+async def synthetic_sync(count: int, missing: float = 0.01, *, trace: bool = False) -> dict[str, Any]:
+    """Sync `count` synthetic tags (a share `missing` absent on the secondary) with the real engine;
+    `trace`: measure the peak of the memory allocated during the sync with tracemalloc."""
     primary = SyntheticRegistry(count)
     secondary = SyntheticRegistry(count, missing_every=round(1 / missing) if missing > 0 else 0)
     lacking = count - sum(secondary.present)
@@ -192,10 +197,16 @@ async def synthetic_sync(count: int, missing: float = 0.01) -> dict[str, Any]:
             await asyncio.sleep(0.005)
 
     with tempfile.TemporaryDirectory(prefix="geo-tui-synthetic-") as tmp:
-        config = load_config(_config(Path(tmp)))
+        config = load_config(write_config(Path(tmp)))
         watcher = asyncio.ensure_future(watch_tasks())
         async with Engine(config, transports={"primary": primary, "eu": secondary}) as engine:
+            if trace:
+                tracemalloc.start()
+            started = time.perf_counter()
             summary = await engine.sync_once()
+            seconds = time.perf_counter() - started
+            traced_peak = tracemalloc.get_traced_memory()[1] if trace else None
+            tracemalloc.stop()
         done.set()
         await watcher
     site = summary.sites["eu"]
@@ -210,6 +221,8 @@ async def synthetic_sync(count: int, missing: float = 0.01) -> dict[str, Any]:
         "puts": secondary.puts,
         "max_tasks": max_tasks,
         "peak_rss_kib": peak_rss_kib(),
+        "seconds": round(seconds, 2),
+        "traced_peak_bytes": traced_peak,
     }
 
 
@@ -219,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("count", type=int)
     parser.add_argument("--missing", type=float, default=0.01)
+    parser.add_argument("--trace", action="store_true", help="peak traced memory of the sync (slower)")
     args = parser.parse_args(argv)
-    result = asyncio.run(synthetic_sync(args.count, args.missing))
+    result = asyncio.run(synthetic_sync(args.count, args.missing, trace=args.trace))
     print(json.dumps(result))
     return 0 if result["ok"] else 1
 
