@@ -135,9 +135,9 @@ def instrument_widgets() -> None:
         if y == 0:
             drawn["sort"] = (self.sort_column, self.sort_reverse)
         index = round(self.scroll_y) + y - 1
-        if y and index == self._cursor and index < len(self._order):
-            drawn["cursor"] = self._order[index].key
-        drawn["filter"] = (self._needle, self._invert)
+        if y and index == self._rows.cursor and index < len(self._rows.order):
+            drawn["cursor"] = self._rows.order[index].key
+        drawn["filter"] = (self._rows._needle, self._rows._invert)
         return strip
 
     def prompt_render_lines(self: Input, crop: Region) -> list[Strip]:
@@ -206,7 +206,7 @@ def what_changes(app: GeoTuiApp, key: str) -> str | None:
     if isinstance(app.focused, RepositoryTable):
         table = app.focused
         # A cursor key at the edge it points to changes nothing: counting it would time the next re-sort.
-        at_top, at_end = table._cursor <= 0, table._cursor >= len(table._order) - 1
+        at_top, at_end = table._rows.cursor <= 0, table._rows.cursor >= len(table._rows.order) - 1
         if (key in ("up", "pageup") and at_top) or (key in ("down", "pagedown") and at_end):
             return None
         return TABLE_KEYS.get(key)
