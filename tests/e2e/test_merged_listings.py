@@ -40,11 +40,14 @@ def test_peak_memory_of_the_compare_does_not_grow_with_the_tag_count(missing: fl
     and 6000 tags, whether every tag matches (the no-op compare) or half of them need copying."""
     peaks: dict[int, int] = {}
     for count in (2_000, 6_000):
-        figures = asyncio.run(synthetic_sync(count, missing, trace=True))
-        assert figures["ok"], figures
-        assert figures["primary_tag_heads"] == count == figures["secondary_tags_held_after"], figures
-        assert figures["puts"] == figures["missing_on_secondary"] == (count // 2 if missing else 0), figures
-        peaks[count] = figures["traced_peak_bytes"]
+        for _ in range(2):  # the lower of two runs: when the collector happens to run moves a peak
+            figures = asyncio.run(synthetic_sync(count, missing, trace=True))
+            assert figures["ok"], figures
+            assert figures["primary_tag_heads"] == count == figures["secondary_tags_held_after"], figures
+            assert figures["puts"] == figures["missing_on_secondary"] == (count // 2 if missing else 0), (
+                figures
+            )
+            peaks[count] = min(peaks.get(count, figures["traced_peak_bytes"]), figures["traced_peak_bytes"])
     growth = peaks[6_000] - peaks[2_000]
     assert growth < FLAT_BYTES, f"peak grew by {growth} bytes from 2000 to 6000 tags: {peaks}"
 

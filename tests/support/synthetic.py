@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import json
 import resource
@@ -201,6 +202,7 @@ async def synthetic_sync(count: int, missing: float = 0.01, *, trace: bool = Fal
         watcher = asyncio.ensure_future(watch_tasks())
         async with Engine(config, transports={"primary": primary, "eu": secondary}) as engine:
             if trace:
+                gc.collect()  # garbage of whatever ran before in this process is not the sync's
                 tracemalloc.start()
             started = time.perf_counter()
             summary = await engine.sync_once()
