@@ -763,6 +763,17 @@ class Engine:
         site = self._sites[site_name]
         assert site.copier is not None
         repository = view.name
+        primary_name, started = self.config.primary.name, self.tracking.now()
+
+        async def seen(on_primary: dict[str, str], on_secondary: dict[str, str]) -> None:
+            # tags last seen, a chunk at a time (engine/merge.py): what status and the detail screen show
+            await self._db(
+                self.tracking.record_tags_seen, primary_name, repository, on_primary, complete=False
+            )
+            await self._db(
+                self.tracking.record_tags_seen, site_name, repository, on_secondary, complete=False
+            )
+
         try:
             outcome = await replicate_merged(
                 view,
@@ -774,6 +785,7 @@ class Engine:
                 replicate_deletions=self.config.engine.replicate_deletions,
                 first_run=first_run,
                 recheck_blobs=row.recheck_blobs,
+                seen=seen,
             )
         except asyncio.CancelledError:
             raise
@@ -796,6 +808,9 @@ class Engine:
                 await self._db(
                     self.tracking.record_tags_seen, site_name, repository, view.digests, complete=True
                 )
+            else:  # every tag was seen during this run: those not seen are gone
+                for name in (primary_name, site_name):
+                    await self._db(self.tracking.forget_tags_seen, name, repository, before=started)
             synced = await self._db(
                 self.tracking.mark_synced,
                 site_name,
@@ -821,7 +836,7 @@ class Engine:
                 self._poke()  # new work arrived during the run
             self._emit_row(site_name, repository)
         else:
-            await self._record_failure(site_name, repository, outcome.failure, once)
+            await self._record_failure(site_name, repository, outcome.failure, once, generation)
 
     async def _size_if_changed(
         self, row: RepositoryRow, view: PrimaryRepository, stats: CopyStats
@@ -832,7 +847,9 @@ class Engine:
             return None
         return await repository_size(view, self.primary, self._cache)
 
-    async def _record_failure(self, site: str, repository: str, reason: str, once: bool) -> None:
+    async def _record_failure(
+        self, site: str, repository: str, reason: str, once: bool, generation: int | None = None
+    ) -> None:
         reason = self.redactor.redact(reason)  # before the summary, the metrics, the database and the log
         now = self._clock()
         attempts = self._run_attempts.get((site, repository), 1)
@@ -842,7 +859,7 @@ class Engine:
             retry_at = now + in_run_delay(attempts, self._in_run_retry_base)
         else:
             retry_at = now + retry_delay(count, self._rng)
-        await self._db(self.tracking.mark_failed, site, repository, reason, retry_at)
+        await self._db(self.tracking.mark_failed, site, repository, reason, retry_at, generation)
         self.metrics.failures.labels(site, reason_class(reason)).inc()
         summary = self._run_summary.get(site) if self._run_summary is not None else None
         final = not once or attempts >= self.config.engine.sync_attempts
@@ -852,6 +869,7 @@ class Engine:
         self.log("error", f"failed (attempt {attempts}): {reason}", site=site, repository=repository)
         self._emit_row(site, repository)
         self._health_wake.set()  # is the site down? the operator should see it now, not at the next check
+        self._poke()  # a push that came during the failed run makes the row due at once
 
     def _count(self, site: str, stats: CopyStats) -> None:
         if stats.bytes_copied:

@@ -15,7 +15,7 @@ and compares in memory instead (``replicate_repository``).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from itertools import chain, pairwise
 
@@ -156,6 +156,10 @@ class _SecondaryUnreadable(Exception):
         self.error = error
 
 
+# (tag -> digest on the primary, tag -> digest on the secondary) for one chunk
+SeenHook = Callable[[dict[str, str], dict[str, str]], Awaitable[None]]
+
+
 @dataclass
 class _Merge:
     """What a merged run keeps from chunk to chunk: bounded by manifests, referrers and deletions."""
@@ -167,6 +171,9 @@ class _Merge:
     plain: set[str] = field(default_factory=set)  # distinct manifests of its other tags
     only_secondary: list[str] = field(default_factory=list)  # the deletions to make, if any
     errors: list[str] = field(default_factory=list)
+    # Told each chunk's tags as read on the primary and as the secondary holds them after the copies
+    # (the engine keeps them as the tags last seen), so nothing the size of the listing is held here.
+    seen: SeenHook | None = None
 
 
 async def _compare_chunk(
@@ -223,6 +230,11 @@ async def _compare_chunk(
     merge.served += len(primary)
     copies = await _for_each_limited(stale, lambda t: run.copy_tag(t, primary[t].digest), tag_concurrency)
     merge.errors.extend(f"tag {t}: {e}" for t, e in copies)
+    if merge.seen is not None:
+        copied = set(stale).difference(t for t, _ in copies)
+        seen_primary = {t: info.digest for t, info in primary.items()}
+        seen_secondary = {**secondary, **{t: seen_primary[t] for t in copied}}
+        await merge.seen(seen_primary, seen_secondary)
     if recheck:
         matching = [t for t, _, _ in listed if t in primary and secondary.get(t) == primary[t].digest]
         rechecks = await _for_each_limited(
@@ -259,6 +271,7 @@ async def replicate_merged(
     replicate_deletions: bool = True,
     first_run: bool = False,
     recheck_blobs: bool = False,
+    seen: SeenHook | None = None,
 ) -> RepositoryOutcome:
     """``replicate_repository`` for a streamed ``view`` (open_primary_repository): the same writes in
     the same order, with both listings merged in chunks instead of held whole. A listing out of order
@@ -279,7 +292,7 @@ async def replicate_merged(
         )
     repository = view.name
     run = _RepositoryRun(repository, blobs.primary, secondary, blobs, cache, blob_concurrency)
-    merge = _Merge()
+    merge = _Merge(seen=seen)
     try:
         await _merge_listings(
             run, merge, first_run=first_run, tag_concurrency=tag_concurrency, recheck=recheck_blobs
@@ -301,6 +314,8 @@ async def replicate_merged(
             recheck_blobs=recheck_blobs,
         )
         view.reached.update(info.digest for info in whole.tags.values())
+        if seen is not None and outcome.ok:  # the secondary now holds what the primary's tags name
+            await seen(whole.digests, whole.digests)
         outcome.stats.add(run.stats)  # what the merge copied before it met the disorder
         outcome.warnings.insert(0, note)
         return outcome

@@ -105,6 +105,18 @@ def test_failed_rows_wait_for_their_retry_time(db: Tracking, clock: Clock) -> No
     assert row.state is SyncState.FAILED and row.retry_count == 1 and row.last_sync_failure == "primary: 500"
 
 
+def test_a_push_during_a_failed_run_makes_the_row_due_at_once(db: Tracking, clock: Clock) -> None:
+    db.ensure_rows("eu", ["pushed", "quiet"])
+    pushed, quiet = db.mark_started("eu", "pushed"), db.mark_started("eu", "quiet")
+    db.request_sync(sites=["eu"], repositories=["pushed"], event_at=clock.now)  # a push while it runs
+    db.mark_failed("eu", "pushed", "eu: 503", clock.now + 3600, pushed)
+    db.mark_failed("eu", "quiet", "eu: 503", clock.now + 3600, quiet)
+    (row,) = db.due(clock.now)  # the failed run did not see the push: it is not made to wait an hour
+    assert row.repository == "pushed" and row.state is SyncState.FAILED
+    assert row.retry_count == 1 and row.last_sync_failure == "eu: 503"
+    assert db.next_retry_at() == clock.now  # "quiet" waits for its backoff
+
+
 def test_started_rows_left_by_a_crash_are_picked_up(tmp_path: Path, clock: Clock) -> None:
     path = tmp_path / "t.db"
     first = Tracking(path, clock=clock)

@@ -70,6 +70,15 @@ class PushRecords(TrackingStore):
                 [(site, repository, tag, digest, now) for tag, digest in tags.items()],
             )
 
+    def forget_tags_seen(self, site: str, repository: str, *, before: float) -> None:
+        """A whole-repository run recorded every tag of ``site`` chunk by chunk since ``before``: the
+        tags it did not see are gone."""
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM tags_seen WHERE site = ? AND repository = ? AND seen_at < ?",
+                (site, repository, before),
+            )
+
     def tags_seen(self, repository: str) -> dict[str, tuple[dict[str, str], float]]:
         """Site -> (tag -> digest, when last seen) for one repository, as the engine last saw it."""
         seen: dict[str, tuple[dict[str, str], float]] = {}

@@ -134,9 +134,25 @@ class SyncQueue(TrackingStore):
             )
             return False
 
-    def mark_failed(self, site: str, repository: str, reason: str, retry_at: float | None) -> int:
-        """Record a failure; returns the new retry count."""
+    def mark_failed(
+        self,
+        site: str,
+        repository: str,
+        reason: str,
+        retry_at: float | None,
+        generation: int | None = None,
+    ) -> int:
+        """Record a failure; returns the new retry count. With the ``generation`` the run worked for: if
+        new work came during the run (a push), the row is due now, not after the backoff; the failure
+        and its count stay."""
         with self._tx() as db:
+            if generation is not None:
+                row = db.execute(
+                    "SELECT generation FROM repositories WHERE site = ? AND repository = ?",
+                    (site, repository),
+                ).fetchone()
+                if row is not None and int(row[0]) != generation:
+                    retry_at = self._clock()
             db.execute(
                 "UPDATE repositories SET state = 'failed', retry_count = retry_count + 1, retry_at = ?, "
                 "started_at = NULL, last_sync_failure = ? WHERE site = ? AND repository = ?",
