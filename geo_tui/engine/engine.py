@@ -721,8 +721,9 @@ class Engine:
                     unfinished.pop(row.site, None)
                     await self._record_failure(row.site, repository, blame_primary(exc), once)
                 return
-            for row in rows:
-                unfinished[row.site] = f"copying to {row.site}"
+            if not view.streamed:  # a streamed run says itself when it reads and when it copies
+                for row in rows:
+                    unfinished[row.site] = f"copying to {row.site}"
             # A streamed view (engine/merge.py) holds no tags: it is read chunk by chunk by each secondary's
             # run, and the tags it saw are not recorded as the whole list.
             if view.exists and not view.tag_errors and not view.streamed:
@@ -786,6 +787,7 @@ class Engine:
                 first_run=first_run,
                 recheck_blobs=row.recheck_blobs,
                 seen=seen,
+                phase=lambda doing: unfinished.__setitem__(site_name, doing),
             )
         except asyncio.CancelledError:
             raise

@@ -174,6 +174,9 @@ class _Merge:
     # Told each chunk's tags as read on the primary and as the secondary holds them after the copies
     # (the engine keeps them as the tags last seen), so nothing the size of the listing is held here.
     seen: SeenHook | None = None
+    # Told what the run waits on, for a deadline's reason: reading the primary, or copying to the site.
+    phase: Callable[[str], None] = lambda doing: None
+    copying: str = "copying"
 
 
 async def _compare_chunk(
@@ -228,6 +231,7 @@ async def _compare_chunk(
         if secondary.get(tag) != info.digest:
             stale.append(tag)
     merge.served += len(primary)
+    merge.phase(merge.copying)
     copies = await _for_each_limited(stale, lambda t: run.copy_tag(t, primary[t].digest), tag_concurrency)
     merge.errors.extend(f"tag {t}: {e}" for t, e in copies)
     if merge.seen is not None:
@@ -254,6 +258,7 @@ async def _merge_listings(
         run.recheck = recheck
         async for chunk in _merged(primary, secondary, CHUNK):
             await _compare_chunk(run, chunk, merge, tag_concurrency=tag_concurrency, recheck=recheck)
+            merge.phase("reading the primary")  # the next chunk: listed and HEADed on both sides
     finally:
         await primary.aclose()
         await secondary.aclose()
@@ -272,6 +277,7 @@ async def replicate_merged(
     first_run: bool = False,
     recheck_blobs: bool = False,
     seen: SeenHook | None = None,
+    phase: Callable[[str], None] = lambda doing: None,
 ) -> RepositoryOutcome:
     """``replicate_repository`` for a streamed ``view`` (open_primary_repository): the same writes in
     the same order, with both listings merged in chunks instead of held whole. A listing out of order
@@ -292,7 +298,7 @@ async def replicate_merged(
         )
     repository = view.name
     run = _RepositoryRun(repository, blobs.primary, secondary, blobs, cache, blob_concurrency)
-    merge = _Merge(seen=seen)
+    merge = _Merge(seen=seen, phase=phase, copying=f"copying to {site}")
     try:
         await _merge_listings(
             run, merge, first_run=first_run, tag_concurrency=tag_concurrency, recheck=recheck_blobs
@@ -321,6 +327,7 @@ async def replicate_merged(
         return outcome
     except RegistryError as exc:  # a listing or a HEAD of the secondary, or a listing of the primary
         return RepositoryOutcome(site, repository, run.stats, [*merge.errors, str(exc)], [], merge.served)
+    merge.phase(merge.copying)  # fallback tags, referrers and deletions
     errors, warnings = merge.errors, list[str]()
     failed = await _for_each_limited(
         sorted(merge.late), lambda t: run.copy_tag(t, merge.fallback[t]), tag_concurrency
