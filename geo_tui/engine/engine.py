@@ -956,7 +956,10 @@ class Engine:
             return False
         # rows of repositories still copying wait; they must not hold up the others due
         limit = DEEP_PER_TICK + len(self._inflight)
-        rows = self.tracking.deep_due(self._clock(), interval, sites=self.secondary_names, limit=limit)
+        # deep_due plans slots, a write: on the database thread, so a locked database never holds the loop
+        rows = await self._db(
+            self.tracking.deep_due, self._clock(), interval, sites=self.secondary_names, limit=limit
+        )
         by_repo: dict[str, list[str]] = {}
         for row in rows:
             if row.repository not in self._inflight and (
