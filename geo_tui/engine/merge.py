@@ -283,31 +283,9 @@ async def replicate_merged(
     the same order, with both listings merged in chunks instead of held whole. A listing out of order
     falls back to the in-memory comparison, with a warning that says so. A view read whole (not
     streamed) is compared in memory."""
-    if not view.streamed:
+
+    async def in_memory(whole: PrimaryRepository) -> RepositoryOutcome:
         return await replicate_repository(
-            view,
-            secondary,
-            blobs,
-            cache,
-            site=site,
-            blob_concurrency=blob_concurrency,
-            tag_concurrency=tag_concurrency,
-            replicate_deletions=replicate_deletions,
-            first_run=first_run,
-            recheck_blobs=recheck_blobs,
-        )
-    repository = view.name
-    run = _RepositoryRun(repository, blobs.primary, secondary, blobs, cache, blob_concurrency)
-    merge = _Merge(seen=seen, phase=phase, copying=f"copying to {site}")
-    try:
-        await _merge_listings(
-            run, merge, first_run=first_run, tag_concurrency=tag_concurrency, recheck=recheck_blobs
-        )
-    except ListingNotSorted as exc:
-        note = f"{exc}; compared in memory instead"
-        log.warning("%s", note)
-        whole = await read_primary_repository(blobs.primary, repository)
-        outcome = await replicate_repository(
             whole,
             secondary,
             blobs,
@@ -319,6 +297,21 @@ async def replicate_merged(
             first_run=first_run,
             recheck_blobs=recheck_blobs,
         )
+
+    if not view.streamed:
+        return await in_memory(view)
+    repository = view.name
+    run = _RepositoryRun(repository, blobs.primary, secondary, blobs, cache, blob_concurrency)
+    merge = _Merge(seen=seen, phase=phase, copying=f"copying to {site}")
+    try:
+        await _merge_listings(
+            run, merge, first_run=first_run, tag_concurrency=tag_concurrency, recheck=recheck_blobs
+        )
+    except ListingNotSorted as exc:
+        note = f"{exc}; compared in memory instead"
+        log.warning("%s", note)
+        whole = await read_primary_repository(blobs.primary, repository)
+        outcome = await in_memory(whole)
         view.reached.update(info.digest for info in whole.tags.values())
         if seen is not None and outcome.ok:  # the secondary now holds what the primary's tags name
             await seen(whole.digests, whole.digests)
