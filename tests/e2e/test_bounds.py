@@ -32,6 +32,7 @@ from tests.support.many_tags import tag_names, write_tags
 from tests.support.oci import oci_image
 from tests.support.push import RawPusher
 from tests.support.served import EVENTS, NOTIFY_SECRET, Served, wait_until, write_served_config
+from tests.support.synthetic import synthetic_sync_in_child
 
 # Peak RSS added per tag of a listing, at most. The tag -> digest maps themselves stay (~60-byte names in
 # a few dicts); what went is the task per tag, ~1.6 KiB each.
@@ -338,18 +339,7 @@ def test_memory_stays_flat_from_2k_to_20k_tags_and_every_tag_is_looked_at() -> N
     child processes: their peak RSS differs by far less than the old ~1.6 KiB a tag."""
 
     def sync(count: int) -> dict[str, Any]:
-        result = subprocess.run(
-            [sys.executable, "-m", "tests.support.synthetic", str(count)],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env=dict(
-                os.environ,
-                PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])),
-            ),
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        figures: dict[str, Any] = json.loads(result.stdout)
+        figures = synthetic_sync_in_child(count)
         assert figures["primary_tags_looked_at"] == count and figures["primary_tag_heads"] == count
         assert figures["secondary_tag_heads"] == count - figures["missing_on_secondary"]
         assert (
