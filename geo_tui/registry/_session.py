@@ -60,6 +60,8 @@ def _deadline_from_connection(window: asyncio.Timeout, allowed: float | None) ->
 
 def same_origin(url: str, base_url: str) -> bool:
     """Whether `url` has the scheme, host and port of `base_url` (credentials go nowhere else)."""
+    if url.startswith(base_url.rstrip("/") + "/"):
+        return True  # a URL built on the base (parsing both for every request was 3 % of a no-op compare)
     try:
         a, b = httpx.URL(url), httpx.URL(base_url)
     except httpx.InvalidURL:

@@ -481,3 +481,41 @@ async def test_delete_manifest() -> None:
     assert (info.value.status, info.value.code) == (405, "UNSUPPORTED")
     assert auth.scopes[0] == ["repository:a/b:delete"]
     assert recorder.requests[0].method == "DELETE"
+
+
+# --- referrers API probe -------------------------------------------------------------------------
+
+
+async def test_a_registry_without_a_referrers_route_is_asked_once() -> None:
+    """Distribution 2.8 has no referrers route: its plain-text 404 is remembered, and the next
+    repository's probe costs no request; an API error 404 (an unknown repository on a registry that has
+    the route) is not, and each probe asks again."""
+
+    def no_route(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, text="404 page not found\n")
+
+    client, recorder, _ = make_client(no_route)
+    async with client:
+        assert await client.list_referrers("a/b", MANIFEST_DIGEST) is None
+        assert await client.list_referrers("c/d", MANIFEST_DIGEST) is None
+    assert len(recorder.requests) == 1
+
+    def unknown_repository(request: httpx.Request) -> httpx.Response:
+        return oci_error(404, "NAME_UNKNOWN", "repository name not known to registry")
+
+    client, recorder, _ = make_client(unknown_repository)
+    async with client:
+        assert await client.list_referrers("a/b", MANIFEST_DIGEST) is None
+        assert await client.list_referrers("a/b", MANIFEST_DIGEST) is None
+    assert len(recorder.requests) == 2
+
+
+def test_same_origin_takes_urls_built_on_the_base_and_refuses_look_alikes() -> None:
+    from geo_tui.registry._session import same_origin
+
+    assert same_origin("https://reg.test/v2/a/b/manifests/x", "https://reg.test")
+    assert same_origin("https://reg.test:443/v2/", "https://reg.test")  # parsed: default port
+    assert not same_origin("https://reg.test.evil/v2/", "https://reg.test")
+    assert not same_origin("https://reg.test@evil.test/v2/", "https://reg.test")
+    assert not same_origin("http://reg.test/v2/", "https://reg.test")
+    assert not same_origin("https://reg.test:5000/v2/", "https://reg.test")
