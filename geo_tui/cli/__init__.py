@@ -10,9 +10,11 @@ command shares), `console` (the console and the demo), and one module per comman
 
 from __future__ import annotations
 
-from geo_tui.cli.arguments import _parser as _parser
+from geo_tui.cli.arguments import build_parser
 from geo_tui.cli.console import _console_link as _console_link
 from geo_tui.cli.entry import _COMMANDS as _COMMANDS
 from geo_tui.cli.entry import main
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+_parser = build_parser  # the name tests import

@@ -8,7 +8,7 @@ from geo_tui import __version__
 from geo_tui.setup.flags import add_init_arguments
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geo-tui",
         description="Keep secondary container registries in step with a primary registry.",

@@ -12,7 +12,6 @@ from geo_tui.registry import RegistryError
 
 TOKEN_ENV = "GEO_TUI_API_TOKEN"
 
-
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 

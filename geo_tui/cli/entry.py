@@ -6,7 +6,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from geo_tui.cli.arguments import _parser
+from geo_tui.cli.arguments import build_parser
 from geo_tui.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     console = args.command in (None, "tui", "demo")
     if console and not (sys.stdin.isatty() and sys.stdout.isatty()):
