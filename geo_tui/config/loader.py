@@ -271,20 +271,21 @@ def _token_realm_hosts(t: Table, auth: AuthMethod) -> tuple[str, ...]:
 
 
 def _credentials(t: Table, auth: AuthMethod, base: Path) -> tuple[str | None, Secret | None]:
-    if auth in ("jwt", "none"):
-        for name in ("username", "password", "password_file"):
-            if t.has(name):
-                raise t.error(name, f'is only used with auth = "token" or "basic", not "{auth}"')
-        return None, None
+    given = [name for name in ("username", "password", "password_file") if t.has(name)]
+    problem = rules.credentials_problem(
+        auth, username="username" in given, password="password" in given or "password_file" in given
+    )
+    if problem is rules.CredentialsProblem.NOT_USED:
+        raise t.error(given[0], f'is only used with auth = "token" or "basic", not "{auth}"')
     username = t.string("username")
     if username == "":
         raise t.error("username", "must not be empty")
     password, _ = _secret(t, "password", "password_file", base)
-    if auth == "basic" and username is None:
+    if problem is rules.CredentialsProblem.BASIC_NEEDS_USERNAME:
         raise t.error("username", 'missing required key: auth = "basic" needs username and password')
-    if auth == "basic" and password is None:
+    if problem is rules.CredentialsProblem.BASIC_NEEDS_PASSWORD:
         raise t.error("password", 'missing required key: auth = "basic" needs password or password_file')
-    if (username is None) != (password is None):
+    if problem is rules.CredentialsProblem.HALF_A_PAIR:
         missing = "password" if password is None else "username"
         raise t.error(missing, 'missing: with auth = "token" set username and password, or neither')
     return username, password
@@ -304,8 +305,8 @@ def _secondaries(top: Table, base: Path, primary: SiteConfig) -> tuple[SiteConfi
     for index, item in enumerate(value):
         t = _site_table(top.file, f"secondaries[{index}]", item, "secondary")
         site = _site(t, base, "secondary")
-        if site.name in owners:
-            raise t.error("name", f"duplicate site name {site.name!r} (also used by {owners[site.name]})")
+        if (owner := rules.site_name_owner(site.name, owners)) is not None:
+            raise t.error("name", f"duplicate site name {site.name!r} (also used by {owner})")
         rules.distinct_from_primary(site.registry, primary.registry, ConfigKey(t, "registry"))
         owners[site.name] = t.key
         sites.append(site)

@@ -11,15 +11,21 @@ error names the file and dotted key (``secondaries[0].registry``) and init's nam
 The reasons never quote a value that might hold a secret (a URL may carry ``user:password@``); the place
 decides what of the value it shows. `host_port` is the listen rule the other way round: the one way a
 listen address is printed (an IPv6 address in brackets).
+
+Two rules are about a whole site or the set of sites rather than one value: `credentials_problem` and
+`site_name_owner`. They return what is wrong as data, and the loader and `init` each say it in their own
+terms (config keys, or flags).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Final, Protocol, cast, get_args
+from typing import Final, Protocol, TypeVar, cast, get_args
 from urllib.parse import urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -34,9 +40,11 @@ __all__ = [
     "AUTH_METHODS",
     "JWT_CURVES",
     "ConfigKey",
+    "CredentialsProblem",
     "Place",
     "SigningKey",
     "auth_method",
+    "credentials_problem",
     "distinct_from_primary",
     "host_name",
     "host_port",
@@ -44,6 +52,7 @@ __all__ = [
     "registry_url",
     "signing_key",
     "site_name",
+    "site_name_owner",
     "token_claim",
 ]
 
@@ -57,6 +66,7 @@ JWT_CURVES: Final = ("secp256r1", "secp384r1", "secp521r1")
 _SITE_NAME: Final = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 _HOSTNAME: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _PORT: Final = re.compile(r"[0-9]{1,5}")
+_Owner = TypeVar("_Owner")
 
 
 class Place(Protocol):
@@ -131,6 +141,35 @@ def auth_method(value: str, at: Place) -> AuthMethod:
     if value not in AUTH_METHODS:
         raise at.error(f"must be one of {', '.join(AUTH_METHODS)}")
     return cast(AuthMethod, value)
+
+
+def site_name_owner(name: str, owners: Mapping[str, _Owner]) -> _Owner | None:
+    """Who already uses `name` among the sites read so far (`owners`: name -> who), or None: a site name is
+    used once in a config, primary included (it keys tracking rows, metrics and log lines)."""
+    return owners.get(name)
+
+
+class CredentialsProblem(Enum):
+    """What is wrong with a site's username and password for its auth method."""
+
+    NOT_USED = "jwt and none send no username or password"
+    BASIC_NEEDS_USERNAME = "basic needs a username"
+    BASIC_NEEDS_PASSWORD = "basic needs a password"
+    HALF_A_PAIR = "token takes a username and a password, or neither"
+
+
+def credentials_problem(auth: AuthMethod, *, username: bool, password: bool) -> CredentialsProblem | None:
+    """The one rule for a site's credentials, given whether a username and a password were given: jwt and
+    none send none, basic needs both, token takes both or neither (anonymous token requests)."""
+    if auth in ("jwt", "none"):
+        return CredentialsProblem.NOT_USED if username or password else None
+    if auth == "basic" and not username:
+        return CredentialsProblem.BASIC_NEEDS_USERNAME
+    if auth == "basic" and not password:
+        return CredentialsProblem.BASIC_NEEDS_PASSWORD
+    if username != password:
+        return CredentialsProblem.HALF_A_PAIR
+    return None
 
 
 def token_claim(value: str, at: Place) -> str:

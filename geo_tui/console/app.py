@@ -20,18 +20,17 @@ from textual.containers import Vertical
 from textual.widgets import Header
 
 from geo_tui.config import Config
-from geo_tui.engine import SyncState, VerificationDepth
-from geo_tui.engine.link import Batch, EngineLink, RowKey
-from geo_tui.engine.wire import Resync, Verify
+from geo_tui.engine.link import Batch, EngineLink
 
 from . import tuning
 from .commands import GeoTuiCommands
-from .screens.confirm import ConfirmScreen
+from .engine_commands import EngineCommands
+from .filtering import Filtering
 from .screens.detail import RepositoryDetailScreen
 from .screens.help import HelpScreen
 from .widgets.event_log import EventLog
 from .widgets.filter_bar import FilterBar
-from .widgets.key_hints import focus_with_keys, key_hint_bar
+from .widgets.key_hints import key_hint_bar
 from .widgets.repository_table import RepositoryTable
 from .widgets.sites_pane import SitesPane
 
@@ -40,23 +39,13 @@ __all__ = ["GeoTuiApp", "make_app"]
 REFRESH_INTERVAL = 0.25
 # Actions that change something: hidden with --read-only.
 MUTATING = frozenset({"resync", "verify", "resync_many", "verify_many", "resync_failed", "toggle_pause"})
-STATE_FILTERS: dict[str, frozenset[SyncState] | None] = {
-    "failed": frozenset({SyncState.FAILED}),
-    "pending": frozenset({SyncState.PENDING, SyncState.STARTED}),
-    "synced": frozenset({SyncState.SYNCED}),
-    "all": None,
-}
 DETAIL_SCREEN = "repository-detail"
-DEPTH_WORDS = {
-    "checksum": "checksum: tags and digests",
-    "deep": "deep: every blob there, with its size",
-    "content": "content: every blob re-hashed",
-}
 PANES = {"sites": "#sites", "repositories": "#repositories", "log": "#log"}
 
 
-class GeoTuiApp(App[None]):
-    """geo-tui's console over one engine link."""
+class GeoTuiApp(EngineCommands, Filtering):
+    """geo-tui's console over one engine link: layout and refresh here; what the keys ask of the engine in
+    `EngineCommands`, the filters in `Filtering`."""
 
     TITLE = "geo-tui"
     CSS_PATH = "app.tcss"
@@ -115,10 +104,6 @@ class GeoTuiApp(App[None]):
         self.engine_failure: str | None = None
         self.crash: Exception | None = None  # the error the console stopped on (the CLI reports it)
         self.stale: str | None = None  # why the view is stale (a remote engine is unreachable)
-        self._text_filter = ""
-        self._regex = False
-        self._invert = False
-        self._log_filter = ""
         self._detail: RepositoryDetailScreen | None = None
         self._quitting = False
         self._bindings_state: tuple[object, ...] = ()
@@ -225,17 +210,6 @@ class GeoTuiApp(App[None]):
             parts.append("read-only")
         self.sub_title = " · ".join(parts)
 
-    def on_repository_table_counts_changed(self, message: RepositoryTable.CountsChanged) -> None:
-        shown = f"{message.total:,}"
-        if message.visible != message.total:
-            shown = f"{message.visible:,} of {shown}"
-        parts = [f"Repositories {shown}", f"{message.failed:,} failed"]
-        if message.marked:
-            parts.append(f"{message.marked:,} marked")
-        if self._text_filter:
-            parts.append(f"{'not ' if self._invert else ''}matching {self._text_filter!r}")
-        self.query_one("#repositories-pane").border_title = " · ".join(parts)
-
     # -- what applies when ------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -248,116 +222,10 @@ class GeoTuiApp(App[None]):
             return True if table.marked or table.visible_count else None  # O(1): checked per footer key
         return True
 
-    # -- actions ----------------------------------------------------------------------------------
-
-    def action_resync(self) -> None:
-        key = self.query_one(RepositoryTable).cursor_key
-        if key is not None:
-            self.link.command(lambda engine: engine.resync(Resync(keys=(key,))))
-            self.notify(f"resync queued: {key[1]} on {key[0]}")
-
-    def action_verify(self, depth: str = "checksum") -> None:
-        key = self.query_one(RepositoryTable).cursor_key
-        if key is not None:
-            self._verify([key], depth)
-            self.notify(f"verifying {key[1]} on {key[0]} ({DEPTH_WORDS[depth]})…")
-
-    def _bulk_keys(self) -> tuple[list[RowKey], str]:
-        table = self.query_one(RepositoryTable)
-        if table.marked:
-            return sorted(table.marked), "marked"
-        return table.visible_keys(), "filtered" if table.visible_count != table.total_count else "all"
-
-    def _confirm_bulk(self, verb: str, run: Callable[[list[RowKey]], None]) -> None:
-        keys, which = self._bulk_keys()
-        if not keys:
-            return
-        sites = sorted({site for site, _ in keys})
-        noun = "repository" if len(keys) == 1 else "repositories"
-        question = f"{verb} {len(keys):,} {which} {noun} on {', '.join(sites)}?"
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                run(keys)
-                self.query_one(RepositoryTable).clear_marks()
-
-        self.push_screen(ConfirmScreen(question), answered)
-
-    def _verify(self, keys: list[RowKey], depth: str) -> None:
-        command = Verify(keys=tuple(keys), depth=VerificationDepth(depth))
-        self.link.command(lambda engine: engine.verify(command))
-
-    def action_resync_many(self) -> None:
-        def resync(keys: list[RowKey]) -> None:
-            command = Resync(keys=tuple(keys))
-            self.link.command(lambda engine: engine.resync(command))
-
-        self._confirm_bulk("Resync", resync)
-
-    def action_verify_many(self, depth: str = "checksum") -> None:
-        verb = "Verify" if depth == "checksum" else f"{depth.capitalize()}-verify"
-        self._confirm_bulk(verb, lambda keys: self._verify(keys, depth))
-
-    def action_resync_failed(self) -> None:
-        failed = self.query_one(RepositoryTable).failed_count
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.link.command(lambda engine: engine.resync(Resync(failed=True)))
-
-        self.push_screen(ConfirmScreen(f"Resync every failed repository ({failed:,})?"), answered)
-
-    def action_toggle_pause(self) -> None:
-        if self.paused:
-            self.link.command(lambda engine: engine.resume())
-            self.notify("replication resumed")
-        else:
-            self.link.command(lambda engine: engine.pause())
-            self.notify("replication paused: copies in flight finish, nothing new starts")
-        self.paused = not self.paused
-        self._update_subtitle()
-
-    def action_show_state(self, state: str) -> None:
-        self.query_one(RepositoryTable).set_state_filter(STATE_FILTERS[state])
+    # -- actions (the engine's: EngineCommands; the filters': Filtering) ----------------------------
 
     def action_focus_pane(self, pane: str) -> None:
         self.query_one(PANES[pane]).focus()
-
-    def action_filter(self) -> None:
-        target = "log" if self.focused is self.query_one(EventLog) else "repositories"
-        table_filter = ("re:" if self._regex else "") + self._text_filter
-        current = self._log_filter if target == "log" else table_filter
-        self.query_one(FilterBar).open(target, current)
-
-    def on_filter_bar_applied(self, message: FilterBar.Applied) -> None:
-        bar = self.query_one(FilterBar)
-        if message.target == "log":
-            self._log_filter = message.text
-            self.query_one(EventLog).set_filter(message.text)
-            bar.close()
-            focus_with_keys(self.query_one(EventLog))
-            return
-        table = self.query_one(RepositoryTable)
-        try:
-            table.set_text_filter(message.text, regex=message.regex, invert=self._invert)
-        except ValueError as exc:
-            self.notify(str(exc), severity="error")
-            return
-        self._text_filter, self._regex = message.text, message.regex
-        bar.close()
-        focus_with_keys(table)
-
-    def on_filter_bar_cancelled(self, message: FilterBar.Cancelled) -> None:
-        self.query_one(FilterBar).close()
-        focus_with_keys(self.query_one(EventLog if message.target == "log" else RepositoryTable))
-
-    def action_invert_filter(self) -> None:
-        self._invert = not self._invert
-        table = self.query_one(RepositoryTable)
-        table.set_text_filter(self._text_filter, regex=self._regex, invert=self._invert)
-        self.notify(
-            "filter inverted: showing what does not match" if self._invert else "showing what matches"
-        )
 
     def action_save_log(self) -> None:
         path = self.save_dir / time.strftime("geo-tui-events-%Y%m%d-%H%M%S.log", time.localtime(self.clock()))

@@ -1,10 +1,11 @@
 """The console's speed work that reaches into Textual or the interpreter: all of it is here, and off unless
 the entry point applies it.
 
-`geo-tui` (cli._run_console) and bench/console_probe.py run the app inside `with applied():`; tests and
-screenshot scripts do not, so they run on Textual's public API and the interpreter's own collector, and
-have nothing to undo. GEO_TUI_CONSOLE_TUNING turns pieces off: "none", or "-footer,-freeze" for all but
-those (bench/console_latency.py --tuning passes it on, to measure what each piece still pays).
+`geo-tui` (geo_tui.cli.console.run_console) and bench/console_probe.py run the app inside
+`with applied():`; tests and screenshot scripts do not, so they run on Textual's public API and the
+interpreter's own collector, and have nothing to undo. GEO_TUI_CONSOLE_TUNING turns pieces off: "none", or
+"-footer,-freeze" for all but those (bench/console_latency.py --tuning passes it on, to measure what each
+piece still pays).
 
 The pieces (private names of Textual 8.2: pyproject holds Textual below 8.3, and
 tests/console/test_textual_private.py fails when one changes):

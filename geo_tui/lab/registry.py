@@ -260,7 +260,7 @@ class LabApp:
         if limit > CATALOG_MAX:
             raise Failure(400, "PAGINATION_NUMBER_INVALID", {"n": limit})
         last = catalog_key(query.get("last", ""))
-        names = [name for name in self.storage.repositories() if catalog_key(name) > last]
+        names = [name for name in self.storage.manifests.repositories() if catalog_key(name) > last]
         page = names[:limit]
         headers = {}
         # Distribution links a next page whenever the page came back full, even if nothing follows.
@@ -270,7 +270,7 @@ class LabApp:
 
     async def tags(self, request: Request, route: Route) -> Response:
         # Distribution 2.8.2 ignores `n` and `last` here: the whole list, never a Link (checked).
-        tags = self.storage.tags(route.name)
+        tags = self.storage.manifests.tags(route.name)
         if tags is None:
             raise Failure(404, "NAME_UNKNOWN", {"name": route.name})
         # A repository whose tags were all deleted lists `null`, Go's empty slice (checked).
@@ -282,12 +282,14 @@ class LabApp:
         if request.method == "DELETE":
             return self.delete_manifest(request, route)
         name, reference = route.name, route.reference
-        digest = reference if is_valid_digest(reference) else self.storage.resolve_tag(name, reference)
-        media_type = self.storage.manifest_media_type(name, digest) if digest else None
+        digest = (
+            reference if is_valid_digest(reference) else self.storage.manifests.resolve_tag(name, reference)
+        )
+        media_type = self.storage.manifests.media_type(name, digest) if digest else None
         if digest is None or media_type is None:
             raise Failure(404, "MANIFEST_UNKNOWN", {"Name": name, "Revision": reference})
         digest, media_type = self._negotiate(request, name, reference, digest, media_type)
-        content = self.storage.read_content(digest)
+        content = self.storage.blobs.content(digest)
         headers = {"Content-Type": media_type, "Docker-Content-Digest": digest, "Etag": f'"{digest}"'}
         if request.method == "HEAD":
             return Response(200, headers, b"", length=len(content))
@@ -310,11 +312,11 @@ class LabApp:
                 404, "MANIFEST_UNKNOWN", f"{media_type} found, but the Accept header does not name it"
             )
         if media_type == DOCKER_LIST and media_type not in accepted and digest != reference:
-            refs = parse_manifest(self.storage.read_content(digest), media_type)
+            refs = parse_manifest(self.storage.blobs.content(digest), media_type)
             for child in refs.manifests:
                 platform = child.platform or {}
                 if (platform.get("os"), platform.get("architecture")) == ("linux", "amd64"):
-                    child_type = self.storage.manifest_media_type(name, child.digest)
+                    child_type = self.storage.manifests.media_type(name, child.digest)
                     if child_type is not None:
                         return child.digest, child_type
             raise Failure(404, "MANIFEST_UNKNOWN", "no linux/amd64 image in the manifest list")
@@ -342,7 +344,7 @@ class LabApp:
             raise Failure(400, "DIGEST_INVALID", f"manifest digest {digest} is not {reference}")
         failure: Failure | None = None
         for descriptor in (*refs.blobs, *refs.manifests):
-            if descriptor.urls or self.storage.has_content(name, descriptor.digest):
+            if descriptor.urls or self.storage.manifests.has_content(name, descriptor.digest):
                 continue  # foreign layers live elsewhere
             if failure is None:
                 failure = Failure(400, "MANIFEST_BLOB_UNKNOWN", descriptor.digest)
@@ -350,12 +352,12 @@ class LabApp:
                 failure.errors.append(("MANIFEST_BLOB_UNKNOWN", descriptor.digest))
         if failure is not None:
             raise failure
-        self.storage.put_manifest(name, digest, content, refs.media_type)
+        self.storage.manifests.put(name, digest, content, refs.media_type)
         if refs.subject is not None:  # indexed whether or not the API is on, so a restart with it on lists it
-            self.storage.link_referrer(name, refs.subject.digest, digest)
+            self.storage.manifests.link_referrer(name, refs.subject.digest, digest)
         tag = None if is_valid_digest(reference) else reference
         if tag is not None:
-            self.storage.tag(name, tag, digest)
+            self.storage.manifests.tag(name, tag, digest)
         location = f"{request.base_url}/v2/{name}/manifests/{digest}"
         self.notify(request, "push", name, digest, media_type=refs.media_type, size=len(content),
                     url=location, tag=tag)  # fmt: skip
@@ -372,15 +374,15 @@ class LabApp:
         if not is_valid_digest(reference):
             # Distribution 2.8 reads the reference as a digest: a tag is "digest invalid".
             raise Failure(400, "DIGEST_INVALID", reference)
-        removed = self.storage.delete_manifest(name, reference)
+        removed = self.storage.manifests.delete(name, reference)
         if removed is None:
             raise Failure(404, "MANIFEST_UNKNOWN", {"Name": name, "Revision": reference})
         try:
-            subject = _subject_of(self.storage.read_content(reference))
+            subject = _subject_of(self.storage.blobs.content(reference))
         except FileNotFoundError:
             subject = None
         if subject is not None:
-            self.storage.unlink_referrer(name, subject, reference)
+            self.storage.manifests.unlink_referrer(name, subject, reference)
         url = f"{request.base_url}/v2/{name}/manifests/{reference}"
         self.notify(request, "delete", name, reference, url=url)
         for tag in removed:  # then one event per tag it took along, digest-less, as 2.8 sends them
@@ -396,11 +398,11 @@ class LabApp:
             raise Failure(400, "DIGEST_INVALID", subject)
         wanted = request.query.get("artifactType")
         descriptors = []
-        for digest in self.storage.referrers(name, subject):
-            media_type = self.storage.manifest_media_type(name, digest)
+        for digest in self.storage.manifests.referrers(name, subject):
+            media_type = self.storage.manifests.media_type(name, digest)
             if media_type is None:
                 continue
-            descriptor = _referrer_descriptor(digest, media_type, self.storage.read_content(digest))
+            descriptor = _referrer_descriptor(digest, media_type, self.storage.blobs.content(digest))
             if wanted is None or descriptor.get("artifactType") == wanted:
                 descriptors.append(descriptor)
         last = request.query.get("last", "")

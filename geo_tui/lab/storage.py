@@ -8,6 +8,10 @@
     uploads/<uuid>/data, uploads/<uuid>/repository an upload session in progress
     http.secret                                    the key that signs upload states (as Distribution's)
 
+Three stores share one `LabLayout` (the paths above): `BlobStore` (content by digest, linked into
+repositories), `ManifestStore` (manifests, tags, referrers and the catalog) and `UploadStore` (upload
+sessions); `LabStorage` holds the three and the upload-state key.
+
 Content lands under a temporary name and is renamed into place, so a crash never leaves a half-written
 blob under its digest. As in Distribution, a repository is in the catalog once a blob was linked into it,
 and has a tag list once a tag was pushed.
@@ -21,7 +25,16 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["LabStorage", "UploadUnknown", "catalog_key", "upload_key"]
+__all__ = [
+    "BlobStore",
+    "LabLayout",
+    "LabStorage",
+    "ManifestStore",
+    "UploadStore",
+    "UploadUnknown",
+    "catalog_key",
+    "upload_key",
+]
 
 CHUNK = 1024 * 1024
 
@@ -49,6 +62,216 @@ def _split(digest: str) -> tuple[str, str]:
     return algorithm, hex_digest
 
 
+class LabLayout:
+    """Where each thing lives under the root: the one place that turns names and digests into paths."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def blob(self, digest: str) -> Path:
+        algorithm, hex_digest = _split(digest)
+        return self.root / "blobs" / algorithm / hex_digest
+
+    def repository(self, name: str) -> Path:
+        return self.root / "repositories" / name
+
+    def layer_link(self, name: str, digest: str) -> Path:
+        return self.repository(name).joinpath("_layers", *_split(digest))
+
+    def revision(self, name: str, digest: str) -> Path:
+        return self.repository(name).joinpath("_manifests", "revisions", *_split(digest))
+
+    def tags(self, name: str) -> Path:
+        return self.repository(name) / "_manifests" / "tags"
+
+    def referrers(self, name: str, subject: str) -> Path:
+        return self.repository(name).joinpath("_referrers", *_split(subject))
+
+    def upload(self, upload_id: str) -> Path:
+        return self.root / "uploads" / upload_key(upload_id)  # never a path of the caller's making
+
+
+class BlobStore:
+    """Content by digest (blobs and manifests' bytes), and the links that put a blob in a repository."""
+
+    def __init__(self, layout: LabLayout) -> None:
+        self._layout = layout
+
+    def size(self, name: str, digest: str) -> int | None:
+        """The size of `digest` if the repository `name` holds it as a blob, else None."""
+        if not self._layout.layer_link(name, digest).exists():
+            return None
+        try:
+            return self._layout.blob(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def read(self, digest: str) -> Iterator[bytes]:
+        with open(self._layout.blob(digest), "rb") as handle:
+            while chunk := handle.read(CHUNK):
+                yield chunk
+
+    def link(self, name: str, digest: str) -> None:
+        link = self._layout.layer_link(name, digest)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.touch()
+
+    def unlink(self, name: str, digest: str) -> bool:
+        try:
+            self._layout.layer_link(name, digest).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def store(self, digest: str, content: bytes) -> None:
+        """Keep `content` under `digest` (a manifest's bytes); no-op when it is already there."""
+        target = self._layout.blob(digest)
+        if target.exists():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
+        temporary.write_bytes(content)
+        os.replace(temporary, target)
+
+    def content(self, digest: str) -> bytes:
+        return self._layout.blob(digest).read_bytes()
+
+
+class ManifestStore:
+    """Manifests of each repository (by digest, with their media type), tags, referrers and the catalog."""
+
+    def __init__(self, layout: LabLayout, blobs: BlobStore) -> None:
+        self._layout = layout
+        self._blobs = blobs
+
+    def has_content(self, name: str, digest: str) -> bool:
+        """Whether `name` holds `digest` as a blob or a manifest (what Distribution checks for references)."""
+        return self._blobs.size(name, digest) is not None or self._layout.revision(name, digest).exists()
+
+    def media_type(self, name: str, digest: str) -> str | None:
+        try:
+            return self._layout.revision(name, digest).read_text()
+        except FileNotFoundError:
+            return None
+
+    def put(self, name: str, digest: str, content: bytes, media_type: str) -> None:
+        self._blobs.store(digest, content)
+        revision = self._layout.revision(name, digest)
+        revision.parent.mkdir(parents=True, exist_ok=True)
+        revision.write_text(media_type)
+
+    def delete(self, name: str, digest: str) -> list[str] | None:
+        """Remove the manifest from the repository and every tag pointing at it, as Distribution 2.8 does.
+
+        Returns the tags removed, or None when the repository does not hold the manifest.
+        """
+        try:
+            self._layout.revision(name, digest).unlink()
+        except FileNotFoundError:
+            return None
+        removed = [tag for tag in self.tags(name) or [] if self.resolve_tag(name, tag) == digest]
+        for tag in removed:
+            (self._layout.tags(name) / tag).unlink(missing_ok=True)
+        return removed
+
+    def tag(self, name: str, tag: str, digest: str) -> None:
+        path = self._layout.tags(name) / tag
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{tag}.{uuid.uuid4().hex}")
+        temporary.write_text(digest)
+        os.replace(temporary, path)
+
+    def resolve_tag(self, name: str, tag: str) -> str | None:
+        try:
+            return (self._layout.tags(name) / tag).read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def tags(self, name: str) -> list[str] | None:
+        """Sorted tags of `name`; None when the repository holds no manifest (unknown)."""
+        try:
+            entries = os.listdir(self._layout.tags(name))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return sorted(entry for entry in entries if not entry.startswith("."))
+
+    def repositories(self) -> list[str]:
+        """Every repository a blob was ever linked into, in Distribution's catalog order."""
+        base = self._layout.root / "repositories"
+        found = []
+        for directory, subdirectories, _ in os.walk(base):
+            if "_layers" in subdirectories:
+                found.append(os.path.relpath(directory, base).replace(os.sep, "/"))
+            # Underscore directories hold content, not nested repositories.
+            subdirectories[:] = [d for d in subdirectories if not d.startswith("_")]
+        return sorted(found, key=catalog_key)
+
+    # Referrers (OCI 1.1): manifests by the subject they name.
+    def link_referrer(self, name: str, subject: str, digest: str) -> None:
+        directory = self._layout.referrers(name, subject)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / digest.replace(":", "-", 1)).touch()
+
+    def unlink_referrer(self, name: str, subject: str, digest: str) -> None:
+        (self._layout.referrers(name, subject) / digest.replace(":", "-", 1)).unlink(missing_ok=True)
+
+    def referrers(self, name: str, subject: str) -> list[str]:
+        """Digests of the manifests of `name` whose subject is `subject`, sorted."""
+        try:
+            entries = os.listdir(self._layout.referrers(name, subject))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(entry.replace("-", ":", 1) for entry in entries if not entry.startswith("."))
+
+
+class UploadStore:
+    """Upload sessions: a data file per session, tied to the repository it was started in."""
+
+    def __init__(self, layout: LabLayout, blobs: BlobStore) -> None:
+        self._layout = layout
+        self._blobs = blobs
+
+    def start(self, name: str) -> str:
+        upload_id = str(uuid.uuid4())
+        directory = self._layout.upload(upload_id)
+        directory.mkdir()
+        (directory / "repository").write_text(name)
+        (directory / "data").touch()
+        return upload_id
+
+    def data(self, name: str, upload_id: str) -> Path:
+        """The data file of the session `upload_id` of repository `name`; raises UploadUnknown."""
+        try:
+            directory = self._layout.upload(upload_id)
+            if (directory / "repository").read_text() != name:
+                raise UploadUnknown(upload_id)
+        except OSError:
+            raise UploadUnknown(upload_id) from None
+        return directory / "data"
+
+    def size(self, name: str, upload_id: str) -> int:
+        return self.data(name, upload_id).stat().st_size
+
+    def commit(self, name: str, upload_id: str, digest: str) -> None:
+        """Move the session's data under `digest` (kept if already there) and link it into `name`."""
+        data = self.data(name, upload_id)
+        target = self._layout.blob(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            os.replace(data, target)
+        self.cancel(upload_id)
+        self._blobs.link(name, digest)
+
+    def cancel(self, upload_id: str) -> None:
+        directory = self._layout.upload(upload_id)
+        for part in ("data", "repository"):
+            (directory / part).unlink(missing_ok=True)
+        try:
+            directory.rmdir()
+        except FileNotFoundError:
+            pass
+
+
 class LabStorage:
     """Blobs, manifests, tags and upload sessions under one root directory (synchronous file I/O)."""
 
@@ -56,6 +279,10 @@ class LabStorage:
         self.root = Path(root)
         for part in ("blobs", "repositories", "uploads"):
             (self.root / part).mkdir(parents=True, exist_ok=True)
+        layout = LabLayout(self.root)
+        self.blobs = BlobStore(layout)
+        self.manifests = ManifestStore(layout, self.blobs)
+        self.uploads = UploadStore(layout, self.blobs)
 
     def http_secret(self) -> bytes:
         """The key upload states are signed with: made once (0600) and kept, so sessions survive a restart
@@ -69,187 +296,3 @@ class LabStorage:
             key = secrets.token_bytes(32)
             handle.write(key)
         return key
-
-    # Paths.
-    def blob_path(self, digest: str) -> Path:
-        algorithm, hex_digest = _split(digest)
-        return self.root / "blobs" / algorithm / hex_digest
-
-    def _repository(self, name: str) -> Path:
-        return self.root / "repositories" / name
-
-    def _layer_link(self, name: str, digest: str) -> Path:
-        return self._repository(name).joinpath("_layers", *_split(digest))
-
-    def _revision(self, name: str, digest: str) -> Path:
-        return self._repository(name).joinpath("_manifests", "revisions", *_split(digest))
-
-    def _tags(self, name: str) -> Path:
-        return self._repository(name) / "_manifests" / "tags"
-
-    # Blobs.
-    def blob_size(self, name: str, digest: str) -> int | None:
-        """The size of `digest` if the repository `name` holds it as a blob, else None."""
-        if not self._layer_link(name, digest).exists():
-            return None
-        try:
-            return self.blob_path(digest).stat().st_size
-        except FileNotFoundError:
-            return None
-
-    def has_content(self, name: str, digest: str) -> bool:
-        """Whether `name` holds `digest` as a blob or a manifest (what Distribution checks for references)."""
-        return self.blob_size(name, digest) is not None or self._revision(name, digest).exists()
-
-    def read_blob(self, digest: str) -> Iterator[bytes]:
-        with open(self.blob_path(digest), "rb") as handle:
-            while chunk := handle.read(CHUNK):
-                yield chunk
-
-    def link_blob(self, name: str, digest: str) -> None:
-        link = self._layer_link(name, digest)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.touch()
-
-    def unlink_blob(self, name: str, digest: str) -> bool:
-        try:
-            self._layer_link(name, digest).unlink()
-        except FileNotFoundError:
-            return False
-        return True
-
-    def store_content(self, digest: str, content: bytes) -> None:
-        """Keep `content` under `digest` (a manifest's bytes); no-op when it is already there."""
-        target = self.blob_path(digest)
-        if target.exists():
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
-        temporary.write_bytes(content)
-        os.replace(temporary, target)
-
-    def read_content(self, digest: str) -> bytes:
-        return self.blob_path(digest).read_bytes()
-
-    # Manifests and tags.
-    def manifest_media_type(self, name: str, digest: str) -> str | None:
-        try:
-            return self._revision(name, digest).read_text()
-        except FileNotFoundError:
-            return None
-
-    def put_manifest(self, name: str, digest: str, content: bytes, media_type: str) -> None:
-        self.store_content(digest, content)
-        revision = self._revision(name, digest)
-        revision.parent.mkdir(parents=True, exist_ok=True)
-        revision.write_text(media_type)
-
-    def delete_manifest(self, name: str, digest: str) -> list[str] | None:
-        """Remove the manifest from the repository and every tag pointing at it, as Distribution 2.8 does.
-
-        Returns the tags removed, or None when the repository does not hold the manifest.
-        """
-        try:
-            self._revision(name, digest).unlink()
-        except FileNotFoundError:
-            return None
-        removed = [tag for tag in self.tags(name) or [] if self.resolve_tag(name, tag) == digest]
-        for tag in removed:
-            (self._tags(name) / tag).unlink(missing_ok=True)
-        return removed
-
-    def tag(self, name: str, tag: str, digest: str) -> None:
-        path = self._tags(name) / tag
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{tag}.{uuid.uuid4().hex}")
-        temporary.write_text(digest)
-        os.replace(temporary, path)
-
-    def resolve_tag(self, name: str, tag: str) -> str | None:
-        try:
-            return (self._tags(name) / tag).read_text()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-
-    def tags(self, name: str) -> list[str] | None:
-        """Sorted tags of `name`; None when the repository holds no manifest (unknown)."""
-        try:
-            entries = os.listdir(self._tags(name))
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        return sorted(entry for entry in entries if not entry.startswith("."))
-
-    def repositories(self) -> list[str]:
-        """Every repository a blob was ever linked into, in Distribution's catalog order."""
-        base = self.root / "repositories"
-        found = []
-        for directory, subdirectories, _ in os.walk(base):
-            if "_layers" in subdirectories:
-                found.append(os.path.relpath(directory, base).replace(os.sep, "/"))
-            # Underscore directories hold content, not nested repositories.
-            subdirectories[:] = [d for d in subdirectories if not d.startswith("_")]
-        return sorted(found, key=catalog_key)
-
-    # Referrers (OCI 1.1): manifests by the subject they name.
-    def _referrers(self, name: str, subject: str) -> Path:
-        return self._repository(name).joinpath("_referrers", *_split(subject))
-
-    def link_referrer(self, name: str, subject: str, digest: str) -> None:
-        directory = self._referrers(name, subject)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / digest.replace(":", "-", 1)).touch()
-
-    def unlink_referrer(self, name: str, subject: str, digest: str) -> None:
-        (self._referrers(name, subject) / digest.replace(":", "-", 1)).unlink(missing_ok=True)
-
-    def referrers(self, name: str, subject: str) -> list[str]:
-        """Digests of the manifests of `name` whose subject is `subject`, sorted."""
-        try:
-            entries = os.listdir(self._referrers(name, subject))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        return sorted(entry.replace("-", ":", 1) for entry in entries if not entry.startswith("."))
-
-    # Upload sessions.
-    def _upload(self, upload_id: str) -> Path:
-        return self.root / "uploads" / upload_key(upload_id)  # never a path of the caller's making
-
-    def start_upload(self, name: str) -> str:
-        upload_id = str(uuid.uuid4())
-        directory = self._upload(upload_id)
-        directory.mkdir()
-        (directory / "repository").write_text(name)
-        (directory / "data").touch()
-        return upload_id
-
-    def upload_data(self, name: str, upload_id: str) -> Path:
-        """The data file of the session `upload_id` of repository `name`; raises UploadUnknown."""
-        try:
-            directory = self._upload(upload_id)
-            if (directory / "repository").read_text() != name:
-                raise UploadUnknown(upload_id)
-        except OSError:
-            raise UploadUnknown(upload_id) from None
-        return directory / "data"
-
-    def upload_size(self, name: str, upload_id: str) -> int:
-        return self.upload_data(name, upload_id).stat().st_size
-
-    def commit_upload(self, name: str, upload_id: str, digest: str) -> None:
-        """Move the session's data under `digest` (kept if already there) and link it into `name`."""
-        data = self.upload_data(name, upload_id)
-        target = self.blob_path(digest)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists():
-            os.replace(data, target)
-        self.cancel_upload(upload_id)
-        self.link_blob(name, digest)
-
-    def cancel_upload(self, upload_id: str) -> None:
-        directory = self._upload(upload_id)
-        for part in ("data", "repository"):
-            (directory / part).unlink(missing_ok=True)
-        try:
-            directory.rmdir()
-        except FileNotFoundError:
-            pass

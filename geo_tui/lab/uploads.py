@@ -91,11 +91,11 @@ class UploadHandlers:
         name, digest = route.name, route.reference
         if not is_valid_digest(digest):
             raise Failure(400, "DIGEST_INVALID", digest)
-        size = self.storage.blob_size(name, digest)
+        size = self.storage.blobs.size(name, digest)
         if request.method == "DELETE":
             if not self.app.settings.delete_enabled:
                 raise Failure(405, "UNSUPPORTED")
-            if size is None or not self.storage.unlink_blob(name, digest):
+            if size is None or not self.storage.blobs.unlink(name, digest):
                 raise Failure(404, "BLOB_UNKNOWN", digest)
             return Response(202)
         if size is None:
@@ -111,20 +111,20 @@ class UploadHandlers:
             return Response(200, headers, b"", length=size)
         self.app.notify(request, "pull", name, digest, media_type="application/octet-stream", size=size,
                         url=f"{request.base_url}/v2/{name}/blobs/{digest}")  # fmt: skip
-        return Response(200, headers, self.storage.read_blob(digest), length=size)
+        return Response(200, headers, self.storage.blobs.read(digest), length=size)
 
     # POST /v2/<name>/blobs/uploads/
     async def start(self, request: Request, route: Route) -> Response:
         name, query = route.name, request.query
         mount, source = query.get("mount"), query.get("from")
         if mount and source and is_valid_digest(mount) and is_valid_repository_name(source):
-            if self.storage.blob_size(source, mount) is not None and self.app.may_pull(request, source):
-                self.storage.link_blob(name, mount)
+            if self.storage.blobs.size(source, mount) is not None and self.app.may_pull(request, source):
+                self.storage.blobs.link(name, mount)
                 self.app.notify(request, "mount", name, mount, media_type="application/octet-stream",
-                                size=self.storage.blob_size(name, mount),
+                                size=self.storage.blobs.size(name, mount),
                                 url=f"{request.base_url}/v2/{name}/blobs/{mount}")  # fmt: skip
                 return self._created(request, name, mount)
-        upload_id = self.storage.start_upload(name)
+        upload_id = self.storage.uploads.start(name)
         self._progress[upload_id] = _Progress(hashlib.sha256())
         # Distribution 2.8 has no monolithic POST: `?digest=` is ignored and a session opened (checked).
         await self._drain(request)
@@ -180,7 +180,7 @@ class UploadHandlers:
         progress = self._progress.get(upload_id)
         if progress is None:  # a session from before a restart: hash what it holds, off the loop
             hasher, size = await asyncio.to_thread(
-                _hash_file, self.storage.upload_data(name, upload_id), "sha256"
+                _hash_file, self.storage.uploads.data(name, upload_id), "sha256"
             )
             progress = self._progress[upload_id] = _Progress(hasher, size)
         return progress
@@ -189,7 +189,7 @@ class UploadHandlers:
         progress = await self._progress_of(name, upload_id)
         pending: list[bytes] = []
         pending_size = 0
-        with open(self.storage.upload_data(name, upload_id), "ab") as handle:
+        with open(self.storage.uploads.data(name, upload_id), "ab") as handle:
             try:
                 async for chunk in request.chunks():
                     progress.hasher.update(chunk)
@@ -210,13 +210,13 @@ class UploadHandlers:
         if digest.startswith("sha256:"):
             actual = "sha256:" + progress.hasher.hexdigest()
         else:
-            data = self.storage.upload_data(name, upload_id)
+            data = self.storage.uploads.data(name, upload_id)
             hasher, _ = await asyncio.to_thread(_hash_file, data, digest.partition(":")[0])
             actual = f"{digest.partition(':')[0]}:{hasher.hexdigest()}"
         if actual != digest:
             self._cancel(upload_id)
             raise Failure(400, "DIGEST_INVALID", f"uploaded content has digest {actual}, not {digest}")
-        self.storage.commit_upload(name, upload_id, digest)
+        self.storage.uploads.commit(name, upload_id, digest)
         self._forget(upload_id)
         self.app.notify(request, "push", name, digest, media_type="application/octet-stream",
                         size=progress.size, url=f"{request.base_url}/v2/{name}/blobs/{digest}")  # fmt: skip
@@ -224,7 +224,7 @@ class UploadHandlers:
 
     def _cancel(self, upload_id: str) -> None:
         self._forget(upload_id)
-        self.storage.cancel_upload(upload_id)
+        self.storage.uploads.cancel(upload_id)
 
     def _forget(self, upload_id: str) -> None:
         self._progress.pop(upload_id, None)
@@ -240,7 +240,7 @@ class UploadHandlers:
 
     def _accepted(self, request: Request, name: str, upload_id: str, status: int = 202) -> Response:
         size = self._progress[upload_id].size if upload_id in self._progress else (
-            self.storage.upload_size(name, upload_id)
+            self.storage.uploads.size(name, upload_id)
         )  # fmt: skip
         state = _write_state({"name": name, "uuid": upload_id, "offset": size}, self._key)
         location = f"{request.base_url}/v2/{name}/blobs/uploads/{upload_id}?_state={state}"

@@ -28,6 +28,7 @@ from .plan import (
     check_site_name,
     check_sites,
     execute_plan,
+    name_used_twice,
 )
 from .prompts import Asker, ask_plan
 from .snippets import Snippet, SnippetOptions, site_snippets
@@ -79,8 +80,8 @@ def _sites_from_flags(args: argparse.Namespace, errors: _Errors) -> list[SitePla
         errors.add("--secondary: missing: at least one secondary, e.g. --secondary eu=https://eu.example.com")
     urls: dict[str, str | None] = {primary_name or "primary": primary_url}
     for name, url in errors.pairs(args.secondary, "--secondary").items():
-        if name in urls:
-            errors.add(f"--secondary {name!r}: the site name is used twice")
+        if (twice := name_used_twice(name, urls)) is not None:
+            errors.add(twice)
         elif errors.check(check_site_name, name, "--secondary") is not None:
             urls[name] = errors.check(check_registry_url, url, f"--secondary {name}")
     everyone = [a for a in args.auth if "=" not in a]

@@ -8,6 +8,7 @@ flag (`--secondary 'eu'`), so the flags, the prompts and the loader all say the 
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -43,6 +44,7 @@ __all__ = [
     "config_document",
     "config_text",
     "execute_plan",
+    "name_used_twice",
 ]
 
 KEY_NAME: Final = "registry.key"
@@ -138,23 +140,40 @@ def check_sites(primary: SitePlan, secondaries: tuple[SitePlan, ...]) -> None:
     """At least one secondary, unique names, no secondary that is the primary."""
     if not secondaries:
         raise SetupError("--secondary: at least one secondary is needed (--secondary NAME=URL)")
-    seen = {primary.name}
+    owners = {primary.name: "primary"}
     for site in secondaries:
-        if site.name in seen:
-            raise SetupError(f"--secondary {site.name!r}: the site name is used twice")
-        seen.add(site.name)
+        if (error := name_used_twice(site.name, owners)) is not None:
+            raise SetupError(error)
+        owners[site.name] = "--secondary"
         where = InitFlag.quoting("--secondary", site.name)
         rules.distinct_from_primary(site.registry, primary.registry, where)
     for site in (primary, *secondaries):
-        if site.auth == "basic" and (site.username is None or site.password_file is None):
-            raise SetupError(
-                f"--auth {site.name}=basic: needs --username {site.name}=USER "
-                f"and --password-file {site.name}=PATH"
-            )
-        if (site.username is None) != (site.password_file is None):
-            raise SetupError(f"--username/--password-file {site.name}: give both, or neither")
-        if site.auth in ("jwt", "none") and site.username is not None:
-            raise SetupError(f"--username {site.name}: only used with --auth {site.name}=token or basic")
+        _check_credentials(site)
+
+
+def name_used_twice(name: str, owners: Mapping[str, object]) -> str | None:
+    """The config's one-name-one-site rule (`rules.site_name_owner`) in init's words, for a secondary
+    named `name` after the sites in `owners`."""
+    if rules.site_name_owner(name, owners) is None:
+        return None
+    return f"--secondary {name!r}: the site name is used twice"
+
+
+def _check_credentials(site: SitePlan) -> None:
+    """The config's credentials rule (`rules.credentials_problem`), said in terms of init's flags."""
+    given = site.username is not None, site.password_file is not None
+    problem = rules.credentials_problem(site.auth, username=given[0], password=given[1])
+    name = site.name
+    if problem in (
+        rules.CredentialsProblem.BASIC_NEEDS_USERNAME,
+        rules.CredentialsProblem.BASIC_NEEDS_PASSWORD,
+    ):
+        raise SetupError(f"--auth {name}=basic: needs --username {name}=USER and --password-file {name}=PATH")
+    if problem is rules.CredentialsProblem.HALF_A_PAIR:
+        raise SetupError(f"--username/--password-file {name}: give both, or neither")
+    if problem is rules.CredentialsProblem.NOT_USED:
+        flag = "--username" if given[0] else "--password-file"
+        raise SetupError(f"{flag} {name}: only used with --auth {name}=token or basic")
 
 
 # --- writing -------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from geo_tui.cli import _parser
-from geo_tui.config import ConfigError, load_config, rules, write_config
+from geo_tui.config import AuthMethod, ConfigError, load_config, rules, write_config
 from geo_tui.setup.flags import InitFlag, SetupError
 from geo_tui.setup.init import plan_from_flags
 from geo_tui.setup.keys import load_signing_key
@@ -203,3 +203,30 @@ def test_a_printed_listen_address_reads_back(host: str, port: int) -> None:
 def test_init_flag_hides_a_url_that_may_hold_credentials() -> None:
     assert str(InitFlag.quoting("--primary", f"https://u:{SECRET}@h").error("no")) == "--primary: no"
     assert str(InitFlag.quoting("--primary", "https://h").error("no")) == "--primary 'https://h': no"
+
+
+@pytest.mark.parametrize(
+    ("auth", "username", "password", "expected"),
+    [
+        ("jwt", False, False, None),
+        ("none", True, False, rules.CredentialsProblem.NOT_USED),
+        ("jwt", False, True, rules.CredentialsProblem.NOT_USED),
+        ("basic", False, True, rules.CredentialsProblem.BASIC_NEEDS_USERNAME),
+        ("basic", True, False, rules.CredentialsProblem.BASIC_NEEDS_PASSWORD),
+        ("basic", True, True, None),
+        ("token", False, False, None),
+        ("token", True, False, rules.CredentialsProblem.HALF_A_PAIR),
+        ("token", False, True, rules.CredentialsProblem.HALF_A_PAIR),
+        ("token", True, True, None),
+    ],
+)
+def test_the_credentials_rule_the_loader_and_init_share(
+    auth: AuthMethod, username: bool, password: bool, expected: rules.CredentialsProblem | None
+) -> None:
+    assert rules.credentials_problem(auth, username=username, password=password) is expected
+
+
+def test_a_site_name_is_owned_once() -> None:
+    owners = {"primary": "primary", "eu": "secondaries[0]"}
+    assert rules.site_name_owner("eu", owners) == "secondaries[0]"
+    assert rules.site_name_owner("us", owners) is None

@@ -2,7 +2,8 @@
 
 Only the lines on screen are formatted (toolong's `log_lines.py` habit), so 100,000 rows scroll like 100:
 never one widget per row (Textualize/textual #5163), never a DataTable that size. The rows, their filters,
-order and cursor live in `repository_rows` (no Textual); what a line reads in `repository_lines`.
+order and cursor live in `repository_rows` (no Textual); what a line reads in `repository_lines`; how it
+is drawn and cached in `repository_paint`; the cursor's keys and scrolling in `repository_cursor`.
 Every method runs on the UI thread; workers hand rows over with `post_message` (textual #5137).
 """
 
@@ -13,26 +14,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from rich.segment import Segment
 from rich.style import Style
-from textual import events
 from textual.binding import Binding, BindingType
-from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.message import Message
-from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from geo_tui.engine import RepositoryRow, SyncState
-from geo_tui.figures import ago
 
-from .repository_lines import Column, fit, fit_columns, row_cells, verification_text
-from .repository_rows import SORT_COLUMNS, Key, RepositoryRows, RowEntry
+from .repository_cursor import RowCursorView
+from .repository_paint import RowPainter
+from .repository_rows import SORT_COLUMNS, Key
 
 __all__ = ["SORT_COLUMNS", "RepositoryTable"]
 
 
-class RepositoryTable(ScrollView, can_focus=True):
+class RepositoryTable(RowCursorView, can_focus=True):
     """Every tracked (site, repository) pair, problems first; filter, sort, mark, select."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -116,28 +113,12 @@ class RepositoryTable(ScrollView, can_focus=True):
         classes: str | None = None,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
-        self.now = now
         self.marked: set[Key] = set()
-        self._rows = RepositoryRows()
-        self._layout_key: tuple[object, ...] = ()
-        self._layout: list[tuple[Column, int]] = []
-        self._strips: LRUCache[tuple[object, ...], Strip] = LRUCache(256)  # ~5 screens
-        self._seconds_shown = False  # a line drawn since the last redraw shows an age under a minute
+        self._painter = RowPainter(self._rows, self._component_style, now)
         self._age_ticks = 0
-        self._styles: dict[str, Style] = {}
         self._last_counts: tuple[int, int, int, int] | None = None
 
     # -- reading --------------------------------------------------------------------------------
-
-    @property
-    def cursor_key(self) -> Key | None:
-        rows = self._rows
-        return rows.order[rows.cursor].key if rows.order else None
-
-    @property
-    def cursor_row(self) -> RepositoryRow | None:
-        rows = self._rows
-        return rows.order[rows.cursor].row if rows.order else None
 
     def row(self, key: Key) -> RepositoryRow | None:
         """The latest row for ``key``, shown or filtered out."""
@@ -147,10 +128,6 @@ class RepositoryTable(ScrollView, can_focus=True):
     @property
     def total_count(self) -> int:
         return len(self._rows.entries)
-
-    @property
-    def visible_count(self) -> int:
-        return len(self._rows.order)
 
     @property
     def failed_count(self) -> int:
@@ -164,10 +141,6 @@ class RepositoryTable(ScrollView, can_focus=True):
     @property
     def sort_reverse(self) -> bool:
         return self._rows.reverse
-
-    def visible_keys(self) -> list[Key]:
-        """The keys the filters let through, in display order."""
-        return [entry.key for entry in self._rows.order]
 
     # -- data -----------------------------------------------------------------------------------
 
@@ -225,54 +198,12 @@ class RepositoryTable(ScrollView, can_focus=True):
             self._last_counts = counts
             self.post_message(self.CountsChanged(*counts))
 
-    # -- cursor and keys ------------------------------------------------------------------------
+    # -- keys (moving the cursor: RowCursorView) -----------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("select", "toggle_mark") and not self._rows.order:
             return None
         return True
-
-    def _page_height(self) -> int:
-        return max(1, self.scrollable_content_region.height - 1)
-
-    def move_cursor(self, index: int, *, scroll_by: int = 0) -> None:
-        """Put the cursor on display row `index` (clamped); scroll with it."""
-        if not self._rows.order:
-            return
-        old = self._rows.cursor
-        self._rows.move_cursor(index)
-        if scroll_by:
-            self.scroll_to(y=self.scroll_y + scroll_by, animate=False, force=True)
-        self.refresh_line(old + 1)
-        self.refresh_line(self._rows.cursor + 1)
-        self._scroll_cursor_into_view()
-
-    def _scroll_cursor_into_view(self) -> None:
-        if not self.size:
-            return
-        rows, top, cursor = self._page_height(), round(self.scroll_y), self._rows.cursor
-        if cursor < top:
-            self.scroll_to(y=cursor, animate=False, force=True)
-        elif cursor >= top + rows:
-            self.scroll_to(y=cursor - rows + 1, animate=False, force=True)
-
-    def action_cursor_up(self) -> None:
-        self.move_cursor(self._rows.cursor - 1)
-
-    def action_cursor_down(self) -> None:
-        self.move_cursor(self._rows.cursor + 1)
-
-    def action_page_up(self) -> None:
-        self.move_cursor(self._rows.cursor - self._page_height(), scroll_by=-self._page_height())
-
-    def action_page_down(self) -> None:
-        self.move_cursor(self._rows.cursor + self._page_height(), scroll_by=self._page_height())
-
-    def action_first(self) -> None:
-        self.move_cursor(0)
-
-    def action_last(self) -> None:
-        self.move_cursor(len(self._rows.order) - 1)
 
     def action_select(self) -> None:
         if (key := self.cursor_key) is not None:
@@ -292,109 +223,32 @@ class RepositoryTable(ScrollView, can_focus=True):
     def action_reverse_sort(self) -> None:
         self.sort_by(self._rows.sort_column, not self._rows.reverse)
 
-    def on_click(self, event: events.Click) -> None:
-        offset = event.get_content_offset(self)
-        if offset is not None and offset.y > 0:
-            self.move_cursor(round(self.scroll_y) + offset.y - 1)
-
     def on_mount(self) -> None:
         self.set_interval(1, self._ages_move_on)
         self._post_counts()
 
-    def on_resize(self) -> None:
-        self._scroll_cursor_into_view()
-
-    # -- drawing --------------------------------------------------------------------------------
+    # -- drawing (how a line looks: RowPainter) -------------------------------------------------
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
-        self._styles.clear()
-        self._strips.clear()
+        self._painter.styles_changed()
 
-    def _style(self, name: str = "") -> Style:
-        """A component's style, to lay over the widget's own (name ''): cached until styles change."""
-        style = self._styles.get(name)
-        if style is None:
-            if name:  # full styles: partial ones drop the alpha of $text-muted and of the blurred cursor
-                style = self.get_component_rich_style(f"repository-table--{name}")
-            else:
-                style = self.rich_style
-            self._styles[name] = style
-        return style
-
-    def _columns(self, width: int) -> list[tuple[Column, int]]:
-        """The columns that fit in `width` and their widths, worked out again only when these change."""
-        rows = self._rows
-        key = (width, rows.site_width, rows.repository_width, rows.sort_column)
-        if key != self._layout_key:
-            self._layout = fit_columns(width, rows.site_width, rows.repository_width, rows.sort_column)
-            self._layout_key = key
-        return self._layout
+    def _component_style(self, name: str) -> Style:
+        # full styles: partial ones drop the alpha of $text-muted and of the blurred cursor
+        return self.get_component_rich_style(f"repository-table--{name}") if name else self.rich_style
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
-        self._columns(width)  # brings self._layout_key up to date for the cache keys below
-        if y == 0:
-            return self._header(width)
-        index = round(self.scroll_y) + y - 1
-        if index >= len(self._rows.order):
-            return Strip.blank(width, self._style())
-        entry = self._rows.order[index]
-        now, row = self.now(), entry.row
-        synced = ago(row.last_synced_at, now)
-        cursor, marked = index == self._rows.cursor, entry.key in self.marked
-        verified = self._verification_text(row, now)
-        for ts in (row.last_synced_at, row.verified_at):
-            if ts is not None and now - ts < 60:
-                self._seconds_shown = True
-        key = (entry.version, width, self._layout_key, cursor, marked, synced, verified)
-        strip = self._strips.get(key)
-        if strip is None:
-            strip = self._strips[key] = self._row_strip(entry, width, synced, cursor, marked, verified)
-        return strip
+        return self._painter.line(y, round(self.scroll_y), width, self.marked)
 
     def _ages_move_on(self) -> None:
         """Redraw for the ages ("42 s ago"): every second while a line on screen shows one in seconds,
         else every 30 s. Only the lines whose text changed are formatted again."""
         self._age_ticks += 1
-        if self._seconds_shown or self._age_ticks >= 30:
-            self._age_ticks, self._seconds_shown = 0, False
+        if self._painter.seconds_shown or self._age_ticks >= 30:
+            self._age_ticks, self._painter.seconds_shown = 0, False
             self.refresh()
-
-    def _header(self, width: int) -> Strip:
-        reverse, sort_column = self._rows.reverse, self._rows.sort_column
-        key = ("header", width, self._layout_key, reverse)
-        strip = self._strips.get(key)
-        if strip is None:
-            style = self._style() + self._style("header")
-            cells = []
-            for column, span in self._columns(width):
-                title = column.title
-                if column.name == sort_column:
-                    title = f"{fit(title, span - 2).rstrip()} {'▼' if reverse else '▲'}"
-                cells.append(fit(title, span, column.right))
-            strip = self._strips[key] = Strip([Segment(fit(" ".join(cells), width), style)], width)
-        return strip
 
     def _verification_text(self, row: RepositoryRow, now: float | None = None) -> str:
         """'✓ deep 2d': state, the depth of the last check and its age, once a check with a depth finished."""
-        return verification_text(row, self.now() if now is None else now)
-
-    def _row_strip(
-        self, entry: RowEntry, width: int, synced: str, cursor: bool, marked: bool, verified: str
-    ) -> Strip:
-        base = self._style()
-        overlay = self._style("cursor") if cursor else Style()
-        cells = row_cells(entry, synced, marked, verified)
-        segments: list[Segment] = []
-        used = 0
-        for column, span in self._columns(width):
-            text, style_name = cells[column.name]
-            if segments:
-                segments.append(Segment(" ", base + overlay))
-            style = base + self._style(style_name) if style_name else base
-            segments.append(Segment(fit(text, span, column.right), style + overlay))
-            used += span + (1 if used else 0)
-        if used < width:
-            segments.append(Segment(" " * (width - used), base + overlay))
-        return Strip(segments, width).crop(0, width)
+        return self._painter.verification_text(row, now)
