@@ -21,17 +21,27 @@ import os
 import pwd
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
+from geo_tui.config import load_config
 from geo_tui.engine.tracking.postgres import PostgresDatabase
 
-__all__ = ["PASSWORD_ROLE", "PostgresCluster", "find_postgres_binary"]
+__all__ = [
+    "BACKENDS",
+    "PASSWORD_ROLE",
+    "PostgresCluster",
+    "database_option",
+    "find_postgres_binary",
+    "query_tracking",
+]
 
 PASSWORD_ROLE = "geo_pw"
 BACKENDS = ("sqlite", "postgresql")
@@ -173,3 +183,20 @@ def tracking_target(
         database: PostgresDatabase = request.getfixturevalue("postgres_database")
         return database
     return tmp_path / "state" / "tracking.db"
+
+
+def database_option(target: Path | PostgresDatabase) -> dict[str, str]:
+    """The ``[engine]`` keys that point a test's config at `target` (none for SQLite: the default file)."""
+    return {"database": target.url} if isinstance(target, PostgresDatabase) else {}
+
+
+def query_tracking(config: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read the tracking database of the config file at `config` from outside the engine (``?``
+    placeholders): the SQLite file read-only, or the PostgreSQL database."""
+    engine = load_config(config).engine
+    if engine.database_url is None:
+        with sqlite3.connect(f"file:{engine.database}?mode=ro", uri=True, timeout=10) as db:
+            return list(db.execute(sql, params).fetchall())
+    with psycopg.connect(engine.database_url, autocommit=True) as pg:
+        query = sql.replace("%", "%%").replace("?", "%s")
+        return [tuple(row) for row in pg.execute(query, params).fetchall()]

@@ -143,6 +143,16 @@ def _placeholders(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+class _NothingDone:
+    rowcount = 0
+
+    def fetchall(self) -> list[Any]:
+        return []
+
+
+_NOTHING_DONE = _NothingDone()
+
+
 class PostgresConnection:
     """One connection to the tracking database that takes ``?`` placeholders and reopens itself (at the
     start of a transaction or a read) after the server went away, restarted or dropped it."""
@@ -155,11 +165,13 @@ class PostgresConnection:
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Row]:
         return self._conn.execute(_placeholders(sql), list(parameters))
 
-    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> psycopg.Cursor[Row]:
-        cursor = self._conn.cursor()
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any:
+        """Like sqlite3's: ``rowcount`` is the rows all of them changed (0 for no parameters)."""
         batch = [list(p) for p in parameters]
-        if batch:
-            cursor.executemany(_placeholders(sql), batch)
+        if not batch:
+            return _NOTHING_DONE
+        cursor = self._conn.cursor()
+        cursor.executemany(_placeholders(sql), batch)
         return cursor
 
     @property
