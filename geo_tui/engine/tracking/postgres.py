@@ -104,7 +104,8 @@ def url_password(url: str) -> bool:
 
 
 def application_name(command: str) -> str:
-    return f"geo-tui {command} pid {os.getpid()} on {socket.gethostname()}"
+    """How a connection names itself to the server (pg_stat_activity): who, which process, which host."""
+    return f"{command} (pid {os.getpid()} on {socket.gethostname()})"
 
 
 # -- rows --------------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ class TrackingStore:
         from .postgres import MIGRATIONS, POSTGRES, PostgresConnection, application_name
 
         self.path, self.dialect = str(database), POSTGRES
-        self._db = PostgresConnection(database, application_name("tracking"))
+        self._db = PostgresConnection(database, application_name("geo-tui tracking"))
         try:
             self.schema_version = schema.stored_version(self._db, self.path, POSTGRES)
             schema.pending(self.schema_version, MIGRATIONS, self.path)
@@ -121,7 +121,7 @@ class TrackingStore:
             else:
                 with self._lock:
                     _, self.schema_version = schema.migrate(self._db, self.path, MIGRATIONS, POSTGRES)
-                self._reader = PostgresConnection(database, application_name("tracking reader"))
+                self._reader = PostgresConnection(database, application_name("geo-tui tracking reader"))
                 self._next_log_id = int(
                     self._db.execute("SELECT COALESCE(MAX(id), 0) FROM event_log").fetchone()[0]
                 )
