@@ -76,7 +76,7 @@ def test_concurrent_first_opens_migrate_once(postgres_database: PostgresDatabase
             tracking = Tracking(postgres_database)
             results.append(tracking.schema_version)
             tracking.close()
-        except Exception as exc:  # noqa: BLE001 - recorded, asserted below
+        except Exception as exc:
             results.append(exc)
 
     threads = [threading.Thread(target=open_one) for _ in range(4)]
