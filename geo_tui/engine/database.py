@@ -143,7 +143,7 @@ class DatabaseWriter:
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"  # one line (libpq's messages have several)
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:

@@ -1,0 +1,99 @@
+"""`geo-tui serve` on a PostgreSQL tracking database that crashes and restarts under it."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.test_serve import SECRET, assert_log_clean, db_query, notification, post, wait_replicated
+from tests.support.distribution import Distribution, free_port
+from tests.support.geo import write_geo_config
+from tests.support.keys import TestKeyPair
+from tests.support.oci import oci_image
+from tests.support.postgres import PostgresCluster
+from tests.support.push import RawPusher
+from tests.support.served import Served, wait_until
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[PostgresCluster]:
+    """A cluster this test alone stops and starts."""
+    cluster = PostgresCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+def test_postgres_crashing_under_serve_loses_no_acknowledged_event(
+    registry_factory: Callable[..., Distribution],
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+    own_cluster: PostgresCluster,
+) -> None:
+    primary, eu = registry_factory("primary"), registry_factory("eu")
+    repository = "restart/app"
+    first, second = oci_image("pg-restart-1"), oci_image("pg-restart-2")
+    port = free_port()
+    config = write_geo_config(
+        tmp_path / "geo",
+        primary,
+        [eu],
+        key_pair,
+        engine={"reconcile_interval": 3600, "database": own_cluster.url(own_cluster.database())},
+        notifications={"listen": f"127.0.0.1:{port}", "secret": SECRET},
+    )
+    with RawPusher.for_registry(primary) as pusher:
+        pusher.push_tree(repository, first, "v1")
+    served = Served(config, port, tmp_path / "serve.log").start()
+    acknowledged: list[str] = []
+    try:
+        with RawPusher.for_registry(eu) as eu_pusher:
+            wait_replicated([eu_pusher], repository, {"v1": first.digest})
+
+        def send(tag: str) -> httpx.Response:
+            event_id = f"pg-{tag}-{uuid.uuid4()}"
+            response = post(served, {"events": [notification(repository, tag=tag, event_id=event_id)]})
+            if response.status_code == 200:
+                acknowledged.append(event_id)
+            return response
+
+        assert send("v1").status_code == 200
+        own_cluster.stop("immediate")  # a crash: the next start replays the WAL
+        outage = time.monotonic()
+        during: list[httpx.Response] = []
+        sender = threading.Thread(target=lambda: during.append(send("v1")))
+        sender.start()  # an event while the database is down: held until it is back (or refused)
+        time.sleep(2.0)
+        own_cluster.start()
+        sender.join(30)
+        assert during and during[0].status_code in (200, 503), during
+        with RawPusher.for_registry(primary) as pusher:
+            pusher.push_tree(repository, second, "v2")
+        assert send("v2").status_code == 200
+        with RawPusher.for_registry(eu) as eu_pusher:
+            wait_replicated([eu_pusher], repository, {"v1": first.digest, "v2": second.digest}, timeout=60)
+        print(f"replicated a push made after the restart {time.monotonic() - outage:.1f} s after the crash")
+        wait_until(
+            lambda: httpx.get(served.url + "/-/health", timeout=2).status_code == 200,
+            what="healthy again",
+        )
+        stored = {
+            str(event_id)
+            for (event_id,) in db_query(
+                config.parent, "SELECT event_id FROM notifications WHERE event_id LIKE 'pg-%'"
+            )
+        }
+        assert set(acknowledged) <= stored, f"acknowledged but lost: {set(acknowledged) - stored}"
+        assert len(acknowledged) >= 2
+        assert served.stop(signal.SIGTERM) == 0
+    finally:
+        served.stop(signal.SIGKILL)
+    assert_log_clean(tmp_path / "serve.log")
