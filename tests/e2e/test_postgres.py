@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sqlite3
 import threading
 import time
 import uuid
@@ -10,9 +12,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
+from geo_tui.config import load_config
+from geo_tui.engine.tracking.transfer import TABLES
 from tests.e2e.test_serve import SECRET, assert_log_clean, db_query, notification, post, wait_replicated
+from tests.e2e.test_sync import run_cli, sync_json
 from tests.support.distribution import Distribution, free_port
 from tests.support.geo import write_geo_config
 from tests.support.keys import TestKeyPair
@@ -97,3 +103,60 @@ def test_postgres_crashing_under_serve_loses_no_acknowledged_event(
     finally:
         served.stop(signal.SIGKILL)
     assert_log_clean(tmp_path / "serve.log")
+
+
+# -- geo-tui migrate --to postgresql://... --------------------------------------------------------------
+
+
+def _sqlite_tables(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in TABLES}
+
+
+def _postgres_tables(url: str) -> dict[str, list[tuple[object, ...]]]:
+    with psycopg.connect(url) as db:
+        return {t: sorted((tuple(r) for r in db.execute(f"SELECT * FROM {t}")), key=repr) for t in TABLES}
+
+
+def test_migrate_moves_every_row_of_a_real_sync_and_refuses_a_second(
+    primary: Distribution,
+    secondary: Distribution,
+    primary_pusher: RawPusher,
+    config_for: Callable[..., Path],
+    postgres_cluster: PostgresCluster,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in ("one", "two", "three"):
+        primary_pusher.push_tree(f"moved/{name}", oci_image(f"migrate-{name}"), "v1")
+    config = config_for(primary, secondary)
+    code, summary = sync_json(capsys, config)
+    assert code == 0 and summary["sites"]["secondary"]["synced"] == 3, summary
+    sqlite_file = load_config(config).engine.database
+    before = _sqlite_tables(sqlite_file)
+    assert before["repositories"] and before["event_log"] and before["blob_locations"] and before["tags_seen"]
+
+    url = postgres_cluster.url(postgres_cluster.database())
+    code, out, err = run_cli(capsys, "--config", str(config), "migrate", "--to", url)
+    assert code == 0, err
+    assert f"repositories: {len(before['repositories'])} rows" in out and url in out
+    after = _postgres_tables(url)
+    for table in TABLES:
+        if table == "meta":
+            continue
+        assert after[table] == before[table], f"{table} differs after the move"
+    assert {k for k, _ in before["meta"]} == {k for k, _ in after["meta"]}
+
+    # a second migrate into the now non-empty database: one line, nothing changed
+    code, out, err = run_cli(capsys, "--config", str(config), "migrate", "--to", url)
+    assert code != 0 and "is not empty" in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert _postgres_tables(url) == after
+
+    # the engine goes on from the moved state: nothing to copy again, and new rows get new ids
+    on_postgres = config.with_name("postgres.toml")
+    on_postgres.write_text(config.read_text().replace(f'database = "{sqlite_file}"', f'database = "{url}"'))
+    os.chmod(on_postgres, 0o600)
+    code, summary = sync_json(capsys, on_postgres)
+    assert code == 0 and summary["sites"]["secondary"]["synced"] == 3, summary
+    moved_ids = {row[0] for row in before["event_log"]}
+    new_ids = {row[0] for row in _postgres_tables(url)["event_log"]} - moved_ids
+    assert new_ids and min(new_ids) > max(moved_ids)  # type: ignore[operator]

@@ -23,6 +23,7 @@ from geo_tui.engine.database import DatabaseWriter
 from geo_tui.engine.lock import DatabaseInUse, claim_for
 from geo_tui.engine.tracking import SCHEMA_VERSION, tracking_database
 from geo_tui.engine.tracking.postgres import PostgresDatabase
+from geo_tui.engine.tracking.transfer import TargetNotEmpty, move_to_postgres
 from tests.support.postgres import BACKENDS, PASSWORD_ROLE, PostgresCluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -260,3 +261,32 @@ def _everything_stored(url: str) -> str:
     with psycopg.connect(url.replace(f"{PASSWORD_ROLE}@", "geo@")) as db:
         tables = [r[0] for r in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
         return "\n".join(str(row) for table in tables for row in db.execute(f"SELECT * FROM {table}"))
+
+
+# -- migrate -----------------------------------------------------------------------------------------
+
+
+def test_a_moved_database_numbers_new_notifications_and_pushes_after_the_moved_ones(
+    postgres_database: PostgresDatabase, tmp_path: Path
+) -> None:
+    source = Tracking(tmp_path / "t.db")
+    source.ensure_rows("eu", ["app"])
+    for i in range(3):
+        source.record_notifications(
+            [(f"e{i}", "push", "app", "v1", "sha256:1")], [], 1.0, [("app", "v1", "sha256:1")]
+        )
+    source.close()
+    copied = move_to_postgres(tmp_path / "t.db", postgres_database)
+    assert copied["notifications"] == 3 and copied["push_queue"] == 3 and copied["repositories"] == 1
+    moved = Tracking(postgres_database)
+    try:
+        moved.record_notifications(
+            [("e3", "push", "app", "v2", "sha256:2")], [], 2.0, [("app", "v2", "sha256:2")]
+        )
+        assert [p.id for p in moved.queued_pushes()] == [1, 2, 3, 4]
+        ids = [int(r[0]) for r in moved._query("SELECT id FROM notifications ORDER BY id")]
+        assert ids == [1, 2, 3, 4]
+    finally:
+        moved.close()
+    with pytest.raises(TargetNotEmpty, match="is not empty"):
+        move_to_postgres(tmp_path / "t.db", postgres_database)

@@ -175,6 +175,15 @@ class PostgresConnection:
         cursor.executemany(_placeholders(sql), batch)
         return cursor
 
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        """COPY `rows` into `table` (inside the caller's transaction); returns how many were sent."""
+        sent = 0
+        with self._conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(tuple(row))
+                sent += 1
+        return sent
+
     @property
     def lost(self) -> bool:
         return bool(self._conn.closed or self._conn.broken)
