@@ -1,6 +1,7 @@
 """The tracking database: what each secondary holds, what failed, and what is known where.
 
-One SQLite file in WAL mode, with a schema version and ordered migrations (`schema`). One row per
+One SQLite file in WAL mode, or a PostgreSQL database (`postgres`; `dialect` holds what differs, and
+`transfer` moves a SQLite file there), with a schema version and ordered migrations (`schema`). One row per
 (secondary, repository) carries the sync state (pending, started, synced, failed, as GitLab Geo names
 them) and, separately, the verification state. Rows are read by column name into the dataclasses of
 `rows`, so the SQL column order never reaches the engine API's wire.
