@@ -29,7 +29,7 @@ from tests.support.served import Served, wait_until
 
 
 @pytest.fixture
-def own_cluster() -> Iterator[PostgresCluster]:
+def own_cluster(local_files: Path) -> Iterator[PostgresCluster]:
     """A cluster this test alone stops and starts."""
     cluster = PostgresCluster()
     try:
@@ -125,6 +125,7 @@ def test_migrate_moves_every_row_of_a_real_sync_and_refuses_a_second(
     config_for: Callable[..., Path],
     postgres_cluster: PostgresCluster,
     capsys: pytest.CaptureFixture[str],
+    local_files: Path,
 ) -> None:
     for name in ("one", "two", "three"):
         primary_pusher.push_tree(f"moved/{name}", oci_image(f"migrate-{name}"), "v1")

@@ -163,7 +163,18 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 
 
 @pytest.fixture
-def postgres_database(postgres_cluster: PostgresCluster) -> PostgresDatabase:
+def local_files(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An engine on PostgreSQL keeps this host's lock record and API socket in the user data dir: a
+    test's go in a short temporary directory (a unix socket path has ~107 bytes at most), as
+    XDG_DATA_HOME, which platformdirs reads, also in the processes the test starts."""
+    directory = Path(tempfile.mkdtemp(prefix="geo-xdg-"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(directory))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_database(postgres_cluster: PostgresCluster, local_files: Path) -> PostgresDatabase:
     """A fresh, empty database of the session's cluster, as the tracking store opens it."""
     return PostgresDatabase(postgres_cluster.url(postgres_cluster.database()))
 

@@ -136,7 +136,7 @@ def test_a_second_engine_on_the_same_database_is_refused(
 
 
 @pytest.fixture
-def own_cluster() -> Iterator[PostgresCluster]:
+def own_cluster(local_files: Path) -> Iterator[PostgresCluster]:
     """A cluster this test alone may stop and start."""
     cluster = PostgresCluster()
     try:
@@ -187,7 +187,7 @@ def _start_later(cluster: PostgresCluster) -> None:
 
 
 @pytest.fixture
-def password_database(postgres_cluster: PostgresCluster) -> str:
+def password_database(postgres_cluster: PostgresCluster, local_files: Path) -> str:
     with postgres_cluster.admin() as db:
         db.execute(f"ALTER ROLE {PASSWORD_ROLE} PASSWORD '{PASSWORD}'")
     return postgres_cluster.url(postgres_cluster.database(owner=PASSWORD_ROLE), user=PASSWORD_ROLE)
