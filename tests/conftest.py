@@ -26,6 +26,9 @@ from tests.support.lab import LabInstance
 from tests.support.push import RawPusher
 from tests.support.token_server import TokenServer
 
+# The PostgreSQL cluster and the `tracking_target` fixtures (tracking database on either backend).
+pytest_plugins = ["tests.support.postgres"]
+
 REGISTRY_FIXTURES = {
     "registry_factory",
     "primary",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from geo_tui import __version__
 from geo_tui.setup.flags import add_init_arguments
@@ -126,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_init_arguments(init)
     doctor = sub.add_parser("doctor", help="check the config against the live registries and the receiver")
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    migrate = sub.add_parser("migrate", help="move the SQLite tracking database into an empty PostgreSQL one")
+    migrate.add_argument("--to", required=True, metavar="URL", help="postgresql://user@host:5432/name")
+    migrate.add_argument(
+        "--password-file", type=Path, help="the password of the URL's user (mode 0600); default: PGPASSFILE"
+    )
     return parser
 
 

@@ -46,7 +46,7 @@ def _console_link(config: Config | None, attach: str | None) -> tuple[EngineLink
         if holder is None:
             return SpawnedEngine(config), False
         if holder.api is None:
-            raise DatabaseInUse(config.engine.database, holder)
+            raise DatabaseInUse(config.engine.database_name, holder)
         target = holder.api
     elif is_unix_target(target):
         path = Path(target).expanduser().absolute()

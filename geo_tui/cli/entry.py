@@ -17,6 +17,7 @@ from geo_tui.cli.common import (
     setup_logging,
 )
 from geo_tui.cli.console import run_console, run_demo
+from geo_tui.cli.migrate import cmd_migrate
 from geo_tui.cli.resync import cmd_resync
 from geo_tui.cli.service import cmd_doctor, cmd_serve
 from geo_tui.cli.status import cmd_status
@@ -90,4 +91,5 @@ _COMMANDS = {
     "verify": cmd_verify,
     "resync": cmd_resync,
     "doctor": cmd_doctor,
+    "migrate": cmd_migrate,
 }

@@ -49,14 +49,15 @@ def _repository_status(
 
 async def cmd_status(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
     from geo_tui.engine import Tracking  # the status reads the database only: no network
+    from geo_tui.engine.tracking import tracking_database, tracking_exists
 
     database = config.engine.database
-    if not database.exists():  # a mistyped path must not read as "nothing to do", nor create a database
+    if not tracking_exists(config.engine):  # a mistyped path must not read as "nothing to do", nor create one
         raise UsageError(
             f"tracking database {database} does not exist: check [engine] database in {config.path}; "
             "`geo-tui sync --once` or `geo-tui serve` creates it"
         )
-    tracking = Tracking(database)
+    tracking = Tracking(tracking_database(config.engine))
     try:
         if args.repository is not None:
             return _repository_status(config, args, tracking.tags_seen(args.repository))

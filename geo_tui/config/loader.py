@@ -8,6 +8,7 @@ import ipaddress
 import os
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 import platformdirs
 
@@ -36,6 +37,7 @@ __all__ = ["default_api_socket", "load_config"]
 _TOP_KEYS: Final = ("engine", "auth", "notifications", "api", "verification", "primary", "secondaries")
 _ENGINE_KEYS: Final = (
     "database",
+    "database_password_file",
     "repository_concurrency",
     "blob_concurrency",
     "replicate_deletions",
@@ -97,9 +99,16 @@ def load_config(path: Path) -> Config:
 
 
 def _engine(t: Table, base: Path) -> EngineConfig:
-    database = t.path("database", base) or Path(platformdirs.user_data_dir(APP_NAME)) / "tracking.db"
+    url, password = _postgres(t, base)
+    if url is not None:  # this host's lock record and API socket, one pair per database
+        local = f"postgresql-{urlsplit(url).hostname or 'localhost'}-{urlsplit(url).path.strip('/')}"
+        database = Path(platformdirs.user_data_dir(APP_NAME)) / local.replace("/", "_")
+    else:
+        database = t.path("database", base) or Path(platformdirs.user_data_dir(APP_NAME)) / "tracking.db"
     return EngineConfig(
         database=database,
+        database_url=url,
+        database_password=password,
         repository_concurrency=t.integer("repository_concurrency", 10, 1, 256),
         blob_concurrency=t.integer("blob_concurrency", 4, 1, 64),
         replicate_deletions=t.boolean("replicate_deletions", True),
@@ -185,6 +194,21 @@ def _api(t: Table, base: Path, engine: EngineConfig, notifications: Notification
     if notifications is not None and (host, port) == (notifications.listen_host, notifications.listen_port):
         return ApiConfig(token=token, read_token=read_token)
     return ApiConfig(listen_host=host, listen_port=port, token=token, read_token=read_token)
+
+
+def _postgres(t: Table, base: Path) -> tuple[str | None, Secret | None]:
+    """``[engine] database`` as a PostgreSQL URL (None: a SQLite file) and the password of
+    ``database_password_file`` (0600, like every secret file)."""
+    raw = t.string("database")
+    url = rules.postgres_url(raw, ConfigKey(t, "database")) if raw and "://" in raw else None
+    path = t.path("database_password_file", base)
+    if path is None:
+        return url, None
+    if url is None:
+        raise t.error("database_password_file", "only for a PostgreSQL database (postgresql://...)")
+    rules.owner_only(path, ConfigKey(t, "database_password_file"))
+    password, _ = _secret(t, "", "database_password_file", base)
+    return url, password
 
 
 def _listen(t: Table, name: str) -> tuple[str, int]:

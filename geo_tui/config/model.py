@@ -83,6 +83,15 @@ class EngineConfig:
     # Requests per second per site that whole-repository work of `serve` (reconcile, deletion
     # events, verification) may send; 0: no bound. Pushes' own copies never wait on it.
     reconcile_requests_per_second: float = 200.0
+    # A PostgreSQL tracking database (a libpq URL without password) instead of the SQLite file; then
+    # `database` is only where this host keeps the engine's lock record and API socket.
+    database_url: str | None = None
+    database_password: Secret | None = None  # [engine] database_password_file; None: libpq's PGPASSFILE
+
+    @property
+    def database_name(self) -> str:
+        """The tracking database as messages name it: the SQLite file, or the URL (no password in it)."""
+        return self.database_url or str(self.database)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +202,8 @@ def redactor_for(config: Config) -> Redactor:
     (whole, its base64 body, and each line of it)."""
     values: list[str] = []
     basic: list[tuple[str, str]] = []
+    if config.engine.database_password is not None:
+        values.append(config.engine.database_password.reveal())
     if config.notifications is not None:
         values.append(config.notifications.secret.reveal())
     if config.api is not None:

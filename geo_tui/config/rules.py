@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Final, Protocol, TypeVar, cast, get_args
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -49,6 +49,8 @@ __all__ = [
     "host_name",
     "host_port",
     "listen_address",
+    "owner_only",
+    "postgres_url",
     "registry_url",
     "signing_key",
     "site_name",
@@ -208,6 +210,38 @@ def listen_address(value: str, at: Place) -> tuple[str, int]:
 def host_port(host: str, port: int) -> str:
     """A listen address as `listen_address` reads it back: ``127.0.0.1:5050``, ``[::1]:5050``."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def postgres_url(value: str, at: Place) -> str:
+    """A PostgreSQL tracking database as a libpq URL, ``postgresql://user@host:5432/name``, without a
+    password: one in the URL would end up wherever the URL is shown (logs, status, errors)."""
+    try:
+        parts = urlsplit(value)
+        password = parts.password
+        port = parts.port
+        query = parse_qs(parts.query)
+    except ValueError:
+        raise at.error("not a libpq URL, e.g. postgresql://geo@db.example:5432/geo") from None
+    if password is not None or "password" in query:
+        raise at.error(
+            "must not hold a password (it would end up in logs): put it in [engine] database_password_file "
+            "(mode 0600) or in libpq's PGPASSFILE"
+        )
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise at.error("must be a file path or a postgresql:// URL")
+    if port == 0 or not parts.path.strip("/"):
+        raise at.error("must name the database, e.g. postgresql://geo@db.example:5432/geo")
+    return value
+
+
+def owner_only(path: Path, at: Place) -> None:
+    """A file holding a secret must be readable by its owner only (mode 0600 or narrower)."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError as exc:
+        raise at.error(f"{path}: {exc.strerror or exc}") from None
+    if mode & 0o077:
+        raise at.error(f"{path} is readable by others (mode {mode:04o}): run chmod 600 {path}")
 
 
 def signing_key(path: Path, at: Place) -> tuple[SigningKey, bytes]:

@@ -188,7 +188,7 @@ class ApiApp:
         config = self._engine.config
         return {
             "v": WIRE_VERSION,
-            "database": str(config.engine.database),
+            "database": config.engine.database_name,
             "primary": config.primary.name,
             "secondaries": self._engine.secondary_names,
             "running": self._engine.snapshot().running,

@@ -4,7 +4,9 @@ Another process holding the write lock, or a full file system, then delays only 
 write (issue 12, case 4: one locked database froze the receiver and `/-/health` for seconds). Reads
 stay on the loop: in WAL mode a reader never waits for a writer. A write that fails on such a passing
 fault is tried again, with backoff, until it succeeds, its deadline passes, or its caller stops waiting.
-Writes run one at a time, in the order they were asked for.
+Writes run one at a time, in the order they were asked for. On PostgreSQL the passing faults are a lost
+connection, a server restarting and the like (`tracking.dialect.is_passing_fault`): the connection is
+reopened when the write is tried again.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -20,13 +21,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
+from .tracking.dialect import is_passing_fault
+
 __all__ = ["DatabaseBusy", "DatabaseWriter", "Write", "in_place", "is_passing_fault"]
 
 log = logging.getLogger("geo_tui.engine.database")
 
 T = TypeVar("T")
-# What another process or the file system causes for a while: worth waiting out, not a broken database.
-_PASSING = ("locked", "busy", "disk is full", "disk i/o error", "unable to open database file")
 REPORT_EVERY = 10.0  # seconds between two "still waiting" lines in the process log
 
 
@@ -37,11 +38,6 @@ Write = Callable[..., Awaitable[Any]]
 async def in_place(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """A `Write` that runs the call right here, for parts used without an engine (tests, tools)."""
     return fn(*args, **kwargs)
-
-
-def is_passing_fault(exc: BaseException) -> bool:
-    """True for SQLite errors that go away on their own: a lock held elsewhere, a full or failing disk."""
-    return isinstance(exc, sqlite3.OperationalError) and any(p in str(exc).lower() for p in _PASSING)
 
 
 class DatabaseBusy(Exception):
@@ -147,7 +143,7 @@ class DatabaseWriter:
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"  # one line (libpq's messages have several)
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:

@@ -26,7 +26,7 @@ from .backoff import in_run_delay, retry_delay
 from .budget import RequestBudget, Work, request_hook, set_work
 from .database import DatabaseWriter
 from .describe import blame_primary, describe_error, describe_stats, prefixed, reason_class
-from .lock import DatabaseClaim
+from .lock import claim_for
 from .merge import open_primary_repository, replicate_merged
 from .metrics import EngineMetrics
 from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, SiteTags, SyncSummary
@@ -43,7 +43,7 @@ from .replicate import (
 from .sites import build_client, build_signer
 from .supervisor import Supervisor
 from .throughput import CompletionRate, Throughput
-from .tracking import RepositoryRow, SyncState, Tracking, VerificationState
+from .tracking import RepositoryRow, SyncState, Tracking, VerificationState, tracking_database
 from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
 from .verify import VerificationDepth, VerificationResult, Verifier
 
@@ -107,7 +107,7 @@ class Engine:
         self.redactor = redactor_for(config)
         self._log_filter = self.redactor.log_filter()
         # One engine per tracking database: open() claims it, close() lets it go.
-        self.claim = DatabaseClaim(config.engine.database, command)
+        self.claim = claim_for(config.engine, command)
         self._transports = dict(transports or {})
         self._clock = clock
         self._rng = rng or random.Random()
@@ -169,7 +169,7 @@ class Engine:
         self.claim.acquire()  # raises DatabaseInUse naming the holder
         try:
             self._tracking = Tracking(
-                self.config.engine.database,
+                tracking_database(self.config.engine),
                 clock=self._clock,
                 busy_timeout=WRITE_BUSY_TIMEOUT,
                 redact=self.redactor.redact,

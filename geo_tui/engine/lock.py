@@ -3,6 +3,10 @@
 The claim is a ``flock`` on the lock file, so the kernel drops it when the holder dies, even after
 ``kill -9``. The holder writes a small JSON record into the file (pid, host, command, where its API
 listens) so that whoever is refused can say who holds the database and how to attach to it.
+
+On PostgreSQL (`PostgresClaim`) the engine also holds a session-level ``pg_try_advisory_lock`` for its
+lifetime, which engines on other hosts see too; the server drops it when the holder's connection dies.
+(Many workers per database, with leases, come next: issue 16.)
 """
 
 from __future__ import annotations
@@ -16,8 +20,24 @@ import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["DatabaseClaim", "DatabaseInUse", "Holder", "lock_path", "read_holder"]
+from geo_tui.config.model import EngineConfig
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from .tracking.postgres import PostgresDatabase
+
+__all__ = [
+    "DatabaseClaim",
+    "DatabaseInUse",
+    "Holder",
+    "PostgresClaim",
+    "claim_for",
+    "lock_path",
+    "read_holder",
+]
 
 MAX_RECORD = 64 * 1024
 # A reader probing the lock holds it for a moment; a claim retries this long before it refuses.
@@ -40,7 +60,7 @@ class Holder:
     listen: tuple[str, ...] = ()
     api: str | None = None  # an http:// URL or a unix socket path to attach to
 
-    def describe(self, database: Path) -> str:
+    def describe(self, database: Path | str) -> str:
         """The one-line refusal: who holds ``database``, where it listens, and how to attach."""
         where = f" listening on {', '.join(self.listen)}" if self.listen else ""
         who = f" (pid {self.pid} on {self.hostname})" if self.pid else ""
@@ -57,7 +77,7 @@ UNKNOWN_HOLDER = Holder(0, "?", "another geo-tui process", 0.0)
 class DatabaseInUse(Exception):
     """Another process holds the tracking database. ``str(e)`` is the one-line refusal."""
 
-    def __init__(self, database: Path, holder: Holder) -> None:
+    def __init__(self, database: Path | str, holder: Holder) -> None:
         self.database = database
         self.holder = holder
         super().__init__(holder.describe(database))
@@ -128,6 +148,66 @@ class DatabaseClaim:
         data = json.dumps(asdict(self._holder)).encode()
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, data, 0)
+
+
+class PostgresClaim(DatabaseClaim):
+    """The claim on a PostgreSQL tracking database: this host's lock record (for the consoles here) and
+    a session-level advisory lock in the database (for engines anywhere)."""
+
+    def __init__(self, local: Path, target: PostgresDatabase, command: str) -> None:
+        super().__init__(local, command)
+        self.target = target
+        self._session: psycopg.Connection[Any] | None = None
+
+    def acquire(self) -> None:
+        if self.held:
+            return
+        try:
+            super().acquire()
+        except DatabaseInUse as exc:
+            raise DatabaseInUse(str(self.target), exc.holder) from None
+        try:
+            self._lock()
+        except BaseException:
+            super().release()
+            raise
+
+    def _lock(self) -> None:
+        from .tracking.postgres import ENGINE_LOCK, application_name
+
+        session = self.target.connect(application=application_name(self.command))
+        row = session.execute("SELECT pg_try_advisory_lock(%s)", (ENGINE_LOCK,)).fetchone()
+        if row is not None and row[0] is True:
+            self._session = session
+            return
+        # Who holds it: the application name its engine gave its connection (command, pid, host).
+        holder = session.execute(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s",
+            (ENGINE_LOCK >> 32, ENGINE_LOCK & 0xFFFFFFFF),
+        ).fetchone()
+        session.close()
+        command = str(holder[0]) if holder is not None and holder[0] else UNKNOWN_HOLDER.command
+        raise DatabaseInUse(str(self.target), Holder(0, "?", command, 0.0))
+
+    def release(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            with contextlib.suppress(Exception):
+                session.close()  # the server drops a session's advisory locks with it
+        super().release()
+
+
+def claim_for(engine: EngineConfig, command: str) -> DatabaseClaim:
+    """The claim an engine takes on the tracking database of ``[engine]``."""
+    if engine.database_url is None:
+        return DatabaseClaim(engine.database, command)
+    from .tracking import tracking_database
+    from .tracking.postgres import PostgresDatabase
+
+    target = tracking_database(engine)
+    assert isinstance(target, PostgresDatabase)
+    return PostgresClaim(engine.database, target, command)
 
 
 def read_holder(database: Path) -> Holder | None:

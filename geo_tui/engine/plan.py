@@ -42,7 +42,7 @@ from .replicate import (
     replicate_repository,
 )
 from .sites import build_client, build_signer
-from .tracking import Tracking
+from .tracking import Tracking, tracking_database, tracking_exists
 
 __all__ = ["PlannedWrite", "RepositoryPlan", "SitePlan", "SyncPlan", "plan_sync"]
 
@@ -291,7 +291,8 @@ async def plan_sync(config: Config, *, sites: Sequence[str] | None = None) -> Sy
     tracking database is opened read-only (or not at all when it does not exist yet)."""
     names = list(sites or [s.name for s in config.secondaries])
     signer = build_signer(config.auth) if config.auth is not None else None
-    tracking = Tracking(config.engine.database, read_only=True) if config.engine.database.exists() else None
+    engine = config.engine
+    tracking = Tracking(tracking_database(engine), read_only=True) if tracking_exists(engine) else None
     locations = _PlannedLocations(tracking)
     clients = {
         s.name: build_client(s, config, signer=signer)

@@ -29,7 +29,7 @@ from geo_tui.config import Config
 from .client import EngineClient
 from .link import _setter
 from .remote import RemoteLink
-from .tracking import RepositoryRow, Tracking
+from .tracking import RepositoryRow, Tracking, tracking_database
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -131,7 +131,7 @@ class SpawnedEngine(RemoteLink):
         return await asyncio.to_thread(self._read_rows)
 
     def _read_rows(self) -> list[RepositoryRow]:
-        tracking = Tracking(self.config.engine.database, read_only=True)
+        tracking = Tracking(tracking_database(self.config.engine), read_only=True)
         try:
             return tracking.rows()
         finally:

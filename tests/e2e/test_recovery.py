@@ -20,17 +20,26 @@ import pytest
 
 from geo_tui.config import load_config
 from geo_tui.engine import Engine, SyncState, Tracking
+from geo_tui.engine.tracking import tracking_database
+from geo_tui.engine.tracking.postgres import PostgresDatabase
 from tests.e2e.test_sync import assert_same_content
 from tests.support.distribution import Distribution
 from tests.support.geo import image_with_layers, tag_digests, write_geo_config
 from tests.support.keys import TestKeyPair
 from tests.support.oci import ManifestNode, layer_blob
+from tests.support.postgres import BACKENDS, database_option
 from tests.support.push import RawPusher
 
 ROOT = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
 REPOSITORIES = 8
 RUN_TIMEOUT = 180.0
+
+
+@pytest.fixture(params=BACKENDS)
+def tracking_backend(request: pytest.FixtureRequest) -> str:
+    """The crash and cancel tests run with the tracking database on SQLite and on a real PostgreSQL."""
+    return str(request.param)
 
 
 def backfill_images(prefix: str, repositories: int = REPOSITORIES) -> dict[str, ManifestNode]:
@@ -104,6 +113,7 @@ def test_sigkill_mid_backfill_then_restart_finishes_without_recopying(
     secondary_pusher: RawPusher,
     key_pair: TestKeyPair,
     tmp_path: Path,
+    tracking_target: Path | PostgresDatabase,
 ) -> None:
     images = backfill_images("kill")
     all_blobs = {d for image in images.values() for d in image.all_blobs()}
@@ -116,7 +126,7 @@ def test_sigkill_mid_backfill_then_restart_finishes_without_recopying(
         primary,
         [secondary],
         key_pair,
-        engine={"repository_concurrency": 2, "blob_concurrency": 2},
+        engine={"repository_concurrency": 2, "blob_concurrency": 2, **database_option(tracking_target)},
     )
 
     # first run: killed with SIGKILL once a few blob uploads have completed
@@ -163,7 +173,7 @@ def test_sigkill_mid_backfill_then_restart_finishes_without_recopying(
     # no wrong tag at any time: whatever tag is there has its manifest and all its blobs
     tags_after_kill = assert_every_tag_complete(secondary_pusher, sorted(images))
     assert 0 < sum(tags_after_kill.values()) < 2 * REPOSITORIES, f"tags on the secondary: {tags_after_kill}"
-    tracking = Tracking(Path(load_config(config).engine.database))
+    tracking = Tracking(tracking_database(load_config(config).engine))
     try:
         states = {r.repository: r.state for r in tracking.rows()}
     finally:
@@ -199,7 +209,7 @@ def test_sigkill_mid_backfill_then_restart_finishes_without_recopying(
     after = completed_uploads(secondary, kill_mark)
     assert set(before).isdisjoint(after), f"re-uploaded after the restart: {set(before) & set(after)}"
     assert set(after) == all_blobs - set(before), "the restart left blobs uncopied"
-    tracking = Tracking(Path(load_config(config).engine.database))
+    tracking = Tracking(tracking_database(load_config(config).engine))
     try:
         assert {r.state for r in tracking.rows()} == {SyncState.SYNCED}
     finally:
@@ -228,6 +238,7 @@ async def test_cancelled_sync_once_leaves_rows_pending_and_a_new_engine_complete
     secondary_pusher: RawPusher,
     key_pair: TestKeyPair,
     tmp_path: Path,
+    tracking_target: Path | PostgresDatabase,
 ) -> None:
     images = backfill_images("cancel", repositories=3)
     load_primary(primary_pusher, images)
@@ -237,7 +248,7 @@ async def test_cancelled_sync_once_leaves_rows_pending_and_a_new_engine_complete
             primary,
             [secondary],
             key_pair,
-            engine={"repository_concurrency": 1, "blob_concurrency": 1},
+            engine={"repository_concurrency": 1, "blob_concurrency": 1, **database_option(tracking_target)},
         )
     )
     mark = secondary.mark()

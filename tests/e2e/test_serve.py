@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import threading
 import time
 import uuid
@@ -16,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from geo_tui.engine.tracking.postgres import PostgresDatabase
 from tests.support.distribution import Distribution, free_port
 from tests.support.geo import image_with_layers, tag_digests, write_geo_config
 from tests.support.keys import TestKeyPair
@@ -29,15 +29,25 @@ from tests.support.oci import (
     random_bytes,
     write_oci_layout,
 )
+from tests.support.postgres import BACKENDS, database_option, query_tracking
 from tests.support.push import RawPusher, skopeo_push
 from tests.support.served import EVENTS, NOTIFY_SECRET, Served, wait_until
 
 SECRET = NOTIFY_SECRET
 
 
+@pytest.fixture(params=BACKENDS)
+def tracking_backend(request: pytest.FixtureRequest) -> str:
+    """The serve tests that use `tracking_target` run on a SQLite file and on a real PostgreSQL."""
+    return str(request.param)
+
+
 @pytest.fixture
 def live(
-    registry_factory: Callable[..., Distribution], key_pair: TestKeyPair, tmp_path: Path
+    registry_factory: Callable[..., Distribution],
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+    tracking_target: Path | PostgresDatabase,
 ) -> Iterator[tuple[Distribution, Distribution, Distribution, Served]]:
     port = free_port()
     primary = registry_factory(
@@ -49,7 +59,7 @@ def live(
         primary,
         secondaries,
         key_pair,
-        engine={"reconcile_interval": 3600},
+        engine={"reconcile_interval": 3600, **database_option(tracking_target)},
         notifications={"listen": f"127.0.0.1:{port}", "secret": SECRET},
     )
     served = Served(config, port, tmp_path / "serve.log").start()
@@ -152,9 +162,8 @@ def health(served: Served) -> dict[str, Any]:
 
 
 def db_query(config_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Read the tracking database read-only, from outside the serve process."""
-    with sqlite3.connect(f"file:{config_dir / 'tracking.db'}?mode=ro", uri=True, timeout=10) as db:
-        return list(db.execute(sql, params).fetchall())
+    """Read the tracking database (SQLite read-only, or PostgreSQL), from outside the serve process."""
+    return query_tracking(config_dir / "config.toml", sql, params)
 
 
 def wait_settled(served: Served, repository: str, timeout: float = 30.0) -> None:
@@ -394,7 +403,10 @@ def test_the_receiver_answers_without_a_delayed_ack_stall(live: Live) -> None:
 
 
 def test_an_acknowledged_event_survives_kill_9(
-    registry_factory: Callable[..., Distribution], key_pair: TestKeyPair, tmp_path: Path
+    registry_factory: Callable[..., Distribution],
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+    tracking_target: Path | PostgresDatabase,
 ) -> None:
     # The primary sends no notifications here: the only event is the one this test posts.
     primary = registry_factory("primary")
@@ -409,7 +421,7 @@ def test_an_acknowledged_event_survives_kill_9(
         primary,
         [eu, us],
         key_pair,
-        engine={"reconcile_interval": 3600},
+        engine={"reconcile_interval": 3600, **database_option(tracking_target)},
         notifications={"listen": f"127.0.0.1:{port}", "secret": SECRET},
     )
     config_dir = config.parent
@@ -599,7 +611,10 @@ def test_a_burst_of_events_coalesces_and_an_event_during_a_run_runs_it_again(
 
 
 def test_the_periodic_reconcile_catches_a_push_whose_notification_was_lost(
-    registry_factory: Callable[..., Distribution], key_pair: TestKeyPair, tmp_path: Path
+    registry_factory: Callable[..., Distribution],
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+    tracking_target: Path | PostgresDatabase,
 ) -> None:
     # The primary sends no notifications at all: as if Distribution's in-memory queue lost them.
     primary = registry_factory("primary")
@@ -610,7 +625,7 @@ def test_the_periodic_reconcile_catches_a_push_whose_notification_was_lost(
         primary,
         [secondary],
         key_pair,
-        engine={"reconcile_interval": 10},
+        engine={"reconcile_interval": 10, **database_option(tracking_target)},
         notifications={"listen": f"127.0.0.1:{port}", "secret": SECRET},
     )
     served = Served(config, port, tmp_path / "serve.log").start()

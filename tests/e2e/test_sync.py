@@ -13,6 +13,7 @@ import pytest
 from geo_tui.cli import main
 from geo_tui.config import load_config
 from geo_tui.engine import Tracking
+from geo_tui.engine.tracking import tracking_database
 from tests.support.distribution import Distribution
 from tests.support.geo import image_with_layers, tag_digests
 from tests.support.oci import (
@@ -29,9 +30,16 @@ from tests.support.oci import (
     schema1_image,
     write_oci_layout,
 )
+from tests.support.postgres import BACKENDS
 from tests.support.push import RawPusher, skopeo_push
 
 WRITE_METHODS = ("PUT", "POST", "PATCH", "DELETE")
+
+
+@pytest.fixture(params=BACKENDS)
+def tracking_backend(request: pytest.FixtureRequest) -> str:
+    """Every sync test runs with its tracking database on SQLite and on a real PostgreSQL."""
+    return str(request.param)
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -235,7 +243,7 @@ def test_a_repository_this_engine_wrote_to_is_looked_at_before_copying(
     primary_pusher.push_tree("half/app", image_with_layers(layers, seed="half"), "v1")
     secondary_pusher.push_blob("half/app", layers[0])  # what the dead run had copied
     config = config_for(primary, secondary)
-    tracking = Tracking(load_config(config).engine.database)
+    tracking = Tracking(tracking_database(load_config(config).engine))
     try:
         tracking.ensure_rows("secondary", ["half/app"])
         tracking.mark_started("secondary", "half/app")  # the dead run's start

@@ -13,7 +13,7 @@ import geo_tui
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-FLOOR = re.compile(r"([A-Za-z0-9_.-]+)\s*>=\s*([^,;\s]+)(,.*)?")
+FLOOR = re.compile(r"([A-Za-z0-9_.-]+)(?:\[[A-Za-z0-9_,.-]+\])?\s*>=\s*([^,;\s]+)(,.*)?")
 
 
 def _normal(name: str) -> str:

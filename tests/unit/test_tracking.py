@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from geo_tui.engine import SyncState, Tracking, VerificationState
 from geo_tui.engine.tracking import SiteCounts
+from geo_tui.engine.tracking.postgres import PostgresDatabase
+from tests.support.postgres import BACKENDS
 
 
 class Clock:
@@ -25,18 +28,26 @@ def clock() -> Clock:
     return Clock()
 
 
+@pytest.fixture(params=BACKENDS)
+def tracking_backend(request: pytest.FixtureRequest) -> str:
+    """Every test of `db` (or `tracking_target`) runs on SQLite and on a real PostgreSQL."""
+    return str(request.param)
+
+
 @pytest.fixture
-def db(tmp_path: Path, clock: Clock) -> Tracking:
-    tracking = Tracking(tmp_path / "state" / "tracking.db", clock=clock)
+def db(tracking_target: Path | PostgresDatabase, clock: Clock) -> Iterator[Tracking]:
+    tracking = Tracking(tracking_target, clock=clock)
     yield tracking
     tracking.close()
 
 
-def test_real_file_in_wal_mode(db: Tracking) -> None:
-    assert db.path.exists()
+def test_real_file_in_wal_mode(tmp_path: Path) -> None:
+    db = Tracking(tmp_path / "state" / "tracking.db")
+    assert isinstance(db.path, Path) and db.path.exists()
     assert db.journal_mode == "wal"
     with sqlite3.connect(db.path) as other:
         assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
 
 
 def test_a_read_only_reader_sees_the_engine_writes_and_cannot_write(tmp_path: Path) -> None:
@@ -117,8 +128,10 @@ def test_a_push_during_a_failed_run_makes_the_row_due_at_once(db: Tracking, cloc
     assert db.next_retry_at() == clock.now  # "quiet" waits for its backoff
 
 
-def test_started_rows_left_by_a_crash_are_picked_up(tmp_path: Path, clock: Clock) -> None:
-    path = tmp_path / "t.db"
+def test_started_rows_left_by_a_crash_are_picked_up(
+    tracking_target: Path | PostgresDatabase, clock: Clock
+) -> None:
+    path = tracking_target
     first = Tracking(path, clock=clock)
     first.ensure_rows("eu", ["app"])
     first.mark_started("eu", "app")
@@ -232,15 +245,17 @@ def test_free_text_is_redacted_before_it_is_stored(tmp_path: Path) -> None:
     assert secret.encode() not in (tmp_path / "t.db").read_bytes()
 
 
-def test_texts_stored_before_redaction_are_redacted_when_reopened(tmp_path: Path) -> None:
+def test_texts_stored_before_redaction_are_redacted_when_reopened(
+    tracking_target: Path | PostgresDatabase,
+) -> None:
     secret = "hunter2-but-longer"
-    old = Tracking(tmp_path / "t.db")  # a geo-tui from before redaction: stores what it is given
+    old = Tracking(tracking_target)  # a geo-tui from before redaction: stores what it is given
     old.ensure_rows("eu", ["app", "web"])
     old.mark_failed("eu", "app", f"eu: 500: echo {secret}", None)
     old.mark_failed("eu", "web", "eu: 500: nothing secret", None)
     old.log("error", f"failed: {secret}", site="eu", repository="app")
     old.close()
-    tracking = Tracking(tmp_path / "t.db", redact=lambda text: text.replace(secret, "[redacted]"))
+    tracking = Tracking(tracking_target, redact=lambda text: text.replace(secret, "[redacted]"))
     assert tracking.redact_stored() == 2
     assert tracking.redact_stored() == 0  # nothing left to change
     row, other = tracking.row("eu", "app"), tracking.row("eu", "web")

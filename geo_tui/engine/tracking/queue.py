@@ -14,6 +14,13 @@ from .store import TrackingStore
 
 __all__ = ["SyncQueue"]
 
+# Track a repository (a new row is pending); one the primary had dropped is on it again. Columns of the
+# row as it is are named with their table: PostgreSQL's upsert sees `excluded`'s too.
+TRACK = (
+    "INSERT INTO repositories (site, repository) VALUES (?, ?) ON CONFLICT (site, repository) "
+    "DO UPDATE SET on_primary = 1 WHERE repositories.on_primary = 0"
+)
+
 
 class SyncQueue(TrackingStore):
     """Rows by sync state (pending, started, synced, failed, as GitLab Geo names them)."""
@@ -23,13 +30,7 @@ class SyncQueue(TrackingStore):
     def ensure_rows(self, site: str, repositories: Iterable[str]) -> int:
         """Create pending rows for repositories not tracked yet; mark all given ones as on the primary."""
         with self._tx() as db:
-            before = db.total_changes
-            db.executemany(
-                "INSERT INTO repositories (site, repository) VALUES (?, ?) "
-                "ON CONFLICT (site, repository) DO UPDATE SET on_primary = 1 WHERE on_primary = 0",
-                [(site, repo) for repo in repositories],
-            )
-            return db.total_changes - before
+            return int(db.executemany(TRACK, [(site, repo) for repo in repositories]).rowcount)
 
     def mark_absent_from_primary(self, site: str, present: set[str]) -> list[str]:
         """Flag rows whose repository the primary's catalog no longer lists. Returns their names."""
@@ -57,7 +58,7 @@ class SyncQueue(TrackingStore):
             db.execute(
                 "UPDATE repositories SET verification_state = 'pending' WHERE verification_state = 'started'"
             )
-            return cur.rowcount
+            return int(cur.rowcount)
 
     def due(
         self,
@@ -94,7 +95,8 @@ class SyncQueue(TrackingStore):
         now = self._clock()
         with self._tx() as db:
             db.execute(
-                "INSERT OR IGNORE INTO started_once (site, repository) VALUES (?, ?)", (site, repository)
+                "INSERT INTO started_once (site, repository) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (site, repository),
             )
             db.execute(
                 "UPDATE repositories SET state = 'started', started_at = ? WHERE site = ? AND repository = ?",
@@ -183,7 +185,7 @@ class SyncQueue(TrackingStore):
                 f"state = 'pending' WHERE {where} AND state != 'started'",
                 params,
             )
-            return cur.rowcount
+            return int(cur.rowcount)
 
     def request_sync(
         self,
@@ -200,14 +202,19 @@ class SyncQueue(TrackingStore):
         where, params = self._selection(sites, repositories)
         if failed_only:
             where += " AND state = 'failed'"
+        oldest, oldest_params = "", []
+        if event_at is not None:  # the older of the row's oldest unsynced event and this one
+            oldest = (
+                ", oldest_unsynced_event_at = CASE WHEN oldest_unsynced_event_at IS NULL "
+                "OR oldest_unsynced_event_at > ? THEN ? ELSE oldest_unsynced_event_at END"
+            )
+            oldest_params = [event_at, event_at]
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE repositories SET generation = generation + 1, retry_at = NULL, retry_count = 0, "
                 f"{'recheck_blobs = 1, ' if recheck_blobs else ''}"
-                "state = CASE WHEN state = 'started' THEN 'started' ELSE 'pending' END, "
-                "oldest_unsynced_event_at = CASE WHEN ? IS NULL THEN oldest_unsynced_event_at "
-                "ELSE MIN(COALESCE(oldest_unsynced_event_at, ?), ?) END "
+                f"state = CASE WHEN state = 'started' THEN 'started' ELSE 'pending' END{oldest} "
                 f"WHERE {where}",
-                [event_at, event_at, event_at, *params],
+                [*oldest_params, *params],
             )
-            return cur.rowcount
+            return int(cur.rowcount)

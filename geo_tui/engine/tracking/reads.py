@@ -34,8 +34,8 @@ class RowReads(TrackingStore):
         if states is not None:
             where += f" AND state IN ({','.join('?' * len(states))})"
             params.extend(str(s) for s in states)
-        if contains:  # instr, not LIKE: no wildcards to escape in a repository name
-            where += " AND instr(repository, ?) > 0"
+        if contains:  # not LIKE: no wildcards to escape in a repository name
+            where += f" AND {self.dialect.contains('repository')}"
             params.append(contains)
         sql = f"SELECT {self._row_columns} FROM repositories WHERE {where} ORDER BY site, repository"
         if limit is not None:
@@ -48,11 +48,7 @@ class RowReads(TrackingStore):
         raw = {
             str(r["site"]): r
             for r in self._query(
-                "SELECT site, COUNT(*) AS total, SUM(state = 'pending') AS pending, "
-                "SUM(state = 'started') AS started, SUM(state = 'synced') AS synced, "
-                "SUM(state = 'failed') AS failed, SUM(verification_state = 'succeeded') AS verified, "
-                "SUM(verification_state = 'failed') AS verification_failed, "
-                "SUM(verification_state IN ('pending', 'started')) AS verification_pending, "
+                f"SELECT site, COUNT(*) AS total, {_COUNTS}, "
                 "SUM(COALESCE(bytes, 0)) AS bytes, MIN(oldest_unsynced_event_at) AS oldest_unsynced_event_at "
                 "FROM repositories WHERE on_primary = 1 GROUP BY site"
             )
@@ -70,6 +66,25 @@ class RowReads(TrackingStore):
                 SiteCounts, {"site": site, **counted, "oldest_unsynced_event_at": oldest}
             )
         return result
+
+
+def _count(condition: str, name: str) -> str:
+    """SQL counting the rows where `condition` holds (both backends: PostgreSQL sums no booleans)."""
+    return f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END) AS {name}"
+
+
+_COUNTS = ", ".join(
+    _count(condition, name)
+    for condition, name in (
+        ("state = 'pending'", "pending"),
+        ("state = 'started'", "started"),
+        ("state = 'synced'", "synced"),
+        ("state = 'failed'", "failed"),
+        ("verification_state = 'succeeded'", "verified"),
+        ("verification_state = 'failed'", "verification_failed"),
+        ("verification_state IN ('pending', 'started')", "verification_pending"),
+    )
+)
 
 
 # The SiteCounts fields that count rows (or bytes), in the order of its fields.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from .queue import TRACK as _TRACK
 from .rows import LOG_COLUMNS, LogRecord, from_columns
 from .store import TrackingStore
 
@@ -15,9 +16,9 @@ _LOG = ", ".join(LOG_COLUMNS)
 
 # The columns holding free text (from registries' answers): what `redact` applies to.
 _FREE_TEXT = (
-    ("repositories", "last_sync_failure"),
-    ("repositories", "verification_failure"),
-    ("event_log", "message"),
+    ("repositories", "site, repository", "last_sync_failure"),
+    ("repositories", "site, repository", "verification_failure"),
+    ("event_log", "id", "message"),
 )
 
 
@@ -46,22 +47,17 @@ class Records(TrackingStore):
                 "INSERT INTO push_queue (received_at, repository, tag, digest) VALUES (?, ?, ?, ?)",
                 [(received_at, *push) for push in pushes],
             )
-            db.executemany(
-                "INSERT INTO repositories (site, repository) VALUES (?, ?) "
-                "ON CONFLICT (site, repository) DO UPDATE SET on_primary = 1 WHERE on_primary = 0",
-                list(push_rows),
-            )
-            before = db.total_changes
-            db.executemany(
+            db.executemany(_TRACK, list(push_rows))
+            queued = db.executemany(
                 "INSERT INTO repositories (site, repository, oldest_unsynced_event_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (site, repository) DO UPDATE SET generation = generation + 1, retry_at = NULL, "
-                "retry_count = 0, on_primary = 1, "
-                "state = CASE WHEN state = 'started' THEN 'started' ELSE 'pending' END, "
-                "oldest_unsynced_event_at = MIN(COALESCE(oldest_unsynced_event_at, "
-                "excluded.oldest_unsynced_event_at), excluded.oldest_unsynced_event_at)",
+                "ON CONFLICT (site, repository) DO UPDATE SET generation = repositories.generation + 1, "
+                "retry_at = NULL, retry_count = 0, on_primary = 1, "
+                "state = CASE WHEN repositories.state = 'started' THEN 'started' ELSE 'pending' END, "
+                "oldest_unsynced_event_at = CASE WHEN repositories.oldest_unsynced_event_at IS NULL "
+                "OR repositories.oldest_unsynced_event_at > excluded.oldest_unsynced_event_at "
+                "THEN excluded.oldest_unsynced_event_at ELSE repositories.oldest_unsynced_event_at END",
                 [(site, repo, received_at) for site, repo in rows],
-            )
-            queued = db.total_changes - before + len(pushes)
+            ).rowcount + len(pushes)
             self._notification_inserts += len(events)
             if self._notification_inserts >= 1000:
                 self._notification_inserts = 0
@@ -69,14 +65,15 @@ class Records(TrackingStore):
                     "DELETE FROM notifications WHERE id <= (SELECT MAX(id) FROM notifications) - ?",
                     (EVENT_LOG_LIMIT,),
                 )
-        return queued
+        return int(queued)
 
     # -- blob locations ----------------------------------------------------------------------
 
     def add_blob_locations(self, site: str, repository: str, digests: Iterable[str]) -> None:
         with self._tx() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO blob_locations (site, digest, repository) VALUES (?, ?, ?)",
+                "INSERT INTO blob_locations (site, digest, repository) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
                 [(site, d, repository) for d in digests],
             )
 
@@ -99,16 +96,18 @@ class Records(TrackingStore):
         """Apply `redact` to the free text already stored, which a geo-tui from before redaction may have
         written; returns how many texts changed. Only failure reasons and the capped event log hold free
         text, so this costs what they hold, not the repository count."""
-        redact = self._redact
-        with self._lock:
-            self._db.create_function("geo_tui_redact", 1, lambda t: t if t is None else redact(t))
         changed = 0
         with self._tx() as db:
-            for table, column in _FREE_TEXT:
-                changed += db.execute(
-                    f"UPDATE {table} SET {column} = geo_tui_redact({column}) "
-                    f"WHERE {column} IS NOT NULL AND geo_tui_redact({column}) != {column}"
-                ).rowcount
+            for table, key, column in _FREE_TEXT:
+                rows = db.execute(f"SELECT {key}, {column} FROM {table} WHERE {column} IS NOT NULL")
+                updates = [
+                    (clean, *tuple(row)[:-1])
+                    for row in rows.fetchall()
+                    if (clean := self._redact(str(row[-1]))) != row[-1]
+                ]
+                where = " AND ".join(f"{name.strip()} = ?" for name in key.split(","))
+                db.executemany(f"UPDATE {table} SET {column} = ? WHERE {where}", updates)
+                changed += len(updates)
         return changed
 
     # -- event log ---------------------------------------------------------------------------

@@ -7,8 +7,8 @@ stored; migration 1 is written to bring any of those (or an empty file) to versi
 row. A database newer than this code is refused with one line, before anything is written to it.
 
 To change the schema, append a `Migration` with the next number to `MIGRATIONS`; never edit one that
-has shipped. The version checks here do not depend on SQLite: a second backend (PostgreSQL, issue 16)
-keeps its own list with the same numbers and applies it the same way, under a lock.
+has shipped. The version checks here do not depend on SQLite: PostgreSQL (`postgres`) keeps its own
+list with the same numbers, from the same statements, and applies it the same way, under a lock.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+
+from .dialect import SQLITE, Dialect
 
 __all__ = [
     "MIGRATIONS",
@@ -33,12 +35,15 @@ __all__ = [
 
 VERSION_KEY = "schema_version"
 
+# Where the database is, as errors name it: a SQLite file, or a PostgreSQL URL without its password.
+Where = Path | str
+
 
 class DatabaseUnusable(Exception):
     """The tracking database cannot be used as it is. ``str(e)`` is one line naming the file and what
     to do; the file is left as found."""
 
-    def __init__(self, path: Path, message: str) -> None:
+    def __init__(self, path: Where, message: str) -> None:
         self.path = path
         super().__init__(message)
 
@@ -46,7 +51,7 @@ class DatabaseUnusable(Exception):
 class DatabaseDamaged(DatabaseUnusable):
     """The tracking database file is not a database or is damaged. ``str(e)`` is the one-line advice."""
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Where, reason: str) -> None:
         super().__init__(
             path,
             f"tracking database {path} is damaged ({reason}): move it aside, with its -wal and -shm files, "
@@ -57,12 +62,13 @@ class DatabaseDamaged(DatabaseUnusable):
 class DatabaseTooNew(DatabaseUnusable):
     """The tracking database was migrated by a newer geo-tui: this one does not know its schema."""
 
-    def __init__(self, path: Path, found: int, known: int) -> None:
+    def __init__(self, path: Where, found: int, known: int) -> None:
         self.found, self.known = found, known
+        other = "file" if isinstance(path, Path) else "database"
         super().__init__(
             path,
             f"tracking database {path} has schema version {found}, but this geo-tui knows versions up to "
-            f"{known}: run the newer geo-tui that wrote it, or point [engine] database at another file",
+            f"{known}: run the newer geo-tui that wrote it, or point [engine] database at another {other}",
         )
 
 
@@ -91,7 +97,7 @@ def _sql(*statements: str) -> Callable[[sqlite3.Connection], None]:
 
 # -- 1: the schema of the releases before versions were stored ---------------------------------------
 
-_FIRST_TABLES = (
+FIRST_TABLES = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS repositories (
     site TEXT NOT NULL,
@@ -146,7 +152,7 @@ _FIRST_TABLES = (
 )
 
 # Columns those releases added one by one (deep verification): an unversioned file may lack any of them.
-_FIRST_ADDED_COLUMNS = (
+FIRST_ADDED_COLUMNS = (
     ("verification_depth", "TEXT"),
     ("deep_verified_at", "REAL"),
     ("recheck_blobs", "INTEGER NOT NULL DEFAULT 0"),
@@ -154,17 +160,42 @@ _FIRST_ADDED_COLUMNS = (
 )
 
 
+# the deep schedule looks for due (and unplanned) rows every round: an index, not a scan of 100k
+DEEP_INDEX = "CREATE INDEX IF NOT EXISTS repositories_deep ON repositories (next_deep_at)"
+
+
 def _first_schema(db: sqlite3.Connection) -> None:
     """Create what is missing of the unversioned schema: an empty file gets it all, a file from any
     release before versions gains the columns added since it was made, and its rows keep their values."""
-    _sql(*_FIRST_TABLES)(db)
-    have = {str(r[1]) for r in db.execute("PRAGMA table_info(repositories)").fetchall()}
-    for name, definition in _FIRST_ADDED_COLUMNS:
+    _sql(*FIRST_TABLES)(db)
+    have = SQLITE.columns(db, "repositories")
+    for name, definition in FIRST_ADDED_COLUMNS:
         if name not in have:
             db.execute(f"ALTER TABLE repositories ADD COLUMN {name} {definition}")
-    # the deep schedule looks for due (and unplanned) rows every round: an index, not a scan of 100k
-    db.execute("CREATE INDEX IF NOT EXISTS repositories_deep ON repositories (next_deep_at)")
+    db.execute(DEEP_INDEX)
 
+
+# Migration 2: pushes waiting for their copy, and the tags last seen on each site.
+PUSH_TABLES = (
+    # Pushes named by notification events, waiting for their copy (tag NULL: pushed by digest).
+    """CREATE TABLE IF NOT EXISTS push_queue (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        received_at REAL NOT NULL,
+        repository TEXT NOT NULL,
+        tag TEXT,
+        digest TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS push_queue_repository ON push_queue (repository, id)",
+    # What the engine last saw: tag -> digest on the primary and on each secondary, and when.
+    """CREATE TABLE IF NOT EXISTS tags_seen (
+        site TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        seen_at REAL NOT NULL,
+        PRIMARY KEY (site, repository, tag)
+    ) WITHOUT ROWID""",
+)
 
 # Append the next one here, never edit one that shipped: Migration(2, "what it adds", _sql("CREATE ...")).
 MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
@@ -172,32 +203,13 @@ MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
     Migration(
         2,
         "pushes waiting for their copy, and the tags last seen on each site (issue 17)",
-        _sql(
-            # Pushes named by notification events, waiting for their copy (tag NULL: pushed by digest).
-            """CREATE TABLE IF NOT EXISTS push_queue (
-                id INTEGER PRIMARY KEY AUTOINCREMENT,
-                received_at REAL NOT NULL,
-                repository TEXT NOT NULL,
-                tag TEXT,
-                digest TEXT NOT NULL
-            )""",
-            "CREATE INDEX IF NOT EXISTS push_queue_repository ON push_queue (repository, id)",
-            # What the engine last saw: tag -> digest on the primary and on each secondary, and when.
-            """CREATE TABLE IF NOT EXISTS tags_seen (
-                site TEXT NOT NULL,
-                repository TEXT NOT NULL,
-                tag TEXT NOT NULL,
-                digest TEXT NOT NULL,
-                seen_at REAL NOT NULL,
-                PRIMARY KEY (site, repository, tag)
-            ) WITHOUT ROWID""",
-        ),
+        _sql(*PUSH_TABLES),
     ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
-def pending(found: int, migrations: Sequence[Migration[Any]], path: Path) -> list[Migration[Any]]:
+def pending(found: int, migrations: Sequence[Migration[Any]], path: Where) -> list[Migration[Any]]:
     """The migrations to apply to a database at version `found`, in order; DatabaseTooNew if `found`
     is above the last one known. Checks that the list is numbered 1, 2, 3, ... without gaps."""
     numbers = [m.version for m in migrations]
@@ -208,10 +220,10 @@ def pending(found: int, migrations: Sequence[Migration[Any]], path: Path) -> lis
     return list(migrations[found:])
 
 
-def stored_version(db: sqlite3.Connection, path: Path) -> int:
+def stored_version(db: Any, path: Where, dialect: Dialect = SQLITE) -> int:
     """The schema version the database holds, or 0 if none is stored: an empty file, or a file from the
     releases before versions, which are all version 1 once migration 1 has completed them. Reads only."""
-    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+    if not dialect.has_table(db, "meta"):
         return 0
     row = db.execute("SELECT value FROM meta WHERE key = ?", (VERSION_KEY,)).fetchone()
     if row is None:
@@ -226,15 +238,22 @@ def stored_version(db: sqlite3.Connection, path: Path) -> int:
 
 
 def migrate(
-    db: sqlite3.Connection, path: Path, migrations: Sequence[Migration[sqlite3.Connection]] = MIGRATIONS
+    db: Any,
+    path: Where,
+    migrations: Sequence[Migration[Any]] = MIGRATIONS,
+    dialect: Dialect = SQLITE,
 ) -> tuple[int, int]:
     """Bring the database on connection `db` (autocommit mode) to the last of `migrations` in one
-    transaction; returns (version found, version now). Raises DatabaseTooNew, having written nothing,
-    for a database newer than `migrations`."""
-    pending(stored_version(db, path), migrations, path)  # refuse a newer file before taking the write lock
-    db.execute("BEGIN IMMEDIATE")
+    transaction, under the dialect's lock; returns (version found, version now). Raises DatabaseTooNew,
+    having written nothing, for a database newer than `migrations`."""
+    # refuse a newer database before taking the write lock
+    pending(stored_version(db, path, dialect), migrations, path)
+    dialect.begin(db)
     try:
-        found = stored_version(db, path)  # again under the lock: another process may have migrated it
+        dialect.lock_migrations(db)
+        found = stored_version(
+            db, path, dialect
+        )  # again under the lock: another process may have migrated it
         steps = pending(found, migrations, path)
         for migration in steps:
             migration.apply(db)
@@ -245,7 +264,7 @@ def migrate(
                 (VERSION_KEY, str(steps[-1].version)),
             )
     except BaseException:
-        db.execute("ROLLBACK")
+        dialect.rollback(db)
         raise
     db.execute("COMMIT")
     return found, steps[-1].version if steps else found

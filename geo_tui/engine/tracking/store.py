@@ -1,8 +1,9 @@
 """The tracking database's file and connections: opening (and migrating), transactions, reads.
 
-One SQLite file in WAL mode, owner-only with its sidecars. One connection (and lock) writes and one
-(and lock) reads: in WAL mode a reader never waits for a writer. Rows come back as `sqlite3.Row`, read
-by column name.
+One SQLite file in WAL mode, owner-only with its sidecars, or a PostgreSQL database (`postgres`). One
+connection (and lock) writes and one (and lock) reads: in WAL mode a reader never waits for a writer,
+nor does it in PostgreSQL. Rows come back as `sqlite3.Row` or `postgres.Row`, read by column name. What
+the two backends do differently is in their `dialect`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import schema
+from .dialect import SQLITE, Dialect
 from .rows import ROW_COLUMNS
 from .schema import DatabaseDamaged
+
+if TYPE_CHECKING:
+    from .postgres import PostgresDatabase
 
 __all__ = ["TrackingStore"]
 
@@ -27,7 +33,7 @@ _DAMAGED = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
 
 
 @contextmanager
-def _damage_named(path: Path) -> Iterator[None]:
+def _damage_named(path: Path | str) -> Iterator[None]:
     """Turn SQLite's corruption errors into DatabaseDamaged naming the file and what to do."""
     try:
         yield
@@ -59,7 +65,7 @@ class TrackingStore:
 
     def __init__(
         self,
-        path: Path,
+        path: Path | PostgresDatabase,
         *,
         clock: Callable[[], float] | None = None,
         read_only: bool = False,
@@ -69,8 +75,8 @@ class TrackingStore:
         """Open (and create, and migrate) the tracking database; `read_only` opens an existing one to
         read beside the engine that holds it (WAL lets readers read while it writes). `redact` is applied
         to every free text stored (failure reasons, log lines): the configured secrets never reach the
-        file. Raises DatabaseDamaged or DatabaseTooNew (one line each), having written nothing."""
-        self.path = path
+        file. Raises DatabaseDamaged or DatabaseTooNew (one line each), having written nothing; for
+        PostgreSQL also DatabaseUnreachable."""
         self._clock = clock or time.time
         self._redact = redact or (lambda text: text)
         self._lock = threading.RLock()
@@ -79,6 +85,14 @@ class TrackingStore:
         self._log_inserts = 0
         self._notification_inserts = 0
         self._next_log_id = 0
+        self.dialect: Dialect = SQLITE
+        # sqlite3.Connection, or postgres.PostgresConnection: both take the same queries (dialect.py)
+        self._db: Any
+        self._reader: Any
+        if not isinstance(path, Path):
+            self._open_postgres(path, read_only)
+            return
+        self.path: Path | str = path
         if read_only:
             self._db = _connect(f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro", uri=True)
             self._reader, self._read_lock = self._db, self._lock
@@ -92,6 +106,29 @@ class TrackingStore:
         except BaseException:
             for connection in {id(c): c for c in (self._db, getattr(self, "_reader", None)) if c}.values():
                 connection.close()
+            raise
+
+    def _open_postgres(self, database: PostgresDatabase, read_only: bool) -> None:
+        from .postgres import MIGRATIONS, POSTGRES, PostgresConnection, application_name
+
+        self.path, self.dialect = str(database), POSTGRES
+        self._db = PostgresConnection(database, application_name("geo-tui tracking"))
+        try:
+            self.schema_version = schema.stored_version(self._db, self.path, POSTGRES)
+            schema.pending(self.schema_version, MIGRATIONS, self.path)
+            if read_only:
+                self._reader, self._read_lock = self._db, self._lock
+            else:
+                with self._lock:
+                    _, self.schema_version = schema.migrate(self._db, self.path, MIGRATIONS, POSTGRES)
+                self._reader = PostgresConnection(database, application_name("geo-tui tracking reader"))
+                self._next_log_id = int(
+                    self._db.execute("SELECT COALESCE(MAX(id), 0) FROM event_log").fetchone()[0]
+                )
+            have = POSTGRES.columns(self._db, "repositories")
+            self._row_columns = ", ".join(c for c in ROW_COLUMNS if c in have or not have)
+        except BaseException:
+            self._db.close()
             raise
 
     def _open(self, read_only: bool) -> None:
@@ -124,19 +161,20 @@ class TrackingStore:
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[Any]:
+        """A write transaction on the writing connection (`sqlite3.Connection` or `PostgresConnection`)."""
         with self._lock, _damage_named(self.path):
-            self._db.execute("BEGIN IMMEDIATE")
+            self.dialect.begin(self._db)
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self.dialect.rollback(self._db)
                 raise
             self._db.execute("COMMIT")
 
-    def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         with self._read_lock, _damage_named(self.path):
-            return list(self._reader.execute(sql, params).fetchall())
+            return self.dialect.read(self._reader, sql, params)
 
     def now(self) -> float:
         """The clock rows are stamped with."""

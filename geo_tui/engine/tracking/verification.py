@@ -28,9 +28,11 @@ class VerificationRecords(TrackingStore):
     ) -> int:
         where, params = self._selection(sites, repositories)
         with self._tx() as db:
-            return db.execute(
-                f"UPDATE repositories SET verification_state = 'pending' WHERE {where}", params
-            ).rowcount
+            return int(
+                db.execute(
+                    f"UPDATE repositories SET verification_state = 'pending' WHERE {where}", params
+                ).rowcount
+            )
 
     def mark_verification(
         self,
@@ -86,8 +88,9 @@ class VerificationRecords(TrackingStore):
         A row gets its first slot at a fixed point of the interval drawn from a hash of its site and name
         (`deep_offset`), so rows synced together (a backfill, an upgrade) are not all due together. Up to
         DEEP_PLAN_BATCH rows are planned per call, so a first call on 100k rows does not hold the database."""
-        # `+site`, `+state`: the planner must walk the next_deep_at index, not every row of a site or state
-        where = "1 = 1" if sites is None else f"+site IN ({','.join('?' * len(sites))})"
+        # unindexed site and state: the planner must walk the next_deep_at index, not every row of a site
+        unindexed = self.dialect.unindexed
+        where = "1 = 1" if sites is None else f"{unindexed('site')} IN ({','.join('?' * len(sites))})"
         params: list[object] = list(sites or ())
         with self._tx() as db:
             unplanned = db.execute(
@@ -100,7 +103,7 @@ class VerificationRecords(TrackingStore):
             )
         sql = (
             f"SELECT {self._row_columns} FROM repositories WHERE next_deep_at <= ? AND on_primary = 1 "
-            f"AND +state = 'synced' AND verification_state != 'started' AND {where} "
+            f"AND {unindexed('state')} = 'synced' AND verification_state != 'started' AND {where} "
             "ORDER BY next_deep_at LIMIT ?"
         )
         rows = self._query(sql, [now, *params, limit])
@@ -119,7 +122,8 @@ class VerificationRecords(TrackingStore):
             if site in result and depth in result[str(site)]:
                 result[str(site)][str(depth)] = int(count)
         for site, never, oldest in self._query(
-            "SELECT site, SUM(deep_verified_at IS NULL), MIN(deep_verified_at) FROM repositories "
+            "SELECT site, SUM(CASE WHEN deep_verified_at IS NULL THEN 1 ELSE 0 END), MIN(deep_verified_at) "
+            "FROM repositories "
             "WHERE on_primary = 1 GROUP BY site"
         ):
             if site in result and not never:

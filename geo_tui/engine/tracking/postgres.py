@@ -1,0 +1,297 @@
+"""PostgreSQL as the tracking database (issue 16), through psycopg 3's synchronous API.
+
+The tracking interface stays the SQLite one: synchronous calls, writes on the engine's database thread
+(`database.DatabaseWriter`) and reads on a connection of their own. psycopg's sync API fits that as it
+is; its async API (and a pool) would need a second, async tracking interface beside the first, for no
+gain while one process holds one writing connection (many workers claiming rows come next).
+
+Here: where the database is (`PostgresDatabase`, its password kept apart from its URL), a connection
+that takes the queries' ``?`` placeholders and reopens itself after a lost connection, the dialect
+(`PostgresDialect`), the migrations (the SQLite ones' statements, in PostgreSQL's types) and which
+errors are passing faults.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import socket
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from . import schema
+from .schema import DatabaseUnusable, Migration
+
+__all__ = [
+    "ENGINE_LOCK",
+    "MIGRATIONS",
+    "PostgresConnection",
+    "PostgresDatabase",
+    "PostgresDialect",
+    "is_passing_fault",
+    "is_postgres_url",
+]
+
+# pg_advisory_lock keys ("geotui" and a number): the migrating transaction, and the one engine.
+MIGRATION_LOCK = 0x67656F7475690001
+ENGINE_LOCK = 0x67656F7475690002
+CONNECT_TIMEOUT = 5  # seconds: a server that does not answer is a passing fault, not a hung thread
+
+
+def is_postgres_url(value: str) -> bool:
+    return value.startswith(("postgresql://", "postgres://"))
+
+
+@dataclass(frozen=True)
+class PostgresDatabase:
+    """A PostgreSQL tracking database: a libpq URL without a password, and the password (if any) from
+    ``[engine] database_password_file``; without one, libpq reads ``PGPASSFILE`` (or ~/.pgpass)."""
+
+    url: str
+    password: str | None = field(default=None, repr=False, compare=False)
+
+    def __str__(self) -> str:
+        """The database as logs and errors name it: user, host, port and name, never a password."""
+        return describe_url(self.url)
+
+    def connect(self, *, application: str = "geo-tui") -> psycopg.Connection[Row]:
+        """An autocommit connection whose rows are read by column name (or position)."""
+        extra: dict[str, Any] = {"password": self.password} if self.password is not None else {}
+        try:
+            return psycopg.connect(
+                self.url,
+                autocommit=True,
+                row_factory=_rows,
+                connect_timeout=CONNECT_TIMEOUT,
+                application_name=application[:63],
+                **extra,
+            )
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnreachable(str(self), exc) from None
+
+
+class DatabaseUnreachable(DatabaseUnusable, psycopg.OperationalError):
+    """No connection to the PostgreSQL tracking database (a passing fault once the engine runs)."""
+
+    def __init__(self, where: str, exc: BaseException) -> None:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        DatabaseUnusable.__init__(self, where, f"tracking database {where}: cannot connect ({reason})")
+
+
+def describe_url(url: str) -> str:
+    """``postgresql://user@host:port/name`` of a libpq URL, without password or other parameters."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "postgresql://(an unreadable URL)"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    host = str(parts.get("host") or "localhost")
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"postgresql://{user}{host}{port}/{parts.get('dbname') or ''}"
+
+
+def url_password(url: str) -> bool:
+    """True if the URL carries a password (inline or as a parameter)."""
+    try:
+        return bool(conninfo_to_dict(url).get("password"))
+    except psycopg.ProgrammingError:
+        return False
+
+
+def application_name(command: str) -> str:
+    """How a connection names itself to the server (pg_stat_activity): who, which process, which host."""
+    return f"{command} (pid {os.getpid()} on {socket.gethostname()})"
+
+
+# -- rows --------------------------------------------------------------------------------------
+
+
+class Row:
+    """A row by column name (``row["site"]``) or position (``row[0]``, unpacking), like `sqlite3.Row`."""
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, values: Sequence[Any], index: dict[str, int]) -> None:
+        self._values = tuple(values)
+        self._index = index
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+    def __getitem__(self, key: int | str) -> Any:
+        return self._values[self._index[key] if isinstance(key, str) else key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+def _rows(cursor: Any) -> Callable[[Sequence[Any]], Row]:
+    index = {column.name: i for i, column in enumerate(cursor.description or ())}
+    return functools.partial(Row, index=index)
+
+
+@functools.lru_cache(maxsize=512)
+def _placeholders(sql: str) -> str:
+    """The query with psycopg's placeholders: ``?`` becomes ``%s`` (the queries hold no other ? or %)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _NothingDone:
+    rowcount = 0
+
+    def fetchall(self) -> list[Any]:
+        return []
+
+
+_NOTHING_DONE = _NothingDone()
+
+
+class PostgresConnection:
+    """One connection to the tracking database that takes ``?`` placeholders and reopens itself (at the
+    start of a transaction or a read) after the server went away, restarted or dropped it."""
+
+    def __init__(self, database: PostgresDatabase, application: str) -> None:
+        self.database = database
+        self._application = application
+        self._conn = database.connect(application=application)
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Row]:
+        return self._conn.execute(_placeholders(sql), list(parameters))
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any:
+        """Like sqlite3's: ``rowcount`` is the rows all of them changed (0 for no parameters)."""
+        batch = [list(p) for p in parameters]
+        if not batch:
+            return _NOTHING_DONE
+        cursor = self._conn.cursor()
+        cursor.executemany(_placeholders(sql), batch)
+        return cursor
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        """COPY `rows` into `table` (inside the caller's transaction); returns how many were sent."""
+        sent = 0
+        with self._conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(tuple(row))
+                sent += 1
+        return sent
+
+    @property
+    def lost(self) -> bool:
+        return bool(self._conn.closed or self._conn.broken)
+
+    def ensure(self) -> None:
+        """Reopen the connection if it was lost (never inside a transaction: only between them)."""
+        if self.lost:
+            self._conn.close()
+            self._conn = self.database.connect(application=self._application)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class PostgresDialect:
+    """PostgreSQL: a plain ``BEGIN`` (rows lock themselves), migrations under ``pg_advisory_xact_lock``."""
+
+    name = "postgresql"
+
+    def begin(self, db: PostgresConnection) -> None:
+        db.ensure()
+        db.execute("BEGIN")
+
+    def read(self, db: PostgresConnection, sql: str, params: Sequence[object]) -> list[Any]:
+        """Reads are idempotent: one that finds its connection lost (a restarted server) reopens it
+        and tries once more; a server still down raises DatabaseUnreachable."""
+        db.ensure()
+        try:
+            return db.execute(sql, params).fetchall()
+        except psycopg.OperationalError:
+            if not db.lost:
+                raise
+        db.ensure()
+        return db.execute(sql, params).fetchall()
+
+    def rollback(self, db: PostgresConnection) -> None:
+        try:
+            db.execute("ROLLBACK")
+        except psycopg.OperationalError:
+            pass  # the connection is gone, and its transaction with it
+
+    def lock_migrations(self, db: PostgresConnection) -> None:
+        db.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+
+    def has_table(self, db: PostgresConnection, table: str) -> bool:
+        row = db.execute("SELECT to_regclass(?) IS NOT NULL", (table,)).fetchone()
+        return row is not None and row[0] is True
+
+    def columns(self, db: PostgresConnection, table: str) -> set[str]:
+        rows = db.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = ?",
+            (table,),
+        ).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def contains(self, column: str) -> str:
+        return f"strpos({column}, ?) > 0"
+
+    def unindexed(self, column: str) -> str:
+        return column
+
+
+POSTGRES = PostgresDialect()
+
+
+def is_passing_fault(exc: BaseException) -> bool:
+    """A lost or refused connection, a server restarting or shutting down, a serialization failure or a
+    deadlock, a full disk: all of psycopg's OperationalError. The connection reopens at the next try."""
+    return isinstance(exc, psycopg.OperationalError)
+
+
+# -- migrations: the SQLite statements, in PostgreSQL's types ------------------------------------
+
+
+def _ddl(statement: str) -> str:
+    """A SQLite CREATE statement of `schema` for PostgreSQL: 64-bit integers and floats (REAL is 32-bit
+    there), identity columns for AUTOINCREMENT, no WITHOUT ROWID."""
+    statement = statement.replace(
+        "INTEGER PRIMARY KEY AUTOINCREMENT", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"
+    )
+    statement = re.sub(r"\bINTEGER\b", "BIGINT", statement)
+    statement = re.sub(r"\bREAL\b", "DOUBLE PRECISION", statement)
+    return statement.replace(" WITHOUT ROWID", "")
+
+
+def _statements(*statements: str) -> Callable[[PostgresConnection], None]:
+    def apply(db: PostgresConnection) -> None:
+        for statement in statements:
+            db.execute(_ddl(statement))
+
+    return apply
+
+
+def _first_schema(db: PostgresConnection) -> None:
+    _statements(*schema.FIRST_TABLES)(db)
+    for name, definition in schema.FIRST_ADDED_COLUMNS:
+        db.execute(_ddl(f"ALTER TABLE repositories ADD COLUMN IF NOT EXISTS {name} {definition}"))
+    db.execute(schema.DEEP_INDEX)
+
+
+# Numbered as `schema.MIGRATIONS`, one for one: append to both.
+MIGRATIONS: tuple[Migration[PostgresConnection], ...] = (
+    Migration(1, "the tables of the releases before schema versions", _first_schema),
+    Migration(
+        2,
+        "pushes waiting for their copy, and the tags last seen on each site (issue 17)",
+        _statements(*schema.PUSH_TABLES),
+    ),
+)
+assert [m.version for m in MIGRATIONS] == [m.version for m in schema.MIGRATIONS]
