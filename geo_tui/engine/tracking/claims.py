@@ -19,17 +19,12 @@ import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from .queue import DUE, DUE_ORDER
 from .rows import RepositoryRow, SyncState
 from .store import TrackingStore
 
-__all__ = ["DUE", "DUE_ORDER", "LeaseClaims", "WorkerRow", "worker_id"]
+__all__ = ["LeaseClaims", "WorkerRow", "worker_id"]
 
-# The rule of `SyncQueue.due`, written once: pending rows, and failed ones whose retry time (?) came.
-DUE = (
-    "on_primary = 1 AND (state = 'pending' OR (state = 'failed' AND retry_at IS NOT NULL AND retry_at <= ?))"
-)
-# Oldest unsynced event first, then the fewest retries, then by name (as the claim index is ordered).
-DUE_ORDER = "COALESCE(oldest_unsynced_event_at, 9e18), retry_count, repository"
 _BATCH = 400  # rows per statement (SQLite allows 32766 parameters)
 
 Key = tuple[str, str]  # (site, repository)
@@ -114,7 +109,8 @@ class LeaseClaims(TrackingStore):
         locked, on PostgreSQL, until the claim commits (and skipped by the other claimers)."""
         params: list[object] = [now, now]
         sql = (
-            f"SELECT {self._row_columns} FROM repositories WHERE {DUE} "
+            f"SELECT {self._row_columns} FROM repositories{self.dialect.using_index('repositories_claim')} "
+            f"WHERE {DUE} "
             "AND (lease_until IS NULL OR lease_until <= ?)"
         )
         if full:

@@ -65,6 +65,10 @@ class Dialect(Protocol):
     def skip_locked(self) -> str:
         """What a claiming SELECT ends with so that concurrent claimers skip each other's rows."""
 
+    def using_index(self, index: str) -> str:
+        """What follows a table's name so that the planner reads it through `index` (where it needs
+        telling: SQLite without statistics took an index on `state` and sorted 20,000 rows per claim)."""
+
     def lock_site(self, db: Any, site: str) -> None:
         """Inside a write transaction: wait until no other claimer's transaction holds `site`'s lock."""
 
@@ -98,6 +102,9 @@ class SqliteDialect:
 
     def unindexed(self, column: str) -> str:
         return f"+{column}"
+
+    def using_index(self, index: str) -> str:
+        return f" INDEXED BY {index}"
 
     def skip_locked(self) -> str:
         return ""  # BEGIN IMMEDIATE: one claimer at a time holds the file's write lock

@@ -260,6 +260,9 @@ class PostgresDialect:
     def unindexed(self, column: str) -> str:
         return column
 
+    def using_index(self, index: str) -> str:
+        return ""  # its planner picks the claim index by itself (EXPLAIN: an ordered index scan, no sort)
+
     def skip_locked(self) -> str:
         return " FOR UPDATE SKIP LOCKED"
 

@@ -12,7 +12,14 @@ from collections.abc import Iterable, Sequence
 from .rows import RepositoryRow
 from .store import TrackingStore
 
-__all__ = ["SyncQueue"]
+__all__ = ["DUE", "DUE_ORDER", "SyncQueue"]
+
+# What is due, written once (`due`, and the claims of `claims`): pending rows, and failed ones whose retry
+# time (the ? parameter; a NULL one never comes) has come. The `state IN` term is the claim index's
+# condition (`schema.LEASE_STATEMENTS`, a partial index): a planner uses that index only if it sees it.
+DUE = "on_primary = 1 AND state IN ('pending', 'failed') AND (state = 'pending' OR retry_at <= ?)"
+# Oldest unsynced event first, then the fewest retries, then by name: the claim index's order.
+DUE_ORDER = "COALESCE(oldest_unsynced_event_at, 9e18), retry_count, repository"
 
 # Track a repository (a new row is pending); one the primary had dropped is on it again. Columns of the
 # row as it is are named with their table: PostgreSQL's upsert sees `excluded`'s too.
@@ -79,13 +86,9 @@ class SyncQueue(TrackingStore):
     ) -> list[RepositoryRow]:
         """Rows ready to run: pending ones, and failed ones whose retry time has come."""
         where, params = self._selection(sites, repositories)
-        sql = (
-            f"SELECT {self._row_columns} FROM repositories WHERE on_primary = 1 AND "
-            "(state = 'pending' OR (state = 'failed' AND retry_at IS NOT NULL AND retry_at <= ?)) "
-            f"AND {where}"
-        )
+        sql = f"SELECT {self._row_columns} FROM repositories WHERE {DUE} AND {where}"
         params.insert(0, now)
-        sql += " ORDER BY COALESCE(oldest_unsynced_event_at, 9e18), retry_count, repository LIMIT ?"
+        sql += f" ORDER BY {DUE_ORDER} LIMIT ?"
         params.append(limit)
         return [RepositoryRow.from_columns(r) for r in self._query(sql, params)]
 
