@@ -107,20 +107,21 @@ class LeaseClaims(TrackingStore):
     ) -> list[RepositoryRow]:
         """The first `limit` due rows with a free (or expired) lease, not of a `full` site nor `taken`;
         locked, on PostgreSQL, until the claim commits (and skipped by the other claimers)."""
-        params: list[object] = [now, now]
-        sql = (
-            f"SELECT {self._row_columns} FROM repositories{self.dialect.using_index('repositories_claim')} "
-            f"WHERE {DUE} "
-            "AND (lease_until IS NULL OR lease_until <= ?)"
-        )
-        if full:
-            sql += f" AND site NOT IN ({','.join('?' * len(full))})"
-            params.extend(sorted(full))
-        sql += f" ORDER BY {DUE_ORDER} LIMIT ?{self.dialect.skip_locked()}"
-        params.append(limit + len(taken))
+        params: list[object] = [now, now, *sorted(full), limit + len(taken)]
+        sql = self._claim_query(len(full))
         rows = db.execute(sql, params).fetchall()  # type: ignore[attr-defined]
         found = [RepositoryRow.from_columns(r) for r in rows]
         return [r for r in found if (r.site, r.repository) not in taken][:limit]
+
+    def _claim_query(self, sites_full: int) -> str:
+        """The claim's SELECT (parameters: now, now, the full sites, the limit), in `due`'s order."""
+        sql = (
+            f"SELECT {self._row_columns} FROM repositories{self.dialect.using_index('repositories_claim')} "
+            f"WHERE {DUE} AND (lease_until IS NULL OR lease_until <= ?)"
+        )
+        if sites_full:
+            sql += f" AND site NOT IN ({','.join('?' * sites_full)})"
+        return sql + f" ORDER BY {DUE_ORDER} LIMIT ?{self.dialect.skip_locked()}"
 
     def renew_leases(self, owner: str, now: float, lease_seconds: float, rows: Iterable[Key]) -> set[Key]:
         """The heartbeat of a running copy: extend the leases `owner` still holds of `rows` to ``now +
