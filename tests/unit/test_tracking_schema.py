@@ -175,7 +175,7 @@ def test_a_database_from_before_versions_is_version_1_with_every_row_and_column_
 
     after = table_contents(path)
     # the leases of migration 3 are new columns, empty on every row (no worker holds one)
-    leases = {"lease_owner": None, "lease_until": None}
+    leases = {"lease_owner": None, "lease_until": None, "lease_generation": None}
     assert after["repositories"] == [{**r, **leases} for r in before["repositories"]]
     assert after["meta"] == [
         *before["meta"],

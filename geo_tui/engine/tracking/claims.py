@@ -80,8 +80,9 @@ class LeaseClaims(TrackingStore):
                 if len(found) < wanted or not any(row.site in full for row in found):
                     break  # the queue ran dry; otherwise a site filled up: look past its rows
             db.executemany(
-                "UPDATE repositories SET state = 'started', started_at = ?, lease_owner = ?, lease_until = ? "
-                "WHERE site = ? AND repository = ?",
+                "UPDATE repositories SET state = 'started', started_at = ?, lease_owner = ?, "
+                "lease_until = ?, "
+                "lease_generation = generation WHERE site = ? AND repository = ?",
                 [(now, owner, lease_until, r.site, r.repository) for r in claimed],
             )
             db.executemany(
@@ -147,11 +148,12 @@ class LeaseClaims(TrackingStore):
     ) -> list[tuple[str, str, str]]:
         """Rows started under a lease that ran out (their worker died or lost the database) fail, as a
         failed copy does: the retry count one higher (never reset), the retry time `retry_at_for(new
-        count)`, and a failure naming the worker. Returns (site, repository, owner) of each."""
+        count)`, or now if new work came during the run (as `mark_failed` with its generation), and a
+        failure naming the worker. Returns (site, repository, owner) of each."""
         with self._tx() as db:
             rows = db.execute(
-                "SELECT site, repository, lease_owner, retry_count FROM repositories "
-                "WHERE state = 'started' AND lease_until <= ? AND lease_owner IS NOT NULL"
+                "SELECT site, repository, lease_owner, retry_count, generation, lease_generation "
+                "FROM repositories WHERE state = 'started' AND lease_until <= ? AND lease_owner IS NOT NULL"
                 f"{self.dialect.skip_locked()}",
                 (now,),
             ).fetchall()
@@ -162,7 +164,7 @@ class LeaseClaims(TrackingStore):
                 "WHERE site = ? AND repository = ? AND lease_owner = ? AND state = 'started'",
                 [
                     (
-                        retry_at_for(int(r[3]) + 1),
+                        now if r[4] != r[5] else retry_at_for(int(r[3]) + 1),
                         self._redact(f"the lease of worker {r[2]} expired: it stopped renewing it")[:2000],
                         r[0],
                         r[1],

@@ -202,6 +202,8 @@ LEASE_STATEMENTS = (
     # Who holds a started row, and until when: a lease its worker renews, or loses when it expires.
     "ALTER TABLE repositories ADD COLUMN lease_owner TEXT",
     "ALTER TABLE repositories ADD COLUMN lease_until REAL",
+    # The generation the lease's run works for: if new work came meanwhile, an expired lease is due now.
+    "ALTER TABLE repositories ADD COLUMN lease_generation INTEGER",
     # The claim query's rows in its order (`claims.DUE_ORDER`): a claim reads the first few, not the table.
     """CREATE INDEX IF NOT EXISTS repositories_claim ON repositories
         (COALESCE(oldest_unsynced_event_at, 9e18), retry_count, repository)
