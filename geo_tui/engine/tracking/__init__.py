@@ -7,9 +7,10 @@ them) and, separately, the verification state. Rows are read by column name into
 `rows`, so the SQL column order never reaches the engine API's wire.
 
 The modules, one idea each: `rows` (what a row means), `schema` (versions and migrations), `store`
-(the file, its connections and transactions), `queue` (discovery and sync state), `verification`,
-`reads` (rows and counts), `records` (notifications, blob locations, the event log) and `pushes` (pushes
-waiting for their copy, and the tags last seen on each site).
+(the file, its connections and transactions), `queue` (discovery and sync state), `claims` (due rows
+claimed under leases by many workers, and the workers' rows), `verification`, `reads` (rows and
+counts), `records` (notifications, blob locations, the event log) and `pushes` (pushes waiting for
+their copy, and the tags last seen on each site).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from geo_tui.config.model import EngineConfig
 
+from .claims import LeaseClaims, WorkerRow, worker_id
 from .pushes import PushRecords, QueuedPush
 from .queue import SyncQueue
 from .reads import RowReads
@@ -46,13 +48,15 @@ __all__ = [
     "SyncState",
     "Tracking",
     "VerificationState",
+    "WorkerRow",
     "deep_offset",
     "tracking_database",
     "tracking_exists",
+    "worker_id",
 ]
 
 
-class Tracking(SyncQueue, VerificationRecords, RowReads, Records, PushRecords):
+class Tracking(LeaseClaims, SyncQueue, VerificationRecords, RowReads, Records, PushRecords):
     """Thread-safe access to the tracking database: one connection (and lock) that writes, and one
     (and lock) that reads. In WAL mode a reader never waits for a writer, so whatever only reads
     (status, snapshots, /-/health, the scheduler's queue) stays fast while another process holds the

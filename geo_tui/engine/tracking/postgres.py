@@ -14,6 +14,7 @@ errors are passing faults.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import socket
@@ -40,7 +41,13 @@ __all__ = [
 # pg_advisory_lock keys ("geotui" and a number): the migrating transaction, and the one engine.
 MIGRATION_LOCK = 0x67656F7475690001
 ENGINE_LOCK = 0x67656F7475690002
+SITE_LOCK_CLASS = 0x67656F74  # "geot": the two-key advisory locks of the per-site claim caps
 CONNECT_TIMEOUT = 5  # seconds: a server that does not answer is a passing fault, not a hung thread
+
+
+def site_key(site: str) -> int:
+    """The 32-bit advisory lock key of a site (two sites sharing one only take turns more often)."""
+    return int.from_bytes(hashlib.blake2b(site.encode(), digest_size=4).digest(), "big", signed=True)
 
 
 def is_postgres_url(value: str) -> bool:
@@ -229,7 +236,14 @@ class PostgresDialect:
         db.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
 
     def has_table(self, db: PostgresConnection, table: str) -> bool:
-        row = db.execute("SELECT to_regclass(?) IS NOT NULL", (table,)).fetchone()
+        """Read from pg_tables under the statement's snapshot: ``to_regclass`` answers from a cache that
+        a transaction waiting on the migration lock does not refresh, so it missed a table another
+        process had just created and the migrations ran a second time."""
+        row = db.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables "
+            "WHERE schemaname = current_schema() AND tablename = ?)",
+            (table,),
+        ).fetchone()
         return row is not None and row[0] is True
 
     def columns(self, db: PostgresConnection, table: str) -> set[str]:
@@ -245,6 +259,17 @@ class PostgresDialect:
 
     def unindexed(self, column: str) -> str:
         return column
+
+    def using_index(self, index: str) -> str:
+        return ""  # its planner picks the claim index by itself (EXPLAIN: an ordered index scan, no sort)
+
+    def skip_locked(self) -> str:
+        return " FOR UPDATE SKIP LOCKED"
+
+    def lock_site(self, db: PostgresConnection, site: str) -> None:
+        """Claimers of one site take turns (until their transaction ends), so a site's cap, counted
+        under this lock, holds however many race; other sites' claimers do not wait."""
+        db.execute("SELECT pg_advisory_xact_lock(?, ?)", (SITE_LOCK_CLASS, site_key(site)))
 
 
 POSTGRES = PostgresDialect()
@@ -292,6 +317,11 @@ MIGRATIONS: tuple[Migration[PostgresConnection], ...] = (
         2,
         "pushes waiting for their copy, and the tags last seen on each site (issue 17)",
         _statements(*schema.PUSH_TABLES),
+    ),
+    Migration(
+        3,
+        "leases on the repositories rows, and the workers (issue 16)",
+        _statements(*schema.LEASE_STATEMENTS),
     ),
 )
 assert [m.version for m in MIGRATIONS] == [m.version for m in schema.MIGRATIONS]

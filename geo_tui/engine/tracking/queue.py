@@ -12,7 +12,14 @@ from collections.abc import Iterable, Sequence
 from .rows import RepositoryRow
 from .store import TrackingStore
 
-__all__ = ["SyncQueue"]
+__all__ = ["DUE", "DUE_ORDER", "SyncQueue"]
+
+# What is due, written once (`due`, and the claims of `claims`): pending rows, and failed ones whose retry
+# time (the ? parameter; a NULL one never comes) has come. The `state IN` term is the claim index's
+# condition (`schema.LEASE_STATEMENTS`, a partial index): a planner uses that index only if it sees it.
+DUE = "on_primary = 1 AND state IN ('pending', 'failed') AND (state = 'pending' OR retry_at <= ?)"
+# Oldest unsynced event first, then the fewest retries, then by name: the claim index's order.
+DUE_ORDER = "COALESCE(oldest_unsynced_event_at, 9e18), retry_count, repository"
 
 # Track a repository (a new row is pending); one the primary had dropped is on it again. Columns of the
 # row as it is are named with their table: PostgreSQL's upsert sees `excluded`'s too.
@@ -20,6 +27,15 @@ TRACK = (
     "INSERT INTO repositories (site, repository) VALUES (?, ?) ON CONFLICT (site, repository) "
     "DO UPDATE SET on_primary = 1 WHERE repositories.on_primary = 0"
 )
+
+
+# A run that ends gives up its lease (if it had one: see `claims`).
+_RELEASE = "lease_owner = NULL, lease_until = NULL"
+
+
+def _held(owner: str | None) -> tuple[str, tuple[str, ...]]:
+    """The condition (and its parameter) that the row is leased to `owner` (None: no condition)."""
+    return ("", ()) if owner is None else (" AND lease_owner = ? AND state = 'started'", (owner,))
 
 
 class SyncQueue(TrackingStore):
@@ -70,13 +86,9 @@ class SyncQueue(TrackingStore):
     ) -> list[RepositoryRow]:
         """Rows ready to run: pending ones, and failed ones whose retry time has come."""
         where, params = self._selection(sites, repositories)
-        sql = (
-            f"SELECT {self._row_columns} FROM repositories WHERE on_primary = 1 AND "
-            "(state = 'pending' OR (state = 'failed' AND retry_at IS NOT NULL AND retry_at <= ?)) "
-            f"AND {where}"
-        )
+        sql = f"SELECT {self._row_columns} FROM repositories WHERE {DUE} AND {where}"
         params.insert(0, now)
-        sql += " ORDER BY COALESCE(oldest_unsynced_event_at, 9e18), retry_count, repository LIMIT ?"
+        sql += f" ORDER BY {DUE_ORDER} LIMIT ?"
         params.append(limit)
         return [RepositoryRow.from_columns(r) for r in self._query(sql, params)]
 
@@ -114,25 +126,34 @@ class SyncQueue(TrackingStore):
         return not rows
 
     def mark_synced(
-        self, site: str, repository: str, generation: int, *, tag_count: int, size: int | None
+        self,
+        site: str,
+        repository: str,
+        generation: int,
+        *,
+        tag_count: int,
+        size: int | None,
+        owner: str | None = None,
     ) -> bool:
-        """Synced only if no new work came during the run; otherwise back to pending. True if synced."""
+        """Synced only if no new work came during the run; otherwise back to pending. True if synced.
+        With the `owner` of a lease (`claims`): only while it holds the row; a lost lease changes nothing."""
         now = self._clock()
+        held, lease = _held(owner)
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE repositories SET state = 'synced', retry_count = 0, retry_at = NULL, "
-                "started_at = NULL, "
+                f"started_at = NULL, {_RELEASE}, "
                 "last_synced_at = ?, last_sync_failure = NULL, tag_count = ?, bytes = COALESCE(?, bytes), "
                 "oldest_unsynced_event_at = NULL, recheck_blobs = 0 "
-                "WHERE site = ? AND repository = ? AND state = 'started' AND generation = ?",
-                (now, tag_count, size, site, repository, generation),
+                f"WHERE site = ? AND repository = ? AND state = 'started' AND generation = ?{held}",
+                (now, tag_count, size, site, repository, generation, *lease),
             )
             if cur.rowcount:
                 return True
             db.execute(
-                "UPDATE repositories SET state = 'pending', started_at = NULL, tag_count = ? "
-                "WHERE site = ? AND repository = ? AND state = 'started'",
-                (tag_count, site, repository),
+                f"UPDATE repositories SET state = 'pending', started_at = NULL, {_RELEASE}, tag_count = ? "
+                f"WHERE site = ? AND repository = ? AND state = 'started'{held}",
+                (tag_count, site, repository, *lease),
             )
             return False
 
@@ -143,10 +164,14 @@ class SyncQueue(TrackingStore):
         reason: str,
         retry_at: float | None,
         generation: int | None = None,
+        *,
+        owner: str | None = None,
     ) -> int:
         """Record a failure; returns the new retry count. With the ``generation`` the run worked for: if
         new work came during the run (a push), the row is due now, not after the backoff; the failure
-        and its count stay."""
+        and its count stay. With the `owner` of a lease: only while it holds the row (else 0, and
+        nothing written)."""
+        held, lease = _held(owner)
         with self._tx() as db:
             if generation is not None:
                 row = db.execute(
@@ -155,24 +180,30 @@ class SyncQueue(TrackingStore):
                 ).fetchone()
                 if row is not None and int(row[0]) != generation:
                     retry_at = self._clock()
-            db.execute(
+            cur = db.execute(
                 "UPDATE repositories SET state = 'failed', retry_count = retry_count + 1, retry_at = ?, "
-                "started_at = NULL, last_sync_failure = ? WHERE site = ? AND repository = ?",
-                (retry_at, self._redact(reason)[:2000], site, repository),
+                f"started_at = NULL, {_RELEASE}, last_sync_failure = ? "
+                f"WHERE site = ? AND repository = ?{held}",
+                (retry_at, self._redact(reason)[:2000], site, repository, *lease),
             )
+            if not cur.rowcount:
+                return 0
             row = db.execute(
                 "SELECT retry_count FROM repositories WHERE site = ? AND repository = ?", (site, repository)
             ).fetchone()
         return int(row[0]) if row else 0
 
-    def mark_pending(self, site: str, repository: str) -> None:
-        """Put a started row back to pending (engine shutting down mid-copy)."""
+    def mark_pending(self, site: str, repository: str, *, owner: str | None = None) -> bool:
+        """Put a started row back to pending (engine shutting down mid-copy); with the `owner` of a
+        lease, only while it holds the row. True if it did."""
+        held, lease = _held(owner)
         with self._tx() as db:
-            db.execute(
-                "UPDATE repositories SET state = 'pending', started_at = NULL "
-                "WHERE site = ? AND repository = ? AND state = 'started'",
-                (site, repository),
+            cur = db.execute(
+                f"UPDATE repositories SET state = 'pending', started_at = NULL, {_RELEASE} "
+                f"WHERE site = ? AND repository = ? AND state = 'started'{held}",
+                (site, repository, *lease),
             )
+            return bool(cur.rowcount)
 
     def request_reconcile(self, *, sites: Sequence[str] | None = None) -> int:
         """Queue the periodic reconcile: every row not running now goes to pending. A run in progress

@@ -197,6 +197,29 @@ PUSH_TABLES = (
     ) WITHOUT ROWID""",
 )
 
+# Migration 3: the repositories rows as a queue that many workers claim (issue 16), and the workers.
+LEASE_STATEMENTS = (
+    # Who holds a started row, and until when: a lease its worker renews, or loses when it expires.
+    "ALTER TABLE repositories ADD COLUMN lease_owner TEXT",
+    "ALTER TABLE repositories ADD COLUMN lease_until REAL",
+    # The generation the lease's run works for: if new work came meanwhile, an expired lease is due now.
+    "ALTER TABLE repositories ADD COLUMN lease_generation INTEGER",
+    # The claim query's rows in its order (`claims.DUE_ORDER`): a claim reads the first few, not the table.
+    """CREATE INDEX IF NOT EXISTS repositories_claim ON repositories
+        (COALESCE(oldest_unsynced_event_at, 9e18), retry_count, repository)
+        WHERE on_primary = 1 AND state IN ('pending', 'failed')""",
+    # Rows running now, per site (the caps) and by lease end (the expiry sweep).
+    "CREATE INDEX IF NOT EXISTS repositories_leases ON repositories (state, site, lease_until)",
+    # One row per worker process (id: host/pid/start time): its heartbeat, addresses and work in hand.
+    """CREATE TABLE IF NOT EXISTS workers (
+        id TEXT PRIMARY KEY,
+        started_at REAL NOT NULL,
+        heartbeat_at REAL NOT NULL,
+        listen TEXT NOT NULL DEFAULT '',
+        working INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID""",
+)
+
 # Append the next one here, never edit one that shipped: Migration(2, "what it adds", _sql("CREATE ...")).
 MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
     Migration(1, "the tables of the releases before schema versions", _first_schema),
@@ -205,6 +228,7 @@ MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
         "pushes waiting for their copy, and the tags last seen on each site (issue 17)",
         _sql(*PUSH_TABLES),
     ),
+    Migration(3, "leases on the repositories rows, and the workers (issue 16)", _sql(*LEASE_STATEMENTS)),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -27,6 +27,7 @@ TABLES = (
     "event_log",
     "push_queue",
     "tags_seen",
+    "workers",
 )
 _IDENTITY = ("notifications", "event_log", "push_queue")  # ids copied as they are; the next ones follow
 
