@@ -405,6 +405,40 @@ class Bench:
                 values[name] = float(value)
         return values["geo_tui_push_events_copied_total"], values["geo_tui_push_requests_total"]
 
+    def stage_totals(self) -> dict[str, tuple[float, float]]:
+        """(sum, count) of the histograms that say where a push's time went, from serve's /metrics."""
+        wanted = {
+            'geo_tui_notification_delay_seconds_{}{{action="push",origin="other"}}': "delivery",
+            'geo_tui_notification_delay_seconds_{}{{action="pull",origin="own"}}': "own_pull_delivery",
+            'geo_tui_push_stage_seconds_{}{{stage="store"}}': "store",
+            'geo_tui_push_stage_seconds_{}{{stage="queued"}}': "queued",
+            'geo_tui_push_stage_seconds_{}{{stage="copy"}}': "copy",
+        }
+        text = httpx.get(self.serve_url + "/metrics", timeout=10).text
+        values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+        totals: dict[str, tuple[float, float]] = {}
+        for pattern, name in wanted.items():
+            totals[name] = (
+                float(values.get(pattern.format("sum"), 0.0)),
+                float(values.get(pattern.format("count"), 0.0)),
+            )
+        totals["held"] = (float(values.get("geo_tui_background_held_seconds", 0.0)), 1.0)
+        return totals
+
+    @staticmethod
+    def stage_means(
+        before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+    ) -> dict[str, Any]:
+        """Mean seconds per stage between two `stage_totals`, and background seconds held meanwhile."""
+        means: dict[str, Any] = {}
+        for name, (total, count) in after.items():
+            total0, count0 = before.get(name, (0.0, 0.0))
+            if name == "held":
+                means["held_s"] = _round(total - total0)
+            elif count > count0:
+                means[name] = _round((total - total0) / (count - count0), 4)
+        return means
+
     def geo_requests(self, marks: dict[str, int]) -> dict[str, int]:
         """geo-tui's requests since `marks` per site, and how many were tag lists or HEADs by tag."""
         counts = {"requests": 0, "tag_lists": 0}
@@ -450,6 +484,7 @@ class Bench:
         self.wait_everywhere(readers, "warm", warm.digest, started, repository)
         events_before, requests_before = self.push_counts()
         marks = {name: self.sites[name].settled_mark() for name in ("primary", "eu", "us")}
+        stages_before = self.stage_totals()
         latencies: list[float] = []
         for n in range(self.args.large_pushes):
             image = self.image(f"{repository}-s{n}")
@@ -476,6 +511,7 @@ class Bench:
                 # background reconcile of the new repository if it is still running
                 "registry_logged_geo_requests": logged["requests"],
                 "registry_logged_tag_lists": logged["tag_lists"],
+                "stages": self.stage_means(stages_before, self.stage_totals()),
             }
             log(f"large {result['tags']}: single pushes {result['single']}")
         peer = result.get("peer") or {}
@@ -495,19 +531,26 @@ class Bench:
         done = threading.Event()
 
         def watch(name: str, client: httpx.Client) -> None:
+            # The oldest tag not seen yet, then the next as soon as it is there: copies put the tags on
+            # in push order, and HEADing every missing tag each round loaded the machine the bench
+            # measures (a tag put on out of order is seen late: latency over-, never under-reported).
             seen = arrived[name]
+            order = list(images)
             while not done.is_set() and len(seen) < count:
-                for tag in [t for t in pushed if t not in seen]:
+                tag = order[len(seen)]
+                if tag in pushed:
                     with contextlib.suppress(httpx.HTTPError):
                         response = client.head(f"/v2/{repository}/manifests/{tag}")
                         if response.headers.get("Docker-Content-Digest") == images[tag].digest:
                             seen[tag] = time.monotonic()
+                            continue
                 time.sleep(POLL_INTERVAL)
 
         threads = [threading.Thread(target=watch, args=item, daemon=True) for item in readers.items()]
         for thread in threads:
             thread.start()
         events_before, requests_before = self.push_counts()
+        stages_before = self.stage_totals()
         start = time.monotonic()
         for n, (tag, image) in enumerate(images.items()):
             pushed[tag] = self.push(pusher, tag, image, repository)
@@ -538,6 +581,7 @@ class Bench:
             "events": int(events),
             "requests_per_event": _round(requests / events, 1) if events else None,
             "target_after_last_push": TARGET_BURST_AFTER_LAST,
+            "stages": self.stage_means(stages_before, self.stage_totals()),
         }
         log(f"large {result['tags']}: burst {result['burst']}")
 
@@ -771,7 +815,18 @@ def render(results: dict[str, Any], failures: list[str], notes: list[str]) -> st
             f"{cell(burst.get('requests_per_event'), 9)} {cell(peer.get('skopeo_sync_seconds'), 9)} "
             f"{cell(peer.get('ratio_skopeo_over_geo_p50'), 10, 'x')}"
         )
+    for row in large:
+        for phase in ("single", "burst"):
+            stages = (row.get(phase) or {}).get("stages")
+            if stages:
+                shown = "  ".join(f"{k} {v}" for k, v in stages.items())
+                lines.append(f"          {row['tags']:>6} {phase} mean seconds: {shown}")
     if large:
+        lines.append(
+            "          delivery: event timestamp at the primary -> receipt (Distribution's queue); "
+            "store -> queued -> copy: geo-tui (receipt -> stored -> copy started -> tag on a secondary); "
+            "held_s: background reads held for the primary's own-pull backlog"
+        )
         lines.append(
             f"          targets: p50 <= {TARGET_LARGE_P50} s, p99 <= {TARGET_LARGE_P99} s, "
             f"<= {TARGET_REQUESTS} requests per event, "

@@ -57,12 +57,18 @@ class RequestBudget:
             await asyncio.sleep(wait)
 
 
-def request_hook(budget: RequestBudget | None) -> Callable[[httpx.Request], Awaitable[None]]:
+def request_hook(
+    budget: RequestBudget | None,
+    gate: Callable[[httpx.Request, bool], Awaitable[None]] | None = None,
+) -> Callable[[httpx.Request], Awaitable[None]]:
     """The `on_request` of one site's client: count the request for the current work, and hold
-    background work to the site's budget."""
+    background work to the site's budget. `gate(request, background)`, the primary's: sees every
+    request of any work, and may hold background work (see notifications.PullBacklog)."""
 
-    async def hook(_request: httpx.Request) -> None:
+    async def hook(request: httpx.Request) -> None:
         work = _WORK.get()
+        if gate is not None:
+            await gate(request, work is not None and work.background)
         if work is None:
             return
         work.requests += 1

@@ -30,7 +30,7 @@ from .lock import claim_for
 from .merge import open_primary_repository, replicate_merged
 from .metrics import EngineMetrics
 from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, SiteTags, SyncSummary
-from .notifications import RegistryEvent
+from .notifications import PullBacklog, RegistryEvent
 from .pushes import PushCopier
 from .replicate import (
     BlobCopier,
@@ -122,6 +122,7 @@ class Engine:
         self._inflight: dict[str, asyncio.Task[None]] = {}
         # Push copies, by repository: they run beside whole-repository jobs, never behind them.
         self._pushes = PushCopier(self)
+        self.pull_backlog = PullBacklog()  # fed by the receiver (see notifications.PullBacklog)
         self._wake: asyncio.Event | None = None
         self._paused = False
         self._running = False
@@ -139,6 +140,9 @@ class Engine:
             report=lambda _task, message: self.log("error", message),
             restarted=lambda task: self.metrics.task_restarts.labels(task).inc(),
             describe=describe_error,
+        )
+        self.metrics.watch_backlog(
+            lambda: self.pull_backlog.outstanding, lambda: self.pull_backlog.held_seconds
         )
         self.metrics.watch_tasks(
             lambda: {s.name: s.name in self.tasks_down() for s in self._supervisor.states()}
@@ -194,7 +198,10 @@ class Engine:
                 transport=self._transports.get(site.name),
                 timeout=self._request_timeout,
                 redactor=self.redactor,
-                on_request=request_hook(budget),
+                # The primary's: background reads wait while its own pull notifications back up.
+                on_request=request_hook(
+                    budget, self.pull_backlog.hold if site.name == self.config.primary.name else None
+                ),
             )
             self._sites[site.name] = _Site(
                 site, client, throughput=Throughput(self._clock), completions=CompletionRate(self._clock)

@@ -115,6 +115,9 @@ class PushCopier:
     async def _job(self, repository: str, queued: list[QueuedPush]) -> None:
         engine = self._engine
         whole_runs = self._whole_runs.get(repository, 0)
+        started = engine._clock()
+        for push in queued:
+            engine.metrics.push_stage.labels("queued").observe(max(0.0, started - push.received_at))
         try:
             work = Work()
             set_work(work)  # counts this job's requests, on every site
@@ -127,7 +130,9 @@ class PushCopier:
                 if engine._cache.get(digest) is None:
                     with contextlib.suppress(RegistryError):  # each secondary's copy fails and says why
                         engine._cache.put(await engine.primary.get_manifest(repository, digest))
-            copied = await asyncio.gather(*(self._to_site(name, repository, plan, queued) for name in sites))
+            copied = await asyncio.gather(
+                *(self._to_site(name, repository, plan, queued, started) for name in sites)
+            )
             if any(copied):
                 await engine._db(
                     engine.tracking.record_tags_seen,
@@ -189,7 +194,7 @@ class PushCopier:
         self._wake.set()
 
     async def _to_site(
-        self, site_name: str, repository: str, plan: CopyPlan, queued: list[QueuedPush]
+        self, site_name: str, repository: str, plan: CopyPlan, queued: list[QueuedPush], started: float
     ) -> bool:
         """Copy the plan into one secondary. False if it failed: a full sync of it is queued instead."""
         engine = self._engine
@@ -231,12 +236,13 @@ class PushCopier:
             )
             engine._poke()
             return False
+        now = engine._clock()
+        engine.metrics.push_stage.labels("copy").observe(max(0.0, now - started))
         site.stats.add(stats)
         engine._count(site_name, stats)
         await engine._db(
             engine.tracking.record_tags_seen, site_name, repository, dict(plan.tags), complete=False
         )
-        now = engine._clock()
         for push in queued:
             # Both: the push histogram's buckets resolve the sub-second copies, and event_to_synced
             # keeps covering every event, whichever path replicated it.
