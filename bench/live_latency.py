@@ -423,6 +423,7 @@ class Bench:
                 float(values.get(pattern.format("count"), 0.0)),
             )
         totals["held"] = (float(values.get("geo_tui_background_held_seconds", 0.0)), 1.0)
+        totals["yielded"] = (float(values.get("geo_tui_background_yielded_seconds", 0.0)), 1.0)
         return totals
 
     @staticmethod
@@ -433,8 +434,8 @@ class Bench:
         means: dict[str, Any] = {}
         for name, (total, count) in after.items():
             total0, count0 = before.get(name, (0.0, 0.0))
-            if name == "held":
-                means["held_s"] = _round(total - total0)
+            if name in ("held", "yielded"):
+                means[f"{name}_s"] = _round(total - total0)
             elif count > count0:
                 means[name] = _round((total - total0) / (count - count0), 4)
         return means
@@ -825,7 +826,7 @@ def render(results: dict[str, Any], failures: list[str], notes: list[str]) -> st
         lines.append(
             "          delivery: event timestamp at the primary -> receipt (Distribution's queue); "
             "store -> queued -> copy: geo-tui (receipt -> stored -> copy started -> tag on a secondary); "
-            "held_s: background reads held for the primary's own-pull backlog"
+            "held_s / yielded_s: background requests' waits for the own-pull backlog / for push copies"
         )
         lines.append(
             f"          targets: p50 <= {TARGET_LARGE_P50} s, p99 <= {TARGET_LARGE_P99} s, "

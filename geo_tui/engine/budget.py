@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
 
-__all__ = ["RequestBudget", "Work", "request_hook", "set_work"]
+__all__ = ["Gate", "RequestBudget", "Work", "request_hook", "set_work"]
 
 
 @dataclass
@@ -57,17 +57,20 @@ class RequestBudget:
             await asyncio.sleep(wait)
 
 
+Gate = Callable[[httpx.Request, bool], Awaitable[None]]
+
+
 def request_hook(
-    budget: RequestBudget | None,
-    gate: Callable[[httpx.Request, bool], Awaitable[None]] | None = None,
+    budget: RequestBudget | None, gates: Sequence[Gate] = ()
 ) -> Callable[[httpx.Request], Awaitable[None]]:
     """The `on_request` of one site's client: count the request for the current work, and hold
-    background work to the site's budget. `gate(request, background)`, the primary's: sees every
-    request of any work, and may hold background work (see notifications.PullBacklog)."""
+    background work to the site's budget. Each of `gates`, in order, sees every request as
+    `gate(request, background)` and may hold background work (pushes.PushCopier.yield_to_pushes,
+    and the primary's notifications.PullBacklog.hold)."""
 
     async def hook(request: httpx.Request) -> None:
         work = _WORK.get()
-        if gate is not None:
+        for gate in gates:
             await gate(request, work is not None and work.background)
         if work is None:
             return

@@ -23,7 +23,7 @@ from geo_tui.config import Config, SiteConfig, redactor_for
 from geo_tui.registry import RegistryClient, RegistryError, is_valid_repository_name
 
 from .backoff import in_run_delay, retry_delay
-from .budget import RequestBudget, Work, request_hook, set_work
+from .budget import Gate, RequestBudget, Work, request_hook, set_work
 from .database import DatabaseWriter
 from .describe import blame_primary, describe_error, describe_stats, prefixed, reason_class
 from .lock import claim_for
@@ -142,7 +142,9 @@ class Engine:
             describe=describe_error,
         )
         self.metrics.watch_backlog(
-            lambda: self.pull_backlog.outstanding, lambda: self.pull_backlog.held_seconds
+            lambda: self.pull_backlog.outstanding,
+            lambda: self.pull_backlog.held_seconds,
+            lambda: self._pushes.yielded_seconds,
         )
         self.metrics.watch_tasks(
             lambda: {s.name: s.name in self.tasks_down() for s in self._supervisor.states()}
@@ -198,10 +200,7 @@ class Engine:
                 transport=self._transports.get(site.name),
                 timeout=self._request_timeout,
                 redactor=self.redactor,
-                # The primary's: background reads wait while its own pull notifications back up.
-                on_request=request_hook(
-                    budget, self.pull_backlog.hold if site.name == self.config.primary.name else None
-                ),
+                on_request=request_hook(budget, self._gates(site.name)),
             )
             self._sites[site.name] = _Site(
                 site, client, throughput=Throughput(self._clock), completions=CompletionRate(self._clock)
@@ -236,6 +235,14 @@ class Engine:
         recovered = self.tracking.recover_started()
         if recovered:
             self.log("warning", f"picked up {recovered} repositories left in progress by an earlier run")
+
+    def _gates(self, site: str) -> list[Gate]:
+        """What background requests to ``site`` wait for: push copies running (everywhere), and the
+        primary's own pull notifications backing up (see notifications.PullBacklog)."""
+        gates: list[Gate] = [self._pushes.yield_to_pushes]
+        if site == self.config.primary.name:
+            gates.append(self.pull_backlog.hold)
+        return gates
 
     async def close(self) -> None:
         await self.stop()

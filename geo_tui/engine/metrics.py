@@ -171,8 +171,11 @@ class EngineMetrics:
             registry=self.registry,
         )
 
-    def watch_backlog(self, outstanding: Callable[[], float], held: Callable[[], float]) -> None:
-        """geo-tui's own primary reads not notified yet, and how long background work waited on them."""
+    def watch_backlog(
+        self, outstanding: Callable[[], float], held: Callable[[], float], yielded: Callable[[], float]
+    ) -> None:
+        """geo-tui's own primary reads not notified yet, and how long background work waited on them
+        and on push copies."""
         Gauge(
             "geo_tui_own_pulls_outstanding",
             "geo-tui's manifest reads of the primary whose pull notification has not come back",
@@ -183,6 +186,11 @@ class EngineMetrics:
             "Seconds background work waited for the primary's queue of pull notifications to drain",
             registry=self.registry,
         ).set_function(held)
+        Gauge(
+            "geo_tui_background_yielded_seconds",
+            "Seconds background requests waited for push copies to finish",
+            registry=self.registry,
+        ).set_function(yielded)
 
     def watch_state(
         self, counts: Callable[[], Mapping[str, SiteCounts]], in_flight: Callable[[], int]

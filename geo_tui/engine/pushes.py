@@ -33,13 +33,17 @@ from .tracking import QueuedPush
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["DIGEST_PUSH_GRACE", "PushCopier"]
+__all__ = ["DIGEST_PUSH_GRACE", "PUSH_YIELD", "PushCopier"]
 
 log = logging.getLogger("geo_tui.engine")
 
 # A push by digest alone (an index's child, a referrer) waits this long for the push that references it,
 # so both are copied in one run; after it, it is copied on its own.
 DIGEST_PUSH_GRACE = 0.5
+# While push copies run, each background request (reconcile, deletion runs, verification) waits for
+# them this long at most: the registries, the event loop and the database serve the push first, and a
+# steady stream of pushes slows the background work without stopping it.
+PUSH_YIELD = 0.25
 
 
 class PushCopier:
@@ -49,6 +53,9 @@ class PushCopier:
         self._engine = engine
         self.running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # no copy running: background work goes on
+        self._idle.set()
+        self.yielded_seconds = 0.0  # background requests' waits for copies, for /metrics
         # A whole-repository run's primary view, and the pushes copied while it runs (see module doc).
         self._views: dict[str, PrimaryRepository] = {}
         self._pushed_during: dict[str, list[QueuedPush]] = {}
@@ -79,6 +86,17 @@ class PushCopier:
             with contextlib.suppress(Exception):  # the database refusing: the reconcile still heals
                 await self._requeue(again)
 
+    async def yield_to_pushes(self, _request: object, background: bool) -> None:
+        """A request gate (budget.request_hook): background work waits while copies run, at most
+        PUSH_YIELD seconds a request. A push's copy never waits here."""
+        if not background or self._idle.is_set():
+            return
+        started = self._engine._clock()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PUSH_YIELD):
+                await self._idle.wait()
+        self.yielded_seconds += max(0.0, self._engine._clock() - started)
+
     # -- the copies ---------------------------------------------------------------------------------------
 
     async def run_forever(self) -> None:
@@ -101,6 +119,7 @@ class PushCopier:
                     if all(p.tag is None for p in queued) and now - queued[0].received_at < DIGEST_PUSH_GRACE:
                         waiting_digests = True  # the push that references it may be on its way
                         continue
+                    self._idle.clear()
                     self.running[repository] = asyncio.ensure_future(self._job(repository, queued))
             waiters = [asyncio.ensure_future(self._wake.wait()), *self.running.values()]
             try:
@@ -162,6 +181,8 @@ class PushCopier:
             engine._poke()
         finally:
             self.running.pop(repository, None)
+            if not self.running:
+                self._idle.set()
             engine._flush_bytes()
             self._wake.set()
 

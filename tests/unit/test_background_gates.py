@@ -1,4 +1,5 @@
-"""PullBacklog: background reads of the primary wait while their own pull notifications back up.
+"""Background requests give way to pushes: they wait while their own pull notifications back up at the
+primary (PullBacklog) and while push copies run (PushCopier.yield_to_pushes).
 
 Distribution 2.8 sends a pull event for every manifest read and delivers an endpoint's events one at
 a time; a push event queued behind thousands of geo-tui's own pulls waited for all of them.
@@ -7,11 +8,13 @@ a time; a push event queued behind thousands of geo-tui's own pulls waited for a
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
 
 from geo_tui.engine.notifications import PullBacklog
+from geo_tui.engine.pushes import PUSH_YIELD, PushCopier
 
 HEAD = httpx.Request("HEAD", "http://primary/v2/group/app/manifests/v1")
 BLOB = httpx.Request("GET", "http://primary/v2/group/app/blobs/sha256:" + "ab" * 32)
@@ -72,3 +75,26 @@ async def test_more_own_events_than_reads_never_go_below_zero(extra: int) -> Non
     await asyncio.wait_for(backlog.hold(HEAD, True), 0.1)
     await asyncio.wait_for(backlog.hold(HEAD, True), 0.1)
     assert backlog.outstanding == 2
+
+
+class _Clocked:
+    """What PushCopier.yield_to_pushes reads of its engine: the clock."""
+
+    _clock = staticmethod(time.monotonic)
+
+
+async def test_background_requests_yield_to_running_push_copies_for_a_bounded_time() -> None:
+    copier = PushCopier(_Clocked())  # type: ignore[arg-type]
+    await asyncio.wait_for(copier.yield_to_pushes(HEAD, True), 0.05)  # no copy running: no wait
+    copier._idle.clear()  # a copy runs (run_forever clears it as it starts one)
+    await asyncio.wait_for(copier.yield_to_pushes(HEAD, False), 0.05)  # a push's own request never waits
+    waiting = asyncio.ensure_future(copier.yield_to_pushes(HEAD, True))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    copier._idle.set()  # the last copy ended
+    await asyncio.wait_for(waiting, 0.1)
+    copier._idle.clear()
+    started = time.monotonic()
+    await copier.yield_to_pushes(HEAD, True)  # pushes that never end slow background work, never stop it
+    assert PUSH_YIELD - 0.02 <= time.monotonic() - started < PUSH_YIELD + 0.5
+    assert copier.yielded_seconds >= PUSH_YIELD
