@@ -7,11 +7,12 @@ Run it from the repository root (it imports the test lab, `tests.support`)::
 
 Options: --pushes N, --layer-size BYTES, --events N, --event-seconds S, --threads N, --push-timeout S,
 --large-sizes 2000,20000, --large-pushes N, --burst N, --burst-seconds S, --large-skopeo-timeout S,
---large-only, --workdir DIR (parent of the temp dir), --keep (keep it).
+--large-only, --blob-events, --workdir DIR (parent of the temp dir), --keep (keep it).
 
 What it does, all on 127.0.0.1, with real CNCF Distribution 2.8:
-1. Starts a token realm, a primary whose notifications point at a `geo-tui serve` subprocess, two
-   secondaries (eu, us) that serve replicates into, and a peer secondary for skopeo.
+1. Starts a token realm, a primary whose notifications point at a `geo-tui serve` subprocess (blob
+   events ignored, as the README recommends; --blob-events keeps them), two secondaries (eu, us) that
+   serve replicates into, and a peer secondary for skopeo.
 2. Latency: pushes N small images one after another with the lab's RawPusher (each a new tag of
    `bench/live`, one ~4 KiB layer and its config). For each, the clock starts when the primary's 201 on the
    tag PUT is back, and stops when the tag answers HEAD with the pushed digest on EVERY secondary (one
@@ -31,7 +32,8 @@ What it does, all on 127.0.0.1, with real CNCF Distribution 2.8:
    copies that one image: what a polling replica pays per sync); --large-pushes single pushes, p50/p99
    and requests per event (serve's own count in /metrics: `geo_tui_push_requests_total` over
    `geo_tui_push_events_copied_total`, exact whatever else runs); a burst of --burst pushes in
-   --burst-seconds, p50/p99, and how long after its last push every tag is on both secondaries. Targets:
+   --burst-seconds, p50/p99, and how long after its last push every tag is on both secondaries; for both,
+   where the time went, from serve's /metrics (the primary's delivery, then geo-tui's stages). Targets:
    p50 <= 0.1 s, p99 <= 0.3 s, <= 20 requests per event, burst done <= 5 s after its last push.
 Exit status: 0 everything arrived and every acknowledged event is stored (missed timing targets are
 reported, never fatal); 1 a push never arrived or an acknowledged event is missing; 2 setup problem
@@ -134,10 +136,10 @@ class Bench:
         for name in ("primary", "eu", "us", "peer"):
             options: dict[str, Any] = {}
             if name == "primary":
-                options = {
-                    "notification_url": f"http://127.0.0.1:{self.serve_port}{EVENTS_PATH}",
-                    "notification_secret": SECRET,
-                }
+                url = f"http://127.0.0.1:{self.serve_port}{EVENTS_PATH}"
+                options = {"notification_url": url, "notification_secret": SECRET}
+                if not self.args.blob_events:  # as the README tells operators to configure it
+                    options["extra_config"] = {"notifications": {"endpoints": [primary_endpoint(url)]}}
             site = Distribution(
                 self.workdir / f"registry-{name}",
                 name=name,
@@ -745,6 +747,20 @@ class Bench:
             self.notes.append("the serve log holds a traceback")
 
 
+def primary_endpoint(url: str) -> dict[str, Any]:
+    """The primary's notification endpoint as the README recommends: the test fixtures' one, and blob
+    events ignored (geo-tui acts on none of them; each is one more delivery ahead of the next push)."""
+    return {
+        "name": "geo_event",
+        "url": url,
+        "headers": {"Authorization": [SECRET]},
+        "timeout": "500ms",
+        "threshold": 5,
+        "backoff": "1s",
+        "ignore": {"mediatypes": ["application/octet-stream"]},
+    }
+
+
 def synthetic_event(repository: str, event_id: str, number: int) -> dict[str, Any]:
     return {
         "id": event_id,
@@ -868,6 +884,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="skopeo sync of a large repository at most (600 s)",
     )
     parser.add_argument("--large-only", action="store_true", help="only the large-repository phase")
+    parser.add_argument(
+        "--blob-events",
+        action="store_true",
+        help="keep the primary's blob events (default: ignored, ignore.mediatypes application/octet-stream)",
+    )
     parser.add_argument("--workdir", type=Path, help="parent of the temp dir")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, storage)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")

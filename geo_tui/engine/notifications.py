@@ -31,7 +31,7 @@ OWN_USER_AGENT = "geo-tui/"
 # Own pulls background work may leave ahead of a push's event in the primary's queue. Distribution
 # delivers one at a time (5-10 ms each here), so a push waits about this many deliveries longer; the
 # reconcile's pace is the delivery rate whatever this is, as long as it keeps that queue from emptying.
-OWN_PULLS_AHEAD = 8
+OWN_PULLS_AHEAD = 4
 
 ACTIONS_THAT_MATTER = frozenset({"push", "delete"})
 
