@@ -841,7 +841,7 @@ def render(results: dict[str, Any], failures: list[str], notes: list[str]) -> st
     if large:
         lines.append(
             "          delivery: event timestamp at the primary -> receipt (Distribution's queue); "
-            "store -> queued -> copy: geo-tui (receipt -> stored -> copy started -> tag on a secondary); "
+            "store, queued, copy: geo-tui (receipt -> stored; receipt -> copy started; -> tag written); "
             "held_s / yielded_s: background requests' waits for the own-pull backlog / for push copies"
         )
         lines.append(

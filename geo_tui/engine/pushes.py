@@ -43,7 +43,9 @@ DIGEST_PUSH_GRACE = 0.5
 # While push copies run, each background request (reconcile, deletion runs, verification) waits for
 # them this long at most: the registries, the event loop and the database serve the push first, and a
 # steady stream of pushes slows the background work without stopping it.
-PUSH_YIELD = 0.25
+PUSH_YIELD = 1.0
+# Manifests a coalesced job reads from the primary at once, before its copies start.
+MANIFEST_READS = 8
 
 
 class PushCopier:
@@ -145,10 +147,7 @@ class PushCopier:
                 await engine._db(engine.tracking.done_pushes, [p.id for p in queued])
                 return
             sites = [s.name for s in engine.config.secondaries if s.wants(repository)]
-            for _, digest in plan.tags:  # read each manifest once, not once per secondary at the same time
-                if engine._cache.get(digest) is None:
-                    with contextlib.suppress(RegistryError):  # each secondary's copy fails and says why
-                        engine._cache.put(await engine.primary.get_manifest(repository, digest))
+            await self._read_manifests(repository, [digest for _, digest in plan.tags])
             copied = await asyncio.gather(
                 *(self._to_site(name, repository, plan, queued, started) for name in sites)
             )
@@ -185,6 +184,20 @@ class PushCopier:
                 self._idle.set()
             engine._flush_bytes()
             self._wake.set()
+
+    async def _read_manifests(self, repository: str, digests: list[str]) -> None:
+        """Each tag's manifest, read from the primary once for every secondary, side by side: a burst's
+        coalesced job read them one after another (14 reads at 40-400 ms each on the loaded bench
+        machine) before any copy began."""
+        engine = self._engine
+        slots = asyncio.Semaphore(MANIFEST_READS)
+
+        async def read(digest: str) -> None:
+            async with slots:
+                with contextlib.suppress(RegistryError):  # each secondary's copy fails and says why
+                    engine._cache.put(await engine.primary.get_manifest(repository, digest))
+
+        await asyncio.gather(*(read(d) for d in dict.fromkeys(digests) if engine._cache.get(d) is None))
 
     async def _after_whole_runs(self, repository: str, queued: list[QueuedPush], whole_runs: int) -> None:
         """A whole-repository run of this repository beside this copy may have listed the secondary
