@@ -156,7 +156,8 @@ class PullBacklog:
 
     Nothing is held until an own pull event has arrived (a primary that does not notify, or filters
     them, is never waited on), and a wait with no own event arriving for ``stall`` seconds lets go:
-    a read that failed (404) or an event Distribution dropped is never coming, so the count restarts.
+    a read that failed (404) or an event Distribution dropped is never coming, so the count restarts,
+    and nothing is held again until the next own pull event arrives.
     """
 
     def __init__(
@@ -196,7 +197,10 @@ class PullBacklog:
                     async with asyncio.timeout(self.stall):
                         await self._arrived.wait()
                 except TimeoutError:
-                    self._sent = self._seen  # nothing came back for a while: those are not coming
+                    # Nothing came back for a while: those are not coming, and the primary may have
+                    # stopped notifying; hold nothing until an own pull event comes back again.
+                    self._sent = self._seen
+                    self._notified = False
                     self.released += 1
                     break
             self.held_seconds += self._clock() - started

@@ -63,6 +63,16 @@ async def test_a_wait_with_no_event_coming_back_lets_go_and_starts_counting_agai
     await backlog.hold(HEAD, True)
     await asyncio.wait_for(backlog.hold(HEAD, True), 1.0)
     assert backlog.released == 1 and backlog.outstanding == 1
+    # The primary may have stopped notifying: nothing is held until an own pull event comes back.
+    for _ in range(5):
+        await asyncio.wait_for(backlog.hold(HEAD, True), 0.1)
+    assert backlog.released == 1 and backlog.outstanding == 6
+    backlog.seen()
+    waiting = asyncio.ensure_future(backlog.hold(HEAD, True))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # notified again: held at the limit once more
+    backlog.seen(5)
+    await asyncio.wait_for(waiting, 0.5)
 
 
 @pytest.mark.parametrize("extra", [1, 5])
