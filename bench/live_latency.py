@@ -7,11 +7,12 @@ Run it from the repository root (it imports the test lab, `tests.support`)::
 
 Options: --pushes N, --layer-size BYTES, --events N, --event-seconds S, --threads N, --push-timeout S,
 --large-sizes 2000,20000, --large-pushes N, --burst N, --burst-seconds S, --large-skopeo-timeout S,
---large-only, --workdir DIR (parent of the temp dir), --keep (keep it).
+--large-only, --blob-events, --workdir DIR (parent of the temp dir), --keep (keep it).
 
 What it does, all on 127.0.0.1, with real CNCF Distribution 2.8:
-1. Starts a token realm, a primary whose notifications point at a `geo-tui serve` subprocess, two
-   secondaries (eu, us) that serve replicates into, and a peer secondary for skopeo.
+1. Starts a token realm, a primary whose notifications point at a `geo-tui serve` subprocess (blob
+   events ignored, as the README recommends; --blob-events keeps them), two secondaries (eu, us) that
+   serve replicates into, and a peer secondary for skopeo.
 2. Latency: pushes N small images one after another with the lab's RawPusher (each a new tag of
    `bench/live`, one ~4 KiB layer and its config). For each, the clock starts when the primary's 201 on the
    tag PUT is back, and stops when the tag answers HEAD with the pushed digest on EVERY secondary (one
@@ -31,7 +32,8 @@ What it does, all on 127.0.0.1, with real CNCF Distribution 2.8:
    copies that one image: what a polling replica pays per sync); --large-pushes single pushes, p50/p99
    and requests per event (serve's own count in /metrics: `geo_tui_push_requests_total` over
    `geo_tui_push_events_copied_total`, exact whatever else runs); a burst of --burst pushes in
-   --burst-seconds, p50/p99, and how long after its last push every tag is on both secondaries. Targets:
+   --burst-seconds, p50/p99, and how long after its last push every tag is on both secondaries; for both,
+   where the time went, from serve's /metrics (the primary's delivery, then geo-tui's stages). Targets:
    p50 <= 0.1 s, p99 <= 0.3 s, <= 20 requests per event, burst done <= 5 s after its last push.
 Exit status: 0 everything arrived and every acknowledged event is stored (missed timing targets are
 reported, never fatal); 1 a push never arrived or an acknowledged event is missing; 2 setup problem
@@ -134,10 +136,10 @@ class Bench:
         for name in ("primary", "eu", "us", "peer"):
             options: dict[str, Any] = {}
             if name == "primary":
-                options = {
-                    "notification_url": f"http://127.0.0.1:{self.serve_port}{EVENTS_PATH}",
-                    "notification_secret": SECRET,
-                }
+                url = f"http://127.0.0.1:{self.serve_port}{EVENTS_PATH}"
+                options = {"notification_url": url, "notification_secret": SECRET}
+                if not self.args.blob_events:  # as the README tells operators to configure it
+                    options["extra_config"] = {"notifications": {"endpoints": [primary_endpoint(url)]}}
             site = Distribution(
                 self.workdir / f"registry-{name}",
                 name=name,
@@ -405,6 +407,41 @@ class Bench:
                 values[name] = float(value)
         return values["geo_tui_push_events_copied_total"], values["geo_tui_push_requests_total"]
 
+    def stage_totals(self) -> dict[str, tuple[float, float]]:
+        """(sum, count) of the histograms that say where a push's time went, from serve's /metrics."""
+        wanted = {
+            'geo_tui_notification_delay_seconds_{}{{action="push",origin="other"}}': "delivery",
+            'geo_tui_notification_delay_seconds_{}{{action="pull",origin="own"}}': "own_pull_delivery",
+            'geo_tui_push_stage_seconds_{}{{stage="store"}}': "store",
+            'geo_tui_push_stage_seconds_{}{{stage="queued"}}': "queued",
+            'geo_tui_push_stage_seconds_{}{{stage="copy"}}': "copy",
+        }
+        text = httpx.get(self.serve_url + "/metrics", timeout=10).text
+        values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+        totals: dict[str, tuple[float, float]] = {}
+        for pattern, name in wanted.items():
+            totals[name] = (
+                float(values.get(pattern.format("sum"), 0.0)),
+                float(values.get(pattern.format("count"), 0.0)),
+            )
+        totals["held"] = (float(values.get("geo_tui_background_held_seconds", 0.0)), 1.0)
+        totals["yielded"] = (float(values.get("geo_tui_background_yielded_seconds", 0.0)), 1.0)
+        return totals
+
+    @staticmethod
+    def stage_means(
+        before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+    ) -> dict[str, Any]:
+        """Mean seconds per stage between two `stage_totals`, and background seconds held meanwhile."""
+        means: dict[str, Any] = {}
+        for name, (total, count) in after.items():
+            total0, count0 = before.get(name, (0.0, 0.0))
+            if name in ("held", "yielded"):
+                means[f"{name}_s"] = _round(total - total0)
+            elif count > count0:
+                means[name] = _round((total - total0) / (count - count0), 4)
+        return means
+
     def geo_requests(self, marks: dict[str, int]) -> dict[str, int]:
         """geo-tui's requests since `marks` per site, and how many were tag lists or HEADs by tag."""
         counts = {"requests": 0, "tag_lists": 0}
@@ -450,6 +487,7 @@ class Bench:
         self.wait_everywhere(readers, "warm", warm.digest, started, repository)
         events_before, requests_before = self.push_counts()
         marks = {name: self.sites[name].settled_mark() for name in ("primary", "eu", "us")}
+        stages_before = self.stage_totals()
         latencies: list[float] = []
         for n in range(self.args.large_pushes):
             image = self.image(f"{repository}-s{n}")
@@ -476,6 +514,7 @@ class Bench:
                 # background reconcile of the new repository if it is still running
                 "registry_logged_geo_requests": logged["requests"],
                 "registry_logged_tag_lists": logged["tag_lists"],
+                "stages": self.stage_means(stages_before, self.stage_totals()),
             }
             log(f"large {result['tags']}: single pushes {result['single']}")
         peer = result.get("peer") or {}
@@ -495,19 +534,26 @@ class Bench:
         done = threading.Event()
 
         def watch(name: str, client: httpx.Client) -> None:
+            # The oldest tag not seen yet, then the next as soon as it is there: copies put the tags on
+            # in push order, and HEADing every missing tag each round loaded the machine the bench
+            # measures (a tag put on out of order is seen late: latency over-, never under-reported).
             seen = arrived[name]
+            order = list(images)
             while not done.is_set() and len(seen) < count:
-                for tag in [t for t in pushed if t not in seen]:
+                tag = order[len(seen)]
+                if tag in pushed:
                     with contextlib.suppress(httpx.HTTPError):
                         response = client.head(f"/v2/{repository}/manifests/{tag}")
                         if response.headers.get("Docker-Content-Digest") == images[tag].digest:
                             seen[tag] = time.monotonic()
+                            continue
                 time.sleep(POLL_INTERVAL)
 
         threads = [threading.Thread(target=watch, args=item, daemon=True) for item in readers.items()]
         for thread in threads:
             thread.start()
         events_before, requests_before = self.push_counts()
+        stages_before = self.stage_totals()
         start = time.monotonic()
         for n, (tag, image) in enumerate(images.items()):
             pushed[tag] = self.push(pusher, tag, image, repository)
@@ -538,6 +584,7 @@ class Bench:
             "events": int(events),
             "requests_per_event": _round(requests / events, 1) if events else None,
             "target_after_last_push": TARGET_BURST_AFTER_LAST,
+            "stages": self.stage_means(stages_before, self.stage_totals()),
         }
         log(f"large {result['tags']}: burst {result['burst']}")
 
@@ -700,6 +747,20 @@ class Bench:
             self.notes.append("the serve log holds a traceback")
 
 
+def primary_endpoint(url: str) -> dict[str, Any]:
+    """The primary's notification endpoint as the README recommends: the test fixtures' one, and blob
+    events ignored (geo-tui acts on none of them; each is one more delivery ahead of the next push)."""
+    return {
+        "name": "geo_event",
+        "url": url,
+        "headers": {"Authorization": [SECRET]},
+        "timeout": "500ms",
+        "threshold": 5,
+        "backoff": "1s",
+        "ignore": {"mediatypes": ["application/octet-stream"]},
+    }
+
+
 def synthetic_event(repository: str, event_id: str, number: int) -> dict[str, Any]:
     return {
         "id": event_id,
@@ -771,7 +832,18 @@ def render(results: dict[str, Any], failures: list[str], notes: list[str]) -> st
             f"{cell(burst.get('requests_per_event'), 9)} {cell(peer.get('skopeo_sync_seconds'), 9)} "
             f"{cell(peer.get('ratio_skopeo_over_geo_p50'), 10, 'x')}"
         )
+    for row in large:
+        for phase in ("single", "burst"):
+            stages = (row.get(phase) or {}).get("stages")
+            if stages:
+                shown = "  ".join(f"{k} {v}" for k, v in stages.items())
+                lines.append(f"          {row['tags']:>6} {phase} mean seconds: {shown}")
     if large:
+        lines.append(
+            "          delivery: event timestamp at the primary -> receipt (Distribution's queue); "
+            "store, queued, copy: geo-tui (receipt -> stored; receipt -> copy started; -> tag written); "
+            "held_s / yielded_s: background requests' waits for the own-pull backlog / for push copies"
+        )
         lines.append(
             f"          targets: p50 <= {TARGET_LARGE_P50} s, p99 <= {TARGET_LARGE_P99} s, "
             f"<= {TARGET_REQUESTS} requests per event, "
@@ -812,6 +884,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="skopeo sync of a large repository at most (600 s)",
     )
     parser.add_argument("--large-only", action="store_true", help="only the large-repository phase")
+    parser.add_argument(
+        "--blob-events",
+        action="store_true",
+        help="keep the primary's blob events (default: ignored, ignore.mediatypes application/octet-stream)",
+    )
     parser.add_argument("--workdir", type=Path, help="parent of the temp dir")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, storage)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
 
-__all__ = ["RequestBudget", "Work", "request_hook", "set_work"]
+__all__ = ["Gate", "RequestBudget", "Work", "request_hook", "set_work"]
 
 
 @dataclass
@@ -57,12 +57,21 @@ class RequestBudget:
             await asyncio.sleep(wait)
 
 
-def request_hook(budget: RequestBudget | None) -> Callable[[httpx.Request], Awaitable[None]]:
-    """The `on_request` of one site's client: count the request for the current work, and hold
-    background work to the site's budget."""
+Gate = Callable[[httpx.Request, bool], Awaitable[None]]
 
-    async def hook(_request: httpx.Request) -> None:
+
+def request_hook(
+    budget: RequestBudget | None, gates: Sequence[Gate] = ()
+) -> Callable[[httpx.Request], Awaitable[None]]:
+    """The `on_request` of one site's client: count the request for the current work, and hold
+    background work to the site's budget. Each of `gates`, in order, sees every request as
+    `gate(request, background)` and may hold background work (pushes.PushCopier.yield_to_pushes,
+    and the primary's notifications.PullBacklog.hold)."""
+
+    async def hook(request: httpx.Request) -> None:
         work = _WORK.get()
+        for gate in gates:
+            await gate(request, work is not None and work.background)
         if work is None:
             return
         work.requests += 1

@@ -23,14 +23,14 @@ from geo_tui.config import Config, SiteConfig, redactor_for
 from geo_tui.registry import RegistryClient, RegistryError, is_valid_repository_name
 
 from .backoff import in_run_delay, retry_delay
-from .budget import RequestBudget, Work, request_hook, set_work
+from .budget import Gate, RequestBudget, Work, request_hook, set_work
 from .database import DatabaseWriter
 from .describe import blame_primary, describe_error, describe_stats, prefixed, reason_class
 from .lock import claim_for
 from .merge import open_primary_repository, replicate_merged
 from .metrics import EngineMetrics
 from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, SiteTags, SyncSummary
-from .notifications import RegistryEvent
+from .notifications import PullBacklog, RegistryEvent
 from .pushes import PushCopier
 from .replicate import (
     BlobCopier,
@@ -122,6 +122,7 @@ class Engine:
         self._inflight: dict[str, asyncio.Task[None]] = {}
         # Push copies, by repository: they run beside whole-repository jobs, never behind them.
         self._pushes = PushCopier(self)
+        self.pull_backlog = PullBacklog()  # fed by the receiver (see notifications.PullBacklog)
         self._wake: asyncio.Event | None = None
         self._paused = False
         self._running = False
@@ -139,6 +140,11 @@ class Engine:
             report=lambda _task, message: self.log("error", message),
             restarted=lambda task: self.metrics.task_restarts.labels(task).inc(),
             describe=describe_error,
+        )
+        self.metrics.watch_backlog(
+            lambda: self.pull_backlog.outstanding,
+            lambda: self.pull_backlog.held_seconds,
+            lambda: self._pushes.yielded_seconds,
         )
         self.metrics.watch_tasks(
             lambda: {s.name: s.name in self.tasks_down() for s in self._supervisor.states()}
@@ -194,7 +200,7 @@ class Engine:
                 transport=self._transports.get(site.name),
                 timeout=self._request_timeout,
                 redactor=self.redactor,
-                on_request=request_hook(budget),
+                on_request=request_hook(budget, self._gates(site.name)),
             )
             self._sites[site.name] = _Site(
                 site, client, throughput=Throughput(self._clock), completions=CompletionRate(self._clock)
@@ -229,6 +235,14 @@ class Engine:
         recovered = self.tracking.recover_started()
         if recovered:
             self.log("warning", f"picked up {recovered} repositories left in progress by an earlier run")
+
+    def _gates(self, site: str) -> list[Gate]:
+        """What background requests to ``site`` wait for: push copies running (everywhere), and the
+        primary's own pull notifications backing up (see notifications.PullBacklog)."""
+        gates: list[Gate] = [self._pushes.yield_to_pushes]
+        if site == self.config.primary.name:
+            gates.append(self.pull_backlog.hold)
+        return gates
 
     async def close(self) -> None:
         await self.stop()

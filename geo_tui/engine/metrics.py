@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -152,6 +152,45 @@ class EngineMetrics:
             buckets=REQUESTS_BUCKETS,
             registry=self.registry,
         )
+
+        # Where a push's time goes (issue 17): the primary's delivery, then geo-tui's stages.
+        self.notification_delay = Histogram(
+            "geo_tui_notification_delay_seconds",
+            "From an event's timestamp at the primary to its receipt here (the primary's queue and "
+            "delivery), by action and origin (own: caused by geo-tui's reads)",
+            ["action", "origin"],
+            buckets=PUSH_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.push_stage = Histogram(
+            "geo_tui_push_stage_seconds",
+            "A push's time in geo-tui by stage: store (receipt to stored), queued (receipt to its copy "
+            "started, store included), copy (copy started to the tag written on a secondary)",
+            ["stage"],
+            buckets=PUSH_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def watch_backlog(
+        self, outstanding: Callable[[], float], held: Callable[[], float], yielded: Callable[[], float]
+    ) -> None:
+        """geo-tui's own primary reads not notified yet, and how long background work waited on them
+        and on push copies."""
+        Gauge(
+            "geo_tui_own_pulls_outstanding",
+            "geo-tui's manifest reads of the primary whose pull notification has not come back",
+            registry=self.registry,
+        ).set_function(outstanding)
+        Gauge(
+            "geo_tui_background_held_seconds",
+            "Seconds background work waited for the primary's queue of pull notifications to drain",
+            registry=self.registry,
+        ).set_function(held)
+        Gauge(
+            "geo_tui_background_yielded_seconds",
+            "Seconds background requests waited for push copies to finish",
+            registry=self.registry,
+        ).set_function(yielded)
 
     def watch_state(
         self, counts: Callable[[], Mapping[str, SiteCounts]], in_flight: Callable[[], int]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from typing import Any
 
 from geo_tui._asgi import (
@@ -28,7 +29,7 @@ from geo_tui._asgi import (
 from .describe import describe_error
 from .engine import Engine
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .notifications import EnvelopeError, parse_envelope
+from .notifications import EnvelopeError, RegistryEvent, parse_envelope
 
 __all__ = ["EVENTS_PATH", "MAX_BODY", "ReceiverApp"]
 
@@ -38,6 +39,7 @@ EVENTS_PATH = "/api/v4/container_registry_event/events"
 HEALTH_PATH = "/-/health"
 METRICS_PATH = "/metrics"
 MAX_BODY = 1024 * 1024
+KNOWN_ACTIONS = frozenset({"push", "pull", "delete", "mount"})  # a metric label: never the sender's text
 
 
 class ReceiverApp:
@@ -101,10 +103,31 @@ class ReceiverApp:
             self._engine.metrics.rejected.labels("400").inc()
             await send_json(send, 400, {"error": str(exc)})
             return
+        received = time.time()
+        self._observe(events, received)
         try:
             queued = await self._engine.accept_notifications(events)
         except Exception as exc:  # not stored: answer 5xx so the registry sends it again
             log.error("could not store %d notification events: %s", len(events), describe_error(exc))
             await send_json(send, 503, {"error": "could not store the events; retry"})
             return
+        if queued:
+            self._engine.metrics.push_stage.labels("store").observe(time.time() - received)
         await send_json(send, 200, {"accepted": len(events), "queued": queued})
+
+    def _observe(self, events: list[RegistryEvent], received: float) -> None:
+        """How long the primary held each event (its queue, and what it delivered before it), and
+        geo-tui's own manifest pulls come back (they pace background reads of the primary)."""
+        metrics = self._engine.metrics
+        own_pulls = 0
+        for event in events:
+            own = event.own
+            if own and event.action == "pull" and event.is_manifest:
+                own_pulls += 1
+            created = event.created_at
+            if created is not None and event.action:
+                delay = max(0.0, received - created)
+                action = event.action if event.action in KNOWN_ACTIONS else "other"
+                metrics.notification_delay.labels(action, "own" if own else "other").observe(delay)
+        if own_pulls:
+            self._engine.pull_backlog.seen(own_pulls)

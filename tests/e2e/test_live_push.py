@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from geo_tui.engine.notifications import OWN_PULLS_AHEAD
 from tests.e2e.test_serve import SECRET, db_query, health, wait_settled
 from tests.support.binaries import find_binary
 from tests.support.distribution import AccessLogLine, Distribution, free_port
@@ -303,14 +305,75 @@ def test_a_burst_of_100_pushes_ends_identical_with_each_manifest_copied_once(big
     assert_only_named(big, since, repository, set(images))
 
 
+def primary_reads_of_big(big: BigLive, since: int) -> int:
+    """geo-tui's HEADs of BIG's bulk tags on the primary since the mark: a whole-repository run reading."""
+    prefix = f"/v2/{BIG}/manifests/t"
+    return sum(
+        1
+        for line in geo_requests(big.primary.registry, since)
+        if line.method == "HEAD" and line.path.startswith(prefix)
+    )
+
+
+def own_pulls_outstanding(served: Served) -> float:
+    for line in httpx.get(served.url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith("geo_tui_own_pulls_outstanding "):
+            return float(line.split()[1])
+    raise AssertionError("no geo_tui_own_pulls_outstanding in /metrics")
+
+
+def test_a_push_is_not_queued_behind_a_running_reconcile_s_pull_notifications(big: BigLive) -> None:
+    """Distribution 2.8 notifies every manifest HEAD and delivers one event at a time: an unbounded
+    reconcile of BIG queued ~2,000 pull events ahead of the next push, which then waited for all of them.
+    The primary's own pulls not yet notified now hold the reconcile back (PullBacklog): a push made while
+    the run reads the primary is on both secondaries while that run is still reading it."""
+    big.serve(settle=False, reconcile_interval=3600, reconcile_requests_per_second=0)
+    served = big.served
+    assert served is not None
+    wait_until(lambda: quiet(served), timeout=300, what="the primary's notification queue drained")
+    since = big.primary.registry.settled_mark()
+    resynced = subprocess.run(
+        [sys.executable, "-m", "geo_tui", "--config", str(served.config), "resync", BIG],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert resynced.returncode == 0, resynced.stderr
+    wait_until(
+        lambda: primary_reads_of_big(big, since) >= 50, timeout=120, what="the run reading the primary"
+    )
+    image = image_with_layers([layer_blob("big-beside")], seed="big-beside")
+    big.primary.pusher.push_tree(BIG, image, "beside")
+    outstanding = []
+
+    def arrived() -> bool:
+        outstanding.append(own_pulls_outstanding(served))
+        return on_secondaries(big, BIG, "beside", image.digest)
+
+    wait_until(arrived, timeout=120, what="beside on both secondaries")
+    read_when_copied = primary_reads_of_big(big, since)
+    # The run went on reading the primary after the push was copied: the push did not wait for it.
+    wait_until(
+        lambda: primary_reads_of_big(big, since) > read_when_copied + 20,
+        timeout=120,
+        what="the reconcile still reading the primary after the push was copied",
+    )
+    assert read_when_copied < TAGS, read_when_copied
+    # What Distribution holds ahead of a push stays short: the limit, and the reads in flight at it.
+    assert max(outstanding) <= 2 * OWN_PULLS_AHEAD, outstanding
+    wait_settled(served, BIG, timeout=600)
+    assert on_secondaries(big, BIG, "beside", image.digest)
+
+
 @pytest.fixture(scope="module")
 def reconciling(big: BigLive) -> BigLive:
-    """`big` served again with a reconcile every 10 s under a budget of 40 requests/s per site: the
-    whole-repository runs of its 2,000 tags follow one another, in the background. Distribution 2.8 sends
-    a pull notification for each of the primary's HEADs, one at a time, and a push's event waits behind
-    them: at 300/s and at 100/s a push was not on both secondaries within 120 s on the loaded shared
-    machine (serve's one event loop runs the reconcile and answers the notifications)."""
-    big.serve(settle=False, reconcile_interval=10, reconcile_requests_per_second=40)
+    """`big` served again with a reconcile every 10 s and no request budget: the whole-repository runs of
+    its 2,000 tags follow one another, in the background, as fast as they may. Distribution 2.8 sends a
+    pull notification for each of the primary's HEADs, one at a time, and a push's event waits behind
+    them: before PullBacklog, at 300/s and at 100/s a push was not on both secondaries within 120 s on
+    the loaded shared machine, and this fixture kept the reconcile to 40/s. Now the reconcile's reads of
+    the primary wait while their own pull events are not back, whatever the budget."""
+    big.serve(settle=False, reconcile_interval=10, reconcile_requests_per_second=0)
     return big
 
 
@@ -328,7 +391,7 @@ def test_a_lost_event_is_healed_by_the_reconcile_within_its_interval(reconciling
     wait_until(synced, timeout=600, what="a reconcile's run of BIG marked synced on both secondaries")
     write_tags(big.primary.registry, BIG, big.base_digest, ["lost-1"])  # no event is ever sent
     # Healed by the next reconcile: its interval, plus the run in progress and its own (each ~6,000 requests,
-    # at most 300/s per site, minutes on a loaded shared machine).
+    # paced by the primary's pull notifications coming back, minutes on a loaded shared machine).
     wait_until(lambda: on_secondaries(big, BIG, "lost-1", big.base_digest), timeout=600, what="lost-1 healed")
 
 

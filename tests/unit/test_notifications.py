@@ -85,7 +85,43 @@ def test_v1_envelope_as_distribution_2_8_posts_it() -> None:
         digest=DIGEST,
         media_type=OCI_MANIFEST,
         timestamp="2024-05-01T10:11:12.123456789Z",
+        user_agent="skopeo/1.9.3",
     )
+    assert parsed.created_at == pytest.approx(1714558272.123456)
+    assert not parsed.own  # skopeo's push, not one of geo-tui's reads
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "expected"),
+    [
+        ("2024-05-01T10:11:12Z", 1714558272.0),
+        ("2024-05-01T10:11:12.5+02:00", 1714551072.5),
+        ("2024-05-01T10:11:12.123456789123Z", 1714558272.123456),
+        ("yesterday", None),
+        ("2024-13-01T10:11:12Z", None),
+        (None, None),
+    ],
+)
+def test_an_event_timestamp_is_read_to_the_microsecond_or_not_at_all(
+    timestamp: str | None, expected: float | None
+) -> None:
+    raw = event()
+    if timestamp is None:
+        del raw["timestamp"]
+    else:
+        raw["timestamp"] = timestamp
+    (parsed,) = parse_envelope(envelope(raw))
+    assert parsed.created_at == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_an_event_caused_by_geo_tui_is_told_apart_by_its_user_agent() -> None:
+    raw = event("pull")
+    raw["request"]["useragent"] = "geo-tui/0.9.0"
+    other = event("pull")
+    del other["request"]
+    own, anonymous = parse_envelope(envelope(raw, other))
+    assert own.own and own.user_agent == "geo-tui/0.9.0"
+    assert not anonymous.own and anonymous.user_agent is None
 
 
 def test_v2_envelope_of_distribution_3() -> None:

@@ -1,0 +1,110 @@
+"""Background requests give way to pushes: they wait while their own pull notifications back up at the
+primary (PullBacklog) and while push copies run (PushCopier.yield_to_pushes).
+
+Distribution 2.8 sends a pull event for every manifest read and delivers an endpoint's events one at
+a time; a push event queued behind thousands of geo-tui's own pulls waited for all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from geo_tui.engine.notifications import PullBacklog
+from geo_tui.engine.pushes import PUSH_YIELD, PushCopier
+
+HEAD = httpx.Request("HEAD", "http://primary/v2/group/app/manifests/v1")
+BLOB = httpx.Request("GET", "http://primary/v2/group/app/blobs/sha256:" + "ab" * 32)
+PUT = httpx.Request("PUT", "http://primary/v2/group/app/manifests/v1")
+
+
+async def test_nothing_is_held_until_the_primary_has_notified_an_own_pull() -> None:
+    backlog = PullBacklog(limit=2, stall=5.0)
+    for _ in range(10):  # a primary that never notifies pulls: never waited on
+        await asyncio.wait_for(backlog.hold(HEAD, True), 0.1)
+    assert backlog.outstanding == 10
+
+
+async def test_background_reads_wait_at_the_limit_until_their_events_come_back() -> None:
+    backlog = PullBacklog(limit=3, stall=5.0)
+    await backlog.hold(HEAD, False)
+    backlog.seen()  # the primary notifies geo-tui's pulls
+    for _ in range(3):
+        await asyncio.wait_for(backlog.hold(HEAD, True), 0.1)
+    assert backlog.outstanding == 3
+    waiting = asyncio.ensure_future(backlog.hold(HEAD, True))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # three outstanding: the fourth read waits
+    await asyncio.wait_for(backlog.hold(HEAD, False), 0.1)  # a push's read never waits, and counts
+    assert backlog.outstanding == 4
+    backlog.seen(2)
+    await asyncio.wait_for(waiting, 0.5)
+    assert backlog.outstanding == 3 and backlog.held_seconds > 0.04
+
+
+async def test_other_requests_are_neither_counted_nor_held() -> None:
+    backlog = PullBacklog(limit=1, stall=5.0)
+    await backlog.hold(HEAD, True)
+    backlog.seen()
+    await backlog.hold(HEAD, True)
+    for request in (BLOB, PUT):
+        await asyncio.wait_for(backlog.hold(request, True), 0.1)
+    assert backlog.outstanding == 1
+
+
+async def test_a_wait_with_no_event_coming_back_lets_go_and_starts_counting_again() -> None:
+    # A read that failed (no event) or an event dropped: never coming, so the count restarts.
+    backlog = PullBacklog(limit=1, stall=0.2)
+    await backlog.hold(HEAD, True)
+    backlog.seen()
+    await backlog.hold(HEAD, True)
+    await asyncio.wait_for(backlog.hold(HEAD, True), 1.0)
+    assert backlog.released == 1 and backlog.outstanding == 1
+    # The primary may have stopped notifying: nothing is held until an own pull event comes back.
+    for _ in range(5):
+        await asyncio.wait_for(backlog.hold(HEAD, True), 0.1)
+    assert backlog.released == 1 and backlog.outstanding == 6
+    backlog.seen()
+    waiting = asyncio.ensure_future(backlog.hold(HEAD, True))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # notified again: held at the limit once more
+    backlog.seen(5)
+    await asyncio.wait_for(waiting, 0.5)
+
+
+@pytest.mark.parametrize("extra", [1, 5])
+async def test_more_own_events_than_reads_never_go_below_zero(extra: int) -> None:
+    # Another geo-tui reading the same primary sends own pulls this one did not count.
+    backlog = PullBacklog(limit=2, stall=5.0)
+    await backlog.hold(HEAD, True)
+    backlog.seen(1 + extra)
+    assert backlog.outstanding == 0
+    await asyncio.wait_for(backlog.hold(HEAD, True), 0.1)
+    await asyncio.wait_for(backlog.hold(HEAD, True), 0.1)
+    assert backlog.outstanding == 2
+
+
+class _Clocked:
+    """What PushCopier.yield_to_pushes reads of its engine: the clock."""
+
+    _clock = staticmethod(time.monotonic)
+
+
+async def test_background_requests_yield_to_running_push_copies_for_a_bounded_time() -> None:
+    copier = PushCopier(_Clocked())  # type: ignore[arg-type]
+    await asyncio.wait_for(copier.yield_to_pushes(HEAD, True), 0.05)  # no copy running: no wait
+    copier._idle.clear()  # a copy runs (run_forever clears it as it starts one)
+    await asyncio.wait_for(copier.yield_to_pushes(HEAD, False), 0.05)  # a push's own request never waits
+    waiting = asyncio.ensure_future(copier.yield_to_pushes(HEAD, True))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    copier._idle.set()  # the last copy ended
+    await asyncio.wait_for(waiting, 0.1)
+    copier._idle.clear()
+    started = time.monotonic()
+    await copier.yield_to_pushes(HEAD, True)  # pushes that never end slow background work, never stop it
+    assert PUSH_YIELD - 0.02 <= time.monotonic() - started < PUSH_YIELD + 0.5
+    assert copier.yielded_seconds >= PUSH_YIELD
