@@ -21,23 +21,14 @@ from itertools import chain, pairwise
 
 from geo_tui.registry import ManifestInfo, NotFound, RegistryClient, RegistryError
 
+from .blobs import BlobCopier
+from .deletions import DeletionsHeld, SecondaryGraph, delete_gone, read_children
+from .pool import METADATA_CONCURRENCY, for_each_limited
 from .referrers import is_fallback_tag, replicate_referrers
-from .replicate import (
-    METADATA_CONCURRENCY,
-    REFERRERS_TAG_PREFIX,
-    BlobCopier,
-    ManifestCache,
-    PrimaryRepository,
-    RepositoryOutcome,
-    _delete_gone,
-    _DeletionsHeld,
-    _for_each_limited,
-    _read_children,
-    _RepositoryRun,
-    _SecondaryGraph,
-    read_primary_repository,
-    replicate_repository,
-)
+from .replicate import replicate_repository
+from .repository import REFERRERS_TAG_PREFIX, ManifestCache, PrimaryRepository, RepositoryOutcome
+from .tags import read_primary_repository
+from .trees import RepositoryRun
 
 __all__ = ["CHUNK", "ListingNotSorted", "open_primary_repository", "replicate_merged"]
 
@@ -180,7 +171,7 @@ class _Merge:
 
 
 async def _compare_chunk(
-    run: _RepositoryRun, chunk: list[_Entry], merge: _Merge, *, tag_concurrency: int, recheck: bool
+    run: RepositoryRun, chunk: list[_Entry], merge: _Merge, *, tag_concurrency: int, recheck: bool
 ) -> None:
     """HEAD one chunk on both sides, copy what differs (fallback tags later), recheck what matches."""
     primary: dict[str, ManifestInfo] = {}
@@ -205,7 +196,7 @@ async def _compare_chunk(
 
     merge.only_secondary.extend(tag for tag, on_primary, _ in chunk if not on_primary)
     listed = [entry for entry in chunk if entry[1]]
-    failures = await _for_each_limited(listed, head, METADATA_CONCURRENCY)
+    failures = await for_each_limited(listed, head, METADATA_CONCURRENCY)
     for _, exc in failures:
         if isinstance(exc, _SecondaryUnreadable):
             raise exc.error
@@ -232,7 +223,7 @@ async def _compare_chunk(
             stale.append(tag)
     merge.served += len(primary)
     merge.phase(merge.copying)
-    copies = await _for_each_limited(stale, lambda t: run.copy_tag(t, primary[t].digest), tag_concurrency)
+    copies = await for_each_limited(stale, lambda t: run.copy_tag(t, primary[t].digest), tag_concurrency)
     merge.errors.extend(f"tag {t}: {e}" for t, e in copies)
     if merge.seen is not None:
         copied = set(stale).difference(t for t, _ in copies)
@@ -241,14 +232,14 @@ async def _compare_chunk(
         await merge.seen(seen_primary, seen_secondary)
     if recheck:
         matching = [t for t, _, _ in listed if t in primary and secondary.get(t) == primary[t].digest]
-        rechecks = await _for_each_limited(
+        rechecks = await for_each_limited(
             matching, lambda t: run.recheck_tag(primary[t].digest), tag_concurrency
         )
         merge.errors.extend(f"tag {t}: {e}" for t, e in rechecks)
 
 
 async def _merge_listings(
-    run: _RepositoryRun, merge: _Merge, *, first_run: bool, tag_concurrency: int, recheck: bool
+    run: RepositoryRun, merge: _Merge, *, first_run: bool, tag_concurrency: int, recheck: bool
 ) -> None:
     primary = _Cursor(run.primary, run.repository)
     secondary = _Cursor(run.secondary, run.repository)
@@ -301,7 +292,7 @@ async def replicate_merged(
     if not view.streamed:
         return await in_memory(view)
     repository = view.name
-    run = _RepositoryRun(repository, blobs.primary, secondary, blobs, cache, blob_concurrency)
+    run = RepositoryRun(repository, blobs.primary, secondary, blobs, cache, blob_concurrency)
     merge = _Merge(seen=seen, phase=phase, copying=f"copying to {site}")
     try:
         await _merge_listings(
@@ -322,7 +313,7 @@ async def replicate_merged(
         return RepositoryOutcome(site, repository, run.stats, [*merge.errors, str(exc)], [], merge.served)
     merge.phase(merge.copying)  # fallback tags, referrers and deletions
     errors, warnings = merge.errors, list[str]()
-    failed = await _for_each_limited(
+    failed = await for_each_limited(
         sorted(merge.late), lambda t: run.copy_tag(t, merge.fallback[t]), tag_concurrency
     )
     errors.extend(f"tag {t}: {e}" for t, e in failed)
@@ -341,7 +332,7 @@ async def replicate_merged(
         lambda: run.replicated_manifests({d: d for d in merge.plain}),
         primary_tags=primary_tags,
         secondary_tags=[t for t in merge.only_secondary if is_fallback_tag(t)],
-        ensure_manifest=run._child,
+        ensure_manifest=run.ensure_child,
         protected=lambda ignored: _reached_streamed(run, ignored),
         prune=replicate_deletions,
     )
@@ -365,11 +356,11 @@ async def replicate_merged(
 
 
 async def _read_graph_streamed(
-    run: _RepositoryRun, is_gone: Callable[[str], bool]
-) -> tuple[_SecondaryGraph, set[str]]:
+    run: RepositoryRun, is_gone: Callable[[str], bool]
+) -> tuple[SecondaryGraph, set[str]]:
     """The secondary read now, a listing page at a time: the tags for which `is_gone` holds, with what
     they point at (the graph's tags), the distinct manifests every other tag points at (the set), and
-    every manifest either reaches. Raises _DeletionsHeld naming the first thing that could not be read."""
+    every manifest either reaches. Raises DeletionsHeld naming the first thing that could not be read."""
     secondary, repository = run.secondary, run.repository
     gone: dict[str, str] = {}
     stays: set[str] = set()
@@ -403,31 +394,31 @@ async def _read_graph_streamed(
             if page is None:
                 break
             first = False
-            for _, exc in await _for_each_limited(page.items, head, METADATA_CONCURRENCY):
+            for _, exc in await for_each_limited(page.items, head, METADATA_CONCURRENCY):
                 raise exc
     except RegistryError as exc:
-        raise _DeletionsHeld(str(exc)) from None  # names the site, the repository and the tag
+        raise DeletionsHeld(str(exc)) from None  # names the site, the repository and the tag
     finally:
         await pages.aclose()
-    return _SecondaryGraph(gone, await _read_children(run, stays | set(gone.values()))), stays
+    return SecondaryGraph(gone, await read_children(run, stays | set(gone.values()))), stays
 
 
-async def _reached_streamed(run: _RepositoryRun, ignored: Collection[str]) -> set[str]:
+async def _reached_streamed(run: RepositoryRun, ignored: Collection[str]) -> set[str]:
     """Every manifest the secondary's tags but `ignored` reach now (see _reached_by_tags)."""
     graph, stays = await _read_graph_streamed(run, lambda tag: tag in ignored)
     return graph.reach(stays)
 
 
 async def _delete_streamed(
-    run: _RepositoryRun, gone: set[str], errors: list[str], warnings: list[str]
+    run: RepositoryRun, gone: set[str], errors: list[str], warnings: list[str]
 ) -> None:
     """The rule of _delete_tags (README, "Deletions") over a listing read a page at a time: the tags
     that stay are held only as the distinct manifests they point at."""
     try:
         graph, stays = await _read_graph_streamed(run, gone.__contains__)
-    except _DeletionsHeld as exc:
+    except DeletionsHeld as exc:
         errors.append(
             f"deletions held back, cannot read {exc}; nothing is deleted in {run.repository} this run"
         )
         return
-    await _delete_gone(run, graph, graph.tags, graph.reach(stays), errors, warnings)
+    await delete_gone(run, graph, graph.tags, graph.reach(stays), errors, warnings)
