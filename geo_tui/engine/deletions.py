@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from geo_tui.registry import NotFound, RegistryError, RegistryRejected, parse_manifest
 
+from .failure import Failure, failure_of
 from .pool import METADATA_CONCURRENCY, for_each_limited
 from .repository import PrimaryRepository
 from .tags import secondary_tags
@@ -19,6 +20,7 @@ __all__ = [
     "SecondaryGraph",
     "delete_gone",
     "delete_tags",
+    "held_back",
     "reached_by_tags",
     "read_children",
     "read_secondary_graph",
@@ -27,6 +29,12 @@ __all__ = [
 
 class DeletionsHeld(Exception):
     """Something a deletion's safety rests on could not be read: nothing is deleted this run."""
+
+
+def held_back(exc: DeletionsHeld, repository: str) -> Failure:
+    """The failure of a run whose deletions were held back by `exc`."""
+    text = f"deletions held back, cannot read {exc}; nothing is deleted in {repository} this run"
+    return Failure("secondary", "deletions_held", text)
 
 
 @dataclass
@@ -90,7 +98,7 @@ async def reached_by_tags(run: RepositoryRun, ignored: Collection[str]) -> set[s
 async def delete_tags(
     run: RepositoryRun,
     view: PrimaryRepository,
-    errors: list[str],
+    errors: list[Failure],
     warnings: list[str],
     *,
     keep: Collection[str] = (),
@@ -103,7 +111,7 @@ async def delete_tags(
     try:
         graph = await read_secondary_graph(run)
     except DeletionsHeld as exc:
-        errors.append(f"deletions held back, cannot read {exc}; nothing is deleted in {repository} this run")
+        errors.append(held_back(exc, repository))
         return
     gone = {
         t: d
@@ -119,7 +127,7 @@ async def delete_gone(
     graph: SecondaryGraph,
     gone: Mapping[str, str],
     protected: set[str],
-    errors: list[str],
+    errors: list[Failure],
     warnings: list[str],
 ) -> None:
     """Delete the `gone` tags (tag -> digest on the secondary, read in this run), by tag where the
@@ -136,14 +144,15 @@ async def delete_gone(
             continue  # already gone
         except RegistryRejected as exc:
             if exc.status == 405:  # Distribution with storage.delete off answers 405 UNSUPPORTED
-                errors.append(
+                text = (
                     f"tag {tag}: the secondary refuses deletes (405); enable storage.delete there "
                     "or set replicate_deletions = false"
                 )
+                errors.append(Failure("secondary", "refuses_deletes", text, 405))
                 return
             # 400 DIGEST_INVALID: Distribution 2.8 cannot delete a tag alone; fall through to by-digest
         except RegistryError as exc:
-            errors.append(f"tag {tag}: delete: {exc}")
+            errors.append(failure_of(exc, run.primary.name).within(f"tag {tag}: delete: "))
             protected |= graph.reach([digest])  # the tag stays: so does what it reaches
             continue
         # The registry cannot delete a tag alone (Distribution 2.8): delete the manifest by digest.
@@ -159,5 +168,5 @@ async def delete_gone(
         except NotFound:
             continue
         except RegistryError as exc:
-            errors.append(f"tag {tag}: delete {digest}: {exc}")
+            errors.append(failure_of(exc, run.primary.name).within(f"tag {tag}: delete {digest}: "))
             protected |= graph.reach([digest])

@@ -25,7 +25,8 @@ from geo_tui.registry import RegistryClient, RegistryError, is_valid_repository_
 from .backoff import in_run_delay, retry_delay
 from .budget import Gate, RequestBudget, Work, request_hook, set_work
 from .database import DatabaseWriter
-from .describe import blame_primary, describe_error, describe_stats, prefixed, reason_class
+from .describe import blame_primary, describe_error, describe_stats, prefixed
+from .failure import Failure, Side, failure_of
 from .lock import claim_for
 from .merge import open_primary_repository, replicate_merged
 from .metrics import EngineMetrics
@@ -72,6 +73,7 @@ NOTIFICATION_STORE_TIMEOUT = 3.0
 # Discovery gives a write this long, then fails and is restarted: the failure shows, and is counted.
 BACKGROUND_WRITE_TIMEOUT = 5.0
 SHUTDOWN_WRITE_TIMEOUT = 2.0
+READING_PRIMARY = "reading the primary"  # what a job waits on first (a deadline's reason says it)
 
 
 @dataclass
@@ -692,7 +694,7 @@ class Engine:
             tasks[0].cancel()
 
     async def _run_job(self, repository: str, rows: list[RepositoryRow], once: bool) -> None:
-        unfinished = {row.site: "reading the primary" for row in rows}
+        unfinished = {row.site: READING_PRIMARY for row in rows}
         limit = self.config.engine.max_job_duration
         if not once:
             set_work(Work(background=True))  # `serve`'s whole-repository work keeps to each site's budget
@@ -704,11 +706,13 @@ class Engine:
             # Every request has its own deadline; this bounds a job of many slow ones (issue 12, case 5).
             for site, doing in sorted(unfinished.items()):
                 reason = f"over max_job_duration ({limit:.0f} s) while {doing}"
-                await self._record_failure(site, repository, reason, once)
+                side: Side = "primary" if doing == READING_PRIMARY else "secondary"
+                await self._record_failure(site, repository, Failure(side, "over_deadline", reason), once)
         except Exception as exc:  # a fault of the engine's own (a database error): said, and retried later
             for row in rows:
                 with contextlib.suppress(Exception):
-                    await self._record_failure(row.site, repository, f"engine: {describe_error(exc)}", once)
+                    failure = Failure("geo-tui", "engine", f"engine: {describe_error(exc)}")
+                    await self._record_failure(row.site, repository, failure, once)
         finally:
             await self._pushes.whole_run_ended(repository)
             self._inflight.pop(repository, None)
@@ -733,7 +737,10 @@ class Engine:
             except Exception as exc:  # the primary could not be read: every secondary's row fails
                 for row in rows:
                     unfinished.pop(row.site, None)
-                    await self._record_failure(row.site, repository, blame_primary(exc), once)
+                    failure = failure_of(
+                        exc, self.config.primary.name, text=blame_primary(exc), side="primary"
+                    )
+                    await self._record_failure(row.site, repository, failure, once)
                 return
             if not view.streamed:  # a streamed run says itself when it reads and when it copies
                 for row in rows:
@@ -807,7 +814,12 @@ class Engine:
             raise
         except Exception as exc:
             outcome = RepositoryOutcome(
-                site_name, repository, CopyStats(), [describe_error(exc)], [], len(view.tags)
+                site_name,
+                repository,
+                CopyStats(),
+                [failure_of(exc, primary_name, text=describe_error(exc))],
+                [],
+                len(view.tags),
             )
         unfinished.pop(site_name, None)
         site.stats.add(outcome.stats)
@@ -864,9 +876,10 @@ class Engine:
         return await repository_size(view, self.primary, self._cache)
 
     async def _record_failure(
-        self, site: str, repository: str, reason: str, once: bool, generation: int | None = None
+        self, site: str, repository: str, failure: Failure, once: bool, generation: int | None = None
     ) -> None:
-        reason = self.redactor.redact(reason)  # before the summary, the metrics, the database and the log
+        failure = failure.said(self.redactor.redact)  # before the summary, the database and the log
+        reason = failure.text
         now = self._clock()
         attempts = self._run_attempts.get((site, repository), 1)
         row = self.tracking.row(site, repository)
@@ -876,7 +889,7 @@ class Engine:
         else:
             retry_at = now + retry_delay(count, self._rng)
         await self._db(self.tracking.mark_failed, site, repository, reason, retry_at, generation)
-        self.metrics.failures.labels(site, reason_class(reason)).inc()
+        self.metrics.failures.labels(site, failure.label).inc()
         summary = self._run_summary.get(site) if self._run_summary is not None else None
         final = not once or attempts >= self.config.engine.sync_attempts
         if summary is not None and final:

@@ -22,7 +22,8 @@ from itertools import chain, pairwise
 from geo_tui.registry import ManifestInfo, NotFound, RegistryClient, RegistryError
 
 from .blobs import BlobCopier
-from .deletions import DeletionsHeld, SecondaryGraph, delete_gone, read_children
+from .deletions import DeletionsHeld, SecondaryGraph, delete_gone, held_back, read_children
+from .failure import Failure, failure_of
 from .pool import METADATA_CONCURRENCY, for_each_limited
 from .referrers import is_fallback_tag, replicate_referrers
 from .replicate import replicate_repository
@@ -161,7 +162,7 @@ class _Merge:
     late: list[str] = field(default_factory=list)  # those of them to copy
     plain: set[str] = field(default_factory=set)  # distinct manifests of its other tags
     only_secondary: list[str] = field(default_factory=list)  # the deletions to make, if any
-    errors: list[str] = field(default_factory=list)
+    errors: list[Failure] = field(default_factory=list)
     # Told each chunk's tags as read on the primary and as the secondary holds them after the copies
     # (the engine keeps them as the tags last seen), so nothing the size of the listing is held here.
     seen: SeenHook | None = None
@@ -203,9 +204,10 @@ async def _compare_chunk(
     failed = {entry[0]: exc for entry, exc in failures}
     for tag, _, _ in listed:  # in tag order, as the in-memory run reports them
         if tag in failed:
-            merge.errors.append(f"tag {tag}: {failed[tag]}")
+            merge.errors.append(failure_of(failed[tag], run.primary.name).within(f"tag {tag}: "))
         elif tag in unserved:
-            merge.errors.append(f"primary lists tag {tag} but cannot serve it (HEAD answered 404)")
+            text = f"primary lists tag {tag} but cannot serve it (HEAD answered 404)"
+            merge.errors.append(Failure("primary", "unserved", text, 404))
     stale: list[str] = []
     for tag, _, _ in listed:
         info = primary.get(tag)
@@ -224,7 +226,7 @@ async def _compare_chunk(
     merge.served += len(primary)
     merge.phase(merge.copying)
     copies = await for_each_limited(stale, lambda t: run.copy_tag(t, primary[t].digest), tag_concurrency)
-    merge.errors.extend(f"tag {t}: {e}" for t, e in copies)
+    merge.errors.extend(failure_of(e, run.primary.name).within(f"tag {t}: ") for t, e in copies)
     if merge.seen is not None:
         copied = set(stale).difference(t for t, _ in copies)
         seen_primary = {t: info.digest for t, info in primary.items()}
@@ -235,7 +237,7 @@ async def _compare_chunk(
         rechecks = await for_each_limited(
             matching, lambda t: run.recheck_tag(primary[t].digest), tag_concurrency
         )
-        merge.errors.extend(f"tag {t}: {e}" for t, e in rechecks)
+        merge.errors.extend(failure_of(e, run.primary.name).within(f"tag {t}: ") for t, e in rechecks)
 
 
 async def _merge_listings(
@@ -310,13 +312,15 @@ async def replicate_merged(
         outcome.warnings.insert(0, note)
         return outcome
     except RegistryError as exc:  # a listing or a HEAD of the secondary, or a listing of the primary
-        return RepositoryOutcome(site, repository, run.stats, [*merge.errors, str(exc)], [], merge.served)
+        return RepositoryOutcome(
+            site, repository, run.stats, [*merge.errors, failure_of(exc, run.primary.name)], [], merge.served
+        )
     merge.phase(merge.copying)  # fallback tags, referrers and deletions
     errors, warnings = merge.errors, list[str]()
     failed = await for_each_limited(
         sorted(merge.late), lambda t: run.copy_tag(t, merge.fallback[t]), tag_concurrency
     )
-    errors.extend(f"tag {t}: {e}" for t, e in failed)
+    errors.extend(failure_of(e, run.primary.name).within(f"tag {t}: ") for t, e in failed)
     view.reached.update(merge.plain)
     view.reached.update(merge.fallback.values())
 
@@ -410,15 +414,13 @@ async def _reached_streamed(run: RepositoryRun, ignored: Collection[str]) -> set
 
 
 async def _delete_streamed(
-    run: RepositoryRun, gone: set[str], errors: list[str], warnings: list[str]
+    run: RepositoryRun, gone: set[str], errors: list[Failure], warnings: list[str]
 ) -> None:
     """The rule of _delete_tags (README, "Deletions") over a listing read a page at a time: the tags
     that stay are held only as the distinct manifests they point at."""
     try:
         graph, stays = await _read_graph_streamed(run, gone.__contains__)
     except DeletionsHeld as exc:
-        errors.append(
-            f"deletions held back, cannot read {exc}; nothing is deleted in {run.repository} this run"
-        )
+        errors.append(held_back(exc, run.repository))
         return
     await delete_gone(run, graph, graph.tags, graph.reach(stays), errors, warnings)

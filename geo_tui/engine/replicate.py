@@ -17,6 +17,7 @@ from geo_tui.registry import InvalidManifest, Manifest, RegistryClient, Registry
 
 from .blobs import SMALL_BLOB_BYTES, BlobCopier, BlobLocations
 from .deletions import delete_tags, reached_by_tags
+from .failure import failure_of
 from .pool import for_each_limited
 from .referrers import replicate_referrers
 from .repository import (
@@ -164,12 +165,15 @@ async def replicate_repository(
     found one missing); an ordinary run trusts a matching tag and reads nothing below it."""
     repository = view.name
     run = RepositoryRun(repository, blobs.primary, secondary, blobs, cache, blob_concurrency)
-    errors = [e if t in view.unserved else f"tag {t}: {e}" for t, e in sorted(view.tag_errors.items())]
+    primary = run.primary.name
+    errors = [e if t in view.unserved else e.within(f"tag {t}: ") for t, e in sorted(view.tag_errors.items())]
     warnings: list[str] = []
     try:
         found = await secondary_tags(secondary, repository)
     except RegistryError as exc:
-        return RepositoryOutcome(site, repository, run.stats, [str(exc)], warnings, len(view.tags))
+        return RepositoryOutcome(
+            site, repository, run.stats, [failure_of(exc, primary)], warnings, len(view.tags)
+        )
     current = found or {}
     run.fresh = first_run and found is None
 
@@ -177,13 +181,13 @@ async def replicate_repository(
     stale_copy = [t for t, d in wanted.items() if current.get(t) != d]
     for phase in _tag_order(stale_copy):
         failed = await for_each_limited(phase, lambda t: run.copy_tag(t, wanted[t]), tag_concurrency)
-        errors.extend(f"tag {t}: {e}" for t, e in failed)
+        errors.extend(failure_of(e, primary).within(f"tag {t}: ") for t, e in failed)
     if recheck_blobs:
         run.recheck = True
         copied = set(stale_copy)
         matching = sorted(t for t in wanted if t not in copied)
         failed = await for_each_limited(matching, lambda t: run.recheck_tag(wanted[t]), tag_concurrency)
-        errors.extend(f"tag {t}: {e}" for t, e in failed)
+        errors.extend(failure_of(e, primary).within(f"tag {t}: ") for t, e in failed)
 
     # OCI 1.1 referrers, tagged or not, once their subjects are in place (a no-op without the API).
     plain_tags = {t: d for t, d in wanted.items() if not t.startswith(REFERRERS_TAG_PREFIX)}

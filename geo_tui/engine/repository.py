@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from geo_tui.registry import Manifest, ManifestInfo
 
+from .failure import Failure, joined
+
 __all__ = [
     "REFERRERS_TAG_PREFIX",
     "CopyStats",
@@ -64,7 +66,7 @@ class PrimaryRepository:
     name: str
     exists: bool
     tags: dict[str, ManifestInfo] = field(default_factory=dict)
-    tag_errors: dict[str, str] = field(default_factory=dict)
+    tag_errors: dict[str, Failure] = field(default_factory=dict)
     # Listed, but HEAD answered 404 (a lagging replica, an eventually consistent primary): kept on
     # every secondary, and the repository fails (issue 12, case 3). Each is in tag_errors too.
     unserved: set[str] = field(default_factory=set)
@@ -83,7 +85,7 @@ class RepositoryOutcome:
     site: str
     repository: str
     stats: CopyStats
-    errors: list[str]
+    errors: list[Failure]
     warnings: list[str]
     tag_count: int
 
@@ -92,10 +94,9 @@ class RepositoryOutcome:
         return not self.errors
 
     @property
-    def failure(self) -> str:
-        shown = "; ".join(self.errors[:3])
-        more = len(self.errors) - 3
-        return shown + (f"; and {more} more" if more > 0 else "")
+    def failure(self) -> Failure:
+        """The run's failures as one (the first three, and how many more): only when not ``ok``."""
+        return joined(self.errors)
 
 
 class ManifestCache:

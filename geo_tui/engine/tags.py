@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from geo_tui.registry import ManifestInfo, NotFound, RegistryClient
 
+from .failure import Failure, failure_of
 from .pool import METADATA_CONCURRENCY, for_each_limited
 from .repository import PrimaryRepository
 
@@ -27,10 +28,12 @@ async def read_primary_repository(primary: RegistryClient, repository: str) -> P
             view.tags[tag] = shared.setdefault(info, info)
         else:  # deleted since the listing, or a replica behind: the next run tells; keep the copy meanwhile
             view.unserved.add(tag)
-            view.tag_errors[tag] = f"primary lists tag {tag} but cannot serve it (HEAD answered 404)"
+            view.tag_errors[tag] = Failure(
+                "primary", "unserved", f"primary lists tag {tag} but cannot serve it (HEAD answered 404)", 404
+            )
 
     for tag, exc in await for_each_limited(tags, head, METADATA_CONCURRENCY):
-        view.tag_errors[tag] = str(exc)
+        view.tag_errors[tag] = failure_of(exc, primary.name)
     return view
 
 
