@@ -31,9 +31,12 @@ from .repository import REFERRERS_TAG_PREFIX, ManifestCache, PrimaryRepository, 
 from .tags import read_primary_repository
 from .trees import RepositoryRun
 
-__all__ = ["CHUNK", "ListingNotSorted", "open_primary_repository", "replicate_merged"]
+__all__ = ["CHUNK", "READING_PRIMARY", "ListingNotSorted", "open_primary_repository", "replicate_merged"]
 
 log = logging.getLogger("geo_tui.engine")
+
+# What a run waits on while it lists and HEADs the primary: a deadline's reason says so, blaming the primary.
+READING_PRIMARY = "reading the primary"
 
 CHUNK = 500  # tags compared at a time: HEADs in flight are bounded by METADATA_CONCURRENCY anyway
 
@@ -251,7 +254,7 @@ async def _merge_listings(
         run.recheck = recheck
         async for chunk in _merged(primary, secondary, CHUNK):
             await _compare_chunk(run, chunk, merge, tag_concurrency=tag_concurrency, recheck=recheck)
-            merge.phase("reading the primary")  # the next chunk: listed and HEADed on both sides
+            merge.phase(READING_PRIMARY)  # the next chunk: listed and HEADed on both sides
     finally:
         await primary.aclose()
         await secondary.aclose()
