@@ -1,37 +1,13 @@
-"""Words for people (log lines, failure reasons) and bounded labels for metrics."""
+"""Words for people: log lines and failure reasons (the metrics' labels come from engine/failure.py)."""
 
 from __future__ import annotations
-
-import re
 
 from geo_tui.figures import size
 from geo_tui.registry import RegistryError
 
 from .replicate import CopyStats
 
-__all__ = ["blame_primary", "describe_error", "describe_stats", "prefixed", "reason_class"]
-
-_STATUS = re.compile(r": (\d{3})\b")
-
-
-def reason_class(reason: str) -> str:
-    """A short, bounded label for a failure reason (metrics must not grow a series per message)."""
-    side = "primary" if reason.startswith("primary") else "secondary"
-    status = _STATUS.search(reason)
-    if status:
-        return f"{side}_http_{status.group(1)}"
-    for word in (
-        "unreachable",
-        "timed out",
-        "too slow",
-        "digest",
-        "schema 1",
-        "refuses deletes",
-        "invalid manifest",
-    ):
-        if word in reason.lower():
-            return f"{side}_{word.replace(' ', '_')}"
-    return f"{side}_other"
+__all__ = ["blame_primary", "describe_error", "describe_stats", "prefixed"]
 
 
 def prefixed(message: str, site: str | None, repository: str | None) -> str:

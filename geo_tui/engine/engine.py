@@ -1,10 +1,6 @@
-"""The sync engine: what to copy and when.
-
-It discovers repositories on the primary, tracks every (secondary, repository) pair in the
-tracking database, and runs due pairs with bounded concurrency: one job per repository reads
-the primary once and replicates into every secondary that needs it. Failures retry on a
-backoff schedule. Whoever watches (the console, the CLI) subscribes to typed updates.
-"""
+"""The sync engine's façade: what the CLI, `serve` and the API call. A one-shot run is a pass (passes.py);
+due rows are scheduled (scheduler.py), copied one repository at a time to every secondary (jobs.py), and
+each outcome is recorded in one place (recorder.py). Watchers subscribe to typed updates."""
 
 from __future__ import annotations
 
@@ -14,38 +10,32 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
 
-from geo_tui.config import Config, SiteConfig, redactor_for
-from geo_tui.registry import RegistryClient, RegistryError, is_valid_repository_name
+from geo_tui.config import Config, redactor_for
+from geo_tui.registry import RegistryClient
 
-from .backoff import in_run_delay, retry_delay
-from .budget import Gate, RequestBudget, Work, request_hook, set_work
 from .database import DatabaseWriter
-from .describe import blame_primary, describe_error, describe_stats, prefixed, reason_class
+from .describe import describe_error, prefixed
+from .discovery import Discovery
+from .jobs import RepositoryJobs
 from .lock import claim_for
-from .merge import open_primary_repository, replicate_merged
 from .metrics import EngineMetrics
 from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, SiteTags, SyncSummary
+from .monitor import Site, SiteMonitor, open_sites
 from .notifications import PullBacklog, RegistryEvent
+from .passes import Pass
 from .pushes import PushCopier
-from .replicate import (
-    BlobCopier,
-    CopyStats,
-    ManifestCache,
-    PrimaryRepository,
-    RepositoryOutcome,
-    repository_size,
-)
-from .sites import build_client, build_signer
+from .recorder import Recorder
+from .repository import ManifestCache
+from .scheduler import Scheduler
 from .supervisor import Supervisor
-from .throughput import CompletionRate, Throughput
-from .tracking import RepositoryRow, SyncState, Tracking, VerificationState, tracking_database
-from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
+from .tracking import RepositoryRow, SyncState, Tracking, tracking_database
+from .updates import Broadcast, EngineStatus, LogLine, SiteHealth, Update
 from .verify import VerificationDepth, VerificationResult, Verifier
+from .verify_loop import VerificationLoop
 
 __all__ = ["Engine", "EngineSnapshot", "SiteSnapshot", "SiteSummary", "SyncSummary"]
 
@@ -55,13 +45,7 @@ T = TypeVar("T")
 # The loggers of the engine's process: their records pass through the engine's Redactor.
 ENGINE_LOGGERS = ("geo_tui.engine", "geo_tui.api", "geo_tui.receiver", "geo_tui.serve")
 HEALTH_INTERVAL = 15.0
-UNHEALTHY_INTERVAL = 3.0  # while a site is down: its recovery shows within seconds
-HEALTH_MIN_GAP = 1.0  # a burst of failed copies asks for one health check, not one each
-FLUSH_INTERVAL = 0.5
 ROW_ECHO_LIMIT = 1000  # rows a resync of named repositories announces at once; bulk ones show as they run
-# Scheduled deep verifications started per round of the verification loop (a round is ~2 s when idle):
-# each row's slot is spread over the interval already; this caps a backlog (an engine that was down).
-DEEP_PER_TICK = 2
 # How long a task that loops every few seconds (the scheduler, flushing, verification) may go without
 # getting round before it counts as down: crashed, stuck in a cycle, or its heartbeat stopped.
 LOOP_TASK_INTERVAL = 60.0
@@ -69,25 +53,17 @@ LOOP_TASK_INTERVAL = 60.0
 WRITE_BUSY_TIMEOUT = 1.0
 # A notification not stored within this gets a 503, and the registry sends it again (issue 12, case 4).
 NOTIFICATION_STORE_TIMEOUT = 3.0
-# Discovery gives a write this long, then fails and is restarted: the failure shows, and is counted.
-BACKGROUND_WRITE_TIMEOUT = 5.0
-SHUTDOWN_WRITE_TIMEOUT = 2.0
-
-
-@dataclass
-class _Site:
-    config: SiteConfig
-    client: RegistryClient
-    copier: BlobCopier | None = None
-    health: SiteHealth | None = None
-    throughput: Throughput = field(default_factory=Throughput)
-    completions: CompletionRate = field(default_factory=CompletionRate)
-    stats: CopyStats = field(default_factory=CopyStats)
-    unflushed: int = 0
 
 
 class Engine:
-    """The embedded sync engine. Use ``async with Engine(config) as engine:`` or open()/close()."""
+    """The embedded sync engine. Use ``async with Engine(config) as engine:`` or open()/close().
+
+    The parts: `discovery` (the catalog), `scheduler` (due rows, slots, waiting), `jobs` (one repository
+    to every secondary), `recorder` (an outcome into tracking, metrics, log and updates), `monitor` (each
+    site's health and throughput), `verification` (serve's verification loop) and `_pushes` (push copies).
+    """
+
+    primary: RegistryClient  # the primary's client, once open
 
     def __init__(
         self,
@@ -102,6 +78,7 @@ class Engine:
         request_timeout: float = 30.0,
     ) -> None:
         self.config = config
+        self.secondary_names = [s.name for s in config.secondaries]
         # Every configured secret, in every encoding, is removed from what the engine stores, logs or
         # answers (the API scrubs its answers with it too).
         self.redactor = redactor_for(config)
@@ -111,28 +88,14 @@ class Engine:
         self._transports = dict(transports or {})
         self._clock = clock
         self._rng = rng or random.Random()
-        self._in_run_retry_base = in_run_retry_base
-        self._health_interval = health_interval
         self._request_timeout = request_timeout  # without progress; and the base of every deadline
-        self._health_wake = asyncio.Event()
-        self._subscribers: list[Callable[[Update], None]] = []
+        self._broadcast = Broadcast()
+        self._emit = self._broadcast.emit
         self._cache = ManifestCache()
-        self._sites: dict[str, _Site] = {}
+        self._sites: dict[str, Site] = {}
         self._tracking: Tracking | None = None
-        self._inflight: dict[str, asyncio.Task[None]] = {}
-        # Push copies, by repository: they run beside whole-repository jobs, never behind them.
-        self._pushes = PushCopier(self)
-        self.pull_backlog = PullBacklog()  # fed by the receiver (see notifications.PullBacklog)
-        self._wake: asyncio.Event | None = None
-        self._paused = False
+        self.paused = False
         self._running = False
-        self._primary_repositories: int | None = None
-        # Repositories named (by a resync or an event) while a catalog is read: that catalog may predate
-        # them, so it must not mark them absent from the primary.
-        self._named_during_catalog: set[str] | None = None
-        # per `sync --once` run: attempts so far, and summaries being filled
-        self._run_attempts: dict[tuple[str, str], int] = {}
-        self._run_summary: dict[str, SiteSummary] | None = None
         self.metrics = EngineMetrics()
         self.last_event_at: float | None = None
         self._writer: DatabaseWriter | None = None
@@ -141,14 +104,30 @@ class Engine:
             restarted=lambda task: self.metrics.task_restarts.labels(task).inc(),
             describe=describe_error,
         )
+        self.metrics.watch_tasks(
+            lambda: {s.name: s.name in self.tasks_down() for s in self._supervisor.states()}
+        )
+        self.discovery = Discovery(self)
+        self.scheduler = Scheduler(self)
+        self.jobs = RepositoryJobs(self)
+        self.recorder = Recorder(self, in_run_retry_base)
+        self.monitor = SiteMonitor(self, health_interval)
+        self.verification = VerificationLoop(self)
+        # serve's pass: it never ends; its attempts count for the engine's life (the log says "attempt n")
+        self._standing = Pass.standing(self.secondary_names)
+        # Push copies, by repository: they run beside whole-repository jobs, never behind them.
+        self._pushes = PushCopier(self)
+        self.pull_backlog = PullBacklog()  # fed by the receiver (see notifications.PullBacklog)
         self.metrics.watch_backlog(
             lambda: self.pull_backlog.outstanding,
             lambda: self.pull_backlog.held_seconds,
             lambda: self._pushes.yielded_seconds,
         )
-        self.metrics.watch_tasks(
-            lambda: {s.name: s.name in self.tasks_down() for s in self._supervisor.states()}
-        )
+        # The names push copies (pushes.py) call the parts by.
+        self._poke = self.scheduler.poke
+        self._flush_bytes = self.monitor.flush
+        self._count = self.recorder.count
+        self._emit_row = self.recorder.row_changed
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -157,14 +136,6 @@ class Engine:
         if self._tracking is None:
             raise RuntimeError("the engine is not open")
         return self._tracking
-
-    @property
-    def primary(self) -> RegistryClient:
-        return self._sites[self.config.primary.name].client
-
-    @property
-    def secondary_names(self) -> list[str]:
-        return [s.name for s in self.config.secondaries]
 
     def client(self, site: str) -> RegistryClient:
         return self._sites[site].client
@@ -186,39 +157,25 @@ class Engine:
         self._writer = DatabaseWriter()
         for name in ENGINE_LOGGERS:
             logging.getLogger(name).addFilter(self._log_filter)
-        self._wake = asyncio.Event()
-        signer = build_signer(self.config.auth) if self.config.auth is not None else None
-        blob_connections = self.config.engine.blob_concurrency * 2
-        for site in self.config.sites:
-            # Each site's own budget for background work (see .budget).
-            budget = RequestBudget(self.config.engine.reconcile_requests_per_second)
-            client = build_client(
-                site,
-                self.config,
-                signer=signer,
-                blob_connections=blob_connections,
-                transport=self._transports.get(site.name),
-                timeout=self._request_timeout,
-                redactor=self.redactor,
-                on_request=request_hook(budget, self._gates(site.name)),
-            )
-            self._sites[site.name] = _Site(
-                site, client, throughput=Throughput(self._clock), completions=CompletionRate(self._clock)
-            )
-        primary = self._sites[self.config.primary.name].client
-        for site in self.config.secondaries:
-            entry = self._sites[site.name]
-            entry.copier = BlobCopier(
-                primary,
-                entry.client,
-                site.name,
-                self.tracking,
-                on_bytes=self._bytes_counter(entry),
-                write=self._db,
-            )
+        self.scheduler.open()
+
+        self._sites = open_sites(
+            self.config,
+            self.tracking,
+            self.monitor,
+            transports=self._transports,
+            request_timeout=self._request_timeout,
+            redactor=self.redactor,
+            write=self._db,
+            # background requests wait for push copies running, and on the primary for its own pull
+            # notifications backing up (see notifications.PullBacklog)
+            gates=[self._pushes.yield_to_pushes],
+            primary_gates=[self.pull_backlog.hold],
+        )
+        self.primary = self._sites[self.config.primary.name].client
         self._verifier = Verifier(
             self.tracking,
-            primary,
+            self.primary,
             {name: site.client for name, site in self._sites.items()},
             wants=lambda site, repository: self._sites[site].config.wants(repository),
             log=self.log,
@@ -228,21 +185,15 @@ class Engine:
             count_blobs=lambda site, outcome, n: self.metrics.verified_blobs.labels(site, outcome).inc(n),
             write=self._db,
         )
-        self.metrics.watch_state(lambda: self.tracking.counts(self.secondary_names), lambda: self.in_flight)
+        self.metrics.watch_state(
+            lambda: self.tracking.counts(self.secondary_names), lambda: self.scheduler.in_flight
+        )
         redacted = self.tracking.redact_stored()
         if redacted:
             self.log("warning", f"removed configured secrets from {redacted} texts an earlier geo-tui stored")
         recovered = self.tracking.recover_started()
         if recovered:
             self.log("warning", f"picked up {recovered} repositories left in progress by an earlier run")
-
-    def _gates(self, site: str) -> list[Gate]:
-        """What background requests to ``site`` wait for: push copies running (everywhere), and the
-        primary's own pull notifications backing up (see notifications.PullBacklog)."""
-        gates: list[Gate] = [self._pushes.yield_to_pushes]
-        if site == self.config.primary.name:
-            gates.append(self.pull_backlog.hold)
-        return gates
 
     async def close(self) -> None:
         await self.stop()
@@ -276,29 +227,29 @@ class Engine:
         # console say so: the reconcile's own interval, or a minute for the tasks that loop every second.
         # The loops of a few seconds also beat each round: one alive but not getting round is down too.
         start, loop = self._supervisor.start, LOOP_TASK_INTERVAL
-        start("discovery", self._discover_forever, interval=self.config.engine.reconcile_interval)
+        start("discovery", self.discovery.run_forever, interval=self.config.engine.reconcile_interval)
 
         async def scheduler() -> None:
-            await self._schedule(once=False, sites=self.secondary_names)
+            await self.scheduler.run(self._standing)
 
         start("scheduler", scheduler, interval=loop, heartbeat=True)
         start("push", self._pushes.run_forever, interval=loop, heartbeat=True)
-        start("health", self._health_forever, interval=max(loop, 2 * self._health_interval))
-        start("flush", self._flush_forever, interval=loop, heartbeat=True)
+        start("health", self.monitor.health_forever, interval=max(loop, 2 * self.monitor.health_interval))
+        start("flush", self.monitor.flush_forever, interval=loop, heartbeat=True)
         reconcile = self.config.engine.reconcile_interval
-        start("verification", self._verify_forever, interval=max(loop, reconcile), heartbeat=True)
+        start("verification", self.verification.run_forever, interval=max(loop, reconcile), heartbeat=True)
         for task in ("discovery", "scheduler", "push", "health", "flush", "verification"):
             self.metrics.task_restarts.labels(task)  # 0 from the start, not absent until the first
-        self._emit(EngineStatus(running=True, paused=self._paused))
+        self._emit(EngineStatus(running=True, paused=self.paused))
         self.log("info", "engine started")
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop scheduling; let copies in flight finish for ``grace`` seconds, then leave them pending."""
-        if not self._running and not self._inflight and not self._pushes.running:
+        if not self._running and not self.scheduler.jobs and not self._pushes.running:
             return
         self._running = False
         await self._supervisor.stop()
-        jobs = [*self._inflight.values(), *self._pushes.running.values()]
+        jobs = [*self.scheduler.jobs.values(), *self._pushes.running.values()]
         if jobs:
             _, pending = await asyncio.wait(jobs, timeout=grace)
             for task in pending:
@@ -307,7 +258,7 @@ class Engine:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._flush_bytes()
-        self._emit(EngineStatus(running=False, paused=self._paused))
+        self._emit(EngineStatus(running=False, paused=self.paused))
         if self._tracking is not None:
             self.log("info", "engine stopped")
 
@@ -315,20 +266,7 @@ class Engine:
 
     def subscribe(self, callback: Callable[[Update], None]) -> Callable[[], None]:
         """Call ``callback`` with every update, on the engine's event loop; returns an unsubscriber."""
-        self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            with contextlib.suppress(ValueError):
-                self._subscribers.remove(callback)
-
-        return unsubscribe
-
-    def _emit(self, update: Update) -> None:
-        for callback in list(self._subscribers):
-            try:
-                callback(update)
-            except Exception:  # a broken watcher must never stop replication
-                log.exception("an engine subscriber failed")
+        return self._broadcast.subscribe(callback)
 
     def log(
         self, level: str, message: str, *, site: str | None = None, repository: str | None = None
@@ -346,36 +284,10 @@ class Engine:
     def snapshot(self) -> EngineSnapshot:
         counts = self.tracking.counts(self.secondary_names)
         pushed = self.tracking.oldest_queued_push()  # a push waiting for its copy is lag on every site
-        now = self._clock()
-        sites = []
-        for name, site in self._sites.items():
-            c = counts.get(name)
-            remaining = (c.pending + c.started + c.failed) if c else 0
-            sites.append(
-                SiteSnapshot(
-                    name=name,
-                    role=site.config.role,
-                    registry=site.config.registry,
-                    health=site.health,
-                    counts=c,
-                    throughput=site.throughput.rate(),
-                    throughput_history=tuple(site.throughput.history()),
-                    # a site that is down finishes nothing: no ETA rather than a made-up one
-                    eta=site.completions.eta(remaining) if c and _reachable(site) else None,
-                    lag=(now - oldest)
-                    if c and (oldest := _oldest(c.oldest_unsynced_event_at, pushed))
-                    else None,
-                    repository_count=self._primary_repositories if site.config.role == "primary" else None,
-                )
-            )
+        sites = self.monitor.snapshots(counts, pushed, self.discovery.primary_repositories)
         return EngineSnapshot(
-            tuple(sites), self._running, self._paused, self.in_flight, tuple(self.tasks_down())
+            sites, self._running, self.paused, self.scheduler.in_flight, tuple(self.tasks_down())
         )
-
-    @property
-    def in_flight(self) -> int:
-        """Repository jobs running now: whole-repository runs and push copies."""
-        return len(self._inflight) + len(self._pushes.running)
 
     def tasks_down(self) -> list[str]:
         """Background tasks down (failed and not back, or stuck) for longer than their interval."""
@@ -409,6 +321,10 @@ class Engine:
         )
         return RepositoryDetail(repository, sites, rows, tuple(self.tracking.repository_log(repository)))
 
+    async def check_health(self) -> dict[str, SiteHealth]:
+        """Ping every site now; each site's health, as watchers are told it."""
+        return await self.monitor.check_health()
+
     # -- commands ------------------------------------------------------------------------------
 
     async def resync(
@@ -423,7 +339,7 @@ class Engine:
         ``recheck_blobs``: the sync also HEADs the blobs of tags that already match, and puts back those
         missing (an ordinary sync trusts a matching tag)."""
         if repositories is not None:
-            self._named(repositories)
+            self.discovery.named(repositories)
             for site in sites or self.secondary_names:
                 wanted = [r for r in repositories if self._sites[site].config.wants(r)]
                 await self._db(self.tracking.ensure_rows, site, wanted)
@@ -449,23 +365,15 @@ class Engine:
         return count
 
     def pause(self) -> None:
-        self._paused = True
+        self.paused = True
         self.log("warning", "replication paused")
         self._emit(EngineStatus(self._running, True))
 
     def resume(self) -> None:
-        self._paused = False
+        self.paused = False
         self.log("info", "replication resumed")
         self._emit(EngineStatus(self._running, False))
         self._poke()
-
-    @property
-    def paused(self) -> bool:
-        return self._paused
-
-    def _poke(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
 
     # -- notifications ---------------------------------------------------------------------------
 
@@ -480,7 +388,7 @@ class Engine:
         again."""
         now = self._clock()
         relevant = [e for e in events if e.matters]
-        self._named([e.repository for e in relevant])
+        self.discovery.named([e.repository for e in relevant])
         for event in events:
             self.metrics.notifications.labels(event.action or "unknown").inc()
         if events:
@@ -526,384 +434,34 @@ class Engine:
             self._pushes.wake()
         return queued
 
-    # -- discovery -------------------------------------------------------------------------------
-
-    def _named(self, repositories: Sequence[str]) -> None:
-        if self._named_during_catalog is not None:
-            self._named_during_catalog.update(repositories)
+    # -- discovery and one-shot runs ---------------------------------------------------------------
 
     async def discover(self, *, write_timeout: float | None = None) -> list[str]:
         """Read the primary's catalog and track every repository each secondary wants."""
-        named: set[str] = set()
-        self._named_during_catalog = named
-        try:
-            names = await self.primary.catalog()
-        finally:
-            self._named_during_catalog = None
-        valid = [n for n in names if is_valid_repository_name(n)]
-        for bad in sorted(set(names) - set(valid))[:10]:
-            self.log("warning", f"primary catalog lists an invalid repository name {bad!r}; skipped")
-        self._primary_repositories = len(valid)
-        wanted = {site.name: [n for n in valid if site.wants(n)] for site in self.config.secondaries}
-
-        def track() -> dict[str, tuple[int, list[str]]]:
-            # One turn of the database thread for every site, right after the catalog was read: no other
-            # write (a notification's row) can land between a site's two steps and be marked absent.
-            return {
-                name: (
-                    self.tracking.ensure_rows(name, names),
-                    self.tracking.mark_absent_from_primary(name, set(names) | named),
-                )
-                for name, names in wanted.items()
-            }
-
-        tracked = await self._db(track, timeout=write_timeout)
-        for site in self.config.secondaries:
-            added, gone = tracked[site.name]
-            if added:
-                self.log("info", f"tracking {added} new repositories", site=site.name)
-            for repository in gone[:10]:
-                self.log(
-                    "warning",
-                    "no longer on the primary (or filtered out); the secondary keeps its copy",
-                    site=site.name,
-                    repository=repository,
-                )
-        return valid
-
-    async def _discover_forever(self) -> None:
-        interval = self.config.engine.reconcile_interval
-        while True:
-            # Any other failure (the tracking database refusing writes, a bug) goes to the supervisor,
-            # which logs it and starts this again: the reconcile never ends in silence (issue 12).
-            with self._supervisor.cycle("discovery"):
-                try:
-                    await self.discover(write_timeout=BACKGROUND_WRITE_TIMEOUT)
-                    await self._db(
-                        self.tracking.request_reconcile,
-                        sites=self.secondary_names,
-                        timeout=BACKGROUND_WRITE_TIMEOUT,
-                    )
-                    self._poke()
-                except RegistryError as exc:
-                    self.log("error", f"cannot read the primary's catalog: {exc}")
-                    failed = True
-                else:
-                    failed = False
-            await asyncio.sleep(min(30.0, interval) if failed else interval)
-
-    # -- one-shot backfill -----------------------------------------------------------------------
+        return await self.discovery.discover(write_timeout=write_timeout)
 
     async def sync_once(self, *, sites: Sequence[str] | None = None) -> SyncSummary:
         """Compare every repository on the given secondaries and copy what differs, retrying
         failures up to ``sync_attempts`` times within the run."""
-        return await self._run_pass(sites, compare_all=True)
+        names = list(sites or self.secondary_names)
+
+        async def compare_all() -> None:
+            await self.discover()
+            await self._db(self.tracking.request_sync, sites=names)
+
+        return await self.scheduler.run_pass(
+            Pass.one_shot(names, self.config.engine.sync_attempts), compare_all
+        )
 
     async def run_due(
         self, *, sites: Sequence[str] | None = None, repositories: Sequence[str] | None = None
     ) -> SyncSummary:
         """Run what is queued (pending, or failed and due) now, only ``repositories`` if given,
         with the in-run retries of ``sync_once``."""
-        return await self._run_pass(sites, compare_all=False, repositories=repositories)
-
-    async def _run_pass(
-        self, sites: Sequence[str] | None, *, compare_all: bool, repositories: Sequence[str] | None = None
-    ) -> SyncSummary:
         names = list(sites or self.secondary_names)
-        started = self._clock()
-        self._run_attempts.clear()
-        self._run_summary = {n: SiteSummary(n) for n in names}
-        try:
-            if compare_all:
-                await self.discover()
-                await self._db(self.tracking.request_sync, sites=names)
-            await self._schedule(once=True, sites=names, repositories=repositories)
-            self._flush_bytes()
-            return SyncSummary(self._run_summary, self._clock() - started)
-        except asyncio.CancelledError:
-            await self._cancel_jobs()  # their rows go back to pending; nothing keeps copying
-            raise
-        finally:
-            self._run_summary = None
-
-    async def _cancel_jobs(self) -> None:
-        jobs = list(self._inflight.values())
-        for job in jobs:
-            job.cancel()
-        await asyncio.gather(*jobs, return_exceptions=True)
-
-    # -- scheduling ------------------------------------------------------------------------------
-
-    async def _schedule(
-        self, *, once: bool, sites: list[str], repositories: Sequence[str] | None = None
-    ) -> None:
-        limit = self.config.engine.repository_concurrency
-        attempts = self.config.engine.sync_attempts
-        wake = self._wake
-        assert wake is not None
-        while True:
-            wake.clear()
-            if not self._paused:
-                room = limit - len(self._inflight)
-                groups: dict[str, list[RepositoryRow]] = {}
-                if room > 0:
-                    due = self.tracking.due(
-                        self._clock(), sites=sites, repositories=repositories, limit=max(100, room * 8)
-                    )
-                    for row in due:
-                        # A repository whose pushes are being copied waits for them: its run would copy
-                        # the same tags a second time.
-                        if row.repository in self._inflight or row.repository in self._pushes.running:
-                            continue
-                        if once and self._run_attempts.get(row.key, 0) >= attempts:
-                            continue
-                        if row.repository not in groups and len(groups) >= room:
-                            continue
-                        groups.setdefault(row.repository, []).append(row)
-                for repository, rows in groups.items():
-                    self._inflight[repository] = asyncio.ensure_future(self._run_job(repository, rows, once))
-            self._supervisor.beat("scheduler")
-            if once and not self._inflight and not self._paused:
-                pending_retry = self._next_in_run_retry(sites, attempts, repositories)
-                if pending_retry is None:
-                    return
-                await self._wait(wake, max(0.0, pending_retry - self._clock()))
-                continue
-            await self._wait(wake, 1.0)
-
-    def _next_in_run_retry(
-        self, sites: list[str], attempts: int, repositories: Sequence[str] | None
-    ) -> float | None:
-        wanted = set(repositories) if repositories is not None else None
-        due = [
-            row.retry_at
-            for row in self.tracking.rows(sites=sites, states=[SyncState.FAILED, SyncState.PENDING])
-            if row.on_primary
-            and self._run_attempts.get(row.key, 0) < attempts
-            and (wanted is None or row.repository in wanted)
-        ]
-        return min((d or 0.0) for d in due) if due else None
-
-    async def _wait(self, wake: asyncio.Event, timeout: float) -> None:
-        tasks = [asyncio.ensure_future(wake.wait()), *self._inflight.values()]
-        try:
-            await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            tasks[0].cancel()
-
-    async def _run_job(self, repository: str, rows: list[RepositoryRow], once: bool) -> None:
-        unfinished = {row.site: "reading the primary" for row in rows}
-        limit = self.config.engine.max_job_duration
-        if not once:
-            set_work(Work(background=True))  # `serve`'s whole-repository work keeps to each site's budget
-        self._pushes.whole_run_started(repository)
-        try:
-            async with asyncio.timeout(limit):
-                await self._replicate_everywhere(repository, rows, once, unfinished)
-        except TimeoutError:
-            # Every request has its own deadline; this bounds a job of many slow ones (issue 12, case 5).
-            for site, doing in sorted(unfinished.items()):
-                reason = f"over max_job_duration ({limit:.0f} s) while {doing}"
-                await self._record_failure(site, repository, reason, once)
-        except Exception as exc:  # a fault of the engine's own (a database error): said, and retried later
-            for row in rows:
-                with contextlib.suppress(Exception):
-                    await self._record_failure(row.site, repository, f"engine: {describe_error(exc)}", once)
-        finally:
-            await self._pushes.whole_run_ended(repository)
-            self._inflight.pop(repository, None)
-            self._flush_bytes()
-            self._poke()
-
-    async def _replicate_everywhere(
-        self, repository: str, rows: list[RepositoryRow], once: bool, unfinished: dict[str, str]
-    ) -> None:
-        """Copy one repository to every secondary in ``rows``; ``unfinished`` keeps, per site not done
-        yet, what it waits for."""
-        generations: dict[str, int] = {}
-        first: dict[str, bool] = {}
-        for row in rows:
-            self._run_attempts[row.key] = self._run_attempts.get(row.key, 0) + 1
-            first[row.site] = self.tracking.never_started(row.site, repository)
-            generations[row.site] = await self._db(self.tracking.mark_started, row.site, repository)
-            self._emit_row(row.site, repository)
-        try:
-            try:
-                view = open_primary_repository(repository)
-            except Exception as exc:  # the primary could not be read: every secondary's row fails
-                for row in rows:
-                    unfinished.pop(row.site, None)
-                    await self._record_failure(row.site, repository, blame_primary(exc), once)
-                return
-            if not view.streamed:  # a streamed run says itself when it reads and when it copies
-                for row in rows:
-                    unfinished[row.site] = f"copying to {row.site}"
-            # A streamed view (engine/merge.py) holds no tags: it is read chunk by chunk by each secondary's
-            # run, and the tags it saw are not recorded as the whole list.
-            if view.exists and not view.tag_errors and not view.streamed:
-                await self._db(
-                    self.tracking.record_tags_seen,
-                    self.config.primary.name,
-                    repository,
-                    view.digests,
-                    complete=True,
-                )
-            self._pushes.whole_run_read(view)  # pushes copied while the tags were read stay
-            await asyncio.gather(
-                *(
-                    self._replicate_one(row, view, generations[row.site], first[row.site], once, unfinished)
-                    for row in rows
-                )
-            )
-        except asyncio.CancelledError:
-            for row in rows:
-                # Bounded: a stop must not wait on a locked database. A row left started goes back to
-                # pending at the next open (recover_started).
-                with contextlib.suppress(Exception):
-                    await self._db(
-                        self.tracking.mark_pending, row.site, repository, timeout=SHUTDOWN_WRITE_TIMEOUT
-                    )
-            raise
-
-    async def _replicate_one(
-        self,
-        row: RepositoryRow,
-        view: PrimaryRepository,
-        generation: int,
-        first_run: bool,
-        once: bool,
-        unfinished: dict[str, str],
-    ) -> None:
-        site_name, event_at = row.site, row.oldest_unsynced_event_at
-        site = self._sites[site_name]
-        assert site.copier is not None
-        repository = view.name
-        primary_name, started = self.config.primary.name, self.tracking.now()
-
-        async def seen(on_primary: dict[str, str], on_secondary: dict[str, str]) -> None:
-            # tags last seen, a chunk at a time (engine/merge.py): what status and the detail screen show
-            await self._db(
-                self.tracking.record_tags_seen, primary_name, repository, on_primary, complete=False
-            )
-            await self._db(
-                self.tracking.record_tags_seen, site_name, repository, on_secondary, complete=False
-            )
-
-        try:
-            outcome = await replicate_merged(
-                view,
-                site.client,
-                site.copier,
-                self._cache,
-                site=site_name,
-                blob_concurrency=self.config.engine.blob_concurrency,
-                replicate_deletions=self.config.engine.replicate_deletions,
-                first_run=first_run,
-                recheck_blobs=row.recheck_blobs,
-                seen=seen,
-                phase=lambda doing: unfinished.__setitem__(site_name, doing),
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            outcome = RepositoryOutcome(
-                site_name, repository, CopyStats(), [describe_error(exc)], [], len(view.tags)
-            )
-        unfinished.pop(site_name, None)
-        site.stats.add(outcome.stats)
-        self._count(site_name, outcome.stats)
-        summary = self._run_summary.get(site_name) if self._run_summary is not None else None
-        warnings = [self.redactor.redact(w) for w in outcome.warnings]
-        if summary is not None:
-            summary.stats.add(outcome.stats)
-            summary.warnings.extend(warnings)
-        for warning in warnings:
-            self.log("warning", warning, site=site_name, repository=repository)
-        if outcome.ok:
-            if not view.streamed:
-                await self._db(
-                    self.tracking.record_tags_seen, site_name, repository, view.digests, complete=True
-                )
-            else:  # every tag was seen during this run: those not seen are gone
-                for name in (primary_name, site_name):
-                    await self._db(self.tracking.forget_tags_seen, name, repository, before=started)
-            synced = await self._db(
-                self.tracking.mark_synced,
-                site_name,
-                repository,
-                generation,
-                tag_count=outcome.tag_count,
-                size=await self._size_if_changed(row, view, outcome.stats),
-            )
-            if outcome.stats.writes:
-                await self._db(
-                    self.tracking.mark_verification, site_name, repository, VerificationState.PENDING
-                )
-                self.log(
-                    "info", f"synced: {describe_stats(outcome.stats)}", site=site_name, repository=repository
-                )
-            site.completions.record()
-            if synced and event_at is not None:
-                self.metrics.event_to_synced.labels(site_name).observe(max(0.0, self._clock() - event_at))
-            if summary is not None:
-                summary.synced += 1
-                summary.failures.pop(repository, None)
-            if not synced:
-                self._poke()  # new work arrived during the run
-            self._emit_row(site_name, repository)
-        else:
-            await self._record_failure(site_name, repository, outcome.failure, once, generation)
-
-    async def _size_if_changed(
-        self, row: RepositoryRow, view: PrimaryRepository, stats: CopyStats
-    ) -> int | None:
-        """The repository's size when this run changed it or it was never measured; None keeps the stored
-        one (a run that wrote nothing reads no manifest for it)."""
-        if not stats.writes and row.bytes is not None:
-            return None
-        return await repository_size(view, self.primary, self._cache)
-
-    async def _record_failure(
-        self, site: str, repository: str, reason: str, once: bool, generation: int | None = None
-    ) -> None:
-        reason = self.redactor.redact(reason)  # before the summary, the metrics, the database and the log
-        now = self._clock()
-        attempts = self._run_attempts.get((site, repository), 1)
-        row = self.tracking.row(site, repository)
-        count = (row.retry_count if row else 0) + 1
-        if once and attempts < self.config.engine.sync_attempts:
-            retry_at = now + in_run_delay(attempts, self._in_run_retry_base)
-        else:
-            retry_at = now + retry_delay(count, self._rng)
-        await self._db(self.tracking.mark_failed, site, repository, reason, retry_at, generation)
-        self.metrics.failures.labels(site, reason_class(reason)).inc()
-        summary = self._run_summary.get(site) if self._run_summary is not None else None
-        final = not once or attempts >= self.config.engine.sync_attempts
-        if summary is not None and final:
-            summary.failed += 1
-            summary.failures[repository] = reason
-        self.log("error", f"failed (attempt {attempts}): {reason}", site=site, repository=repository)
-        self._emit_row(site, repository)
-        self._health_wake.set()  # is the site down? the operator should see it now, not at the next check
-        self._poke()  # a push that came during the failed run makes the row due at once
-
-    def _count(self, site: str, stats: CopyStats) -> None:
-        if stats.bytes_copied:
-            self.metrics.bytes_copied.labels(site).inc(stats.bytes_copied)
-        for how, value in (
-            ("copied", stats.blobs_copied),
-            ("mounted", stats.blobs_mounted),
-            ("present", stats.blobs_present),
-        ):
-            if value:
-                self.metrics.blobs.labels(site, how).inc(value)
-
-    def _emit_row(self, site: str, repository: str) -> None:
-        if not self._subscribers:
-            return
-        row = self.tracking.row(site, repository)
-        if row is not None:
-            self._emit(RepositoryUpdated(row))
+        return await self.scheduler.run_pass(
+            Pass.one_shot(names, self.config.engine.sync_attempts, repositories)
+        )
 
     # -- verification ------------------------------------------------------------------------------
 
@@ -939,113 +497,3 @@ class Engine:
         ]
         self._poke()
         return sorted(results, key=lambda r: (r.site, r.repository))
-
-    async def _verify_forever(self) -> None:
-        set_work(Work(background=True))  # it reads whole repositories: each site's budget holds it
-        while True:
-            self._supervisor.beat("verification")
-            if not self._paused:
-                rows = self.tracking.verification_due(sites=self.secondary_names, limit=50)
-                by_repo: dict[str, list[str]] = {}
-                for row in rows:
-                    by_repo.setdefault(row.repository, []).append(row.site)
-                verified = False
-                for repository, sites in by_repo.items():
-                    if repository not in self._inflight:
-                        with self._supervisor.cycle("verification"):  # stuck in one counts as down
-                            await self._verifier.verify_repository(repository, sites)
-                        verified = True
-                verified = await self._deep_verify_due() or verified
-                # Only go round at once if something was verified: due rows whose repository is still
-                # copying to another site would otherwise spin here without an await, and starve the loop.
-                if verified:
-                    self._poke()
-                    continue
-            await asyncio.sleep(2.0)
-
-    async def _deep_verify_due(self) -> bool:
-        """The scheduled deep verifications that are due, at most DEEP_PER_TICK repositories a round."""
-        interval = self.config.verification.deep_interval
-        if not interval:
-            return False
-        # rows of repositories still copying wait; they must not hold up the others due
-        limit = DEEP_PER_TICK + len(self._inflight)
-        # deep_due plans slots, a write: on the database thread, so a locked database never holds the loop
-        rows = await self._db(
-            self.tracking.deep_due, self._clock(), interval, sites=self.secondary_names, limit=limit
-        )
-        by_repo: dict[str, list[str]] = {}
-        for row in rows:
-            if row.repository not in self._inflight and (
-                row.repository in by_repo or len(by_repo) < DEEP_PER_TICK
-            ):
-                by_repo.setdefault(row.repository, []).append(row.site)
-        for repository, sites in by_repo.items():
-            with self._supervisor.cycle("verification"):  # each one is a round of the heartbeat
-                await self._verifier.verify_repository(repository, sites, depth=VerificationDepth.DEEP)
-        return bool(by_repo)
-
-    # -- health and throughput -----------------------------------------------------------------
-
-    async def check_health(self) -> dict[str, SiteHealth]:
-        async def ping(site: _Site) -> None:
-            now = self._clock()
-            try:
-                latency = await site.client.ping()
-                health = SiteHealth(site.config.name, True, latency, None, now)
-            except Exception as exc:
-                health = SiteHealth(site.config.name, False, None, describe_error(exc), now)
-            changed = site.health is None or site.health.healthy != health.healthy
-            site.health = health
-            self._emit(health)
-            if changed and self._tracking is not None:
-                if health.healthy:
-                    self.log(
-                        "info", f"reachable ({(health.latency or 0) * 1000:.0f} ms)", site=site.config.name
-                    )
-                else:
-                    self.log("error", f"unreachable: {health.error}", site=site.config.name)
-
-        await asyncio.gather(*(ping(s) for s in self._sites.values()))
-        return {name: s.health for name, s in self._sites.items() if s.health is not None}
-
-    async def _health_forever(self) -> None:
-        while True:
-            self._health_wake.clear()
-            with self._supervisor.cycle("health"):
-                healthy = await self.check_health()
-            interval = self._health_interval
-            if not all(h.healthy for h in healthy.values()):
-                interval = min(interval, UNHEALTHY_INTERVAL)
-            await asyncio.sleep(min(interval, HEALTH_MIN_GAP))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._health_wake.wait(), max(0.0, interval - HEALTH_MIN_GAP))
-
-    def _bytes_counter(self, site: _Site) -> Callable[[str, int], None]:
-        def count(_repository: str, nbytes: int) -> None:
-            site.throughput.add(nbytes)
-            site.unflushed += nbytes
-
-        return count
-
-    def _flush_bytes(self) -> None:
-        now = self._clock()
-        for name, site in self._sites.items():
-            if site.unflushed:
-                nbytes, site.unflushed = site.unflushed, 0
-                self._emit(BytesCopied(name, nbytes, now))
-
-    async def _flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL)
-            self._flush_bytes()
-            self._supervisor.beat("flush")
-
-
-def _oldest(*times: float | None) -> float | None:
-    known = [t for t in times if t is not None]
-    return min(known) if known else None
-
-
-def _reachable(site: _Site) -> bool:
-    return site.health is None or site.health.healthy

@@ -21,27 +21,22 @@ from itertools import chain, pairwise
 
 from geo_tui.registry import ManifestInfo, NotFound, RegistryClient, RegistryError
 
+from .blobs import BlobCopier
+from .deletions import DeletionsHeld, SecondaryGraph, delete_gone, held_back, read_children
+from .failure import Failure, failure_of
+from .pool import METADATA_CONCURRENCY, for_each_limited
 from .referrers import is_fallback_tag, replicate_referrers
-from .replicate import (
-    METADATA_CONCURRENCY,
-    REFERRERS_TAG_PREFIX,
-    BlobCopier,
-    ManifestCache,
-    PrimaryRepository,
-    RepositoryOutcome,
-    _delete_gone,
-    _DeletionsHeld,
-    _for_each_limited,
-    _read_children,
-    _RepositoryRun,
-    _SecondaryGraph,
-    read_primary_repository,
-    replicate_repository,
-)
+from .replicate import replicate_repository
+from .repository import REFERRERS_TAG_PREFIX, ManifestCache, PrimaryRepository, RepositoryOutcome
+from .tags import read_primary_repository
+from .trees import RepositoryRun
 
-__all__ = ["CHUNK", "ListingNotSorted", "open_primary_repository", "replicate_merged"]
+__all__ = ["CHUNK", "READING_PRIMARY", "ListingNotSorted", "open_primary_repository", "replicate_merged"]
 
 log = logging.getLogger("geo_tui.engine")
+
+# What a run waits on while it lists and HEADs the primary: a deadline's reason says so, blaming the primary.
+READING_PRIMARY = "reading the primary"
 
 CHUNK = 500  # tags compared at a time: HEADs in flight are bounded by METADATA_CONCURRENCY anyway
 
@@ -170,7 +165,7 @@ class _Merge:
     late: list[str] = field(default_factory=list)  # those of them to copy
     plain: set[str] = field(default_factory=set)  # distinct manifests of its other tags
     only_secondary: list[str] = field(default_factory=list)  # the deletions to make, if any
-    errors: list[str] = field(default_factory=list)
+    errors: list[Failure] = field(default_factory=list)
     # Told each chunk's tags as read on the primary and as the secondary holds them after the copies
     # (the engine keeps them as the tags last seen), so nothing the size of the listing is held here.
     seen: SeenHook | None = None
@@ -180,7 +175,7 @@ class _Merge:
 
 
 async def _compare_chunk(
-    run: _RepositoryRun, chunk: list[_Entry], merge: _Merge, *, tag_concurrency: int, recheck: bool
+    run: RepositoryRun, chunk: list[_Entry], merge: _Merge, *, tag_concurrency: int, recheck: bool
 ) -> None:
     """HEAD one chunk on both sides, copy what differs (fallback tags later), recheck what matches."""
     primary: dict[str, ManifestInfo] = {}
@@ -205,16 +200,17 @@ async def _compare_chunk(
 
     merge.only_secondary.extend(tag for tag, on_primary, _ in chunk if not on_primary)
     listed = [entry for entry in chunk if entry[1]]
-    failures = await _for_each_limited(listed, head, METADATA_CONCURRENCY)
+    failures = await for_each_limited(listed, head, METADATA_CONCURRENCY)
     for _, exc in failures:
         if isinstance(exc, _SecondaryUnreadable):
             raise exc.error
     failed = {entry[0]: exc for entry, exc in failures}
     for tag, _, _ in listed:  # in tag order, as the in-memory run reports them
         if tag in failed:
-            merge.errors.append(f"tag {tag}: {failed[tag]}")
+            merge.errors.append(failure_of(failed[tag], run.primary.name).within(f"tag {tag}: "))
         elif tag in unserved:
-            merge.errors.append(f"primary lists tag {tag} but cannot serve it (HEAD answered 404)")
+            text = f"primary lists tag {tag} but cannot serve it (HEAD answered 404)"
+            merge.errors.append(Failure("primary", "unserved", text, 404))
     stale: list[str] = []
     for tag, _, _ in listed:
         info = primary.get(tag)
@@ -232,8 +228,8 @@ async def _compare_chunk(
             stale.append(tag)
     merge.served += len(primary)
     merge.phase(merge.copying)
-    copies = await _for_each_limited(stale, lambda t: run.copy_tag(t, primary[t].digest), tag_concurrency)
-    merge.errors.extend(f"tag {t}: {e}" for t, e in copies)
+    copies = await for_each_limited(stale, lambda t: run.copy_tag(t, primary[t].digest), tag_concurrency)
+    merge.errors.extend(failure_of(e, run.primary.name).within(f"tag {t}: ") for t, e in copies)
     if merge.seen is not None:
         copied = set(stale).difference(t for t, _ in copies)
         seen_primary = {t: info.digest for t, info in primary.items()}
@@ -241,14 +237,14 @@ async def _compare_chunk(
         await merge.seen(seen_primary, seen_secondary)
     if recheck:
         matching = [t for t, _, _ in listed if t in primary and secondary.get(t) == primary[t].digest]
-        rechecks = await _for_each_limited(
+        rechecks = await for_each_limited(
             matching, lambda t: run.recheck_tag(primary[t].digest), tag_concurrency
         )
-        merge.errors.extend(f"tag {t}: {e}" for t, e in rechecks)
+        merge.errors.extend(failure_of(e, run.primary.name).within(f"tag {t}: ") for t, e in rechecks)
 
 
 async def _merge_listings(
-    run: _RepositoryRun, merge: _Merge, *, first_run: bool, tag_concurrency: int, recheck: bool
+    run: RepositoryRun, merge: _Merge, *, first_run: bool, tag_concurrency: int, recheck: bool
 ) -> None:
     primary = _Cursor(run.primary, run.repository)
     secondary = _Cursor(run.secondary, run.repository)
@@ -258,7 +254,7 @@ async def _merge_listings(
         run.recheck = recheck
         async for chunk in _merged(primary, secondary, CHUNK):
             await _compare_chunk(run, chunk, merge, tag_concurrency=tag_concurrency, recheck=recheck)
-            merge.phase("reading the primary")  # the next chunk: listed and HEADed on both sides
+            merge.phase(READING_PRIMARY)  # the next chunk: listed and HEADed on both sides
     finally:
         await primary.aclose()
         await secondary.aclose()
@@ -301,7 +297,7 @@ async def replicate_merged(
     if not view.streamed:
         return await in_memory(view)
     repository = view.name
-    run = _RepositoryRun(repository, blobs.primary, secondary, blobs, cache, blob_concurrency)
+    run = RepositoryRun(repository, blobs.primary, secondary, blobs, cache, blob_concurrency)
     merge = _Merge(seen=seen, phase=phase, copying=f"copying to {site}")
     try:
         await _merge_listings(
@@ -319,13 +315,15 @@ async def replicate_merged(
         outcome.warnings.insert(0, note)
         return outcome
     except RegistryError as exc:  # a listing or a HEAD of the secondary, or a listing of the primary
-        return RepositoryOutcome(site, repository, run.stats, [*merge.errors, str(exc)], [], merge.served)
+        return RepositoryOutcome(
+            site, repository, run.stats, [*merge.errors, failure_of(exc, run.primary.name)], [], merge.served
+        )
     merge.phase(merge.copying)  # fallback tags, referrers and deletions
     errors, warnings = merge.errors, list[str]()
-    failed = await _for_each_limited(
+    failed = await for_each_limited(
         sorted(merge.late), lambda t: run.copy_tag(t, merge.fallback[t]), tag_concurrency
     )
-    errors.extend(f"tag {t}: {e}" for t, e in failed)
+    errors.extend(failure_of(e, run.primary.name).within(f"tag {t}: ") for t, e in failed)
     view.reached.update(merge.plain)
     view.reached.update(merge.fallback.values())
 
@@ -341,7 +339,7 @@ async def replicate_merged(
         lambda: run.replicated_manifests({d: d for d in merge.plain}),
         primary_tags=primary_tags,
         secondary_tags=[t for t in merge.only_secondary if is_fallback_tag(t)],
-        ensure_manifest=run._child,
+        ensure_manifest=run.ensure_child,
         protected=lambda ignored: _reached_streamed(run, ignored),
         prune=replicate_deletions,
     )
@@ -365,11 +363,11 @@ async def replicate_merged(
 
 
 async def _read_graph_streamed(
-    run: _RepositoryRun, is_gone: Callable[[str], bool]
-) -> tuple[_SecondaryGraph, set[str]]:
+    run: RepositoryRun, is_gone: Callable[[str], bool]
+) -> tuple[SecondaryGraph, set[str]]:
     """The secondary read now, a listing page at a time: the tags for which `is_gone` holds, with what
     they point at (the graph's tags), the distinct manifests every other tag points at (the set), and
-    every manifest either reaches. Raises _DeletionsHeld naming the first thing that could not be read."""
+    every manifest either reaches. Raises DeletionsHeld naming the first thing that could not be read."""
     secondary, repository = run.secondary, run.repository
     gone: dict[str, str] = {}
     stays: set[str] = set()
@@ -403,31 +401,29 @@ async def _read_graph_streamed(
             if page is None:
                 break
             first = False
-            for _, exc in await _for_each_limited(page.items, head, METADATA_CONCURRENCY):
+            for _, exc in await for_each_limited(page.items, head, METADATA_CONCURRENCY):
                 raise exc
     except RegistryError as exc:
-        raise _DeletionsHeld(str(exc)) from None  # names the site, the repository and the tag
+        raise DeletionsHeld(str(exc)) from None  # names the site, the repository and the tag
     finally:
         await pages.aclose()
-    return _SecondaryGraph(gone, await _read_children(run, stays | set(gone.values()))), stays
+    return SecondaryGraph(gone, await read_children(run, stays | set(gone.values()))), stays
 
 
-async def _reached_streamed(run: _RepositoryRun, ignored: Collection[str]) -> set[str]:
+async def _reached_streamed(run: RepositoryRun, ignored: Collection[str]) -> set[str]:
     """Every manifest the secondary's tags but `ignored` reach now (see _reached_by_tags)."""
     graph, stays = await _read_graph_streamed(run, lambda tag: tag in ignored)
     return graph.reach(stays)
 
 
 async def _delete_streamed(
-    run: _RepositoryRun, gone: set[str], errors: list[str], warnings: list[str]
+    run: RepositoryRun, gone: set[str], errors: list[Failure], warnings: list[str]
 ) -> None:
     """The rule of _delete_tags (README, "Deletions") over a listing read a page at a time: the tags
     that stay are held only as the distinct manifests they point at."""
     try:
         graph, stays = await _read_graph_streamed(run, gone.__contains__)
-    except _DeletionsHeld as exc:
-        errors.append(
-            f"deletions held back, cannot read {exc}; nothing is deleted in {run.repository} this run"
-        )
+    except DeletionsHeld as exc:
+        errors.append(held_back(exc, run.repository))
         return
-    await _delete_gone(run, graph, graph.tags, graph.reach(stays), errors, warnings)
+    await delete_gone(run, graph, graph.tags, graph.reach(stays), errors, warnings)

@@ -32,6 +32,7 @@ from geo_tui.registry import (
 )
 
 from .describe import describe_error
+from .failure import failure_of
 from .replicate import (
     BlobCopier,
     CopyStats,
@@ -272,7 +273,11 @@ class SyncPlan:
 def _repository_plan(outcome: RepositoryOutcome, secondary: PlanningSecondary) -> RepositoryPlan:
     writes = [w for w in secondary.writes if w.repository == outcome.repository]
     plan = RepositoryPlan(
-        outcome.repository, outcome.stats, writes, errors=outcome.errors, warnings=outcome.warnings
+        outcome.repository,
+        outcome.stats,
+        writes,
+        errors=[e.text for e in outcome.errors],
+        warnings=outcome.warnings,
     )
     for write in writes:
         if write.kind == "manifest" and not is_valid_digest(write.reference):
@@ -338,7 +343,14 @@ async def plan_sync(config: Config, *, sites: Sequence[str] | None = None) -> Sy
                     first_run=first_run,
                 )
             except Exception as exc:  # as the engine reports a run that raised: one line, the repository's
-                outcome = RepositoryOutcome(site, view.name, CopyStats(), [describe_error(exc)], [], 0)
+                outcome = RepositoryOutcome(
+                    site,
+                    view.name,
+                    CopyStats(),
+                    [failure_of(exc, config.primary.name, text=describe_error(exc))],
+                    [],
+                    0,
+                )
             outcomes.append(outcome)
 
         outcomes: list[RepositoryOutcome] = []

@@ -35,6 +35,8 @@ from geo_tui.registry import (
     parse_referrers,
 )
 
+from .failure import Failure, failure_of
+
 __all__ = [
     "MAX_REFERRER_DEPTH",
     "MissingReferrer",
@@ -215,7 +217,7 @@ class ReferrerOutcome:
     referrers it deleted."""
 
     keep_tags: set[str] = field(default_factory=set)
-    errors: list[str] = field(default_factory=list)
+    errors: list[Failure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     tags_pushed: int = 0
     referrers_deleted: int = 0
@@ -260,7 +262,7 @@ async def replicate_referrers(
         graph = await read_referrer_graph(primary, repository, replicated)
     except (RegistryError, InvalidManifest) as exc:
         outcome.keep_tags = fallback_shaped  # could not read the primary: keep whatever is there
-        outcome.errors.append(f"referrers: {exc}")
+        outcome.errors.append(failure_of(exc, primary.name).within("referrers: "))
         return outcome
     if not graph.api:
         return outcome
@@ -279,12 +281,12 @@ async def replicate_referrers(
         try:
             await ensure_manifest(digest)
         except Exception as exc:  # reported per referrer, like tags
-            outcome.errors.append(f"referrer {digest}: {exc}")
+            outcome.errors.append(failure_of(exc, primary.name).within(f"referrer {digest}: "))
     first = next(iter(wanted))
     try:
         secondary_api = await secondary.list_referrers(repository, first) is not None
     except RegistryError as exc:
-        outcome.errors.append(f"referrers on the secondary: {exc}")
+        outcome.errors.append(failure_of(exc, primary.name).within("referrers on the secondary: "))
         return outcome
     stale: set[str] = set()  # listed on the secondary, gone from the primary's graph
     keep = set(referrers) | set(replicated)
@@ -294,7 +296,9 @@ async def replicate_referrers(
                 try:
                     listed = await secondary.list_referrers(repository, subject) or []
                 except RegistryError as exc:
-                    outcome.errors.append(f"referrers of {subject} on the secondary: {exc}")
+                    outcome.errors.append(
+                        failure_of(exc, primary.name).within(f"referrers of {subject} on the secondary: ")
+                    )
                     return outcome  # nothing deleted on a listing that could not be read whole
                 stale.update(d.digest for d in listed if d.digest not in keep)
     else:
@@ -306,7 +310,9 @@ async def replicate_referrers(
                     secondary, repository, subject, found, prune=prune
                 )
             except (RegistryError, InvalidManifest) as exc:
-                outcome.errors.append(f"fallback tag {fallback_tag(subject)}: {exc}")
+                outcome.errors.append(
+                    failure_of(exc, primary.name).within(f"fallback tag {fallback_tag(subject)}: ")
+                )
                 continue
             outcome.tags_pushed += pushed
             stale.update(d for d in dropped if d not in keep)

@@ -5,11 +5,14 @@ Subscribers get these through a plain callback; nothing here knows about any UI 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .tracking import LogRecord, RepositoryRow
 
-__all__ = ["BytesCopied", "EngineStatus", "LogLine", "RepositoryUpdated", "SiteHealth", "Update"]
+__all__ = ["Broadcast", "BytesCopied", "EngineStatus", "LogLine", "RepositoryUpdated", "SiteHealth", "Update"]
 
 
 @dataclass(frozen=True)
@@ -49,3 +52,32 @@ class EngineStatus:
 
 
 Update = RepositoryUpdated | BytesCopied | LogLine | SiteHealth | EngineStatus
+
+log = logging.getLogger("geo_tui.engine")
+
+
+class Broadcast:
+    """The engine's watchers: each gets every update, on the engine's event loop."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Callable[[Update], None]] = []
+
+    @property
+    def watched(self) -> bool:
+        return bool(self._subscribers)
+
+    def subscribe(self, callback: Callable[[Update], None]) -> Callable[[], None]:
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def emit(self, update: Update) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(update)
+            except Exception:  # a broken watcher must never stop replication
+                log.exception("an engine subscriber failed")

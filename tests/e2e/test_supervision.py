@@ -24,6 +24,7 @@ from geo_tui.config import load_config
 from geo_tui.engine import Engine
 from geo_tui.engine import engine as engine_module
 from geo_tui.engine.receiver import ReceiverApp
+from geo_tui.engine.scheduler import Scheduler
 from geo_tui.engine.tracking import Tracking
 from tests.e2e.test_serve import assert_log_clean, db_query, notification, post, tag_digests_safe
 from tests.support.distribution import Distribution, free_port
@@ -224,14 +225,14 @@ async def test_a_scheduler_alive_but_stuck_is_down_in_health_metrics_and_the_sna
         tmp_path / "geo", primary, [secondary], key_pair, engine={"reconcile_interval": 10}
     )
     stuck, release = threading.Event(), asyncio.Event()
-    real_wait = Engine._wait
+    real_wait = Scheduler._wait
 
-    async def wait(self: Engine, wake: asyncio.Event, timeout: float) -> None:
+    async def wait(self: Scheduler, wake: asyncio.Event, timeout: float) -> None:
         if stuck.is_set():
             await release.wait()  # the scheduler's await that does not come back
         await real_wait(self, wake, timeout)
 
-    monkeypatch.setattr(Engine, "_wait", wait)
+    monkeypatch.setattr(Scheduler, "_wait", wait)
 
     async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

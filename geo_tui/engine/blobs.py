@@ -1,0 +1,271 @@
+"""Put blobs into one secondary: HEAD, then a mount from where it is known to be, then a stream from
+the primary (one stream of a digest at a time per secondary)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from geo_tui.registry import (
+    BlobStream,
+    Descriptor,
+    DigestMismatch,
+    NotFound,
+    RateLimited,
+    RegistryClient,
+    RegistryError,
+    RegistryRejected,
+    RegistryUnavailable,
+    TransferTooSlow,
+)
+
+from .database import Write, in_place
+from .repository import CopyStats
+
+__all__ = ["SMALL_BLOB_BYTES", "BlobCopier", "BlobLocations", "amended"]
+
+_RETRYABLE = (RegistryUnavailable, RateLimited, DigestMismatch)
+
+
+def amended(exc: RegistryError, hint: str, cls: type[RegistryError] | None = None) -> RegistryError:
+    """`exc` (as `cls`, by default its own class) with `hint` added to its detail."""
+    return (cls or type(exc))(
+        exc.registry,
+        exc.operation,
+        exc.repository,
+        reference=exc.reference,
+        status=exc.status,
+        code=exc.code,
+        detail=f"{exc.detail}; {hint}" if exc.detail else hint,
+    )
+
+
+@dataclass
+class _Stream:
+    """A blob being streamed into a secondary, that other repository runs wait for."""
+
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    too_slow: TransferTooSlow | None = None
+
+
+class BlobLocations(Protocol):
+    """Where blobs are known to be on each site, for mounts: the tracking database, or a dry run's
+    read-only view of it (engine/plan.py)."""
+
+    def blob_sources(self, site: str, digest: str, *, exclude: str, limit: int = 3) -> list[str]: ...
+
+    def add_blob_locations(self, site: str, repository: str, digests: Iterable[str]) -> None: ...
+
+    def forget_blob_location(self, site: str, digest: str, repository: str) -> None: ...
+
+
+class _Mounted:
+    """What BlobCopier._mount returns when the mount worked: there is no upload session to fill."""
+
+
+_MOUNTED = _Mounted()
+
+
+# A blob up to this size is read whole before its upload (POST, PUT) instead of streamed through one
+# (POST, PATCH, PUT): most of a push's blobs (configs, small layers) cost a request less per secondary.
+SMALL_BLOB_BYTES = 1024 * 1024
+
+
+class BlobCopier:
+    """Puts blobs into one secondary: HEAD first, then a mount from a repository known to hold
+    the blob, then a streamed copy from the primary. One per secondary, shared by every
+    repository run, so two repositories needing one base layer copy it once and mount it once."""
+
+    def __init__(
+        self,
+        primary: RegistryClient,
+        secondary: RegistryClient,
+        site: str,
+        tracking: BlobLocations,
+        *,
+        attempts: int = 3,
+        retry_delay: float = 0.5,
+        on_bytes: Callable[[str, int], None] | None = None,
+        write: Write = in_place,
+    ) -> None:
+        self.primary = primary
+        self.secondary = secondary
+        self.site = site
+        self.tracking = tracking
+        self.attempts = attempts
+        self.retry_delay = retry_delay
+        self._on_bytes = on_bytes
+        self._write = write
+        self._inflight: dict[str, _Stream] = {}
+
+    async def ensure(
+        self,
+        repository: str,
+        blob: Descriptor,
+        stats: CopyStats,
+        slots: asyncio.Semaphore | None = None,
+        *,
+        look: bool = True,
+    ) -> None:
+        """Make ``blob`` present in ``repository`` on the secondary: one HEAD (unless ``look`` is
+        false: the caller knows the repository cannot hold it), then a mount from a repository known
+        to hold it, then a streamed copy. Only one stream of a digest runs at a time per secondary:
+        the others wait for it and mount from where it landed. ``slots`` bounds the transfers
+        (mounts and streams) of one repository run; the HEAD and the waiting take no slot, so a
+        shared base layer never starves a repository's own layers."""
+        digest = blob.digest
+        slot: AbstractAsyncContextManager[object] = slots if slots is not None else nullcontext()
+        if look and await self.secondary.head_blob(repository, digest) is not None:
+            stats.blobs_present += 1
+            await self._write(self.tracking.add_blob_locations, self.site, repository, [digest])
+            return
+        while True:
+            busy = self._inflight.get(digest)
+            if busy is not None:
+                # Another run is streaming this blob into this secondary: wait, then mount from it. If
+                # that stream was too slow, so is this copy: it fails with it (issue 12, case 5).
+                await busy.done.wait()
+                if busy.too_slow is not None:
+                    raise busy.too_slow
+                continue
+            async with slot:
+                location = await self._mount(repository, blob, stats)
+            if isinstance(location, _Mounted):
+                return
+            if digest not in self._inflight:  # nobody started a stream while the mounts were out
+                break
+        stream = self._inflight[digest] = _Stream()
+        try:
+            async with slot:
+                await self._stream(repository, blob, stats, location)
+        except TransferTooSlow as exc:
+            stream.too_slow = exc
+            raise
+        finally:
+            del self._inflight[digest]
+            stream.done.set()
+
+    async def _mount(self, repository: str, blob: Descriptor, stats: CopyStats) -> str | _Mounted | None:
+        """Mount the blob from a repository of the secondary known to hold it: _MOUNTED, or the
+        upload session a registry opened instead (202), or None when no source is known."""
+        for source in self.tracking.blob_sources(self.site, blob.digest, exclude=repository):
+            try:
+                location = await self.secondary.mount_blob(repository, blob.digest, source)
+            except (NotFound, RegistryRejected):
+                await self._write(self.tracking.forget_blob_location, self.site, blob.digest, source)
+                continue
+            if location is None:
+                stats.blobs_mounted += 1
+                await self._write(self.tracking.add_blob_locations, self.site, repository, [blob.digest])
+                return _MOUNTED
+            return location  # 202: the registry opened an upload session instead; stream into it
+        return None
+
+    async def _stream(
+        self, repository: str, blob: Descriptor, stats: CopyStats, location: str | None
+    ) -> None:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                size = await self._stream_once(repository, blob, location)
+            except NotFound:
+                if blob.urls:  # a foreign layer: clients fetch it from its URLs, the primary need not hold it
+                    stats.blobs_foreign += 1
+                    return
+                raise
+            except TransferTooSlow:
+                raise  # each attempt would take as long again: fail now, naming the slow site
+            except _RETRYABLE:
+                if attempt == self.attempts:
+                    raise
+                location = None  # the session saw a broken stream; open a new one
+                await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
+                continue
+            stats.blobs_copied += 1
+            stats.bytes_copied += size if size is not None else 0
+            await self._write(self.tracking.add_blob_locations, self.site, repository, [blob.digest])
+            return
+
+    async def _stream_once(self, repository: str, blob: Descriptor, location: str | None) -> int | None:
+        """One streamed copy from the primary into an upload session of the secondary; its size.
+        A session it opened or was given is cancelled if the copy fails (the upload cancels its own)."""
+        handed = False
+        try:
+            async with self.primary.stream_blob(repository, blob.digest) as source:
+                if 0 <= blob.size <= SMALL_BLOB_BYTES:
+                    body, whole = await self._read_small(repository, blob, source)
+                    handed = True  # from here the upload cancels its own session
+                    await self.secondary.upload_blob(repository, blob.digest, whole, body, location=location)
+                    return whole
+                size = source.size if source.size is not None else (blob.size if blob.size >= 0 else None)
+                # The receiving registry verifies the digest of every upload (OCI spec), so the
+                # bytes are not hashed here a second time.
+                chunks = self._counted(repository, source.chunks(verify=False))
+                handed = True
+                # PATCH then PUT: if the primary breaks off, the body ends there and the session is
+                # cancelled at a known state (a monolithic PUT would leave it half written).
+                await self.secondary.upload_blob(
+                    repository, blob.digest, size, chunks, location=location, chunked=True
+                )
+            return size
+        except RegistryError as exc:
+            if location is not None and not handed:
+                await self.secondary.cancel_upload(repository, location)
+            explained = self._explained(exc)
+            if explained is exc:
+                raise
+            raise explained from exc
+
+    async def _read_small(
+        self, repository: str, blob: Descriptor, source: BlobStream
+    ) -> tuple[AsyncIterator[bytes], int]:
+        """A small blob (its size from the manifest), read whole from the primary before its upload: POST
+        and one PUT with the bytes, two requests where PATCH then PUT take three (issue 17: a push's
+        cost). Reading first means a source that breaks off or lies never leaves a session half written,
+        which Distribution 2.8 refuses to cancel; the bytes held are at most SMALL_BLOB_BYTES. The spec's
+        monolithic POST would be one request, but Distribution 2.8 drops its body (202, a new session)."""
+        body = bytearray()
+        # Hashed here (cheap at this size): content that does not match its digest opens no session,
+        # where the secondary's refusal of a PUT leaves one it will not cancel.
+        async for chunk in self._counted(repository, source.chunks(verify=True)):
+            body += chunk
+            if len(body) > SMALL_BLOB_BYTES:
+                raise DigestMismatch(
+                    self.primary.name,
+                    "GET blob",
+                    repository,
+                    reference=blob.digest,
+                    detail=f"it served more than the {blob.size} bytes the manifest gives",
+                )
+
+        async def whole() -> AsyncIterator[bytes]:
+            yield bytes(body)
+
+        return whole(), source.size if source.size is not None else len(body)
+
+    def _explained(self, exc: RegistryError) -> RegistryError:
+        """The failure of an upload, blamed where it belongs and saying what a person can check."""
+        if exc.registry != self.secondary.name or exc.operation != "upload blob":
+            return exc
+        if exc.code == "DIGEST_INVALID":
+            # The bytes went from the primary to the secondary untouched: the primary served content
+            # that does not hash to its digest (issue 12 found this blamed on the secondary).
+            return DigestMismatch(
+                self.primary.name,
+                "GET blob",
+                exc.repository,
+                reference=exc.reference,
+                detail=f"the content it served does not hash to {exc.reference} "
+                f"({self.site} refused it: {exc.status} {exc.code})",
+            )
+        if exc.status is not None and exc.status >= 500:
+            return amended(exc, f"{self.site} could not store it: its storage may be full or unwritable")
+        return exc
+
+    async def _counted(self, repository: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            if self._on_bytes is not None:
+                self._on_bytes(repository, len(chunk))
+            yield chunk

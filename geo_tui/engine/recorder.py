@@ -1,0 +1,141 @@
+"""What a copy's outcome becomes: tracking writes, metrics, log lines, updates and the pass's summary.
+
+Every whole-repository run ends here, in `copied` or `failed`; a push copy counts its blobs here too.
+A failure is a `Failure` up to here: its words go to the database and the log (redacted first), and
+its fields label the metric.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .backoff import in_run_delay, retry_delay
+from .describe import describe_stats
+from .failure import Failure
+from .passes import Pass
+from .replicate import repository_size
+from .repository import CopyStats, PrimaryRepository, RepositoryOutcome
+from .tracking import RepositoryRow, VerificationState
+from .updates import RepositoryUpdated
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["Recorder"]
+
+
+class Recorder:
+    def __init__(self, engine: Engine, in_run_retry_base: float) -> None:
+        self._engine = engine
+        self._in_run_retry_base = in_run_retry_base
+
+    async def outcome(
+        self,
+        row: RepositoryRow,
+        view: PrimaryRepository,
+        outcome: RepositoryOutcome,
+        generation: int,
+        run: Pass,
+        started: float,
+    ) -> None:
+        """Record how one (secondary, repository) run ended; ``started``: when it began (tracking time)."""
+        engine, site_name, repository = self._engine, row.site, view.name
+        site = engine._sites[site_name]
+        site.stats.add(outcome.stats)
+        self.count(site_name, outcome.stats)
+        warnings = [engine.redactor.redact(w) for w in outcome.warnings]
+        run.add(site_name, outcome.stats, warnings)
+        for warning in warnings:
+            engine.log("warning", warning, site=site_name, repository=repository)
+        if not outcome.ok:
+            await self.failed(site_name, repository, outcome.failure, run, generation)
+            return
+        await self._tags_seen(site_name, view, started)
+        synced = await engine._db(
+            engine.tracking.mark_synced,
+            site_name,
+            repository,
+            generation,
+            tag_count=outcome.tag_count,
+            size=await self._size_if_changed(row, view, outcome.stats),
+        )
+        if outcome.stats.writes:
+            await engine._db(
+                engine.tracking.mark_verification, site_name, repository, VerificationState.PENDING
+            )
+            engine.log(
+                "info", f"synced: {describe_stats(outcome.stats)}", site=site_name, repository=repository
+            )
+        site.completions.record()
+        event_at = row.oldest_unsynced_event_at
+        if synced and event_at is not None:
+            engine.metrics.event_to_synced.labels(site_name).observe(max(0.0, engine._clock() - event_at))
+        run.synced(site_name, repository)
+        if not synced:
+            engine._poke()  # new work arrived during the run
+        self.row_changed(site_name, repository)
+
+    async def _tags_seen(self, site: str, view: PrimaryRepository, started: float) -> None:
+        engine, repository = self._engine, view.name
+        if not view.streamed:
+            await engine._db(engine.tracking.record_tags_seen, site, repository, view.digests, complete=True)
+            return
+        # every tag was seen during this run: those not seen are gone
+        for name in (engine.config.primary.name, site):
+            await engine._db(engine.tracking.forget_tags_seen, name, repository, before=started)
+
+    async def _size_if_changed(
+        self, row: RepositoryRow, view: PrimaryRepository, stats: CopyStats
+    ) -> int | None:
+        """The repository's size when this run changed it or it was never measured; None keeps the stored
+        one (a run that wrote nothing reads no manifest for it)."""
+        if not stats.writes and row.bytes is not None:
+            return None
+        return await repository_size(view, self._engine.primary, self._engine._cache)
+
+    async def failed(
+        self, site: str, repository: str, failure: Failure, run: Pass, generation: int | None = None
+    ) -> None:
+        """Record a failed run: the row fails and waits (within a one-shot pass, a short in-run retry;
+        else its backoff), the failure is counted by its label, logged, and shown."""
+        engine = self._engine
+        failure = failure.said(engine.redactor.redact)  # before the summary, the database and the log
+        now = engine._clock()
+        key = (site, repository)
+        attempts = run.tries(key)
+        row = engine.tracking.row(site, repository)
+        count = (row.retry_count if row else 0) + 1
+        final = not run.retries_in_run(key)
+        if final:
+            retry_at = now + retry_delay(count, engine._rng)
+        else:
+            retry_at = now + in_run_delay(attempts, self._in_run_retry_base)
+        await engine._db(engine.tracking.mark_failed, site, repository, failure.text, retry_at, generation)
+        engine.metrics.failures.labels(site, failure.label).inc()
+        if final:
+            run.failed(site, repository, failure.text)
+        engine.log("error", f"failed (attempt {attempts}): {failure.text}", site=site, repository=repository)
+        self.row_changed(site, repository)
+        engine.monitor.wake()  # is the site down? the operator should see it now, not at the next check
+        engine._poke()  # a push that came during the failed run makes the row due at once
+
+    def count(self, site: str, stats: CopyStats) -> None:
+        metrics = self._engine.metrics
+        if stats.bytes_copied:
+            metrics.bytes_copied.labels(site).inc(stats.bytes_copied)
+        for how, value in (
+            ("copied", stats.blobs_copied),
+            ("mounted", stats.blobs_mounted),
+            ("present", stats.blobs_present),
+        ):
+            if value:
+                metrics.blobs.labels(site, how).inc(value)
+
+    def row_changed(self, site: str, repository: str) -> None:
+        """Tell every watcher the row's new state (read only when someone watches)."""
+        engine = self._engine
+        if not engine._broadcast.watched:
+            return
+        row = engine.tracking.row(site, repository)
+        if row is not None:
+            engine._emit(RepositoryUpdated(row))

@@ -1,0 +1,129 @@
+"""The scheduler: which due rows run now, in how many slots, and the waiting in between.
+
+Rows of one repository run as one job (engine/jobs.py), at most ``repository_concurrency`` jobs at once.
+A repository whose pushes are being copied waits for them. The scheduler wakes when poked (new work,
+a job done) or after a second; a one-shot pass ends when nothing it may still run is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from .model import SyncSummary
+from .passes import Pass
+from .tracking import RepositoryRow, SyncState
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["Scheduler"]
+
+
+class Scheduler:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.jobs: dict[str, asyncio.Task[None]] = {}  # running repository jobs, by repository
+        self._wake: asyncio.Event | None = None
+
+    def open(self) -> None:
+        self._wake = asyncio.Event()
+
+    def poke(self) -> None:
+        """Look for due rows now (new work arrived, or a job ended)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Repository jobs running now: whole-repository runs and push copies."""
+        return len(self.jobs) + len(self._engine._pushes.running)
+
+    async def run_pass(self, run: Pass, prepare: Callable[[], Awaitable[None]] | None = None) -> SyncSummary:
+        """Run a one-shot pass to its end (after ``prepare``, if given) and sum it up. Cancelled, it
+        cancels its jobs: their rows go back to pending, and nothing keeps copying."""
+        clock = self._engine._clock
+        started = clock()
+        try:
+            if prepare is not None:
+                await prepare()
+            await self.run(run)
+            self._engine._flush_bytes()
+            return run.summary(clock() - started)
+        except asyncio.CancelledError:
+            await self._cancel_jobs()
+            raise
+
+    async def run(self, run: Pass) -> None:
+        """Start the due rows of ``run`` as slots free up; return when a one-shot pass is done."""
+        engine = self._engine
+        wake = self._wake
+        assert wake is not None
+        while True:
+            wake.clear()
+            if not engine.paused:
+                for repository, rows in self._due(run).items():
+                    self.jobs[repository] = asyncio.ensure_future(self._job(repository, rows, run))
+            engine._supervisor.beat("scheduler")
+            if not run.is_standing and not self.jobs and not engine.paused:
+                pending_retry = self._next_in_run_retry(run)
+                if pending_retry is None:
+                    return
+                await self._wait(wake, max(0.0, pending_retry - engine._clock()))
+                continue
+            await self._wait(wake, 1.0)
+
+    def _due(self, run: Pass) -> dict[str, list[RepositoryRow]]:
+        """The rows to start now, by repository: one job each, as many jobs as free slots."""
+        engine = self._engine
+        room = engine.config.engine.repository_concurrency - len(self.jobs)
+        groups: dict[str, list[RepositoryRow]] = {}
+        if room <= 0:
+            return groups
+        due = engine.tracking.due(
+            engine._clock(), sites=run.sites, repositories=run.repositories, limit=max(100, room * 8)
+        )
+        for row in due:
+            # A repository whose pushes are being copied waits for them: its run would copy the same
+            # tags a second time.
+            if row.repository in self.jobs or row.repository in engine._pushes.running:
+                continue
+            if not run.may_start(row.key):
+                continue
+            if row.repository not in groups and len(groups) >= room:
+                continue
+            groups.setdefault(row.repository, []).append(row)
+        return groups
+
+    async def _job(self, repository: str, rows: list[RepositoryRow], run: Pass) -> None:
+        try:
+            await self._engine.jobs.run(repository, rows, run)
+        finally:
+            self.jobs.pop(repository, None)
+            self._engine._flush_bytes()
+            self.poke()
+
+    def _next_in_run_retry(self, run: Pass) -> float | None:
+        wanted = set(run.repositories) if run.repositories is not None else None
+        due = [
+            row.retry_at
+            for row in self._engine.tracking.rows(
+                sites=run.sites, states=[SyncState.FAILED, SyncState.PENDING]
+            )
+            if row.on_primary and run.may_start(row.key) and (wanted is None or row.repository in wanted)
+        ]
+        return min((d or 0.0) for d in due) if due else None
+
+    async def _wait(self, wake: asyncio.Event, timeout: float) -> None:
+        tasks = [asyncio.ensure_future(wake.wait()), *self.jobs.values()]
+        try:
+            await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            tasks[0].cancel()
+
+    async def _cancel_jobs(self) -> None:
+        jobs = list(self.jobs.values())
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
