@@ -54,8 +54,8 @@ from geo_tui.console.app import GeoTuiApp, make_app  # noqa: E402
 from geo_tui.console.screens.detail import RepositoryDetailScreen  # noqa: E402
 from geo_tui.console.tuning import applied  # noqa: E402
 from geo_tui.console.widgets.repository_table import RepositoryTable  # noqa: E402
-from geo_tui.engine.link import Batch  # noqa: E402
-from geo_tui.engine.spawned import SpawnedEngine  # noqa: E402
+from geo_tui.link.link import Batch  # noqa: E402
+from geo_tui.link.spawned import SpawnedEngine  # noqa: E402
 
 LAG_PERIOD = 0.010
 TABLE_KEYS = {"up": "cursor", "down": "cursor", "pageup": "cursor", "pagedown": "cursor", "o": "sort"}

@@ -1,11 +1,11 @@
-"""The small ASGI toolkit under geo-tui's three hand-written apps: the engine API (`engine/api.py`), the
-notification receiver (`engine/receiver.py`) and the lab registry (`lab/`).
+"""The small ASGI toolkit under geo-tui's three hand-written apps: the engine API (`service/api.py`), the
+notification receiver (`service/receiver.py`) and the lab registry (`lab/`).
 
 It holds what all three need and nothing more: the ASGI type aliases, a request header, a body read
 whole up to a cap (`read_body`) or chunk by chunk (`body_chunks`), and a reply with a known length
 (`send_response`, `send_json`). It imports only the standard library, so the engine and the lab, which
 may not import each other, can both stand on it. uvicorn runs every app with ``lifespan="off"``
-(`engine/serve.py`, `lab/server.py`), so no app handles lifespan messages; an app ignores a scope type
+(`service/serve.py`, `lab/server.py`), so no app handles lifespan messages; an app ignores a scope type
 it does not serve.
 """
 

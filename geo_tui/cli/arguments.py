@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve", help="replicate continuously: notifications, backfill, retries and periodic reconcile"
     )
-    # The console's own engine process (geo_tui.engine.spawned): a ready line, and stop when stdin closes.
+    # The console's own engine process (geo_tui.link.spawned): a ready line, and stop when stdin closes.
     serve.add_argument("--console-child", action="store_true", help=argparse.SUPPRESS)
 
     status = sub.add_parser("status", help="counts and percent synced per site, from the tracking database")

@@ -22,17 +22,17 @@ from geo_tui.engine.lock import DatabaseInUse
 
 if TYPE_CHECKING:
     from geo_tui.console.app import GeoTuiApp
-    from geo_tui.engine.link import EngineLink
+    from geo_tui.link.link import EngineLink
 
 
 def _console_link(config: Config | None, attach: str | None) -> tuple[EngineLink, bool]:
     """Attach to a running engine (``--attach``, or whoever holds the tracking database), or else start
     the console's own in a child process. Returns the link and whether it may only read (it has a read
     token alone)."""
-    from geo_tui.engine.client import is_unix_target
     from geo_tui.engine.lock import read_holder
-    from geo_tui.engine.remote import RemoteLink
-    from geo_tui.engine.spawned import SpawnedEngine
+    from geo_tui.link.client import is_unix_target
+    from geo_tui.link.remote import RemoteLink
+    from geo_tui.link.spawned import SpawnedEngine
 
     api = config.api if config is not None else None
     token = api.token if api is not None else None
@@ -72,7 +72,7 @@ def _run_app(
     watch: Callable[[GeoTuiApp], None] | None = None,
 ) -> int:
     """Run the console over `link`; `watch(app)` may start watching something that can end it."""
-    from geo_tui.engine.spawned import EngineStartError, SpawnedEngine
+    from geo_tui.link.spawned import EngineStartError, SpawnedEngine
 
     spawned = link if isinstance(link, SpawnedEngine) else None
     if spawned is not None:
@@ -114,7 +114,7 @@ def _run_app(
 def run_demo(seed: int, speed: float, *, read_only: bool) -> int:
     from geo_tui.crash import remember_secrets
     from geo_tui.demo import DemoError, demo_lab
-    from geo_tui.engine.spawned import SpawnedEngine
+    from geo_tui.link.spawned import SpawnedEngine
 
     def seeded(count: int) -> None:  # on a terminal only: one line, rewritten
         print(f"geo-tui demo: filling the primary lab registry: {count} pushes", end="\r", file=sys.stderr)

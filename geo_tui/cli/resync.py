@@ -44,8 +44,8 @@ async def _resync_through_engine(
     target: str, config: Config, args: argparse.Namespace, sites: list[str] | None
 ) -> int:
     """Queue the resync in the engine that holds the database (a `serve`), through its API."""
-    from geo_tui.engine.client import EngineApiError, EngineClient
     from geo_tui.engine.wire import Resync
+    from geo_tui.link.client import EngineApiError, EngineClient
 
     command = Resync(failed=args.failed, sites=tuple(sites) if sites else None, blobs=args.blobs)
     if args.repositories:

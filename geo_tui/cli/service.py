@@ -12,11 +12,11 @@ from geo_tui.config import Config
 
 
 async def cmd_serve(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
-    from geo_tui.engine.serve import ListenError, serve
+    from geo_tui.service.serve import ListenError, serve
 
     try:
         if args.console_child:
-            from geo_tui.engine.spawned import serve_for_console
+            from geo_tui.service.console_child import serve_for_console
 
             # Its log lines reach the console through the API; stderr keeps only what went wrong.
             logging.getLogger("geo_tui").setLevel(logging.WARNING)

@@ -20,7 +20,7 @@ from textual.containers import Vertical
 from textual.widgets import Header
 
 from geo_tui.config import Config
-from geo_tui.engine.link import Batch, EngineLink
+from geo_tui.link.link import Batch, EngineLink
 
 from . import tuning
 from .commands import GeoTuiCommands
@@ -289,7 +289,7 @@ def make_app(
     if link is None:
         if config is None:
             raise ValueError("make_app needs a config to start an engine, or a link")
-        from geo_tui.engine.spawned import SpawnedEngine
+        from geo_tui.link.spawned import SpawnedEngine
 
         link = SpawnedEngine(config)
     return GeoTuiApp(link, read_only=read_only, clock=clock)

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from textual.app import App
 
 from geo_tui.engine import VerificationDepth
-from geo_tui.engine.link import EngineLink, RowKey
 from geo_tui.engine.wire import Resync, Verify
+from geo_tui.link.link import EngineLink, RowKey
 
 from .screens.confirm import ConfirmScreen
 from .widgets.repository_table import RepositoryTable

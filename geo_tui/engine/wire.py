@@ -28,6 +28,7 @@ from .tracking import LogRecord, RepositoryRow, SiteCounts, SyncState, Verificat
 from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
 
 __all__ = [
+    "CHILD_READY",
     "WIRE_VERSION",
     "Command",
     "CommandAnswer",
@@ -60,6 +61,9 @@ __all__ = [
 ]
 
 WIRE_VERSION = 2  # 2: batches on the update stream
+# The console's own engine (`serve --console-child`) prints this, then its API's address, as its first
+# line on stdout: the one thing its parent reads from it before it talks to the API.
+CHILD_READY = "geo-tui-engine-ready"
 # Version 2 grew compatibly since: a field with a default (a row's verification_depth, deep_verified_at and
 # recheck_blobs) may be absent, as from an older engine, and reads as its default; the verify command
 # takes a "depth" and its answer names the depth it ran; resync takes "blobs".

@@ -10,7 +10,7 @@ from geo_tui.console.app import GeoTuiApp, make_app
 from geo_tui.console.widgets.event_log import EventLog
 from geo_tui.console.widgets.repository_table import RepositoryTable
 from geo_tui.engine import SyncState, VerificationState
-from geo_tui.engine.remote import RemoteLink
+from geo_tui.link.remote import RemoteLink
 from tests.support.distribution import Distribution, free_port
 from tests.support.geo import tag_digests
 from tests.support.keys import TestKeyPair

@@ -28,7 +28,7 @@ from geo_tui.engine import (
     SyncState,
     VerificationState,
 )
-from geo_tui.engine.link import Batch
+from geo_tui.link.link import Batch
 from tests.support.fake_link import FakeLink
 
 NOW = 1_790_000_000.0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from geo_tui.console.app import GeoTuiApp
-from geo_tui.engine.link import Batch
+from geo_tui.link.link import Batch
 from tests.console.test_snapshots import NOW, SNAPSHOT, StaticLink, settle
 
 

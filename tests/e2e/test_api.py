@@ -21,8 +21,8 @@ from geo_tui.cli import _console_link
 from geo_tui.config import load_config
 from geo_tui.engine import RepositoryRow, SyncState
 from geo_tui.engine.lock import DatabaseInUse
-from geo_tui.engine.remote import RemoteLink
 from geo_tui.engine.wire import decode_message, decode_rows
+from geo_tui.link.remote import RemoteLink
 from tests.support.distribution import Distribution, free_port
 from tests.support.geo import tag_digests
 from tests.support.keys import TestKeyPair

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from geo_tui.config import load_config
-from geo_tui.engine.spawned import SpawnedEngine
 from geo_tui.engine.wire import Resync, Verify
+from geo_tui.link.spawned import SpawnedEngine
 from tests.support.distribution import Distribution, free_port
 from tests.support.geo import tag_digests, write_geo_config
 from tests.support.keys import TestKeyPair

@@ -29,7 +29,7 @@ from geo_tui.console.app import make_app
 from geo_tui.console.widgets.event_log import EventLog
 from geo_tui.console.widgets.repository_table import RepositoryTable
 from geo_tui.engine import Engine, SyncState, Tracking
-from geo_tui.engine.api import API_PREFIX, ApiApp
+from geo_tui.service.api import API_PREFIX, ApiApp
 from tests.support.distribution import Distribution
 from tests.support.faults import FaultTransport
 from tests.support.geo import write_geo_config

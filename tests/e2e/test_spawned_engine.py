@@ -14,8 +14,8 @@ import pytest
 
 from geo_tui.config import load_config
 from geo_tui.engine.lock import read_holder
-from geo_tui.engine.remote import RemoteLink
-from geo_tui.engine.spawned import EngineStartError, SpawnedEngine
+from geo_tui.link.remote import RemoteLink
+from geo_tui.link.spawned import EngineStartError, SpawnedEngine
 from tests.support.distribution import Distribution
 from tests.support.geo import tag_digests, write_geo_config
 from tests.support.keys import TestKeyPair

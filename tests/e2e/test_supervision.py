@@ -23,9 +23,9 @@ import pytest
 from geo_tui.config import load_config
 from geo_tui.engine import Engine
 from geo_tui.engine import engine as engine_module
-from geo_tui.engine.receiver import ReceiverApp
 from geo_tui.engine.scheduler import Scheduler
 from geo_tui.engine.tracking import Tracking
+from geo_tui.service.receiver import ReceiverApp
 from tests.e2e.test_serve import assert_log_clean, db_query, notification, post, tag_digests_safe
 from tests.support.distribution import Distribution, free_port
 from tests.support.geo import write_geo_config

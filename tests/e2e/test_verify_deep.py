@@ -19,10 +19,10 @@ import pytest
 
 from geo_tui.config import Secret, load_config
 from geo_tui.engine import Engine, SyncState, VerificationDepth, VerificationState
-from geo_tui.engine.link import CommandResult
-from geo_tui.engine.remote import RemoteLink
 from geo_tui.engine.wire import Verify, decode_rows
 from geo_tui.lab.images import Blob, oci_artifact, oci_index, referrers_fallback
+from geo_tui.link.link import CommandResult
+from geo_tui.link.remote import RemoteLink
 from tests.e2e import test_verify
 from tests.e2e.test_api import TOKEN
 from tests.e2e.test_sync import sync_json

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
-from geo_tui.engine.client import EngineClient
-from geo_tui.engine.link import Batch, CommandResult, EngineCall
 from geo_tui.engine.wire import Command, CommandAnswer
+from geo_tui.link.client import EngineClient
+from geo_tui.link.link import Batch, CommandResult, EngineCall
 
 
 class RecordingClient(EngineClient):

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from geo_tui.config import Config
 from geo_tui.engine import Engine
 from geo_tui.engine.describe import describe_error
-from geo_tui.engine.link import _setter
-from geo_tui.engine.remote import RemoteLink
-from geo_tui.engine.serve import serve
+from geo_tui.link.link import _setter
+from geo_tui.link.remote import RemoteLink
+from geo_tui.service.serve import serve
 
 READY_TIMEOUT = 30.0
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 from geo_tui.engine import SyncState
-from geo_tui.engine.link import Batch, EngineLink
+from geo_tui.link.link import Batch, EngineLink
 
 
 def drain_until(link: EngineLink, done: Callable[[list[Batch]], bool], timeout: float = 20.0) -> list[Batch]:

@@ -79,7 +79,7 @@ def test_mistakes_are_one_line_naming_the_key_and_never_the_token(
 
 def test_a_console_holding_only_the_read_token_attaches_read_only(tmp_path: Path) -> None:
     from geo_tui.cli import _console_link
-    from geo_tui.engine.remote import RemoteLink
+    from geo_tui.link.remote import RemoteLink
 
     reader = minimal_config(tmp_path, api={"listen": str(tmp_path / "api.sock"), "read_token": READ})
     link, reads_only = _console_link(reader, "http://127.0.0.1:9")

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from geo_tui.engine import Engine
-from geo_tui.engine.api import ApiApp
 from geo_tui.engine.updates import LogLine
 from geo_tui.engine.wire import decode_messages
+from geo_tui.service.api import ApiApp
 from tests.unit.test_api_config import minimal_config
 
 

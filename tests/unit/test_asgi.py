@@ -26,8 +26,8 @@ from geo_tui._asgi import (
     send_response,
 )
 from geo_tui.config import load_config
-from geo_tui.engine.receiver import ReceiverApp
-from geo_tui.engine.serve import ListenError, asgi_server, bind_tcp, serve
+from geo_tui.service.receiver import ReceiverApp
+from geo_tui.service.serve import ListenError, asgi_server, bind_tcp, serve
 
 
 def receiver_of(chunks: Iterable[bytes], *, disconnect: bool = False) -> tuple[Any, list[int]]:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from geo_tui.config import load_config
 from geo_tui.engine.engine import Engine
 from geo_tui.engine.notifications import EnvelopeError, RegistryEvent, parse_envelope
-from geo_tui.engine.receiver import EVENTS_PATH, MAX_BODY, ReceiverApp
+from geo_tui.service.receiver import EVENTS_PATH, MAX_BODY, ReceiverApp
 
 SECRET = "UnitNotifySecret-0123456789abcdef"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from geo_tui.config import load_config
-from geo_tui.engine import serve as serve_module
+from geo_tui.service import serve as serve_module
 from tests.support.distribution import free_port
 
 

@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from .model import EngineSnapshot, RepositoryDetail
-from .tracking import LogRecord, RepositoryRow
-from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
-from .wire import CommandAnswer, RowKey
+from geo_tui.engine.model import EngineSnapshot, RepositoryDetail
+from geo_tui.engine.tracking import LogRecord, RepositoryRow
+from geo_tui.engine.updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
+from geo_tui.engine.wire import CommandAnswer, RowKey
 
 if TYPE_CHECKING:
     from .client import EngineClient

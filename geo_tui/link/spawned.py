@@ -16,32 +16,22 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import os
-import signal
 import subprocess
 import sys
 import threading
-from typing import TYPE_CHECKING
 
-from geo_tui._parent import on_stdin_closed
 from geo_tui.config import Config
+from geo_tui.engine.tracking import RepositoryRow, Tracking, tracking_database
+from geo_tui.engine.wire import CHILD_READY
 
 from .client import EngineClient
 from .link import _setter
 from .remote import RemoteLink
-from .tracking import RepositoryRow, Tracking, tracking_database
 
-if TYPE_CHECKING:
-    from .engine import Engine
+__all__ = ["EngineStartError", "SpawnedEngine"]
 
-__all__ = ["READY", "EngineStartError", "SpawnedEngine", "serve_for_console"]
-
-READY = "geo-tui-engine-ready"  # the child's first line on stdout, then the API's address
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0  # serve gives copies in flight 5 s, then closes the database
-# Below the console's CPU priority: where the engine and the console share the cores, a keypress does
-# not queue behind a copy. With cores to spare it changes nothing.
-ENGINE_NICE = 10
 
 
 class EngineStartError(Exception):
@@ -156,7 +146,7 @@ class SpawnedEngine(RemoteLink):
         assert self._process is not None and self._process.stdout is not None
         for line in self._process.stdout:
             word, _, address = line.strip().partition(" ")
-            if word == READY and address:
+            if word == CHILD_READY and address:
                 self.target = address
                 self._ready.set()
         self._ready.set()  # the process ended: wait_ready() tells why
@@ -182,28 +172,3 @@ class SpawnedEngine(RemoteLink):
         reason = f"the engine process exited with status {status}{self._said()}"
         self._inbox.put(_setter("failure", reason))
         super().stop(timeout=0)  # nothing to reconnect to
-
-
-def lower_priority() -> None:
-    """Run below the console: nice for the process, and, where the kernel groups the processes of a
-    session for scheduling (autogroup, on by default in most distributions), for this session's group
-    too, or the console's session and this one would share the cores half and half however nice."""
-    with contextlib.suppress(OSError):
-        os.nice(ENGINE_NICE)
-    with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as group:
-        group.write(str(ENGINE_NICE))
-
-
-async def serve_for_console(config: Config, parent_pid: int) -> int:
-    """The child's side: `serve`, print the ready line with the API's address, and stop (as on
-    SIGTERM) when stdin closes."""
-    from .serve import serve
-
-    lower_priority()
-
-    on_stdin_closed(lambda: os.kill(os.getpid(), signal.SIGTERM), name="geo-tui-parent-watch")
-
-    def ready(engine: Engine, api: str) -> None:
-        print(f"{READY} {api}", flush=True)
-
-    return await serve(config, command=f"the geo-tui console (pid {parent_pid})", on_ready=ready)

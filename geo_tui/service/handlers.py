@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from .engine import Engine
-from .tracking import SyncState, VerificationState
-from .verify import describe_results
-from .wire import Command, CommandAnswer, InvalidCommand, Pause, Resume, Resync, RowKey, Verify
+from geo_tui.engine.engine import Engine
+from geo_tui.engine.tracking import SyncState, VerificationState
+from geo_tui.engine.verify import describe_results
+from geo_tui.engine.wire import Command, CommandAnswer, InvalidCommand, Pause, Resume, Resync, RowKey, Verify
 
 __all__ = ["CommandHandlers"]
 

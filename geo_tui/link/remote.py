@@ -20,13 +20,13 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import WebSocketException
 
 from geo_tui.config import Secret
+from geo_tui.engine.describe import describe_error
+from geo_tui.engine.tracking import LogRecord, RepositoryRow
+from geo_tui.engine.updates import EngineStatus, LogLine
+from geo_tui.engine.wire import WireError, decode_message, decode_messages, decode_snapshot
 
 from .client import PAGE_SIZE, EngineApiError, EngineClient
-from .describe import describe_error
 from .link import Batch, CommandResult, EngineCall, LinkState, _Inbox, _setter
-from .tracking import LogRecord, RepositoryRow
-from .updates import EngineStatus, LogLine
-from .wire import WireError, decode_message, decode_messages, decode_snapshot
 
 __all__ = ["RemoteLink"]
 

@@ -22,9 +22,9 @@ import uvicorn
 from geo_tui._http_server import LimitedServer, server_limits
 from geo_tui.config import ApiConfig, Config, default_api_socket
 from geo_tui.config.rules import host_port
+from geo_tui.engine.engine import Engine
 
 from .api import ApiApp, mount_api
-from .engine import Engine
 from .receiver import EVENTS_PATH, ReceiverApp
 
 __all__ = ["ListenError", "QuietServer", "asgi_server", "bind_tcp", "serve"]

@@ -1,4 +1,4 @@
-"""`EngineClient`: the one client of the engine API (api.py), for the console's link and the CLI alike.
+"""`EngineClient`: the one client of the engine API (service/api.py), for the console link and the CLI alike.
 
 One method per read and one per command (the commands of wire.py); each returns typed values or raises
 an `EngineApiError` whose ``str()`` is one line to show:
@@ -22,12 +22,11 @@ from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from geo_tui.config import Secret
-
-from .deep import VerificationDepth
-from .describe import describe_error
-from .model import EngineSnapshot, RepositoryDetail
-from .tracking import LogRecord, RepositoryRow
-from .wire import (
+from geo_tui.engine.deep import VerificationDepth
+from geo_tui.engine.describe import describe_error
+from geo_tui.engine.model import EngineSnapshot, RepositoryDetail
+from geo_tui.engine.tracking import LogRecord, RepositoryRow
+from geo_tui.engine.wire import (
     Command,
     CommandAnswer,
     Pause,

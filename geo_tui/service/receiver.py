@@ -25,11 +25,10 @@ from geo_tui._asgi import (
     send_json,
     send_response,
 )
-
-from .describe import describe_error
-from .engine import Engine
-from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .notifications import EnvelopeError, RegistryEvent, parse_envelope
+from geo_tui.engine.describe import describe_error
+from geo_tui.engine.engine import Engine
+from geo_tui.engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from geo_tui.engine.notifications import EnvelopeError, RegistryEvent, parse_envelope
 
 __all__ = ["EVENTS_PATH", "MAX_BODY", "ReceiverApp"]
 

@@ -49,13 +49,11 @@ from geo_tui._asgi import (
     send_json,
 )
 from geo_tui.config import Secret
-
-from .describe import describe_error
-from .engine import Engine
-from .handlers import CommandHandlers
-from .tracking import SyncState
-from .updates import Update
-from .wire import (
+from geo_tui.engine.describe import describe_error
+from geo_tui.engine.engine import Engine
+from geo_tui.engine.tracking import SyncState
+from geo_tui.engine.updates import Update
+from geo_tui.engine.wire import (
     WIRE_VERSION,
     InvalidCommand,
     UnknownCommand,
@@ -69,6 +67,8 @@ from .wire import (
     encode_snapshot,
     encode_update,
 )
+
+from .handlers import CommandHandlers
 
 __all__ = ["API_PREFIX", "ApiApp", "mount_api"]
 
