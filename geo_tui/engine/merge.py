@@ -28,7 +28,7 @@ from .pool import METADATA_CONCURRENCY, for_each_limited
 from .referrers import is_fallback_tag, replicate_referrers
 from .replicate import replicate_repository
 from .repository import REFERRERS_TAG_PREFIX, ManifestCache, PrimaryRepository, RepositoryOutcome
-from .tags import read_primary_repository
+from .tags import listed_yet_absent, read_primary_repository
 from .trees import RepositoryRun
 
 __all__ = ["CHUNK", "READING_PRIMARY", "ListingNotSorted", "open_primary_repository", "replicate_merged"]
@@ -375,14 +375,7 @@ async def _read_graph_streamed(
     async def head(tag: str) -> None:
         info = await secondary.head_manifest(repository, tag)
         if info is None:
-            raise NotFound(
-                secondary.name,
-                "HEAD manifest",
-                repository,
-                reference=tag,
-                status=404,
-                detail="listed, yet absent",
-            )
+            raise listed_yet_absent(secondary, repository, tag)
         if is_gone(tag):
             gone[tag] = info.digest
         else:

@@ -37,6 +37,14 @@ async def read_primary_repository(primary: RegistryClient, repository: str) -> P
     return view
 
 
+def listed_yet_absent(registry: RegistryClient, repository: str, tag: str) -> NotFound:
+    """The error for a tag a listing names that its HEAD then does not find: the registry contradicts
+    itself, so nothing that hangs on that tag (a deletion, a verdict) may go ahead."""
+    return NotFound(
+        registry.name, "HEAD manifest", repository, reference=tag, status=404, detail="listed, yet absent"
+    )
+
+
 async def read_secondary_tags(secondary: RegistryClient, repository: str) -> dict[str, str]:
     """Tag -> digest on a secondary; an unknown repository is an empty one."""
     return await secondary_tags(secondary, repository) or {}
@@ -59,14 +67,7 @@ async def secondary_tags(
         if info is not None:
             found[tag] = digests.setdefault(info.digest, info.digest)
         elif strict:
-            raise NotFound(
-                secondary.name,
-                "HEAD manifest",
-                repository,
-                reference=tag,
-                status=404,
-                detail="listed, yet absent",
-            )
+            raise listed_yet_absent(secondary, repository, tag)
 
     for _, exc in await for_each_limited(tags, head, METADATA_CONCURRENCY):
         raise exc
