@@ -358,6 +358,7 @@ class ChildRun:
     returncode: int
     seconds: float
     max_rss_kib: int
+    cpu_seconds: float  # user + system time of the command and what it waited for (wait4's rusage)
     stdout: str
     stderr_path: Path
     timed_out: bool = False
@@ -398,7 +399,8 @@ if pid == 0:
         os._exit(127)
 _, status, usage = os.wait4(pid, 0)
 with open(result, "w") as handle:
-    handle.write("%.6f %d %d" % (time.monotonic() - started, usage.ru_maxrss, status))
+    cpu = usage.ru_utime + usage.ru_stime
+    handle.write("%.6f %d %d %.6f" % (time.monotonic() - started, usage.ru_maxrss, status, cpu))
 code = os.waitstatus_to_exitcode(status)
 sys.exit(code if code >= 0 else 128 - code)
 """
@@ -439,23 +441,28 @@ def run_child(label: str, command: list[str], logdir: Path, timeout: float) -> C
             timer.cancel()
             _kill_group(process)  # leftovers of the group, or everything if interrupted
             _current_child = None
-    seconds, max_rss_kib, returncode = elapsed, 0, process.returncode
+    seconds, max_rss_kib, returncode, cpu_seconds = elapsed, 0, process.returncode, 0.0
     if result_path.exists():
         fields = result_path.read_text().split()
         seconds, max_rss_kib = float(fields[0]), int(fields[1])
         returncode = os.waitstatus_to_exitcode(int(fields[2]))
+        cpu_seconds = float(fields[3])
     run = ChildRun(
         label=label,
         command=command,
         returncode=returncode,
         seconds=seconds,
         max_rss_kib=max_rss_kib,
+        cpu_seconds=cpu_seconds,
         stdout=out_path.read_text(errors="replace"),
         stderr_path=err_path,
         timed_out=timed_out.is_set(),
     )
     state = "ok" if run.ok else ("TIMED OUT" if run.timed_out else f"FAILED (exit {run.returncode})")
-    log(f"{label}: {state} in {run.seconds:.2f} s, peak RSS {run.rss_mib:.0f} MiB")
+    log(
+        f"{label}: {state} in {run.seconds:.2f} s, CPU {run.cpu_seconds:.2f} s, "
+        f"peak RSS {run.rss_mib:.0f} MiB"
+    )
     return run
 
 
@@ -528,18 +535,25 @@ class Tool:
         return statistics.median(seconds) if seconds else None
 
     @property
+    def median_cpu(self) -> float | None:
+        cpu = [run.cpu_seconds for run in self.runs if run.ok]
+        return statistics.median(cpu) if cpu else None
+
+    @property
     def first(self) -> float | None:
         return self.runs[0].seconds if self.runs and self.runs[0].ok else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "median_seconds": _round(self.median),
+            "median_cpu_seconds": _round(self.median_cpu),
             "runs": [
                 {
                     "seconds": round(run.seconds, 3),
                     "ok": run.ok,
                     "exit": run.returncode,
                     "peak_rss_mib": round(run.rss_mib, 1),
+                    "cpu_seconds": round(run.cpu_seconds, 3),
                 }
                 for run in self.runs
             ],
@@ -548,6 +562,10 @@ class Tool:
 
 def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def _per_gib(cpu_seconds: float | None, unique_bytes: int) -> float | None:
+    return None if cpu_seconds is None or not unique_bytes else round(cpu_seconds / (unique_bytes / 2**30), 2)
 
 
 class Bench:
@@ -665,6 +683,9 @@ class Bench:
             "skopeo_throughput_mib_s": (
                 _round(content.unique_bytes / MiB / skopeo.median, 1) if skopeo.median else None
             ),
+            # CPU per GiB copied: the engine's own cost, whatever the load of the machine around it.
+            "geo_tui_cpu_seconds_per_gib": _per_gib(geo.median_cpu, content.unique_bytes),
+            "skopeo_cpu_seconds_per_gib": _per_gib(skopeo.median_cpu, content.unique_bytes),
         }
 
         # What a no-op cannot go below: the interpreter and geo-tui's imports (`--version` exits after them).
@@ -690,6 +711,8 @@ class Bench:
         self.results["noop"] = {
             "geo_tui": {
                 "seconds": round(noop_geo.seconds, 3),
+                "cpu_seconds": round(noop_geo.cpu_seconds, 3),
+                "cpu_seconds_per_1000_repositories": round(noop_geo.cpu_seconds * 1000 / args.repos, 2),
                 "ok": noop_geo.ok,
                 "requests": geo_requests,
                 "write_requests": geo_writes,
@@ -698,10 +721,21 @@ class Bench:
             },
             "skopeo_sync": {
                 "seconds": round(noop_skopeo.seconds, 3),
+                "cpu_seconds": round(noop_skopeo.cpu_seconds, 3),
+                "cpu_seconds_per_1000_repositories": round(noop_skopeo.cpu_seconds * 1000 / args.repos, 2),
                 "ok": noop_skopeo.ok,
                 "requests": skopeo_requests,
                 "write_requests": skopeo_writes,
             },
+            "ratio_skopeo_over_geo_tui": _round(
+                noop_skopeo.seconds / noop_geo.seconds if noop_geo.ok and noop_skopeo.ok else None, 2
+            ),
+            "cpu_ratio_skopeo_over_geo_tui": _round(
+                noop_skopeo.cpu_seconds / noop_geo.cpu_seconds
+                if noop_geo.ok and noop_skopeo.ok and noop_geo.cpu_seconds
+                else None,
+                2,
+            ),
             "target_fraction": TARGET_NOOP,
             "target_met": None if noop_fraction is None else noop_fraction <= TARGET_NOOP,
         }
@@ -811,6 +845,13 @@ def render_table(results: dict[str, Any], failures: list[str], notes: list[str])
             f"{_s(sk['seconds'] if sk['ok'] else None)} "
             f"({sk['write_requests']} writes/{sk['requests']} requests)"
         )
+        lines.append(
+            f"          no-op CPU geo-tui {_s(geo['cpu_seconds'], ' s', 2)} "
+            f"({geo['cpu_seconds_per_1000_repositories']} s per 1,000 repositories)   skopeo sync "
+            f"{_s(sk['cpu_seconds'], ' s', 2)} ({sk['cpu_seconds_per_1000_repositories']} s per 1,000)   "
+            f"ratios skopeo/geo-tui: wall {_s(noop['ratio_skopeo_over_geo_tui'], 'x', 2)}, "
+            f"CPU {_s(noop['cpu_ratio_skopeo_over_geo_tui'], 'x', 2)}"
+        )
         if results.get("geo_tui_startup_seconds") is not None:
             lines.append(
                 f"          (geo-tui start-up alone, `--version`: {results['geo_tui_startup_seconds']:.2f} s)"
@@ -832,6 +873,11 @@ def render_table(results: dict[str, Any], failures: list[str], notes: list[str])
         lines.append(
             f"throughput geo-tui {_s(backfill['geo_tui_throughput_mib_s'], ' MiB/s')}   "
             f"skopeo sync {_s(backfill['skopeo_throughput_mib_s'], ' MiB/s')}  (unique bytes / backfill time)"
+        )
+        lines.append(
+            f"CPU/GiB   geo-tui {_s(backfill['geo_tui_cpu_seconds_per_gib'], ' s', 2)}   "
+            f"skopeo sync {_s(backfill['skopeo_cpu_seconds_per_gib'], ' s', 2)}  (the tool's own CPU per GiB "
+            "copied, median of the backfill runs)"
         )
     for note in notes:
         lines.append(f"note      {note}")
