@@ -44,6 +44,7 @@ import geo_tui.console  # noqa: E402, F401
 
 # isort: split
 from textual import events  # noqa: E402
+from textual.app import ScreenStackError  # noqa: E402
 from textual.drivers.linux_driver import LinuxDriver  # noqa: E402
 from textual.geometry import Region  # noqa: E402
 from textual.strip import Strip  # noqa: E402
@@ -236,9 +237,15 @@ def report_status(app: GeoTuiApp, path: Path, stop: threading.Event, ui_tid: int
         sched = ui_thread_schedstat(ui_tid)
         if sched is not None:
             PROBE.sched.append((time.monotonic(), *sched))
+        try:
+            focused, screen = app.focused, app.screen
+        except ScreenStackError:
+            # Before its first screen is up, the app has no focus to ask: an uncaught error here would
+            # end this thread, and the typist would wait for a status that never comes.
+            continue
         status = {
-            "focus": type(app.focused).__name__,
-            "screen": type(app.screen).__name__ if app.is_running else None,
+            "focus": type(focused).__name__,
+            "screen": type(screen).__name__,
             "frames": len(PROBE.frames),
             "keys": len(PROBE.keys),
             "copied": sum(n for _, n in PROBE.copied),
