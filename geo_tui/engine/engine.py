@@ -36,6 +36,7 @@ from .tracking import RepositoryRow, SyncState, Tracking, tracking_database
 from .updates import Broadcast, EngineStatus, LogLine, SiteHealth, Update
 from .verify import VerificationDepth, VerificationResult, Verifier
 from .verify_loop import VerificationLoop
+from .wakeups import Wakeups
 
 __all__ = ["Engine", "EngineSnapshot", "SiteSnapshot", "SiteSummary", "SyncSummary"]
 
@@ -117,6 +118,7 @@ class Engine:
         self._standing = Pass.standing(self.secondary_names)
         # Push copies, by repository: they run beside whole-repository jobs, never behind them.
         self._pushes = PushCopier(self)
+        self.wakeups = Wakeups(self)  # NOTIFY from the tracking database, and whether it answers
         self.pull_backlog = PullBacklog()  # fed by the receiver (see notifications.PullBacklog)
         self.metrics.watch_backlog(
             lambda: self.pull_backlog.outstanding,
@@ -188,11 +190,9 @@ class Engine:
         self.metrics.watch_state(
             lambda: self.tracking.counts(self.secondary_names), lambda: self.scheduler.in_flight
         )
-        redacted = self.tracking.redact_stored()
-        if redacted:
+        if redacted := self.tracking.redact_stored():
             self.log("warning", f"removed configured secrets from {redacted} texts an earlier geo-tui stored")
-        recovered = self.tracking.recover_started()
-        if recovered:
+        if recovered := self.tracking.recover_started():
             self.log("warning", f"picked up {recovered} repositories left in progress by an earlier run")
 
     async def close(self) -> None:
@@ -240,6 +240,7 @@ class Engine:
         start("verification", self.verification.run_forever, interval=max(loop, reconcile), heartbeat=True)
         for task in ("discovery", "scheduler", "push", "health", "flush", "verification"):
             self.metrics.task_restarts.labels(task)  # 0 from the start, not absent until the first
+        start("listen", self.wakeups.run_forever, interval=loop)  # NOTIFY (PostgreSQL)
         self._emit(EngineStatus(running=True, paused=self.paused))
         self.log("info", "engine started")
 

@@ -248,4 +248,6 @@ class SyncQueue(TrackingStore):
                 f"WHERE {where}",
                 [*oldest_params, *params],
             )
+            if cur.rowcount:
+                self.dialect.announce(db, "sync")
             return int(cur.rowcount)

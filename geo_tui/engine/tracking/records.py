@@ -58,6 +58,10 @@ class Records(TrackingStore):
                 "THEN excluded.oldest_unsynced_event_at ELSE repositories.oldest_unsynced_event_at END",
                 [(site, repo, received_at) for site, repo in rows],
             ).rowcount + len(pushes)
+            if pushes:
+                self.dialect.announce(db, "push")
+            if queued > len(pushes):
+                self.dialect.announce(db, "sync")
             self._notification_inserts += len(events)
             if self._notification_inserts >= 1000:
                 self._notification_inserts = 0
