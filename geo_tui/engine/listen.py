@@ -18,7 +18,7 @@ from .tracking.postgres import WAKE_CHANNEL, PostgresDatabase, read_wake_payload
 __all__ = ["WakeListener"]
 
 LISTEN_RETRY = 0.2  # seconds before the first reconnect of a lost listen connection; doubles to:
-LISTEN_MAX_RETRY = 5.0
+LISTEN_MAX_RETRY = 2.0
 LISTEN_POLL = 0.5  # how often the listening thread looks whether it should stop
 # A half-open connection (the database's host gone) is found by TCP keepalives within ~11 s.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}

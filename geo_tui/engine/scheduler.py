@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["Scheduler"]
 
 DATABASE_RETRY = 0.25  # seconds before the first look at a database that did not answer; doubles to:
-DATABASE_MAX_RETRY = 5.0
+DATABASE_MAX_RETRY = 2.0
 
 
 class Scheduler:
