@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from geo_tui.config import default_api_socket, load_config
 from geo_tui.engine import Tracking
 from geo_tui.engine.tracking.postgres import PostgresDatabase
 from tests.e2e.test_serve import SECRET, assert_log_clean, db_query, notification, post, wait_replicated
@@ -141,6 +142,9 @@ def test_postgres_restarted_under_serve_while_pushes_arrive_loses_nothing(
         if during.status_code == 200:
             acknowledged.append(event_id)
         down_metric = metric(served, "geo_tui_tracking_database_up")
+        socket = default_api_socket(load_config(config).engine.database)
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)), timeout=10) as api:
+            snapshot = api.get("http://serve/api/v1/snapshot")  # a console's read: 503, not a 500
         own_cluster.start()
         restarted = time.monotonic()
         wait_until(lambda: _health(served)[0] == 200, timeout=60, what="healthy again after the restart")
@@ -162,6 +166,7 @@ def test_postgres_restarted_under_serve_while_pushes_arrive_loses_nothing(
         )
         assert seen_unhealthy, "health never said the tracking database was away"
         assert down_metric == 0
+        assert snapshot.status_code == 503 and "error" in snapshot.json(), snapshot.text
         assert refused_during_outage == [503], "a notification while the database was down got a 200"
         assert metric(served, "geo_tui_tracking_database_outages_total") >= outages_before + 1
         assert metric(served, "geo_tui_tracking_database_up") == 1
