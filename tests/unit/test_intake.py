@@ -9,10 +9,11 @@ import json
 import os
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from geo_tui.config import load_config
-from geo_tui.engine import Engine
+from geo_tui.engine import Engine, Tracking
 from geo_tui.engine.database import DatabaseBusy
 from geo_tui.engine.notifications import RegistryEvent, parse_envelope
 from geo_tui.engine.tracking.postgres import PostgresDatabase
@@ -62,6 +63,7 @@ def test_concurrent_requests_share_commits_and_each_is_stored_before_its_answer(
             return list(queued), engine.intake.commits
 
     queued, commits = asyncio.run(run())
+    print(f"{REQUESTS} concurrent requests stored in {commits} commits")
     assert queued == [2] * REQUESTS  # each request: its push, and its deletion's whole-repository run
     assert 1 <= commits < REQUESTS, commits  # the first alone, the rest together
     stored = query_tracking(config_path, "SELECT COUNT(*) FROM notifications WHERE event_id LIKE 'intake-%'")
@@ -88,3 +90,22 @@ def test_a_database_that_refuses_fails_every_waiting_request(tmp_path: Path) -> 
 
     outcomes = asyncio.run(run())
     assert all(isinstance(o, DatabaseBusy) for o in outcomes), outcomes
+
+
+def test_tracking_commits_are_synchronous_whatever_the_server_default(
+    postgres_database: PostgresDatabase,
+) -> None:
+    """A notification answered 200 after its commit must survive a crash of the server too: the tracking
+    connections turn synchronous_commit back on where a DBA turned it off for the database."""
+    name = postgres_database.url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_database.url, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {name} SET synchronous_commit = off")
+        assert admin.execute("SHOW synchronous_commit").fetchone() == ("on",)  # set before it connected
+    with psycopg.connect(postgres_database.url, autocommit=True) as other:
+        assert other.execute("SHOW synchronous_commit").fetchone() == ("off",)
+    tracking = Tracking(postgres_database)
+    try:
+        with tracking._tx() as db:
+            assert db.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+    finally:
+        tracking.close()

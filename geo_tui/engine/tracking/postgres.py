@@ -186,7 +186,18 @@ class PostgresConnection:
     def __init__(self, database: PostgresDatabase, application: str) -> None:
         self.database = database
         self._application = application
-        self._conn = database.connect(application=application)
+        self._conn = self._open()
+
+    def _open(self) -> psycopg.Connection[Row]:
+        """A connection whose commits are durable before they return, whatever the server's default: a
+        notification acknowledged after its commit must survive a crash of the server too."""
+        conn = self.database.connect(application=self._application)
+        try:
+            conn.execute("SET synchronous_commit TO on")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Row]:
         return self._conn.execute(_placeholders(sql), list(parameters))
@@ -217,7 +228,7 @@ class PostgresConnection:
         """Reopen the connection if it was lost (never inside a transaction: only between them)."""
         if self.lost:
             self._conn.close()
-            self._conn = self.database.connect(application=self._application)
+            self._conn = self._open()
 
     def close(self) -> None:
         self._conn.close()
