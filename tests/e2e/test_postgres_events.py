@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from geo_tui.config import default_api_socket, load_config
@@ -273,6 +274,51 @@ def test_work_committed_elsewhere_wakes_an_idle_engine_by_notify_not_by_its_poll
     finally:
         served.stop(signal.SIGKILL)
         elsewhere.close()
+    assert_log_clean(tmp_path / "serve.log")
+
+
+def test_work_committed_without_a_notify_is_found_by_the_poll_backstop(
+    registry_factory: Callable[..., Distribution],
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+    postgres_database: PostgresDatabase,
+) -> None:
+    """A notify lost (sent while the listen connection was down, or work queued by hand): the engine
+    finds the work on its next poll all the same."""
+    primary, eu = registry_factory("primary"), registry_factory("eu")
+    repository = "backstop/app"
+    port = free_port()
+    config = write_geo_config(
+        tmp_path / "geo",
+        primary,
+        [eu],
+        key_pair,
+        engine={"reconcile_interval": 3600, "database": postgres_database.url, "poll_interval": 1},
+        notifications={"listen": f"127.0.0.1:{port}", "secret": SECRET},
+    )
+    first, second = oci_image("backstop-1"), oci_image("backstop-2")
+    with RawPusher.for_registry(primary) as pusher:
+        pusher.push_tree(repository, first, "v1")
+    served = Served(config, port, tmp_path / "serve.log").start()
+    try:
+        with RawPusher.for_registry(eu) as e:
+            wait_replicated([e], repository, {"v1": first.digest}, timeout=60)
+        wait_until(lambda: _idle(served), timeout=30, what="serve idle after its backfill")
+        backstop = metric(served, "geo_tui_wakeups_total", part="scheduler", cause="backstop")
+        with RawPusher.for_registry(primary) as pusher:
+            pusher.push_tree(repository, second, "v2")
+        with psycopg.connect(postgres_database.url, autocommit=True) as db:  # queued, and no NOTIFY sent
+            db.execute(
+                "UPDATE repositories SET generation = generation + 1, state = 'pending', retry_at = NULL "
+                "WHERE repository = %s",
+                (repository,),
+            )
+        with RawPusher.for_registry(eu) as e:
+            wait_replicated([e], repository, {"v1": first.digest, "v2": second.digest}, timeout=30)
+        assert metric(served, "geo_tui_wakeups_total", part="scheduler", cause="backstop") > backstop
+        assert served.stop(signal.SIGTERM) == 0
+    finally:
+        served.stop(signal.SIGKILL)
     assert_log_clean(tmp_path / "serve.log")
 
 
