@@ -84,7 +84,7 @@ class Scheduler:
                     wake.woke()
                     continue
             except Exception as exc:
-                if not is_passing_fault(exc):
+                if not is_passing_fault(exc) or not run.is_standing:  # a one-shot run fails and says so
                     raise
                 # No database: claim nothing, look again with backoff (a poke does not hurry it).
                 engine._supervisor.beat("scheduler")
