@@ -70,6 +70,8 @@ class WakeListener:
                 self._listen()
                 return
             except (psycopg.Error, OSError) as exc:
+                if self.listening.is_set():  # it had listened: a new outage starts at the first delay
+                    delay = LISTEN_RETRY
                 self.listening.clear()
                 reason = " ".join(str(exc).split()) or type(exc).__name__
                 self._call(self._on_state, f"listen connection lost: {reason}")
