@@ -134,6 +134,11 @@ def test_committed_work_wakes_a_listener_in_milliseconds_and_a_dropped_listen_re
                 [], [], time.time(), pushes=[("team/app", "v1", "sha256:" + "a" * 64)]
             )
             assert (await heard.next_wake())[0] == "push"
+            # New repositories tracked (discovery on another engine), and the periodic reconcile.
+            assert tracking.ensure_rows("eu", ["team/new"]) == 1
+            assert (await heard.next_wake())[0] == "sync"
+            assert tracking.request_reconcile() == 2
+            assert (await heard.next_wake())[0] == "sync"
             assert tracking.request_sync(repositories=["nobody/here"]) == 0  # nothing queued: no NOTIFY
 
             # The listen connection dropped (a restart, a proxy): reported, reopened, and a wake follows
