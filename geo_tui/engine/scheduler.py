@@ -75,6 +75,7 @@ class Scheduler:
                 if not engine.paused:
                     for repository, rows in self._due(run).items():
                         self.jobs[repository] = asyncio.ensure_future(self._job(repository, rows, run))
+                    engine.wakeups.database.answered("reads")
                 engine._supervisor.beat("scheduler")
                 if not run.is_standing and not self.jobs and not engine.paused:
                     pending_retry = self._next_in_run_retry(run)
@@ -93,7 +94,6 @@ class Scheduler:
                 self._database_retry = min(self._database_retry * 2, DATABASE_MAX_RETRY)
                 continue
             self._database_retry = DATABASE_RETRY
-            engine.wakeups.database.answered("reads")
             await self._wait(wake, engine.config.engine.poll_interval)
             wake.woke()
 
