@@ -48,6 +48,7 @@ _ENGINE_KEYS: Final = (
     "max_job_duration",
     "max_catalog_pages",
     "max_tags_per_repository",
+    "poll_interval",
 )
 _AUTH_KEYS: Final = ("private_key", "issuer", "service", "token_ttl")
 _VERIFICATION_KEYS: Final = ("deep_interval",)
@@ -119,6 +120,7 @@ def _engine(t: Table, base: Path) -> EngineConfig:
         max_catalog_pages=t.integer("max_catalog_pages", 10_000, 1, 10_000_000),
         max_tags_per_repository=t.integer("max_tags_per_repository", 1_000_000, 1, 100_000_000),
         reconcile_requests_per_second=t.number("reconcile_requests_per_second", 200, 0),
+        poll_interval=t.number("poll_interval", 1.0, 0.05, 3600),
     )
 
 

@@ -87,6 +87,10 @@ class EngineConfig:
     # `database` is only where this host keeps the engine's lock record and API socket.
     database_url: str | None = None
     database_password: Secret | None = None  # [engine] database_password_file; None: libpq's PGPASSFILE
+    # Seconds the scheduler and the push copier wait for a wake before they look for due work anyway:
+    # the backstop for a NOTIFY lost with a dropped connection (PostgreSQL), and the tick on which
+    # retries fall due.
+    poll_interval: float = 1.0
 
     @property
     def database_name(self) -> str:

@@ -61,6 +61,7 @@ class DatabaseWriter:
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._reported = 0.0
         self._fault: str | None = None  # the last passing fault, until a write goes in again
+        self._watchers: list[Callable[[str | None], None]] = []
         self._thread = threading.Thread(target=self._run, name="geo-tui-database", daemon=True)
         self._thread.start()
 
@@ -104,6 +105,22 @@ class DatabaseWriter:
 
         self._queue.put(_Write(partial(fn, *args), time.monotonic() + timeout, finish))
 
+    def watch(self, callback: Callable[[str | None], None]) -> None:
+        """Call ``callback(fault)`` on the database thread when writes start failing on a passing fault
+        (its description) and ``callback(None)`` when one goes in again."""
+        self._watchers.append(callback)
+
+    def _fault_changed(self, fault: str | None) -> None:
+        if (fault is None) == (self._fault is None):
+            self._fault = fault
+            return
+        self._fault = fault
+        for callback in self._watchers:
+            try:
+                callback(fault)
+            except Exception:  # a watcher's failure must not stop the writes
+                log.exception("a tracking-database watcher failed")
+
     def close(self, timeout: float = 5.0) -> None:
         """Finish the writes queued so far (at most ``timeout`` seconds), then stop the thread."""
         self._queue.put(None)
@@ -126,12 +143,12 @@ class DatabaseWriter:
                 if not is_passing_fault(exc) or expired:
                     write.finish(False, DatabaseBusy(_describe(exc)) if is_passing_fault(exc) else exc)
                     return
-                self._fault = _describe(exc)
+                self._fault_changed(_describe(exc))
                 self._report(exc)
                 write.abandoned.wait(delay)
                 delay = min(delay * 2, self._max_retry_delay)
                 continue
-            self._fault = None
+            self._fault_changed(None)
             write.finish(True, value)
             return
 

@@ -20,6 +20,7 @@ from geo_tui.registry import RegistryClient
 from .database import DatabaseWriter
 from .describe import describe_error, prefixed
 from .discovery import Discovery
+from .intake import NotificationIntake
 from .jobs import RepositoryJobs
 from .lock import claim_for
 from .metrics import EngineMetrics
@@ -36,6 +37,7 @@ from .tracking import RepositoryRow, SyncState, Tracking, tracking_database
 from .updates import Broadcast, EngineStatus, LogLine, SiteHealth, Update
 from .verify import VerificationDepth, VerificationResult, Verifier
 from .verify_loop import VerificationLoop
+from .wakeups import Wakeups
 
 __all__ = ["Engine", "EngineSnapshot", "SiteSnapshot", "SiteSummary", "SyncSummary"]
 
@@ -51,8 +53,6 @@ ROW_ECHO_LIMIT = 1000  # rows a resync of named repositories announces at once; 
 LOOP_TASK_INTERVAL = 60.0
 # A write waits this long for another process's lock before its thread tries again (database.py).
 WRITE_BUSY_TIMEOUT = 1.0
-# A notification not stored within this gets a 503, and the registry sends it again (issue 12, case 4).
-NOTIFICATION_STORE_TIMEOUT = 3.0
 
 
 class Engine:
@@ -117,6 +117,8 @@ class Engine:
         self._standing = Pass.standing(self.secondary_names)
         # Push copies, by repository: they run beside whole-repository jobs, never behind them.
         self._pushes = PushCopier(self)
+        self.wakeups = Wakeups(self)  # NOTIFY from the tracking database, and whether it answers
+        self.intake = NotificationIntake(self)  # notifications stored, concurrent ones in one commit
         self.pull_backlog = PullBacklog()  # fed by the receiver (see notifications.PullBacklog)
         self.metrics.watch_backlog(
             lambda: self.pull_backlog.outstanding,
@@ -188,11 +190,9 @@ class Engine:
         self.metrics.watch_state(
             lambda: self.tracking.counts(self.secondary_names), lambda: self.scheduler.in_flight
         )
-        redacted = self.tracking.redact_stored()
-        if redacted:
+        if redacted := self.tracking.redact_stored():
             self.log("warning", f"removed configured secrets from {redacted} texts an earlier geo-tui stored")
-        recovered = self.tracking.recover_started()
-        if recovered:
+        if recovered := self.tracking.recover_started():
             self.log("warning", f"picked up {recovered} repositories left in progress by an earlier run")
 
     async def close(self) -> None:
@@ -240,6 +240,7 @@ class Engine:
         start("verification", self.verification.run_forever, interval=max(loop, reconcile), heartbeat=True)
         for task in ("discovery", "scheduler", "push", "health", "flush", "verification"):
             self.metrics.task_restarts.labels(task)  # 0 from the start, not absent until the first
+        start("listen", self.wakeups.run_forever, interval=loop)  # NOTIFY (PostgreSQL)
         self._emit(EngineStatus(running=True, paused=self.paused))
         self.log("info", "engine started")
 
@@ -378,61 +379,10 @@ class Engine:
     # -- notifications ---------------------------------------------------------------------------
 
     async def accept_notifications(self, events: Sequence[RegistryEvent]) -> int:
-        """Durably queue what notification events name, then wake the copiers.
-
-        A push that names its manifest is queued for a copy of exactly that (see `pushes`); a
-        deletion, or an event that names too little, queues a whole-repository run in the background.
-        The events are in the tracking database when this returns: acknowledge only after it.
-        Returns how many pushes and (site, repository) rows were queued. Raises DatabaseBusy (or
-        sqlite3's error) within seconds when they cannot be stored: answer 5xx, the registry sends them
-        again."""
-        now = self._clock()
-        relevant = [e for e in events if e.matters]
-        self.discovery.named([e.repository for e in relevant])
-        for event in events:
-            self.metrics.notifications.labels(event.action or "unknown").inc()
-        if events:
-            self.last_event_at = now
-        if not relevant:
-            # Pulls and blob pushes: Distribution 2.8 sends a pull event for every manifest HEAD, so a
-            # reconcile's own reads come back here by the thousand. Nothing to store; answer at once.
-            return 0
-        pushes: list[RegistryEvent] = []
-        whole: list[RegistryEvent] = []
-        for event in relevant:
-            if not any(site.wants(event.repository) for site in self.config.secondaries):
-                continue
-            (pushes if event.copyable else whole).append(event)
-
-        def pairs(chosen: list[RegistryEvent]) -> list[tuple[str, str]]:
-            return sorted(
-                {
-                    (s.name, e.repository)
-                    for e in chosen
-                    for s in self.config.secondaries
-                    if s.wants(e.repository)
-                }
-            )
-
-        queued = await self._db(
-            self.tracking.record_notifications,
-            [(e.id, e.action, e.repository, e.tag, e.digest) for e in relevant],
-            pairs(whole),
-            now,
-            pushes=[(e.repository, e.tag, e.digest or "") for e in pushes],
-            push_rows=pairs(pushes),
-            timeout=NOTIFICATION_STORE_TIMEOUT,
-        )
-        for event in relevant[:20]:
-            what = event.tag or event.digest or "?"
-            self.log(
-                "info", f"notification: {event.action} {event.repository}:{what}", repository=event.repository
-            )
-        if whole:
-            self._poke()
-        if pushes:
-            self._pushes.wake()
-        return queued
+        """Durably queue what notification events name, then wake the copiers (see `intake`): the events
+        are in the tracking database when this returns. Raises DatabaseBusy (or the database's error)
+        within seconds when they cannot be stored: answer 5xx, the registry sends them again."""
+        return await self.intake.accept(events)
 
     # -- discovery and one-shot runs ---------------------------------------------------------------
 

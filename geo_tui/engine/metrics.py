@@ -9,12 +9,14 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .tracking import SiteCounts
+from .tracking.dialect import is_passing_fault
 
 __all__ = ["CONTENT_TYPE", "EngineMetrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PUSH_LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 REQUESTS_BUCKETS = (5, 10, 15, 20, 30, 50, 100, 200, 500, 1000)
+WAKE_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 
@@ -37,7 +39,13 @@ class _StateCollector(Collector):
         queue = GaugeMetricFamily(
             "geo_tui_queue_depth", "Repositories waiting to sync, per site", labels=["site"]
         )
-        for site, c in self._counts().items():
+        try:
+            counts = self._counts()
+        except Exception as exc:  # the database away: geo_tui_tracking_database_up says so
+            if not is_passing_fault(exc):
+                raise
+            counts = {}
+        for site, c in counts.items():
             for state, value in (
                 ("pending", c.pending),
                 ("started", c.started),
@@ -168,6 +176,35 @@ class EngineMetrics:
             "started, store included), copy (copy started to the tag written on a secondary)",
             ["stage"],
             buckets=PUSH_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+        self._database_metrics()
+
+    def _database_metrics(self) -> None:
+        """The tracking database answering, and the parts it wakes (engine/wakeups.py)."""
+        self.database_up = Gauge(
+            "geo_tui_tracking_database_up",
+            "1 while the tracking database answers, 0 while the engine waits for it",
+            registry=self.registry,
+        )
+        self.database_outages = Counter(
+            "geo_tui_tracking_database_outages",
+            "Times the tracking database stopped answering",
+            registry=self.registry,
+        )
+        self.wakeups = Counter(
+            "geo_tui_wakeups",
+            "Waits for work that ended, by part (scheduler, push) and cause (local: this process "
+            "queued it; notify: a NOTIFY from the tracking database; backstop: the poll interval)",
+            ["part", "cause"],
+            registry=self.registry,
+        )
+        self.wake_latency = Histogram(
+            "geo_tui_wake_seconds",
+            "From the transaction that queued work (its NOTIFY) to the part awake, by part",
+            ["part"],
+            buckets=WAKE_BUCKETS,
             registry=self.registry,
         )
 

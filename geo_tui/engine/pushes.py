@@ -29,6 +29,8 @@ from .budget import Work, set_work
 from .describe import describe_error, describe_stats
 from .replicate import CopyPlan, PrimaryRepository, copy_pushed
 from .tracking import QueuedPush
+from .tracking.dialect import is_passing_fault
+from .wakeups import Wake
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -54,7 +56,7 @@ class PushCopier:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self.running: dict[str, asyncio.Task[None]] = {}
-        self._wake = asyncio.Event()
+        self._wake = Wake("push", engine.metrics)
         self._idle = asyncio.Event()  # no copy running: background work goes on
         self._idle.set()
         self.yielded_seconds = 0.0  # background requests' waits for copies, for /metrics
@@ -63,8 +65,8 @@ class PushCopier:
         self._pushed_during: dict[str, list[QueuedPush]] = {}
         self._whole_runs: dict[str, int] = {}
 
-    def wake(self) -> None:
-        self._wake.set()
+    def wake(self, cause: str = "local", sent: float | None = None) -> None:
+        self._wake.set(cause, sent)
 
     # -- what the engine's whole-repository runs tell it ------------------------------------------------
 
@@ -109,11 +111,19 @@ class PushCopier:
         while True:
             self._wake.clear()
             engine._supervisor.beat("push")
-            waiting_digests = False
+            waiting_digests = database_down = False
             if not engine.paused:
                 now = engine._clock()
                 by_repository: dict[str, list[QueuedPush]] = {}
-                for push in engine.tracking.queued_pushes():
+                try:
+                    queued_now = engine.tracking.queued_pushes()
+                except Exception as exc:
+                    if not is_passing_fault(exc):
+                        raise
+                    # No database: start nothing; the scheduler reports it, and both look again.
+                    engine.wakeups.database.lost("reads", describe_error(exc))
+                    queued_now, database_down = [], True
+                for push in queued_now:
                     by_repository.setdefault(push.repository, []).append(push)
                 for repository, queued in by_repository.items():
                     if repository in self.running or len(self.running) >= limit:
@@ -127,11 +137,20 @@ class PushCopier:
             try:
                 await asyncio.wait(
                     waiters,
-                    timeout=DIGEST_PUSH_GRACE / 5 if waiting_digests else 1.0,
+                    timeout=self._timeout(waiting_digests, database_down),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
             finally:
                 waiters[0].cancel()
+            self._wake.woke()
+
+    def _timeout(self, waiting_digests: bool, database_down: bool) -> float:
+        """How long to wait for a wake: a digest push's grace, a second without a database (look again
+        soon), else the poll interval."""
+        poll = self._engine.config.engine.poll_interval
+        if waiting_digests:
+            return DIGEST_PUSH_GRACE / 5
+        return min(1.0, poll) if database_down else poll
 
     async def _job(self, repository: str, queued: list[QueuedPush]) -> None:
         engine = self._engine

@@ -2,7 +2,9 @@
 
 Rows of one repository run as one job (engine/jobs.py), at most ``repository_concurrency`` jobs at once.
 A repository whose pushes are being copied waits for them. The scheduler wakes when poked (new work,
-a job done) or after a second; a one-shot pass ends when nothing it may still run is left.
+a job done, a NOTIFY from the tracking database: wakeups.py) or after ``[engine] poll_interval``; a
+one-shot pass ends when nothing it may still run is left. While the tracking database does not answer,
+it starts nothing and looks again with backoff; the jobs running go on, and record when it is back.
 """
 
 from __future__ import annotations
@@ -11,29 +13,36 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from .describe import describe_error
 from .model import SyncSummary
 from .passes import Pass
 from .tracking import RepositoryRow, SyncState
+from .tracking.dialect import is_passing_fault
+from .wakeups import Wake
 
 if TYPE_CHECKING:
     from .engine import Engine
 
 __all__ = ["Scheduler"]
 
+DATABASE_RETRY = 0.25  # seconds before the first look at a database that did not answer; doubles to:
+DATABASE_MAX_RETRY = 2.0
+
 
 class Scheduler:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self.jobs: dict[str, asyncio.Task[None]] = {}  # running repository jobs, by repository
-        self._wake: asyncio.Event | None = None
+        self._wake: Wake | None = None
+        self._database_retry = DATABASE_RETRY
 
     def open(self) -> None:
-        self._wake = asyncio.Event()
+        self._wake = Wake("scheduler", self._engine.metrics)
 
-    def poke(self) -> None:
-        """Look for due rows now (new work arrived, or a job ended)."""
+    def poke(self, cause: str = "local", sent: float | None = None) -> None:
+        """Look for due rows now (new work arrived, or a job ended); ``cause`` and ``sent``: see Wake."""
         if self._wake is not None:
-            self._wake.set()
+            self._wake.set(cause, sent)
 
     @property
     def in_flight(self) -> int:
@@ -62,17 +71,31 @@ class Scheduler:
         assert wake is not None
         while True:
             wake.clear()
-            if not engine.paused:
-                for repository, rows in self._due(run).items():
-                    self.jobs[repository] = asyncio.ensure_future(self._job(repository, rows, run))
-            engine._supervisor.beat("scheduler")
-            if not run.is_standing and not self.jobs and not engine.paused:
-                pending_retry = self._next_in_run_retry(run)
-                if pending_retry is None:
-                    return
-                await self._wait(wake, max(0.0, pending_retry - engine._clock()))
+            try:
+                if not engine.paused:
+                    for repository, rows in self._due(run).items():
+                        self.jobs[repository] = asyncio.ensure_future(self._job(repository, rows, run))
+                    engine.wakeups.database.answered("reads")
+                engine._supervisor.beat("scheduler")
+                if not run.is_standing and not self.jobs and not engine.paused:
+                    pending_retry = self._next_in_run_retry(run)
+                    if pending_retry is None:
+                        return
+                    await self._wait(wake, max(0.0, pending_retry - engine._clock()))
+                    wake.woke()
+                    continue
+            except Exception as exc:
+                if not is_passing_fault(exc) or not run.is_standing:  # a one-shot run fails and says so
+                    raise
+                # No database: claim nothing, look again with backoff (a poke does not hurry it).
+                engine._supervisor.beat("scheduler")
+                engine.wakeups.database.lost("reads", describe_error(exc))
+                await asyncio.sleep(self._database_retry)
+                self._database_retry = min(self._database_retry * 2, DATABASE_MAX_RETRY)
                 continue
-            await self._wait(wake, 1.0)
+            self._database_retry = DATABASE_RETRY
+            await self._wait(wake, engine.config.engine.poll_interval)
+            wake.woke()
 
     def _due(self, run: Pass) -> dict[str, list[RepositoryRow]]:
         """The rows to start now, by repository: one job each, as many jobs as free slots."""
@@ -115,7 +138,7 @@ class Scheduler:
         ]
         return min((d or 0.0) for d in due) if due else None
 
-    async def _wait(self, wake: asyncio.Event, timeout: float) -> None:
+    async def _wait(self, wake: Wake, timeout: float) -> None:
         tasks = [asyncio.ensure_future(wake.wait()), *self.jobs.values()]
         try:
             await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)

@@ -52,6 +52,7 @@ from geo_tui.config import Secret
 from geo_tui.engine.describe import describe_error
 from geo_tui.engine.engine import Engine
 from geo_tui.engine.tracking import SyncState
+from geo_tui.engine.tracking.dialect import is_passing_fault
 from geo_tui.engine.updates import Update
 from geo_tui.engine.wire import (
     WIRE_VERSION,
@@ -173,8 +174,10 @@ class ApiApp:
             await send_json(send, exc.status, {"error": str(exc)})
             return
         except Exception as exc:  # reported to the caller; the engine keeps running
-            log.exception("engine API %s %s failed", method, path)
-            await send_json(send, 500, {"error": describe_error(exc)}, dumps=self._dumps)
+            status = 503 if is_passing_fault(exc) else 500  # 503: the tracking database away, said elsewhere
+            if status == 500:
+                log.exception("engine API %s %s failed", method, path)
+            await send_json(send, status, {"error": describe_error(exc)}, dumps=self._dumps)
             return
         await send_json(send, 200, document, dumps=self._dumps)
 

@@ -29,6 +29,7 @@ from geo_tui.engine.describe import describe_error
 from geo_tui.engine.engine import Engine
 from geo_tui.engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from geo_tui.engine.notifications import EnvelopeError, RegistryEvent, parse_envelope
+from geo_tui.engine.tracking.dialect import is_passing_fault
 
 __all__ = ["EVENTS_PATH", "MAX_BODY", "ReceiverApp"]
 
@@ -60,7 +61,7 @@ class ReceiverApp:
         elif path == HEALTH_PATH and method in ("GET", "HEAD"):
             health = self.health()
             # A background task down is an engine that no longer replicates: say so to the monitor.
-            await send_json(send, 503 if health["tasks_down"] else 200, health)
+            await send_json(send, 503 if health["unhealthy"] else 200, health)
         elif path == METRICS_PATH and method in ("GET", "HEAD"):
             body = self._engine.metrics.render()
             await send_response(send, 200, body, METRICS_CONTENT_TYPE.encode())
@@ -68,18 +69,32 @@ class ReceiverApp:
             await send_json(send, 404, {"error": "not found"})
 
     def health(self) -> dict[str, Any]:
-        snapshot = self._engine.snapshot()
-        queued = sum(s.counts.pending for s in snapshot.sites if s.counts is not None)
-        queued += self._engine.tracking.push_queue_depth()  # pushes waiting for their copy
-        state = "paused" if snapshot.paused else ("running" if snapshot.running else "stopped")
-        down = list(snapshot.tasks_down)
+        """The engine's state; ``unhealthy`` (a 503) while a task is down or the database away."""
+        engine = self._engine
+        queued: int | None = None
+        state = "waiting for its database"
+        try:
+            snapshot = engine.snapshot()
+            queued = sum(s.counts.pending for s in snapshot.sites if s.counts is not None)
+            queued += engine.tracking.push_queue_depth()  # pushes waiting for their copy
+            state = "paused" if snapshot.paused else ("running" if snapshot.running else "stopped")
+        except Exception as exc:
+            if not is_passing_fault(exc):
+                raise
+            engine.wakeups.database.lost("reads", describe_error(exc))
+        down = engine.tasks_down()
+        database = engine.wakeups.database.describe()
+        status = [f"task down: {', '.join(down)}"] if down else []
+        status += [f"tracking database {database}"] if database else []
         return {
-            "status": f"task down: {', '.join(down)}" if down else "ok",
+            "status": "; ".join(status) or "ok",
+            "unhealthy": bool(status),
             "tasks_down": down,
+            "database": database or "ok",
             "engine": state,
             "queue_depth": queued,
-            "in_flight": snapshot.in_flight,
-            "last_event_at": self._engine.last_event_at,
+            "in_flight": engine.scheduler.in_flight,
+            "last_event_at": engine.last_event_at,
         }
 
     async def _events(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -85,3 +85,28 @@ async def test_other_errors_are_not_retried() -> None:
     assert is_passing_fault(sqlite3.OperationalError("database or disk is full"))
     assert is_passing_fault(sqlite3.OperationalError("database is locked"))
     assert not is_passing_fault(sqlite3.DatabaseError("file is not a database"))
+
+
+def test_watchers_hear_when_writes_start_failing_and_when_one_goes_in_again() -> None:
+    """The engine's DatabaseState hears of an outage once, and of its end once, however many retries."""
+    heard: list[str | None] = []
+    failures = iter([sqlite3.OperationalError("database is locked")] * 3)
+
+    def write() -> str:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return "stored"
+
+    async def run() -> str:
+        writer = DatabaseWriter(retry_delay=0.01)
+        writer.watch(heard.append)
+        try:
+            assert await writer(lambda: "first") == "first"  # no fault yet: nothing to tell
+            return await writer(write, timeout=5)
+        finally:
+            writer.close()
+
+    assert asyncio.run(run()) == "stored"
+    assert len(heard) == 2, heard
+    assert heard[0] is not None and "database is locked" in heard[0] and heard[1] is None

@@ -24,7 +24,7 @@ from .claims import LeaseClaims, WorkerRow, worker_id
 from .pushes import PushRecords, QueuedPush
 from .queue import SyncQueue
 from .reads import RowReads
-from .records import EVENT_LOG_LIMIT, Records
+from .records import EVENT_LOG_LIMIT, NotificationBatch, Records
 from .rows import LogRecord, RepositoryRow, SiteCounts, SyncState, VerificationState
 from .schema import MIGRATIONS, SCHEMA_VERSION, DatabaseDamaged, DatabaseTooNew, DatabaseUnusable, Migration
 from .verification import DEEP_PLAN_BATCH, VerificationRecords, deep_offset
@@ -42,6 +42,7 @@ __all__ = [
     "DatabaseUnusable",
     "LogRecord",
     "Migration",
+    "NotificationBatch",
     "QueuedPush",
     "RepositoryRow",
     "SiteCounts",

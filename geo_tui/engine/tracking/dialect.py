@@ -72,6 +72,10 @@ class Dialect(Protocol):
     def lock_site(self, db: Any, site: str) -> None:
         """Inside a write transaction: wait until no other claimer's transaction holds `site`'s lock."""
 
+    def announce(self, db: Any, work: str) -> None:
+        """Inside a write transaction that queued `work` ("push" or "sync"): tell every engine on the
+        database when it commits (PostgreSQL's NOTIFY), so an idle one wakes at once."""
+
 
 class SqliteDialect:
     """SQLite: ``BEGIN IMMEDIATE`` takes the file's write lock, which also serialises migrations."""
@@ -111,6 +115,9 @@ class SqliteDialect:
 
     def lock_site(self, db: sqlite3.Connection, site: str) -> None:
         """BEGIN IMMEDIATE already serialises every write transaction."""
+
+    def announce(self, db: sqlite3.Connection, work: str) -> None:
+        """One engine per file: it wakes its own parts when it queues work."""
 
 
 SQLITE = SqliteDialect()

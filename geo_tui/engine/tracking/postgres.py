@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import socket
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from .schema import DatabaseUnusable, Migration
 __all__ = [
     "ENGINE_LOCK",
     "MIGRATIONS",
+    "WAKE_CHANNEL",
     "PostgresConnection",
     "PostgresDatabase",
     "PostgresDialect",
@@ -43,6 +45,20 @@ MIGRATION_LOCK = 0x67656F7475690001
 ENGINE_LOCK = 0x67656F7475690002
 SITE_LOCK_CLASS = 0x67656F74  # "geot": the two-key advisory locks of the per-site claim caps
 CONNECT_TIMEOUT = 5  # seconds: a server that does not answer is a passing fault, not a hung thread
+WAKE_CHANNEL = "geo_tui_work"  # NOTIFY channel: work was queued (see PostgresDialect.announce)
+
+
+def wake_payload(work: str, sent: float) -> str:
+    return f"{work} {sent:.6f}"
+
+
+def read_wake_payload(payload: str) -> tuple[str, float | None]:
+    """(work, when sent) of a NOTIFY payload; a payload not ours reads as ("sync", None)."""
+    work, _, sent = payload.partition(" ")
+    try:
+        return (work if work in ("push", "sync") else "sync"), float(sent)
+    except ValueError:
+        return "sync", None
 
 
 def site_key(site: str) -> int:
@@ -66,9 +82,11 @@ class PostgresDatabase:
         """The database as logs and errors name it: user, host, port and name, never a password."""
         return describe_url(self.url)
 
-    def connect(self, *, application: str = "geo-tui") -> psycopg.Connection[Row]:
-        """An autocommit connection whose rows are read by column name (or position)."""
+    def connect(self, *, application: str = "geo-tui", **options: Any) -> psycopg.Connection[Row]:
+        """An autocommit connection whose rows are read by column name (or position); `options` are
+        more libpq parameters (keepalives, ...)."""
         extra: dict[str, Any] = {"password": self.password} if self.password is not None else {}
+        extra.update(options)
         try:
             return psycopg.connect(
                 self.url,
@@ -168,7 +186,18 @@ class PostgresConnection:
     def __init__(self, database: PostgresDatabase, application: str) -> None:
         self.database = database
         self._application = application
-        self._conn = database.connect(application=application)
+        self._conn = self._open()
+
+    def _open(self) -> psycopg.Connection[Row]:
+        """A connection whose commits are durable before they return, whatever the server's default: a
+        notification acknowledged after its commit must survive a crash of the server too."""
+        conn = self.database.connect(application=self._application)
+        try:
+            conn.execute("SET synchronous_commit TO on")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Row]:
         return self._conn.execute(_placeholders(sql), list(parameters))
@@ -199,7 +228,7 @@ class PostgresConnection:
         """Reopen the connection if it was lost (never inside a transaction: only between them)."""
         if self.lost:
             self._conn.close()
-            self._conn = self.database.connect(application=self._application)
+            self._conn = self._open()
 
     def close(self) -> None:
         self._conn.close()
@@ -270,6 +299,11 @@ class PostgresDialect:
         """Claimers of one site take turns (until their transaction ends), so a site's cap, counted
         under this lock, holds however many race; other sites' claimers do not wait."""
         db.execute("SELECT pg_advisory_xact_lock(?, ?)", (SITE_LOCK_CLASS, site_key(site)))
+
+    def announce(self, db: PostgresConnection, work: str) -> None:
+        """NOTIFY every engine listening (`wakeups.WakeListener`) when this transaction commits; the
+        payload carries when, so a listener can tell how long the wake took."""
+        db.execute("SELECT pg_notify(?, ?)", (WAKE_CHANNEL, wake_payload(work, time.time())))
 
 
 POSTGRES = PostgresDialect()

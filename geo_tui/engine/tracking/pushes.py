@@ -51,6 +51,8 @@ class PushRecords(TrackingStore):
                 "INSERT INTO push_queue (received_at, repository, tag, digest) VALUES (?, ?, ?, ?)",
                 [(p.received_at, p.repository, p.tag, p.digest) for p in pushes],
             )
+            if pushes:
+                self.dialect.announce(db, "push")
 
     def done_pushes(self, ids: Sequence[int]) -> None:
         with self._tx() as db:

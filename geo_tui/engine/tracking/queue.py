@@ -46,7 +46,10 @@ class SyncQueue(TrackingStore):
     def ensure_rows(self, site: str, repositories: Iterable[str]) -> int:
         """Create pending rows for repositories not tracked yet; mark all given ones as on the primary."""
         with self._tx() as db:
-            return int(db.executemany(TRACK, [(site, repo) for repo in repositories]).rowcount)
+            tracked = int(db.executemany(TRACK, [(site, repo) for repo in repositories]).rowcount)
+            if tracked:
+                self.dialect.announce(db, "sync")
+            return tracked
 
     def mark_absent_from_primary(self, site: str, present: set[str]) -> list[str]:
         """Flag rows whose repository the primary's catalog no longer lists. Returns their names."""
@@ -203,6 +206,8 @@ class SyncQueue(TrackingStore):
                 f"WHERE site = ? AND repository = ? AND state = 'started'{held}",
                 (site, repository, *lease),
             )
+            if cur.rowcount:  # another engine on the database may take it now
+                self.dialect.announce(db, "sync")
             return bool(cur.rowcount)
 
     def request_reconcile(self, *, sites: Sequence[str] | None = None) -> int:
@@ -216,6 +221,8 @@ class SyncQueue(TrackingStore):
                 f"state = 'pending' WHERE {where} AND state != 'started'",
                 params,
             )
+            if cur.rowcount:
+                self.dialect.announce(db, "sync")
             return int(cur.rowcount)
 
     def request_sync(
@@ -248,4 +255,6 @@ class SyncQueue(TrackingStore):
                 f"WHERE {where}",
                 [*oldest_params, *params],
             )
+            if cur.rowcount:
+                self.dialect.announce(db, "sync")
             return int(cur.rowcount)

@@ -4,12 +4,14 @@ event log, and the redaction of free text already stored."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from .queue import TRACK as _TRACK
 from .rows import LOG_COLUMNS, LogRecord, from_columns
 from .store import TrackingStore
 
-__all__ = ["EVENT_LOG_LIMIT", "Records"]
+__all__ = ["EVENT_LOG_LIMIT", "NotificationBatch", "Records"]
 
 EVENT_LOG_LIMIT = 10_000
 _LOG = ", ".join(LOG_COLUMNS)
@@ -20,6 +22,17 @@ _FREE_TEXT = (
     ("repositories", "site, repository", "verification_failure"),
     ("event_log", "id", "message"),
 )
+
+
+@dataclass(frozen=True)
+class NotificationBatch:
+    """What one notification request stores (see `Records.record_notifications`)."""
+
+    events: Sequence[tuple[str, str, str, str | None, str | None]]  # (id, action, repository, tag, digest)
+    rows: Iterable[tuple[str, str]]  # (site, repository) queued for a whole-repository run
+    received_at: float
+    pushes: Sequence[tuple[str, str | None, str]] = ()  # (repository, tag, digest) queued for a copy
+    push_rows: Iterable[tuple[str, str]] = ()  # (site, repository) tracked, not queued
 
 
 class Records(TrackingStore):
@@ -37,34 +50,52 @@ class Records(TrackingStore):
         their ``pushes`` (repository, tag, digest) for a copy of what they name, in one transaction:
         once this returns, a killed process still replicates them after a restart. ``push_rows`` are
         tracked (created if new) without queueing a run. Returns rows and pushes queued."""
+        return self.record_notification_batches(
+            [NotificationBatch(events, rows, received_at, pushes, push_rows)]
+        )[0]
+
+    def record_notification_batches(self, batches: Sequence[NotificationBatch]) -> list[int]:
+        """`record_notifications` of several requests in one transaction (one commit, one NOTIFY each
+        kind): what each queued, in order."""
+        queued: list[int] = []
         with self._tx() as db:
-            db.executemany(
-                "INSERT INTO notifications (received_at, event_id, action, repository, tag, digest) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(received_at, *event) for event in events],
+            for batch in batches:
+                queued.append(self._record(db, batch))
+            if any(b.pushes for b in batches):
+                self.dialect.announce(db, "push")
+            if any(n > len(b.pushes) for n, b in zip(queued, batches, strict=True)):
+                self.dialect.announce(db, "sync")
+        return queued
+
+    def _record(self, db: Any, batch: NotificationBatch) -> int:
+        received_at = batch.received_at
+        db.executemany(
+            "INSERT INTO notifications (received_at, event_id, action, repository, tag, digest) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(received_at, *event) for event in batch.events],
+        )
+        db.executemany(
+            "INSERT INTO push_queue (received_at, repository, tag, digest) VALUES (?, ?, ?, ?)",
+            [(received_at, *push) for push in batch.pushes],
+        )
+        db.executemany(_TRACK, list(batch.push_rows))
+        queued = db.executemany(
+            "INSERT INTO repositories (site, repository, oldest_unsynced_event_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (site, repository) DO UPDATE SET generation = repositories.generation + 1, "
+            "retry_at = NULL, retry_count = 0, on_primary = 1, "
+            "state = CASE WHEN repositories.state = 'started' THEN 'started' ELSE 'pending' END, "
+            "oldest_unsynced_event_at = CASE WHEN repositories.oldest_unsynced_event_at IS NULL "
+            "OR repositories.oldest_unsynced_event_at > excluded.oldest_unsynced_event_at "
+            "THEN excluded.oldest_unsynced_event_at ELSE repositories.oldest_unsynced_event_at END",
+            [(site, repo, received_at) for site, repo in batch.rows],
+        ).rowcount + len(batch.pushes)
+        self._notification_inserts += len(batch.events)
+        if self._notification_inserts >= 1000:
+            self._notification_inserts = 0
+            db.execute(
+                "DELETE FROM notifications WHERE id <= (SELECT MAX(id) FROM notifications) - ?",
+                (EVENT_LOG_LIMIT,),
             )
-            db.executemany(
-                "INSERT INTO push_queue (received_at, repository, tag, digest) VALUES (?, ?, ?, ?)",
-                [(received_at, *push) for push in pushes],
-            )
-            db.executemany(_TRACK, list(push_rows))
-            queued = db.executemany(
-                "INSERT INTO repositories (site, repository, oldest_unsynced_event_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (site, repository) DO UPDATE SET generation = repositories.generation + 1, "
-                "retry_at = NULL, retry_count = 0, on_primary = 1, "
-                "state = CASE WHEN repositories.state = 'started' THEN 'started' ELSE 'pending' END, "
-                "oldest_unsynced_event_at = CASE WHEN repositories.oldest_unsynced_event_at IS NULL "
-                "OR repositories.oldest_unsynced_event_at > excluded.oldest_unsynced_event_at "
-                "THEN excluded.oldest_unsynced_event_at ELSE repositories.oldest_unsynced_event_at END",
-                [(site, repo, received_at) for site, repo in rows],
-            ).rowcount + len(pushes)
-            self._notification_inserts += len(events)
-            if self._notification_inserts >= 1000:
-                self._notification_inserts = 0
-                db.execute(
-                    "DELETE FROM notifications WHERE id <= (SELECT MAX(id) FROM notifications) - ?",
-                    (EVENT_LOG_LIMIT,),
-                )
         return int(queued)
 
     # -- blob locations ----------------------------------------------------------------------
