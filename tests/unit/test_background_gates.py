@@ -88,9 +88,10 @@ async def test_more_own_events_than_reads_never_go_below_zero(extra: int) -> Non
 
 
 class _Clocked:
-    """What PushCopier.yield_to_pushes reads of its engine: the clock."""
+    """What PushCopier reads of its engine here: the clock, and metrics for its wake-ups (none)."""
 
     _clock = staticmethod(time.monotonic)
+    metrics = None
 
 
 async def test_background_requests_yield_to_running_push_copies_for_a_bounded_time() -> None:
