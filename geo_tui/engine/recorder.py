@@ -58,6 +58,7 @@ class Recorder:
             generation,
             tag_count=outcome.tag_count,
             size=await self._size_if_changed(row, view, outcome.stats),
+            owner=engine.leases.owner,  # a lease lost meanwhile: another worker's row, left alone
         )
         if outcome.stats.writes:
             await engine._db(
@@ -110,7 +111,15 @@ class Recorder:
             retry_at = now + retry_delay(count, engine._rng)
         else:
             retry_at = now + in_run_delay(attempts, self._in_run_retry_base)
-        await engine._db(engine.tracking.mark_failed, site, repository, failure.text, retry_at, generation)
+        await engine._db(
+            engine.tracking.mark_failed,
+            site,
+            repository,
+            failure.text,
+            retry_at,
+            generation,
+            owner=engine.leases.owner,
+        )
         engine.metrics.failures.labels(site, failure.label).inc()
         if final:
             run.failed(site, repository, failure.text)
