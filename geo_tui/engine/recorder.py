@@ -60,6 +60,7 @@ class Recorder:
             size=await self._size_if_changed(row, view, outcome.stats),
             owner=engine.leases.owner,  # a lease lost meanwhile: another worker's row, left alone
         )
+        engine.scheduler.settled(row.key)
         if outcome.stats.writes:
             await engine._db(
                 engine.tracking.mark_verification, site_name, repository, VerificationState.PENDING
@@ -120,6 +121,7 @@ class Recorder:
             generation,
             owner=engine.leases.owner,
         )
+        engine.scheduler.settled(key)
         engine.metrics.failures.labels(site, failure.label).inc()
         if final:
             run.failed(site, repository, failure.text)

@@ -175,7 +175,17 @@ class Scheduler:
 
     def leased_keys(self) -> dict[str, tuple[asyncio.Task[None], list[Key]]]:
         """The job of each repository running under this worker's lease, and the rows it holds."""
-        return {r: (self.jobs[r], keys) for r, keys in self._leased.items() if r in self.jobs}
+        return {r: (self.jobs[r], list(keys)) for r, keys in self._leased.items() if r in self.jobs and keys}
+
+    def settled(self, key: Key) -> None:
+        """The run of `key` was recorded: its lease went with it, and is no longer renewed."""
+        keys = self._leased.get(key[1])
+        if keys is not None and key in keys:
+            keys.remove(key)
+
+    def holds(self, key: Key) -> bool:
+        """Whether a job here still holds the lease of `key` (claimed, and not recorded yet)."""
+        return key in self._leased.get(key[1], ())
 
     def lost(self, repository: str, job: asyncio.Task[None]) -> bool:
         """Cancel `job` (of `repository`) if it still runs: its lease is gone. True if it was."""

@@ -82,7 +82,12 @@ class WorkerLeases:
                 tracking.renew_leases, self.owner, engine._clock(), self.lease_seconds, keys
             )
             for repository, (job, keys) in leased.items():
-                lost = [site for site, _ in keys if (site, repository) not in held]
+                # A run recorded while the renewal ran gave its lease up: that is no loss.
+                lost = [
+                    site
+                    for site, _ in keys
+                    if (site, repository) not in held and scheduler.holds((site, repository))
+                ]
                 if lost and scheduler.lost(repository, job):
                     engine.log(
                         "warning",
