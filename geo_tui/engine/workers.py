@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +58,25 @@ class WorkerLeases:
         if self.owner is None:
             return
         await self.register()
+        await self._recover_dead_here()
         await self.sweep()
+
+    async def _recover_dead_here(self) -> None:
+        """Rows leased by an earlier worker of this host whose process is gone (killed, crashed) go back
+        to pending at once, as SQLite's engine recovers its own: their lease need not run out first."""
+        engine = self._engine
+        owners = {owner for _, _, owner, _ in engine.tracking.leased()}
+        owners |= {worker.id for worker in engine.tracking.workers()}
+        for owner in sorted(owners - {self.owner}):
+            if not _dead_here(owner):
+                continue
+            recovered = await engine._db(engine.tracking.recover_worker, owner)
+            if recovered:
+                engine.log(
+                    "warning",
+                    f"picked up {recovered} repositories left in progress by worker {owner} "
+                    "(its process is gone)",
+                )
 
     def unregister(self) -> None:
         if self.owner is None:
@@ -117,6 +138,22 @@ class WorkerLeases:
             engine.recorder.row_changed(site, repository)
         if expired:
             engine._poke()
+
+
+def _dead_here(worker: str) -> bool:
+    """Whether `worker` (host/pid/start) ran on this host and its process is gone. A pid reused since
+    counts as alive: its leases then run out as any other's."""
+    host, _, rest = worker.partition("/")
+    pid, _, _ = rest.partition("/")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, another user's
+    return False
 
 
 class Leadership:
@@ -224,10 +261,25 @@ class Leadership:
 
 def cluster_parts(engine: Engine) -> tuple[WorkerLeases, Leadership]:
     """This engine's worker leases (none held on SQLite) and its leadership."""
-    from .tracking import tracking_database, worker_id
+    from .tracking import tracking_database
     from .tracking.postgres import PostgresDatabase
 
     target = tracking_database(engine.config.engine)
     if not isinstance(target, PostgresDatabase):
         return WorkerLeases(engine, None), Leadership(engine, None)
-    return WorkerLeases(engine, worker_id(engine._clock())), Leadership(engine, target)
+    return WorkerLeases(engine, _new_worker_id()), Leadership(engine, target)
+
+
+_issued: set[str] = set()
+
+
+def _new_worker_id() -> str:
+    """A worker id (`tracking.worker_id`) no other engine of this process has (their start times
+    differ, by a millisecond at least)."""
+    from .tracking import worker_id
+
+    started = time.time()
+    while (found := worker_id(started)) in _issued:
+        started += 0.001
+    _issued.add(found)
+    return found

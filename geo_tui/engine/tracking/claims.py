@@ -243,6 +243,18 @@ class LeaseClaims(TrackingStore):
             )
             return bool(cur.rowcount)
 
+    def recover_worker(self, worker: str) -> int:
+        """A worker known dead (its process is gone) holds nothing: its started rows go back to pending,
+        as `recover_started` puts back a dead engine's, and its row goes. Returns how many rows."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE repositories SET state = 'pending', started_at = NULL, retry_at = NULL, "
+                "lease_owner = NULL, lease_until = NULL WHERE lease_owner = ? AND state = 'started'",
+                (worker,),
+            )
+            db.execute("DELETE FROM workers WHERE id = ?", (worker,))
+            return int(cur.rowcount)
+
     def remove_worker(self, worker: str) -> None:
         """A worker that stops cleanly takes its row away (the leases it still holds expire as usual)."""
         with self._tx() as db:
