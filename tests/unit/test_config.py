@@ -319,7 +319,7 @@ MISTAKES: list[tuple[str, Edit, str | None, str]] = [
      "engine", "unknown keys 'foo', 'bar'"),
     ("primary filters", set_at("primary", "include", ["a"]), "primary.include", "secondaries only"),
     ("lease too short", set_at("engine", "lease_seconds", 0), "engine.lease_seconds", "at least 1, got 0"),
-    ("cap of none", set_at(*S1, "max_repositories", 0), "secondaries[1].max_repositories", "between 1 and 100000"),
+    ("cap of none", set_at(*S1, "max_repositories", 0), "secondaries[1].max_repositories", "between 1 and"),
     ("cap on primary", set_at("primary", "max_repositories", 2), "primary.max_repositories", "unknown key"),
     # missing keys and sections
     ("no primary", delete_at("primary"), "primary", "missing"),
