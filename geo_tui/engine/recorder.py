@@ -112,7 +112,7 @@ class Recorder:
             retry_at = now + retry_delay(count, engine._rng)
         else:
             retry_at = now + in_run_delay(attempts, self._in_run_retry_base)
-        await engine._db(
+        recorded = await engine._db(
             engine.tracking.mark_failed,
             site,
             repository,
@@ -122,6 +122,14 @@ class Recorder:
             owner=engine.leases.owner,
         )
         engine.scheduler.settled(key)
+        if not recorded and engine.leases.owner is not None:  # the lease was lost: another worker's row now
+            engine.log(
+                "warning",
+                f"not recorded, the lease was lost: {failure.text}",
+                site=site,
+                repository=repository,
+            )
+            return
         engine.metrics.failures.labels(site, failure.label).inc()
         if final:
             run.failed(site, repository, failure.text)

@@ -17,6 +17,7 @@ import tomli_w
 
 from geo_tui.config import Config, load_config
 from geo_tui.engine import Engine
+from geo_tui.engine.failure import Failure
 from geo_tui.engine.tracking import SyncState
 from geo_tui.engine.tracking.postgres import PostgresDatabase
 
@@ -142,7 +143,14 @@ def test_a_lost_lease_cancels_its_job_which_then_marks_nothing(
         assert job.cancelled()
         # A's late completion is refused: the row stays B's.
         assert not a.tracking.mark_synced("eu", repository, 0, tag_count=1, size=None, owner=a.leases.owner)
+        failure = Failure("secondary", "http_500", "secondary eu: 500")
+        await a.recorder.failed("us", repository, failure, a._standing)
+        row = a.tracking.row("us", repository)
+        assert (
+            row is not None and row.state == SyncState.STARTED and "500" not in (row.last_sync_failure or "")
+        )
         assert leases(a)[("eu", repository)] == b.leases.owner
+        assert leases(a)[("us", repository)] == b.leases.owner
 
     run(tmp_path, postgres_database.url, body)
 
