@@ -299,3 +299,18 @@ def test_a_dead_worker_of_this_host_gives_its_rows_back_at_once(
             await c.close()
 
     run(tmp_path, postgres_database.url, body)
+
+
+def test_rows_claimed_beyond_the_free_slots_are_given_back(
+    tmp_path: Path, postgres_database: PostgresDatabase
+) -> None:
+    async def body(a: Engine, b: Engine, clock: Clock) -> None:
+        with a.tracking._tx() as db:  # only eu's rows are due: a claim of 4 rows names 4 repositories
+            db.execute("UPDATE repositories SET state = 'synced' WHERE site = 'us'")
+        claimed = await claim(a)
+        assert len(claimed) == 2 and all(keys == [("eu", r)] for r, keys in claimed.items())
+        assert set(leases(a)) == {("eu", r) for r in claimed}
+        pending = {r.repository for r in a.tracking.rows(sites=["eu"], states=[SyncState.PENDING])}
+        assert pending == set(REPOSITORIES) - set(claimed)
+
+    run(tmp_path, postgres_database.url, body)
