@@ -46,6 +46,7 @@ class WorkerLeases:
         self.owner = owner
         self.lease_seconds = engine.config.engine.lease_seconds
         self.expired = 0  # rows whose lease this worker's sweeps found run out
+        self._renewed_at = engine._clock()  # the last heartbeat that reached the database
 
     async def register(self, listen: str = "") -> None:
         engine = self._engine
@@ -87,9 +88,34 @@ class WorkerLeases:
     async def run_forever(self) -> None:
         interval = max(0.2, self.lease_seconds / 3)
         while True:
-            await self.beat()
-            self._engine._supervisor.beat("leases")
+            if await self.tick():
+                self._engine._supervisor.beat("leases")  # a heartbeat that fails shows as this task down
             await asyncio.sleep(interval)
+
+    async def tick(self) -> bool:
+        """One heartbeat; if it cannot reach the database, and none has for a whole lease, every lease
+        of this worker may have run out (and its rows gone to another): its jobs stop, as a job whose
+        lease was lost does. Never copy without a lease. True if the heartbeat went through."""
+        engine = self._engine
+        started = engine._clock()
+        try:
+            await self.beat()
+        except Exception as exc:
+            engine.log("error", f"lease heartbeat failed: {describe_error(exc)}")
+            if engine._clock() - self._renewed_at < self.lease_seconds:
+                return False
+            stopped = [
+                r for r, (job, _) in engine.scheduler.leased_keys().items() if engine.scheduler.lost(r, job)
+            ]
+            if stopped:
+                engine.log(
+                    "warning",
+                    f"no heartbeat reached the database for {self.lease_seconds:.0f} s: "
+                    f"{len(stopped)} copies stopped, their leases may be another worker's now",
+                )
+            return False
+        self._renewed_at = started
+        return True
 
     async def beat(self) -> None:
         """One heartbeat: renew, cancel the jobs whose lease was lost, stamp the row, sweep."""

@@ -314,3 +314,27 @@ def test_rows_claimed_beyond_the_free_slots_are_given_back(
         assert pending == set(REPOSITORIES) - set(claimed)
 
     run(tmp_path, postgres_database.url, body)
+
+
+def test_a_worker_whose_heartbeat_cannot_reach_the_database_for_a_lease_stops_its_copies(
+    tmp_path: Path, postgres_database: PostgresDatabase
+) -> None:
+    async def body(a: Engine, b: Engine, clock: Clock) -> None:
+        claimed = await claim(a)
+        jobs = [a.scheduler.jobs[r] for r in claimed]
+        assert await a.leases.tick()
+
+        def unreachable(*args: Any) -> set[tuple[str, str]]:
+            raise OSError("connection refused")
+
+        a.tracking.renew_leases = unreachable  # type: ignore[method-assign]
+        clock.now += LEASE / 2
+        assert not await a.leases.tick()
+        await asyncio.sleep(0)
+        assert not any(job.done() for job in jobs)  # the leases may still be ours: copies go on
+        clock.now += LEASE / 2
+        assert not await a.leases.tick()
+        await asyncio.sleep(0)
+        assert all(job.cancelled() for job in jobs)  # a whole lease without a heartbeat: they stop
+
+    run(tmp_path, postgres_database.url, body)
