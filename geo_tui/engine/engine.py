@@ -195,7 +195,7 @@ class Engine:
         if redacted := self.tracking.redact_stored():
             self.log("warning", f"removed configured secrets from {redacted} texts an earlier geo-tui stored")
         await self.leases.open()
-        if recovered := self.tracking.recover_started(leased_only_by=self.leases.owner):
+        if recovered := self.leases.recover_started():
             self.log("warning", f"picked up {recovered} repositories left in progress by an earlier run")
 
     async def close(self) -> None:

@@ -79,6 +79,12 @@ class WorkerLeases:
                     "(its process is gone)",
                 )
 
+    def recover_started(self) -> int:
+        """Rows a dead engine left started go back to pending, but not those under another worker's
+        lease; with many workers, verifications left started are the leader's to recover."""
+        owner = self.owner
+        return self._engine.tracking.recover_started(leased_only_by=owner, verifications=owner is None)
+
     def unregister(self) -> None:
         if self.owner is None:
             return
@@ -236,6 +242,8 @@ class Leadership:
 
         session = await asyncio.to_thread(attempt)
         if session is not None:
+            # The verifications a leader before this one left started are this one's to run again.
+            await self._engine._db(self._engine.tracking.recover_verifications)
             self._session = session
             self._lost.clear()
             self._held.set()

@@ -18,7 +18,7 @@ import tomli_w
 from geo_tui.config import Config, load_config
 from geo_tui.engine import Engine
 from geo_tui.engine.failure import Failure
-from geo_tui.engine.tracking import SyncState
+from geo_tui.engine.tracking import SyncState, VerificationState
 from geo_tui.engine.tracking.postgres import PostgresDatabase
 
 LEASE = 30.0
@@ -336,5 +336,26 @@ def test_a_worker_whose_heartbeat_cannot_reach_the_database_for_a_lease_stops_it
         assert not await a.leases.tick()
         await asyncio.sleep(0)
         assert all(job.cancelled() for job in jobs)  # a whole lease without a heartbeat: they stop
+
+    run(tmp_path, postgres_database.url, body)
+
+
+def test_verifications_left_started_are_the_new_leaders_to_recover(
+    tmp_path: Path, postgres_database: PostgresDatabase
+) -> None:
+    async def body(a: Engine, b: Engine, clock: Clock) -> None:
+        await a.leadership._try()
+        a.tracking.mark_verification("eu", REPOSITORIES[0], VerificationState.STARTED)  # A verifies
+        c = Engine(config_for(tmp_path / "c", postgres_database.url), clock=clock)
+        await c.open()  # a worker that starts meanwhile leaves A's verification alone
+        try:
+            row = c.tracking.row("eu", REPOSITORIES[0])
+            assert row is not None and row.verification_state == VerificationState.STARTED
+            a.leadership._drop()  # A goes; B takes over, and runs the verification again
+            await b.leadership._try()
+            row = c.tracking.row("eu", REPOSITORIES[0])
+            assert row is not None and row.verification_state == VerificationState.PENDING
+        finally:
+            await c.close()
 
     run(tmp_path, postgres_database.url, body)
