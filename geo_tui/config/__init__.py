@@ -5,14 +5,14 @@ The file's shape is a public contract (other tools write it)::
     [engine]          database, repository_concurrency, blob_concurrency, replicate_deletions,
                       reconcile_interval, reconcile_requests_per_second, sync_attempts,
                       min_transfer_rate, max_job_duration, max_catalog_pages,
-                      max_tags_per_repository                     (all optional)
+                      max_tags_per_repository, lease_seconds      (all optional)
     [auth]            private_key, issuer, service, token_ttl    (needed if a site uses auth = "jwt")
     [notifications]   listen, secret | secret_file               (used by `geo-tui serve`)
     [api]             listen, token | token_file, read_token | read_token_file   (the engine API)
     [verification]    deep_interval                              (optional)
     [primary]         name, registry, auth, username, password | password_file, ca_file, tls_verify,
                       token_realm_hosts
-    [[secondaries]]   the keys of [primary], plus include and exclude
+    [[secondaries]]   the keys of [primary], plus include, exclude and max_repositories
 
 `load_config` checks everything before anything touches a registry. Every problem is a `ConfigError` whose
 one-line message names the file and the dotted key (`secondaries[1].registry`), and never a secret's value.

@@ -49,6 +49,7 @@ _ENGINE_KEYS: Final = (
     "max_catalog_pages",
     "max_tags_per_repository",
     "poll_interval",
+    "lease_seconds",
 )
 _AUTH_KEYS: Final = ("private_key", "issuer", "service", "token_ttl")
 _VERIFICATION_KEYS: Final = ("deep_interval",)
@@ -65,7 +66,7 @@ _PRIMARY_KEYS: Final = (
     "tls_verify",
     "token_realm_hosts",
 )
-_SECONDARY_KEYS: Final = (*_PRIMARY_KEYS, "include", "exclude")
+_SECONDARY_KEYS: Final = (*_PRIMARY_KEYS, "include", "exclude", "max_repositories")
 
 _MIN_NOTIFICATION_SECRET: Final = 16
 _MIN_API_TOKEN: Final = 16
@@ -121,6 +122,7 @@ def _engine(t: Table, base: Path) -> EngineConfig:
         max_tags_per_repository=t.integer("max_tags_per_repository", 1_000_000, 1, 100_000_000),
         reconcile_requests_per_second=t.number("reconcile_requests_per_second", 200, 0),
         poll_interval=t.number("poll_interval", 1.0, 0.05, 3600),
+        lease_seconds=t.number("lease_seconds", 60, 1),
     )
 
 
@@ -273,6 +275,7 @@ def _site(t: Table, base: Path, role: SiteRole) -> SiteConfig:
         include=t.string_list("include"),
         exclude=t.string_list("exclude"),
         token_realm_hosts=_token_realm_hosts(t, method),
+        max_repositories=t.integer("max_repositories", 0, 1, 100_000) if t.has("max_repositories") else None,
     )
 
 

@@ -91,6 +91,8 @@ class EngineConfig:
     # the backstop for a NOTIFY lost with a dropped connection (PostgreSQL), and the tick on which
     # retries fall due.
     poll_interval: float = 1.0
+    # On PostgreSQL (many workers): how long a claimed row stays a worker's without its heartbeat.
+    lease_seconds: float = 60.0
 
     @property
     def database_name(self) -> str:
@@ -166,6 +168,8 @@ class SiteConfig:
     exclude: tuple[str, ...]
     # auth = "token": hosts besides the registry's own that may receive its username and password
     token_realm_hosts: tuple[str, ...] = ()
+    # A secondary's cap on repositories copied at once, across every worker (None: no cap of its own).
+    max_repositories: int | None = None
 
     def wants(self, repository: str) -> bool:
         """Whether this site replicates `repository`: no include means all; exclude wins over include."""

@@ -10,6 +10,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import httpx
@@ -38,6 +39,7 @@ from .updates import Broadcast, EngineStatus, LogLine, SiteHealth, Update
 from .verify import VerificationDepth, VerificationResult, Verifier
 from .verify_loop import VerificationLoop
 from .wakeups import Wakeups
+from .workers import cluster_parts
 
 __all__ = ["Engine", "EngineSnapshot", "SiteSnapshot", "SiteSummary", "SyncSummary"]
 
@@ -48,8 +50,7 @@ T = TypeVar("T")
 ENGINE_LOGGERS = ("geo_tui.engine", "geo_tui.api", "geo_tui.receiver", "geo_tui.serve")
 HEALTH_INTERVAL = 15.0
 ROW_ECHO_LIMIT = 1000  # rows a resync of named repositories announces at once; bulk ones show as they run
-# How long a task that loops every few seconds (the scheduler, flushing, verification) may go without
-# getting round before it counts as down: crashed, stuck in a cycle, or its heartbeat stopped.
+# How long a task looping every few seconds may go without getting round before it counts as down.
 LOOP_TASK_INTERVAL = 60.0
 # A write waits this long for another process's lock before its thread tries again (database.py).
 WRITE_BUSY_TIMEOUT = 1.0
@@ -113,6 +114,7 @@ class Engine:
         self.recorder = Recorder(self, in_run_retry_base)
         self.monitor = SiteMonitor(self, health_interval)
         self.verification = VerificationLoop(self)
+        self.leases, self.leadership = cluster_parts(self)  # many workers on PostgreSQL: workers.py
         # serve's pass: it never ends; its attempts count for the engine's life (the log says "attempt n")
         self._standing = Pass.standing(self.secondary_names)
         # Push copies, by repository: they run beside whole-repository jobs, never behind them.
@@ -192,7 +194,8 @@ class Engine:
         )
         if redacted := self.tracking.redact_stored():
             self.log("warning", f"removed configured secrets from {redacted} texts an earlier geo-tui stored")
-        if recovered := self.tracking.recover_started():
+        await self.leases.open()
+        if recovered := self.leases.recover_started():
             self.log("warning", f"picked up {recovered} repositories left in progress by an earlier run")
 
     async def close(self) -> None:
@@ -204,6 +207,7 @@ class Engine:
             self._writer.close()  # the log lines still queued go in first
             self._writer = None
         if self._tracking is not None:
+            self.leases.unregister()
             self._tracking.close()
             self._tracking = None
             for name in ENGINE_LOGGERS:
@@ -223,22 +227,19 @@ class Engine:
         if self._running:
             return
         self._running = True
-        # Each under the supervisor, with how long it may be down before health, metrics and the
-        # console say so: the reconcile's own interval, or a minute for the tasks that loop every second.
-        # The loops of a few seconds also beat each round: one alive but not getting round is down too.
-        start, loop = self._supervisor.start, LOOP_TASK_INTERVAL
-        start("discovery", self.discovery.run_forever, interval=self.config.engine.reconcile_interval)
-
-        async def scheduler() -> None:
-            await self.scheduler.run(self._standing)
-
-        start("scheduler", scheduler, interval=loop, heartbeat=True)
+        # Each supervised, with how long it may be down before health, metrics and the console say so (the
+        # reconcile's interval, or a minute); the loops of a few seconds also beat each round.
+        start, loop, lead = self._supervisor.start, LOOP_TASK_INTERVAL, self.leadership.gated
+        reconcile = self.config.engine.reconcile_interval
+        start("discovery", lead("discovery", self.discovery.run_forever), interval=reconcile)
+        start("scheduler", partial(self.scheduler.run, self._standing), interval=loop, heartbeat=True)
         start("push", self._pushes.run_forever, interval=loop, heartbeat=True)
         start("health", self.monitor.health_forever, interval=max(loop, 2 * self.monitor.health_interval))
         start("flush", self.monitor.flush_forever, interval=loop, heartbeat=True)
-        reconcile = self.config.engine.reconcile_interval
-        start("verification", self.verification.run_forever, interval=max(loop, reconcile), heartbeat=True)
-        for task in ("discovery", "scheduler", "push", "health", "flush", "verification"):
+        verification = lead("verification", self.verification.run_forever)
+        start("verification", verification, interval=max(loop, reconcile), heartbeat=True)
+        cluster = self.leadership.start(loop)  # PostgreSQL: the leadership and this worker's leases
+        for task in ("discovery", "scheduler", "push", "health", "flush", "verification", *cluster):
             self.metrics.task_restarts.labels(task)  # 0 from the start, not absent until the first
         start("listen", self.wakeups.run_forever, interval=loop)  # NOTIFY (PostgreSQL)
         self._emit(EngineStatus(running=True, paused=self.paused))
@@ -308,8 +309,8 @@ class Engine:
         return self.tracking.rows(sites=sites, states=states)
 
     async def repository_detail(self, repository: str) -> RepositoryDetail:
-        """Tags and digests of one repository on every site as the engine last saw them (the tracking
-        database, not the registries: a 20,000-tag repository costs no request), with its rows and history."""
+        """Tags and digests of one repository on every site as last seen (the tracking database: a
+        20,000-tag repository costs no request), with its rows and history."""
         seen = self.tracking.tags_seen(repository)
         sites = tuple(
             SiteTags(name, seen[name][0], seen_at=seen[name][1])

@@ -64,8 +64,12 @@ class RepositoryJobs:
         first: dict[str, bool] = {}
         for row in rows:
             run.started(row.key)
-            first[row.site] = tracking.never_started(row.site, repository)
-            generations[row.site] = await engine._db(tracking.mark_started, row.site, repository)
+            claimed = engine.scheduler.first_run(row.key)  # claimed under a lease: started already
+            if claimed is not None:
+                first[row.site], generations[row.site] = claimed, row.generation
+            else:
+                first[row.site] = tracking.never_started(row.site, repository)
+                generations[row.site] = await engine._db(tracking.mark_started, row.site, repository)
             engine.recorder.row_changed(row.site, repository)
         try:
             try:
@@ -99,10 +103,15 @@ class RepositoryJobs:
         except asyncio.CancelledError:
             for row in rows:
                 # Bounded: a stop must not wait on a locked database. A row left started goes back to
-                # pending at the next open (recover_started).
+                # pending at the next open (recover_started), or when its lease runs out. A lost lease
+                # (another worker has the row) changes nothing: the marks check the owner.
                 with contextlib.suppress(Exception):
                     await engine._db(
-                        tracking.mark_pending, row.site, repository, timeout=SHUTDOWN_WRITE_TIMEOUT
+                        tracking.mark_pending,
+                        row.site,
+                        repository,
+                        owner=engine.leases.owner,
+                        timeout=SHUTDOWN_WRITE_TIMEOUT,
                     )
             raise
 

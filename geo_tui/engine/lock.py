@@ -4,9 +4,8 @@ The claim is a ``flock`` on the lock file, so the kernel drops it when the holde
 ``kill -9``. The holder writes a small JSON record into the file (pid, host, command, where its API
 listens) so that whoever is refused can say who holds the database and how to attach to it.
 
-On PostgreSQL (`PostgresClaim`) the engine also holds a session-level ``pg_try_advisory_lock`` for its
-lifetime, which engines on other hosts see too; the server drops it when the holder's connection dies.
-(Many workers per database, with leases, come next: issue 16.)
+On PostgreSQL many workers share one database (issue 16): `SharedClaim` holds nothing, and each worker
+registers its own row instead.
 """
 
 from __future__ import annotations
@@ -20,20 +19,18 @@ import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from geo_tui.config.model import EngineConfig
 
 if TYPE_CHECKING:
-    import psycopg
-
     from .tracking.postgres import PostgresDatabase
 
 __all__ = [
     "DatabaseClaim",
     "DatabaseInUse",
     "Holder",
-    "PostgresClaim",
+    "SharedClaim",
     "claim_for",
     "lock_path",
     "read_holder",
@@ -150,52 +147,28 @@ class DatabaseClaim:
         os.pwrite(self._fd, data, 0)
 
 
-class PostgresClaim(DatabaseClaim):
-    """The claim on a PostgreSQL tracking database: this host's lock record (for the consoles here) and
-    a session-level advisory lock in the database (for engines anywhere)."""
+class SharedClaim(DatabaseClaim):
+    """A PostgreSQL tracking database is shared by many workers (issue 16): no engine holds it whole.
+    Each worker has its row in the database instead (`tracking.claims`), and the duties that must run
+    once per cluster go to the holder of a session advisory lock (`engine.workers.Leadership`)."""
 
     def __init__(self, local: Path, target: PostgresDatabase, command: str) -> None:
         super().__init__(local, command)
         self.target = target
-        self._session: psycopg.Connection[Any] | None = None
+        self._taken = False
+
+    @property
+    def held(self) -> bool:
+        return self._taken
 
     def acquire(self) -> None:
-        if self.held:
-            return
-        try:
-            super().acquire()
-        except DatabaseInUse as exc:
-            raise DatabaseInUse(str(self.target), exc.holder) from None
-        try:
-            self._lock()
-        except BaseException:
-            super().release()
-            raise
+        self._taken = True
 
-    def _lock(self) -> None:
-        from .tracking.postgres import ENGINE_LOCK, application_name
-
-        session = self.target.connect(application=application_name(self.command))
-        row = session.execute("SELECT pg_try_advisory_lock(%s)", (ENGINE_LOCK,)).fetchone()
-        if row is not None and row[0] is True:
-            self._session = session
-            return
-        # Who holds it: the application name its engine gave its connection (command, pid, host).
-        holder = session.execute(
-            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s",
-            (ENGINE_LOCK >> 32, ENGINE_LOCK & 0xFFFFFFFF),
-        ).fetchone()
-        session.close()
-        command = str(holder[0]) if holder is not None and holder[0] else UNKNOWN_HOLDER.command
-        raise DatabaseInUse(str(self.target), Holder(0, "?", command, 0.0))
+    def advertise(self, *, listen: tuple[str, ...] = (), api: str | None = None) -> None:
+        """Nothing to record: each worker's row says where it listens."""
 
     def release(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            with contextlib.suppress(Exception):
-                session.close()  # the server drops a session's advisory locks with it
-        super().release()
+        self._taken = False
 
 
 def claim_for(engine: EngineConfig, command: str) -> DatabaseClaim:
@@ -207,7 +180,7 @@ def claim_for(engine: EngineConfig, command: str) -> DatabaseClaim:
 
     target = tracking_database(engine)
     assert isinstance(target, PostgresDatabase)
-    return PostgresClaim(engine.database, target, command)
+    return SharedClaim(engine.database, target, command)
 
 
 def read_holder(database: Path) -> Holder | None:

@@ -58,7 +58,9 @@ class Recorder:
             generation,
             tag_count=outcome.tag_count,
             size=await self._size_if_changed(row, view, outcome.stats),
+            owner=engine.leases.owner,  # a lease lost meanwhile: another worker's row, left alone
         )
+        engine.scheduler.settled(row.key)
         if outcome.stats.writes:
             await engine._db(
                 engine.tracking.mark_verification, site_name, repository, VerificationState.PENDING
@@ -110,7 +112,24 @@ class Recorder:
             retry_at = now + retry_delay(count, engine._rng)
         else:
             retry_at = now + in_run_delay(attempts, self._in_run_retry_base)
-        await engine._db(engine.tracking.mark_failed, site, repository, failure.text, retry_at, generation)
+        recorded = await engine._db(
+            engine.tracking.mark_failed,
+            site,
+            repository,
+            failure.text,
+            retry_at,
+            generation,
+            owner=engine.leases.owner,
+        )
+        engine.scheduler.settled(key)
+        if not recorded and engine.leases.owner is not None:  # the lease was lost: another worker's row now
+            engine.log(
+                "warning",
+                f"not recorded, the lease was lost: {failure.text}",
+                site=site,
+                repository=repository,
+            )
+            return
         engine.metrics.failures.labels(site, failure.label).inc()
         if final:
             run.failed(site, repository, failure.text)

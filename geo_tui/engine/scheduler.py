@@ -1,6 +1,8 @@
 """The scheduler: which due rows run now, in how many slots, and the waiting in between.
 
 Rows of one repository run as one job (engine/jobs.py), at most ``repository_concurrency`` jobs at once.
+On PostgreSQL (many workers) rows are claimed under this worker's lease (`tracking.claims`), within each
+secondary's cluster-wide ``max_repositories``; a job whose lease is lost is cancelled (engine/workers.py).
 A repository whose pushes are being copied waits for them. The scheduler wakes when poked (new work,
 a job done, a NOTIFY from the tracking database: wakeups.py) or after ``[engine] poll_interval``; a
 one-shot pass ends when nothing it may still run is left. While the tracking database does not answer,
@@ -20,6 +22,8 @@ from .tracking import RepositoryRow, SyncState
 from .tracking.dialect import is_passing_fault
 from .wakeups import Wake
 
+Key = tuple[str, str]  # (site, repository)
+
 if TYPE_CHECKING:
     from .engine import Engine
 
@@ -35,6 +39,8 @@ class Scheduler:
         self.jobs: dict[str, asyncio.Task[None]] = {}  # running repository jobs, by repository
         self._wake: Wake | None = None
         self._database_retry = DATABASE_RETRY
+        self._leased: dict[str, list[Key]] = {}  # the rows each job holds under this worker's lease
+        self._first: set[Key] = set()  # claimed rows whose sync never started before
 
     def open(self) -> None:
         self._wake = Wake("scheduler", self._engine.metrics)
@@ -54,6 +60,10 @@ class Scheduler:
         cancels its jobs: their rows go back to pending, and nothing keeps copying."""
         clock = self._engine._clock
         started = clock()
+        leases = self._engine.leases
+        # serve renews its leases in a task of its own; a one-shot pass on PostgreSQL renews them here
+        alone = leases.owner is not None and not self._engine._running
+        renewing = asyncio.ensure_future(leases.run_forever()) if alone else None
         try:
             if prepare is not None:
                 await prepare()
@@ -63,6 +73,10 @@ class Scheduler:
         except asyncio.CancelledError:
             await self._cancel_jobs()
             raise
+        finally:
+            if renewing is not None:
+                renewing.cancel()
+                await asyncio.gather(renewing, return_exceptions=True)
 
     async def run(self, run: Pass) -> None:
         """Start the due rows of ``run`` as slots free up; return when a one-shot pass is done."""
@@ -73,7 +87,7 @@ class Scheduler:
             wake.clear()
             try:
                 if not engine.paused:
-                    for repository, rows in self._due(run).items():
+                    for repository, rows in (await self._due(run)).items():
                         self.jobs[repository] = asyncio.ensure_future(self._job(repository, rows, run))
                     engine.wakeups.database.answered("reads")
                 engine._supervisor.beat("scheduler")
@@ -97,13 +111,15 @@ class Scheduler:
             await self._wait(wake, engine.config.engine.poll_interval)
             wake.woke()
 
-    def _due(self, run: Pass) -> dict[str, list[RepositoryRow]]:
+    async def _due(self, run: Pass) -> dict[str, list[RepositoryRow]]:
         """The rows to start now, by repository: one job each, as many jobs as free slots."""
         engine = self._engine
         room = engine.config.engine.repository_concurrency - len(self.jobs)
         groups: dict[str, list[RepositoryRow]] = {}
         if room <= 0:
             return groups
+        if engine.leases.owner is not None:
+            return await self._claim(run, room, engine.leases.owner)
         due = engine.tracking.due(
             engine._clock(), sites=run.sites, repositories=run.repositories, limit=max(100, room * 8)
         )
@@ -119,11 +135,72 @@ class Scheduler:
             groups.setdefault(row.repository, []).append(row)
         return groups
 
+    async def _claim(self, run: Pass, room: int, owner: str) -> dict[str, list[RepositoryRow]]:
+        """Claim due rows under this worker's lease, one job's worth per free slot; claimed rows left
+        over (more repositories than slots, or rows this pass may not start again) are given back."""
+        engine = self._engine
+        secondaries = {site.name: site for site in engine.config.secondaries}
+        caps = {name: s.max_repositories for name, s in secondaries.items() if s.max_repositories}
+        rows = await engine._db(
+            engine.tracking.claim_due,
+            owner,
+            engine._clock(),
+            limit=room * max(1, len(run.sites)),
+            lease_seconds=engine.config.engine.lease_seconds,
+            caps=caps,
+            sites=run.sites,
+            repositories=run.repositories,
+            skip={*self.jobs, *engine._pushes.running},
+            first=self._first,
+        )
+        groups: dict[str, list[RepositoryRow]] = {}
+        for row in rows:
+            if run.may_start(row.key) and (row.repository in groups or len(groups) < room):
+                groups.setdefault(row.repository, []).append(row)
+                continue
+            self._first.discard(row.key)
+            await engine._db(engine.tracking.mark_pending, row.site, row.repository, owner=owner)
+        for repository, chosen in groups.items():
+            self._leased[repository] = [row.key for row in chosen]
+        return groups
+
+    def first_run(self, key: Key) -> bool | None:
+        """For a claimed row: whether its sync never started before (None: not claimed here)."""
+        if key[1] not in self._leased:
+            return None
+        if key in self._first:
+            self._first.discard(key)
+            return True
+        return False
+
+    def leased_keys(self) -> dict[str, tuple[asyncio.Task[None], list[Key]]]:
+        """The job of each repository running under this worker's lease, and the rows it holds."""
+        return {r: (self.jobs[r], list(keys)) for r, keys in self._leased.items() if r in self.jobs and keys}
+
+    def settled(self, key: Key) -> None:
+        """The run of `key` was recorded: its lease went with it, and is no longer renewed."""
+        keys = self._leased.get(key[1])
+        if keys is not None and key in keys:
+            keys.remove(key)
+
+    def holds(self, key: Key) -> bool:
+        """Whether a job here still holds the lease of `key` (claimed, and not recorded yet)."""
+        return key in self._leased.get(key[1], ())
+
+    def lost(self, repository: str, job: asyncio.Task[None]) -> bool:
+        """Cancel `job` (of `repository`) if it still runs: its lease is gone. True if it was."""
+        if self.jobs.get(repository) is not job or job.done():
+            return False
+        job.cancel()
+        return True
+
     async def _job(self, repository: str, rows: list[RepositoryRow], run: Pass) -> None:
         try:
             await self._engine.jobs.run(repository, rows, run)
         finally:
             self.jobs.pop(repository, None)
+            for key in self._leased.pop(repository, []):
+                self._first.discard(key)
             self._engine._flush_bytes()
             self.poke()
 

@@ -230,6 +230,7 @@ async def serve(
             server = asgi_server(api)
             servers.append((server, asyncio.ensure_future(server.serve(sockets=[listeners.api_socket]))))
         engine.claim.advertise(listen=listeners.describe(), api=listeners.api_address)
+        await engine.leases.register(", ".join(listeners.describe()))  # PostgreSQL: the worker's row says it
         engine.log("info", f"engine API for consoles at {listeners.api_address}")
         if on_ready is not None:
             on_ready(engine, listeners.api_address)

@@ -184,6 +184,7 @@ def test_minimal_config_takes_the_documented_defaults(config_path: Path) -> None
     assert config.engine.max_catalog_pages == 10_000
     assert config.engine.max_tags_per_repository == 1_000_000
     assert config.engine.reconcile_requests_per_second == 200.0
+    assert config.engine.lease_seconds == 60.0 and config.secondaries[0].max_repositories is None
     assert config.auth is None and config.notifications is None
     assert config.primary.auth == "none" and config.primary.password is None
     assert config.secondaries[0].include == () and config.secondaries[0].wants("any/thing")
@@ -317,6 +318,9 @@ MISTAKES: list[tuple[str, Edit, str | None, str]] = [
     ("unknown many", both(set_at("engine", "foo", 1), set_at("engine", "bar", 2)),
      "engine", "unknown keys 'foo', 'bar'"),
     ("primary filters", set_at("primary", "include", ["a"]), "primary.include", "secondaries only"),
+    ("lease too short", set_at("engine", "lease_seconds", 0), "engine.lease_seconds", "at least 1, got 0"),
+    ("cap of none", set_at(*S1, "max_repositories", 0), "secondaries[1].max_repositories", "between 1 and"),
+    ("cap on primary", set_at("primary", "max_repositories", 2), "primary.max_repositories", "unknown key"),
     # missing keys and sections
     ("no primary", delete_at("primary"), "primary", "missing"),
     ("no primary registry", delete_at("primary", "registry"), "primary.registry", "missing"),

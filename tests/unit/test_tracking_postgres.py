@@ -1,4 +1,4 @@
-"""PostgreSQL as the tracking database, on a real server: schema versions, one engine per database, a
+"""PostgreSQL as the tracking database, on a real server: schema versions, many engines per database, a
 restarted server under running writes, and the password's config (never shown anywhere)."""
 
 from __future__ import annotations
@@ -104,32 +104,35 @@ def test_rows_and_types_as_the_engine_reads_them(postgres_database: PostgresData
         tracking.close()
 
 
-# -- one engine per database -------------------------------------------------------------------------
+# -- many engines per database (issue 16) ------------------------------------------------------------
 
 
-def test_a_second_engine_on_the_same_database_is_refused(
-    postgres_database: PostgresDatabase, tmp_path: Path
-) -> None:
-    # Two hosts: each has its own local lock record, so only the database's advisory lock can refuse.
+def test_engines_on_two_hosts_share_one_database(postgres_database: PostgresDatabase, tmp_path: Path) -> None:
+    # Two hosts, one database: neither refuses the other (each registers its worker row instead), and
+    # releasing one leaves the other's claim as it was.
     first = write_config(tmp_path / "host-a", f'database = "{postgres_database.url}"')
     second = write_config(tmp_path / "host-b", f'database = "{postgres_database.url}"')
     engine_a, engine_b = load_config(first).engine, load_config(second).engine
     engine_b = dataclasses.replace(engine_b, database=tmp_path / "host-b" / "local")
-    claim = claim_for(engine_a, "geo-tui serve")
+    claim_a, claim_b = claim_for(engine_a, "geo-tui serve"), claim_for(engine_b, "geo-tui serve")
+    claim_a.acquire()
+    claim_b.acquire()
+    assert claim_a.held and claim_b.held
+    claim_a.release()
+    assert not claim_a.held and claim_b.held
+    claim_b.release()
+
+
+def test_sqlite_keeps_one_engine_per_file(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "host", f'database = "{tmp_path / "tracking.db"}"')
+    engine = load_config(config).engine
+    claim = claim_for(engine, "geo-tui serve")
     claim.acquire()
     try:
-        with pytest.raises(DatabaseInUse) as refused:
-            claim_for(engine_b, "geo-tui serve").acquire()
-        message = str(refused.value)
-        assert "\n" not in message
-        assert message.startswith(
-            f"tracking database {postgres_database.url} is in use by geo-tui serve (pid "
-        )
+        with pytest.raises(DatabaseInUse):
+            claim_for(engine, "geo-tui serve").acquire()
     finally:
         claim.release()
-    again = claim_for(engine_b, "geo-tui serve")
-    again.acquire()  # released: the next engine gets it
-    again.release()
 
 
 # -- a restarted server ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .queue import DUE, DUE_ORDER
@@ -57,11 +57,22 @@ class LeaseClaims(TrackingStore):
         limit: int,
         lease_seconds: float,
         caps: Mapping[str, int] | None = None,
+        sites: Sequence[str] | None = None,
+        repositories: Sequence[str] | None = None,
+        skip: Collection[str] = (),
+        first: set[Key] | None = None,
     ) -> list[RepositoryRow]:
         """Claim up to `limit` due rows, in `due`'s order, for `owner` until ``now + lease_seconds``;
         returns them started, with the generation each run works for. A site in `caps` never has more
-        rows started under an unexpired lease than its cap, counted across every claimer."""
+        rows started under an unexpired lease than its cap, counted across every claimer. Only rows of
+        `sites` and `repositories` (None: all), and none of a repository in `skip` (running here). Adds to
+        `first` the keys claimed whose sync never started before (`SyncQueue.never_started`)."""
         caps = caps or {}
+        where, chosen = self._selection(sites, repositories)
+        if skip:
+            where += f" AND repository NOT IN ({','.join('?' * len(skip))})"
+            chosen = [*chosen, *sorted(skip)]
+        selection = (where, chosen)
         lease_until = now + lease_seconds
         with self._tx() as db:
             room = self._room(db, now, caps)
@@ -69,7 +80,8 @@ class LeaseClaims(TrackingStore):
             full = {site for site, left in room.items() if left <= 0}
             while len(claimed) < limit:
                 wanted = limit - len(claimed)
-                found = self._due_rows(db, now, wanted, full, {(r.site, r.repository) for r in claimed})
+                taken = {(r.site, r.repository) for r in claimed}
+                found = self._due_rows(db, now, wanted, full, taken, selection)
                 for row in found:
                     if row.site in room:
                         if room[row.site] <= 0:
@@ -85,11 +97,26 @@ class LeaseClaims(TrackingStore):
                 "lease_generation = generation WHERE site = ? AND repository = ?",
                 [(now, owner, lease_until, r.site, r.repository) for r in claimed],
             )
+            if first is not None:
+                first.update(self._never_started(db, [(r.site, r.repository) for r in claimed]))
             db.executemany(
                 "INSERT INTO started_once (site, repository) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 [(r.site, r.repository) for r in claimed],
             )
         return [dataclasses.replace(r, state=SyncState.STARTED, started_at=now) for r in claimed]
+
+    def _never_started(self, db: object, keys: list[Key]) -> set[Key]:
+        """Those of `keys` no sync ever started for."""
+        seen: set[Key] = set()
+        for start in range(0, len(keys), _BATCH):
+            chunk = keys[start : start + _BATCH]
+            values = ", ".join("(?, ?)" for _ in chunk)
+            rows = db.execute(  # type: ignore[attr-defined]
+                f"SELECT site, repository FROM started_once WHERE (site, repository) IN (VALUES {values})",
+                [v for key in chunk for v in key],
+            ).fetchall()
+            seen.update((str(r[0]), str(r[1])) for r in rows)
+        return set(keys) - seen
 
     def _room(self, db: object, now: float, caps: Mapping[str, int]) -> dict[str, int]:
         """How many more rows each capped site may start, under each site's lock (taken in one order)."""
@@ -104,21 +131,30 @@ class LeaseClaims(TrackingStore):
         return room
 
     def _due_rows(
-        self, db: object, now: float, limit: int, full: set[str], taken: set[Key]
+        self,
+        db: object,
+        now: float,
+        limit: int,
+        full: set[str],
+        taken: set[Key],
+        selection: tuple[str, list[object]] = ("1 = 1", []),
     ) -> list[RepositoryRow]:
-        """The first `limit` due rows with a free (or expired) lease, not of a `full` site nor `taken`;
-        locked, on PostgreSQL, until the claim commits (and skipped by the other claimers)."""
-        params: list[object] = [now, now, *sorted(full), limit + len(taken)]
-        sql = self._claim_query(len(full))
+        """The first `limit` due rows with a free (or expired) lease, not of a `full` site nor `taken`,
+        within `selection` (a WHERE term and its parameters); locked, on PostgreSQL, until the claim
+        commits (and skipped by the other claimers)."""
+        where, chosen = selection
+        params: list[object] = [now, now, *chosen, *sorted(full), limit + len(taken)]
+        sql = self._claim_query(len(full), where)
         rows = db.execute(sql, params).fetchall()  # type: ignore[attr-defined]
         found = [RepositoryRow.from_columns(r) for r in rows]
         return [r for r in found if (r.site, r.repository) not in taken][:limit]
 
-    def _claim_query(self, sites_full: int) -> str:
-        """The claim's SELECT (parameters: now, now, the full sites, the limit), in `due`'s order."""
+    def _claim_query(self, sites_full: int, where: str = "1 = 1") -> str:
+        """The claim's SELECT (parameters: now, now, those of `where`, the full sites, the limit), in
+        `due`'s order."""
         sql = (
             f"SELECT {self._row_columns} FROM repositories{self.dialect.using_index('repositories_claim')} "
-            f"WHERE {DUE} AND (lease_until IS NULL OR lease_until <= ?)"
+            f"WHERE {DUE} AND (lease_until IS NULL OR lease_until <= ?) AND {where}"
         )
         if sites_full:
             sql += f" AND site NOT IN ({','.join('?' * sites_full)})"
@@ -206,6 +242,23 @@ class LeaseClaims(TrackingStore):
                 "UPDATE workers SET heartbeat_at = ?, working = ? WHERE id = ?", (now, working, worker)
             )
             return bool(cur.rowcount)
+
+    def recover_worker(self, worker: str) -> int:
+        """A worker known dead (its process is gone) holds nothing: its started rows go back to pending,
+        as `recover_started` puts back a dead engine's, and its row goes. Returns how many rows."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE repositories SET state = 'pending', started_at = NULL, retry_at = NULL, "
+                "lease_owner = NULL, lease_until = NULL WHERE lease_owner = ? AND state = 'started'",
+                (worker,),
+            )
+            db.execute("DELETE FROM workers WHERE id = ?", (worker,))
+            return int(cur.rowcount)
+
+    def remove_worker(self, worker: str) -> None:
+        """A worker that stops cleanly takes its row away (the leases it still holds expire as usual)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM workers WHERE id = ?", (worker,))
 
     def workers(self) -> list[WorkerRow]:
         rows = self._query("SELECT id, started_at, heartbeat_at, listen, working FROM workers ORDER BY id")

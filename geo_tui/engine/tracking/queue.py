@@ -67,17 +67,28 @@ class SyncQueue(TrackingStore):
 
     # -- sync state ------------------------------------------------------------------------
 
-    def recover_started(self) -> int:
-        """Rows left in ``started`` by a crashed or killed engine go back to pending."""
+    def recover_started(self, *, leased_only_by: str | None = None, verifications: bool = True) -> int:
+        """Rows left in ``started`` by a crashed or killed engine go back to pending. Rows under a lease
+        are left to their worker (or to `expire_leases` when it ran out) except those of
+        `leased_only_by` (this worker's id: a worker restarted with the same id holds nothing). With
+        `verifications`, verifications left started too (see `recover_verifications`)."""
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE repositories SET state = 'pending', started_at = NULL, retry_at = NULL "
-                "WHERE state = 'started'"
+                "UPDATE repositories SET state = 'pending', started_at = NULL, retry_at = NULL, "
+                f"{_RELEASE} WHERE state = 'started' AND (lease_owner IS NULL OR lease_owner = ?)",
+                (leased_only_by,),
             )
+        if verifications:
+            self.recover_verifications()
+        return int(cur.rowcount)
+
+    def recover_verifications(self) -> None:
+        """Verifications left started by a dead engine go back to pending: at start with one engine,
+        and when a worker becomes the one that verifies (the leader) with many."""
+        with self._tx() as db:
             db.execute(
                 "UPDATE repositories SET verification_state = 'pending' WHERE verification_state = 'started'"
             )
-            return int(cur.rowcount)
 
     def due(
         self,

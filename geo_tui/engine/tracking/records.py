@@ -22,6 +22,7 @@ _FREE_TEXT = (
     ("repositories", "site, repository", "verification_failure"),
     ("event_log", "id", "message"),
 )
+_LOG_ID_TRIES = 5  # another worker may take the next free id between our look and our insert
 
 
 @dataclass(frozen=True)
@@ -160,14 +161,25 @@ class Records(TrackingStore):
             return LogRecord(self._next_log_id, self._clock(), level, site, repository, message)
 
     def store_log(self, record: LogRecord) -> None:
+        """Store `record`; if its id was taken (many workers share a PostgreSQL database, each numbering
+        its own lines), under the next id free, numbering on from there."""
+        record_id = record.id
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO event_log (id, at, level, site, repository, message) VALUES (?, ?, ?, ?, ?, ?)",
-                (record.id, record.at, record.level, record.site, record.repository, record.message),
-            )
+            for _ in range(_LOG_ID_TRIES):
+                cur = db.execute(
+                    "INSERT INTO event_log (id, at, level, site, repository, message) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    (record_id, record.at, record.level, record.site, record.repository, record.message),
+                )
+                if cur.rowcount:
+                    break
+                top = db.execute("SELECT MAX(id) FROM event_log").fetchone()
+                with self._id_lock:
+                    self._next_log_id = max(self._next_log_id, int(top[0] or 0)) + 1
+                    record_id = self._next_log_id
             self._log_inserts += 1
             if self._log_inserts % 500 == 0:
-                db.execute("DELETE FROM event_log WHERE id <= ?", (record.id - EVENT_LOG_LIMIT,))
+                db.execute("DELETE FROM event_log WHERE id <= ?", (record_id - EVENT_LOG_LIMIT,))
 
     def repository_log(self, repository: str, limit: int = 200) -> list[LogRecord]:
         rows = self._query(
