@@ -464,18 +464,21 @@ class Bench:
         repository = f"bench/large{size}"
         base = image_with_layers([layer_blob(f"large-{size}", args.layer_size)], seed=f"large-{size}")
         # The primary last: its push event makes geo-tui copy `base` to eu and us, and a copy racing the
-        # bench's own upload of the same blob into the same repository made Distribution refuse one. On
-        # the primary the manifest goes in by digest and its tags are written before the tag push that
-        # tells geo-tui of the repository: its first reconcile then reads all of them (it read a few
-        # hundred while the rest were being written, and kept the others on the secondaries, one warning
-        # and one event-log row per tag, while the pushes were measured).
-        for name, site in sorted(self.sites.items(), key=lambda item: item[0] == "primary"):
+        # bench's own upload of the same blob into the same repository made Distribution refuse one. The
+        # primary gets eu's copy of the repository in its storage, all tags at once, before the tag push
+        # that tells geo-tui of it: any event of the repository starts its first reconcile, and one that
+        # read the tags while they were being written kept the rest on the secondaries, one warning and
+        # one event-log row per tag, while the pushes were measured.
+        for name, site in self.sites.items():
+            if name == "primary":
+                continue
             with RawPusher.for_registry(site) as pusher:
-                pusher.push_tree(repository, base, None if name == "primary" else "base")
-                write_tags(site, repository, base.digest, (f"t{n:05d}" for n in range(size - 1)))
-                if name == "primary":
-                    pusher.push_manifest(repository, "base", base.manifest, base.media_type)
+                pusher.push_tree(repository, base, "base")
+            write_tags(site, repository, base.digest, (f"t{n:05d}" for n in range(size - 1)))
             log(f"large {size}: {name} holds {size} tags")
+        copy_storage(self.sites["eu"], self.sites["primary"], repository)
+        with RawPusher.for_registry(self.sites["primary"]) as pusher:
+            pusher.push_manifest(repository, "base", base.manifest, base.media_type)
         log(f"large {size}: {repository} holds {size} tags on every site")
         result: dict[str, Any] = {"tags": size}
         result["settle_seconds"] = self._settle(repository)
@@ -782,6 +785,19 @@ class Bench:
             self.fail("the notification secret appears in the serve log")
         if "Traceback" in log_text:
             self.notes.append("the serve log holds a traceback")
+
+
+def copy_storage(source: Distribution, target: Distribution, repository: str) -> None:
+    """Put `source`'s copy of `repository` (its links, and every blob `source` stores) into `target`'s
+    filesystem storage: Distribution reads both from disk, so `target` serves the repository at once."""
+    v2 = Path("docker/registry/v2")
+    shutil.copytree(source.root_dir / v2 / "blobs", target.root_dir / v2 / "blobs", dirs_exist_ok=True)
+    shutil.copytree(
+        source.root_dir / v2 / "repositories" / repository,
+        target.root_dir / v2 / "repositories" / repository,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("_uploads"),
+    )
 
 
 def primary_endpoint(url: str) -> dict[str, Any]:

@@ -4,13 +4,12 @@ the primary (one stream of a digest at a time per secondary)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, nullcontext
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from geo_tui.registry import (
-    BlobStream,
     Descriptor,
     DigestMismatch,
     NotFound,
@@ -25,7 +24,7 @@ from geo_tui.registry import (
 from .database import Write, in_place
 from .repository import CopyStats
 
-__all__ = ["SMALL_BLOB_BYTES", "BlobCopier", "BlobLocations", "amended"]
+__all__ = ["SMALL_BLOB_BYTES", "BlobCopier", "BlobLocations", "SharedReads", "amended"]
 
 _RETRYABLE = (RegistryUnavailable, RateLimited, DigestMismatch)
 
@@ -74,6 +73,51 @@ _MOUNTED = _Mounted()
 SMALL_BLOB_BYTES = 1024 * 1024
 
 
+# What one push job's SharedReads holds at most; past it, each secondary reads a blob on its own.
+SHARED_READ_BYTES = 32 * 1024 * 1024
+
+
+class SharedReads:
+    """Small blobs read from the primary once for every secondary one push job writes (issue 17): each
+    secondary's copy of a new layer read it on its own. An entry goes once every secondary took it; a
+    failed read is not kept (a retry reads again); at most SHARED_READ_BYTES are held."""
+
+    def __init__(self, readers: int) -> None:
+        self._readers = readers
+        self._reads: dict[str, tuple[asyncio.Future[bytes], int]] = {}
+        self._held = 0
+
+    async def read(self, digest: str, size: int, fetch: Callable[[], Awaitable[bytes]]) -> bytes:
+        entry = self._reads.get(digest)
+        if entry is None:
+            if self._held + size > SHARED_READ_BYTES:
+                return await fetch()
+            future: asyncio.Future[bytes] = asyncio.ensure_future(fetch())
+            future.add_done_callback(_retrieved)
+            self._held += size
+            entry = (future, 0)
+        future, taken = entry[0], entry[1] + 1
+        self._reads[digest] = (future, taken)
+        try:
+            body = await asyncio.shield(future)  # one reader cancelled must not cancel the others' read
+        except BaseException:
+            if future.done() and self._reads.get(digest, (None, 0))[0] is future:
+                self._forget(digest, size)
+            raise
+        if taken >= self._readers and self._reads.get(digest, (None, 0))[0] is future:
+            self._forget(digest, size)
+        return body
+
+    def _forget(self, digest: str, size: int) -> None:
+        del self._reads[digest]
+        self._held -= size
+
+
+def _retrieved(future: asyncio.Future[bytes]) -> None:
+    if not future.cancelled():
+        future.exception()  # said to each reader that awaited it; none left means nobody needs it
+
+
 class BlobCopier:
     """Puts blobs into one secondary: HEAD first, then a mount from a repository known to hold
     the blob, then a streamed copy from the primary. One per secondary, shared by every
@@ -109,13 +153,15 @@ class BlobCopier:
         slots: asyncio.Semaphore | None = None,
         *,
         look: bool = True,
+        reads: SharedReads | None = None,
     ) -> None:
         """Make ``blob`` present in ``repository`` on the secondary: one HEAD (unless ``look`` is
         false: the caller knows the repository cannot hold it), then a mount from a repository known
         to hold it, then a streamed copy. Only one stream of a digest runs at a time per secondary:
         the others wait for it and mount from where it landed. ``slots`` bounds the transfers
         (mounts and streams) of one repository run; the HEAD and the waiting take no slot, so a
-        shared base layer never starves a repository's own layers."""
+        shared base layer never starves a repository's own layers. ``reads``: small blobs are read
+        from the primary once for every secondary of a push job."""
         digest = blob.digest
         slot: AbstractAsyncContextManager[object] = slots if slots is not None else nullcontext()
         if look and await self.secondary.head_blob(repository, digest) is not None:
@@ -140,7 +186,7 @@ class BlobCopier:
         stream = self._inflight[digest] = _Stream()
         try:
             async with slot:
-                await self._stream(repository, blob, stats, location)
+                await self._stream(repository, blob, stats, location, reads)
         except TransferTooSlow as exc:
             stream.too_slow = exc
             raise
@@ -165,11 +211,19 @@ class BlobCopier:
         return None
 
     async def _stream(
-        self, repository: str, blob: Descriptor, stats: CopyStats, location: str | None
+        self,
+        repository: str,
+        blob: Descriptor,
+        stats: CopyStats,
+        location: str | None,
+        reads: SharedReads | None,
     ) -> None:
         for attempt in range(1, self.attempts + 1):
             try:
-                size = await self._stream_once(repository, blob, location)
+                if 0 <= blob.size <= SMALL_BLOB_BYTES:
+                    size: int | None = await self._copy_small(repository, blob, location, reads)
+                else:
+                    size = await self._stream_once(repository, blob, location)
             except NotFound:
                 if blob.urls:  # a foreign layer: clients fetch it from its URLs, the primary need not hold it
                     stats.blobs_foreign += 1
@@ -194,11 +248,6 @@ class BlobCopier:
         handed = False
         try:
             async with self.primary.stream_blob(repository, blob.digest) as source:
-                if 0 <= blob.size <= SMALL_BLOB_BYTES:
-                    body, whole = await self._read_small(repository, blob, source)
-                    handed = True  # from here the upload cancels its own session
-                    await self.secondary.upload_blob(repository, blob.digest, whole, body, location=location)
-                    return whole
                 size = source.size if source.size is not None else (blob.size if blob.size >= 0 else None)
                 # The receiving registry verifies the digest of every upload (OCI spec), so the
                 # bytes are not hashed here a second time.
@@ -218,32 +267,73 @@ class BlobCopier:
                 raise
             raise explained from exc
 
-    async def _read_small(
-        self, repository: str, blob: Descriptor, source: BlobStream
-    ) -> tuple[AsyncIterator[bytes], int]:
+    async def _copy_small(
+        self, repository: str, blob: Descriptor, location: str | None, reads: SharedReads | None
+    ) -> int:
         """A small blob (its size from the manifest), read whole from the primary before its upload: POST
         and one PUT with the bytes, two requests where PATCH then PUT take three (issue 17: a push's
-        cost). Reading first means a source that breaks off or lies never leaves a session half written,
-        which Distribution 2.8 refuses to cancel; the bytes held are at most SMALL_BLOB_BYTES. The spec's
-        monolithic POST would be one request, but Distribution 2.8 drops its body (202, a new session)."""
-        body = bytearray()
-        # Hashed here (cheap at this size): content that does not match its digest opens no session,
-        # where the secondary's refusal of a PUT leaves one it will not cancel.
-        async for chunk in self._counted(repository, source.chunks(verify=True)):
-            body += chunk
-            if len(body) > SMALL_BLOB_BYTES:
-                raise DigestMismatch(
-                    self.primary.name,
-                    "GET blob",
-                    repository,
-                    reference=blob.digest,
-                    detail=f"it served more than the {blob.size} bytes the manifest gives",
-                )
+        cost). The session opens while the bytes are read, one round trip fewer on a push's path; with
+        ``reads`` the bytes are read once for every secondary. Reading first means a source that breaks
+        off or lies never leaves a session half written, which Distribution 2.8 refuses to cancel (an
+        empty one it cancels); the bytes held are at most SMALL_BLOB_BYTES. The spec's monolithic POST
+        would be one request, but Distribution 2.8 drops its body (202, a new session)."""
+        opening = asyncio.ensure_future(self.secondary.open_upload(repository)) if location is None else None
+        try:
+            if reads is not None:
+                body = await reads.read(blob.digest, blob.size, lambda: self._read_small(repository, blob))
+            else:
+                body = await self._read_small(repository, blob)
+            if opening is not None:
+                location = await opening
+        except BaseException as exc:
+            await self._drop_session(repository, opening, location)
+            explained = self._explained(exc) if isinstance(exc, RegistryError) else exc
+            if explained is exc:
+                raise
+            raise explained from exc
+        assert location is not None
 
         async def whole() -> AsyncIterator[bytes]:
-            yield bytes(body)
+            yield body
 
-        return whole(), source.size if source.size is not None else len(body)
+        try:
+            await self.secondary.upload_blob(repository, blob.digest, len(body), whole(), location=location)
+        except RegistryError as exc:  # the upload cancelled its own session
+            explained = self._explained(exc)
+            if explained is exc:
+                raise
+            raise explained from exc
+        return len(body)
+
+    async def _drop_session(
+        self, repository: str, opening: asyncio.Future[str] | None, location: str | None
+    ) -> None:
+        """Cancel the session a small blob's copy opened or was given, when the read failed."""
+        if opening is not None:
+            if not opening.done():
+                opening.cancel()
+            with suppress(BaseException):
+                location = await opening
+        if location is not None:
+            await self.secondary.cancel_upload(repository, location)
+
+    async def _read_small(self, repository: str, blob: Descriptor) -> bytes:
+        """A small blob's bytes from the primary, hashed (cheap at this size): content that does not match
+        its digest opens no upload, where the secondary's refusal of a PUT leaves a session it will not
+        cancel."""
+        body = bytearray()
+        async with self.primary.stream_blob(repository, blob.digest) as source:
+            async for chunk in self._counted(repository, source.chunks(verify=True)):
+                body += chunk
+                if len(body) > SMALL_BLOB_BYTES:
+                    raise DigestMismatch(
+                        self.primary.name,
+                        "GET blob",
+                        repository,
+                        reference=blob.digest,
+                        detail=f"it served more than the {blob.size} bytes the manifest gives",
+                    )
+        return bytes(body)
 
     def _explained(self, exc: RegistryError) -> RegistryError:
         """The failure of an upload, blamed where it belongs and saying what a person can check."""

@@ -27,7 +27,7 @@ from geo_tui.registry import ManifestInfo, RegistryError
 
 from .budget import Work, set_work
 from .describe import describe_error, describe_stats
-from .replicate import CopyPlan, PrimaryRepository, copy_pushed
+from .replicate import CopyPlan, PrimaryRepository, SharedReads, copy_pushed
 from .tracking import QueuedPush
 from .tracking.dialect import is_passing_fault
 from .wakeups import Wake
@@ -46,6 +46,8 @@ DIGEST_PUSH_GRACE = 0.5
 # them this long at most: the registries, the event loop and the database serve the push first, and a
 # steady stream of pushes slows the background work without stopping it.
 PUSH_YIELD = 1.0
+# A verification waits this long at most for the pushes of a repository to be copied (PushCopier.copied).
+SETTLE_WAIT = 30.0
 # Manifests a coalesced job reads from the primary at once, before its copies start.
 MANIFEST_READS = 8
 
@@ -100,6 +102,20 @@ class PushCopier:
             async with asyncio.timeout(PUSH_YIELD):
                 await self._idle.wait()
         self.yielded_seconds += max(0.0, self._engine._clock() - started)
+
+    async def copied(self, repository: str) -> None:
+        """Return once no push of ``repository`` is queued or being copied, or after SETTLE_WAIT seconds
+        (a verification reads the tags that differ again after it)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SETTLE_WAIT):
+                while True:
+                    running = self.running.get(repository)
+                    if running is not None:
+                        await asyncio.wait([running])
+                    elif any(p.repository == repository for p in self._engine.tracking.queued_pushes()):
+                        await asyncio.sleep(DIGEST_PUSH_GRACE / 5)
+                    else:
+                        return
 
     # -- the copies ---------------------------------------------------------------------------------------
 
@@ -156,6 +172,7 @@ class PushCopier:
         engine = self._engine
         whole_runs = self._whole_runs.get(repository, 0)
         started = engine._clock()
+        engine.pull_backlog.pushes_coming()  # fewer own pulls ahead of the next push's event
         for push in queued:
             engine.metrics.push_stage.labels("queued").observe(max(0.0, started - push.received_at))
         try:
@@ -167,8 +184,9 @@ class PushCopier:
                 return
             sites = [s.name for s in engine.config.secondaries if s.wants(repository)]
             await self._read_manifests(repository, [digest for _, digest in plan.tags])
+            reads = SharedReads(len(sites))  # each new small blob read from the primary once, for all
             copied = await asyncio.gather(
-                *(self._to_site(name, repository, plan, queued, started) for name in sites)
+                *(self._to_site(name, repository, plan, queued, started, reads) for name in sites)
             )
             if any(copied):
                 await engine._db(
@@ -247,7 +265,13 @@ class PushCopier:
         self._wake.set()
 
     async def _to_site(
-        self, site_name: str, repository: str, plan: CopyPlan, queued: list[QueuedPush], started: float
+        self,
+        site_name: str,
+        repository: str,
+        plan: CopyPlan,
+        queued: list[QueuedPush],
+        started: float,
+        reads: SharedReads,
     ) -> bool:
         """Copy the plan into one secondary. False if it failed: a full sync of it is queued instead."""
         engine = self._engine
@@ -270,6 +294,7 @@ class PushCopier:
                 engine._cache,
                 blob_concurrency=engine.config.engine.blob_concurrency,
                 before_tag=before_tag,
+                reads=reads,
             )
         except asyncio.CancelledError:
             raise
