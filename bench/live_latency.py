@@ -419,6 +419,8 @@ class Bench:
             'geo_tui_notification_delay_seconds_{}{{action="pull",origin="own"}}': "own_pull_delivery",
             'geo_tui_push_stage_seconds_{}{{stage="store"}}': "store",
             'geo_tui_push_stage_seconds_{}{{stage="queued"}}': "queued",
+            'geo_tui_push_stage_seconds_{}{{stage="manifest"}}': "manifest",
+            'geo_tui_push_stage_seconds_{}{{stage="blobs"}}': "blobs",
             'geo_tui_push_stage_seconds_{}{{stage="copy"}}': "copy",
         }
         text = httpx.get(self.serve_url + "/metrics", timeout=10).text
@@ -894,7 +896,8 @@ def render(results: dict[str, Any], failures: list[str], notes: list[str]) -> st
     if large:
         lines.append(
             "          delivery: event timestamp at the primary -> receipt (Distribution's queue); "
-            "store, queued, copy: geo-tui (receipt -> stored; receipt -> copy started; -> tag written); "
+            "store, queued, copy: geo-tui (receipt -> stored; receipt -> copy started; -> tag written; "
+            "within copy, manifest: -> manifests read, blobs: -> blobs in place); "
             "held_s / yielded_s: background requests' waits for the own-pull backlog / for push copies"
         )
         lines.append(

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 from geo_tui.registry import ManifestInfo, RegistryError
 
 from .budget import Work, set_work
-from .describe import describe_error, describe_stats
+from .describe import describe_error
+from .failure import failure_of
 from .replicate import CopyPlan, PrimaryRepository, SharedReads, copy_pushed
 from .tracking import QueuedPush
 from .tracking.dialect import is_passing_fault
@@ -35,7 +36,7 @@ from .wakeups import Wake
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["DIGEST_PUSH_GRACE", "PUSH_YIELD", "PushCopier"]
+__all__ = ["DIGEST_PUSH_GRACE", "PUSH_YIELD", "PushCopier", "named"]
 
 log = logging.getLogger("geo_tui.engine")
 
@@ -184,6 +185,7 @@ class PushCopier:
                 return
             sites = [s.name for s in engine.config.secondaries if s.wants(repository)]
             await self._read_manifests(repository, [digest for _, digest in plan.tags])
+            engine.metrics.push_stage.labels("manifest").observe(max(0.0, engine._clock() - started))
             reads = SharedReads(len(sites))  # each new small blob read from the primary once, for all
             copied = await asyncio.gather(
                 *(self._to_site(name, repository, plan, queued, started, reads) for name in sites)
@@ -278,7 +280,13 @@ class PushCopier:
         site = engine._sites[site_name]
         assert site.copier is not None
 
+        blobs_in = False
+
         def before_tag(tag: str, digest: str) -> None:
+            nonlocal blobs_in
+            if not blobs_in:
+                blobs_in = True
+                engine.metrics.push_stage.labels("blobs").observe(max(0.0, engine._clock() - started))
             # A whole-repository run reading this repository now must count the tag as the primary's,
             # or its deletion pass could take the tag this copy is about to write.
             view = self._views.get(repository)
@@ -299,44 +307,16 @@ class PushCopier:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            reason = describe_error(exc)
-            engine.log(
-                "warning",
-                f"copy of pushed {_named(plan)} failed: {reason}; the repository is queued for a full sync",
-                site=site_name,
-                repository=repository,
-            )
-            await engine._db(
-                engine.tracking.request_sync,
-                sites=[site_name],
-                repositories=[repository],
-                event_at=queued[0].received_at,
-            )
-            engine._poke()
+            failure = failure_of(exc, engine.config.primary.name, text=describe_error(exc))
+            await engine.recorder.push_failed(site_name, repository, named(plan), failure, queued)
             return False
         now = engine._clock()
         engine.metrics.push_stage.labels("copy").observe(max(0.0, now - started))
-        site.stats.add(stats)
-        engine._count(site_name, stats)
-        await engine._db(
-            engine.tracking.record_tags_seen, site_name, repository, dict(plan.tags), complete=False
-        )
-        for push in queued:
-            # Both: the push histogram's buckets resolve the sub-second copies, and event_to_synced
-            # keeps covering every event, whichever path replicated it.
-            engine.metrics.push_to_secondary.labels(site_name).observe(max(0.0, now - push.received_at))
-            engine.metrics.event_to_synced.labels(site_name).observe(max(0.0, now - push.received_at))
-        engine.log(
-            "info",
-            f"copied pushed {_named(plan)}: {describe_stats(stats)}",
-            site=site_name,
-            repository=repository,
-        )
-        engine._emit_row(site_name, repository)
+        await engine.recorder.pushed(site_name, repository, named(plan), dict(plan.tags), stats, queued, now)
         return True
 
 
-def _named(plan: CopyPlan) -> str:
+def named(plan: CopyPlan) -> str:
     """The tags (or digests) a push copy covers, for a log line: a few, then how many more."""
     names = [tag for tag, _ in plan.tags] + list(plan.digests)
     shown = ", ".join(names[:5])
