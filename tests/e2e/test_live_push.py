@@ -205,6 +205,11 @@ def test_a_push_into_a_2000_tag_repository_copies_what_it_names(big: BigLive) ->
     settle(big)  # and after the copy, nothing more: no whole-repository run, no verification of it
     sent = assert_only_named(big, since, BIG, {"new-1"})
     assert len(sent) <= 20, [f"{line.method} {line.uri}" for line in sent]  # the target, for good
+    # Each new blob is read from the primary once, for both secondaries (blobs.SharedReads).
+    blob_reads = Counter(
+        line.path for line in geo_requests(big.primary.registry, since[0]) if "/blobs/" in line.path
+    )
+    assert sorted(blob_reads.values()) == [1, 1], blob_reads
     assert big.served is not None
     assert db_query(big.served.config.parent, "SELECT COUNT(*) FROM push_queue") == [(0,)]
     seen = dict(
