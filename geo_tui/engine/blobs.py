@@ -4,6 +4,7 @@ the primary (one stream of a digest at a time per secondary)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, nullcontext, suppress
 from dataclasses import dataclass, field
@@ -21,8 +22,11 @@ from geo_tui.registry import (
     TransferTooSlow,
 )
 
+from .budget import for_a_push
 from .database import Write, in_place
 from .repository import CopyStats
+
+log = logging.getLogger("geo_tui.engine")
 
 __all__ = ["SMALL_BLOB_BYTES", "BlobCopier", "BlobLocations", "SharedReads", "amended"]
 
@@ -144,6 +148,7 @@ class BlobCopier:
         self._on_bytes = on_bytes
         self._write = write
         self._inflight: dict[str, _Stream] = {}
+        self._hints: set[asyncio.Future[object]] = set()  # blob locations being written (see _located)
 
     async def ensure(
         self,
@@ -166,7 +171,7 @@ class BlobCopier:
         slot: AbstractAsyncContextManager[object] = slots if slots is not None else nullcontext()
         if look and await self.secondary.head_blob(repository, digest) is not None:
             stats.blobs_present += 1
-            await self._write(self.tracking.add_blob_locations, self.site, repository, [digest])
+            await self._located(repository, digest)
             return
         while True:
             busy = self._inflight.get(digest)
@@ -194,6 +199,23 @@ class BlobCopier:
             del self._inflight[digest]
             stream.done.set()
 
+    async def _located(self, repository: str, digest: str) -> None:
+        """Remember that the secondary's ``repository`` holds ``digest`` (for later mounts). A push's copy
+        does not wait for that write before its tag (a mount hint lost to a failed write costs a copy
+        later, never correctness); other work does, so a finished run's hints are in."""
+        write = self._write(self.tracking.add_blob_locations, self.site, repository, [digest])
+        if not for_a_push():
+            await write
+            return
+        task = asyncio.ensure_future(write)
+        self._hints.add(task)
+        task.add_done_callback(self._hint_written)
+
+    def _hint_written(self, task: asyncio.Future[object]) -> None:
+        self._hints.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("a blob location was not stored: %s", task.exception())
+
     async def _mount(self, repository: str, blob: Descriptor, stats: CopyStats) -> str | _Mounted | None:
         """Mount the blob from a repository of the secondary known to hold it: _MOUNTED, or the
         upload session a registry opened instead (202), or None when no source is known."""
@@ -205,7 +227,7 @@ class BlobCopier:
                 continue
             if location is None:
                 stats.blobs_mounted += 1
-                await self._write(self.tracking.add_blob_locations, self.site, repository, [blob.digest])
+                await self._located(repository, blob.digest)
                 return _MOUNTED
             return location  # 202: the registry opened an upload session instead; stream into it
         return None
@@ -239,7 +261,7 @@ class BlobCopier:
                 continue
             stats.blobs_copied += 1
             stats.bytes_copied += size if size is not None else 0
-            await self._write(self.tracking.add_blob_locations, self.site, repository, [blob.digest])
+            await self._located(repository, blob.digest)
             return
 
     async def _stream_once(self, repository: str, blob: Descriptor, location: str | None) -> int | None:
