@@ -36,7 +36,7 @@ from .wakeups import Wake
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["DIGEST_PUSH_GRACE", "PUSH_YIELD", "PushCopier", "named"]
+__all__ = ["DIGEST_PUSH_GRACE", "PUSH_YIELD", "PushCopier"]
 
 log = logging.getLogger("geo_tui.engine")
 
@@ -308,15 +308,15 @@ class PushCopier:
             raise
         except Exception as exc:
             failure = failure_of(exc, engine.config.primary.name, text=describe_error(exc))
-            await engine.recorder.push_failed(site_name, repository, named(plan), failure, queued)
+            await engine.recorder.push_failed(site_name, repository, _named(plan), failure, queued)
             return False
         now = engine._clock()
         engine.metrics.push_stage.labels("copy").observe(max(0.0, now - started))
-        await engine.recorder.pushed(site_name, repository, named(plan), dict(plan.tags), stats, queued, now)
+        await engine.recorder.pushed(site_name, repository, _named(plan), dict(plan.tags), stats, queued, now)
         return True
 
 
-def named(plan: CopyPlan) -> str:
+def _named(plan: CopyPlan) -> str:
     """The tags (or digests) a push copy covers, for a log line: a few, then how many more."""
     names = [tag for tag, _ in plan.tags] + list(plan.digests)
     shown = ", ".join(names[:5])
