@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, nullcontext, suppress
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -122,6 +122,29 @@ def _retrieved(future: asyncio.Future[bytes]) -> None:
         future.exception()  # said to each reader that awaited it; none left means nobody needs it
 
 
+class _Early:
+    """A small blob's upload session and bytes, started beside its HEAD on a push's path."""
+
+    def __init__(
+        self,
+        copier: BlobCopier,
+        repository: str,
+        opening: asyncio.Future[str],
+        reading: asyncio.Future[bytes],
+    ) -> None:
+        self._copier = copier
+        self._repository = repository
+        self.opening = opening
+        self.reading = reading
+        self.dropped = False
+
+    async def drop(self) -> None:
+        """Not needed after all: the bytes are not waited for, the session is cancelled (once)."""
+        if not self.dropped:
+            self.dropped = True
+            await self._copier._drop_session(self._repository, self.opening, None, self.reading)
+
+
 class BlobCopier:
     """Puts blobs into one secondary: HEAD first, then a mount from a repository known to hold
     the blob, then a streamed copy from the primary. One per secondary, shared by every
@@ -169,35 +192,71 @@ class BlobCopier:
         from the primary once for every secondary of a push job."""
         digest = blob.digest
         slot: AbstractAsyncContextManager[object] = slots if slots is not None else nullcontext()
-        if look and await self.secondary.head_blob(repository, digest) is not None:
+        early = self._early(repository, blob, reads) if look else None
+        try:
+            present = look and await self.secondary.head_blob(repository, digest) is not None
+        except BaseException:
+            if early is not None:
+                await early.drop()
+            raise
+        if present:
+            if early is not None:
+                await early.drop()
             stats.blobs_present += 1
             await self._located(repository, digest)
             return
-        while True:
-            busy = self._inflight.get(digest)
-            if busy is not None:
-                # Another run is streaming this blob into this secondary: wait, then mount from it. If
-                # that stream was too slow, so is this copy: it fails with it (issue 12, case 5).
-                await busy.done.wait()
-                if busy.too_slow is not None:
-                    raise busy.too_slow
-                continue
-            async with slot:
-                location = await self._mount(repository, blob, stats)
-            if isinstance(location, _Mounted):
-                return
-            if digest not in self._inflight:  # nobody started a stream while the mounts were out
-                break
+        try:
+            location = await self._mount_or_wait(repository, blob, stats, slot, early)
+        except BaseException:
+            if early is not None:
+                await early.drop()
+            raise
+        if isinstance(location, _Mounted):
+            if early is not None:
+                await early.drop()
+            return
+        if early is not None and (early.dropped or location is not None):
+            await early.drop()  # waited for another stream, or the mount opened a session to stream into
+            early = None
         stream = self._inflight[digest] = _Stream()
         try:
             async with slot:
-                await self._stream(repository, blob, stats, location, reads)
+                await self._stream(repository, blob, stats, location, reads, early)
         except TransferTooSlow as exc:
             stream.too_slow = exc
             raise
         finally:
             del self._inflight[digest]
             stream.done.set()
+
+    async def _mount_or_wait(
+        self,
+        repository: str,
+        blob: Descriptor,
+        stats: CopyStats,
+        slot: AbstractAsyncContextManager[object],
+        early: _Early | None,
+    ) -> str | _Mounted | None:
+        """Wait for a stream of the blob into this secondary and mount from where it landed, or mount it
+        from a repository known to hold it. When neither, the caller streams it (nobody else does now):
+        into the session a mount opened instead, or a new one (None)."""
+        digest = blob.digest
+        while True:
+            busy = self._inflight.get(digest)
+            if busy is not None:
+                # Another run is streaming this blob into this secondary: wait, then mount from it. If
+                # that stream was too slow, so is this copy: it fails with it (issue 12, case 5).
+                if early is not None:
+                    await early.drop()
+                    early = None
+                await busy.done.wait()
+                if busy.too_slow is not None:
+                    raise busy.too_slow
+                continue
+            async with slot:
+                location = await self._mount(repository, blob, stats)
+            if isinstance(location, _Mounted) or digest not in self._inflight:
+                return location  # mounted, or nobody started a stream while the mounts were out
 
     async def _located(self, repository: str, digest: str) -> None:
         """Remember that the secondary's ``repository`` holds ``digest`` (for later mounts). A push's copy
@@ -239,11 +298,13 @@ class BlobCopier:
         stats: CopyStats,
         location: str | None,
         reads: SharedReads | None,
+        early: _Early | None = None,
     ) -> None:
         for attempt in range(1, self.attempts + 1):
             try:
                 if 0 <= blob.size <= SMALL_BLOB_BYTES:
-                    size: int | None = await self._copy_small(repository, blob, location, reads)
+                    size: int | None = await self._copy_small(repository, blob, location, reads, early)
+                    early = None  # a retry opens a session of its own
                 else:
                     size = await self._stream_once(repository, blob, location)
             except NotFound:
@@ -254,6 +315,7 @@ class BlobCopier:
             except TransferTooSlow:
                 raise  # each attempt would take as long again: fail now, naming the slow site
             except _RETRYABLE:
+                early = None  # spent by the failed attempt
                 if attempt == self.attempts:
                     raise
                 location = None  # the session saw a broken stream; open a new one
@@ -290,7 +352,12 @@ class BlobCopier:
             raise explained from exc
 
     async def _copy_small(
-        self, repository: str, blob: Descriptor, location: str | None, reads: SharedReads | None
+        self,
+        repository: str,
+        blob: Descriptor,
+        location: str | None,
+        reads: SharedReads | None,
+        early: _Early | None = None,
     ) -> int:
         """A small blob (its size from the manifest), read whole from the primary before its upload: POST
         and one PUT with the bytes, two requests where PATCH then PUT take three (issue 17: a push's
@@ -299,16 +366,24 @@ class BlobCopier:
         off or lies never leaves a session half written, which Distribution 2.8 refuses to cancel (an
         empty one it cancels); the bytes held are at most SMALL_BLOB_BYTES. The spec's monolithic POST
         would be one request, but Distribution 2.8 drops its body (202, a new session)."""
-        opening = asyncio.ensure_future(self.secondary.open_upload(repository)) if location is None else None
+        if early is not None and not early.dropped and location is None:
+            opening: asyncio.Future[str] | None = early.opening
+            reading = early.reading
+        else:
+            if early is not None:
+                await early.drop()
+            opening = (
+                None
+                if location is not None
+                else asyncio.ensure_future(self.secondary.open_upload(repository))
+            )
+            reading = asyncio.ensure_future(self._read_shared(repository, blob, reads))
         try:
-            if reads is not None:
-                body = await reads.read(blob.digest, blob.size, lambda: self._read_small(repository, blob))
-            else:
-                body = await self._read_small(repository, blob)
+            body = await reading
             if opening is not None:
                 location = await opening
         except BaseException as exc:
-            await self._drop_session(repository, opening, location)
+            await self._drop_session(repository, opening, location, reading)
             explained = self._explained(exc) if isinstance(exc, RegistryError) else exc
             if explained is exc:
                 raise
@@ -327,15 +402,44 @@ class BlobCopier:
             raise explained from exc
         return len(body)
 
+    def _early(self, repository: str, blob: Descriptor, reads: SharedReads | None) -> _Early | None:
+        """A push's small blob that no stream or known mount source covers: its upload session and its
+        bytes from the primary start beside the HEAD, one round trip fewer on the push's path (when the
+        HEAD finds it, the session is cancelled: two requests more). Other work HEADs first."""
+        digest = blob.digest
+        if reads is None or not 0 <= blob.size <= SMALL_BLOB_BYTES or digest in self._inflight:
+            return None
+        if self.tracking.blob_sources(self.site, digest, exclude=repository, limit=1):
+            return None  # a mount (one request) beats an upload
+        opening = asyncio.ensure_future(self.secondary.open_upload(repository))
+        reading = asyncio.ensure_future(self._read_shared(repository, blob, reads))
+        return _Early(self, repository, opening, reading)
+
+    async def _read_shared(self, repository: str, blob: Descriptor, reads: SharedReads | None) -> bytes:
+        if reads is None:
+            return await self._read_small(repository, blob)
+        return await reads.read(blob.digest, blob.size, lambda: self._read_small(repository, blob))
+
     async def _drop_session(
-        self, repository: str, opening: asyncio.Future[str] | None, location: str | None
+        self,
+        repository: str,
+        opening: asyncio.Future[str] | None,
+        location: str | None,
+        reading: asyncio.Future[bytes] | None = None,
     ) -> None:
-        """Cancel the session a small blob's copy opened or was given, when the read failed."""
-        if opening is not None:
-            if not opening.done():
-                opening.cancel()
-            with suppress(BaseException):
-                location = await opening
+        """Cancel the session a small blob's copy opened or was given, and its read, when the copy stops
+        before the upload (a failed read, a HEAD that found the blob, a cancelled copy)."""
+        if reading is not None and not reading.done():
+            reading.cancel()
+        # The POST may have reached the registry: its answer says which session to cancel.
+        waiting = [f for f in (reading, opening) if f is not None]
+        if waiting:
+            await asyncio.wait(waiting)  # the caller's own cancellation still goes through
+        for future in waiting:
+            if not future.cancelled():
+                future.exception()  # retrieved: said by the caller's own failure, or not needed
+        if opening is not None and not opening.cancelled() and opening.exception() is None:
+            location = opening.result()
         if location is not None:
             await self.secondary.cancel_upload(repository, location)
 
