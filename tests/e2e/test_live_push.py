@@ -248,6 +248,31 @@ def test_a_push_into_a_2000_tag_repository_copies_what_it_names(big: BigLive) ->
     ] == [[]] * 3
 
 
+def test_a_tag_of_an_image_the_secondaries_hold_copies_no_blob_and_leaves_no_upload_session(
+    big: BigLive,
+) -> None:
+    """A push's small blobs get their upload session and their bytes beside the HEAD on each secondary
+    (blobs.BlobCopier._early): when the HEAD finds the blob, that session is cancelled, none is left."""
+    since = settle(big)
+    image = image_with_layers([layer_blob("big-retag")], seed="big-retag")
+    big.primary.pusher.push_tree(BIG, image, "retag-1")
+    wait_until(lambda: on_secondaries(big, BIG, "retag-1", image.digest), what="retag-1 on both secondaries")
+    big.primary.pusher.push_manifest(BIG, "retag-2", image.manifest, image.media_type)  # same image
+    wait_until(lambda: on_secondaries(big, BIG, "retag-2", image.digest), what="retag-2 on both secondaries")
+    settle(big)
+    assert_only_named(big, since, BIG, {"retag-1", "retag-2"})
+    for site, mark in zip(big.secondaries, since[1:], strict=True):
+        root = site.registry.root_dir
+        assert not list(root.glob(f"docker/registry/v2/repositories/{BIG}/_uploads/*/data")), (
+            site.registry.name
+        )
+        uploads = Counter(
+            line.method for line in geo_requests(site.registry, mark) if "/blobs/uploads/" in line.path
+        )
+        # retag-1: two sessions opened and filled; retag-2: two opened beside the HEADs, then cancelled
+        assert uploads == {"POST": 4, "PUT": 2, "DELETE": 2}, (site.registry.name, uploads)
+
+
 def test_a_multi_platform_index_and_a_referrer_copy_what_they_name(big: BigLive) -> None:
     since = settle(big)
     index = multi_arch("big-index")
