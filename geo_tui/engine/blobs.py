@@ -375,7 +375,7 @@ class BlobCopier:
             opening = (
                 None
                 if location is not None
-                else asyncio.ensure_future(self.secondary.open_upload(repository))
+                else asyncio.ensure_future(self.secondary.open_upload(repository, blob.digest))
             )
             reading = asyncio.ensure_future(self._read_shared(repository, blob, reads))
         try:
@@ -411,7 +411,7 @@ class BlobCopier:
             return None
         if self.tracking.blob_sources(self.site, digest, exclude=repository, limit=1):
             return None  # a mount (one request) beats an upload
-        opening = asyncio.ensure_future(self.secondary.open_upload(repository))
+        opening = asyncio.ensure_future(self.secondary.open_upload(repository, blob.digest))
         reading = asyncio.ensure_future(self._read_shared(repository, blob, reads))
         return _Early(self, repository, opening, reading)
 
