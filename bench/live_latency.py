@@ -7,7 +7,8 @@ Run it from the repository root (it imports the test lab, `tests.support`)::
 
 Options: --pushes N, --layer-size BYTES, --events N, --event-seconds S, --threads N, --push-timeout S,
 --large-sizes 2000,20000, --large-pushes N, --burst N, --burst-seconds S, --large-skopeo-timeout S,
---large-only, --blob-events, --workdir DIR (parent of the temp dir), --keep (keep it).
+--large-only, --large-settle S, --no-large-peer, --reconcile-rps R, --blob-events,
+--workdir DIR (parent of the temp dir), --keep (keep it).
 
 What it does, all on 127.0.0.1, with real CNCF Distribution 2.8:
 1. Starts a token realm, a primary whose notifications point at a `geo-tui serve` subprocess (blob
@@ -156,11 +157,15 @@ class Bench:
             self.sites["primary"],
             [self.sites["eu"], self.sites["us"]],
             self.key_pair,
-            engine={"reconcile_interval": 3600},
+            engine={"reconcile_interval": 3600, **self.reconcile_rate()},
             notifications={"listen": f"127.0.0.1:{self.serve_port}", "secret": SECRET},
         )
         stack.callback(self.stop_serve)
         self.start_serve()
+
+    def reconcile_rate(self) -> dict[str, float]:
+        rate = self.args.reconcile_rps
+        return {} if rate is None else {"reconcile_requests_per_second": rate}
 
     def start_serve(self) -> None:
         assert self.config is not None
@@ -414,6 +419,8 @@ class Bench:
             'geo_tui_notification_delay_seconds_{}{{action="pull",origin="own"}}': "own_pull_delivery",
             'geo_tui_push_stage_seconds_{}{{stage="store"}}': "store",
             'geo_tui_push_stage_seconds_{}{{stage="queued"}}': "queued",
+            'geo_tui_push_stage_seconds_{}{{stage="manifest"}}': "manifest",
+            'geo_tui_push_stage_seconds_{}{{stage="blobs"}}': "blobs",
             'geo_tui_push_stage_seconds_{}{{stage="copy"}}': "copy",
         }
         text = httpx.get(self.serve_url + "/metrics", timeout=10).text
@@ -459,25 +466,60 @@ class Bench:
         repository = f"bench/large{size}"
         base = image_with_layers([layer_blob(f"large-{size}", args.layer_size)], seed=f"large-{size}")
         # The primary last: its push event makes geo-tui copy `base` to eu and us, and a copy racing the
-        # bench's own upload of the same blob into the same repository made Distribution refuse one.
-        for name, site in sorted(self.sites.items(), key=lambda item: item[0] == "primary"):
+        # bench's own upload of the same blob into the same repository made Distribution refuse one. The
+        # primary gets eu's copy of the repository in its storage, all tags at once, before the tag push
+        # that tells geo-tui of it: any event of the repository starts its first reconcile, and one that
+        # read the tags while they were being written kept the rest on the secondaries, one warning and
+        # one event-log row per tag, while the pushes were measured.
+        for name, site in self.sites.items():
+            if name == "primary":
+                continue
             with RawPusher.for_registry(site) as pusher:
                 pusher.push_tree(repository, base, "base")
             write_tags(site, repository, base.digest, (f"t{n:05d}" for n in range(size - 1)))
             log(f"large {size}: {name} holds {size} tags")
+        copy_storage(self.sites["eu"], self.sites["primary"], repository)
+        with RawPusher.for_registry(self.sites["primary"]) as pusher:
+            pusher.push_manifest(repository, "base", base.manifest, base.media_type)
         log(f"large {size}: {repository} holds {size} tags on every site")
         result: dict[str, Any] = {"tags": size}
+        result["settle_seconds"] = self._settle(repository)
         readers = self.readers(("eu", "us"), repository)
         try:
             with RawPusher.for_registry(self.sites["primary"]) as pusher:
                 # The peer first: it holds the same tags as the primary, so skopeo copies the one push.
-                self._large_peer(pusher, readers, repository, result)
+                if not self.args.no_large_peer:
+                    self._large_peer(pusher, readers, repository, result)
                 self._large_singles(pusher, readers, repository, result)
                 self._large_burst(pusher, readers, repository, result)
         finally:
             for client in readers.values():
                 client.close()
         self.results.setdefault("large", []).append(result)
+
+    def _settle(self, repository: str) -> float | None:
+        """Wait (--large-settle seconds at most) until geo-tui's first reconcile and verification of the
+        new repository are done on every secondary, so the pushes measure the steady state of a large
+        repository; seconds waited, None if it did not settle (the pushes then run beside that work)."""
+        assert self.config is not None
+        database = self.config.parent / "tracking.db"
+        started = time.monotonic()
+        deadline = started + self.args.large_settle
+        query = (
+            "SELECT COUNT(*) FROM repositories WHERE repository = ? AND state = 'synced' "
+            "AND verification_state IN ('succeeded', 'failed')"
+        )
+        while time.monotonic() < deadline:
+            with contextlib.suppress(sqlite3.Error):
+                uri = f"file:{database}?mode=ro"
+                with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as db:
+                    if db.execute(query, (repository,)).fetchone()[0] >= 2:
+                        waited = time.monotonic() - started
+                        log(f"{repository}: geo-tui's reconcile and verification done after {waited:.1f} s")
+                        return _round(waited, 1)
+            time.sleep(0.5)
+        self.notes.append(f"{repository}: background reconcile/verification still running when pushes began")
+        return None
 
     def _large_singles(
         self, pusher: RawPusher, readers: dict[str, httpx.Client], repository: str, result: dict[str, Any]
@@ -747,6 +789,19 @@ class Bench:
             self.notes.append("the serve log holds a traceback")
 
 
+def copy_storage(source: Distribution, target: Distribution, repository: str) -> None:
+    """Put `source`'s copy of `repository` (its links, and every blob `source` stores) into `target`'s
+    filesystem storage: Distribution reads both from disk, so `target` serves the repository at once."""
+    v2 = Path("docker/registry/v2")
+    shutil.copytree(source.root_dir / v2 / "blobs", target.root_dir / v2 / "blobs", dirs_exist_ok=True)
+    shutil.copytree(
+        source.root_dir / v2 / "repositories" / repository,
+        target.root_dir / v2 / "repositories" / repository,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("_uploads"),
+    )
+
+
 def primary_endpoint(url: str) -> dict[str, Any]:
     """The primary's notification endpoint as the README recommends: the test fixtures' one, and blob
     events ignored (geo-tui acts on none of them; each is one more delivery ahead of the next push)."""
@@ -841,7 +896,8 @@ def render(results: dict[str, Any], failures: list[str], notes: list[str]) -> st
     if large:
         lines.append(
             "          delivery: event timestamp at the primary -> receipt (Distribution's queue); "
-            "store, queued, copy: geo-tui (receipt -> stored; receipt -> copy started; -> tag written); "
+            "store, queued, copy: geo-tui (receipt -> stored; receipt -> copy started; -> tag written; "
+            "within copy, manifest: -> manifests read, blobs: -> blobs in place); "
             "held_s / yielded_s: background requests' waits for the own-pull backlog / for push copies"
         )
         lines.append(
@@ -884,6 +940,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="skopeo sync of a large repository at most (600 s)",
     )
     parser.add_argument("--large-only", action="store_true", help="only the large-repository phase")
+    parser.add_argument(
+        "--large-settle",
+        type=float,
+        default=300.0,
+        help="wait for the first reconcile and verification of a large repository at most (300 s; 0: none)",
+    )
+    parser.add_argument(
+        "--reconcile-rps",
+        type=float,
+        help="serve's reconcile_requests_per_second (default geo-tui's), to settle large repositories sooner",
+    )
+    parser.add_argument(
+        "--no-large-peer", action="store_true", help="no skopeo sync of the large repositories"
+    )
     parser.add_argument(
         "--blob-events",
         action="store_true",

@@ -4,13 +4,13 @@ the primary (one stream of a digest at a time per secondary)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from geo_tui.registry import (
-    BlobStream,
     Descriptor,
     DigestMismatch,
     NotFound,
@@ -22,10 +22,13 @@ from geo_tui.registry import (
     TransferTooSlow,
 )
 
+from .budget import for_a_push
 from .database import Write, in_place
 from .repository import CopyStats
 
-__all__ = ["SMALL_BLOB_BYTES", "BlobCopier", "BlobLocations", "amended"]
+log = logging.getLogger("geo_tui.engine")
+
+__all__ = ["SMALL_BLOB_BYTES", "BlobCopier", "BlobLocations", "SharedReads", "amended"]
 
 _RETRYABLE = (RegistryUnavailable, RateLimited, DigestMismatch)
 
@@ -74,6 +77,74 @@ _MOUNTED = _Mounted()
 SMALL_BLOB_BYTES = 1024 * 1024
 
 
+# What one push job's SharedReads holds at most; past it, each secondary reads a blob on its own.
+SHARED_READ_BYTES = 32 * 1024 * 1024
+
+
+class SharedReads:
+    """Small blobs read from the primary once for every secondary one push job writes (issue 17): each
+    secondary's copy of a new layer read it on its own. An entry goes once every secondary took it; a
+    failed read is not kept (a retry reads again); at most SHARED_READ_BYTES are held."""
+
+    def __init__(self, readers: int) -> None:
+        self._readers = readers
+        self._reads: dict[str, tuple[asyncio.Future[bytes], int]] = {}
+        self._held = 0
+
+    async def read(self, digest: str, size: int, fetch: Callable[[], Awaitable[bytes]]) -> bytes:
+        entry = self._reads.get(digest)
+        if entry is None:
+            if self._held + size > SHARED_READ_BYTES:
+                return await fetch()
+            future: asyncio.Future[bytes] = asyncio.ensure_future(fetch())
+            future.add_done_callback(_retrieved)
+            self._held += size
+            entry = (future, 0)
+        future, taken = entry[0], entry[1] + 1
+        self._reads[digest] = (future, taken)
+        try:
+            body = await asyncio.shield(future)  # one reader cancelled must not cancel the others' read
+        except BaseException:
+            if future.done() and self._reads.get(digest, (None, 0))[0] is future:
+                self._forget(digest, size)
+            raise
+        if taken >= self._readers and self._reads.get(digest, (None, 0))[0] is future:
+            self._forget(digest, size)
+        return body
+
+    def _forget(self, digest: str, size: int) -> None:
+        del self._reads[digest]
+        self._held -= size
+
+
+def _retrieved(future: asyncio.Future[bytes]) -> None:
+    if not future.cancelled():
+        future.exception()  # said to each reader that awaited it; none left means nobody needs it
+
+
+class _Early:
+    """A small blob's upload session and bytes, started beside its HEAD on a push's path."""
+
+    def __init__(
+        self,
+        copier: BlobCopier,
+        repository: str,
+        opening: asyncio.Future[str],
+        reading: asyncio.Future[bytes],
+    ) -> None:
+        self._copier = copier
+        self._repository = repository
+        self.opening = opening
+        self.reading = reading
+        self.dropped = False
+
+    async def drop(self) -> None:
+        """Not needed after all: the bytes are not waited for, the session is cancelled (once)."""
+        if not self.dropped:
+            self.dropped = True
+            await self._copier._drop_session(self._repository, self.opening, None, self.reading)
+
+
 class BlobCopier:
     """Puts blobs into one secondary: HEAD first, then a mount from a repository known to hold
     the blob, then a streamed copy from the primary. One per secondary, shared by every
@@ -100,6 +171,7 @@ class BlobCopier:
         self._on_bytes = on_bytes
         self._write = write
         self._inflight: dict[str, _Stream] = {}
+        self._hints: set[asyncio.Future[object]] = set()  # blob locations being written (see _located)
 
     async def ensure(
         self,
@@ -109,44 +181,99 @@ class BlobCopier:
         slots: asyncio.Semaphore | None = None,
         *,
         look: bool = True,
+        reads: SharedReads | None = None,
     ) -> None:
         """Make ``blob`` present in ``repository`` on the secondary: one HEAD (unless ``look`` is
         false: the caller knows the repository cannot hold it), then a mount from a repository known
         to hold it, then a streamed copy. Only one stream of a digest runs at a time per secondary:
         the others wait for it and mount from where it landed. ``slots`` bounds the transfers
         (mounts and streams) of one repository run; the HEAD and the waiting take no slot, so a
-        shared base layer never starves a repository's own layers."""
+        shared base layer never starves a repository's own layers. ``reads``: small blobs are read
+        from the primary once for every secondary of a push job."""
         digest = blob.digest
         slot: AbstractAsyncContextManager[object] = slots if slots is not None else nullcontext()
-        if look and await self.secondary.head_blob(repository, digest) is not None:
+        early = self._early(repository, blob, reads) if look else None
+        try:
+            present = look and await self.secondary.head_blob(repository, digest) is not None
+        except BaseException:
+            if early is not None:
+                await early.drop()
+            raise
+        if present:
+            if early is not None:
+                await early.drop()
             stats.blobs_present += 1
-            await self._write(self.tracking.add_blob_locations, self.site, repository, [digest])
+            await self._located(repository, digest)
             return
-        while True:
-            busy = self._inflight.get(digest)
-            if busy is not None:
-                # Another run is streaming this blob into this secondary: wait, then mount from it. If
-                # that stream was too slow, so is this copy: it fails with it (issue 12, case 5).
-                await busy.done.wait()
-                if busy.too_slow is not None:
-                    raise busy.too_slow
-                continue
-            async with slot:
-                location = await self._mount(repository, blob, stats)
-            if isinstance(location, _Mounted):
-                return
-            if digest not in self._inflight:  # nobody started a stream while the mounts were out
-                break
+        try:
+            location = await self._mount_or_wait(repository, blob, stats, slot, early)
+        except BaseException:
+            if early is not None:
+                await early.drop()
+            raise
+        if isinstance(location, _Mounted):
+            if early is not None:
+                await early.drop()
+            return
+        if early is not None and (early.dropped or location is not None):
+            await early.drop()  # waited for another stream, or the mount opened a session to stream into
+            early = None
         stream = self._inflight[digest] = _Stream()
         try:
             async with slot:
-                await self._stream(repository, blob, stats, location)
+                await self._stream(repository, blob, stats, location, reads, early)
         except TransferTooSlow as exc:
             stream.too_slow = exc
             raise
         finally:
             del self._inflight[digest]
             stream.done.set()
+
+    async def _mount_or_wait(
+        self,
+        repository: str,
+        blob: Descriptor,
+        stats: CopyStats,
+        slot: AbstractAsyncContextManager[object],
+        early: _Early | None,
+    ) -> str | _Mounted | None:
+        """Wait for a stream of the blob into this secondary and mount from where it landed, or mount it
+        from a repository known to hold it. When neither, the caller streams it (nobody else does now):
+        into the session a mount opened instead, or a new one (None)."""
+        digest = blob.digest
+        while True:
+            busy = self._inflight.get(digest)
+            if busy is not None:
+                # Another run is streaming this blob into this secondary: wait, then mount from it. If
+                # that stream was too slow, so is this copy: it fails with it (issue 12, case 5).
+                if early is not None:
+                    await early.drop()
+                    early = None
+                await busy.done.wait()
+                if busy.too_slow is not None:
+                    raise busy.too_slow
+                continue
+            async with slot:
+                location = await self._mount(repository, blob, stats)
+            if isinstance(location, _Mounted) or digest not in self._inflight:
+                return location  # mounted, or nobody started a stream while the mounts were out
+
+    async def _located(self, repository: str, digest: str) -> None:
+        """Remember that the secondary's ``repository`` holds ``digest`` (for later mounts). A push's copy
+        does not wait for that write before its tag (a mount hint lost to a failed write costs a copy
+        later, never correctness); other work does, so a finished run's hints are in."""
+        write = self._write(self.tracking.add_blob_locations, self.site, repository, [digest])
+        if not for_a_push():
+            await write
+            return
+        task = asyncio.ensure_future(write)
+        self._hints.add(task)
+        task.add_done_callback(self._hint_written)
+
+    def _hint_written(self, task: asyncio.Future[object]) -> None:
+        self._hints.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("a blob location was not stored: %s", task.exception())
 
     async def _mount(self, repository: str, blob: Descriptor, stats: CopyStats) -> str | _Mounted | None:
         """Mount the blob from a repository of the secondary known to hold it: _MOUNTED, or the
@@ -159,17 +286,27 @@ class BlobCopier:
                 continue
             if location is None:
                 stats.blobs_mounted += 1
-                await self._write(self.tracking.add_blob_locations, self.site, repository, [blob.digest])
+                await self._located(repository, blob.digest)
                 return _MOUNTED
             return location  # 202: the registry opened an upload session instead; stream into it
         return None
 
     async def _stream(
-        self, repository: str, blob: Descriptor, stats: CopyStats, location: str | None
+        self,
+        repository: str,
+        blob: Descriptor,
+        stats: CopyStats,
+        location: str | None,
+        reads: SharedReads | None,
+        early: _Early | None = None,
     ) -> None:
         for attempt in range(1, self.attempts + 1):
             try:
-                size = await self._stream_once(repository, blob, location)
+                if 0 <= blob.size <= SMALL_BLOB_BYTES:
+                    size: int | None = await self._copy_small(repository, blob, location, reads, early)
+                    early = None  # a retry opens a session of its own
+                else:
+                    size = await self._stream_once(repository, blob, location)
             except NotFound:
                 if blob.urls:  # a foreign layer: clients fetch it from its URLs, the primary need not hold it
                     stats.blobs_foreign += 1
@@ -178,6 +315,7 @@ class BlobCopier:
             except TransferTooSlow:
                 raise  # each attempt would take as long again: fail now, naming the slow site
             except _RETRYABLE:
+                early = None  # spent by the failed attempt
                 if attempt == self.attempts:
                     raise
                 location = None  # the session saw a broken stream; open a new one
@@ -185,7 +323,7 @@ class BlobCopier:
                 continue
             stats.blobs_copied += 1
             stats.bytes_copied += size if size is not None else 0
-            await self._write(self.tracking.add_blob_locations, self.site, repository, [blob.digest])
+            await self._located(repository, blob.digest)
             return
 
     async def _stream_once(self, repository: str, blob: Descriptor, location: str | None) -> int | None:
@@ -194,11 +332,6 @@ class BlobCopier:
         handed = False
         try:
             async with self.primary.stream_blob(repository, blob.digest) as source:
-                if 0 <= blob.size <= SMALL_BLOB_BYTES:
-                    body, whole = await self._read_small(repository, blob, source)
-                    handed = True  # from here the upload cancels its own session
-                    await self.secondary.upload_blob(repository, blob.digest, whole, body, location=location)
-                    return whole
                 size = source.size if source.size is not None else (blob.size if blob.size >= 0 else None)
                 # The receiving registry verifies the digest of every upload (OCI spec), so the
                 # bytes are not hashed here a second time.
@@ -218,32 +351,115 @@ class BlobCopier:
                 raise
             raise explained from exc
 
-    async def _read_small(
-        self, repository: str, blob: Descriptor, source: BlobStream
-    ) -> tuple[AsyncIterator[bytes], int]:
+    async def _copy_small(
+        self,
+        repository: str,
+        blob: Descriptor,
+        location: str | None,
+        reads: SharedReads | None,
+        early: _Early | None = None,
+    ) -> int:
         """A small blob (its size from the manifest), read whole from the primary before its upload: POST
         and one PUT with the bytes, two requests where PATCH then PUT take three (issue 17: a push's
-        cost). Reading first means a source that breaks off or lies never leaves a session half written,
-        which Distribution 2.8 refuses to cancel; the bytes held are at most SMALL_BLOB_BYTES. The spec's
-        monolithic POST would be one request, but Distribution 2.8 drops its body (202, a new session)."""
-        body = bytearray()
-        # Hashed here (cheap at this size): content that does not match its digest opens no session,
-        # where the secondary's refusal of a PUT leaves one it will not cancel.
-        async for chunk in self._counted(repository, source.chunks(verify=True)):
-            body += chunk
-            if len(body) > SMALL_BLOB_BYTES:
-                raise DigestMismatch(
-                    self.primary.name,
-                    "GET blob",
-                    repository,
-                    reference=blob.digest,
-                    detail=f"it served more than the {blob.size} bytes the manifest gives",
-                )
+        cost). The session opens while the bytes are read, one round trip fewer on a push's path; with
+        ``reads`` the bytes are read once for every secondary. Reading first means a source that breaks
+        off or lies never leaves a session half written, which Distribution 2.8 refuses to cancel (an
+        empty one it cancels); the bytes held are at most SMALL_BLOB_BYTES. The spec's monolithic POST
+        would be one request, but Distribution 2.8 drops its body (202, a new session)."""
+        if early is not None and not early.dropped and location is None:
+            opening: asyncio.Future[str] | None = early.opening
+            reading = early.reading
+        else:
+            if early is not None:
+                await early.drop()
+            opening = (
+                None
+                if location is not None
+                else asyncio.ensure_future(self.secondary.open_upload(repository, blob.digest))
+            )
+            reading = asyncio.ensure_future(self._read_shared(repository, blob, reads))
+        try:
+            body = await reading
+            if opening is not None:
+                location = await opening
+        except BaseException as exc:
+            await self._drop_session(repository, opening, location, reading)
+            explained = self._explained(exc) if isinstance(exc, RegistryError) else exc
+            if explained is exc:
+                raise
+            raise explained from exc
+        assert location is not None
 
         async def whole() -> AsyncIterator[bytes]:
-            yield bytes(body)
+            yield body
 
-        return whole(), source.size if source.size is not None else len(body)
+        try:
+            await self.secondary.upload_blob(repository, blob.digest, len(body), whole(), location=location)
+        except RegistryError as exc:  # the upload cancelled its own session
+            explained = self._explained(exc)
+            if explained is exc:
+                raise
+            raise explained from exc
+        return len(body)
+
+    def _early(self, repository: str, blob: Descriptor, reads: SharedReads | None) -> _Early | None:
+        """A push's small blob that no stream or known mount source covers: its upload session and its
+        bytes from the primary start beside the HEAD, one round trip fewer on the push's path (when the
+        HEAD finds it, the session is cancelled: two requests more). Other work HEADs first."""
+        digest = blob.digest
+        if reads is None or not 0 <= blob.size <= SMALL_BLOB_BYTES or digest in self._inflight:
+            return None
+        if self.tracking.blob_sources(self.site, digest, exclude=repository, limit=1):
+            return None  # a mount (one request) beats an upload
+        opening = asyncio.ensure_future(self.secondary.open_upload(repository, blob.digest))
+        reading = asyncio.ensure_future(self._read_shared(repository, blob, reads))
+        return _Early(self, repository, opening, reading)
+
+    async def _read_shared(self, repository: str, blob: Descriptor, reads: SharedReads | None) -> bytes:
+        if reads is None:
+            return await self._read_small(repository, blob)
+        return await reads.read(blob.digest, blob.size, lambda: self._read_small(repository, blob))
+
+    async def _drop_session(
+        self,
+        repository: str,
+        opening: asyncio.Future[str] | None,
+        location: str | None,
+        reading: asyncio.Future[bytes] | None = None,
+    ) -> None:
+        """Cancel the session a small blob's copy opened or was given, and its read, when the copy stops
+        before the upload (a failed read, a HEAD that found the blob, a cancelled copy)."""
+        if reading is not None and not reading.done():
+            reading.cancel()
+        # The POST may have reached the registry: its answer says which session to cancel.
+        waiting = [f for f in (reading, opening) if f is not None]
+        if waiting:
+            await asyncio.wait(waiting)  # the caller's own cancellation still goes through
+        for future in waiting:
+            if not future.cancelled():
+                future.exception()  # retrieved: said by the caller's own failure, or not needed
+        if opening is not None and not opening.cancelled() and opening.exception() is None:
+            location = opening.result()
+        if location is not None:
+            await self.secondary.cancel_upload(repository, location)
+
+    async def _read_small(self, repository: str, blob: Descriptor) -> bytes:
+        """A small blob's bytes from the primary, hashed (cheap at this size): content that does not match
+        its digest opens no upload, where the secondary's refusal of a PUT leaves a session it will not
+        cancel."""
+        body = bytearray()
+        async with self.primary.stream_blob(repository, blob.digest) as source:
+            async for chunk in self._counted(repository, source.chunks(verify=True)):
+                body += chunk
+                if len(body) > SMALL_BLOB_BYTES:
+                    raise DigestMismatch(
+                        self.primary.name,
+                        "GET blob",
+                        repository,
+                        reference=blob.digest,
+                        detail=f"it served more than the {blob.size} bytes the manifest gives",
+                    )
+        return bytes(body)
 
     def _explained(self, exc: RegistryError) -> RegistryError:
         """The failure of an upload, blamed where it belongs and saying what a person can check."""

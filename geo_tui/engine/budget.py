@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
-__all__ = ["Gate", "RequestBudget", "Work", "request_hook", "set_work"]
+__all__ = ["Gate", "RequestBudget", "Work", "for_a_push", "request_hook", "set_work"]
 
 
 @dataclass
@@ -33,6 +33,12 @@ _WORK: contextvars.ContextVar[Work | None] = contextvars.ContextVar("geo_tui_wor
 def set_work(work: Work) -> None:
     """Name the work of the calling task (and of the tasks it starts from now on)."""
     _WORK.set(work)
+
+
+def for_a_push() -> bool:
+    """Whether the calling task copies a push (its work is named and not background)."""
+    work = _WORK.get()
+    return work is not None and not work.background
 
 
 class RequestBudget:

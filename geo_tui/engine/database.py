@@ -4,14 +4,17 @@ Another process holding the write lock, or a full file system, then delays only 
 write (issue 12, case 4: one locked database froze the receiver and `/-/health` for seconds). Reads
 stay on the loop: in WAL mode a reader never waits for a writer. A write that fails on such a passing
 fault is tried again, with backoff, until it succeeds, its deadline passes, or its caller stops waiting.
-Writes run one at a time, in the order they were asked for. On PostgreSQL the passing faults are a lost
-connection, a server restarting and the like (`tracking.dialect.is_passing_fault`): the connection is
-reopened when the write is tried again.
+Writes run one at a time, in the order they were asked for, except that urgent ones (a push's copy:
+issue 17) go before every ordinary write still waiting: a push's blob locations and tags must not wait
+behind a reconcile's chunk of thousands of tags seen, nor behind the event log. On PostgreSQL the
+passing faults are a lost connection, a server restarting and the like
+(`tracking.dialect.is_passing_fault`): the connection is reopened when the write is tried again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import queue
 import threading
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
+from .budget import for_a_push
 from .tracking.dialect import is_passing_fault
 
 __all__ = ["DatabaseBusy", "DatabaseWriter", "Write", "in_place", "is_passing_fault"]
@@ -44,6 +48,10 @@ class DatabaseBusy(Exception):
     """A write did not get into the tracking database before its deadline (the last SQLite error says why)."""
 
 
+# Lanes of the queue, served lowest first: urgent writes, ordinary writes, then the stop.
+_URGENT, _ORDINARY, _STOP = 0, 1, 2
+
+
 @dataclass
 class _Write:
     call: Callable[[], Any]
@@ -58,7 +66,9 @@ class DatabaseWriter:
     def __init__(self, *, retry_delay: float = 0.1, max_retry_delay: float = 2.0) -> None:
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
-        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        # (lane, sequence, write): FIFO within a lane; None (the stop) after everything queued before it
+        self._queue: queue.PriorityQueue[tuple[int, int, _Write | None]] = queue.PriorityQueue()
+        self._sequence = itertools.count()
         self._reported = 0.0
         self._fault: str | None = None  # the last passing fault, until a write goes in again
         self._watchers: list[Callable[[str | None], None]] = []
@@ -66,10 +76,16 @@ class DatabaseWriter:
         self._thread.start()
 
     async def __call__(
-        self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None, **kwargs: Any
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        timeout: float | None = None,
+        **kwargs: Any,
     ) -> T:
         """Run ``fn(*args, **kwargs)`` on the database thread and return its result. Passing faults are
-        retried until ``timeout`` seconds (None: for as long as the caller waits), then DatabaseBusy."""
+        retried until ``timeout`` seconds (None: for as long as the caller waits), then DatabaseBusy.
+        The writes of a push's copy (`budget.for_a_push`) go ahead of the ordinary ones still waiting."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         deadline = time.monotonic() + timeout if timeout is not None else None
@@ -81,7 +97,7 @@ class DatabaseWriter:
                 pass
 
         write = _Write(partial(fn, *args, **kwargs), deadline, finish)
-        self._queue.put(write)
+        self._put(_URGENT if for_a_push() else _ORDINARY, write)
         try:
             if timeout is None:
                 return await future
@@ -103,7 +119,7 @@ class DatabaseWriter:
             if not ok:
                 log.warning("a tracking-database write was dropped: %s", _describe(value))
 
-        self._queue.put(_Write(partial(fn, *args), time.monotonic() + timeout, finish))
+        self._put(_ORDINARY, _Write(partial(fn, *args), time.monotonic() + timeout, finish))
 
     def watch(self, callback: Callable[[str | None], None]) -> None:
         """Call ``callback(fault)`` on the database thread when writes start failing on a passing fault
@@ -123,12 +139,15 @@ class DatabaseWriter:
 
     def close(self, timeout: float = 5.0) -> None:
         """Finish the writes queued so far (at most ``timeout`` seconds), then stop the thread."""
-        self._queue.put(None)
+        self._put(_STOP, None)
         self._thread.join(timeout)
+
+    def _put(self, lane: int, write: _Write | None) -> None:
+        self._queue.put((lane, next(self._sequence), write))
 
     def _run(self) -> None:
         while True:
-            write = self._queue.get()
+            _, _, write = self._queue.get()
             if write is None:
                 return
             self._perform(write)

@@ -188,6 +188,7 @@ class Engine:
             deep_interval=self.config.verification.deep_interval,
             count_blobs=lambda site, outcome, n: self.metrics.verified_blobs.labels(site, outcome).inc(n),
             write=self._db,
+            pushes_copied=self._pushes.copied,
         )
         self.metrics.watch_state(
             lambda: self.tracking.counts(self.secondary_names), lambda: self.scheduler.in_flight

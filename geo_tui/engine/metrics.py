@@ -173,7 +173,8 @@ class EngineMetrics:
         self.push_stage = Histogram(
             "geo_tui_push_stage_seconds",
             "A push's time in geo-tui by stage: store (receipt to stored), queued (receipt to its copy "
-            "started, store included), copy (copy started to the tag written on a secondary)",
+            "started, store included), copy (copy started to the tag written on a secondary), and within "
+            "copy: manifest (the primary's manifests read), blobs (the blobs in place on a secondary)",
             ["stage"],
             buckets=PUSH_LATENCY_BUCKETS,
             registry=self.registry,

@@ -32,6 +32,11 @@ OWN_USER_AGENT = "geo-tui/"
 # delivers one at a time (5-10 ms each here), so a push waits about this many deliveries longer; the
 # reconcile's pace is the delivery rate whatever this is, as long as it keeps that queue from emptying.
 OWN_PULLS_AHEAD = 4
+# While pushes come (one was copied within PUSH_WINDOW seconds), one own pull at most: each push event of
+# a CI burst then waits behind one delivery, not four (the reconcile of a large repository goes slower
+# meanwhile, and at OWN_PULLS_AHEAD again once the pushes stop).
+OWN_PULLS_AHEAD_OF_PUSHES = 1
+PUSH_WINDOW = 10.0
 
 ACTIONS_THAT_MATTER = frozenset({"push", "delete"})
 
@@ -154,7 +159,8 @@ class PullBacklog:
     are outstanding, so what Distribution queues ahead of a push's event stays about ``limit`` events
     long, and a whole-repository run goes as fast as the receiver drains its own pulls, no faster.
 
-    Nothing is held until an own pull event has arrived (a primary that does not notify, or filters
+    While pushes come (`pushes_coming`), the limit is ``push_limit``. Nothing is held until an own pull
+    event has arrived (a primary that does not notify, or filters
     them, is never waited on), and a wait with no own event arriving for ``stall`` seconds lets go:
     a read that failed (404) or an event Distribution dropped is never coming, so the count restarts,
     and nothing is held again until the next own pull event arrives.
@@ -172,6 +178,16 @@ class PullBacklog:
         self._arrived = asyncio.Event()
         self.held_seconds = 0.0  # background work held back so far, for /metrics
         self.released = 0  # waits let go for lack of events
+        self.push_limit = min(limit, OWN_PULLS_AHEAD_OF_PUSHES)
+        self._pushes_until = float("-inf")
+
+    def pushes_coming(self) -> None:
+        """A push is being copied: for PUSH_WINDOW seconds, at most ``push_limit`` own pulls ahead."""
+        self._pushes_until = self._clock() + PUSH_WINDOW
+
+    @property
+    def current_limit(self) -> int:
+        return self.push_limit if self._clock() < self._pushes_until else self.limit
 
     @property
     def outstanding(self) -> int:
@@ -190,9 +206,9 @@ class PullBacklog:
         the backlog is long when it is background work."""
         if not is_manifest_read(request):
             return
-        if background and self._notified and self.outstanding >= self.limit:
+        if background and self._notified and self.outstanding >= self.current_limit:
             started = self._clock()
-            while self.outstanding >= self.limit:
+            while self.outstanding >= self.current_limit:
                 try:
                     async with asyncio.timeout(self.stall):
                         await self._arrived.wait()

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING
 from geo_tui.registry import ManifestInfo, RegistryError
 
 from .budget import Work, set_work
-from .describe import describe_error, describe_stats
-from .replicate import CopyPlan, PrimaryRepository, copy_pushed
+from .describe import describe_error
+from .failure import failure_of
+from .replicate import CopyPlan, PrimaryRepository, SharedReads, copy_pushed
 from .tracking import QueuedPush
 from .tracking.dialect import is_passing_fault
 from .wakeups import Wake
@@ -46,6 +47,8 @@ DIGEST_PUSH_GRACE = 0.5
 # them this long at most: the registries, the event loop and the database serve the push first, and a
 # steady stream of pushes slows the background work without stopping it.
 PUSH_YIELD = 1.0
+# A verification waits this long at most for the pushes of a repository to be copied (PushCopier.copied).
+SETTLE_WAIT = 30.0
 # Manifests a coalesced job reads from the primary at once, before its copies start.
 MANIFEST_READS = 8
 
@@ -100,6 +103,20 @@ class PushCopier:
             async with asyncio.timeout(PUSH_YIELD):
                 await self._idle.wait()
         self.yielded_seconds += max(0.0, self._engine._clock() - started)
+
+    async def copied(self, repository: str) -> None:
+        """Return once no push of ``repository`` is queued or being copied, or after SETTLE_WAIT seconds
+        (a verification reads the tags that differ again after it)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SETTLE_WAIT):
+                while True:
+                    running = self.running.get(repository)
+                    if running is not None:
+                        await asyncio.wait([running])
+                    elif any(p.repository == repository for p in self._engine.tracking.queued_pushes()):
+                        await asyncio.sleep(DIGEST_PUSH_GRACE / 5)
+                    else:
+                        return
 
     # -- the copies ---------------------------------------------------------------------------------------
 
@@ -156,6 +173,7 @@ class PushCopier:
         engine = self._engine
         whole_runs = self._whole_runs.get(repository, 0)
         started = engine._clock()
+        engine.pull_backlog.pushes_coming()  # fewer own pulls ahead of the next push's event
         for push in queued:
             engine.metrics.push_stage.labels("queued").observe(max(0.0, started - push.received_at))
         try:
@@ -167,8 +185,10 @@ class PushCopier:
                 return
             sites = [s.name for s in engine.config.secondaries if s.wants(repository)]
             await self._read_manifests(repository, [digest for _, digest in plan.tags])
+            engine.metrics.push_stage.labels("manifest").observe(max(0.0, engine._clock() - started))
+            reads = SharedReads(len(sites))  # each new small blob read from the primary once, for all
             copied = await asyncio.gather(
-                *(self._to_site(name, repository, plan, queued, started) for name in sites)
+                *(self._to_site(name, repository, plan, queued, started, reads) for name in sites)
             )
             if any(copied):
                 await engine._db(
@@ -247,14 +267,26 @@ class PushCopier:
         self._wake.set()
 
     async def _to_site(
-        self, site_name: str, repository: str, plan: CopyPlan, queued: list[QueuedPush], started: float
+        self,
+        site_name: str,
+        repository: str,
+        plan: CopyPlan,
+        queued: list[QueuedPush],
+        started: float,
+        reads: SharedReads,
     ) -> bool:
         """Copy the plan into one secondary. False if it failed: a full sync of it is queued instead."""
         engine = self._engine
         site = engine._sites[site_name]
         assert site.copier is not None
 
+        blobs_in = False
+
         def before_tag(tag: str, digest: str) -> None:
+            nonlocal blobs_in
+            if not blobs_in:
+                blobs_in = True
+                engine.metrics.push_stage.labels("blobs").observe(max(0.0, engine._clock() - started))
             # A whole-repository run reading this repository now must count the tag as the primary's,
             # or its deletion pass could take the tag this copy is about to write.
             view = self._views.get(repository)
@@ -270,44 +302,17 @@ class PushCopier:
                 engine._cache,
                 blob_concurrency=engine.config.engine.blob_concurrency,
                 before_tag=before_tag,
+                reads=reads,
             )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            reason = describe_error(exc)
-            engine.log(
-                "warning",
-                f"copy of pushed {_named(plan)} failed: {reason}; the repository is queued for a full sync",
-                site=site_name,
-                repository=repository,
-            )
-            await engine._db(
-                engine.tracking.request_sync,
-                sites=[site_name],
-                repositories=[repository],
-                event_at=queued[0].received_at,
-            )
-            engine._poke()
+            failure = failure_of(exc, engine.config.primary.name, text=describe_error(exc))
+            await engine.recorder.push_failed(site_name, repository, _named(plan), failure, queued)
             return False
         now = engine._clock()
         engine.metrics.push_stage.labels("copy").observe(max(0.0, now - started))
-        site.stats.add(stats)
-        engine._count(site_name, stats)
-        await engine._db(
-            engine.tracking.record_tags_seen, site_name, repository, dict(plan.tags), complete=False
-        )
-        for push in queued:
-            # Both: the push histogram's buckets resolve the sub-second copies, and event_to_synced
-            # keeps covering every event, whichever path replicated it.
-            engine.metrics.push_to_secondary.labels(site_name).observe(max(0.0, now - push.received_at))
-            engine.metrics.event_to_synced.labels(site_name).observe(max(0.0, now - push.received_at))
-        engine.log(
-            "info",
-            f"copied pushed {_named(plan)}: {describe_stats(stats)}",
-            site=site_name,
-            repository=repository,
-        )
-        engine._emit_row(site_name, repository)
+        await engine.recorder.pushed(site_name, repository, _named(plan), dict(plan.tags), stats, queued, now)
         return True
 
 

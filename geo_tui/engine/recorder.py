@@ -1,6 +1,7 @@
 """What a copy's outcome becomes: tracking writes, metrics, log lines, updates and the pass's summary.
 
-Every whole-repository run ends here, in `copied` or `failed`; a push copy counts its blobs here too.
+Every whole-repository run ends here, in `outcome` or `failed`, and every push copy into a secondary, in
+`pushed` or `push_failed`.
 A failure is a `Failure` up to here: its words go to the database and the log (redacted first), and
 its fields label the metric.
 """
@@ -15,7 +16,7 @@ from .failure import Failure
 from .passes import Pass
 from .replicate import repository_size
 from .repository import CopyStats, PrimaryRepository, RepositoryOutcome
-from .tracking import RepositoryRow, VerificationState
+from .tracking import QueuedPush, RepositoryRow, VerificationState
 from .updates import RepositoryUpdated
 
 if TYPE_CHECKING:
@@ -137,6 +138,53 @@ class Recorder:
         self.row_changed(site, repository)
         engine.monitor.wake()  # is the site down? the operator should see it now, not at the next check
         engine._poke()  # a push that came during the failed run makes the row due at once
+
+    async def pushed(
+        self,
+        site: str,
+        repository: str,
+        named: str,
+        tags: dict[str, str],
+        stats: CopyStats,
+        queued: list[QueuedPush],
+        now: float,
+    ) -> None:
+        """Record a push copy into one secondary (``named``: its tags, for the log): its blobs, the tags
+        as seen there, each push's latency, a log line and the row's update."""
+        engine = self._engine
+        engine._sites[site].stats.add(stats)
+        self.count(site, stats)
+        await engine._db(engine.tracking.record_tags_seen, site, repository, tags, complete=False)
+        for push in queued:
+            # Both: the push histogram's buckets resolve the sub-second copies, and event_to_synced
+            # keeps covering every event, whichever path replicated it.
+            engine.metrics.push_to_secondary.labels(site).observe(max(0.0, now - push.received_at))
+            engine.metrics.event_to_synced.labels(site).observe(max(0.0, now - push.received_at))
+        engine.log(
+            "info", f"copied pushed {named}: {describe_stats(stats)}", site=site, repository=repository
+        )
+        self.row_changed(site, repository)
+
+    async def push_failed(
+        self, site: str, repository: str, named: str, failure: Failure, queued: list[QueuedPush]
+    ) -> None:
+        """A push copy into one secondary failed: said, and a full sync of the repository there queued
+        instead (as of the oldest push's event); that sync's outcome is the one counted."""
+        engine = self._engine
+        failure = failure.said(engine.redactor.redact)
+        engine.log(
+            "warning",
+            f"copy of pushed {named} failed: {failure.text}; the repository is queued for a full sync",
+            site=site,
+            repository=repository,
+        )
+        await engine._db(
+            engine.tracking.request_sync,
+            sites=[site],
+            repositories=[repository],
+            event_at=queued[0].received_at,
+        )
+        engine._poke()
 
     def count(self, site: str, stats: CopyStats) -> None:
         metrics = self._engine.metrics

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from geo_tui.registry import InvalidManifest, Manifest, RegistryClient, RegistryError, parse_manifest
 
-from .blobs import SMALL_BLOB_BYTES, BlobCopier, BlobLocations
+from .blobs import SMALL_BLOB_BYTES, BlobCopier, BlobLocations, SharedReads
 from .deletions import delete_tags, reached_by_tags
 from .failure import failure_of
 from .pool import for_each_limited
@@ -41,6 +41,7 @@ __all__ = [
     "ManifestCache",
     "PrimaryRepository",
     "RepositoryOutcome",
+    "SharedReads",
     "copy_pushed",
     "read_primary_repository",
     "read_secondary_tags",
@@ -110,12 +111,15 @@ async def copy_pushed(
     blob_concurrency: int = 4,
     tree_concurrency: int = 8,
     before_tag: Callable[[str, str], None] | None = None,
+    reads: SharedReads | None = None,
 ) -> CopyStats:
     """Copy what pushes named into one secondary, and nothing else: each tag's manifest tree (blobs
     HEADed on the secondary, then mounted or streamed; children by digest), then the tag, in push
     order; then each manifest pushed by digest that those trees did not reach. No tag list is read and
-    no other tag is looked at, on either side. ``before_tag`` is called before each tag is written."""
+    no other tag is looked at, on either side. ``before_tag`` is called before each tag is written;
+    ``reads`` shares the primary's small blobs with the copies into the other secondaries."""
     run = RepositoryRun(repository, blobs.primary, secondary, blobs, cache, blob_concurrency)
+    run.reads = reads
     slots = asyncio.Semaphore(tree_concurrency)
 
     async def tree(digest: str) -> Manifest:

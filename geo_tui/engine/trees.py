@@ -19,7 +19,7 @@ from geo_tui.registry import (
     parse_manifest,
 )
 
-from .blobs import BlobCopier, amended
+from .blobs import BlobCopier, SharedReads, amended
 from .pool import METADATA_CONCURRENCY, for_each_limited
 from .repository import CopyStats, ManifestCache
 
@@ -56,6 +56,8 @@ class RepositoryRun:
         self.fresh = False
         # A deep verification found a blob missing under tags that match: look below present manifests too.
         self.recheck = False
+        # A push job's small blobs, read from the primary once for all its secondaries.
+        self.reads: SharedReads | None = None
 
     async def fetch(self, digest: str) -> Manifest:
         manifest = self.cache.get(digest)
@@ -156,7 +158,9 @@ class RepositoryRun:
             task = self._blobs[blob.digest] = self._shared(
                 self._blobs,
                 blob.digest,
-                self.blobs.ensure(self.repository, blob, self.stats, self._blob_slots, look=not self.fresh),
+                self.blobs.ensure(
+                    self.repository, blob, self.stats, self._blob_slots, look=not self.fresh, reads=self.reads
+                ),
             )
         return task
 

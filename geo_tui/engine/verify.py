@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from geo_tui.figures import size
@@ -22,6 +22,7 @@ from geo_tui.registry import InvalidManifest, RegistryClient, RegistryError
 from .database import Write, in_place
 from .deep import BlobReport, HashCache, VerificationDepth, check_blobs
 from .describe import blame_primary
+from .pool import METADATA_CONCURRENCY, for_each_limited
 from .referrers import (
     MissingReferrer,
     ReferrerGraph,
@@ -36,6 +37,12 @@ from .tracking import Tracking, VerificationState
 __all__ = ["VerificationDepth", "VerificationResult", "Verifier", "describe_results", "verify_repository"]
 
 RETRY_FAILED_DEEP = 3600.0  # a failed scheduled deep check looks again within the hour, not a week later
+# Tags that differ between the two readings of a verification, read again on both sides once the pushes
+# of the repository are copied, at most: more than that is no race with a push, and fails as it is.
+RECHECK_LIMIT = 100
+
+# Re-reads the tags that differ (primary tag -> digest, secondary tag -> digest), in place.
+Recheck = Callable[[dict[str, str], dict[str, str]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -100,8 +107,11 @@ async def _compare(
     secondary: RegistryClient,
     site: str,
     referrers: ReferrerGraph | None = None,
+    recheck: Recheck | None = None,
 ) -> tuple[VerificationResult, dict[str, str] | None]:
-    """The checksum result (with the referrer check), and the secondary's tags if they could be read."""
+    """The checksum result (with the referrer check), and the secondary's tags if they could be read.
+    ``recheck``: when the checksums differ, the differing tags are read again first (a push copied
+    between the reading of the primary and of the secondary is no difference)."""
     if view.tag_errors:
         first = next(iter(sorted(view.tag_errors.items())))
         detail = f"primary unreadable: tag {first[0]}: {first[1]}"
@@ -113,10 +123,13 @@ async def _compare(
         return VerificationResult(
             site, view.name, False, repository_checksum(primary_tags), None, str(exc)
         ), None
-    compared = secondary_tags
-    if referrers is not None and referrers.api:
-        compared = {t: d for t, d in secondary_tags.items() if t in primary_tags or not is_fallback_tag(t)}
+    compared = _compared(primary_tags, secondary_tags, referrers)
     ours, theirs = repository_checksum(primary_tags), repository_checksum(compared)
+    if ours != theirs and recheck is not None:
+        primary_tags, secondary_tags = dict(primary_tags), dict(secondary_tags)
+        await recheck(primary_tags, secondary_tags)
+        compared = _compared(primary_tags, secondary_tags, referrers)
+        ours, theirs = repository_checksum(primary_tags), repository_checksum(compared)
     if ours != theirs:
         detail = describe_difference(primary_tags, compared)
         return VerificationResult(site, view.name, False, ours, theirs, detail), secondary_tags
@@ -143,6 +156,16 @@ async def _compare(
     return VerificationResult(site, view.name, True, ours, theirs, detail), secondary_tags
 
 
+def _compared(
+    primary_tags: dict[str, str], secondary_tags: dict[str, str], referrers: ReferrerGraph | None
+) -> dict[str, str]:
+    """The secondary's tags the checksum covers: without the fallback tags kept for a primary with the
+    referrers API."""
+    if referrers is None or not referrers.api:
+        return secondary_tags
+    return {t: d for t, d in secondary_tags.items() if t in primary_tags or not is_fallback_tag(t)}
+
+
 class Verifier:
     """Runs verifications and records them: a mismatch fails the row and queues a resync."""
 
@@ -159,8 +182,12 @@ class Verifier:
         deep_interval: float = 7 * 86400.0,  # 0: no schedule
         count_blobs: Callable[[str, str, int], None] | None = None,
         write: Write = in_place,
+        pushes_copied: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        """``pushes_copied(repository)``: returns once the pushes of ``repository`` queued or being copied
+        are copied (`serve`): tags that differ are read again after it, not resynced for a race."""
         self._tracking = tracking
+        self._pushes_copied = pushes_copied
         self._write = write
         self._primary = primary
         self._clients = clients
@@ -220,7 +247,8 @@ class Verifier:
         else:
 
             async def one(site: str) -> VerificationResult:
-                result, tags = await _compare(view, self._clients[site], site, graph)
+                recheck = self._rechecker(repository, site) if self._pushes_copied is not None else None
+                result, tags = await _compare(view, self._clients[site], site, graph, recheck)
                 if depth is VerificationDepth.CHECKSUM:
                     return result
                 if tags is None:  # nothing on the secondary could be read: no walk, and no pass
@@ -232,6 +260,34 @@ class Verifier:
         for result in results:
             await self._record(result)
         return results
+
+    def _rechecker(self, repository: str, site: str) -> Recheck:
+        """Read the tags that differ again on both sides, once the repository's pushes are copied: a push
+        copied between the reading of the primary and of the secondary (or one whose copy was still on
+        its way) is no difference, and resyncing a repository of thousands of tags for it is needless."""
+        secondary = self._clients[site]
+
+        async def recheck(primary_tags: dict[str, str], secondary_tags: dict[str, str]) -> None:
+            differing = [
+                t for t in {*primary_tags, *secondary_tags} if primary_tags.get(t) != secondary_tags.get(t)
+            ]
+            if len(differing) > RECHECK_LIMIT or self._pushes_copied is None:
+                return
+            await self._pushes_copied(repository)
+
+            async def again(tag: str) -> None:
+                on_primary = await self._primary.head_manifest(repository, tag)
+                on_secondary = await secondary.head_manifest(repository, tag)
+                # both read, or neither changes: a tag that cannot be read now stays a difference
+                for tags, info in ((primary_tags, on_primary), (secondary_tags, on_secondary)):
+                    if info is None:
+                        tags.pop(tag, None)
+                    else:
+                        tags[tag] = info.digest
+
+            await for_each_limited(sorted(differing), again, METADATA_CONCURRENCY)
+
+        return recheck
 
     async def _deepen(
         self,

@@ -142,6 +142,22 @@ class BlobCalls(ClientBase):
         await self._read(op, response, 64 * 1024)
         return None if response.status_code == 201 else self._location(op, response)
 
+    async def open_upload(self, repository: str, digest: str | None = None) -> str:
+        """Open an upload session of `repository` (``POST .../blobs/uploads/``): its absolute URL, to pass
+        to upload_blob as `location` (a caller that opens one while it reads the blob saves a round trip).
+        A session that gets no upload should be cancelled (cancel_upload). `digest`: the blob it is for,
+        named by an error as upload_blob names it."""
+        validate_repository_name(repository)
+        if digest is not None:
+            _validate_digest(digest)
+        op = Op("upload blob", repository, digest)
+        scopes = [Scope.repository(repository, "pull", "push")]
+        response = await self._session.open(
+            op, "POST", self._url(repository, "blobs", "uploads/"), scopes=scopes, expect={202}
+        )
+        await self._read(op, response, 64 * 1024)
+        return self._location(op, response)
+
     async def upload_blob(
         self,
         repository: str,

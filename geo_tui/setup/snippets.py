@@ -34,6 +34,10 @@ ENDPOINT_NAME: Final = "geo_tui"
 TIMEOUT: Final = "500ms"
 THRESHOLD: Final = 5
 BACKOFF: Final = "1s"
+# Blob events (Distribution names blobs application/octet-stream): geo-tui acts on none, and Distribution
+# delivers an endpoint's events one at a time, so each is a delivery a push's event waits for
+# (bench/live_latency.py measured it; issue 17).
+IGNORED_MEDIA_TYPE: Final = "application/octet-stream"
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,9 @@ def _distribution_yaml(config: Config, site: SiteConfig, options: SnippetOptions
             f"      timeout: {TIMEOUT}",
             f"      threshold: {THRESHOLD}",
             f"      backoff: {BACKOFF}",
+            "      # geo-tui acts on no blob event: each is a delivery ahead of the next push's event.",
+            "      ignore:",
+            f"        mediatypes: [{IGNORED_MEDIA_TYPE}]",
         ]
     if site.role == "secondary" and config.engine.replicate_deletions:
         lines.append("# Deletions replicate: also set storage.delete.enabled: true in its storage section.")
@@ -167,6 +174,8 @@ def _gitlab_rb(config: Config, site: SiteConfig, options: SnippetOptions, notify
             f"    'timeout' => {_ruby(TIMEOUT)},",
             f"    'threshold' => {THRESHOLD},",
             f"    'backoff' => {_ruby(BACKOFF)},",
+            "    # geo-tui acts on no blob event: each is a delivery ahead of the next push's event.",
+            f"    'ignore' => {{ 'mediatypes' => [{_ruby(IGNORED_MEDIA_TYPE)}] }},",
             f"    'headers' => {{ 'Authorization' => [{_ruby(secret)}] }}",
             "  }",
             "]",

@@ -205,6 +205,11 @@ def test_a_push_into_a_2000_tag_repository_copies_what_it_names(big: BigLive) ->
     settle(big)  # and after the copy, nothing more: no whole-repository run, no verification of it
     sent = assert_only_named(big, since, BIG, {"new-1"})
     assert len(sent) <= 20, [f"{line.method} {line.uri}" for line in sent]  # the issue's target, for good
+    # Each new blob is read from the primary once, for both secondaries (blobs.SharedReads).
+    blob_reads = Counter(
+        line.path for line in geo_requests(big.primary.registry, since[0]) if "/blobs/" in line.path
+    )
+    assert sorted(blob_reads.values()) == [1, 1], blob_reads
     assert big.served is not None
     assert db_query(big.served.config.parent, "SELECT COUNT(*) FROM push_queue") == [(0,)]
     seen = dict(
@@ -241,6 +246,31 @@ def test_a_push_into_a_2000_tag_repository_copies_what_it_names(big: BigLive) ->
         geo_requests(site.registry, mark)
         for site, mark in zip((big.primary, big.eu, big.us), since, strict=True)
     ] == [[]] * 3
+
+
+def test_a_tag_of_an_image_the_secondaries_hold_copies_no_blob_and_leaves_no_upload_session(
+    big: BigLive,
+) -> None:
+    """A push's small blobs get their upload session and their bytes beside the HEAD on each secondary
+    (blobs.BlobCopier._early): when the HEAD finds the blob, that session is cancelled, none is left."""
+    since = settle(big)
+    image = image_with_layers([layer_blob("big-retag")], seed="big-retag")
+    big.primary.pusher.push_tree(BIG, image, "retag-1")
+    wait_until(lambda: on_secondaries(big, BIG, "retag-1", image.digest), what="retag-1 on both secondaries")
+    big.primary.pusher.push_manifest(BIG, "retag-2", image.manifest, image.media_type)  # same image
+    wait_until(lambda: on_secondaries(big, BIG, "retag-2", image.digest), what="retag-2 on both secondaries")
+    settle(big)
+    assert_only_named(big, since, BIG, {"retag-1", "retag-2"})
+    for site, mark in zip(big.secondaries, since[1:], strict=True):
+        root = site.registry.root_dir
+        assert not list(root.glob(f"docker/registry/v2/repositories/{BIG}/_uploads/*/data")), (
+            site.registry.name
+        )
+        uploads = Counter(
+            line.method for line in geo_requests(site.registry, mark) if "/blobs/uploads/" in line.path
+        )
+        # retag-1: two sessions opened and filled; retag-2: two opened beside the HEADs, then cancelled
+        assert uploads == {"POST": 4, "PUT": 2, "DELETE": 2}, (site.registry.name, uploads)
 
 
 def test_a_multi_platform_index_and_a_referrer_copy_what_they_name(big: BigLive) -> None:

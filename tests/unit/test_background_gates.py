@@ -109,3 +109,23 @@ async def test_background_requests_yield_to_running_push_copies_for_a_bounded_ti
     await copier.yield_to_pushes(HEAD, True)  # pushes that never end slow background work, never stop it
     assert PUSH_YIELD - 0.02 <= time.monotonic() - started < PUSH_YIELD + 0.5
     assert copier.yielded_seconds >= PUSH_YIELD
+
+
+async def test_while_pushes_come_one_own_pull_at_most_is_ahead_of_them() -> None:
+    now = [100.0]
+    backlog = PullBacklog(limit=4, stall=5.0, clock=lambda: now[0])
+    await backlog.hold(HEAD, True)
+    backlog.seen()
+    for _ in range(2):
+        await asyncio.wait_for(backlog.hold(HEAD, True), 0.1)  # no push: up to four ahead
+    backlog.pushes_coming()
+    waiting = asyncio.ensure_future(backlog.hold(HEAD, True))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # two outstanding, and a push copied just now: the limit is one
+    backlog.seen()
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # still one outstanding
+    now[0] += 11.0  # the pushes stopped: four again
+    backlog.seen(0)
+    await asyncio.wait_for(waiting, 0.5)
+    assert backlog.current_limit == 4

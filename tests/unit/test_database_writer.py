@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from geo_tui.engine.budget import Work, set_work
 from geo_tui.engine.database import DatabaseBusy, DatabaseWriter, is_passing_fault
 from geo_tui.engine.tracking import Tracking
 
@@ -110,3 +112,24 @@ def test_watchers_hear_when_writes_start_failing_and_when_one_goes_in_again() ->
     assert asyncio.run(run()) == "stored"
     assert len(heard) == 2, heard
     assert heard[0] is not None and "database is locked" in heard[0] and heard[1] is None
+
+
+async def test_a_push_copy_s_write_goes_ahead_of_the_ordinary_writes_waiting() -> None:
+    writer = DatabaseWriter()
+    order: list[str] = []
+    held = threading.Event()
+    first = asyncio.ensure_future(writer(held.wait, 5.0))  # the thread is busy with this one
+    await asyncio.sleep(0.05)
+    ordinary = [asyncio.ensure_future(writer(order.append, f"background {n}")) for n in range(3)]
+    await asyncio.sleep(0.01)
+
+    async def push_copy() -> None:
+        set_work(Work())  # what a push job names its work
+        await writer(order.append, "push")
+
+    pushed = asyncio.ensure_future(push_copy())
+    await asyncio.sleep(0.01)
+    held.set()
+    await asyncio.gather(first, pushed, *ordinary)
+    writer.close()
+    assert order == ["push", "background 0", "background 1", "background 2"]
