@@ -12,6 +12,10 @@ client encodes one with `encode_command`, the server decodes it with `decode_com
 field the command does not take, a value of the wrong type or range, or a site that is not a secondary,
 with an `InvalidCommand` naming the field. A field at its default is not sent, so an engine older than
 the field reads the command as it always did. Every command is answered by a `CommandAnswer`.
+
+``GET workers`` answers a `WorkersView`: each worker process sharing the tracking database (issue 16),
+built from its row by `workers_view` (the engine's API and `geo-tui status` alike), with its heartbeat's
+age and whether it is stale by the answering engine's clock.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any, ClassVar, TypeVar
 
 from .deep import VerificationDepth
 from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteTags
-from .tracking import LogRecord, RepositoryRow, SiteCounts, SyncState, VerificationState
+from .tracking import LogRecord, RepositoryRow, SiteCounts, SyncState, VerificationState, WorkerRow
 from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
 
 __all__ = [
@@ -39,6 +43,8 @@ __all__ = [
     "UnknownCommand",
     "Verify",
     "WireError",
+    "WorkerInfo",
+    "WorkersView",
     "decode_answer",
     "decode_command",
     "decode_detail",
@@ -48,6 +54,7 @@ __all__ = [
     "decode_row",
     "decode_rows",
     "decode_snapshot",
+    "decode_workers",
     "encode_answer",
     "encode_batch",
     "encode_command",
@@ -58,6 +65,8 @@ __all__ = [
     "encode_rows",
     "encode_snapshot",
     "encode_update",
+    "encode_workers",
+    "workers_view",
 ]
 
 WIRE_VERSION = 2  # 2: batches on the update stream
@@ -69,6 +78,7 @@ CHILD_READY = "geo-tui-engine-ready"
 # takes a "depth" and its answer names the depth it ran; resync takes "blobs".
 T = TypeVar("T")
 Json = dict[str, Any]
+RowKey = tuple[str, str]  # (site, repository)
 
 
 class WireError(Exception):
@@ -294,9 +304,112 @@ def _decode_one(message: Any) -> tuple[str, Update | Json]:
     return (kind, decode(message)) if decode is not None else (kind, message)
 
 
-# -- commands ---------------------------------------------------------------------------------------
+# -- workers ----------------------------------------------------------------------------------------
 
-RowKey = tuple[str, str]
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One worker process as operators see it. ``heartbeat_age`` is seconds since its last heartbeat by
+    the answering engine's clock; ``repositories`` are the (site, repository) it holds leases on."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_age: float
+    listen: tuple[str, ...]
+    in_flight: int
+    throughput: float
+    stale: bool
+    repositories: tuple[RowKey, ...] = ()
+
+    @property
+    def state(self) -> str:
+        """'live', or 'stale' when its heartbeat is older than the engine's threshold."""
+        return "stale" if self.stale else "live"
+
+
+@dataclass(frozen=True)
+class WorkersView:
+    """Every worker with a row in the tracking database, and the heartbeat age after which one is stale."""
+
+    workers: tuple[WorkerInfo, ...]
+    stale_after: float
+
+
+def workers_view(
+    rows: Sequence[WorkerRow],
+    leased: Sequence[tuple[str, str, str, float]],
+    now: float,
+    stale_after: float,
+) -> WorkersView:
+    """The workers' rows and the leases they hold (`LeaseClaims.leased`) as of ``now``."""
+    held: dict[str, list[RowKey]] = {}
+    for site, repository, owner, _ in leased:
+        held.setdefault(owner, []).append((site, repository))
+    workers = []
+    for row in rows:
+        host, pid = _host_and_pid(row.id)
+        age = max(0.0, now - row.heartbeat_at)
+        repositories = tuple(held.get(row.id, ()))
+        workers.append(
+            WorkerInfo(
+                id=row.id,
+                host=host,
+                pid=pid,
+                started_at=row.started_at,
+                heartbeat_age=age,
+                listen=tuple(a for a in row.listen.replace(",", " ").split() if a),
+                in_flight=max(row.working, len(repositories)),
+                throughput=row.throughput,
+                stale=age > stale_after,
+                repositories=repositories,
+            )
+        )
+    return WorkersView(tuple(workers), stale_after)
+
+
+def _host_and_pid(worker: str) -> tuple[str, int]:
+    """The host and pid of a worker id ``host/pid/start`` (`tracking.worker_id`); 0 for a pid not there."""
+    host, _, rest = worker.partition("/")
+    pid = rest.partition("/")[0]
+    return host, int(pid) if pid.isascii() and pid.isdigit() else 0
+
+
+def encode_workers(view: WorkersView) -> Json:
+    return {
+        "v": WIRE_VERSION,
+        "stale_after": view.stale_after,
+        "workers": [
+            {**_plain(w), "listen": list(w.listen), "repositories": [list(k) for k in w.repositories]}
+            for w in view.workers
+        ],
+    }
+
+
+def _worker(data: object) -> WorkerInfo:
+    info = _build(
+        WorkerInfo,
+        data,
+        {
+            "listen": lambda addresses: tuple(str(a) for a in addresses),
+            "repositories": lambda keys: tuple((str(k[0]), str(k[1])) for k in keys),
+        },
+    )
+    if not isinstance(info.stale, bool) or not isinstance(info.in_flight, int):
+        raise WireError("WorkerInfo: stale must be true or false, in_flight a whole number")
+    return info
+
+
+def decode_workers(data: object) -> WorkersView:
+    """A `WorkersView` from `encode_workers`; another wire version is a WireError."""
+    if not isinstance(data, dict) or data.get("v") != WIRE_VERSION:
+        version = data.get("v") if isinstance(data, dict) else None
+        raise WireError(f"the engine speaks wire version {version!r}; this console speaks {WIRE_VERSION}")
+    return _build(WorkersView, data, {"workers": lambda workers: tuple(_worker(w) for w in workers)})
+
+
+# -- commands ---------------------------------------------------------------------------------------
 
 
 class InvalidCommand(WireError):

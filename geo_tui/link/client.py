@@ -33,11 +33,13 @@ from geo_tui.engine.wire import (
     Resume,
     Resync,
     Verify,
+    WorkersView,
     decode_answer,
     decode_detail,
     decode_log,
     decode_rows,
     decode_snapshot,
+    decode_workers,
     encode_command,
 )
 
@@ -141,6 +143,10 @@ class EngineClient:
 
     async def detail(self, repository: str) -> RepositoryDetail:
         return decode_detail(await self._request("GET", "detail", params={"repository": repository}))
+
+    async def workers(self) -> WorkersView:
+        """Every worker sharing the engine's tracking database, as of now."""
+        return decode_workers(await self._request("GET", "workers"))
 
     @contextlib.asynccontextmanager
     async def updates(self) -> AsyncIterator[ClientConnection]:
