@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from geo_tui.figures import age
+
 from .deep import VerificationDepth
 from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteTags
 from .tracking import LogRecord, RepositoryRow, SiteCounts, SyncState, VerificationState, WorkerRow
@@ -325,8 +327,8 @@ class WorkerInfo:
 
     @property
     def state(self) -> str:
-        """'live', or 'stale' when its heartbeat is older than the engine's threshold."""
-        return "stale" if self.stale else "live"
+        """In words: 'live', or 'stale: no heartbeat for 3 min' past the engine's threshold."""
+        return f"stale: no heartbeat for {age(self.heartbeat_age)}" if self.stale else "live"
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ def _pad(text: str, width: int, right: bool = False) -> str:
 
 
 def _cells(worker: WorkerInfo) -> tuple[str, ...]:
-    state = f"✗ stale: no heartbeat for {age(worker.heartbeat_age)}" if worker.stale else "✓ live"
+    state = f"✗ {worker.state}" if worker.stale else f"✓ {worker.state}"
     return (
         worker.host,
         str(worker.pid) if worker.pid else "?",
