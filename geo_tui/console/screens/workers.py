@@ -15,7 +15,7 @@ from typing import ClassVar
 from rich.cells import cell_len
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import VerticalScroll
+from textual.containers import HorizontalScroll, VerticalScroll
 from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Header, Static
@@ -40,7 +40,7 @@ def _pad(text: str, width: int, right: bool = False) -> str:
 
 
 def _cells(worker: WorkerInfo) -> tuple[str, ...]:
-    state = f"✗ {worker.state}" if worker.stale else f"✓ {worker.state}"
+    state = "✗ stale" if worker.stale else "✓ live"  # the heartbeat's age is the column before
     return (
         worker.host,
         str(worker.pid) if worker.pid else "?",
@@ -94,6 +94,8 @@ class WorkersScreen(Screen[None]):
 
     DEFAULT_CSS = """
     WorkersScreen > VerticalScroll { padding: 0 1; }
+    WorkersScreen #workers-scroll { height: auto; scrollbar-size-horizontal: 1; }
+    WorkersScreen #workers-table { width: auto; text-wrap: nowrap; }
     WorkersScreen #workers-summary { color: $text-primary; text-style: bold; margin-bottom: 1; }
     WorkersScreen #workers-status { color: $text-warning; }
     """
@@ -107,14 +109,18 @@ class WorkersScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        # Many workers scroll down, a long line (listen addresses) sideways, never wrapped under its row.
         with VerticalScroll(id="workers-body"):
             yield Static(LOADING, id="workers-summary")
-            yield Static("", id="workers-table")
+            with HorizontalScroll(id="workers-scroll"):
+                yield Static("", id="workers-table")
             yield Static("", id="workers-status")
         yield key_hint_bar()
 
     def on_mount(self) -> None:
         self.sub_title = "workers"
+        # Left and right scroll the table; up and down, which it cannot, go on to the screen's scroll.
+        self.query_one("#workers-scroll").focus()
         self.set_interval(REFRESH_INTERVAL, self._refresh_if_shown)
 
     def _refresh_if_shown(self) -> None:
