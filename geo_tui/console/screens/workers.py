@@ -121,6 +121,7 @@ class WorkersScreen(Screen[None]):
         self.sub_title = "workers"
         # Left and right scroll the table; up and down, which it cannot, go on to the screen's scroll.
         self.query_one("#workers-scroll").focus()
+        self._paint()  # an answer that came before the screen was mounted
         self.set_interval(REFRESH_INTERVAL, self._refresh_if_shown)
 
     def _refresh_if_shown(self) -> None:
@@ -135,8 +136,10 @@ class WorkersScreen(Screen[None]):
             self.failure = answer.message
         else:
             return
-        if not self.is_mounted:
-            return
+        if self.is_mounted:
+            self._paint()
+
+    def _paint(self) -> None:
         if self.view is not None:
             self.query_one("#workers-summary", Static).update(workers_summary(self.view))
             self.query_one("#workers-table", Static).update(workers_table(self.view))
