@@ -9,7 +9,7 @@ import time
 from geo_tui.cli.common import EXIT_FAILED, EXIT_OK, UsageError
 from geo_tui.config import Config, redactor_for
 from geo_tui.engine import SyncState
-from geo_tui.engine.wire import WorkersView, workers_view
+from geo_tui.engine.model import WorkersView, workers_view
 from geo_tui.figures import age, ago, count, rate
 
 

@@ -13,9 +13,7 @@ field the command does not take, a value of the wrong type or range, or a site t
 with an `InvalidCommand` naming the field. A field at its default is not sent, so an engine older than
 the field reads the command as it always did. Every command is answered by a `CommandAnswer`.
 
-``GET workers`` answers a `WorkersView`: each worker process sharing the tracking database (issue 16),
-built from its row by `workers_view` (the engine's API and `geo-tui status` alike), with its heartbeat's
-age and whether it is stale by the answering engine's clock.
+``GET workers`` answers model.py's `WorkersView`, encoded by `encode_workers`.
 """
 
 from __future__ import annotations
@@ -26,11 +24,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from geo_tui.figures import age
-
 from .deep import VerificationDepth
-from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteTags
-from .tracking import LogRecord, RepositoryRow, SiteCounts, SyncState, VerificationState, WorkerRow
+from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteTags, WorkerInfo, WorkersView
+from .tracking import LogRecord, RepositoryRow, SiteCounts, SyncState, VerificationState
 from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
 
 __all__ = [
@@ -45,8 +41,6 @@ __all__ = [
     "UnknownCommand",
     "Verify",
     "WireError",
-    "WorkerInfo",
-    "WorkersView",
     "decode_answer",
     "decode_command",
     "decode_detail",
@@ -68,7 +62,6 @@ __all__ = [
     "encode_snapshot",
     "encode_update",
     "encode_workers",
-    "workers_view",
 ]
 
 WIRE_VERSION = 2  # 2: batches on the update stream
@@ -309,84 +302,11 @@ def _decode_one(message: Any) -> tuple[str, Update | Json]:
 # -- workers ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class WorkerInfo:
-    """One worker process as operators see it. ``heartbeat_age`` is seconds since its last heartbeat by
-    the answering engine's clock; ``repositories`` are the (site, repository) it holds leases on."""
-
-    id: str
-    host: str
-    pid: int
-    started_at: float
-    heartbeat_age: float
-    listen: tuple[str, ...]
-    in_flight: int
-    throughput: float
-    stale: bool
-    repositories: tuple[RowKey, ...] = ()
-
-    @property
-    def state(self) -> str:
-        """In words: 'live', or 'stale: no heartbeat for 3 min' past the engine's threshold."""
-        return f"stale: no heartbeat for {age(self.heartbeat_age)}" if self.stale else "live"
-
-
-@dataclass(frozen=True)
-class WorkersView:
-    """Every worker with a row in the tracking database, and the heartbeat age after which one is stale."""
-
-    workers: tuple[WorkerInfo, ...]
-    stale_after: float
-
-
-def workers_view(
-    rows: Sequence[WorkerRow],
-    leased: Sequence[tuple[str, str, str, float]],
-    now: float,
-    stale_after: float,
-) -> WorkersView:
-    """The workers' rows and the leases they hold (`LeaseClaims.leased`) as of ``now``."""
-    held: dict[str, list[RowKey]] = {}
-    for site, repository, owner, _ in leased:
-        held.setdefault(owner, []).append((site, repository))
-    workers = []
-    for row in rows:
-        host, pid = _host_and_pid(row.id)
-        age = max(0.0, now - row.heartbeat_at)
-        repositories = tuple(held.get(row.id, ()))
-        workers.append(
-            WorkerInfo(
-                id=row.id,
-                host=host,
-                pid=pid,
-                started_at=row.started_at,
-                heartbeat_age=age,
-                listen=tuple(a for a in row.listen.replace(",", " ").split() if a),
-                in_flight=max(row.working, len(repositories)),
-                throughput=row.throughput,
-                stale=age > stale_after,
-                repositories=repositories,
-            )
-        )
-    return WorkersView(tuple(workers), stale_after)
-
-
-def _host_and_pid(worker: str) -> tuple[str, int]:
-    """The host and pid of a worker id ``host/pid/start`` (`tracking.worker_id`); 0 for a pid not there."""
-    host, _, rest = worker.partition("/")
-    pid = rest.partition("/")[0]
-    return host, int(pid) if pid.isascii() and pid.isdigit() else 0
-
-
 def encode_workers(view: WorkersView) -> Json:
-    return {
-        "v": WIRE_VERSION,
-        "stale_after": view.stale_after,
-        "workers": [
-            {**_plain(w), "listen": list(w.listen), "repositories": [list(k) for k in w.repositories]}
-            for w in view.workers
-        ],
-    }
+    """The workers (model.py builds them from their rows), in JSON's own types (the redactor walks those)."""
+    workers = [{**_plain(w), "listen": list(w.listen), "repositories": [list(k) for k in w.repositories]}
+               for w in view.workers]  # fmt: skip
+    return {"v": WIRE_VERSION, "stale_after": view.stale_after, "workers": workers}
 
 
 def _worker(data: object) -> WorkerInfo:

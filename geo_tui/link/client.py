@@ -24,7 +24,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from geo_tui.config import Secret
 from geo_tui.engine.deep import VerificationDepth
 from geo_tui.engine.describe import describe_error
-from geo_tui.engine.model import EngineSnapshot, RepositoryDetail
+from geo_tui.engine.model import EngineSnapshot, RepositoryDetail, WorkersView
 from geo_tui.engine.tracking import LogRecord, RepositoryRow
 from geo_tui.engine.wire import (
     Command,
@@ -33,7 +33,6 @@ from geo_tui.engine.wire import (
     Resume,
     Resync,
     Verify,
-    WorkersView,
     decode_answer,
     decode_detail,
     decode_log,

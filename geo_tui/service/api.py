@@ -53,6 +53,7 @@ from geo_tui._asgi import (
 from geo_tui.config import Secret
 from geo_tui.engine.describe import describe_error
 from geo_tui.engine.engine import Engine
+from geo_tui.engine.model import workers_view
 from geo_tui.engine.tracking import WORKER_STALE_AFTER, SyncState
 from geo_tui.engine.tracking.dialect import is_passing_fault
 from geo_tui.engine.updates import Update
@@ -70,7 +71,6 @@ from geo_tui.engine.wire import (
     encode_snapshot,
     encode_update,
     encode_workers,
-    workers_view,
 )
 
 from .handlers import CommandHandlers

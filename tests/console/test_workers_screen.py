@@ -11,7 +11,7 @@ from textual.widgets import Static
 
 from geo_tui.console.app import GeoTuiApp
 from geo_tui.console.screens.workers import LOADING, WorkersScreen, workers_summary, workers_table
-from geo_tui.engine.wire import WorkerInfo, WorkersView
+from geo_tui.engine.model import WorkerInfo, WorkersView
 from geo_tui.link.link import ReadFailed
 from tests.support.fake_link import FakeLink
 from tests.support.pilot import until

@@ -11,16 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from geo_tui.engine.client import EngineClient
+from geo_tui.engine.link import ReadFailed
+from geo_tui.engine.remote import RemoteLink
 from textual.widgets import Static
 
 from geo_tui.config import Secret, load_config
 from geo_tui.console.app import make_app
 from geo_tui.console.screens.workers import WorkersScreen
 from geo_tui.engine import Tracking
-from geo_tui.engine.client import EngineClient
-from geo_tui.engine.link import ReadFailed
-from geo_tui.engine.remote import RemoteLink
-from geo_tui.engine.wire import WorkerInfo, WorkersView, decode_workers
+from geo_tui.engine.model import WorkerInfo, WorkersView
+from geo_tui.engine.wire import decode_workers
 from tests.support.distribution import Distribution, free_port
 from tests.support.keys import TestKeyPair
 from tests.support.oci import oci_image

@@ -17,17 +17,10 @@ from hypothesis import strategies as st
 
 from geo_tui.cli import main
 from geo_tui.engine import Tracking
+from geo_tui.engine.model import WorkerInfo, WorkersView, workers_view
 from geo_tui.engine.tracking import MIGRATIONS, WORKER_STALE_AFTER, WorkerRow, schema
 from geo_tui.engine.tracking.postgres import PostgresDatabase
-from geo_tui.engine.wire import (
-    WIRE_VERSION,
-    WireError,
-    WorkerInfo,
-    WorkersView,
-    decode_workers,
-    encode_workers,
-    workers_view,
-)
+from geo_tui.engine.wire import WIRE_VERSION, WireError, decode_workers, encode_workers
 from geo_tui.figures import age
 from tests.support.postgres import BACKENDS
 

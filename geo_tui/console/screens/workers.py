@@ -21,7 +21,7 @@ from textual.screen import Screen
 from textual.widgets import Header, Static
 
 from geo_tui.console.widgets.key_hints import key_hint_bar
-from geo_tui.engine.wire import WorkerInfo, WorkersView
+from geo_tui.engine.model import WorkerInfo, WorkersView
 from geo_tui.figures import age, ago, count, rate
 from geo_tui.link.link import ReadFailed
 
