@@ -23,6 +23,7 @@ from geo_tui.engine import Tracking
 from geo_tui.engine.model import WorkerInfo, WorkersView
 from geo_tui.engine.wire import decode_workers
 from tests.support.distribution import Distribution, free_port
+from tests.support.geo import write_geo_config
 from tests.support.keys import TestKeyPair
 from tests.support.oci import oci_image
 from tests.support.pilot import until
@@ -144,3 +145,34 @@ async def test_the_console_shows_the_workers_of_a_real_engine(served: ServedEngi
             await until(pilot, lambda: not isinstance(app.screen, WorkersScreen))
     finally:
         link.stop()
+
+
+async def test_the_console_with_its_own_engine_shows_workers_and_goes_back_with_w(
+    primary: Distribution,
+    secondary: Distribution,
+    primary_pusher: RawPusher,
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+) -> None:
+    """As `geo-tui` runs: the console's own engine in a child process (`SpawnedEngine`), its database
+    shared with a worker registered beside it."""
+    primary_pusher.push_tree("shop/api", oci_image("shop/api"), "v1")
+    config = load_config(write_geo_config(tmp_path, primary, [secondary], key_pair))
+    app = make_app(config)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.link.connected)  # type: ignore[attr-defined]
+        tracking = Tracking(config.engine.database)
+        try:
+            tracking.register_worker(LIVE, time.time(), "127.0.0.1:7001")
+        finally:
+            tracking.close()
+        await pilot.press("W")
+        await until(pilot, lambda: isinstance(app.screen, WorkersScreen))
+        screen = app.screen
+        assert isinstance(screen, WorkersScreen)
+        await until(pilot, lambda: screen.view is not None and LIVE in {w.id for w in screen.view.workers})
+        assert screen.failure is None
+        await pilot.press("W")  # the same key goes back
+        await until(pilot, lambda: not isinstance(app.screen, WorkersScreen))
+        await pilot.press("q")
+        await until(pilot, lambda: not app.is_running, timeout=30)
