@@ -1,19 +1,19 @@
-"""The workers read (issue 16) on a real `geo-tui serve` on real Distribution: workers registered in its
-tracking database through `LeaseClaims` come back from ``GET /api/v1/workers``, from `EngineClient.workers`,
-through the console's link, and on the console's workers screen pressed open with `W`."""
+"""The workers read (issue 16) on a real `geo-tui serve` on real Distribution, on SQLite and PostgreSQL:
+workers registered in its tracking database through `LeaseClaims` come back from ``GET
+/api/v1/workers``, from `EngineClient.workers`, through the console's link, and on the console's workers
+screen pressed open with `W`."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from geo_tui.engine.client import EngineClient
-from geo_tui.engine.link import ReadFailed
-from geo_tui.engine.remote import RemoteLink
+import tomli_w
 from textual.widgets import Static
 
 from geo_tui.config import Secret, load_config
@@ -21,18 +21,29 @@ from geo_tui.console.app import make_app
 from geo_tui.console.screens.workers import WorkersScreen
 from geo_tui.engine import Tracking
 from geo_tui.engine.model import WorkerInfo, WorkersView
+from geo_tui.engine.tracking import tracking_database
+from geo_tui.engine.tracking.postgres import PostgresDatabase
 from geo_tui.engine.wire import decode_workers
+from geo_tui.link.client import EngineClient
+from geo_tui.link.link import ReadFailed
+from geo_tui.link.remote import RemoteLink
 from tests.support.distribution import Distribution, free_port
 from tests.support.geo import write_geo_config
 from tests.support.keys import TestKeyPair
 from tests.support.oci import oci_image
 from tests.support.pilot import until
+from tests.support.postgres import BACKENDS, database_option
 from tests.support.push import RawPusher
 from tests.support.served import ServedEngine, wait_until, write_served_config
 
 TOKEN = "workers-api-token-0123456789-abcd"
 READ_TOKEN = "workers-read-token-0123456789-ef"
 LIVE, DEAD = "geo-live/4242/1.000", "geo-dead/77/2.000"
+
+
+@pytest.fixture(params=BACKENDS)
+def tracking_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
@@ -42,6 +53,7 @@ def served(
     primary_pusher: RawPusher,
     key_pair: TestKeyPair,
     tmp_path: Path,
+    tracking_target: Path | PostgresDatabase,
 ) -> Iterator[ServedEngine]:
     """serve with its API beside the receiver, and two workers in its database: one live, copying
     ``shop/api`` under a lease, and one whose heartbeat stopped ten minutes ago."""
@@ -55,9 +67,12 @@ def served(
         port=port,
         api={"token": TOKEN, "read_token": READ_TOKEN},
     )
+    data = tomllib.loads(config.read_text())
+    data["engine"].update(database_option(tracking_target))
+    config.write_text(tomli_w.dumps(data))
     engine = ServedEngine(config, tmp_path / "serve.log", api_url=f"http://127.0.0.1:{port}").start(TOKEN)
     try:
-        tracking = Tracking(load_config(config).engine.database)
+        tracking = Tracking(tracking_database(load_config(config).engine))
         try:
             now = time.time()
             tracking.register_worker(LIVE, now, "127.0.0.1:7001")
