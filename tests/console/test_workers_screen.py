@@ -58,11 +58,21 @@ def text_of(app: GeoTuiApp, selector: str) -> str:
 
 def test_the_table_names_each_worker_and_says_stale_in_words() -> None:
     lines = str(workers_table(VIEW)).splitlines()
-    assert lines[0].split() == ["HOST", "PID", "HEARTBEAT", "STATE", "IN", "FLIGHT", "THROUGHPUT", "LISTEN"]
+    assert lines[0].split() == [
+        "HOST",
+        "PID",
+        "HEARTBEAT",
+        "STATE",
+        "IN",
+        "FLIGHT",
+        "THROUGHPUT",
+        "LISTEN",
+        "ID",
+    ]
     # the stale worker comes first, in words (a 16-colour terminal shows no red)
     assert lines[1].split()[:2] == ["geo-b", "777"]
     assert "3 min ago  ✗ stale" in lines[1]
-    assert "10.0.0.2:5001, /run/geo.sock" in lines[1]
+    assert "10.0.0.2:5001, /run/geo.sock" in lines[1] and lines[1].endswith(f"geo-b/777/{NOW - 3600:.3f}")
     assert lines[2].split()[:2] == ["geo-a", "4242"]
     assert "2 s ago" in lines[2] and "✓ live" in lines[2] and "3.5 MiB/s" in lines[2]
     assert lines[3].strip() == "copying eu/shop/api, us/shop/api"

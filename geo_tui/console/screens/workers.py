@@ -1,9 +1,10 @@
 """The workers: every `geo-tui serve` process sharing the tracking database (issue 16), one line each.
 
-Host, pid, heartbeat age, state, repositories in flight, throughput and listen addresses; under a worker,
-the repositories it holds leases on. A worker whose heartbeat is older than the engine's threshold reads
-"✗ stale", in words as well as colour, so it reads on a 16-colour terminal. The app asks the engine for
-the workers once a second while this screen is shown (`refresh`), and hands each answer to `show`.
+Host, pid, heartbeat age, state, repositories in flight, throughput, listen addresses and the worker's id
+(host/pid/start time, as the leases name it); under a worker, the repositories it holds leases on. A
+worker whose heartbeat is older than the engine's threshold reads "✗ stale", in words as well as colour,
+so it reads on a 16-colour terminal. The app asks the engine for the workers once a second while this
+screen is shown, and hands each answer to `show`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ __all__ = ["LOADING", "REFRESH_INTERVAL", "WorkersScreen", "workers_summary", "w
 LOADING = "asking the engine for its workers…"
 REFRESH_INTERVAL = 1.0
 SHOWN_REPOSITORIES = 6  # per worker; the rest is counted
-_COLUMNS = ("host", "pid", "heartbeat", "state", "in flight", "throughput", "listen")
+_COLUMNS = ("host", "pid", "heartbeat", "state", "in flight", "throughput", "listen", "id")
 _RIGHT = {"pid", "in flight", "throughput"}
 
 
@@ -49,6 +50,7 @@ def _cells(worker: WorkerInfo) -> tuple[str, ...]:
         count(worker.in_flight),
         rate(worker.throughput),
         ", ".join(worker.listen) or "—",
+        worker.id,
     )
 
 
@@ -71,10 +73,14 @@ def workers_table(view: WorkersView) -> Content:
     workers = sorted(view.workers, key=lambda w: (not w.stale, w.host, w.pid))
     rows = [_cells(w) for w in workers]
     widths = [max(cell_len(title), *(cell_len(r[i]) for r in rows)) for i, title in enumerate(_COLUMNS)]
-    header = "  ".join(_pad(t.upper(), w, t in _RIGHT) for t, w in zip(_COLUMNS, widths, strict=True))
+    header = "  ".join(
+        _pad(t.upper(), w, t in _RIGHT) for t, w in zip(_COLUMNS, widths, strict=True)
+    ).rstrip()
     lines = [Content.assemble((header, "bold"))]
     for worker, cells in zip(workers, rows, strict=True):
-        text = "  ".join(_pad(c, w, t in _RIGHT) for c, w, t in zip(cells, widths, _COLUMNS, strict=True))
+        text = "  ".join(
+            _pad(c, w, t in _RIGHT) for c, w, t in zip(cells, widths, _COLUMNS, strict=True)
+        ).rstrip()
         lines.append(Content.assemble((text, "bold $text-error") if worker.stale else text))
         held = [f"{site}/{repository}" for site, repository in worker.repositories]
         if held:
