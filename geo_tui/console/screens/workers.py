@@ -31,6 +31,7 @@ __all__ = ["LOADING", "REFRESH_INTERVAL", "WorkersScreen", "workers_summary", "w
 LOADING = "asking the engine for its workers…"
 REFRESH_INTERVAL = 1.0
 SHOWN_REPOSITORIES = 6  # per worker; the rest is counted
+SIDEWAYS_STEP = 12  # cells a left or right key scrolls the table
 _COLUMNS = ("host", "pid", "heartbeat", "state", "in flight", "throughput", "listen", "id")
 _RIGHT = {"pid", "in flight", "throughput"}
 
@@ -96,6 +97,8 @@ class WorkersScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", id="workers.back"),
         Binding("W", "back", "Back", show=False, id="workers.toggle"),
+        Binding("right", "sideways(1)", "Scroll right", show=False, id="workers.right"),
+        Binding("left", "sideways(-1)", "Scroll left", show=False, id="workers.left"),
     ]
 
     DEFAULT_CSS = """
@@ -125,8 +128,9 @@ class WorkersScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.sub_title = "workers"
-        # Left and right scroll the table; up and down, which it cannot, go on to the screen's scroll.
-        self.query_one("#workers-scroll").focus()
+        # Up and down scroll the screen; left and right (which it cannot) come to `sideways`.
+        self.query_one("#workers-scroll").can_focus = False
+        self.query_one("#workers-body").focus()
         self._paint()  # an answer that came before the screen was mounted
         self.set_interval(REFRESH_INTERVAL, self._refresh_if_shown)
 
@@ -154,6 +158,12 @@ class WorkersScreen(Screen[None]):
             shown = "what is shown is stale" if self.view is not None else "nothing to show yet"
             status = f"no answer from the engine ({shown}): {self.failure}"
         self.query_one("#workers-status", Static).update(Content(status))
+
+    def action_sideways(self, direction: int) -> None:
+        """Scroll the table a column's worth sideways, at once: the scroll's own keys move one cell a
+        press, and a scroll left for the next refresh drops the keys that come before it (a held key)."""
+        table = self.query_one("#workers-scroll", HorizontalScroll)
+        table.scroll_to(x=table.scroll_x + direction * SIDEWAYS_STEP, animate=False, immediate=True)
 
     def action_back(self) -> None:
         self.dismiss()
