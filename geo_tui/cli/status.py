@@ -23,7 +23,8 @@ def _print_workers(view: WorkersView) -> None:
     for w in sorted(view.workers, key=lambda w: (w.host, w.pid)):
         print(
             f"  {w.host:<{width}} {w.pid or '?':>7}  {ago(0.0, w.heartbeat_age):<12} {count(w.in_flight):>9} "
-            f"{rate(w.throughput):>12}  {w.state.upper() if w.stale else w.state}"
+            f"{rate(w.throughput) if w.throughput is not None else '-':>12}  "
+            f"{w.state.upper() if w.stale else w.state}"
         )
 
 

@@ -111,7 +111,7 @@ class WorkerInfo:
     heartbeat_age: float
     listen: tuple[str, ...]
     in_flight: int
-    throughput: float
+    throughput: float | None  # bytes a second; None: its heartbeat does not say
     stale: bool
     repositories: tuple[tuple[str, str], ...] = ()
 

@@ -315,6 +315,7 @@ def _worker(data: object) -> WorkerInfo:
         data,
         {
             "listen": lambda addresses: tuple(str(a) for a in addresses),
+            "throughput": float,
             "repositories": lambda keys: tuple((str(k[0]), str(k[1])) for k in keys),
         },
     )

@@ -46,7 +46,7 @@ VIEW = WorkersView(
             throughput=3.5 * 1024 * 1024,
             repositories=(("eu", "shop/api"), ("us", "shop/api")),
         ),
-        worker("geo-b", 777, 185.0, listen=("10.0.0.2:5001", "/run/geo.sock")),
+        worker("geo-b", 777, 185.0, listen=("10.0.0.2:5001", "/run/geo.sock"), throughput=None),
     ),
     30.0,
 )
@@ -71,7 +71,7 @@ def test_the_table_names_each_worker_and_says_stale_in_words() -> None:
     ]
     # the stale worker comes first, in words (a 16-colour terminal shows no red)
     assert lines[1].split()[:2] == ["geo-b", "777"]
-    assert "3 min ago  ✗ stale" in lines[1]
+    assert "3 min ago  ✗ stale" in lines[1] and "— " in lines[1] and "B/s" not in lines[1]
     assert "10.0.0.2:5001, /run/geo.sock" in lines[1] and lines[1].endswith(f"geo-b/777/{NOW - 3600:.3f}")
     assert lines[2].split()[:2] == ["geo-a", "4242"]
     assert "2 s ago" in lines[2] and "✓ live" in lines[2] and "3.5 MiB/s" in lines[2]

@@ -50,7 +50,7 @@ def register_three(db: Tracking, now: float = NOW) -> None:
     claimed = db.claim_due(ME, now - 2, limit=2, lease_seconds=60)
     assert len(claimed) == 2
     assert db.worker_heartbeat(ME, now - 2, 2, throughput=3.5 * 1024 * 1024)
-    assert db.worker_heartbeat(OTHER, now - 1, 0)  # says nothing of its throughput: it stays 0
+    assert db.worker_heartbeat(OTHER, now - 1, 0)  # says nothing of its throughput: unknown
     assert db.worker_heartbeat(DEAD, now - 185, 1, throughput=1000.0)
 
 
@@ -66,7 +66,7 @@ def test_workers_view_of_real_rows_and_leases(db: Tracking) -> None:
     assert sorted(me.repositories) == sorted((r.site, r.repository) for r in db.rows(limit=2))
     assert len(me.repositories) == 2
     other = by_id[OTHER]
-    assert other.throughput == 0.0 and other.repositories == () and not other.stale
+    assert other.throughput is None and other.repositories == () and not other.stale
     dead = by_id[DEAD]
     assert (dead.host, dead.pid, dead.heartbeat_age, dead.stale) == ("geo-c", 9, 185.0, True)
     assert dead.state == "stale: no heartbeat for 3 min" and dead.throughput == 1000.0
@@ -80,7 +80,7 @@ def test_a_later_heartbeat_without_throughput_keeps_the_last_one(db: Tracking) -
     assert db.workers() == [WorkerRow(ME, NOW, NOW + 6, "", 0, 0.0)]
 
 
-def test_migration_4_gives_version_3_workers_a_throughput_of_zero(tmp_path: Path) -> None:
+def test_migration_4_gives_version_3_workers_an_unknown_throughput(tmp_path: Path) -> None:
     path = tmp_path / "tracking.db"
     raw = sqlite3.connect(path)
     assert schema.migrate(raw, path, MIGRATIONS[:3]) == (0, 3)
@@ -92,7 +92,7 @@ def test_migration_4_gives_version_3_workers_a_throughput_of_zero(tmp_path: Path
     tracking = Tracking(path)
     try:
         assert tracking.schema_version == MIGRATIONS[-1].version >= 4
-        assert tracking.workers() == [WorkerRow(ME, 1.0, 2.0, "", 3, 0.0)]
+        assert tracking.workers() == [WorkerRow(ME, 1.0, 2.0, "", 3, None)]
     finally:
         tracking.close()
 
@@ -102,7 +102,7 @@ def test_migration_4_gives_version_3_workers_a_throughput_of_zero(tmp_path: Path
 VIEW = WorkersView(
     (
         WorkerInfo(ME, "geo-a", 4242, NOW - 100, 2.0, ("127.0.0.1:5001",), 2, 1024.0, False, (("eu", "x"),)),
-        WorkerInfo(DEAD, "geo-c", 9, NOW - 900, 185.0, (), 0, 0.0, True),
+        WorkerInfo(DEAD, "geo-c", 9, NOW - 900, 185.0, (), 0, None, True),
     ),
     30.0,
 )
@@ -130,6 +130,7 @@ def test_a_newer_engines_fields_are_ignored_and_an_older_ones_repositories_defau
         (lambda d: d["workers"][0].pop("heartbeat_age"), "missing 'heartbeat_age'"),
         (lambda d: d["workers"][0].update(stale="no"), "stale must be true or false"),
         (lambda d: d["workers"][0].update(listen=5), "listen"),
+        (lambda d: d["workers"][0].update(throughput="fast"), "throughput"),
         (lambda d: d.update(workers=7), "workers"),
     ],
 )
@@ -203,7 +204,7 @@ def test_status_prints_the_workers_table(
     assert set(table) == {"geo-a", "geo-b", "geo-c"}
     # host, pid, heartbeat age (2 s, or a little more on a busy machine), in flight, throughput, state
     assert re.fullmatch(r"\s+geo-a\s+4242\s+\d+ s ago\s+2\s+3\.5 MiB/s\s+live", table["geo-a"])
-    assert table["geo-b"].split()[-1] == "live" and "0 B/s" in table["geo-b"]
+    assert table["geo-b"].split()[-2:] == ["-", "live"]  # its heartbeat never said its throughput
     assert table["geo-c"].split()[1:4] == ["9", "3", "min"]
     assert table["geo-c"].endswith("STALE: NO HEARTBEAT FOR 3 MIN")
     assert main(["--config", str(config), "status", "--json"]) == 0

@@ -49,7 +49,7 @@ def _cells(worker: WorkerInfo) -> tuple[str, ...]:
         ago(0.0, worker.heartbeat_age),  # an age the engine measured: "how long before now"
         state,
         count(worker.in_flight),
-        rate(worker.throughput),
+        rate(worker.throughput) if worker.throughput is not None else "—",
         ", ".join(worker.listen) or "—",
         worker.id,
     )

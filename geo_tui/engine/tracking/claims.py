@@ -46,7 +46,9 @@ class WorkerRow:
     heartbeat_at: float
     listen: str
     working: int
-    throughput: float = 0.0  # bytes a second it copied, as of its last heartbeat that said
+    throughput: float | None = (
+        None  # bytes a second it copies, as of its last heartbeat that said (None: never)
+    )
 
 
 class LeaseClaims(TrackingStore):
@@ -225,7 +227,7 @@ class LeaseClaims(TrackingStore):
                 float(r["heartbeat_at"]),
                 str(r["listen"]),
                 int(r["working"]),
-                float(r["throughput"]),
+                float(r["throughput"]) if r["throughput"] is not None else None,
             )
             for r in rows
         ]

@@ -220,8 +220,9 @@ LEASE_STATEMENTS = (
     ) WITHOUT ROWID""",
 )
 
-# Migration 4: what each worker copies per second, stamped with its heartbeat (issue 16's workers view).
-WORKER_THROUGHPUT_STATEMENTS = ("ALTER TABLE workers ADD COLUMN throughput REAL NOT NULL DEFAULT 0",)
+# Migration 4: what each worker copies per second, stamped with its heartbeat (issue 16's workers view);
+# NULL until its heartbeat says, so a worker that does not measure it never reads as copying nothing.
+WORKER_THROUGHPUT_STATEMENTS = ("ALTER TABLE workers ADD COLUMN throughput REAL",)
 
 # Append the next one here, never edit one that shipped: Migration(2, "what it adds", _sql("CREATE ...")).
 MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
