@@ -309,16 +309,15 @@ def encode_workers(view: WorkersView) -> Json:
     return {"v": WIRE_VERSION, "stale_after": view.stale_after, "workers": workers}
 
 
+_WORKER_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "listen": lambda addresses: tuple(str(a) for a in addresses),
+    "throughput": float,
+    "repositories": lambda keys: tuple((str(k[0]), str(k[1])) for k in keys),
+}
+
+
 def _worker(data: object) -> WorkerInfo:
-    info = _build(
-        WorkerInfo,
-        data,
-        {
-            "listen": lambda addresses: tuple(str(a) for a in addresses),
-            "throughput": float,
-            "repositories": lambda keys: tuple((str(k[0]), str(k[1])) for k in keys),
-        },
-    )
+    info = _build(WorkerInfo, data, _WORKER_FIELDS)
     if not isinstance(info.stale, bool) or not isinstance(info.in_flight, int):
         raise WireError("WorkerInfo: stale must be true or false, in_flight a whole number")
     return info
