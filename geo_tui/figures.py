@@ -7,6 +7,7 @@ library only: the engine, the CLI and the lab use it as well as the console (nev
 - size: binary units, whole bytes below 1 KiB, one decimal above, never "1024.0" of a unit: '512 B',
   '1.0 MiB', '5.0 TiB'.
 - rate: a size per second: '0 B/s', '12.4 MiB/s'.
+- age: a span as an age, in words: 'under 1 s', '42 s', '3 min' (as in "no heartbeat for 3 min").
 - ago: how long ago, in words: 'never', 'just now', '42 s ago', '3 min ago', '2 h ago', '5 d ago';
   short_ago is the same age in at most 4 cells for a narrow column: 'now', '42s', '3m', '2h', '5d'.
   Both round down and change unit at the same place (1 s, 1 min, 1 h, 1 d).
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["ago", "count", "duration", "rate", "short_ago", "size"]
+__all__ = ["age", "ago", "count", "duration", "rate", "short_ago", "size"]
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 # Ages: the largest unit that fits, rounded down; below a second it is "now".
@@ -52,12 +53,18 @@ def _age(seconds: float) -> tuple[int, str, str] | None:
     return None  # under a second, or a clock a little ahead of ours
 
 
+def age(seconds: float) -> str:
+    """A span as an age, rounded down in its largest unit as `ago` does: 'under 1 s', '42 s', '3 min'."""
+    parts = _age(seconds)
+    return "under 1 s" if parts is None else f"{parts[0]} {parts[1]}"
+
+
 def ago(ts: float | None, now: float) -> str:
     """How long before `now` the time `ts` was: 'never' (None), 'just now', '42 s ago', '3 min ago'."""
     if ts is None:
         return "never"
-    age = _age(now - ts)
-    return "just now" if age is None else f"{age[0]} {age[1]} ago"
+    parts = _age(now - ts)
+    return "just now" if parts is None else f"{parts[0]} {parts[1]} ago"
 
 
 def short_ago(ts: float, now: float) -> str:

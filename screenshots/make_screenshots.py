@@ -15,6 +15,8 @@ images in `shop/api`, `shop/web`, `ops/tools`), then the console with its embedd
 - detail.svg: replication paused, `shop/api:v2` pushed to the primary only, its detail screen with the
   tag missing on both secondaries marked;
 - help.svg: `?`;
+- workers.svg: `W`, the workers sharing the tracking database: two registered beside the console's engine
+  through the tracking layer (`LeaseClaims`), as other `geo-tui serve` hosts would be, one of them stale;
 - failure.svg: secondary `us` stopped, a resync of everything: the card unhealthy, the failed repositories
   (`f`) with their errors, the event log.
 
@@ -47,9 +49,10 @@ from geo_tui.console.app import GeoTuiApp, make_app  # noqa: E402
 from geo_tui.console.screens.confirm import ConfirmScreen  # noqa: E402
 from geo_tui.console.screens.detail import RepositoryDetailScreen  # noqa: E402
 from geo_tui.console.screens.help import HelpScreen  # noqa: E402
+from geo_tui.console.screens.workers import WorkersScreen  # noqa: E402
 from geo_tui.console.widgets.repository_table import RepositoryTable  # noqa: E402
 from geo_tui.console.widgets.sites_pane import SitesPane  # noqa: E402
-from geo_tui.engine import Engine, SyncState  # noqa: E402
+from geo_tui.engine import Engine, SyncState, Tracking  # noqa: E402
 from tests.support.distribution import Distribution  # noqa: E402
 from tests.support.geo import write_geo_config  # noqa: E402
 from tests.support.inprocess import EngineInThread  # noqa: E402
@@ -107,7 +110,26 @@ async def shoot(app: GeoTuiApp, pilot: Pilot[None], out: Path, name: str) -> Non
     log(f"wrote {out / name}")
 
 
-async def drive(app: GeoTuiApp, primary: Distribution, us: Distribution, out: Path, rows: int) -> None:
+def register_workers(database: Path) -> None:
+    """Two more workers on the console's tracking database, as two other serve hosts would register:
+    one copying at 42.5 MiB/s with three repositories in hand, one whose heartbeat stopped 4 min ago."""
+    tracking = Tracking(database)
+    try:
+        now = time.time()
+        for host, pid, listen, beat, working, throughput in (
+            ("geo-b.example.net", 4242, "10.0.0.2:5001", now, 3, 42.5 * 1024 * 1024),
+            ("geo-c.example.net", 1187, "10.0.0.3:5001, /run/geo-tui/api.sock", now - 250, 2, 0.0),
+        ):
+            worker = f"{host}/{pid}/{now - 3600:.3f}"
+            tracking.register_worker(worker, now - 3600, listen)
+            tracking.worker_heartbeat(worker, beat, working, throughput=throughput)
+    finally:
+        tracking.close()
+
+
+async def drive(
+    app: GeoTuiApp, primary: Distribution, us: Distribution, out: Path, rows: int, database: Path
+) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, "a running backfill with an ETA", lambda: "ETA" in card_text(app, "eu"), 90)
         await until(pilot, "a few synced repositories", lambda: "✓ 0 " not in card_text(app, "us"), 30)
@@ -139,6 +161,21 @@ async def drive(app: GeoTuiApp, primary: Distribution, us: Distribution, out: Pa
         await shoot(app, pilot, out, "help.svg")
         await pilot.press("escape")
         await until(pilot, "the main screen", lambda: not isinstance(app.screen, HelpScreen))
+
+        register_workers(database)
+        await pilot.press("W")
+        await until(
+            pilot,
+            "the workers",
+            lambda: (
+                isinstance(app.screen, WorkersScreen)
+                and app.screen.view is not None
+                and len(app.screen.view.workers) >= 2
+            ),
+        )
+        await shoot(app, pilot, out, "workers.svg")
+        await pilot.press("escape")
+        await until(pilot, "the main screen", lambda: not isinstance(app.screen, WorkersScreen))
 
         us.stop()
         await pilot.press("p")
@@ -182,7 +219,7 @@ def run(out: Path, workdir: Path) -> None:
         link = EngineInThread(config, lambda c: Engine(c, health_interval=1.0))
         app = make_app(config, link=link)
         log(f"console at {SIZE[0]}x{SIZE[1]} over {repositories} repositories on 2 secondaries")
-        asyncio.run(drive(app, primary, us, out, repositories * 2))
+        asyncio.run(drive(app, primary, us, out, repositories * 2, config.engine.database))
 
 
 def main(argv: list[str] | None = None) -> int:

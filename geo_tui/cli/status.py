@@ -9,7 +9,40 @@ import time
 from geo_tui.cli.common import EXIT_FAILED, EXIT_OK, UsageError
 from geo_tui.config import Config, redactor_for
 from geo_tui.engine import SyncState
-from geo_tui.figures import ago, count
+from geo_tui.engine.model import WorkersView, workers_view
+from geo_tui.figures import age, ago, count, rate
+
+
+def _print_workers(view: WorkersView) -> None:
+    """The workers sharing the database (issue 16); nothing at all when none has registered."""
+    if not view.workers:
+        return
+    print(f"\nworkers (stale after {age(view.stale_after)} without a heartbeat):")
+    width = max(len("HOST"), *(len(w.host) for w in view.workers))
+    print(f"  {'HOST':<{width}} {'PID':>7}  {'HEARTBEAT':<12} {'IN FLIGHT':>9} {'THROUGHPUT':>12}  STATE")
+    for w in sorted(view.workers, key=lambda w: (w.host, w.pid)):
+        print(
+            f"  {w.host:<{width}} {w.pid or '?':>7}  {ago(0.0, w.heartbeat_age):<12} {count(w.in_flight):>9} "
+            f"{rate(w.throughput) if w.throughput is not None else '-':>12}  "
+            f"{w.state.upper() if w.stale else w.state}"
+        )
+
+
+def _workers_json(view: WorkersView) -> list[dict[str, object]]:
+    return [
+        {
+            "id": w.id,
+            "host": w.host,
+            "pid": w.pid,
+            "heartbeat_age": round(w.heartbeat_age, 3),
+            "state": "stale" if w.stale else "live",
+            "in_flight": w.in_flight,
+            "repositories": [list(key) for key in w.repositories],
+            "throughput": w.throughput,
+            "listen": list(w.listen),
+        }
+        for w in view.workers
+    ]
 
 
 def _repository_status(
@@ -49,7 +82,7 @@ def _repository_status(
 
 async def cmd_status(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
     from geo_tui.engine import Tracking  # the status reads the database only: no network
-    from geo_tui.engine.tracking import tracking_database, tracking_exists
+    from geo_tui.engine.tracking import WORKER_STALE_AFTER, tracking_database, tracking_exists
 
     database = config.engine.database
     if not tracking_exists(config.engine):  # a mistyped path must not read as "nothing to do", nor create one
@@ -69,6 +102,7 @@ async def cmd_status(config: Config, args: argparse.Namespace, sites: list[str] 
         # one read of each named row (a handful: they are named on the command line)
         named = [r for n in names for name in sorted(wanted) if (r := tracking.row(n, name)) is not None]
         now = tracking.now()
+        workers = workers_view(tracking.workers(), tracking.leased(), now, WORKER_STALE_AFTER)
     finally:
         tracking.close()
     # Stored reasons are redacted when written; a database from an older geo-tui may predate that.
@@ -116,6 +150,7 @@ async def cmd_status(config: Config, args: argparse.Namespace, sites: list[str] 
                         }
                         for r in failed
                     ],
+                    "workers": _workers_json(workers),
                 },
                 indent=2,
             )
@@ -132,6 +167,7 @@ async def cmd_status(config: Config, args: argparse.Namespace, sites: list[str] 
             f"{count(c.total):>7} {c.percent_synced:>8.2f}% {count(c.verified):>9} "
             f"{count(c.verification_failed):>14}"
         )
+    _print_workers(workers)
     print("\nverification depth (last check of each repository):")
     for n, d in depths.items():
         oldest = d["oldest_deep"]

@@ -28,6 +28,7 @@ from .engine_commands import EngineCommands
 from .filtering import Filtering
 from .screens.detail import RepositoryDetailScreen
 from .screens.help import HelpScreen
+from .screens.workers import WorkersScreen
 from .widgets.event_log import EventLog
 from .widgets.filter_bar import FilterBar
 from .widgets.key_hints import key_hint_bar
@@ -40,6 +41,8 @@ REFRESH_INTERVAL = 0.25
 # Actions that change something: hidden with --read-only.
 MUTATING = frozenset({"resync", "verify", "resync_many", "verify_many", "resync_failed", "toggle_pause"})
 DETAIL_SCREEN = "repository-detail"
+WORKERS_SCREEN = "workers"
+WORKERS_READ = "workers"  # its answers arrive in Batch.reads under this name
 PANES = {"sites": "#sites", "repositories": "#repositories", "log": "#log"}
 
 
@@ -74,6 +77,7 @@ class GeoTuiApp(EngineCommands, Filtering):
             id="app.verify_content_many",
         ),
         Binding("p", "toggle_pause", "Pause", id="app.pause"),
+        Binding("W", "workers", "Workers", id="app.workers"),
         Binding("f", "show_state('failed')", "Failed", show=False, id="app.show_failed"),
         Binding("w", "show_state('pending')", "Pending", show=False, id="app.show_pending"),
         Binding("y", "show_state('synced')", "Synced", show=False, id="app.show_synced"),
@@ -170,6 +174,10 @@ class GeoTuiApp(EngineCommands, Filtering):
         for detail in batch.details:
             if self._detail is not None and self._detail.repository == detail.repository:
                 self._detail.show(detail, now)
+        if WORKERS_READ in batch.reads and self.is_screen_installed(WORKERS_SCREEN):
+            screen = self.get_screen(WORKERS_SCREEN)
+            assert isinstance(screen, WorkersScreen)
+            screen.show(batch.reads[WORKERS_READ])
         for result in batch.results:
             self.notify(result.message, severity="information" if result.ok else "error")
         if batch.failure is not None:
@@ -247,6 +255,17 @@ class GeoTuiApp(EngineCommands, Filtering):
         self._detail = screen
         self.push_screen(screen, lambda _: setattr(self, "_detail", None))
         self.link.load_detail(repository)
+
+    def action_workers(self) -> None:
+        """The workers sharing the tracking database, refreshed while shown (one screen, kept)."""
+        if not self.is_screen_installed(WORKERS_SCREEN):
+            self.install_screen(WorkersScreen(self._read_workers, self.clock), WORKERS_SCREEN)
+        if self.screen is not self.get_screen(WORKERS_SCREEN):
+            self.push_screen(WORKERS_SCREEN)
+        self._read_workers()
+
+    def _read_workers(self) -> None:
+        self.link.read(WORKERS_READ, lambda client: client.workers())
 
     def action_help(self) -> None:
         sections: dict[str, list[tuple[str, str]]] = {}

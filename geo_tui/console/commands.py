@@ -38,6 +38,7 @@ COMMANDS: list[tuple[str, str, str, bool]] = [
     ("Show all repositories", "show_state('all')", "clear the state filter", False),
     ("Filter repositories", "filter", "substring, or re: and a regex", False),
     ("Invert the filter", "invert_filter", "show what does not match", False),
+    ("Show the workers", "workers", "every serve process on the tracking database: heartbeat, work", False),
     ("Save the event log", "save_log", "to a file in the current directory", False),
     ("Help", "help", "every key", False),
     ("Quit", "quit", "stop the engine cleanly and leave", False),

@@ -1,14 +1,29 @@
-"""The engine's reports: snapshots for the console, summaries of a one-shot run."""
+"""The engine's reports: snapshots for the console, summaries of a one-shot run, and the workers sharing
+its tracking database (issue 16) as `workers_view` builds them from their rows, for the engine's API and
+`geo-tui status` alike: a worker is stale when its heartbeat is older than the threshold given."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from geo_tui.figures import age
+
 from .replicate import CopyStats
-from .tracking import LogRecord, RepositoryRow, SiteCounts
+from .tracking import LogRecord, RepositoryRow, SiteCounts, WorkerRow
 from .updates import SiteHealth
 
-__all__ = ["EngineSnapshot", "RepositoryDetail", "SiteSnapshot", "SiteSummary", "SiteTags", "SyncSummary"]
+__all__ = [
+    "EngineSnapshot",
+    "RepositoryDetail",
+    "SiteSnapshot",
+    "SiteSummary",
+    "SiteTags",
+    "SyncSummary",
+    "WorkerInfo",
+    "WorkersView",
+    "workers_view",
+]
 
 
 @dataclass(frozen=True)
@@ -82,3 +97,72 @@ class RepositoryDetail:
         readable = [s.tags for s in self.sites if s.tags is not None]
         every = set().union(*readable) if readable else set()
         return {t for t in every if len({tags.get(t) for tags in readable}) > 1}
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One worker process as operators see it. ``heartbeat_age`` is seconds since its last heartbeat by
+    the answering engine's clock; ``repositories`` are the (site, repository) it holds leases on."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_age: float
+    listen: tuple[str, ...]
+    in_flight: int
+    throughput: float | None  # bytes a second; None: its heartbeat does not say
+    stale: bool
+    repositories: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def state(self) -> str:
+        """In words: 'live', or 'stale: no heartbeat for 3 min' past the engine's threshold."""
+        return f"stale: no heartbeat for {age(self.heartbeat_age)}" if self.stale else "live"
+
+
+@dataclass(frozen=True)
+class WorkersView:
+    """Every worker with a row in the tracking database, and the heartbeat age after which one is stale."""
+
+    workers: tuple[WorkerInfo, ...]
+    stale_after: float
+
+
+def workers_view(
+    rows: Sequence[WorkerRow],
+    leased: Sequence[tuple[str, str, str, float]],
+    now: float,
+    stale_after: float,
+) -> WorkersView:
+    """The workers' rows and the leases they hold (`LeaseClaims.leased`) as of ``now``."""
+    held: dict[str, list[tuple[str, str]]] = {}
+    for site, repository, owner, _ in leased:
+        held.setdefault(owner, []).append((site, repository))
+    workers = []
+    for row in rows:
+        host, pid = _host_and_pid(row.id)
+        age = max(0.0, now - row.heartbeat_at)
+        repositories = tuple(held.get(row.id, ()))
+        workers.append(
+            WorkerInfo(
+                id=row.id,
+                host=host,
+                pid=pid,
+                started_at=row.started_at,
+                heartbeat_age=age,
+                listen=tuple(a for a in row.listen.replace(",", " ").split() if a),
+                in_flight=max(row.working, len(repositories)),
+                throughput=row.throughput,
+                stale=age > stale_after,
+                repositories=repositories,
+            )
+        )
+    return WorkersView(tuple(workers), stale_after)
+
+
+def _host_and_pid(worker: str) -> tuple[str, int]:
+    """The host and pid of a worker id ``host/pid/start`` (`tracking.worker_id`); 0 for a pid not there."""
+    host, _, rest = worker.partition("/")
+    pid = rest.partition("/")[0]
+    return host, int(pid) if pid.isascii() and pid.isdigit() else 0

@@ -12,6 +12,8 @@ client encodes one with `encode_command`, the server decodes it with `decode_com
 field the command does not take, a value of the wrong type or range, or a site that is not a secondary,
 with an `InvalidCommand` naming the field. A field at its default is not sent, so an engine older than
 the field reads the command as it always did. Every command is answered by a `CommandAnswer`.
+
+``GET workers`` answers model.py's `WorkersView`, encoded by `encode_workers`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from .deep import VerificationDepth
-from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteTags
+from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteTags, WorkerInfo, WorkersView
 from .tracking import LogRecord, RepositoryRow, SiteCounts, SyncState, VerificationState
 from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
 
@@ -48,6 +50,7 @@ __all__ = [
     "decode_row",
     "decode_rows",
     "decode_snapshot",
+    "decode_workers",
     "encode_answer",
     "encode_batch",
     "encode_command",
@@ -58,6 +61,7 @@ __all__ = [
     "encode_rows",
     "encode_snapshot",
     "encode_update",
+    "encode_workers",
 ]
 
 WIRE_VERSION = 2  # 2: batches on the update stream
@@ -69,6 +73,7 @@ CHILD_READY = "geo-tui-engine-ready"
 # takes a "depth" and its answer names the depth it ran; resync takes "blobs".
 T = TypeVar("T")
 Json = dict[str, Any]
+RowKey = tuple[str, str]  # (site, repository)
 
 
 class WireError(Exception):
@@ -294,9 +299,39 @@ def _decode_one(message: Any) -> tuple[str, Update | Json]:
     return (kind, decode(message)) if decode is not None else (kind, message)
 
 
-# -- commands ---------------------------------------------------------------------------------------
+# -- workers ----------------------------------------------------------------------------------------
 
-RowKey = tuple[str, str]
+
+def encode_workers(view: WorkersView) -> Json:
+    """The workers (model.py builds them from their rows), in JSON's own types (the redactor walks those)."""
+    workers = [{**_plain(w), "listen": list(w.listen), "repositories": [list(k) for k in w.repositories]}
+               for w in view.workers]  # fmt: skip
+    return {"v": WIRE_VERSION, "stale_after": view.stale_after, "workers": workers}
+
+
+_WORKER_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "listen": lambda addresses: tuple(str(a) for a in addresses),
+    "throughput": float,
+    "repositories": lambda keys: tuple((str(k[0]), str(k[1])) for k in keys),
+}
+
+
+def _worker(data: object) -> WorkerInfo:
+    info = _build(WorkerInfo, data, _WORKER_FIELDS)
+    if not isinstance(info.stale, bool) or not isinstance(info.in_flight, int):
+        raise WireError("WorkerInfo: stale must be true or false, in_flight a whole number")
+    return info
+
+
+def decode_workers(data: object) -> WorkersView:
+    """A `WorkersView` from `encode_workers`; another wire version is a WireError."""
+    if not isinstance(data, dict) or data.get("v") != WIRE_VERSION:
+        version = data.get("v") if isinstance(data, dict) else None
+        raise WireError(f"the engine speaks wire version {version!r}; this console speaks {WIRE_VERSION}")
+    return _build(WorkersView, data, {"workers": lambda workers: tuple(_worker(w) for w in workers)})
+
+
+# -- commands ---------------------------------------------------------------------------------------
 
 
 class InvalidCommand(WireError):

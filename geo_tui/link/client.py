@@ -24,7 +24,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from geo_tui.config import Secret
 from geo_tui.engine.deep import VerificationDepth
 from geo_tui.engine.describe import describe_error
-from geo_tui.engine.model import EngineSnapshot, RepositoryDetail
+from geo_tui.engine.model import EngineSnapshot, RepositoryDetail, WorkersView
 from geo_tui.engine.tracking import LogRecord, RepositoryRow
 from geo_tui.engine.wire import (
     Command,
@@ -38,6 +38,7 @@ from geo_tui.engine.wire import (
     decode_log,
     decode_rows,
     decode_snapshot,
+    decode_workers,
     encode_command,
 )
 
@@ -141,6 +142,10 @@ class EngineClient:
 
     async def detail(self, repository: str) -> RepositoryDetail:
         return decode_detail(await self._request("GET", "detail", params={"repository": repository}))
+
+    async def workers(self) -> WorkersView:
+        """Every worker sharing the engine's tracking database, as of now."""
+        return decode_workers(await self._request("GET", "workers"))
 
     @contextlib.asynccontextmanager
     async def updates(self) -> AsyncIterator[ClientConnection]:

@@ -24,11 +24,29 @@ from geo_tui.engine.wire import CommandAnswer, RowKey
 if TYPE_CHECKING:
     from .client import EngineClient
 
-__all__ = ["Batch", "CommandResult", "EngineCall", "EngineLink", "LinkState", "RowKey"]
+__all__ = [
+    "Batch",
+    "CommandResult",
+    "EngineCall",
+    "EngineLink",
+    "EngineRead",
+    "LinkState",
+    "ReadFailed",
+    "RowKey",
+]
 
 LOG_BACKLOG = 5000
 # A command for the link to run: a call of one of the API client's command methods.
 EngineCall = Callable[["EngineClient"], Awaitable[CommandAnswer]]
+# A read for the link to run: a call of one of the API client's read methods (say ``client.workers()``).
+EngineRead = Callable[["EngineClient"], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class ReadFailed:
+    """A read that got no answer: why, in one line (the console shows it where the answer would be)."""
+
+    message: str
 
 
 @dataclass(frozen=True)
@@ -60,6 +78,7 @@ class Batch:
     status: EngineStatus | None = None
     details: list[RepositoryDetail] = field(default_factory=list)
     results: list[CommandResult] = field(default_factory=list)
+    reads: dict[str, object] = field(default_factory=dict)  # the latest answer (or ReadFailed) per read
     failure: str | None = None  # the engine stopped on an error
     link: LinkState | None = None  # a remote engine came or went
 
@@ -75,6 +94,7 @@ class Batch:
                 self.status,
                 self.details,
                 self.results,
+                self.reads,
                 self.failure,
                 self.link,
             )
@@ -91,6 +111,11 @@ class EngineLink(Protocol):
     def stop(self, timeout: float = 15.0) -> None: ...
     def drain(self) -> Batch: ...
     def load_detail(self, repository: str) -> None: ...
+
+    def read(self, name: str, call: EngineRead) -> None:
+        """Run ``call`` on the link's own loop; its answer (or a `ReadFailed`) arrives in a later batch
+        as ``reads[name]``. Adding a read to the API needs nothing new here."""
+        ...
 
     def command(self, call: EngineCall) -> None:
         """Run ``call`` (say ``lambda engine: engine.pause()``) on the link's own loop; its answer, or

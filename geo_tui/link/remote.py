@@ -26,7 +26,7 @@ from geo_tui.engine.updates import EngineStatus, LogLine
 from geo_tui.engine.wire import WireError, decode_message, decode_messages, decode_snapshot
 
 from .client import PAGE_SIZE, EngineApiError, EngineClient
-from .link import Batch, CommandResult, EngineCall, LinkState, _Inbox, _setter
+from .link import Batch, CommandResult, EngineCall, EngineRead, LinkState, ReadFailed, _Inbox, _setter
 
 __all__ = ["RemoteLink"]
 
@@ -101,6 +101,19 @@ class RemoteLink:
             self._inbox.put(lambda b: b.details.append(detail))
 
         self._submit(load)
+
+    def read(self, name: str, call: EngineRead) -> None:
+        async def run(client: EngineClient) -> None:
+            answer: object
+            try:
+                answer = await call(client)
+            except EngineApiError as exc:
+                answer = ReadFailed(str(exc))
+            except (WireError, ValueError, TypeError) as exc:
+                answer = ReadFailed(f"the engine sent what this console cannot read: {exc}")
+            self._inbox.put(lambda b: b.reads.__setitem__(name, answer))
+
+        self._submit(run)
 
     def command(self, call: EngineCall) -> None:
         async def run(client: EngineClient) -> None:

@@ -7,6 +7,8 @@ Under ``/api/v1/``:
     GET  rows?site=&state=&contains=&offset=&limit=   repository rows, paged and filtered by the engine
     GET  logs?limit=              the most recent event log lines
     GET  detail?repository=       tags on every site side by side, rows and history of one repository
+    GET  workers                  every worker sharing the tracking database: heartbeat age, stale or
+                                  not, listen addresses, repositories in flight, throughput
     POST commands/{resync,verify,pause,resume}   the commands of wire.py (`Resync`, ...), run by
                                   handlers.py: {"keys": [[site, repo], ...]} | {"failed": true} | {},
                                   with "sites": [...] to narrow "failed" or all; resync takes
@@ -51,7 +53,8 @@ from geo_tui._asgi import (
 from geo_tui.config import Secret
 from geo_tui.engine.describe import describe_error
 from geo_tui.engine.engine import Engine
-from geo_tui.engine.tracking import SyncState
+from geo_tui.engine.model import workers_view
+from geo_tui.engine.tracking import WORKER_STALE_AFTER, SyncState
 from geo_tui.engine.tracking.dialect import is_passing_fault
 from geo_tui.engine.updates import Update
 from geo_tui.engine.wire import (
@@ -67,6 +70,7 @@ from geo_tui.engine.wire import (
     encode_rows,
     encode_snapshot,
     encode_update,
+    encode_workers,
 )
 
 from .handlers import CommandHandlers
@@ -229,12 +233,18 @@ class ApiApp:
             raise _Refused(400, "repository: required")
         return encode_detail(await self._engine.repository_detail(repository))
 
+    async def _workers(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        tracking = self._engine.tracking
+        view = workers_view(tracking.workers(), tracking.leased(), tracking.now(), WORKER_STALE_AFTER)
+        return encode_workers(view)
+
     _READERS: dict[str, Callable[[ApiApp, dict[str, list[str]]], Awaitable[dict[str, Any]]]] = {
         "info": _info,
         "snapshot": _snapshot,
         "rows": _rows,
         "logs": _logs,
         "detail": _detail,
+        "workers": _workers,
     }
 
     # -- commands ---------------------------------------------------------------------------------

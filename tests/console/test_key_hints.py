@@ -17,10 +17,11 @@ from tests.console.test_snapshots import pinned_app, settle
 
 MAIN_KEYS = [
     "⏎ Details", "space Mark", "o Sort", "q Quit", "? Help", "/ Filter", "r Resync", "v Verify", "p Pause",
+    "W Workers",
 ]  # fmt: skip
 # What Textual's own Footer shows in each place (the prompt's Input takes the printable keys).
 PROMPT_KEYS = ["esc Cancel", "/ Filter"]
-DETAIL_KEYS = ["esc Back", "q Quit", "? Help", "/ Filter", "r Resync", "v Verify", "p Pause"]
+DETAIL_KEYS = ["esc Back", "q Quit", "? Help", "/ Filter", "r Resync", "v Verify", "p Pause", "W Workers"]
 
 
 @pytest.fixture(autouse=True)

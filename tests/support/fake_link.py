@@ -9,7 +9,7 @@ import asyncio
 
 from geo_tui.engine.wire import Command, CommandAnswer
 from geo_tui.link.client import EngineClient
-from geo_tui.link.link import Batch, CommandResult, EngineCall
+from geo_tui.link.link import Batch, CommandResult, EngineCall, EngineRead
 
 
 class RecordingClient(EngineClient):
@@ -25,13 +25,18 @@ class RecordingClient(EngineClient):
 
 
 class FakeLink:
-    """Hands out ``batches`` one per drain, then empty ones; ``commands`` is what the console sent."""
+    """Hands out ``batches`` one per drain, then empty ones; ``commands`` is what the console sent.
+    A read named in ``answers`` is answered with its value in the next drain; ``reads`` counts the reads
+    asked for, by name."""
 
     mode = "embedded"
     owns_engine = True
 
-    def __init__(self, *batches: Batch) -> None:
+    def __init__(self, *batches: Batch, answers: dict[str, object] | None = None) -> None:
         self.batches = list(batches)
+        self.answers = dict(answers or {})
+        self.reads: dict[str, int] = {}
+        self._answered: dict[str, object] = {}
         self.client = RecordingClient()
         self._results: list[CommandResult] = []
         self._running: set[asyncio.Task[None]] = set()
@@ -47,7 +52,13 @@ class FakeLink:
     def drain(self) -> Batch:
         batch = self.batches.pop(0) if self.batches else Batch()
         batch.results, self._results = batch.results + self._results, []
+        batch.reads, self._answered = {**batch.reads, **self._answered}, {}
         return batch
+
+    def read(self, name: str, call: EngineRead) -> None:
+        self.reads[name] = self.reads.get(name, 0) + 1
+        if name in self.answers:
+            self._answered[name] = self.answers[name]
 
     def command(self, call: EngineCall) -> None:
         async def run() -> None:

@@ -23,9 +23,11 @@ from .queue import DUE, DUE_ORDER
 from .rows import RepositoryRow, SyncState
 from .store import TrackingStore
 
-__all__ = ["LeaseClaims", "WorkerRow", "worker_id"]
+__all__ = ["WORKER_STALE_AFTER", "LeaseClaims", "WorkerRow", "worker_id"]
 
 _BATCH = 400  # rows per statement (SQLite allows 32766 parameters)
+# A worker whose heartbeat is older than this is shown as stale: it died, hangs, or lost the database.
+WORKER_STALE_AFTER = 30.0
 
 Key = tuple[str, str]  # (site, repository)
 
@@ -44,6 +46,9 @@ class WorkerRow:
     heartbeat_at: float
     listen: str
     working: int
+    throughput: float | None = (
+        None  # bytes a second it copies, as of its last heartbeat that said (None: never)
+    )
 
 
 class LeaseClaims(TrackingStore):
@@ -235,12 +240,16 @@ class LeaseClaims(TrackingStore):
                 (worker, now, now, listen),
             )
 
-    def worker_heartbeat(self, worker: str, now: float, working: int) -> bool:
-        """Stamp `worker`'s heartbeat and how many repositories it has in hand; False if its row is gone."""
+    def worker_heartbeat(
+        self, worker: str, now: float, working: int, throughput: float | None = None
+    ) -> bool:
+        """Stamp `worker`'s heartbeat, how many repositories it has in hand and (when given) how many
+        bytes a second it copies now; False if its row is gone."""
+        sql, params = "UPDATE workers SET heartbeat_at = ?, working = ?", [now, working]
+        if throughput is not None:
+            sql, params = sql + ", throughput = ?", [*params, max(0.0, float(throughput))]
         with self._tx() as db:
-            cur = db.execute(
-                "UPDATE workers SET heartbeat_at = ?, working = ? WHERE id = ?", (now, working, worker)
-            )
+            cur = db.execute(sql + " WHERE id = ?", [*params, worker])
             return bool(cur.rowcount)
 
     def recover_worker(self, worker: str) -> int:
@@ -261,7 +270,9 @@ class LeaseClaims(TrackingStore):
             db.execute("DELETE FROM workers WHERE id = ?", (worker,))
 
     def workers(self) -> list[WorkerRow]:
-        rows = self._query("SELECT id, started_at, heartbeat_at, listen, working FROM workers ORDER BY id")
+        rows = self._query(
+            "SELECT id, started_at, heartbeat_at, listen, working, throughput FROM workers ORDER BY id"
+        )
         return [
             WorkerRow(
                 str(r["id"]),
@@ -269,6 +280,7 @@ class LeaseClaims(TrackingStore):
                 float(r["heartbeat_at"]),
                 str(r["listen"]),
                 int(r["working"]),
+                float(r["throughput"]) if r["throughput"] is not None else None,
             )
             for r in rows
         ]

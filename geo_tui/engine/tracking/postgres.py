@@ -357,5 +357,6 @@ MIGRATIONS: tuple[Migration[PostgresConnection], ...] = (
         "leases on the repositories rows, and the workers (issue 16)",
         _statements(*schema.LEASE_STATEMENTS),
     ),
+    Migration(4, "each worker's throughput (issue 16)", _statements(*schema.WORKER_THROUGHPUT_STATEMENTS)),
 )
 assert [m.version for m in MIGRATIONS] == [m.version for m in schema.MIGRATIONS]

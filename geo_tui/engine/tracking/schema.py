@@ -220,6 +220,10 @@ LEASE_STATEMENTS = (
     ) WITHOUT ROWID""",
 )
 
+# Migration 4: what each worker copies per second, stamped with its heartbeat (issue 16's workers view);
+# NULL until its heartbeat says, so a worker that does not measure it never reads as copying nothing.
+WORKER_THROUGHPUT_STATEMENTS = ("ALTER TABLE workers ADD COLUMN throughput REAL",)
+
 # Append the next one here, never edit one that shipped: Migration(2, "what it adds", _sql("CREATE ...")).
 MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
     Migration(1, "the tables of the releases before schema versions", _first_schema),
@@ -229,6 +233,7 @@ MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
         _sql(*PUSH_TABLES),
     ),
     Migration(3, "leases on the repositories rows, and the workers (issue 16)", _sql(*LEASE_STATEMENTS)),
+    Migration(4, "each worker's throughput (issue 16)", _sql(*WORKER_THROUGHPUT_STATEMENTS)),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
