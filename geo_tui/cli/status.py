@@ -82,7 +82,7 @@ def _repository_status(
 
 async def cmd_status(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
     from geo_tui.engine import Tracking  # the status reads the database only: no network
-    from geo_tui.engine.tracking import WORKER_STALE_AFTER, tracking_database, tracking_exists
+    from geo_tui.engine.tracking import tracking_database, tracking_exists
 
     database = config.engine.database
     if not tracking_exists(config.engine):  # a mistyped path must not read as "nothing to do", nor create one
@@ -102,7 +102,8 @@ async def cmd_status(config: Config, args: argparse.Namespace, sites: list[str] 
         # one read of each named row (a handful: they are named on the command line)
         named = [r for n in names for name in sorted(wanted) if (r := tracking.row(n, name)) is not None]
         now = tracking.now()
-        workers = workers_view(tracking.workers(), tracking.leased(), now, WORKER_STALE_AFTER)
+        # stale after a lease without a heartbeat (three missed): its leases have run out too
+        workers = workers_view(tracking.workers(), tracking.leased(), now, config.engine.lease_seconds)
     finally:
         tracking.close()
     # Stored reasons are redacted when written; a database from an older geo-tui may predate that.

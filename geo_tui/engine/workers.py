@@ -148,7 +148,10 @@ class WorkerLeases:
                         "this copy is cancelled and records nothing",
                         repository=repository,
                     )
-        if not await engine._db(tracking.worker_heartbeat, self.owner, engine._clock(), scheduler.in_flight):
+        # what this worker copies now, into every secondary together (the workers view shows it)
+        throughput = sum(site.throughput.rate() for site in engine._sites.values())
+        beat = tracking.worker_heartbeat
+        if not await engine._db(beat, self.owner, engine._clock(), scheduler.in_flight, throughput):
             await self.register()  # our row was taken away (a sweep of an operator's): put it back
         await self.sweep()
 

@@ -54,7 +54,7 @@ from geo_tui.config import Secret
 from geo_tui.engine.describe import describe_error
 from geo_tui.engine.engine import Engine
 from geo_tui.engine.model import workers_view
-from geo_tui.engine.tracking import WORKER_STALE_AFTER, SyncState
+from geo_tui.engine.tracking import SyncState
 from geo_tui.engine.tracking.dialect import is_passing_fault
 from geo_tui.engine.updates import Update
 from geo_tui.engine.wire import (
@@ -235,7 +235,9 @@ class ApiApp:
 
     async def _workers(self, query: dict[str, list[str]]) -> dict[str, Any]:
         tracking = self._engine.tracking
-        view = workers_view(tracking.workers(), tracking.leased(), tracking.now(), WORKER_STALE_AFTER)
+        # stale after a lease without a heartbeat (three missed): its leases have run out too
+        stale_after = self._engine.config.engine.lease_seconds
+        view = workers_view(tracking.workers(), tracking.leased(), tracking.now(), stale_after)
         return encode_workers(view)
 
     _READERS: dict[str, Callable[[ApiApp, dict[str, list[str]]], Awaitable[dict[str, Any]]]] = {

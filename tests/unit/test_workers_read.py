@@ -18,13 +18,14 @@ from hypothesis import strategies as st
 from geo_tui.cli import main
 from geo_tui.engine import Tracking
 from geo_tui.engine.model import WorkerInfo, WorkersView, workers_view
-from geo_tui.engine.tracking import MIGRATIONS, WORKER_STALE_AFTER, WorkerRow, schema
+from geo_tui.engine.tracking import MIGRATIONS, WorkerRow, schema
 from geo_tui.engine.tracking.postgres import PostgresDatabase
 from geo_tui.engine.wire import WIRE_VERSION, WireError, decode_workers, encode_workers
 from geo_tui.figures import age
 from tests.support.postgres import BACKENDS
 
 NOW = 1_800_000_000.0
+STALE_AFTER = 60.0  # the default lease: a worker is stale after a lease without a heartbeat
 ME, OTHER, DEAD = "geo-a/4242/1799990000.000", "geo-b/77/1799990001.000", "geo-c/9/1799000000.000"
 
 
@@ -56,9 +57,9 @@ def register_three(db: Tracking, now: float = NOW) -> None:
 
 def test_workers_view_of_real_rows_and_leases(db: Tracking) -> None:
     register_three(db)
-    view = workers_view(db.workers(), db.leased(), db.now(), WORKER_STALE_AFTER)
+    view = workers_view(db.workers(), db.leased(), db.now(), STALE_AFTER)
     by_id = {w.id: w for w in view.workers}
-    assert set(by_id) == {ME, OTHER, DEAD} and view.stale_after == WORKER_STALE_AFTER
+    assert set(by_id) == {ME, OTHER, DEAD} and view.stale_after == STALE_AFTER
     me = by_id[ME]
     assert (me.host, me.pid, me.heartbeat_age, me.stale, me.state) == ("geo-a", 4242, 2.0, False, "live")
     assert me.listen == ("127.0.0.1:5001", "/run/geo-a.sock")
@@ -180,7 +181,7 @@ def status_config(tmp_path: Path, target: Path | PostgresDatabase) -> Path:
     database = target.url if isinstance(target, PostgresDatabase) else str(target)
     path = tmp_path / "geo.toml"
     path.write_text(
-        f'[engine]\ndatabase = "{database}"\n'
+        f'[engine]\ndatabase = "{database}"\nlease_seconds = 45\n'  # stale after one lease: 45 s
         '[primary]\nname = "primary"\nregistry = "http://127.0.0.1:9"\nauth = "none"\n'
         '[[secondaries]]\nname = "eu"\nregistry = "http://127.0.0.1:10"\nauth = "none"\n'
     )
@@ -198,7 +199,7 @@ def test_status_prints_the_workers_table(
     assert main(["--config", str(config), "status"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    start = lines.index("workers (stale after 30 s without a heartbeat):")
+    start = lines.index("workers (stale after 45 s without a heartbeat):")
     assert lines[start + 1].split() == ["HOST", "PID", "HEARTBEAT", "IN", "FLIGHT", "THROUGHPUT", "STATE"]
     table = {line.split()[0]: line for line in lines[start + 2 : start + 5]}
     assert set(table) == {"geo-a", "geo-b", "geo-c"}

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from geo_tui.config.model import EngineConfig
 
-from .claims import WORKER_STALE_AFTER, LeaseClaims, WorkerRow, worker_id
+from .claims import LeaseClaims, WorkerRow, worker_id
 from .pushes import PushRecords, QueuedPush
 from .queue import SyncQueue
 from .reads import RowReads
@@ -37,7 +37,6 @@ __all__ = [
     "EVENT_LOG_LIMIT",
     "MIGRATIONS",
     "SCHEMA_VERSION",
-    "WORKER_STALE_AFTER",
     "DatabaseDamaged",
     "DatabaseTooNew",
     "DatabaseUnusable",

@@ -23,11 +23,9 @@ from .queue import DUE, DUE_ORDER
 from .rows import RepositoryRow, SyncState
 from .store import TrackingStore
 
-__all__ = ["WORKER_STALE_AFTER", "LeaseClaims", "WorkerRow", "worker_id"]
+__all__ = ["LeaseClaims", "WorkerRow", "worker_id"]
 
 _BATCH = 400  # rows per statement (SQLite allows 32766 parameters)
-# A worker whose heartbeat is older than this is shown as stale: it died, hangs, or lost the database.
-WORKER_STALE_AFTER = 30.0
 
 Key = tuple[str, str]  # (site, repository)
 
