@@ -31,6 +31,7 @@ from geo_tui.registry import (
     manifest_digest,
 )
 
+from .blobs import SMALL_BLOB_BYTES
 from .describe import describe_error
 from .failure import failure_of
 from .replicate import (
@@ -97,15 +98,18 @@ class _PlannedLocations:
 
 
 class _PlannedStream(BlobStream):
-    """A blob download that is never made: its size, and no bytes."""
+    """A blob download that is never made: its size, and no bytes from the registry. A small blob (the
+    copy reads it whole and uploads what it read, so its size is the length read) gets that many zero
+    bytes made here, at most SMALL_BLOB_BYTES; a large one is streamed and its size comes from here."""
 
     def __init__(self, digest: str, size: int) -> None:  # no response behind it, on purpose
         self.digest = digest
         self.size = size
 
     async def chunks(self, *, verify: bool = True) -> AsyncIterator[bytes]:
-        return
-        yield b""  # an async generator that yields nothing
+        size = self.size
+        if size is not None and 0 < size <= SMALL_BLOB_BYTES:
+            yield bytes(size)
 
 
 class PlanningPrimary(RegistryClient):
@@ -212,6 +216,11 @@ class PlanningSecondary(PlanningPrimary):
             pass
         self._blobs[(repository, digest)] = size if size is not None else -1
         self.writes.append(PlannedWrite("upload", repository, digest, digest, size or 0, chunked=chunked))
+
+    async def open_upload(self, repository: str, digest: str | None = None) -> str:
+        """A plan opens no upload session: a placeholder that its upload_blob records as one upload (the
+        session's POST is counted there) and its cancel_upload drops."""
+        return f"planned-upload:{repository}@{digest or ''}"
 
     async def cancel_upload(self, repository: str, location: str) -> bool:
         """A plan opens no upload session, so it has none to cancel."""
