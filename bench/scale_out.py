@@ -4,6 +4,10 @@ Run it from the repository root (it starts a throwaway cluster the way the tests
 
     python bench/scale_out.py                    # 1, 4 and 16 workers, 1 row per claim, 3 s a phase
     python bench/scale_out.py --batch 10 --seconds 5 --rows 50000 --json
+    python bench/scale_out.py --engine           # engine cost, 1 and 3 serve workers, against skopeo sync
+
+The second part of the issue's benchmark, the engine's own CPU per repository with 1 and 3 workers on the
+same workload against `skopeo sync` in the same run, is `--engine`: see bench/workers_cost.py.
 
 What it does, all on this machine, with no registries: a throwaway PostgreSQL (initdb, pg_ctl, fsync
 off as in the tests) gets, per phase, a fresh database with --rows due repositories rows over 4 sites.
@@ -43,6 +47,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench.workers_cost import add_arguments, run_engine_cost  # noqa: E402
 from geo_tui.engine import Tracking  # noqa: E402
 from geo_tui.engine.tracking.postgres import PostgresDatabase  # noqa: E402
 
@@ -173,7 +178,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="each phase's length (default 3)")
     parser.add_argument("--workers", default="1,4,16", help="worker counts on PostgreSQL (default 1,4,16)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--engine",
+        action="store_true",
+        help="instead: the engine's cost per repository with 1 and 3 serve workers against skopeo sync "
+        "(bench/workers_cost.py)",
+    )
+    add_arguments(parser)
     args = parser.parse_args()
+    if args.engine:
+        return run_engine_cost(args)
 
     from tests.support.postgres import PostgresCluster  # the tests' throwaway cluster (skips need pytest)
 
