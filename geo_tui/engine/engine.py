@@ -18,7 +18,7 @@ import httpx
 from geo_tui.config import Config, redactor_for
 from geo_tui.registry import RegistryClient
 
-from .database import DatabaseWriter
+from .database import DatabaseWriter, is_passing_fault
 from .describe import describe_error, prefixed
 from .discovery import Discovery
 from .intake import NotificationIntake
@@ -104,6 +104,11 @@ class Engine:
             report=lambda _task, message: self.log("error", message),
             restarted=lambda task: self.metrics.task_restarts.labels(task).inc(),
             describe=describe_error,
+            # While the tracking database is away its outage is logged once (wakeups.DatabaseState);
+            # the tasks that fail on it meanwhile are down and restarted without a line each.
+            reported_elsewhere=lambda exc: (
+                is_passing_fault(exc) and self.wakeups.database.down_since is not None
+            ),
         )
         self.metrics.watch_tasks(
             lambda: {s.name: s.name in self.tasks_down() for s in self._supervisor.states()}

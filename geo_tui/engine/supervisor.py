@@ -44,7 +44,9 @@ class TaskState:
 
 class Supervisor:
     """Runs named forever-tasks, restarting those that fail. ``report(name, message)`` is told of every
-    failure (a line for the event log); ``restarted(name)`` counts each restart."""
+    failure (a line for the event log); ``restarted(name)`` counts each restart. A failure for which
+    ``reported_elsewhere(exc)`` is true (the tracking database away, an outage already logged once) is
+    not reported again: the task is down and restarted as any other, without a line per task per try."""
 
     def __init__(
         self,
@@ -55,8 +57,10 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         restart_delay: float = RESTART_DELAY,
         rng: random.Random | None = None,
+        reported_elsewhere: Callable[[BaseException], bool] = lambda _exc: False,
     ) -> None:
         self._report = report
+        self._reported_elsewhere = reported_elsewhere
         self._restarted = restarted
         self._describe = describe
         self._clock = clock
@@ -134,13 +138,14 @@ class Supervisor:
                 delay = min(MAX_RESTART_DELAY, self._restart_delay * 2 ** (failures - 1))
                 delay *= 0.75 + self._rng.random() / 2
                 state.last_error = self._describe(exc)
-                try:
-                    self._report(
-                        state.name,
-                        f"{state.name} task failed: {state.last_error}; restarting in {delay:.1f} s",
-                    )
-                except Exception:  # the report goes to the database, which may be what failed
-                    log.exception("could not report the failure of the %s task", state.name)
+                message = f"{state.name} task failed: {state.last_error}; restarting in {delay:.1f} s"
+                if self._reported_elsewhere(exc):
+                    log.debug("%s (reported elsewhere)", message)
+                else:
+                    try:
+                        self._report(state.name, message)
+                    except Exception:  # the report goes to the database, which may be what failed
+                        log.exception("could not report the failure of the %s task", state.name)
             await asyncio.sleep(delay)
             state.restarts += 1
             self._restarted(state.name)

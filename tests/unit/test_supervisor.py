@@ -175,3 +175,61 @@ async def test_a_heartbeat_task_inside_a_long_cycle_is_watched_by_the_cycle() ->
     await asyncio.sleep(INTERVAL * 0.8)
     assert supervisor.down() == ["verification"]
     await supervisor.stop()
+
+
+async def test_a_failure_reported_elsewhere_restarts_the_task_without_a_line_of_its_own() -> None:
+    """The tracking database away: its outage is logged once by the engine, and the tasks failing on it
+    meanwhile are down and restarted, each without a line per try; another failure is still reported."""
+    reports: list[str] = []
+    restarts: list[str] = []
+    supervisor = Supervisor(
+        report=lambda task, message: reports.append(message),
+        restarted=restarts.append,
+        describe=lambda exc: f"{type(exc).__name__}: {exc}",
+        restart_delay=0.02,
+        rng=random.Random(1),
+        reported_elsewhere=lambda exc: isinstance(exc, ConnectionError),
+    )
+    runs = 0
+
+    async def verification() -> None:
+        nonlocal runs
+        runs += 1
+        with supervisor.cycle("verification"):
+            if runs <= 3:
+                raise ConnectionError("the database server closed the connection")
+            if runs == 4:
+                raise OSError("disk I/O error")
+        await asyncio.Event().wait()
+
+    supervisor.start("verification", verification, interval=0.05)
+    for _ in range(200):
+        if runs == 5:
+            break
+        await asyncio.sleep(0.01)
+    down_while_failing = supervisor.states()[0].restarts
+    await supervisor.stop()
+    assert runs == 5
+    assert restarts == ["verification"] * 4 and down_while_failing == 4
+    assert len(reports) == 1 and reports[0].startswith("verification task failed: OSError: disk I/O error")
+
+
+async def test_a_task_failing_on_a_fault_reported_elsewhere_still_counts_as_down() -> None:
+    supervisor = Supervisor(
+        report=lambda task, message: None,
+        restarted=lambda task: None,
+        describe=str,
+        restart_delay=0.05,
+        rng=random.Random(1),
+        reported_elsewhere=lambda exc: True,
+    )
+
+    async def failing() -> None:
+        with supervisor.cycle("discovery"):
+            raise ConnectionError("gone")
+
+    supervisor.start("discovery", failing, interval=0.1)
+    await asyncio.sleep(0.3)
+    down = supervisor.down()
+    await supervisor.stop()
+    assert down == ["discovery"]
