@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 
 
 def _console_link(config: Config | None, attach: str | None) -> tuple[EngineLink, bool]:
-    """Attach to a running engine (``--attach``, or whoever holds the tracking database), or else start
-    the console's own in a child process. Returns the link and whether it may only read (it has a read
-    token alone)."""
+    """Attach to a running engine (``--attach``, whoever holds the tracking database, or a live worker on
+    this host sharing its PostgreSQL database), or else start the console's own in a child process.
+    Returns the link and whether it may only read (it has a read token alone)."""
+    from geo_tui.engine.attach import local_worker_api
     from geo_tui.engine.lock import read_holder
     from geo_tui.link.client import is_unix_target
     from geo_tui.link.remote import RemoteLink
@@ -44,10 +45,13 @@ def _console_link(config: Config | None, attach: str | None) -> tuple[EngineLink
         assert config is not None
         holder = read_holder(config.engine.database)
         if holder is None:
-            return SpawnedEngine(config), False
-        if holder.api is None:
+            target = local_worker_api(config.engine)  # PostgreSQL: a live `serve` worker on this host
+            if target is None:
+                return SpawnedEngine(config), False
+        elif holder.api is None:
             raise DatabaseInUse(config.engine.database_name, holder)
-        target = holder.api
+        else:
+            target = holder.api
     elif is_unix_target(target):
         path = Path(target).expanduser().absolute()
         if not path.is_socket():

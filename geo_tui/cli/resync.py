@@ -16,11 +16,13 @@ from geo_tui.progress import ProgressReporter
 async def cmd_resync(config: Config, args: argparse.Namespace, sites: list[str] | None) -> int:
     if not (args.all or args.failed or args.repositories):
         raise UsageError("resync: name repositories, or use --all or --failed")
+    from geo_tui.engine.attach import local_worker_api
     from geo_tui.engine.lock import read_holder
 
     holder = read_holder(config.engine.database)
-    if holder is not None and holder.api is not None and not args.now:
-        return await _resync_through_engine(holder.api, config, args, sites)
+    target = holder.api if holder is not None else local_worker_api(config.engine)
+    if target is not None and not args.now:
+        return await _resync_through_engine(target, config, args, sites)
     async with Engine(config, command="geo-tui resync") as engine:
         if args.repositories:
             await _require_known(engine, args.repositories)

@@ -85,3 +85,30 @@ def test_two_workers_see_each_other(
     start = next(i for i, line in enumerate(lines) if line.startswith("workers (stale after"))
     rows = [line for line in lines[start + 2 : start + 4] if line.strip()]
     assert len(rows) == 2 and all(row.rstrip().endswith("live") for row in rows)
+
+
+def test_a_console_and_resync_on_a_worker_host_attach_to_a_live_worker(
+    workers: list[tuple[ServedEngine, Path, int]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On PostgreSQL no engine holds the database whole, so there is no holder record to find: the
+    console and `resync` find a live worker of this host in the workers' rows and attach to its API,
+    instead of starting an engine of their own (which would join the cluster as one more worker)."""
+    from geo_tui.cli.console import _console_link
+    from geo_tui.config import load_config
+    from geo_tui.link.remote import RemoteLink
+
+    urls = {f"http://127.0.0.1:{port}" for _, _, port in workers}
+    _, config, _ = workers[0]
+    link, read_only = _console_link(load_config(config), None)
+    assert isinstance(link, RemoteLink), link
+    assert link.target in urls and not read_only
+    assert main(["--config", str(config), "resync", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert "queued for resync by the running engine at http://127.0.0.1:" in out, out
+    # Both workers stopped cleanly (their rows gone): nobody to attach to, so the console starts its own.
+    for engine, _, _ in workers:
+        assert engine.stop(signal.SIGTERM) == 0
+    from geo_tui.link.spawned import SpawnedEngine
+
+    link, _ = _console_link(load_config(config), None)
+    assert isinstance(link, SpawnedEngine)
