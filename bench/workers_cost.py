@@ -18,8 +18,9 @@ What it does, all on 127.0.0.1:
    shared through the claims. The copy ends when every row is synced; then a resync of everything, sent
    to worker 0's API as a console sends it, puts every row back and the workers compare them all again
    (the no-op: every tag is on the secondary), timed from before the command to every row synced. The
-   workers' CPU is read from /proc/<pid>/stat at each boundary (user + system, summed over workers), and
-   their idle CPU over a quiet --idle seconds is measured first and reported beside it.
+   no-op runs in freshly started workers, as a reconcile an hour later would (no token, connection or
+   cache of the copy's). The workers' CPU is read from /proc/<pid>/stat at each boundary (user + system,
+   summed over workers), and their idle CPU over a quiet --idle seconds is measured first and reported.
 5. Verifies every secondary: each tag answers HEAD with the primary's digest.
 
 Printed: per tool run, wall clock and CPU of the first copy and of the no-op, CPU per 1,000 no-op
@@ -88,7 +89,8 @@ class ToolRun:
     noop_seconds: float = 0.0
     noop_cpu: float = 0.0
     idle_cpu_per_second: float = 0.0
-    shares: list[int] = field(default_factory=list)  # repositories each worker synced in the no-op
+    copy_shares: list[int] = field(default_factory=list)  # repositories each worker synced, copying
+    shares: list[int] = field(default_factory=list)  # and in the no-op
 
     def as_dict(self, repositories: int, unique_bytes: int) -> dict[str, Any]:
         return {
@@ -101,6 +103,7 @@ class ToolRun:
             "noop_cpu_seconds": round(self.noop_cpu, 2),
             "noop_cpu_seconds_per_1000_repositories": round(self.noop_cpu * 1000 / repositories, 2),
             "idle_cpu_per_second": round(self.idle_cpu_per_second, 4),
+            "copy_shares": self.copy_shares,
             "noop_shares": self.shares,
         }
 
@@ -114,14 +117,14 @@ def process_cpu(pid: int) -> float:
 class Workers:
     """N `geo-tui serve` processes on one database, each in its own process group."""
 
-    def __init__(self, configs: list[Path], logdir: Path) -> None:
+    def __init__(self, configs: list[Path], logdir: Path, phase: str) -> None:
         self.configs = configs
-        self.logdir = logdir
+        self.logs = [logdir / f"{config.parent.name}-{phase}.log" for config in configs]
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
-        for n, config in enumerate(self.configs):
-            with open(self.logdir / f"{config.parent.name}.log", "wb") as err:
+        for n, (config, log_path) in enumerate(zip(self.configs, self.logs, strict=True)):
+            with open(log_path, "wb") as err:
                 self.processes.append(
                     subprocess.Popen(
                         [sys.executable, "-m", "geo_tui", "--config", str(config), "serve"],
@@ -140,6 +143,10 @@ class Workers:
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.processes)
+
+    def ready(self) -> bool:
+        """Every worker serves its API (it has opened its engine and registered)."""
+        return all(Path(api_socket(config)).is_socket() for config in self.configs)
 
     def stop(self) -> None:
         for process in self.processes:
@@ -256,7 +263,8 @@ class Bench:
         site = self.sites[f"G{count}"]
         url = self.cluster.url(self.cluster.database())
         tool = ToolRun("geo-tui serve", count)
-        workers = Workers(self.worker_configs(count, site, url), self.logdir)
+        configs = self.worker_configs(count, site, url)
+        workers = Workers(configs, self.logdir, "copy")
         with psycopg.connect(url, autocommit=True) as db:
 
             def synced(since: float) -> int:
@@ -293,12 +301,22 @@ class Bench:
                 tool.copy_seconds, tool.copy_cpu = time.monotonic() - started, workers.cpu()
                 for problem in verify_copy(site, content):
                     self.fail(f"{count} workers: {problem}")
+                tool.copy_shares = shares_from_logs(workers.logs)
+                # The no-op runs in fresh processes, as a periodic reconcile an hour later would: no
+                # registry token, connection or cache left from the copy (with several workers, most
+                # repositories go to another worker than the one that copied them).
+                workers.stop()
+                workers = Workers(configs, self.logdir, "noop")
+                workers.start()
+                ready_by = time.monotonic() + args.timeout
+                while not workers.ready():
+                    if not workers.alive() or time.monotonic() > ready_by:
+                        raise RuntimeError(f"{count} workers did not start again (logs in {self.logdir})")
+                    time.sleep(0.05)
+                settle(workers, args.timeout)  # start-up done: registration, the leader's discovery
                 before = workers.cpu()
                 time.sleep(args.idle)
                 tool.idle_cpu_per_second = (workers.cpu() - before) / args.idle
-                # The no-op: every row queued again (through worker 0's API, as a console does), every tag
-                # compared, nothing to copy; timed from before the command, since the workers start at
-                # its commit.
                 before, started, since = workers.cpu(), time.monotonic(), time.time()
                 answer = asyncio.run(resync_all(api_socket(workers.configs[0])))
                 if not answer.ok:
@@ -316,8 +334,19 @@ class Bench:
                 f"{count} workers: copy {tool.copy_seconds:.1f} s (CPU {tool.copy_cpu:.1f} s), "
                 f"no-op {tool.noop_seconds:.1f} s (CPU {tool.noop_cpu:.1f} s)"
             )
-        tool.shares = shares_from_logs([self.logdir / f"{c.parent.name}.log" for c in workers.configs])
+        tool.shares = shares_from_logs(workers.logs)
         return tool
+
+
+def settle(workers: Workers, timeout: float, window: float = 0.5, quiet: float = 0.02) -> None:
+    """Wait until the workers' start-up work is done: under `quiet` CPU-seconds a second per worker over
+    a `window`, two windows in a row."""
+    calm, deadline = 0, time.monotonic() + timeout
+    while calm < 2 and time.monotonic() < deadline:
+        before = workers.cpu()
+        time.sleep(window)
+        rate = (workers.cpu() - before) / window / len(workers.processes)
+        calm = calm + 1 if rate < quiet else 0
 
 
 def api_socket(config: Path) -> str:
@@ -330,7 +359,7 @@ async def resync_all(target: str) -> CommandAnswer:
 
 
 def shares_from_logs(logs: list[Path]) -> list[int]:
-    """Repositories each worker logged as synced (its share of the work, copy and no-op together)."""
+    """Repositories each worker logged as synced in one phase (its share of the work)."""
     return [
         sum(1 for line in path.read_text(errors="replace").splitlines() if " synced" in line) for path in logs
     ]
@@ -374,6 +403,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--repository-concurrency", type=int, default=4, help="per worker (default 4)")
     group.add_argument("--idle", type=float, default=3.0, help="seconds of idle CPU measured (default 3)")
     group.add_argument("--timeout", type=float, default=900.0, help="per phase (default 900 s)")
+    group.add_argument("--keep", action="store_true", help="keep the temp dir (registries, workers' logs)")
 
 
 def run_engine_cost(args: argparse.Namespace) -> int:
@@ -388,7 +418,8 @@ def run_engine_cost(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {}
     try:
         with contextlib.ExitStack() as stack:
-            stack.callback(shutil.rmtree, workdir, True)
+            if not args.keep:
+                stack.callback(shutil.rmtree, workdir, True)
             bench.start(stack)
             results = bench.run()
     except KeyboardInterrupt:
@@ -400,6 +431,8 @@ def run_engine_cost(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": not bench.failures, "failures": bench.failures, **results}, indent=2))
     elif results:
         print(render(results, bench.failures))
+    if args.keep:
+        print(f"workdir {workdir}")
     else:
         print("\n".join(f"FAILURE: {f}" for f in bench.failures))
     return 1 if bench.failures else 0
