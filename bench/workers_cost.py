@@ -89,6 +89,7 @@ class ToolRun:
     noop_seconds: float = 0.0
     noop_cpu: float = 0.0
     idle_cpu_per_second: float = 0.0
+    noop_requests: tuple[int, int] = (0, 0)  # (on the primary, on the secondary)
     copy_shares: list[int] = field(default_factory=list)  # repositories each worker synced, copying
     shares: list[int] = field(default_factory=list)  # and in the no-op
 
@@ -102,6 +103,10 @@ class ToolRun:
             "noop_seconds": round(self.noop_seconds, 2),
             "noop_cpu_seconds": round(self.noop_cpu, 2),
             "noop_cpu_seconds_per_1000_repositories": round(self.noop_cpu * 1000 / repositories, 2),
+            "noop_requests_per_repository": {
+                "primary": round(self.noop_requests[0] / repositories, 2),
+                "secondary": round(self.noop_requests[1] / repositories, 2),
+            },
             "idle_cpu_per_second": round(self.idle_cpu_per_second, 4),
             "copy_shares": self.copy_shares,
             "noop_shares": self.shares,
@@ -222,6 +227,7 @@ class Bench:
         skopeo = ToolRun("skopeo sync", 1)
         for label in ("copy", "noop"):
             os.sync()
+            marks = (primary.mark(), self.sites["S"].mark())
             run = run_child(
                 f"skopeo-{label}", skopeo_command(sources, self.sites["S"]), self.logdir, args.timeout
             )
@@ -231,6 +237,7 @@ class Bench:
                 skopeo.copy_seconds, skopeo.copy_cpu = run.seconds, run.cpu_seconds
             else:
                 skopeo.noop_seconds, skopeo.noop_cpu = run.seconds, run.cpu_seconds
+                skopeo.noop_requests = self.requests_since(marks, self.sites["S"])
         self.runs.append(skopeo)
         for problem in verify_copy(self.sites["S"], content):
             self.fail(f"skopeo: {problem}")
@@ -257,6 +264,14 @@ class Bench:
             if r.name.startswith("geo-tui") and r.noop_seconds and r.copy_seconds
         }
         return results
+
+    def requests_since(self, marks: tuple[int, int], secondary: Distribution) -> tuple[int, int]:
+        """Requests the primary and `secondary` served since `marks` (their access logs)."""
+        time.sleep(0.3)  # a request's access-log line lands after its reply
+        return (
+            len(self.sites["primary"].access_log_lines()) - marks[0],
+            len(secondary.access_log_lines()) - marks[1],
+        )
 
     def geo_run(self, count: int, content: Any, repositories: int) -> ToolRun:
         args = self.args
@@ -317,12 +332,14 @@ class Bench:
                 before = workers.cpu()
                 time.sleep(args.idle)
                 tool.idle_cpu_per_second = (workers.cpu() - before) / args.idle
+                marks = (self.sites["primary"].mark(), site.mark())
                 before, started, since = workers.cpu(), time.monotonic(), time.time()
                 answer = asyncio.run(resync_all(api_socket(workers.configs[0])))
                 if not answer.ok:
                     raise RuntimeError(f"resync through the API refused: {answer.message}")
                 tool.noop_seconds = wait_all("no-op", started, since)
                 tool.noop_cpu = workers.cpu() - before
+                tool.noop_requests = self.requests_since(marks, site)
                 rows = db.execute(
                     "SELECT COUNT(*) FROM repositories WHERE site = %s AND state <> 'synced'", (site.name,)
                 ).fetchone()
@@ -371,13 +388,15 @@ def render(results: dict[str, Any], failures: list[str]) -> str:
         f"{results['unique_mib']} MiB unique",
         "",
         f"{'tool':<16}{'workers':>8}{'copy s':>9}{'copy CPU':>10}{'no-op s':>9}{'no-op CPU':>11}"
-        f"{'CPU/1000 repos':>16}{'idle CPU/s':>12}",
+        f"{'CPU/1000 repos':>16}{'req/repo P+S':>14}{'idle CPU/s':>12}",
     ]
     for run in results["runs"]:
+        per = run["noop_requests_per_repository"]
         lines.append(
             f"{run['tool']:<16}{run['workers']:>8}{run['copy_seconds']:>9.2f}{run['copy_cpu_seconds']:>10.2f}"
             f"{run['noop_seconds']:>9.2f}{run['noop_cpu_seconds']:>11.2f}"
-            f"{run['noop_cpu_seconds_per_1000_repositories']:>16.2f}{run['idle_cpu_per_second']:>12.3f}"
+            f"{run['noop_cpu_seconds_per_1000_repositories']:>16.2f}"
+            f"{per['primary']:>7.1f}+{per['secondary']:<6.1f}{run['idle_cpu_per_second']:>12.3f}"
         )
     lines.append("")
     for label, ratio in results["ratios"].items():
