@@ -221,10 +221,12 @@ class PushCopier:
             work = Work()
             set_work(work)  # counts this job's requests, on every site
             plan = CopyPlan.from_pushes(await self._resolve(repository, queued))
-            if not plan.tags and not plan.digests:  # queued again, and deleted on the primary since
+            sites = [s.name for s in engine.config.secondaries if s.wants(repository)]
+            plan = self._not_yet_copied(repository, plan, queued, sites)
+            # Empty: queued again and deleted on the primary since, or copied already (below).
+            if not plan.tags and not plan.digests:
                 await self._done(repository, queued)
                 return
-            sites = [s.name for s in engine.config.secondaries if s.wants(repository)]
             await self._read_manifests(repository, [digest for _, digest in plan.tags])
             engine.metrics.push_stage.labels("manifest").observe(max(0.0, engine._clock() - started))
             reads = SharedReads(len(sites))  # each new small blob read from the primary once, for all
@@ -265,6 +267,25 @@ class PushCopier:
                 self._idle.set()
             engine._flush_bytes()
             self._wake.set()
+
+    def _not_yet_copied(
+        self, repository: str, plan: CopyPlan, queued: list[QueuedPush], sites: list[str]
+    ) -> CopyPlan:
+        """The plan without the tags that every secondary holds at the pushed digest already, as this
+        engine (or another worker) last wrote or read them there. The primary may notify several
+        workers' receivers of one push, each of which queues it: one worker copies it, and the rows
+        queued meanwhile find it there (one manifest PUT per secondary). Only the digest pushed is
+        skipped, never another, so nothing is rolled back; a push queued again after a whole run (no
+        digest) always copies. A tag changed behind geo-tui's back is the reconcile's to heal."""
+        if not plan.tags or not sites:
+            return plan
+        again = {push.tag for push in queued if push.tag is not None and not push.digest}
+        seen = self._engine.tracking.tags_seen_on(sites, repository, [tag for tag, _ in plan.tags])
+
+        def there(tag: str, digest: str) -> bool:
+            return tag not in again and all(seen.get((site, tag), ("", 0.0))[0] == digest for site in sites)
+
+        return replace(plan, tags=tuple((t, d) for t, d in plan.tags if not there(t, d)))
 
     async def _read_manifests(self, repository: str, digests: list[str]) -> None:
         """Each tag's manifest, read from the primary once for every secondary, side by side: a burst's

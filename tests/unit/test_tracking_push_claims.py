@@ -178,3 +178,13 @@ def test_migration_5_adds_empty_push_leases_to_a_version_4_database(
         assert claim(tracking, "a") == {"old": ["v1"]}
     finally:
         tracking.close()
+
+
+def test_the_tags_seen_of_a_push_copy_are_read_for_its_tags_and_sites_only(db: Tracking) -> None:
+    db.record_tags_seen("eu", "shop/web", {"v1": "d1", "v2": "d2", "other": "d9"}, complete=False)
+    db.record_tags_seen("us", "shop/web", {"v1": "d1"}, complete=False)
+    db.record_tags_seen("eu", "shop/api", {"v1": "dx"}, complete=False)
+    db.record_tags_seen("primary", "shop/web", {"v1": "d1"}, complete=False)
+    seen = db.tags_seen_on(["eu", "us"], "shop/web", ["v1", "v2", "missing"])
+    assert seen == {("eu", "v1"): ("d1", NOW), ("eu", "v2"): ("d2", NOW), ("us", "v1"): ("d1", NOW)}
+    assert db.tags_seen_on([], "shop/web", ["v1"]) == {}

@@ -214,6 +214,27 @@ class PushRecords(TrackingStore):
                 (site, repository, before),
             )
 
+    def tags_seen_on(
+        self, sites: Sequence[str], repository: str, tags: Sequence[str]
+    ) -> dict[tuple[str, str], tuple[str, float]]:
+        """(site, tag) -> (digest, when seen) of these tags of one repository on these sites: a push
+        copy's look at what it may already have written, without reading the repository's other tags."""
+        found: dict[tuple[str, str], tuple[str, float]] = {}
+        if not sites:
+            return found
+        on = ",".join("?" * len(sites))
+        for start in range(0, len(tags), _BATCH):
+            chunk = list(tags[start : start + _BATCH])
+            rows = self._query(
+                f"SELECT site, tag, digest, seen_at FROM tags_seen WHERE site IN ({on}) "
+                f"AND repository = ? AND tag IN ({','.join('?' * len(chunk))})",
+                [*sites, repository, *chunk],
+            )
+            found.update(
+                {(str(r["site"]), str(r["tag"])): (str(r["digest"]), float(r["seen_at"])) for r in rows}
+            )
+        return found
+
     def tags_seen(self, repository: str) -> dict[str, tuple[dict[str, str], float]]:
         """Site -> (tag -> digest, when last seen) for one repository, as the engine last saw it."""
         seen: dict[str, tuple[dict[str, str], float]] = {}
