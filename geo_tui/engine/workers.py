@@ -2,10 +2,11 @@
 leadership that runs the duties the cluster needs once.
 
 `WorkerLeases` registers the worker at start, and every ``lease_seconds / 3`` renews the leases of the
-rows its jobs copy (a job whose lease was lost is cancelled: another worker has the row, and this one
-must neither copy on nor mark it), stamps its row's heartbeat with how much it has in hand, and sweeps
-the leases that ran out (any worker's: a dead worker's rows go back through the failure path). A clean
-stop takes the row away.
+rows its jobs copy and of the pushes its push copies hold (a job whose lease was lost is cancelled:
+another worker has the row, and this one must neither copy on nor mark it), stamps its row's heartbeat
+with how much it has in hand, and sweeps the leases that ran out (any worker's: a dead worker's rows go
+back through the failure path; its pushes are simply anyone's claim). A clean stop takes the row away
+and gives its pushes back.
 
 `Leadership` is a session ``pg_try_advisory_lock`` on a connection of its own: the worker holding it runs
 discovery, the periodic reconcile and verification; the others try again every few seconds, and one of

@@ -108,6 +108,8 @@ class PushRecords(TrackingStore):
             return PushClaim()
         if owner is None:
             return _choose(self._query(sql, (limit,)), None, now, slots=slots, skip=skip, grace=grace)
+        if not self._query("SELECT 1 FROM push_queue LIMIT 1"):
+            return PushClaim()  # an empty queue (most wakes): no transaction, no turn at the lock
         with self._tx() as db:
             self.dialect.lock_push_claims(db)
             rows = db.execute(sql, (limit,)).fetchall()
