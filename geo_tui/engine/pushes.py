@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 from geo_tui.registry import ManifestInfo, RegistryError
@@ -29,7 +30,7 @@ from .budget import Work, set_work
 from .describe import describe_error
 from .failure import failure_of
 from .replicate import CopyPlan, PrimaryRepository, SharedReads, copy_pushed
-from .tracking import QueuedPush
+from .tracking import PushClaim, QueuedPush
 from .tracking.dialect import is_passing_fault
 from .wakeups import Wake
 
@@ -67,6 +68,7 @@ class PushCopier:
         self._views: dict[str, PrimaryRepository] = {}
         self._pushed_during: dict[str, list[QueuedPush]] = {}
         self._whole_runs: dict[str, int] = {}
+        self._held: dict[str, list[int]] = {}  # push ids each running job holds under this worker's lease
 
     def wake(self, cause: str = "local", sent: float | None = None) -> None:
         self._wake.set(cause, sent)
@@ -113,7 +115,7 @@ class PushCopier:
                     running = self.running.get(repository)
                     if running is not None:
                         await asyncio.wait([running])
-                    elif any(p.repository == repository for p in self._engine.tracking.queued_pushes()):
+                    elif self._engine.tracking.queued_pushes(1, repository=repository):  # any worker's
                         await asyncio.sleep(DIGEST_PUSH_GRACE / 5)
                     else:
                         return
@@ -122,33 +124,33 @@ class PushCopier:
 
     async def run_forever(self) -> None:
         """Start a copy for each repository with queued pushes: one job per repository at a time, so
-        pushes that arrive together coalesce. Never waits on whole-repository work."""
+        pushes that arrive together coalesce. Never waits on whole-repository work. With many workers
+        (PostgreSQL) the pushes are claimed under this worker's lease, a repository's whole."""
         engine = self._engine
-        limit = engine.config.engine.repository_concurrency
         while True:
             self._wake.clear()
             engine._supervisor.beat("push")
             waiting_digests = database_down = False
             if not engine.paused:
-                now = engine._clock()
-                by_repository: dict[str, list[QueuedPush]] = {}
                 try:
-                    queued_now = engine.tracking.queued_pushes()
+                    claim = await self._claim()
                 except Exception as exc:
                     if not is_passing_fault(exc):
                         raise
                     # No database: start nothing; the scheduler reports it, and both look again.
                     engine.wakeups.database.lost("reads", describe_error(exc))
-                    queued_now, database_down = [], True
-                for push in queued_now:
-                    by_repository.setdefault(push.repository, []).append(push)
-                for repository, queued in by_repository.items():
-                    if repository in self.running or len(self.running) >= limit:
-                        continue
-                    if all(p.tag is None for p in queued) and now - queued[0].received_at < DIGEST_PUSH_GRACE:
-                        waiting_digests = True  # the push that references it may be on its way
-                        continue
+                    claim, database_down = PushClaim(), True
+                waiting_digests = claim.waiting
+                for repository, owner in claim.taken_over.items():
+                    engine.log(
+                        "warning",
+                        f"the lease of worker {owner} on pushes ran out (it stopped renewing it): "
+                        "copying them here",
+                        repository=repository,
+                    )
+                for repository, queued in claim.repositories.items():
                     self._idle.clear()
+                    self._held[repository] = [p.id for p in queued]
                     self.running[repository] = asyncio.ensure_future(self._job(repository, queued))
             waiters = [asyncio.ensure_future(self._wake.wait()), *self.running.values()]
             try:
@@ -160,6 +162,45 @@ class PushCopier:
             finally:
                 waiters[0].cancel()
             self._wake.woke()
+
+    async def _claim(self) -> PushClaim:
+        """The repositories whose pushes to copy now, one per free slot. Many workers: claimed under
+        this worker's lease on the database thread. One engine (SQLite): read as they are."""
+        engine = self._engine
+        owner = engine.leases.owner
+        claim = partial(
+            engine.tracking.claim_pushes,
+            owner,
+            engine._clock(),
+            slots=engine.config.engine.repository_concurrency - len(self.running),
+            lease_seconds=engine.leases.lease_seconds,
+            skip=set(self.running),
+            grace=DIGEST_PUSH_GRACE,
+        )
+        return claim() if owner is None else await engine._db(claim)
+
+    # -- this worker's leases (workers.WorkerLeases renews them) -----------------------------------------
+
+    def leased(self) -> dict[str, tuple[asyncio.Task[None], list[int]]]:
+        """The job of each repository copied here under this worker's lease, and the push ids it holds."""
+        return {r: (self.running[r], ids) for r, ids in self._held.items() if r in self.running and ids}
+
+    def holds(self, repository: str, push: int) -> bool:
+        """Whether the job of `repository` still holds `push` (claimed, and not taken off the queue)."""
+        return push in self._held.get(repository, ())
+
+    def lost(self, repository: str, job: asyncio.Task[None]) -> bool:
+        """Cancel `job` (of `repository`) if it still runs: its lease is gone. True if it was."""
+        if self.running.get(repository) is not job or job.done():
+            return False
+        job.cancel()
+        return True
+
+    async def _done(self, repository: str, queued: list[QueuedPush]) -> None:
+        """Take the copied pushes off the queue, those this worker still holds (all, on SQLite)."""
+        engine = self._engine
+        self._held.pop(repository, None)  # no longer renewed: a renewal meanwhile must not count it lost
+        await engine._db(engine.tracking.done_pushes, [p.id for p in queued], owner=engine.leases.owner)
 
     def _timeout(self, waiting_digests: bool, database_down: bool) -> float:
         """How long to wait for a wake: a digest push's grace, a second without a database (look again
@@ -180,10 +221,12 @@ class PushCopier:
             work = Work()
             set_work(work)  # counts this job's requests, on every site
             plan = CopyPlan.from_pushes(await self._resolve(repository, queued))
-            if not plan.tags and not plan.digests:  # queued again, and deleted on the primary since
-                await engine._db(engine.tracking.done_pushes, [p.id for p in queued])
-                return
             sites = [s.name for s in engine.config.secondaries if s.wants(repository)]
+            plan = self._not_yet_copied(repository, plan, queued, sites)
+            # Empty: queued again and deleted on the primary since, or copied already (below).
+            if not plan.tags and not plan.digests:
+                await self._done(repository, queued)
+                return
             await self._read_manifests(repository, [digest for _, digest in plan.tags])
             engine.metrics.push_stage.labels("manifest").observe(max(0.0, engine._clock() - started))
             reads = SharedReads(len(sites))  # each new small blob read from the primary once, for all
@@ -198,7 +241,7 @@ class PushCopier:
                     dict(plan.tags),
                     complete=False,
                 )
-            await engine._db(engine.tracking.done_pushes, [p.id for p in queued])
+            await self._done(repository, queued)
             engine.metrics.push_events.inc(len(queued))
             engine.metrics.push_requests.inc(work.requests)
             engine.metrics.requests_per_event.observe(work.requests / len(queued))
@@ -212,17 +255,37 @@ class PushCopier:
         except Exception:  # a bug here must not stop the copies: the reconcile still covers the events
             log.exception("push copy of %s failed", repository)
             with contextlib.suppress(Exception):  # the database refusing: the pushes stay queued
-                await engine._db(engine.tracking.done_pushes, [p.id for p in queued])
+                await self._done(repository, queued)
                 await engine._db(
                     engine.tracking.request_sync, repositories=[repository], event_at=queued[0].received_at
                 )
             engine._poke()
         finally:
             self.running.pop(repository, None)
+            self._held.pop(repository, None)
             if not self.running:
                 self._idle.set()
             engine._flush_bytes()
             self._wake.set()
+
+    def _not_yet_copied(
+        self, repository: str, plan: CopyPlan, queued: list[QueuedPush], sites: list[str]
+    ) -> CopyPlan:
+        """The plan without the tags that every secondary holds at the pushed digest already, as this
+        engine (or another worker) last wrote or read them there. The primary may notify several
+        workers' receivers of one push, each of which queues it: one worker copies it, and the rows
+        queued meanwhile find it there (one manifest PUT per secondary). Only the digest pushed is
+        skipped, never another, so nothing is rolled back; a push queued again after a whole run (no
+        digest) always copies. A tag changed behind geo-tui's back is the reconcile's to heal."""
+        if not plan.tags or not sites:
+            return plan
+        again = {push.tag for push in queued if push.tag is not None and not push.digest}
+        seen = self._engine.tracking.tags_seen_on(sites, repository, [tag for tag, _ in plan.tags])
+
+        def there(tag: str, digest: str) -> bool:
+            return tag not in again and all(seen.get((site, tag), ("", 0.0))[0] == digest for site in sites)
+
+        return replace(plan, tags=tuple((t, d) for t, d in plan.tags if not there(t, d)))
 
     async def _read_manifests(self, repository: str, digests: list[str]) -> None:
         """Each tag's manifest, read from the primary once for every secondary, side by side: a burst's

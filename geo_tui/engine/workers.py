@@ -2,10 +2,11 @@
 leadership that runs the duties the cluster needs once.
 
 `WorkerLeases` registers the worker at start, and every ``lease_seconds / 3`` renews the leases of the
-rows its jobs copy (a job whose lease was lost is cancelled: another worker has the row, and this one
-must neither copy on nor mark it), stamps its row's heartbeat with how much it has in hand, and sweeps
-the leases that ran out (any worker's: a dead worker's rows go back through the failure path). A clean
-stop takes the row away.
+rows its jobs copy and of the pushes its push copies hold (a job whose lease was lost is cancelled:
+another worker has the row, and this one must neither copy on nor mark it), stamps its row's heartbeat
+with how much it has in hand, and sweeps the leases that ran out (any worker's: a dead worker's rows go
+back through the failure path; its pushes are simply anyone's claim). A clean stop takes the row away
+and gives its pushes back.
 
 `Leadership` is a session ``pg_try_advisory_lock`` on a connection of its own: the worker holding it runs
 discovery, the periodic reconcile and verification; the others try again every few seconds, and one of
@@ -67,17 +68,20 @@ class WorkerLeases:
         to pending at once, as SQLite's engine recovers its own: their lease need not run out first."""
         engine = self._engine
         owners = {owner for _, _, owner, _ in engine.tracking.leased()}
+        owners |= {owner for _, _, owner, _ in engine.tracking.leased_pushes()}
         owners |= {worker.id for worker in engine.tracking.workers()}
         for owner in sorted(owners - {self.owner}):
             if not _dead_here(owner):
                 continue
+            pushes = await engine._db(engine.tracking.release_pushes, owner)
             recovered = await engine._db(engine.tracking.recover_worker, owner)
-            if recovered:
+            if recovered or pushes:
                 engine.log(
                     "warning",
-                    f"picked up {recovered} repositories left in progress by worker {owner} "
-                    "(its process is gone)",
+                    f"picked up {recovered} repositories and {pushes} pushes left in progress by worker "
+                    f"{owner} (its process is gone)",
                 )
+                engine._pushes.wake()
 
     def recover_started(self) -> int:
         """Rows a dead engine left started go back to pending, but not those under another worker's
@@ -86,9 +90,12 @@ class WorkerLeases:
         return self._engine.tracking.recover_started(leased_only_by=owner, verifications=owner is None)
 
     def unregister(self) -> None:
+        """A clean stop: the row goes, and the pushes still held (copies cut short by the stop) are
+        anyone's at once; the repositories rows' leases run out as usual."""
         if self.owner is None:
             return
         with contextlib.suppress(Exception):  # a stop must not fail on a database gone
+            self._engine.tracking.release_pushes(self.owner)
             self._engine.tracking.remove_worker(self.owner)
 
     async def run_forever(self) -> None:
@@ -113,6 +120,8 @@ class WorkerLeases:
             stopped = [
                 r for r, (job, _) in engine.scheduler.leased_keys().items() if engine.scheduler.lost(r, job)
             ]
+            pushes = engine._pushes
+            stopped += [r for r, (job, _) in pushes.leased().items() if pushes.lost(r, job)]
             if stopped:
                 engine.log(
                     "warning",
@@ -148,12 +157,34 @@ class WorkerLeases:
                         "this copy is cancelled and records nothing",
                         repository=repository,
                     )
+        await self._renew_pushes()
         # what this worker copies now, into every secondary together (the workers view shows it)
         throughput = sum(site.throughput.rate() for site in engine._sites.values())
         beat = tracking.worker_heartbeat
         if not await engine._db(beat, self.owner, engine._clock(), scheduler.in_flight, throughput):
             await self.register()  # our row was taken away (a sweep of an operator's): put it back
         await self.sweep()
+
+    async def _renew_pushes(self) -> None:
+        """Renew the leases of the pushes this worker copies; a job that lost any is cancelled."""
+        engine, pushes = self._engine, self._engine._pushes
+        assert self.owner is not None
+        leased = pushes.leased()
+        if not leased:
+            return
+        ids = [push for _, held in leased.values() for push in held]
+        lost = await engine._db(
+            engine.tracking.renew_push_leases, self.owner, engine._clock(), self.lease_seconds, ids
+        )
+        for repository, (job, held) in leased.items():
+            # Pushes taken off the queue while the renewal ran are done, not lost.
+            if any(p in lost and pushes.holds(repository, p) for p in held) and pushes.lost(repository, job):
+                engine.log(
+                    "warning",
+                    "lease lost on its pushes (it ran out; another worker may have them): "
+                    "this copy is cancelled",
+                    repository=repository,
+                )
 
     async def sweep(self) -> None:
         """Rows whose lease ran out fail as a failed copy does, their retry count one higher."""

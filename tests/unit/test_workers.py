@@ -20,6 +20,7 @@ from geo_tui.engine import Engine
 from geo_tui.engine.failure import Failure
 from geo_tui.engine.tracking import SyncState, VerificationState
 from geo_tui.engine.tracking.postgres import PostgresDatabase
+from geo_tui.engine.updates import LogLine
 
 LEASE = 30.0
 REPOSITORIES = [f"team/app-{i}" for i in range(6)]
@@ -357,5 +358,102 @@ def test_verifications_left_started_are_the_new_leaders_to_recover(
             assert row is not None and row.verification_state == VerificationState.PENDING
         finally:
             await c.close()
+
+    run(tmp_path, postgres_database.url, body)
+
+
+# -- push copies shared out (issue 16) ------------------------------------------------------------------
+
+DIGEST = "sha256:" + "b" * 64
+
+
+def queue_pushes(engine: Engine, clock: Clock, *repositories: str) -> None:
+    """Pushes as a worker's receiver stores them, received a second ago."""
+    pushes = [(repository, "v1", DIGEST) for repository in repositories]
+    engine.tracking.record_notifications([], [], clock.now - 1, pushes=pushes)
+
+
+async def claim_pushes(engine: Engine) -> list[str]:
+    """One round of the push copier's claims, with a waiting task as each repository's job."""
+    copier = engine._pushes
+    found = await copier._claim()
+    for repository, queued in found.repositories.items():
+        copier._held[repository] = [p.id for p in queued]
+        copier.running[repository] = asyncio.ensure_future(asyncio.sleep(600))
+    return sorted(found.repositories)
+
+
+def test_push_copies_are_shared_out_and_a_lost_push_lease_cancels_its_job(
+    tmp_path: Path, postgres_database: PostgresDatabase
+) -> None:
+    async def body(a: Engine, b: Engine, clock: Clock) -> None:
+        logged: list[str] = []
+        a.subscribe(
+            lambda update: logged.append(update.record.message) if isinstance(update, LogLine) else None
+        )
+        queue_pushes(a, clock, *REPOSITORIES[:3])
+        assert await claim_pushes(a) == REPOSITORIES[:2]  # two slots
+        assert await claim_pushes(b) == [REPOSITORIES[2]]  # never a repository A copies
+        jobs = dict(a._pushes.running)
+        clock.now += LEASE / 2
+        await a.leases.beat()  # renewed: nothing lost
+        await asyncio.sleep(0)
+        assert not any(job.done() for job in jobs.values())
+        assert {u for _, _, o, u in a.tracking.leased_pushes(a.leases.owner)} == {clock.now + LEASE}
+        clock.now += LEASE + 1  # A stalled past its lease: B, one slot free, takes the oldest, naming A
+        found = await b._pushes._claim()
+        assert sorted(found.repositories) == [REPOSITORIES[0]]
+        assert found.taken_over == {REPOSITORIES[0]: a.leases.owner}
+        await a.leases.beat()  # both of A's leases ran out (one is B's now): both copies stop
+        await asyncio.sleep(0)
+        assert all(job.cancelled() for job in jobs.values())
+        # A's late completion takes nothing off the queue: those pushes are B's now.
+        ids = [p.id for p in found.repositories[REPOSITORIES[0]]]
+        assert a.tracking.done_pushes(ids, owner=a.leases.owner) == 0
+        assert b.tracking.done_pushes(ids, owner=b.leases.owner) == len(ids)
+        assert any("lease lost on its pushes" in line for line in logged), logged
+
+    run(tmp_path, postgres_database.url, body)
+
+
+def test_verification_waits_for_pushes_another_worker_copies(
+    tmp_path: Path, postgres_database: PostgresDatabase
+) -> None:
+    async def body(a: Engine, b: Engine, clock: Clock) -> None:
+        repository = REPOSITORIES[0]
+        queue_pushes(a, clock, repository)
+        assert await claim_pushes(b) == [repository]
+        waiting = asyncio.ensure_future(a._pushes.copied(repository))  # A verifies, B copies
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        (push,) = b.tracking.queued_pushes()
+        assert b.tracking.done_pushes([push.id], owner=b.leases.owner) == 1
+        await asyncio.wait_for(waiting, timeout=5)
+
+    run(tmp_path, postgres_database.url, body)
+
+
+def test_a_dead_worker_of_this_host_gives_its_pushes_back_at_once_and_a_clean_stop_too(
+    tmp_path: Path, postgres_database: PostgresDatabase
+) -> None:
+    probe = subprocess.Popen(["true"])
+    probe.wait()
+    dead = f"{socket.gethostname()}/{probe.pid}/1.000"
+
+    async def body(a: Engine, b: Engine, clock: Clock) -> None:
+        queue_pushes(a, clock, *REPOSITORIES[:3])
+        a.tracking.claim_pushes(dead, clock.now, slots=1, lease_seconds=LEASE)  # as a killed worker left it
+        assert await claim_pushes(a) == REPOSITORIES[1:3]
+        assert await claim_pushes(b) == []  # every repository held
+        c = Engine(config_for(tmp_path / "c", postgres_database.url), clock=clock)
+        await c.open()  # finds the dead worker's pushes, and gives them back before their lease ends
+        try:
+            holders = {r: o for _, r, o, _ in c.tracking.leased_pushes()}
+            assert holders == {REPOSITORIES[1]: a.leases.owner, REPOSITORIES[2]: a.leases.owner}
+            assert await claim_pushes(c) == [REPOSITORIES[0]]
+        finally:
+            await c.close()  # a clean stop: what it held is anyone's at once
+        assert {r for _, r, _, _ in a.tracking.leased_pushes()} == set(REPOSITORIES[1:3])
+        assert await claim_pushes(b) == [REPOSITORIES[0]]
 
     run(tmp_path, postgres_database.url, body)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from geo_tui.config.model import EngineConfig
 
 from .claims import LeaseClaims, WorkerRow, worker_id
-from .pushes import PushRecords, QueuedPush
+from .pushes import PushClaim, PushRecords, QueuedPush
 from .queue import SyncQueue
 from .reads import RowReads
 from .records import EVENT_LOG_LIMIT, NotificationBatch, Records
@@ -43,6 +43,7 @@ __all__ = [
     "LogRecord",
     "Migration",
     "NotificationBatch",
+    "PushClaim",
     "QueuedPush",
     "RepositoryRow",
     "SiteCounts",

@@ -72,6 +72,9 @@ class Dialect(Protocol):
     def lock_site(self, db: Any, site: str) -> None:
         """Inside a write transaction: wait until no other claimer's transaction holds `site`'s lock."""
 
+    def lock_push_claims(self, db: Any) -> None:
+        """Inside a write transaction: wait until no other claimer of pushes holds the push queue."""
+
     def announce(self, db: Any, work: str) -> None:
         """Inside a write transaction that queued `work` ("push" or "sync"): tell every engine on the
         database when it commits (PostgreSQL's NOTIFY), so an idle one wakes at once."""
@@ -114,6 +117,9 @@ class SqliteDialect:
         return ""  # BEGIN IMMEDIATE: one claimer at a time holds the file's write lock
 
     def lock_site(self, db: sqlite3.Connection, site: str) -> None:
+        """BEGIN IMMEDIATE already serialises every write transaction."""
+
+    def lock_push_claims(self, db: sqlite3.Connection) -> None:
         """BEGIN IMMEDIATE already serialises every write transaction."""
 
     def announce(self, db: sqlite3.Connection, work: str) -> None:

@@ -43,6 +43,8 @@ __all__ = [
 # pg_advisory_lock keys ("geotui" and a number): the migrating transaction, and the one engine.
 MIGRATION_LOCK = 0x67656F7475690001
 ENGINE_LOCK = 0x67656F7475690002
+# The claims of the push queue, which take turns (see PostgresDialect.lock_push_claims).
+PUSH_CLAIM_LOCK = 0x67656F7475690010
 SITE_LOCK_CLASS = 0x67656F74  # "geot": the two-key advisory locks of the per-site claim caps
 CONNECT_TIMEOUT = 5  # seconds: a server that does not answer is a passing fault, not a hung thread
 WAKE_CHANNEL = "geo_tui_work"  # NOTIFY channel: work was queued (see PostgresDialect.announce)
@@ -300,6 +302,14 @@ class PostgresDialect:
         under this lock, holds however many race; other sites' claimers do not wait."""
         db.execute("SELECT pg_advisory_xact_lock(?, ?)", (SITE_LOCK_CLASS, site_key(site)))
 
+    def lock_push_claims(self, db: PostgresConnection) -> None:
+        """Claimers of pushes take turns, on one constant key, until their transaction ends. Not SKIP
+        LOCKED as the repositories' claims: a push claim takes a repository's queued pushes whole, and
+        must see every row of it, those another claimer is taking right now above all; SKIP LOCKED would
+        hide exactly those, and two workers would copy one repository. A claim holds the lock for one
+        short read and update (about a millisecond), once per wake, not per row."""
+        db.execute("SELECT pg_advisory_xact_lock(?)", (PUSH_CLAIM_LOCK,))
+
     def announce(self, db: PostgresConnection, work: str) -> None:
         """NOTIFY every engine listening (`wakeups.WakeListener`) when this transaction commits; the
         payload carries when, so a listener can tell how long the wake took."""
@@ -358,5 +368,6 @@ MIGRATIONS: tuple[Migration[PostgresConnection], ...] = (
         _statements(*schema.LEASE_STATEMENTS),
     ),
     Migration(4, "each worker's throughput (issue 16)", _statements(*schema.WORKER_THROUGHPUT_STATEMENTS)),
+    Migration(5, "leases on the push queue (issue 16)", _statements(*schema.PUSH_LEASE_STATEMENTS)),
 )
 assert [m.version for m in MIGRATIONS] == [m.version for m in schema.MIGRATIONS]

@@ -224,6 +224,13 @@ LEASE_STATEMENTS = (
 # NULL until its heartbeat says, so a worker that does not measure it never reads as copying nothing.
 WORKER_THROUGHPUT_STATEMENTS = ("ALTER TABLE workers ADD COLUMN throughput REAL",)
 
+# Migration 5: leases on the push queue (issue 16), so that many workers share the push copies out and
+# one repository's pushes are copied by one worker at a time (`pushes.PushRecords.claim_pushes`).
+PUSH_LEASE_STATEMENTS = (
+    "ALTER TABLE push_queue ADD COLUMN lease_owner TEXT",
+    "ALTER TABLE push_queue ADD COLUMN lease_until REAL",
+)
+
 # Append the next one here, never edit one that shipped: Migration(2, "what it adds", _sql("CREATE ...")).
 MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
     Migration(1, "the tables of the releases before schema versions", _first_schema),
@@ -234,6 +241,7 @@ MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
     ),
     Migration(3, "leases on the repositories rows, and the workers (issue 16)", _sql(*LEASE_STATEMENTS)),
     Migration(4, "each worker's throughput (issue 16)", _sql(*WORKER_THROUGHPUT_STATEMENTS)),
+    Migration(5, "leases on the push queue (issue 16)", _sql(*PUSH_LEASE_STATEMENTS)),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
