@@ -358,5 +358,12 @@ MIGRATIONS: tuple[Migration[PostgresConnection], ...] = (
         _statements(*schema.LEASE_STATEMENTS),
     ),
     Migration(4, "each worker's throughput (issue 16)", _statements(*schema.WORKER_THROUGHPUT_STATEMENTS)),
+    # PLACEHOLDER (branch blobs16 only), as in `schema`: the real migration 5 replaces it on merge.
+    Migration(5, "placeholder for another branch's migration 5", _statements(*schema._PLACEHOLDER_5)),
+    Migration(
+        6,
+        "blob streams in flight across the workers (issue 16)",
+        _statements(*schema.BLOB_STREAM_STATEMENTS),
+    ),
 )
 assert [m.version for m in MIGRATIONS] == [m.version for m in schema.MIGRATIONS]

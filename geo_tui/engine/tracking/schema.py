@@ -224,6 +224,29 @@ LEASE_STATEMENTS = (
 # NULL until its heartbeat says, so a worker that does not measure it never reads as copying nothing.
 WORKER_THROUGHPUT_STATEMENTS = ("ALTER TABLE workers ADD COLUMN throughput REAL",)
 
+# Migration 6: blobs being streamed into a secondary, one worker at a time per (site, digest) across every
+# worker of the database (issue 16). IF NOT EXISTS and no reference to other tables: it applies the same
+# after whatever migration 5 holds.
+BLOB_STREAM_STATEMENTS = (
+    # `owner` streams `digest` into `site` (into its `repository`) under a lease it renews until `until`;
+    # another worker that needs the blob waits for the row to go, then mounts it from where it landed.
+    """CREATE TABLE IF NOT EXISTS blob_streams (
+        site TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        until REAL NOT NULL,
+        repository TEXT NOT NULL,
+        PRIMARY KEY (site, digest)
+    ) WITHOUT ROWID""",
+    # The heartbeat renews a worker's rows, and clears the ones whose lease ran out.
+    "CREATE INDEX IF NOT EXISTS blob_streams_owner ON blob_streams (owner)",
+)
+
+# PLACEHOLDER (branch blobs16 only): migration 5 is another branch's; this stands in for it so the chain
+# stays numbered 1..6 here. On merge, the real migration 5 replaces this line (a database migrated by this
+# branch alone is a development one: recreate it).
+_PLACEHOLDER_5: tuple[str, ...] = ()
+
 # Append the next one here, never edit one that shipped: Migration(2, "what it adds", _sql("CREATE ...")).
 MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
     Migration(1, "the tables of the releases before schema versions", _first_schema),
@@ -234,6 +257,8 @@ MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
     ),
     Migration(3, "leases on the repositories rows, and the workers (issue 16)", _sql(*LEASE_STATEMENTS)),
     Migration(4, "each worker's throughput (issue 16)", _sql(*WORKER_THROUGHPUT_STATEMENTS)),
+    Migration(5, "placeholder for another branch's migration 5", _sql(*_PLACEHOLDER_5)),
+    Migration(6, "blob streams in flight across the workers (issue 16)", _sql(*BLOB_STREAM_STATEMENTS)),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
