@@ -6,7 +6,8 @@ whose repositories share a base layer would each stream it. Before a stream, the
 finds it held waits for the row to go (polling a read, 0.1 s doubling to 2 s: a stream lasts seconds to
 minutes), then mounts the blob from where it landed; if the holder died, its lease runs out and the
 waiter takes the row and streams. The holder renews its rows on its heartbeat and removes each when the
-stream ends, recording where the blob landed in the same transaction.
+stream ends, recording where the blob landed in the same transaction. These calls run on a thread, on a
+connection of their own (tracking/streams.py), never queued behind the engine's other writes.
 
 The row is an optimisation, never what makes a copy correct: a take that cannot reach the database
 streams without a row (the repository's own lease still says whether to copy at all).
@@ -16,11 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
-from typing import Protocol
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Protocol
 
 from .budget import for_a_push
-from .database import Write
 from .describe import describe_error
 
 log = logging.getLogger("geo_tui.engine")
@@ -58,16 +58,14 @@ class ClusterStreams:
         owner: str,
         lease_seconds: float,
         *,
-        write: Write,
         clock: Callable[[], float],
     ) -> None:
         self._records = records
         self.owner = owner
         self.lease_seconds = lease_seconds
-        self._write = write
         self._clock = clock
         self._held: dict[Key, str] = {}  # the rows this worker holds: (site, digest) -> repository
-        self._finishing: set[asyncio.Future[object]] = set()  # a push's finishes, not waited for
+        self._finishing: set[asyncio.Future[None]] = set()  # a push's finishes, not waited for
 
     def holds(self, site: str, digest: str) -> bool:
         return (site, digest) in self._held
@@ -75,19 +73,30 @@ class ClusterStreams:
     async def take(self, site: str, digest: str, repository: str) -> str | None:
         """Take the stream of `digest` into `site`: None to go ahead and stream (the row is this
         worker's, or the database could not be asked), else the worker that streams it now."""
+        # A thread, not the engine's queue of writes (see tracking/streams.py); bounded: a database away
+        # for a whole lease would stop this worker's jobs anyway.
+        take = self._records.take_blob_stream
+        now = self._clock()
+        call = asyncio.ensure_future(
+            asyncio.to_thread(take, site, digest, self.owner, repository, now, self.lease_seconds)
+        )
         try:
-            # bounded: a database away for a whole lease would stop this worker's jobs anyway
-            take = self._records.take_blob_stream
-            holder: str | None = await asyncio.wait_for(
-                self._write(take, site, digest, self.owner, repository, self._clock(), self.lease_seconds),
-                self.lease_seconds,
-            )
-        except Exception as exc:  # the row only saves a second upload: never let it stop the copy
+            holder = await asyncio.wait_for(asyncio.shield(call), self.lease_seconds)
+        except BaseException as exc:
+            # Given up while the statement ran: a row it takes must not sit there until its lease ends.
+            call.add_done_callback(lambda done: self._give_back(site, digest, done))
+            if not isinstance(exc, Exception):
+                raise
+            # the row only saves a second upload: never let it stop the copy
             log.warning("%s: streaming %s without a cluster-wide turn: %s", site, digest, describe_error(exc))
             return None
         if holder is None:
             self._held[(site, digest)] = repository
         return holder
+
+    def _give_back(self, site: str, digest: str, call: asyncio.Future[str | None]) -> None:
+        if not call.cancelled() and call.exception() is None and call.result() is None:
+            self._settle(asyncio.to_thread(self._records.finish_blob_stream, site, digest, self.owner, None))
 
     async def wait(self, site: str, digest: str) -> None:
         """Until no other worker streams `digest` into `site` under a lease still running."""
@@ -111,18 +120,22 @@ class ClusterStreams:
         does not wait for it (a waiter polls anyway); a finish that fails leaves the row to run out."""
         if self._held.pop((site, digest), None) is None:
             return
-        write = self._write(self._records.finish_blob_stream, site, digest, self.owner, landed)
+        write = asyncio.to_thread(self._records.finish_blob_stream, site, digest, self.owner, landed)
         if not for_a_push():
             try:
                 await write
             except Exception as exc:
                 log.warning("%s: the stream of %s was not cleared: %s", site, digest, describe_error(exc))
             return
+        self._settle(write)
+
+    def _settle(self, write: Coroutine[Any, Any, None]) -> None:
+        """Run `write` without waiting for it; a failure is logged."""
         task = asyncio.ensure_future(write)
         self._finishing.add(task)
         task.add_done_callback(self._finished)
 
-    def _finished(self, task: asyncio.Future[object]) -> None:
+    def _finished(self, task: asyncio.Future[None]) -> None:
         self._finishing.discard(task)
         failure = None if task.cancelled() else task.exception()
         if failure is not None:
@@ -132,7 +145,10 @@ class ClusterStreams:
         """On the worker's heartbeat: extend the rows held, and clear any worker's that ran out. Returns
         the rows this worker lost (they ran out: another worker may be streaming the blob too)."""
         keys = list(self._held)
-        held = await self._write(
-            self._records.renew_blob_streams, self.owner, self._clock(), self.lease_seconds, keys
-        )
+        renew = self._records.renew_blob_streams
+        try:
+            held = await asyncio.to_thread(renew, self.owner, self._clock(), self.lease_seconds, keys)
+        except Exception as exc:  # the rows run out as a dead worker's: a second upload at worst
+            log.warning("the blob streams' heartbeat failed: %s", describe_error(exc))
+            return []
         return [key for key in keys if key not in held and key in self._held]

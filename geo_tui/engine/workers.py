@@ -24,7 +24,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .backoff import retry_delay
-from .database import Write
 from .describe import describe_error
 from .streams import ClusterStreams, StreamRecords
 
@@ -51,14 +50,12 @@ class WorkerLeases:
         self._renewed_at = engine._clock()  # the last heartbeat that reached the database
         self.streams: ClusterStreams | None = None  # this worker's blob streams (open_streams)
 
-    def open_streams(self, records: StreamRecords, write: Write) -> ClusterStreams | None:
+    def open_streams(self, records: StreamRecords) -> ClusterStreams | None:
         """The cluster-wide turns at streaming blobs that this worker's copiers take (None on SQLite:
         one engine per file, its copiers' own turns suffice, and no database write is added)."""
         if self.owner is None:
             return None
-        self.streams = ClusterStreams(
-            records, self.owner, self.lease_seconds, write=write, clock=self._engine._clock
-        )
+        self.streams = ClusterStreams(records, self.owner, self.lease_seconds, clock=self._engine._clock)
         return self.streams
 
     async def register(self, listen: str = "") -> None:

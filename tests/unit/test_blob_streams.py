@@ -9,11 +9,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from geo_tui.engine import Engine, Tracking
-from geo_tui.engine.database import in_place
 from geo_tui.engine.streams import POLL_MOST, ClusterStreams
 from geo_tui.engine.tracking.postgres import PostgresDatabase
 from tests.unit.test_workers import Clock, config_for, run
@@ -100,8 +100,8 @@ def test_racing_workers_take_one_row_once(postgres_database: PostgresDatabase) -
 
 def test_a_waiter_goes_on_when_the_stream_ends_or_its_holder_dies(db: Tracking) -> None:
     clock = Clock()
-    holder = ClusterStreams(db, "w1", LEASE, write=in_place, clock=clock)
-    waiter = ClusterStreams(db, "w2", LEASE, write=in_place, clock=clock)
+    holder = ClusterStreams(db, "w1", LEASE, clock=clock)
+    waiter = ClusterStreams(db, "w2", LEASE, clock=clock)
 
     async def main() -> None:
         assert await holder.take("eu", BASE, "app/a") is None and holder.holds("eu", BASE)
@@ -122,6 +122,35 @@ def test_a_waiter_goes_on_when_the_stream_ends_or_its_holder_dies(db: Tracking) 
         clock.now += LEASE
         await asyncio.wait_for(waiting, POLL_MOST + 1)
         assert await waiter.take("us", BASE, "app/b") is None and waiter.holds("us", BASE)
+
+    asyncio.run(main())
+
+
+class SlowTakes:
+    """The real rows, with a take that is still running 0.3 s after it was asked for."""
+
+    def __init__(self, tracking: Tracking) -> None:
+        self._tracking = tracking
+
+    def take_blob_stream(self, *args: Any) -> str | None:
+        time.sleep(0.3)
+        return self._tracking.take_blob_stream(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tracking, name)
+
+
+def test_a_take_given_up_while_it_runs_gives_its_row_back(db: Tracking) -> None:
+    streams = ClusterStreams(SlowTakes(db), "w1", LEASE, clock=lambda: NOW)
+
+    async def main() -> None:
+        taking = asyncio.ensure_future(streams.take("eu", BASE, "app/a"))
+        await asyncio.sleep(0.1)
+        taking.cancel()  # the copy was cancelled while the statement ran
+        with pytest.raises(asyncio.CancelledError):
+            await taking
+        await asyncio.sleep(0.6)
+        assert db.blob_streams() == [] and not streams.holds("eu", BASE)  # taken, then given back
 
     asyncio.run(main())
 
