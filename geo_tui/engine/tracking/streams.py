@@ -8,10 +8,9 @@ The holder renews its rows on its heartbeat and removes them when its stream end
 records the blob's location in the same transaction, so a waiter that sees the row gone finds the mount
 source. On SQLite (one engine per file) nothing here is used.
 
-On PostgreSQL a take, a look and a finish are one statement each (autocommit, one round trip), on a
-connection of their own, never queued behind the engine's other writes: a take as a transaction through
-the writing connection's queue waited 99 ms (median; p90 239 ms) in the three-worker backfill of
-tests/e2e/test_workers.py, for a statement that takes 0.12 ms.
+On PostgreSQL a take, a look and a finish are one statement each (autocommit, one round trip: 0.12 ms
+median on the test cluster), on a connection of their own: never queued behind the engine's other
+writes (a reconcile's chunk of tags seen, the event log) on the one writing connection.
 """
 
 from __future__ import annotations
