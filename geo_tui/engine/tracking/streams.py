@@ -15,7 +15,6 @@ writes (a reconcile's chunk of tags seen, the event log) on the one writing conn
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -31,11 +30,6 @@ Key = tuple[str, str]  # (site, digest)
 
 class BlobStreamRecords(TrackingStore):
     """The ``blob_streams`` rows: take, look, finish, renew. Thread-safe; call them off the loop."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._stream_lock = threading.Lock()
-        self._stream_db: Any = None  # PostgreSQL: the connection of these rows, opened at the first use
 
     def _stream_connection(self) -> Any:
         """The blob streams' own connection (call with `_stream_lock` held)."""
@@ -61,13 +55,6 @@ class BlobStreamRecords(TrackingStore):
                 self.dialect.rollback(db)
                 raise
             db.execute("COMMIT")
-
-    def close(self) -> None:
-        with self._stream_lock:
-            if self._stream_db is not None:
-                self._stream_db.close()
-                self._stream_db = None
-        super().close()
 
     def _statement(self, sql: str, params: Sequence[object]) -> list[Any]:
         """One statement (with RETURNING) on the blob streams' own connection in autocommit: one round
