@@ -334,6 +334,13 @@ def test_workers_stream_a_shared_base_layer_once_per_secondary_and_mount_it_else
             text = worker.log_path.read_text()
             assert "lease lost" not in text and "ran out" not in text, worker.log_path
             assert worker.stop(signal.SIGTERM) == 0
+        # A row was inserted only for a blob streamed (49 per secondary), none for one a HEAD or a mount
+        # placed (renewals are updates); the server's counts are complete once the sessions have ended.
+        streamed = sum(sum(share.values()) for share in shares)
+        sql = "SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'blob_streams'"
+        wait_until(
+            lambda: db_query(config.parent, sql) == [(streamed,)], timeout=10, what=f"{streamed} takes"
+        )
     finally:
         for worker in workers:
             worker.stop(signal.SIGKILL)
