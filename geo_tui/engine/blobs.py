@@ -1,14 +1,14 @@
 """Put blobs into one secondary: HEAD, then a mount from where it is known to be, then a stream from
-the primary (one stream of a digest at a time per secondary)."""
+the primary (one stream of a digest at a time per secondary, and across many workers: streams.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from geo_tui.registry import (
     Descriptor,
@@ -25,6 +25,10 @@ from geo_tui.registry import (
 from .budget import for_a_push
 from .database import Write, in_place
 from .repository import CopyStats
+from .shared_reads import EarlyStart, SharedReads
+
+if TYPE_CHECKING:
+    from .streams import ClusterStreams
 
 log = logging.getLogger("geo_tui.engine")
 
@@ -77,74 +81,6 @@ _MOUNTED = _Mounted()
 SMALL_BLOB_BYTES = 1024 * 1024
 
 
-# What one push job's SharedReads holds at most; past it, each secondary reads a blob on its own.
-SHARED_READ_BYTES = 32 * 1024 * 1024
-
-
-class SharedReads:
-    """Small blobs read from the primary once for every secondary one push job writes (issue 17): each
-    secondary's copy of a new layer read it on its own. An entry goes once every secondary took it; a
-    failed read is not kept (a retry reads again); at most SHARED_READ_BYTES are held."""
-
-    def __init__(self, readers: int) -> None:
-        self._readers = readers
-        self._reads: dict[str, tuple[asyncio.Future[bytes], int]] = {}
-        self._held = 0
-
-    async def read(self, digest: str, size: int, fetch: Callable[[], Awaitable[bytes]]) -> bytes:
-        entry = self._reads.get(digest)
-        if entry is None:
-            if self._held + size > SHARED_READ_BYTES:
-                return await fetch()
-            future: asyncio.Future[bytes] = asyncio.ensure_future(fetch())
-            future.add_done_callback(_retrieved)
-            self._held += size
-            entry = (future, 0)
-        future, taken = entry[0], entry[1] + 1
-        self._reads[digest] = (future, taken)
-        try:
-            body = await asyncio.shield(future)  # one reader cancelled must not cancel the others' read
-        except BaseException:
-            if future.done() and self._reads.get(digest, (None, 0))[0] is future:
-                self._forget(digest, size)
-            raise
-        if taken >= self._readers and self._reads.get(digest, (None, 0))[0] is future:
-            self._forget(digest, size)
-        return body
-
-    def _forget(self, digest: str, size: int) -> None:
-        del self._reads[digest]
-        self._held -= size
-
-
-def _retrieved(future: asyncio.Future[bytes]) -> None:
-    if not future.cancelled():
-        future.exception()  # said to each reader that awaited it; none left means nobody needs it
-
-
-class _Early:
-    """A small blob's upload session and bytes, started beside its HEAD on a push's path."""
-
-    def __init__(
-        self,
-        copier: BlobCopier,
-        repository: str,
-        opening: asyncio.Future[str],
-        reading: asyncio.Future[bytes],
-    ) -> None:
-        self._copier = copier
-        self._repository = repository
-        self.opening = opening
-        self.reading = reading
-        self.dropped = False
-
-    async def drop(self) -> None:
-        """Not needed after all: the bytes are not waited for, the session is cancelled (once)."""
-        if not self.dropped:
-            self.dropped = True
-            await self._copier._drop_session(self._repository, self.opening, None, self.reading)
-
-
 class BlobCopier:
     """Puts blobs into one secondary: HEAD first, then a mount from a repository known to hold
     the blob, then a streamed copy from the primary. One per secondary, shared by every
@@ -161,7 +97,9 @@ class BlobCopier:
         retry_delay: float = 0.5,
         on_bytes: Callable[[str, int], None] | None = None,
         write: Write = in_place,
+        streams: ClusterStreams | None = None,
     ) -> None:
+        """``streams``: the cluster-wide turns at streaming (many workers on PostgreSQL), or None."""
         self.primary = primary
         self.secondary = secondary
         self.site = site
@@ -170,6 +108,7 @@ class BlobCopier:
         self.retry_delay = retry_delay
         self._on_bytes = on_bytes
         self._write = write
+        self._streams = streams
         self._inflight: dict[str, _Stream] = {}
         self._hints: set[asyncio.Future[object]] = set()  # blob locations being written (see _located)
 
@@ -219,15 +158,64 @@ class BlobCopier:
             await early.drop()  # waited for another stream, or the mount opened a session to stream into
             early = None
         stream = self._inflight[digest] = _Stream()
+        landed: str | None = None
         try:
+            if self._streams is not None:
+                location, early = await self._cluster_turn(repository, blob, stats, slot, location, early)
+                if isinstance(location, _Mounted):
+                    return
             async with slot:
-                await self._stream(repository, blob, stats, location, reads, early)
+                record = self._streams is None or not self._streams.holds(self.site, digest)
+                if await self._stream(repository, blob, stats, location, reads, early, record=record):
+                    landed = repository
         except TransferTooSlow as exc:
             stream.too_slow = exc
             raise
         finally:
-            del self._inflight[digest]
-            stream.done.set()
+            try:  # where it landed is stored before this worker's other runs look for it
+                if self._streams is not None:
+                    await self._streams.finish(self.site, digest, landed)
+            finally:
+                del self._inflight[digest]
+                stream.done.set()
+
+    async def _cluster_turn(
+        self,
+        repository: str,
+        blob: Descriptor,
+        stats: CopyStats,
+        slot: AbstractAsyncContextManager[object],
+        location: str | None,
+        early: EarlyStart | None,
+    ) -> tuple[str | _Mounted | None, EarlyStart | None]:
+        """This worker's turn at streaming the blob into this secondary (issue 16): the row taken, what
+        to stream into goes back. While another worker streams it, whatever this copy opened is dropped
+        (a session would sit idle for minutes), it waits, then mounts from where it landed."""
+        assert self._streams is not None
+        try:
+            while True:
+                holder = await self._streams.take(self.site, blob.digest, repository)
+                if holder is None:
+                    return location, early
+                if early is not None:
+                    await early.drop()
+                    early = None
+                if location is not None:
+                    await self.secondary.cancel_upload(repository, location)
+                    location = None
+                log.debug("%s: waiting for worker %s's stream of %s", self.site, holder, blob.digest)
+                await self._streams.wait(self.site, blob.digest)
+                async with slot:
+                    found = await self._mount(repository, blob, stats)
+                if isinstance(found, _Mounted):
+                    return found, None
+                location = found  # not landed (its stream failed), or a 202: this worker's turn now
+        except BaseException:
+            if early is not None:
+                await early.drop()
+            if location is not None:
+                await self.secondary.cancel_upload(repository, location)
+            raise
 
     async def _mount_or_wait(
         self,
@@ -235,7 +223,7 @@ class BlobCopier:
         blob: Descriptor,
         stats: CopyStats,
         slot: AbstractAsyncContextManager[object],
-        early: _Early | None,
+        early: EarlyStart | None,
     ) -> str | _Mounted | None:
         """Wait for a stream of the blob into this secondary and mount from where it landed, or mount it
         from a repository known to hold it. When neither, the caller streams it (nobody else does now):
@@ -298,8 +286,12 @@ class BlobCopier:
         stats: CopyStats,
         location: str | None,
         reads: SharedReads | None,
-        early: _Early | None = None,
-    ) -> None:
+        early: EarlyStart | None = None,
+        *,
+        record: bool = True,
+    ) -> bool:
+        """Stream the blob (retried); whether it landed (a foreign layer the primary lacks does not).
+        ``record``: store where it landed (false: the cluster's stream row does, as it goes)."""
         for attempt in range(1, self.attempts + 1):
             try:
                 if 0 <= blob.size <= SMALL_BLOB_BYTES:
@@ -310,7 +302,7 @@ class BlobCopier:
             except NotFound:
                 if blob.urls:  # a foreign layer: clients fetch it from its URLs, the primary need not hold it
                     stats.blobs_foreign += 1
-                    return
+                    return False
                 raise
             except TransferTooSlow:
                 raise  # each attempt would take as long again: fail now, naming the slow site
@@ -323,8 +315,10 @@ class BlobCopier:
                 continue
             stats.blobs_copied += 1
             stats.bytes_copied += size if size is not None else 0
-            await self._located(repository, blob.digest)
-            return
+            if record:
+                await self._located(repository, blob.digest)
+            return True
+        return False  # not reached: the last attempt returns or raises
 
     async def _stream_once(self, repository: str, blob: Descriptor, location: str | None) -> int | None:
         """One streamed copy from the primary into an upload session of the secondary; its size.
@@ -357,7 +351,7 @@ class BlobCopier:
         blob: Descriptor,
         location: str | None,
         reads: SharedReads | None,
-        early: _Early | None = None,
+        early: EarlyStart | None = None,
     ) -> int:
         """A small blob (its size from the manifest), read whole from the primary before its upload: POST
         and one PUT with the bytes, two requests where PATCH then PUT take three (issue 17: a push's
@@ -402,7 +396,7 @@ class BlobCopier:
             raise explained from exc
         return len(body)
 
-    def _early(self, repository: str, blob: Descriptor, reads: SharedReads | None) -> _Early | None:
+    def _early(self, repository: str, blob: Descriptor, reads: SharedReads | None) -> EarlyStart | None:
         """A push's small blob that no stream or known mount source covers: its upload session and its
         bytes from the primary start beside the HEAD, one round trip fewer on the push's path (when the
         HEAD finds it, the session is cancelled: two requests more). Other work HEADs first."""
@@ -413,7 +407,7 @@ class BlobCopier:
             return None  # a mount (one request) beats an upload
         opening = asyncio.ensure_future(self.secondary.open_upload(repository, blob.digest))
         reading = asyncio.ensure_future(self._read_shared(repository, blob, reads))
-        return _Early(self, repository, opening, reading)
+        return EarlyStart(self, repository, opening, reading)
 
     async def _read_shared(self, repository: str, blob: Descriptor, reads: SharedReads | None) -> bytes:
         if reads is None:

@@ -180,6 +180,7 @@ class Engine:
             # notifications backing up (see notifications.PullBacklog)
             gates=[self._pushes.yield_to_pushes],
             primary_gates=[self.pull_backlog.hold],
+            streams=self.leases.open_streams(self.tracking),  # PostgreSQL's many workers
         )
         self.primary = self._sites[self.config.primary.name].client
         self._verifier = Verifier(

@@ -21,6 +21,7 @@ from .describe import describe_error
 from .model import SiteSnapshot
 from .repository import CopyStats
 from .sites import build_client, build_signer
+from .streams import ClusterStreams
 from .throughput import CompletionRate, Throughput
 from .tracking import SiteCounts
 from .updates import BytesCopied, SiteHealth
@@ -63,9 +64,11 @@ def open_sites(
     write: Write,
     gates: Sequence[Gate] = (),
     primary_gates: Sequence[Gate] = (),
+    streams: ClusterStreams | None = None,
 ) -> dict[str, Site]:
     """A client for every site, and a blob copier for every secondary. Each client holds background
-    work to the site's own budget and to `gates` (and `primary_gates` on the primary): see .budget."""
+    work to the site's own budget and to `gates` (and `primary_gates` on the primary): see .budget.
+    ``streams``: with many workers, one stream of a blob per secondary across all of them."""
     signer = build_signer(config.auth) if config.auth is not None else None
     blob_connections = config.engine.blob_concurrency * 2
     clock = monitor.clock
@@ -95,6 +98,7 @@ def open_sites(
             tracking,
             on_bytes=monitor.bytes_counter(entry),
             write=write,
+            streams=streams,
         )
     return sites
 

@@ -3,10 +3,10 @@ leadership that runs the duties the cluster needs once.
 
 `WorkerLeases` registers the worker at start, and every ``lease_seconds / 3`` renews the leases of the
 rows its jobs copy and of the pushes its push copies hold (a job whose lease was lost is cancelled:
-another worker has the row, and this one must neither copy on nor mark it), stamps its row's heartbeat
-with how much it has in hand, and sweeps the leases that ran out (any worker's: a dead worker's rows go
-back through the failure path; its pushes are simply anyone's claim). A clean stop takes the row away
-and gives its pushes back.
+another worker has the row, and this one must neither copy on nor mark it), renews its turns at
+streaming blobs (streams.py), stamps its row's heartbeat with how much it has in hand, and sweeps the
+leases that ran out (any worker's: a dead worker's rows go back through the failure path; its pushes are
+simply anyone's claim). A clean stop takes the row away and gives its pushes back.
 
 `Leadership` is a session ``pg_try_advisory_lock`` on a connection of its own: the worker holding it runs
 discovery, the periodic reconcile and verification; the others try again every few seconds, and one of
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backoff import retry_delay
 from .describe import describe_error
+from .streams import ClusterStreams, StreamRecords
 
 if TYPE_CHECKING:
     import psycopg
@@ -48,6 +49,15 @@ class WorkerLeases:
         self.lease_seconds = engine.config.engine.lease_seconds
         self.expired = 0  # rows whose lease this worker's sweeps found run out
         self._renewed_at = engine._clock()  # the last heartbeat that reached the database
+        self.streams: ClusterStreams | None = None  # this worker's blob streams (open_streams)
+
+    def open_streams(self, records: StreamRecords) -> ClusterStreams | None:
+        """The cluster-wide turns at streaming blobs that this worker's copiers take (None on SQLite:
+        one engine per file, its copiers' own turns suffice, and no database write is added)."""
+        if self.owner is None:
+            return None
+        self.streams = ClusterStreams(records, self.owner, self.lease_seconds, clock=self._engine._clock)
+        return self.streams
 
     async def register(self, listen: str = "") -> None:
         engine = self._engine
@@ -158,6 +168,14 @@ class WorkerLeases:
                         repository=repository,
                     )
         await self._renew_pushes()
+        if self.streams is not None:
+            for site, digest in await self.streams.renew():
+                engine.log(
+                    "warning",
+                    f"the turn at streaming {digest} ran out (a heartbeat came late): "
+                    "another worker may stream it too",
+                    site=site,
+                )
         # what this worker copies now, into every secondary together (the workers view shows it)
         throughput = sum(site.throughput.rate() for site in engine._sites.values())
         beat = tracking.worker_heartbeat

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from geo_tui.engine.blobs import SHARED_READ_BYTES, SharedReads
+from geo_tui.engine.shared_reads import SHARED_READ_BYTES, SharedReads
 
 
 class Primary:

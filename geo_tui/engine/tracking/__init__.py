@@ -10,7 +10,7 @@ The modules, one idea each: `rows` (what a row means), `schema` (versions and mi
 (the file, its connections and transactions), `queue` (discovery and sync state), `claims` (due rows
 claimed under leases by many workers, and the workers' rows), `verification`, `reads` (rows and
 counts), `records` (notifications, blob locations, the event log) and `pushes` (pushes waiting for
-their copy, and the tags last seen on each site).
+their copy, and the tags last seen on each site), `streams` (blob streams in flight across the workers).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from .reads import RowReads
 from .records import EVENT_LOG_LIMIT, NotificationBatch, Records
 from .rows import LogRecord, RepositoryRow, SiteCounts, SyncState, VerificationState
 from .schema import MIGRATIONS, SCHEMA_VERSION, DatabaseDamaged, DatabaseTooNew, DatabaseUnusable, Migration
+from .streams import BlobStreamRecords
 from .verification import DEEP_PLAN_BATCH, VerificationRecords, deep_offset
 
 if TYPE_CHECKING:
@@ -58,7 +59,9 @@ __all__ = [
 ]
 
 
-class Tracking(LeaseClaims, SyncQueue, VerificationRecords, RowReads, Records, PushRecords):
+class Tracking(
+    LeaseClaims, SyncQueue, VerificationRecords, RowReads, Records, PushRecords, BlobStreamRecords
+):
     """Thread-safe access to the tracking database: one connection (and lock) that writes, and one
     (and lock) that reads. In WAL mode a reader never waits for a writer, so whatever only reads
     (status, snapshots, /-/health, the scheduler's queue) stays fast while another process holds the

@@ -369,5 +369,10 @@ MIGRATIONS: tuple[Migration[PostgresConnection], ...] = (
     ),
     Migration(4, "each worker's throughput (issue 16)", _statements(*schema.WORKER_THROUGHPUT_STATEMENTS)),
     Migration(5, "leases on the push queue (issue 16)", _statements(*schema.PUSH_LEASE_STATEMENTS)),
+    Migration(
+        6,
+        "blob streams in flight across the workers (issue 16)",
+        _statements(*schema.BLOB_STREAM_STATEMENTS),
+    ),
 )
 assert [m.version for m in MIGRATIONS] == [m.version for m in schema.MIGRATIONS]

@@ -231,6 +231,23 @@ PUSH_LEASE_STATEMENTS = (
     "ALTER TABLE push_queue ADD COLUMN lease_until REAL",
 )
 
+# Migration 6: blobs being streamed into a secondary, one worker at a time per (site, digest) across every
+# worker of the database (issue 16).
+BLOB_STREAM_STATEMENTS = (
+    # `owner` streams `digest` into `site` (into its `repository`) under a lease it renews until `until`;
+    # another worker that needs the blob waits for the row to go, then mounts it from where it landed.
+    """CREATE TABLE IF NOT EXISTS blob_streams (
+        site TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        until REAL NOT NULL,
+        repository TEXT NOT NULL,
+        PRIMARY KEY (site, digest)
+    ) WITHOUT ROWID""",
+    # The heartbeat renews a worker's rows, and clears the ones whose lease ran out.
+    "CREATE INDEX IF NOT EXISTS blob_streams_owner ON blob_streams (owner)",
+)
+
 # Append the next one here, never edit one that shipped: Migration(2, "what it adds", _sql("CREATE ...")).
 MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
     Migration(1, "the tables of the releases before schema versions", _first_schema),
@@ -242,6 +259,7 @@ MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
     Migration(3, "leases on the repositories rows, and the workers (issue 16)", _sql(*LEASE_STATEMENTS)),
     Migration(4, "each worker's throughput (issue 16)", _sql(*WORKER_THROUGHPUT_STATEMENTS)),
     Migration(5, "leases on the push queue (issue 16)", _sql(*PUSH_LEASE_STATEMENTS)),
+    Migration(6, "blob streams in flight across the workers (issue 16)", _sql(*BLOB_STREAM_STATEMENTS)),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -82,6 +82,9 @@ class TrackingStore:
         self._lock = threading.RLock()
         self._read_lock = threading.RLock()
         self._id_lock = threading.Lock()  # never held across SQLite: the loop takes it for every log line
+        # PostgreSQL: the blob streams' own connection (streams.py), opened at its first use, and its lock
+        self._stream_db: Any = None
+        self._stream_lock = threading.Lock()
         self._log_inserts = 0
         self._notification_inserts = 0
         self._next_log_id = 0
@@ -154,6 +157,9 @@ class TrackingStore:
         self._row_columns = ", ".join(c for c in ROW_COLUMNS if c in have or not have)
 
     def close(self) -> None:
+        with self._stream_lock:
+            if self._stream_db is not None:
+                self._stream_db.close()
         with self._read_lock:
             if self._reader is not self._db:
                 self._reader.close()
