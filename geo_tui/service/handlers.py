@@ -73,12 +73,12 @@ class CommandHandlers:
         )
 
     async def pause(self, command: Pause) -> CommandAnswer:
-        self._engine.pause()
-        return CommandAnswer(True, "replication paused")
+        await self._engine.pause()
+        return CommandAnswer(True, "replication paused on every worker")
 
     async def resume(self, command: Resume) -> CommandAnswer:
-        self._engine.resume()
-        return CommandAnswer(True, "replication resumed")
+        await self._engine.resume()
+        return CommandAnswer(True, "replication resumed on every worker")
 
     def _by_site(self, keys: Sequence[RowKey]) -> dict[str, list[str]]:
         """The keys grouped by site, each a tracked row: a typo must not become a row (the CLI's resync

@@ -224,6 +224,17 @@ LEASE_STATEMENTS = (
 # NULL until its heartbeat says, so a worker that does not measure it never reads as copying nothing.
 WORKER_THROUGHPUT_STATEMENTS = ("ALTER TABLE workers ADD COLUMN throughput REAL",)
 
+# PLACEHOLDERS (branch cluster16 only): migrations 5 and 6 are other branches'; these stand in for them so
+# the chain stays numbered 1..7 here. On merge, the real ones replace these lines (a database migrated by
+# this branch alone is a development one: recreate it). Migration 7 depends on neither.
+_PLACEHOLDER_5: tuple[str, ...] = ()
+_PLACEHOLDER_6: tuple[str, ...] = ()
+
+# Migration 7: which worker logged each event-log line (issue 16: a console attached to one worker shows
+# the others' lines, saying whose). PostgreSQL adds triggers that announce changed rows and new log lines
+# to every worker (`postgres.CHANGE_STATEMENTS`); SQLite has one engine per file, which tells its own.
+EVENT_LOG_WORKER_STATEMENTS = ("ALTER TABLE event_log ADD COLUMN worker TEXT",)
+
 # Append the next one here, never edit one that shipped: Migration(2, "what it adds", _sql("CREATE ...")).
 MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
     Migration(1, "the tables of the releases before schema versions", _first_schema),
@@ -234,6 +245,11 @@ MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
     ),
     Migration(3, "leases on the repositories rows, and the workers (issue 16)", _sql(*LEASE_STATEMENTS)),
     Migration(4, "each worker's throughput (issue 16)", _sql(*WORKER_THROUGHPUT_STATEMENTS)),
+    Migration(5, "placeholder for another branch's migration 5", _sql(*_PLACEHOLDER_5)),
+    Migration(6, "placeholder for another branch's migration 6", _sql(*_PLACEHOLDER_6)),
+    Migration(
+        7, "the worker of each log line, and changes announced (issue 16)", _sql(*EVENT_LOG_WORKER_STATEMENTS)
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
