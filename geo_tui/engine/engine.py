@@ -36,7 +36,7 @@ from .repository import ManifestCache
 from .scheduler import Scheduler
 from .supervisor import Supervisor
 from .tracking import PauseState, RepositoryRow, SyncState, Tracking, tracking_database
-from .updates import Broadcast, EngineStatus, LogLine, SiteHealth, Update
+from .updates import Broadcast, EngineStatus, LogLine, Reload, SiteHealth, Update
 from .verify import VerificationDepth, VerificationResult, Verifier
 from .verify_loop import VerificationLoop
 from .wakeups import Wakeups
@@ -377,6 +377,8 @@ class Engine:
             for site in sites or self.secondary_names:
                 for repository in repositories:
                     self._emit_row(site, repository)
+        elif count:  # rows not named here: every watcher reads them all again (once, not per row)
+            self._emit(Reload(f"resync requested: {what} ({count} rows)"))
         self._poke()
         return count
 
