@@ -9,13 +9,11 @@ import asyncio
 import re
 import signal
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import tomli_w
 
 from geo_tui.config import Secret
 from geo_tui.engine import LogRecord, RepositoryRow, SyncState
@@ -23,12 +21,12 @@ from geo_tui.engine.tracking.postgres import PostgresDatabase
 from geo_tui.engine.wire import Resync
 from geo_tui.link.client import EngineClient
 from geo_tui.link.remote import RemoteLink
-from tests.support.distribution import Distribution, free_port
+from tests.support.distribution import Distribution
 from tests.support.keys import TestKeyPair
 from tests.support.oci import oci_image
 from tests.support.postgres import database_option, query_tracking
 from tests.support.push import RawPusher
-from tests.support.served import ServedEngine, wait_until, write_served_config
+from tests.support.served import ServedEngine, start_workers, wait_until
 
 TOKEN = "cluster-view-token-0123456789-abc"
 REPOSITORIES = [f"team/app{i}" for i in range(6)]
@@ -51,19 +49,17 @@ def workers(
 ) -> Iterator[list[tuple[ServedEngine, Path]]]:
     for name in REPOSITORIES:
         primary_pusher.push_tree(name, oci_image(name, layer_size=2048), "v1")
-    started: list[tuple[ServedEngine, Path]] = []
+    started = start_workers(
+        ("a", "b"),
+        tmp_path,
+        primary,
+        [secondary],
+        key_pair,
+        database_option(tracking_target),
+        token=TOKEN,
+        engine={"repository_concurrency": 3},
+    )
     try:
-        for name in ("a", "b"):
-            port = free_port()
-            config = write_served_config(
-                tmp_path / name, primary, [secondary], key_pair, port=port, api={"token": TOKEN}
-            )
-            data = tomllib.loads(config.read_text())
-            data["engine"].update(database_option(tracking_target))
-            data["engine"]["repository_concurrency"] = 3
-            config.write_text(tomli_w.dumps(data))
-            engine = ServedEngine(config, tmp_path / f"{name}.log", api_url=f"http://127.0.0.1:{port}")
-            started.append((engine.start(TOKEN), config))
         yield started
     finally:
         for engine, _ in started:
