@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from geo_tui.cli import main
 from geo_tui.config import Secret
 from geo_tui.engine import LogRecord, RepositoryRow, SyncState
 from geo_tui.engine.tracking.postgres import PostgresDatabase
@@ -125,9 +126,12 @@ def pid_of(record: LogRecord) -> int | None:
 
 
 def test_two_consoles_on_two_workers_see_the_same_state_and_each_others_commands(
-    workers: list[tuple[ServedEngine, Path]], primary_pusher: RawPusher, secondary_pusher: RawPusher
+    workers: list[tuple[ServedEngine, Path]],
+    primary_pusher: RawPusher,
+    secondary_pusher: RawPusher,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    (a, config), (b, _) = workers
+    (a, config), (b, config_b) = workers
     assert a.process is not None and b.process is not None
     links = [RemoteLink(engine.target, token=Secret(TOKEN)) for engine in (a, b)]
     for link in links:
@@ -143,6 +147,9 @@ def test_two_consoles_on_two_workers_see_the_same_state_and_each_others_commands
         command(a, "pause")
         wait_until(lambda: seen_b.drain() or seen_b.paused is True, what="B's console paused")
         assert info(a)["paused"] is True and info(b)["paused"] is True
+        capsys.readouterr()
+        assert main(["--config", str(config_b), "status"]) == 0
+        assert "replication PAUSED on every worker by worker" in capsys.readouterr().out
         wait_until(
             lambda: (
                 seen_b.drain()
