@@ -59,7 +59,6 @@ class ClusterView:
         self._pause = False
         self._oldest: float | None = None  # the sent time of the oldest notify not yet shown
         self._task: asyncio.Task[None] | None = None
-        self.heard = 0  # change notifies of other workers' taken in (tests, /metrics)
 
     # -- the pause -------------------------------------------------------------------------------
 
@@ -109,7 +108,6 @@ class ClusterView:
             except (ValueError, TypeError):
                 log.warning("a change notify this engine cannot read: %.200s", payload)
                 return
-            self.heard += 1
         elif kind not in ("pause", "resync"):
             return
         if sent is not None and (self._oldest is None or sent < self._oldest):

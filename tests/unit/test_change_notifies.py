@@ -5,6 +5,7 @@ is stored for every engine and announced."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import pytest
 
 from geo_tui.engine import Tracking
 from geo_tui.engine.cluster_view import read_change
+from geo_tui.engine.listen import WakeListener
 from geo_tui.engine.tracking import PauseState
 from geo_tui.engine.tracking.postgres import CHANGE_CHANNEL, CHANGED_KEYS_LIMIT, PostgresDatabase
 
@@ -102,3 +104,40 @@ def test_a_stored_log_line_and_the_pause_are_announced(
         assert other.rows_of([("eu", "none")]) == []
     finally:
         other.close()
+
+
+def test_the_listener_hands_on_changes_with_their_sender_and_a_resync_after_a_lost_connection(
+    tracking_target: PostgresDatabase,
+) -> None:
+    tracking = Tracking(tracking_target)
+
+    async def run() -> None:
+        changes: asyncio.Queue[tuple[str, int | None]] = asyncio.Queue()
+        listener = WakeListener(
+            tracking_target,
+            asyncio.get_running_loop(),
+            lambda work, sent: None,
+            lambda reason: None,
+            on_change=lambda payload, pid: changes.put_nowait((payload, pid)),
+        )
+        listener.start()
+        try:
+            assert await asyncio.wait_for(changes.get(), 10) == ("resync", None)  # listening: look anyway
+            tracking.ensure_rows("eu", ["team/app"])
+            payload, pid = await asyncio.wait_for(changes.get(), 10)
+            assert read_change(payload)[0::2] == ("rows", '[["eu", "team/app"]]')
+            assert pid == tracking.writer_pid
+            with psycopg.connect(tracking_target.url, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'geo-tui listener'"
+                )
+            # what changed while nobody listened is unknown: the watchers must read everything again
+            assert await asyncio.wait_for(changes.get(), 10) == ("resync", None)
+        finally:
+            await asyncio.to_thread(listener.stop)
+
+    try:
+        asyncio.run(run())
+    finally:
+        tracking.close()

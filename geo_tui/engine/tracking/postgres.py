@@ -233,8 +233,12 @@ class PostgresConnection:
 
     @property
     def backend_pid(self) -> int:
-        """The server process of this connection (a NOTIFY names the one that sent it)."""
-        return int(self._conn.info.backend_pid)
+        """The server process of this connection (a NOTIFY names the one that sent it); 0 while it is
+        lost (read from the loop while the database thread may be reopening it)."""
+        try:
+            return int(self._conn.info.backend_pid)
+        except psycopg.Error:
+            return 0
 
     def ensure(self) -> None:
         """Reopen the connection if it was lost (never inside a transaction: only between them)."""
