@@ -74,11 +74,11 @@ class CommandHandlers:
 
     async def pause(self, command: Pause) -> CommandAnswer:
         await self._engine.pause()
-        return CommandAnswer(True, "replication paused on every worker")
+        return CommandAnswer(True, "replication paused")
 
     async def resume(self, command: Resume) -> CommandAnswer:
         await self._engine.resume()
-        return CommandAnswer(True, "replication resumed on every worker")
+        return CommandAnswer(True, "replication resumed")
 
     def _by_site(self, keys: Sequence[RowKey]) -> dict[str, list[str]]:
         """The keys grouped by site, each a tracked row: a typo must not become a row (the CLI's resync

@@ -17,9 +17,9 @@ import pytest
 
 from geo_tui.cli import main
 from geo_tui.config import Secret
-from geo_tui.engine import LogRecord, RepositoryRow, SyncState
+from geo_tui.engine import LogRecord, RepositoryRow, SyncState, VerificationState
 from geo_tui.engine.tracking.postgres import PostgresDatabase
-from geo_tui.engine.wire import Resync
+from geo_tui.engine.wire import Resync, Verify
 from geo_tui.link.client import EngineClient
 from geo_tui.link.remote import RemoteLink
 from tests.support.distribution import Distribution
@@ -105,6 +105,9 @@ def command(engine: ServedEngine, call: str, body: object = None) -> None:
             if call == "resync":
                 assert isinstance(body, Resync)
                 answer = await client.resync(body)
+            elif call == "verify":
+                assert isinstance(body, Verify)
+                answer = await client.verify(body)
             else:
                 answer = await (client.pause() if call == "pause" else client.resume())
             assert answer.ok, answer.message
@@ -172,6 +175,8 @@ def test_two_consoles_on_two_workers_see_the_same_state_and_each_others_commands
                                           for r in seen_b.logs),
             what="A's resync in B's event log",
         )  # fmt: skip
+        # A's own console too: a resync of rows not named reloads its rows
+        wait_until(lambda: seen_a.all(SyncState.PENDING, before), what="A's console: pending")
         # B's own API reads the same rows; paused, neither worker starts a copy.
         with b.client(TOKEN) as client:
             page = client.get("/api/v1/rows", params={"site": SITE, "state": "pending"}).json()
@@ -204,6 +209,21 @@ def test_two_consoles_on_two_workers_see_the_same_state_and_each_others_commands
             states = other.states[(SITE, name)]
             assert SyncState.SYNCED in states[states.index(SyncState.PENDING) :], (name, states)
         assert b.process.pid in copied_by.values(), "B copied nothing: its resume did not reach it first"
+
+        # A verification through A: B's console sees its outcome on the row, and A's line for it.
+        key = (SITE, REPOSITORIES[0])
+        verified = seen_b.rows[key].verified_at or 0.0
+        command(a, "verify", Verify(keys=(key,)))
+        wait_until(
+            lambda: (
+                seen_b.drain()
+                or (
+                    (seen_b.rows[key].verified_at or 0.0) > verified
+                    and seen_b.rows[key].verification_state is VerificationState.SUCCEEDED
+                )
+            ),
+            what="A's verification on B's console",
+        )
         with httpx.Client(base_url=b.target, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
             metrics = client.get("/metrics").text
         print(
