@@ -386,15 +386,12 @@ class Engine:
         """Start no new copies, on every worker of the tracking database (copies in flight finish); it
         stays paused, across restarts too, until resumed through any of them."""
         await self.cluster.set_pause(True)
-        self.log("warning", f"replication paused{self._everywhere()}")
+        self.log("warning", "replication paused" + (" (every worker)" if self.leases.owner else ""))
 
     async def resume(self) -> None:
         """Start copying again, on every worker of the tracking database."""
         await self.cluster.set_pause(False)
-        self.log("info", f"replication resumed{self._everywhere()}")
-
-    def _everywhere(self) -> str:
-        return " (every worker)" if self.leases.owner is not None else ""
+        self.log("info", "replication resumed" + (" (every worker)" if self.leases.owner else ""))
 
     # -- notifications ---------------------------------------------------------------------------
 
