@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,9 +88,17 @@ async def test_what_another_worker_is_told_shows_on_this_console(
 
             await asyncio.to_thread(post, a, "pause")
             await until(pilot, lambda: app.paused and "paused" in app.sub_title)
+            sent = time.monotonic()
             await asyncio.to_thread(post, a, "resync", {"keys": [list(KEY)]})
+            answered = time.monotonic()
             # the row A queued (B's engine did not touch it) turns pending on B's console
-            await until(pilot, lambda: on_screen(app, SyncState.PENDING))
+            while not on_screen(app, SyncState.PENDING):
+                assert time.monotonic() - sent < 30, "A's resync never reached B's screen"
+                await pilot.pause(0.01)
+            shown = time.monotonic()
+            print(
+                f"\nA's resync sent: answered in {answered - sent:.3f} s, on B's screen {shown - sent:.3f} s"
+            )
             row = app.query_one(RepositoryTable).row(KEY)
             assert row is not None and row.generation > generation
             # A's lines, saying they are A's
