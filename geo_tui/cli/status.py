@@ -104,6 +104,7 @@ async def cmd_status(config: Config, args: argparse.Namespace, sites: list[str] 
         now = tracking.now()
         # stale after a lease without a heartbeat (three missed): its leases have run out too
         workers = workers_view(tracking.workers(), tracking.leased(), now, config.engine.lease_seconds)
+        pause = tracking.pause_state()  # every worker's: the pause is kept in the database
     finally:
         tracking.close()
     # Stored reasons are redacted when written; a database from an older geo-tui may predate that.
@@ -152,11 +153,16 @@ async def cmd_status(config: Config, args: argparse.Namespace, sites: list[str] 
                         for r in failed
                     ],
                     "workers": _workers_json(workers),
+                    "paused": pause.paused,
                 },
                 indent=2,
             )
         )
         return EXIT_OK
+    if pause.paused:
+        by = f" by worker {pause.by}" if pause.by else ""
+        since = f", {ago(pause.at, now)}" if pause.at is not None else ""
+        print(f"replication PAUSED on every worker{by}{since}: nothing new starts until it is resumed\n")
     header = (
         f"{'SITE':<20} {'SYNCED':>7} {'FAILED':>7} {'PENDING':>8} {'TOTAL':>7} {'SYNCED %':>9} "
         f"{'VERIFIED':>9} {'VERIFY FAILED':>14}"

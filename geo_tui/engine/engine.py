@@ -18,6 +18,7 @@ import httpx
 from geo_tui.config import Config, redactor_for
 from geo_tui.registry import RegistryClient
 
+from .cluster_view import ClusterView
 from .database import DatabaseWriter, is_passing_fault
 from .describe import describe_error, prefixed
 from .discovery import Discovery
@@ -34,8 +35,8 @@ from .recorder import Recorder
 from .repository import ManifestCache
 from .scheduler import Scheduler
 from .supervisor import Supervisor
-from .tracking import RepositoryRow, SyncState, Tracking, tracking_database
-from .updates import Broadcast, EngineStatus, LogLine, SiteHealth, Update
+from .tracking import PauseState, RepositoryRow, SyncState, Tracking, tracking_database
+from .updates import Broadcast, EngineStatus, LogLine, Reload, SiteHealth, Update
 from .verify import VerificationDepth, VerificationResult, Verifier
 from .verify_loop import VerificationLoop
 from .wakeups import Wakeups
@@ -95,7 +96,8 @@ class Engine:
         self._cache = ManifestCache()
         self._sites: dict[str, Site] = {}
         self._tracking: Tracking | None = None
-        self.paused = False
+        self.paused = False  # the cluster's pause (the tracking database's), as `cluster` last read it
+        self.pause_state = PauseState(False)
         self._running = False
         self.metrics = EngineMetrics()
         self.last_event_at: float | None = None
@@ -124,6 +126,7 @@ class Engine:
         self._standing = Pass.standing(self.secondary_names)
         # Push copies, by repository: they run beside whole-repository jobs, never behind them.
         self._pushes = PushCopier(self)
+        self.cluster = ClusterView(self)  # other workers' changes for the watchers, and the shared pause
         self.wakeups = Wakeups(self)  # NOTIFY from the tracking database, and whether it answers
         self.intake = NotificationIntake(self)  # notifications stored, concurrent ones in one commit
         self.pull_backlog = PullBacklog()  # fed by the receiver (see notifications.PullBacklog)
@@ -167,6 +170,7 @@ class Engine:
         for name in ENGINE_LOGGERS:
             logging.getLogger(name).addFilter(self._log_filter)
         self.scheduler.open()
+        self.cluster.load_pause()
 
         self._sites = open_sites(
             self.config,
@@ -204,6 +208,9 @@ class Engine:
         await self.leases.open()
         if recovered := self.leases.recover_started():
             self.log("warning", f"picked up {recovered} repositories left in progress by an earlier run")
+        if self.paused:
+            by = f" by worker {self.pause_state.by}" if self.pause_state.by else ""
+            self.log("warning", f"replication is paused{by}: nothing new starts until it is resumed")
 
     async def close(self) -> None:
         await self.stop()
@@ -282,7 +289,8 @@ class Engine:
     ) -> None:
         """Log a line to the process log, the event log in the database and every watcher. Never waits
         for the database: the line is stored on the database thread (and shown at once)."""
-        record = self.tracking.log_record(level, message, site=site, repository=repository)  # redacted
+        worker = self.leases.owner  # many workers: each line says whose (None with one engine)
+        record = self.tracking.log_record(level, message, site=site, repository=repository, worker=worker)
         if self._writer is not None:
             self._writer.submit(self.tracking.store_log, record)
         else:
@@ -370,19 +378,21 @@ class Engine:
             for site in sites or self.secondary_names:
                 for repository in repositories:
                     self._emit_row(site, repository)
+        elif count:  # rows not named here: every watcher reads them all again (once, not per row)
+            self._emit(Reload(f"resync requested: {what} ({count} rows)"))
         self._poke()
         return count
 
-    def pause(self) -> None:
-        self.paused = True
-        self.log("warning", "replication paused")
-        self._emit(EngineStatus(self._running, True))
+    async def pause(self) -> None:
+        """Start no new copies, on every worker of the tracking database (copies in flight finish); it
+        stays paused, across restarts too, until resumed through any of them."""
+        await self.cluster.set_pause(True)
+        self.log("warning", "replication paused" + (" (every worker)" if self.leases.owner else ""))
 
-    def resume(self) -> None:
-        self.paused = False
-        self.log("info", "replication resumed")
-        self._emit(EngineStatus(self._running, False))
-        self._poke()
+    async def resume(self) -> None:
+        """Start copying again, on every worker of the tracking database."""
+        await self.cluster.set_pause(False)
+        self.log("info", "replication resumed" + (" (every worker)" if self.leases.owner else ""))
 
     # -- notifications ---------------------------------------------------------------------------
 

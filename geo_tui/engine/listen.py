@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from .tracking.postgres import WAKE_CHANNEL, PostgresDatabase, read_wake_payload
+from .tracking.postgres import CHANGE_CHANNEL, WAKE_CHANNEL, PostgresDatabase, read_wake_payload
 
 __all__ = ["WakeListener"]
 
@@ -29,7 +29,11 @@ class WakeListener:
     calls ``on_wake(work, sent)`` on the loop for each NOTIFY ("push" or "sync"; ``sent`` the sender's
     clock). A lost connection is reported (``on_state(reason)``; None once listening again) and
     reopened with backoff; once listening again it wakes everything (``on_wake("sync", None)`` and
-    ``on_wake("push", None)``), as notifies sent meanwhile went nowhere."""
+    ``on_wake("push", None)``), as notifies sent meanwhile went nowhere.
+
+    On the same connection it LISTENs on the change channel (rows changed, log lines stored, the pause
+    changed: migration 7's triggers) and calls ``on_change(payload, pid)`` (``pid``: the notifying
+    backend's); once listening again, ``on_change("resync", None)``: what changed meanwhile is unknown."""
 
     def __init__(
         self,
@@ -39,11 +43,13 @@ class WakeListener:
         on_state: Callable[[str | None], None],
         *,
         application: str = "geo-tui listener",
+        on_change: Callable[[str, int | None], None] | None = None,
     ) -> None:
         self._database = database
         self._loop = loop
         self._on_wake = on_wake
         self._on_state = on_state
+        self._on_change = on_change
         self._application = application
         self._stop = threading.Event()
         self.listening = threading.Event()
@@ -82,10 +88,17 @@ class WakeListener:
     def _listen(self) -> None:
         with self._database.connect(application=self._application, **KEEPALIVES) as conn:
             conn.execute(f"LISTEN {WAKE_CHANNEL}")
+            if self._on_change is not None:
+                conn.execute(f"LISTEN {CHANGE_CHANNEL}")
             self.listening.set()
             self._call(self._on_state, None)
             for work in ("sync", "push"):  # what was committed while nobody listened
                 self._call(self._on_wake, work, None)
+            if self._on_change is not None:
+                self._call(self._on_change, "resync", None)
             while not self._stop.is_set():
                 for notify in conn.notifies(timeout=LISTEN_POLL):
-                    self._call(self._on_wake, *read_wake_payload(notify.payload))
+                    if notify.channel == CHANGE_CHANNEL and self._on_change is not None:
+                        self._call(self._on_change, notify.payload, notify.pid)
+                    else:
+                        self._call(self._on_wake, *read_wake_payload(notify.payload))

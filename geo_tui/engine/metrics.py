@@ -208,6 +208,12 @@ class EngineMetrics:
             buckets=WAKE_BUCKETS,
             registry=self.registry,
         )
+        self.cluster_change_latency = Histogram(
+            "geo_tui_cluster_change_seconds",
+            "From another worker's change (its statement's NOTIFY) to this worker's watchers told",
+            buckets=WAKE_BUCKETS,
+            registry=self.registry,
+        )
 
     def watch_backlog(
         self, outstanding: Callable[[], float], held: Callable[[], float], yielded: Callable[[], float]

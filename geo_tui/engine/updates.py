@@ -12,7 +12,16 @@ from dataclasses import dataclass
 
 from .tracking import LogRecord, RepositoryRow
 
-__all__ = ["Broadcast", "BytesCopied", "EngineStatus", "LogLine", "RepositoryUpdated", "SiteHealth", "Update"]
+__all__ = [
+    "Broadcast",
+    "BytesCopied",
+    "EngineStatus",
+    "LogLine",
+    "Reload",
+    "RepositoryUpdated",
+    "SiteHealth",
+    "Update",
+]
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,15 @@ class EngineStatus:
     paused: bool
 
 
-Update = RepositoryUpdated | BytesCopied | LogLine | SiteHealth | EngineStatus
+@dataclass(frozen=True)
+class Reload:
+    """Too much changed to tell row by row (another worker's bulk resync, or changes missed while the
+    database's notifies did not arrive): a watcher reads every row again."""
+
+    reason: str
+
+
+Update = RepositoryUpdated | BytesCopied | LogLine | SiteHealth | EngineStatus | Reload
 
 log = logging.getLogger("geo_tui.engine")
 

@@ -143,7 +143,12 @@ class Wakeups:
         from .tracking.postgres import application_name
 
         self.listener = WakeListener(
-            target, loop, self._notified, self._listen_state, application=application_name("geo-tui listener")
+            target,
+            loop,
+            self._notified,
+            self._listen_state,
+            application=application_name("geo-tui listener"),
+            on_change=engine.cluster.changed,  # other workers' changes, for this one's watchers
         )
         self.listener.start()
 

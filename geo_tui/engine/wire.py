@@ -12,7 +12,6 @@ client encodes one with `encode_command`, the server decodes it with `decode_com
 field the command does not take, a value of the wrong type or range, or a site that is not a secondary,
 with an `InvalidCommand` naming the field. A field at its default is not sent, so an engine older than
 the field reads the command as it always did. Every command is answered by a `CommandAnswer`.
-
 ``GET workers`` answers model.py's `WorkersView`, encoded by `encode_workers`.
 """
 
@@ -27,7 +26,7 @@ from typing import Any, ClassVar, TypeVar
 from .deep import VerificationDepth
 from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteTags, WorkerInfo, WorkersView
 from .tracking import LogRecord, RepositoryRow, SiteCounts, SyncState, VerificationState
-from .updates import BytesCopied, EngineStatus, LogLine, RepositoryUpdated, SiteHealth, Update
+from .updates import BytesCopied, EngineStatus, LogLine, Reload, RepositoryUpdated, SiteHealth, Update
 
 __all__ = [
     "CHILD_READY",
@@ -167,6 +166,8 @@ def encode_update(update: Update) -> Json:
         return {"v": WIRE_VERSION, "type": "bytes", **_plain(update)}
     if isinstance(update, SiteHealth):
         return {"v": WIRE_VERSION, "type": "health", **_plain(update)}
+    if isinstance(update, Reload):  # the stream's own "reload": the console reads everything again
+        return {"v": WIRE_VERSION, "type": "reload", "reason": update.reason}
     return {"v": WIRE_VERSION, "type": "status", **_plain(update)}
 
 

@@ -73,11 +73,11 @@ class CommandHandlers:
         )
 
     async def pause(self, command: Pause) -> CommandAnswer:
-        self._engine.pause()
+        await self._engine.pause()
         return CommandAnswer(True, "replication paused")
 
     async def resume(self, command: Resume) -> CommandAnswer:
-        self._engine.resume()
+        await self._engine.resume()
         return CommandAnswer(True, "replication resumed")
 
     def _by_site(self, keys: Sequence[RowKey]) -> dict[str, list[str]]:

@@ -254,3 +254,19 @@ async def test_newest_line_stays_in_view_when_a_long_line_brings_a_horizontal_sc
         assert log.show_horizontal_scrollbar and log.scrollable_content_region.height == 2
         assert log.following and log.scroll_y == log.max_scroll_y == 2
         assert screen_lines(log)[-1].endswith("message 3")
+
+
+async def test_another_workers_line_says_whose_it_is_and_the_filter_finds_it() -> None:
+    """Many workers on one database: each line names its worker (host/pid), a line of one engine none."""
+    ours = LogRecord(1, NOW, "info", None, None, "engine started")
+    theirs = LogRecord(2, NOW + 1, "warning", "eu", "lib/nginx", "replication paused", "geo-b/4242/1.5")
+    async with LogApp().run_test(size=(80, 24)) as pilot:
+        log = pilot.app.query_one(EventLog)
+        log.add([ours, theirs])
+        await pilot.pause()
+        drawn = [line for line in screen_lines(log) if line]
+        assert drawn[0].endswith("· engine started") and "@" not in drawn[0]
+        assert "! @geo-b/4242 [eu/lib/nginx] replication paused" in drawn[1]
+        log.set_filter("geo-b/4242")
+        await pilot.pause()
+        assert [line for line in screen_lines(log) if line] == [drawn[1]]

@@ -73,7 +73,7 @@ async def test_background_engine_replicates_reports_and_obeys_commands(
         assert states[0] is SyncState.STARTED and states[-1] is SyncState.SYNCED
 
         # paused: a resync is queued but nothing runs; resumed: it runs
-        engine.pause()
+        await engine.pause()
         assert engine.snapshot().paused
         primary_pusher.push_tree("api/r0", oci_image("r0-v2", layer_size=1024), "v2")
         assert await engine.resync(repositories=["api/r0"]) == 1
@@ -81,7 +81,7 @@ async def test_background_engine_replicates_reports_and_obeys_commands(
         row = engine.tracking.row("secondary", "api/r0")
         assert row is not None and row.state is SyncState.PENDING
         assert "v2" not in secondary_pusher.list_tags("api/r0")
-        engine.resume()
+        await engine.resume()
         await wait_for(lambda: "v2" in secondary_pusher.list_tags("api/r0"))
         await wait_for(lambda: engine.tracking.row("secondary", "api/r0").state is SyncState.SYNCED)  # type: ignore[union-attr]
 

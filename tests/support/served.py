@@ -151,3 +151,38 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str =
         assert time.monotonic() - start < timeout, f"timed out waiting for {what}"
         time.sleep(0.02)
     return time.monotonic() - start
+
+
+def start_workers(
+    names: Sequence[str],
+    directory: Path,
+    primary: Distribution,
+    secondaries: list[Distribution],
+    key_pair: TestKeyPair,
+    database: dict[str, str],
+    *,
+    token: str,
+    engine: dict[str, Any] | None = None,
+) -> list[tuple[ServedEngine, Path]]:
+    """`geo-tui serve` workers on one tracking database (``database``: its ``[engine]`` keys), each with
+    its own config, receiver and API on a free port (token ``token``), and more ``[engine]`` keys; the
+    caller stops them. A worker that does not start stops those started before it."""
+    from tests.support.distribution import free_port
+
+    started: list[tuple[ServedEngine, Path]] = []
+    try:
+        for name in names:
+            port = free_port()
+            config = write_served_config(
+                directory / name, primary, secondaries, key_pair, port=port, api={"token": token}
+            )
+            data = tomllib.loads(config.read_text())
+            data["engine"].update({**database, **(engine or {})})
+            config.write_text(tomli_w.dumps(data))
+            served = ServedEngine(config, directory / f"{name}.log", api_url=f"http://127.0.0.1:{port}")
+            started.append((served.start(token), config))
+    except BaseException:
+        for served, _ in started:
+            served.stop(signal.SIGKILL)
+        raise
+    return started

@@ -27,7 +27,7 @@ from textual.strip import Strip
 
 from geo_tui.engine import LogRecord
 
-__all__ = ["DEFAULT_MAX_LINES", "EventLog", "level_glyph", "record_where"]
+__all__ = ["DEFAULT_MAX_LINES", "EventLog", "level_glyph", "record_where", "worker_label"]
 
 DEFAULT_MAX_LINES = 5000
 _GLYPHS = {"error": "✗", "critical": "✗", "warning": "!", "info": "·", "debug": " "}
@@ -46,6 +46,15 @@ def record_where(record: LogRecord) -> str:
     return f"[{where}]" if where else ""
 
 
+def worker_label(record: LogRecord) -> str:
+    """'@host/pid' of the worker that logged the record (many workers on one database), else ''."""
+    if not record.worker:
+        return ""
+    host, _, rest = record.worker.partition("/")
+    pid = rest.partition("/")[0]
+    return f"@{host}/{pid}" if pid else f"@{host}"
+
+
 def _one_line(message: str) -> str:
     return _CONTROL.sub("", " ".join(message.split()))
 
@@ -60,7 +69,9 @@ class _Line:
         self.record = record
         self.level = record.level.lower()
         self.stamp = time.strftime("%H:%M:%S", time.localtime(record.at))
-        self.where = _CONTROL.sub("", record_where(record))
+        # whose line it is (another worker's, on a console attached to one of many), then where
+        where = " ".join(p for p in (worker_label(record), record_where(record)) if p)
+        self.where = _CONTROL.sub("", where)
         self.message = _one_line(record.message)
         text = self.text
         self.width = cell_len(text)

@@ -24,7 +24,7 @@ from .claims import LeaseClaims, WorkerRow, worker_id
 from .pushes import PushClaim, PushRecords, QueuedPush
 from .queue import SyncQueue
 from .reads import RowReads
-from .records import EVENT_LOG_LIMIT, NotificationBatch, Records
+from .records import EVENT_LOG_LIMIT, NotificationBatch, PauseState, Records
 from .rows import LogRecord, RepositoryRow, SiteCounts, SyncState, VerificationState
 from .schema import MIGRATIONS, SCHEMA_VERSION, DatabaseDamaged, DatabaseTooNew, DatabaseUnusable, Migration
 from .streams import BlobStreamRecords
@@ -44,6 +44,7 @@ __all__ = [
     "LogRecord",
     "Migration",
     "NotificationBatch",
+    "PauseState",
     "PushClaim",
     "QueuedPush",
     "RepositoryRow",

@@ -79,6 +79,10 @@ class Dialect(Protocol):
         """Inside a write transaction that queued `work` ("push" or "sync"): tell every engine on the
         database when it commits (PostgreSQL's NOTIFY), so an idle one wakes at once."""
 
+    def changed(self, db: Any, what: str) -> None:
+        """Inside a write transaction that changed `what` ("pause"): tell every engine on the database
+        when it commits (rows and log lines announce themselves: migration 7's triggers)."""
+
 
 class SqliteDialect:
     """SQLite: ``BEGIN IMMEDIATE`` takes the file's write lock, which also serialises migrations."""
@@ -124,6 +128,9 @@ class SqliteDialect:
 
     def announce(self, db: sqlite3.Connection, work: str) -> None:
         """One engine per file: it wakes its own parts when it queues work."""
+
+    def changed(self, db: sqlite3.Connection, what: str) -> None:
+        """One engine per file: it tells its own watchers."""
 
 
 SQLITE = SqliteDialect()

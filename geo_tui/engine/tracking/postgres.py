@@ -48,6 +48,13 @@ PUSH_CLAIM_LOCK = 0x67656F7475690010
 SITE_LOCK_CLASS = 0x67656F74  # "geot": the two-key advisory locks of the per-site claim caps
 CONNECT_TIMEOUT = 5  # seconds: a server that does not answer is a passing fault, not a hung thread
 WAKE_CHANNEL = "geo_tui_work"  # NOTIFY channel: work was queued (see PostgresDialect.announce)
+# NOTIFY channel: repositories rows changed, a log line was stored, the pause changed (migration 7's
+# triggers, `PostgresDialect.changed`); every worker re-reads what it names (engine/cluster_view.py).
+CHANGE_CHANNEL = "geo_tui_changes"
+# A statement changing more rows than this is announced as "many": the watchers reload instead.
+CHANGED_KEYS_LIMIT = 1000
+# NOTIFY payloads must stay under 8000 bytes: keys are sent in chunks of at most this many.
+CHANGE_PAYLOAD_BYTES = 7000
 
 
 def wake_payload(work: str, sent: float) -> str:
@@ -226,6 +233,15 @@ class PostgresConnection:
     def lost(self) -> bool:
         return bool(self._conn.closed or self._conn.broken)
 
+    @property
+    def backend_pid(self) -> int:
+        """The server process of this connection (a NOTIFY names the one that sent it); 0 while it is
+        lost (read from the loop while the database thread may be reopening it)."""
+        try:
+            return int(self._conn.info.backend_pid)
+        except psycopg.Error:
+            return 0
+
     def ensure(self) -> None:
         """Reopen the connection if it was lost (never inside a transaction: only between them)."""
         if self.lost:
@@ -315,6 +331,10 @@ class PostgresDialect:
         payload carries when, so a listener can tell how long the wake took."""
         db.execute("SELECT pg_notify(?, ?)", (WAKE_CHANNEL, wake_payload(work, time.time())))
 
+    def changed(self, db: PostgresConnection, what: str) -> None:
+        """Tell every worker, when this transaction commits, that `what` changed ("pause")."""
+        db.execute("SELECT pg_notify(?, ?)", (CHANGE_CHANNEL, f"{what} {time.time():.6f}"))
+
 
 POSTGRES = PostgresDialect()
 
@@ -354,6 +374,75 @@ def _first_schema(db: PostgresConnection) -> None:
     db.execute(schema.DEEP_INDEX)
 
 
+# Migration 7: triggers that NOTIFY `CHANGE_CHANNEL` when repositories rows change (whatever statement
+# changed them: a claim, an outcome, a resync, a sweep, another tool) and when a log line is stored. One
+# notify per statement and chunk: "rows <sent> [[site, repository], ...]"; "many <sent>" for a statement
+# changing more than CHANGED_KEYS_LIMIT rows; "log <sent> <id>". A change of the lease columns alone (a
+# renewal every lease_seconds / 3) is nobody's news. Frozen text: never edit, append a migration.
+_ANNOUNCE_ROWS = f"""CREATE OR REPLACE FUNCTION geo_tui_announce_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    sent text := to_char(extract(epoch FROM clock_timestamp()), 'FM9999999999.000000');
+    touched bigint;
+    keys text[];
+    chunk text := '';
+    key text;
+BEGIN
+    SELECT count(*) INTO touched FROM geo_tui_new;
+    IF touched = 0 THEN
+        RETURN NULL;
+    END IF;
+    IF touched > {CHANGED_KEYS_LIMIT} THEN
+        PERFORM pg_notify('{CHANGE_CHANNEL}', 'many ' || sent);
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        -- the rows whose columns but the lease's differ before and after (grouped, not joined: the
+        -- planner knows nothing of transition tables, and its nested loop took seconds at 20,000 rows)
+        SELECT array_agg(json_build_array(site, repository)::text) INTO keys FROM (
+            SELECT site, repository FROM (
+                SELECT site, repository,
+                    md5((to_jsonb(n) - 'lease_owner' - 'lease_until' - 'lease_generation')::text) AS h
+                FROM geo_tui_new n
+                UNION ALL
+                SELECT site, repository,
+                    md5((to_jsonb(o) - 'lease_owner' - 'lease_until' - 'lease_generation')::text) AS h
+                FROM geo_tui_old o) sides
+            GROUP BY site, repository HAVING count(DISTINCT h) > 1) changed;
+    ELSE
+        SELECT array_agg(json_build_array(site, repository)::text) INTO keys FROM geo_tui_new;
+    END IF;
+    IF keys IS NULL THEN
+        RETURN NULL;
+    END IF;
+    FOREACH key IN ARRAY keys LOOP
+        IF chunk <> '' AND octet_length(chunk) + octet_length(key) > {CHANGE_PAYLOAD_BYTES} THEN
+            PERFORM pg_notify('{CHANGE_CHANNEL}', 'rows ' || sent || ' [' || chunk || ']');
+            chunk := '';
+        END IF;
+        chunk := CASE WHEN chunk = '' THEN key ELSE chunk || ',' || key END;
+    END LOOP;
+    PERFORM pg_notify('{CHANGE_CHANNEL}', 'rows ' || sent || ' [' || chunk || ']');
+    RETURN NULL;
+END $$"""
+_ANNOUNCE_LOG = f"""CREATE OR REPLACE FUNCTION geo_tui_announce_log() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{CHANGE_CHANNEL}',
+        'log ' || to_char(extract(epoch FROM clock_timestamp()), 'FM9999999999.000000') || ' ' || NEW.id);
+    RETURN NULL;
+END $$"""
+CHANGE_STATEMENTS = (
+    _ANNOUNCE_ROWS,
+    "CREATE TRIGGER geo_tui_rows_inserted AFTER INSERT ON repositories "
+    "REFERENCING NEW TABLE AS geo_tui_new FOR EACH STATEMENT EXECUTE FUNCTION geo_tui_announce_rows()",
+    "CREATE TRIGGER geo_tui_rows_updated AFTER UPDATE ON repositories "
+    "REFERENCING OLD TABLE AS geo_tui_old NEW TABLE AS geo_tui_new "
+    "FOR EACH STATEMENT EXECUTE FUNCTION geo_tui_announce_rows()",
+    _ANNOUNCE_LOG,
+    "CREATE TRIGGER geo_tui_log_inserted AFTER INSERT ON event_log "
+    "FOR EACH ROW EXECUTE FUNCTION geo_tui_announce_log()",
+)
+
+
 # Numbered as `schema.MIGRATIONS`, one for one: append to both.
 MIGRATIONS: tuple[Migration[PostgresConnection], ...] = (
     Migration(1, "the tables of the releases before schema versions", _first_schema),
@@ -373,6 +462,11 @@ MIGRATIONS: tuple[Migration[PostgresConnection], ...] = (
         6,
         "blob streams in flight across the workers (issue 16)",
         _statements(*schema.BLOB_STREAM_STATEMENTS),
+    ),
+    Migration(
+        7,
+        "the worker of each log line, and changes announced (issue 16)",
+        _statements(*schema.EVENT_LOG_WORKER_STATEMENTS, *CHANGE_STATEMENTS),
     ),
 )
 assert [m.version for m in MIGRATIONS] == [m.version for m in schema.MIGRATIONS]

@@ -10,6 +10,8 @@ from .store import TrackingStore
 
 __all__ = ["RowReads"]
 
+_BATCH = 400  # keys per statement (SQLite allows 32766 parameters)
+
 
 class RowReads(TrackingStore):
     """One row, pages of rows, and per-site counts."""
@@ -20,6 +22,20 @@ class RowReads(TrackingStore):
             (site, repository),
         )
         return RepositoryRow.from_columns(rows[0]) if rows else None
+
+    def rows_of(self, keys: Sequence[tuple[str, str]]) -> list[RepositoryRow]:
+        """The rows of `keys` (site, repository) that exist: what another worker changed."""
+        found: list[RepositoryRow] = []
+        wanted = sorted(set(keys))
+        for start in range(0, len(wanted), _BATCH):
+            chunk = wanted[start : start + _BATCH]
+            values = ", ".join("(?, ?)" for _ in chunk)
+            rows = self._query(
+                f"SELECT {self._row_columns} FROM repositories WHERE (site, repository) IN (VALUES {values})",
+                [v for key in chunk for v in key],
+            )
+            found.extend(RepositoryRow.from_columns(r) for r in rows)
+        return found
 
     def rows(
         self,

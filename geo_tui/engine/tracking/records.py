@@ -3,6 +3,7 @@ event log, and the redaction of free text already stored."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,7 @@ from .queue import TRACK as _TRACK
 from .rows import LOG_COLUMNS, LogRecord, from_columns
 from .store import TrackingStore
 
-__all__ = ["EVENT_LOG_LIMIT", "NotificationBatch", "Records"]
+__all__ = ["EVENT_LOG_LIMIT", "NotificationBatch", "PauseState", "Records"]
 
 EVENT_LOG_LIMIT = 10_000
 _LOG = ", ".join(LOG_COLUMNS)
@@ -23,6 +24,17 @@ _FREE_TEXT = (
     ("event_log", "id", "message"),
 )
 _LOG_ID_TRIES = 5  # another worker may take the next free id between our look and our insert
+_BATCH = 400  # ids per statement
+PAUSE_KEY = "paused"  # meta: replication paused for every worker on the database, by whom and since when
+
+
+@dataclass(frozen=True)
+class PauseState:
+    """Whether replication is paused on the database (every worker), who paused it last and when."""
+
+    paused: bool
+    by: str | None = None
+    at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -152,13 +164,19 @@ class Records(TrackingStore):
         return record
 
     def log_record(
-        self, level: str, message: str, *, site: str | None = None, repository: str | None = None
+        self,
+        level: str,
+        message: str,
+        *,
+        site: str | None = None,
+        repository: str | None = None,
+        worker: str | None = None,
     ) -> LogRecord:
         """A new event-log record with the next id and the message redacted, not stored yet (`store_log`)."""
         message = self._redact(message)
         with self._id_lock:
             self._next_log_id += 1
-            return LogRecord(self._next_log_id, self._clock(), level, site, repository, message)
+            return LogRecord(self._next_log_id, self._clock(), level, site, repository, message, worker)
 
     def store_log(self, record: LogRecord) -> None:
         """Store `record`; if its id was taken (many workers share a PostgreSQL database, each numbering
@@ -167,9 +185,17 @@ class Records(TrackingStore):
         with self._tx() as db:
             for _ in range(_LOG_ID_TRIES):
                 cur = db.execute(
-                    "INSERT INTO event_log (id, at, level, site, repository, message) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                    (record_id, record.at, record.level, record.site, record.repository, record.message),
+                    "INSERT INTO event_log (id, at, level, site, repository, message, worker) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    (
+                        record_id,
+                        record.at,
+                        record.level,
+                        record.site,
+                        record.repository,
+                        record.message,
+                        record.worker,
+                    ),
                 )
                 if cur.rowcount:
                     break
@@ -194,3 +220,39 @@ class Records(TrackingStore):
             (limit,),
         )
         return [from_columns(LogRecord, r) for r in reversed(rows)]
+
+    def log_records(self, ids: Sequence[int]) -> list[LogRecord]:
+        """The stored lines of `ids` (those still kept), oldest first: what another worker logged."""
+        found: list[LogRecord] = []
+        wanted = sorted(set(ids))
+        for start in range(0, len(wanted), _BATCH):
+            chunk = wanted[start : start + _BATCH]
+            rows = self._query(
+                f"SELECT {_LOG} FROM event_log WHERE id IN ({','.join('?' * len(chunk))})", chunk
+            )
+            found.extend(from_columns(LogRecord, r) for r in rows)
+        return sorted(found, key=lambda r: (r.at, r.id))
+
+    # -- pause -------------------------------------------------------------------------------
+
+    def pause_state(self) -> PauseState:
+        """Whether replication is paused for every engine on this database (none stored: not paused)."""
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (PAUSE_KEY,))
+        if not rows:
+            return PauseState(False)
+        try:
+            value = json.loads(str(rows[0][0]))
+            return PauseState(bool(value["paused"]), value.get("by"), value.get("at"))
+        except (ValueError, KeyError, TypeError):
+            return PauseState(False)
+
+    def set_pause(self, state: PauseState) -> None:
+        """Pause or resume replication for every engine on this database, and tell them (NOTIFY)."""
+        value = json.dumps({"paused": state.paused, "by": state.by, "at": state.at})
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (PAUSE_KEY, value),
+            )
+            self.dialect.changed(db, "pause")

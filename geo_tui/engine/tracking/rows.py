@@ -123,6 +123,8 @@ class LogRecord:
     site: str | None
     repository: str | None
     message: str
+    # The worker that logged it (host/pid/start; many workers on PostgreSQL), None with one engine.
+    worker: str | None = None
 
 
 T = TypeVar("T")

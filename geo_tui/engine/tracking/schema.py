@@ -248,6 +248,11 @@ BLOB_STREAM_STATEMENTS = (
     "CREATE INDEX IF NOT EXISTS blob_streams_owner ON blob_streams (owner)",
 )
 
+# Migration 7: which worker logged each event-log line (issue 16: a console attached to one worker shows
+# the others' lines, saying whose). PostgreSQL adds triggers that announce changed rows and new log lines
+# to every worker (`postgres.CHANGE_STATEMENTS`); SQLite has one engine per file, which tells its own.
+EVENT_LOG_WORKER_STATEMENTS = ("ALTER TABLE event_log ADD COLUMN worker TEXT",)
+
 # Append the next one here, never edit one that shipped: Migration(2, "what it adds", _sql("CREATE ...")).
 MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
     Migration(1, "the tables of the releases before schema versions", _first_schema),
@@ -260,6 +265,9 @@ MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
     Migration(4, "each worker's throughput (issue 16)", _sql(*WORKER_THROUGHPUT_STATEMENTS)),
     Migration(5, "leases on the push queue (issue 16)", _sql(*PUSH_LEASE_STATEMENTS)),
     Migration(6, "blob streams in flight across the workers (issue 16)", _sql(*BLOB_STREAM_STATEMENTS)),
+    Migration(
+        7, "the worker of each log line, and changes announced (issue 16)", _sql(*EVENT_LOG_WORKER_STATEMENTS)
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

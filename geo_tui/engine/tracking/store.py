@@ -182,6 +182,12 @@ class TrackingStore:
         with self._read_lock, _damage_named(self.path):
             return self.dialect.read(self._reader, sql, params)
 
+    @property
+    def writer_pid(self) -> int | None:
+        """PostgreSQL: the server process of the writing connection (its NOTIFYs are this engine's own
+        changes); None on SQLite."""
+        return int(self._db.backend_pid) if self.dialect.name == "postgresql" else None
+
     def now(self) -> float:
         """The clock rows are stamped with."""
         return self._clock()
