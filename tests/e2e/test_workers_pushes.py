@@ -1,8 +1,8 @@
 """Push copies shared out among `geo-tui serve` workers on one PostgreSQL database (issue 16), on real
 Distribution registries:
 
-- a notification received by worker A, whose engine is paused (a pause is that worker's alone), is
-  acknowledged and committed by A and copied by worker B;
+- a notification received by worker A, which is frozen (SIGSTOP) right after its 200, is committed by
+  A and copied by worker B;
 - three workers, each push notified to all three receivers, pushes of several repositories: every tag
   identical on both secondaries, each manifest PUT once per secondary, and more than one worker copied.
 
@@ -33,6 +33,7 @@ from tests.support.keys import TestKeyPair
 from tests.support.oci import oci_image
 from tests.support.push import RawPusher
 from tests.support.served import Served, wait_until
+from tests.support.throttle import ThrottledProxy
 
 pytestmark = [
     pytest.mark.timeout(240),
@@ -42,12 +43,6 @@ pytestmark = [
 __all__ = ["sockets"]  # the fixture, imported for this module's tests
 
 COPIED = "geo_tui_push_events_copied_total"
-
-
-def api(sockets: Path, name: str) -> httpx.Client:
-    """A client of worker `name`'s engine API (its unix socket)."""
-    transport = httpx.HTTPTransport(uds=str(sockets / f"{name}.sock"))
-    return httpx.Client(transport=transport, base_url="http://worker", timeout=10)
 
 
 def health(worker: Served) -> dict[str, Any]:
@@ -77,7 +72,7 @@ def workers() -> Iterator[list[Served]]:
             worker.stop(signal.SIGKILL)
 
 
-def test_a_push_received_by_a_paused_worker_is_copied_by_another(
+def test_a_push_received_by_a_worker_frozen_after_its_200_is_copied_by_another(
     registry_factory: Callable[..., Distribution],
     key_pair: TestKeyPair,
     tmp_path: Path,
@@ -85,44 +80,70 @@ def test_a_push_received_by_a_paused_worker_is_copied_by_another(
     sockets: Path,
     workers: list[Served],
 ) -> None:
+    """Worker A acknowledges a push and its process is frozen (SIGSTOP) at once, before it can copy: A
+    reaches the primary through a link slow enough that it cannot have finished. Whether A had claimed
+    the push (its lease then runs out, and the server ends A's session if it froze inside the claim's
+    transaction) or not, worker B copies it. A pause is every worker's (issue 16's cluster-wide pause),
+    so a frozen process is what stands for a worker that received and then stopped."""
     primary, eu, us = registry_factory("primary"), registry_factory("eu"), registry_factory("us")
-    repository = "paused/app"
+    repository = "frozen/app"
+    lease = 2.0
+    slow = ThrottledProxy(int(primary.url.rsplit(":", 1)[1]), bytes_per_second=200, chunk=64).start()
+    try:
 
-    def make(directory: Path, socket: Path, port: int) -> Path:
-        return worker_config(directory, primary, [eu, us], key_pair, postgres_database, socket, port=port)
+        def make_a(directory: Path, socket: Path, port: int) -> Path:
+            return worker_config(
+                directory, primary, [eu, us], key_pair, postgres_database, socket, port=port,
+                engine={"lease_seconds": lease}, primary_url=slow.url,
+            )  # fmt: skip
 
-    a = start_worker("a", tmp_path, sockets, make)
-    workers.append(a)
-    b = start_worker("b", tmp_path, sockets, make)
-    workers.append(b)
-    with api(sockets, "a") as on_a:
-        answer = on_a.post("/api/v1/commands/pause", json={})
-        assert answer.status_code == 200, answer.text
-    # The pause is A's alone: B runs on.
-    assert health(a)["engine"] == "paused" and health(b)["engine"] == "running"
+        def make_b(directory: Path, socket: Path, port: int) -> Path:
+            return worker_config(
+                directory, primary, [eu, us], key_pair, postgres_database, socket, port=port,
+                engine={"lease_seconds": lease},
+            )  # fmt: skip
 
-    image = oci_image("paused-1")
-    with RawPusher.for_registry(primary) as pusher:
-        pusher.push_tree(repository, image, "v1")
-    event = pushed_event(repository, "v1", image.digest)
-    response = post(a, {"events": [event]})
-    acknowledged = time.monotonic()
-    assert response.status_code == 200, response.text
-    # A's receiver committed the event before its 200, paused or not.
-    assert db_query(
-        a.config.parent, "SELECT COUNT(*) FROM notifications WHERE event_id = ?", (event["id"],)
-    ) == [(1,)]
-    with RawPusher.for_registry(eu) as on_eu, RawPusher.for_registry(us) as on_us:
-        wait_replicated([on_eu, on_us], repository, {"v1": image.digest}, timeout=30)
-    latency = time.monotonic() - acknowledged
-    print(f"200 from paused worker A -> tag on both secondaries, copied by worker B: {latency:.3f} s")
-    assert latency < 10.0
-    wait_until(lambda: idle(b), timeout=30, what="the push queue empty")
-    assert metric(b, COPIED) == 1 and metric(a, COPIED) == 0  # B copied it; A, paused, nothing
-    assert health(a)["engine"] == "paused"
-    for worker in (a, b):
-        assert worker.stop(signal.SIGTERM) == 0
-    assert_log_clean(a.log_path, b.log_path)
+        # The repository exists and is synced first: a push into a repository new to the workers also
+        # queues a whole-repository run (any worker's), which would copy the tag beside the push copy.
+        first, image = oci_image("frozen-0"), oci_image("frozen-1")
+        with RawPusher.for_registry(primary) as pusher:
+            pusher.push_tree(repository, first, "v0")
+        a = start_worker("a", tmp_path, sockets, make_a)
+        workers.append(a)
+        b = start_worker("b", tmp_path, sockets, make_b)
+        workers.append(b)
+        with RawPusher.for_registry(eu) as on_eu, RawPusher.for_registry(us) as on_us:
+            wait_replicated([on_eu, on_us], repository, {"v0": first.digest}, timeout=90)
+        synced = "SELECT COUNT(*) FROM repositories WHERE state = 'synced'"
+        wait_until(lambda: db_query(b.config.parent, synced) == [(2,)], timeout=60, what="both rows synced")
+        with RawPusher.for_registry(primary) as pusher:
+            pusher.push_tree(repository, image, "v1")
+        event = pushed_event(repository, "v1", image.digest)
+        response = post(a, {"events": [event]})
+        a.process.send_signal(signal.SIGSTOP)
+        acknowledged = time.monotonic()
+        try:
+            assert response.status_code == 200, response.text
+            # A's receiver committed the event before its 200.
+            assert db_query(
+                b.config.parent, "SELECT COUNT(*) FROM notifications WHERE event_id = ?", (event["id"],)
+            ) == [(1,)]
+            with RawPusher.for_registry(eu) as on_eu, RawPusher.for_registry(us) as on_us:
+                expected = {"v0": first.digest, "v1": image.digest}
+                wait_replicated([on_eu, on_us], repository, expected, timeout=60)
+            latency = time.monotonic() - acknowledged
+            print(
+                f"200 from worker A, frozen at once -> tag on both secondaries by worker B: {latency:.3f} s"
+            )
+            wait_until(lambda: metric(b, COPIED) == 1, timeout=30, what="B's push copy recorded")
+            assert db_query(b.config.parent, "SELECT COUNT(*) FROM push_queue") == [(0,)]
+        finally:
+            a.process.send_signal(signal.SIGCONT)
+        for worker in (a, b):
+            assert worker.stop(signal.SIGTERM) == 0
+    finally:
+        slow.close()
+    assert_log_clean(b.log_path)
 
 
 def test_three_workers_notified_of_every_push_copy_each_once(

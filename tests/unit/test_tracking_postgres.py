@@ -293,3 +293,31 @@ def test_a_moved_database_numbers_new_notifications_and_pushes_after_the_moved_o
         moved.close()
     with pytest.raises(TargetNotEmpty, match="is not empty"):
         move_to_postgres(tmp_path / "t.db", postgres_database)
+
+
+def test_a_session_idle_in_a_transaction_is_ended_by_the_server(postgres_database: PostgresDatabase) -> None:
+    """A worker frozen inside a transaction must not hold its locks (the push claims' turn) for ever: its
+    connections ask the server to end a session idle in a transaction, and keep the URL's own options."""
+    from geo_tui.engine.tracking.postgres import IDLE_IN_TRANSACTION_MS, is_passing_fault
+
+    with postgres_database.connect() as conn:
+        (value,) = conn.execute("SELECT current_setting('idle_in_transaction_session_timeout')").fetchone()
+        assert value == f"{IDLE_IN_TRANSACTION_MS // 1000}s"
+    with_options = dataclasses.replace(
+        postgres_database, url=postgres_database.url + "?options=-c%20lock_timeout%3D7000"
+    )
+    with with_options.connect(application="geo-tui test") as conn:
+        row = conn.execute(
+            "SELECT current_setting('lock_timeout'), current_setting('idle_in_transaction_session_timeout')"
+        ).fetchone()
+        assert tuple(row) == ("7s", f"{IDLE_IN_TRANSACTION_MS // 1000}s")
+    # The server ends it: a transaction left open past a (shortened) timeout loses its session.
+    with postgres_database.connect(options="-c idle_in_transaction_session_timeout=300") as conn:
+        conn.execute("BEGIN")
+        conn.execute("SELECT pg_advisory_xact_lock(4242)")
+        time.sleep(0.8)
+        with pytest.raises(psycopg.Error) as ended:
+            conn.execute("SELECT 1")
+        assert is_passing_fault(ended.value)  # the engine reopens its connection and tries again
+    with postgres_database.connect() as other:  # and its lock went with it
+        assert other.execute("SELECT pg_try_advisory_xact_lock(4242)").fetchone()[0] is True

@@ -47,6 +47,10 @@ ENGINE_LOCK = 0x67656F7475690002
 PUSH_CLAIM_LOCK = 0x67656F7475690010
 SITE_LOCK_CLASS = 0x67656F74  # "geot": the two-key advisory locks of the per-site claim caps
 CONNECT_TIMEOUT = 5  # seconds: a server that does not answer is a passing fault, not a hung thread
+# A worker frozen inside a transaction (SIGSTOP, a suspended VM, a thread starved for seconds) would hold
+# its locks, the push claims' turn among them, and stop every other worker: the server ends a session
+# idle in a transaction this long (ms). geo-tui's transactions never wait on anything but the database.
+IDLE_IN_TRANSACTION_MS = 15_000
 WAKE_CHANNEL = "geo_tui_work"  # NOTIFY channel: work was queued (see PostgresDialect.announce)
 # NOTIFY channel: repositories rows changed, a log line was stored, the pause changed (migration 7's
 # triggers, `PostgresDialect.changed`); every worker re-reads what it names (engine/cluster_view.py).
@@ -96,6 +100,15 @@ class PostgresDatabase:
         more libpq parameters (keepalives, ...)."""
         extra: dict[str, Any] = {"password": self.password} if self.password is not None else {}
         extra.update(options)
+        extra["options"] = " ".join(
+            part
+            for part in (  # the last setting of a name wins: ours, then the URL's, then the caller's
+                f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
+                _url_options(self.url),
+                extra.get("options"),
+            )
+            if part
+        )
         try:
             return psycopg.connect(
                 self.url,
@@ -115,6 +128,15 @@ class DatabaseUnreachable(DatabaseUnusable, psycopg.OperationalError):
     def __init__(self, where: str, exc: BaseException) -> None:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         DatabaseUnusable.__init__(self, where, f"tracking database {where}: cannot connect ({reason})")
+
+
+def _url_options(url: str) -> str | None:
+    """The URL's own ``options`` parameter, kept beside ours (a keyword would replace it)."""
+    try:
+        found = conninfo_to_dict(url).get("options")
+    except psycopg.ProgrammingError:
+        return None
+    return str(found) if found else None
 
 
 def describe_url(url: str) -> str:
@@ -341,8 +363,9 @@ POSTGRES = PostgresDialect()
 
 def is_passing_fault(exc: BaseException) -> bool:
     """A lost or refused connection, a server restarting or shutting down, a serialization failure or a
-    deadlock, a full disk: all of psycopg's OperationalError. The connection reopens at the next try."""
-    return isinstance(exc, psycopg.OperationalError)
+    deadlock, a full disk: all of psycopg's OperationalError; and a session the server ended for idling in
+    a transaction (this worker was frozen: IDLE_IN_TRANSACTION_MS). The connection reopens at the next try."""
+    return isinstance(exc, (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout))
 
 
 # -- migrations: the SQLite statements, in PostgreSQL's types ------------------------------------
