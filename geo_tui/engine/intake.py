@@ -52,8 +52,8 @@ class NotificationIntake:
         if events:
             engine.last_event_at = now
         if not relevant:
-            # Pulls and blob pushes: Distribution 2.8 sends a pull event for every manifest HEAD, so a
-            # reconcile's own reads come back here by the thousand. Nothing to store; answer at once.
+            # Pulls and blob pushes: a primary not ignoring pulls sends a pull event for every manifest
+            # HEAD, so a reconcile's own reads come back here by the thousand. Nothing to store.
             return 0
         secondaries = engine.config.secondaries
         pushes: list[RegistryEvent] = []
