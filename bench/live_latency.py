@@ -7,13 +7,13 @@ Run it from the repository root (it imports the test lab, `tests.support`)::
 
 Options: --pushes N, --layer-size BYTES, --events N, --event-seconds S, --threads N, --push-timeout S,
 --large-sizes 2000,20000, --large-pushes N, --burst N, --burst-seconds S, --large-skopeo-timeout S,
---large-only, --large-settle S, --no-large-peer, --reconcile-rps R, --blob-events,
+--large-only, --large-settle S, --no-large-peer, --reconcile-rps R, --blob-events, --pull-events,
 --workdir DIR (parent of the temp dir), --keep (keep it).
 
 What it does, all on 127.0.0.1, with real CNCF Distribution 2.8:
-1. Starts a token realm, a primary whose notifications point at a `geo-tui serve` subprocess (blob
-   events ignored, as the README recommends; --blob-events keeps them), two secondaries (eu, us) that
-   serve replicates into, and a peer secondary for skopeo.
+1. Starts a token realm, a primary whose notifications point at a `geo-tui serve` subprocess (blob and
+   pull events ignored, as `geo-tui init` writes it; --pull-events keeps the pulls, --blob-events both),
+   two secondaries (eu, us) that serve replicates into, and a peer secondary for skopeo.
 2. Latency: pushes N small images one after another with the lab's RawPusher (each a new tag of
    `bench/live`, one ~4 KiB layer and its config). For each, the clock starts when the primary's 201 on the
    tag PUT is back, and stops when the tag answers HEAD with the pushed digest on EVERY secondary (one
@@ -138,9 +138,8 @@ class Bench:
             options: dict[str, Any] = {}
             if name == "primary":
                 url = f"http://127.0.0.1:{self.serve_port}{EVENTS_PATH}"
-                options = {"notification_url": url, "notification_secret": SECRET}
-                if not self.args.blob_events:  # as the README tells operators to configure it
-                    options["extra_config"] = {"notifications": {"endpoints": [primary_endpoint(url)]}}
+                endpoint = primary_endpoint(url, self.args.blob_events, self.args.pull_events)
+                options = {"extra_config": {"notifications": {"endpoints": [endpoint]}}}
             site = Distribution(
                 self.workdir / f"registry-{name}",
                 name=name,
@@ -802,18 +801,23 @@ def copy_storage(source: Distribution, target: Distribution, repository: str) ->
     )
 
 
-def primary_endpoint(url: str) -> dict[str, Any]:
-    """The primary's notification endpoint as the README recommends: the test fixtures' one, and blob
-    events ignored (geo-tui acts on none of them; each is one more delivery ahead of the next push)."""
-    return {
+def primary_endpoint(url: str, blob_events: bool = False, pull_events: bool = False) -> dict[str, Any]:
+    """The primary's notification endpoint as `geo-tui init` writes it: blob and pull events ignored
+    (geo-tui acts on none of them; each is one more delivery ahead of the next push). `pull_events` keeps
+    the pulls, `blob_events` keeps both (Distribution 2.8 applies ignore.actions only beside mediatypes)."""
+    endpoint: dict[str, Any] = {
         "name": "geo_event",
         "url": url,
         "headers": {"Authorization": [SECRET]},
         "timeout": "500ms",
         "threshold": 5,
         "backoff": "1s",
-        "ignore": {"mediatypes": ["application/octet-stream"]},
     }
+    if not blob_events:
+        endpoint["ignore"] = {"mediatypes": ["application/octet-stream"]}
+        if not pull_events:
+            endpoint["ignore"]["actions"] = ["pull"]
+    return endpoint
 
 
 def synthetic_event(repository: str, event_id: str, number: int) -> dict[str, Any]:
@@ -957,7 +961,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--blob-events",
         action="store_true",
-        help="keep the primary's blob events (default: ignored, ignore.mediatypes application/octet-stream)",
+        help="keep the primary's blob and pull events: no ignore at all (default: both ignored)",
+    )
+    parser.add_argument(
+        "--pull-events",
+        action="store_true",
+        help="keep the primary's pull events (default: ignored, ignore.actions pull), blob events ignored",
     )
     parser.add_argument("--workdir", type=Path, help="parent of the temp dir")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, storage)")

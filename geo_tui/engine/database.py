@@ -4,9 +4,10 @@ Another process holding the write lock, or a full file system, then delays only 
 write (issue 12, case 4: one locked database froze the receiver and `/-/health` for seconds). Reads
 stay on the loop: in WAL mode a reader never waits for a writer. A write that fails on such a passing
 fault is tried again, with backoff, until it succeeds, its deadline passes, or its caller stops waiting.
-Writes run one at a time, in the order they were asked for, except that urgent ones (a push's copy:
-issue 17) go before every ordinary write still waiting: a push's blob locations and tags must not wait
-behind a reconcile's chunk of thousands of tags seen, nor behind the event log. On PostgreSQL the
+Writes run one at a time, in the order they were asked for, except that urgent ones (a push's copy,
+and the notifications the receiver stores before its 200: issue 17) go before every ordinary write still
+waiting: a push's event, blob locations and tags must not wait behind a reconcile's chunk of thousands
+of tags seen, nor behind the event log. On PostgreSQL the
 passing faults are a lost connection, a server restarting and the like
 (`tracking.dialect.is_passing_fault`): the connection is reopened when the write is tried again.
 """
@@ -81,11 +82,13 @@ class DatabaseWriter:
         /,
         *args: Any,
         timeout: float | None = None,
+        urgent: bool = False,
         **kwargs: Any,
     ) -> T:
         """Run ``fn(*args, **kwargs)`` on the database thread and return its result. Passing faults are
         retried until ``timeout`` seconds (None: for as long as the caller waits), then DatabaseBusy.
-        The writes of a push's copy (`budget.for_a_push`) go ahead of the ordinary ones still waiting."""
+        The writes of a push's copy (`budget.for_a_push`), and those asked for as `urgent`, go ahead of
+        the ordinary ones still waiting."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         deadline = time.monotonic() + timeout if timeout is not None else None
@@ -97,7 +100,7 @@ class DatabaseWriter:
                 pass
 
         write = _Write(partial(fn, *args, **kwargs), deadline, finish)
-        self._put(_URGENT if for_a_push() else _ORDINARY, write)
+        self._put(_URGENT if urgent or for_a_push() else _ORDINARY, write)
         try:
             if timeout is None:
                 return await future

@@ -311,12 +311,19 @@ class Engine:
         return self._supervisor.down()
 
     async def _db(
-        self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None, **kwargs: Any
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        timeout: float | None = None,
+        urgent: bool = False,
+        **kwargs: Any,
     ) -> T:
-        """A tracking-database write, on the database thread: a lock held elsewhere delays only this."""
+        """A tracking-database write, on the database thread: a lock held elsewhere delays only this.
+        `urgent` puts it ahead of the ordinary writes waiting (a push copy's writes always are)."""
         if self._writer is None:
             raise RuntimeError("the engine is not open")
-        return await self._writer(fn, *args, timeout=timeout, **kwargs)
+        return await self._writer(fn, *args, timeout=timeout, urgent=urgent, **kwargs)
 
     def rows(
         self, *, sites: Sequence[str] | None = None, states: Sequence[SyncState] | None = None

@@ -52,8 +52,8 @@ class NotificationIntake:
         if events:
             engine.last_event_at = now
         if not relevant:
-            # Pulls and blob pushes: Distribution 2.8 sends a pull event for every manifest HEAD, so a
-            # reconcile's own reads come back here by the thousand. Nothing to store; answer at once.
+            # Pulls and blob pushes: a primary not ignoring pulls sends a pull event for every manifest
+            # HEAD, so a reconcile's own reads come back here by the thousand. Nothing to store.
             return 0
         secondaries = engine.config.secondaries
         pushes: list[RegistryEvent] = []
@@ -118,10 +118,14 @@ class NotificationIntake:
             if not taken:
                 continue
             try:
+                # Urgent: the primary sends an endpoint's events one at a time, so every event behind
+                # this one waits for its 200; behind a reconcile's writes it outlasted Distribution's
+                # 500 ms timeout at 20,000 tags, and the event came again (issue 17).
                 counts = await engine._db(
                     engine.tracking.record_notification_batches,
                     [batch for batch, _, _ in taken],
                     timeout=max(0.1, min(deadline for _, _, deadline in taken) - loop.time()),
+                    urgent=True,
                 )
             except Exception as exc:  # each request gets the error: a 503, and the registry retries
                 for _, future, _ in taken:

@@ -6,9 +6,11 @@ lost every push, GitLab issue 386389); only pushes and deletes of manifests and 
 
 Distribution 2.8 also sends a ``pull`` event for every manifest read, geo-tui's own included, and
 delivers an endpoint's events one at a time, in order: a push event waits behind every pull queued
-before it (``ignore.actions`` does not drop them on 2.8.2; checked). `PullBacklog` counts geo-tui's
-own manifest reads of the primary that Distribution has not notified yet, so whole-repository work
-holds back while that queue is long and a push's event is never stuck behind thousands of them.
+before it. The endpoint `geo-tui init` writes drops them (``ignore.actions: [pull]``, which 2.8.2
+applies only beside a non-empty ``ignore.mediatypes``; checked). For a primary that still sends them,
+`PullBacklog` counts geo-tui's own manifest reads of the primary that Distribution has not notified
+yet, so whole-repository work holds back while that queue is long and a push's event is never stuck
+behind thousands of them.
 """
 
 from __future__ import annotations

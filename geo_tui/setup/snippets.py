@@ -38,6 +38,10 @@ BACKOFF: Final = "1s"
 # delivers an endpoint's events one at a time, so each is a delivery a push's event waits for
 # (bench/live_latency.py measured it; issue 17).
 IGNORED_MEDIA_TYPE: Final = "application/octet-stream"
+# Pull events (one per manifest or blob GET/HEAD, each of the reconcile's HEADs of the primary included):
+# geo-tui acts on none. Distribution 2.8 applies ignore.actions only when ignore.mediatypes is set too
+# (its newIgnoredSink returns the bare sink otherwise: actions alone drop nothing; checked on 2.8.2).
+IGNORED_ACTION: Final = "pull"
 
 
 @dataclass(frozen=True)
@@ -124,9 +128,10 @@ def _distribution_yaml(config: Config, site: SiteConfig, options: SnippetOptions
             f"      timeout: {TIMEOUT}",
             f"      threshold: {THRESHOLD}",
             f"      backoff: {BACKOFF}",
-            "      # geo-tui acts on no blob event: each is a delivery ahead of the next push's event.",
+            "      # geo-tui acts on no blob or pull event: each is a delivery ahead of a push's event.",
             "      ignore:",
             f"        mediatypes: [{IGNORED_MEDIA_TYPE}]",
+            f"        actions: [{IGNORED_ACTION}]  # Distribution 2.8 applies this only beside mediatypes",
         ]
     if site.role == "secondary" and config.engine.replicate_deletions:
         lines.append("# Deletions replicate: also set storage.delete.enabled: true in its storage section.")
@@ -174,8 +179,9 @@ def _gitlab_rb(config: Config, site: SiteConfig, options: SnippetOptions, notify
             f"    'timeout' => {_ruby(TIMEOUT)},",
             f"    'threshold' => {THRESHOLD},",
             f"    'backoff' => {_ruby(BACKOFF)},",
-            "    # geo-tui acts on no blob event: each is a delivery ahead of the next push's event.",
-            f"    'ignore' => {{ 'mediatypes' => [{_ruby(IGNORED_MEDIA_TYPE)}] }},",
+            "    # geo-tui acts on no blob or pull event: each is a delivery ahead of a push's event.",
+            f"    'ignore' => {{ 'mediatypes' => [{_ruby(IGNORED_MEDIA_TYPE)}], "
+            f"'actions' => [{_ruby(IGNORED_ACTION)}] }},",
             f"    'headers' => {{ 'Authorization' => [{_ruby(secret)}] }}",
             "  }",
             "]",

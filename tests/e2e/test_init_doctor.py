@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from geo_tui.registry import libtrust_key_id
 from tests.e2e.test_cli import geo
 from tests.support.distribution import Distribution, free_port
+from tests.support.event_sink import Sink
 from tests.support.geo import tag_digests
 from tests.support.keys import TestKeyPair
 from tests.support.oci import oci_image
@@ -234,3 +236,39 @@ def test_doctor_fails_a_primary_account_that_may_push(lab: Lab) -> None:
     )
     assert "fix: give geo-tui an account that may only pull on the primary (primary.username)" in failed
     assert primary.count_requests("DELETE", PROBE, since_mark=mark, status=204) == 1
+
+
+@pytest.mark.distribution_only("the lab registry applies no ignore: it sends every event")
+def test_the_primary_s_snippet_delivers_pushes_and_deletes_and_no_pulls(lab: Lab) -> None:
+    """init's notification endpoint, applied as written to real Distribution 2.8: reads of manifests and
+    blobs (geo-tui's reconcile HEADs every tag) put nothing in the queue a push's event waits in."""
+    sink = Sink()
+    try:
+        done, primary, _ = lab(None, "--notification-url", sink.url)
+        assert done.snippets["primary"]["notifications"]["endpoints"][0]["url"] == sink.url
+        image = oci_image("snippet-events")
+        with RawPusher(primary.url, key_pair=done.key_pair, issuer=ISSUER, service=SERVICE) as pusher:
+            pusher.push_tree("team/app", image, "v1")
+            sink.wait(lambda events: any(e["action"] == "push" for e in events))
+            mark = primary.mark()
+            for _ in range(3):  # every kind of read: manifest by tag and by digest, blob, HEAD and GET
+                assert pusher.head_manifest("team/app", "v1").status_code == 200
+                assert pusher.get_manifest("team/app", "v1").status_code == 200
+                assert pusher.head_manifest("team/app", image.digest).status_code == 200
+                for blob in image.blobs:
+                    assert pusher.blob_exists("team/app", blob.digest)
+                    assert pusher.get_blob("team/app", blob.digest).status_code == 200
+            reads = 3 * (3 + 2 * len(image.blobs))
+            assert primary.wait_for_requests(reads, since_mark=mark, status=200) == reads
+            assert pusher.delete_manifest("team/app", image.digest).status_code == 202
+            # One queue per endpoint, delivered in order: a pull event of those reads would come first.
+            events = sink.wait(lambda events: any(e["action"] == "delete" for e in events))
+        assert all(headers.get("Authorization") == done.secret for headers, _ in sink.posts), "not the secret"
+        kinds = Counter((e["action"], e["target"].get("mediaType")) for e in events)
+        assert set(kinds) == {("push", image.media_type), ("delete", None)}, kinds  # no pull, no blob
+        assert kinds[("push", image.media_type)] == 1, kinds
+        pushed = [e["target"] for e in events if e["action"] == "push"]
+        assert (pushed[0]["tag"], pushed[0]["digest"]) == ("v1", image.digest)
+        assert image.digest in {e["target"].get("digest") for e in events if e["action"] == "delete"}
+    finally:
+        sink.close()

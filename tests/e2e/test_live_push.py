@@ -112,7 +112,13 @@ def big(tmp_path_factory: pytest.TempPathFactory, key_pair: TestKeyPair) -> Iter
             for name, options in (
                 (
                     "primary",
-                    {"notification_url": f"http://127.0.0.1:{port}{EVENTS}", "notification_secret": SECRET},
+                    {
+                        "notification_url": f"http://127.0.0.1:{port}{EVENTS}",
+                        "notification_secret": SECRET,
+                        # A primary that still notifies pulls (set up before init ignored them): the worst
+                        # case for a push's event, and what PullBacklog paces the reconcile by.
+                        "notify_pulls": True,
+                    },
                 ),
                 ("eu", {}),
                 ("us", {}),

@@ -115,6 +115,7 @@ class RegistryProbe:
         delete_enabled: bool = True,
         notification_url: str | None = None,
         notification_secret: str | None = None,
+        notify_pulls: bool = False,
         readonly: bool = False,
         extra_config: dict[str, Any] | None = None,
     ) -> None:
@@ -134,6 +135,10 @@ class RegistryProbe:
         self.delete_enabled = delete_enabled
         self.notification_url = notification_url
         self.notification_secret = notification_secret
+        # The endpoint ignores blob and pull events as `geo-tui init` writes it; True keeps the pull events
+        # (a primary configured without the ignore: what PullBacklog paces itself by). Distribution only:
+        # the lab registry sends every event.
+        self.notify_pulls = notify_pulls
         # storage.maintenance.readonly: Distribution 2.8 then answers every write (blob upload POST,
         # manifest PUT, DELETE) with 405 "Method not allowed" (text/plain), reads as usual.
         self.readonly = readonly
@@ -310,7 +315,12 @@ class Distribution(RegistryProbe):
                 "timeout": "500ms",
                 "threshold": 5,
                 "backoff": "1s",
+                # As `geo-tui init` writes it: geo-tui acts on no blob or pull event, and each is a delivery
+                # ahead of the next push's. Distribution 2.8 applies `actions` only beside `mediatypes`.
+                "ignore": {"mediatypes": ["application/octet-stream"]},
             }
+            if not self.notify_pulls:
+                endpoint["ignore"]["actions"] = ["pull"]
             if self.notification_secret:
                 endpoint["headers"] = {"Authorization": [self.notification_secret]}
             config["notifications"] = {"endpoints": [endpoint]}

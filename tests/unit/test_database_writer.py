@@ -133,3 +133,20 @@ async def test_a_push_copy_s_write_goes_ahead_of_the_ordinary_writes_waiting() -
     await asyncio.gather(first, pushed, *ordinary)
     writer.close()
     assert order == ["push", "background 0", "background 1", "background 2"]
+
+
+async def test_an_urgent_write_goes_ahead_of_the_ordinary_writes_waiting() -> None:
+    # The receiver's notification batches: no push work named, asked for as urgent.
+    writer = DatabaseWriter()
+    order: list[str] = []
+    held = threading.Event()
+    first = asyncio.ensure_future(writer(held.wait, 5.0))  # the thread is busy with this one
+    await asyncio.sleep(0.05)
+    ordinary = [asyncio.ensure_future(writer(order.append, f"background {n}")) for n in range(3)]
+    await asyncio.sleep(0.01)
+    urgent = asyncio.ensure_future(writer(order.append, "notification", urgent=True))
+    await asyncio.sleep(0.01)
+    held.set()
+    await asyncio.gather(first, urgent, *ordinary)
+    writer.close()
+    assert order == ["notification", "background 0", "background 1", "background 2"]

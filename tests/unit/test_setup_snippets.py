@@ -68,7 +68,7 @@ def test_distribution_snippets_are_yaml_with_the_exact_keys(written: Config) -> 
                     "timeout": "500ms",
                     "threshold": 5,
                     "backoff": "1s",
-                    "ignore": {"mediatypes": ["application/octet-stream"]},
+                    "ignore": {"mediatypes": ["application/octet-stream"], "actions": ["pull"]},
                 }
             ]
         },
@@ -99,7 +99,7 @@ def test_gitlab_snippets_use_gitlab_rb_keys(written: Config) -> None:
         "'timeout' => '500ms',",
         "'threshold' => 5,",
         "'backoff' => '1s',",
-        "'ignore' => { 'mediatypes' => ['application/octet-stream'] },",
+        "'ignore' => { 'mediatypes' => ['application/octet-stream'], 'actions' => ['pull'] },",
         f"'headers' => {{ 'Authorization' => ['{secret}'] }}",
     ):
         assert line in block
