@@ -13,9 +13,12 @@ Distribution registries.
 from __future__ import annotations
 
 import re
+import shutil
 import signal
+import tempfile
 import threading
 import time
+import tomllib
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -25,6 +28,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+import tomli_w
 
 from geo_tui.config import default_api_socket, load_config
 from geo_tui.engine import Tracking
@@ -199,6 +203,93 @@ def test_postgres_restarted_under_serve_while_pushes_arrive_loses_nothing(
 
 
 # -- (b) a NOTIFY wakes an idle engine -------------------------------------------------------------------
+
+
+def test_postgres_restarted_under_two_workers_loses_no_acknowledged_push(
+    registry_factory: Callable[..., Distribution],
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+    own_cluster: PostgresCluster,
+) -> None:
+    """Two workers share the database when it restarts: both refuse events while it is away (the
+    registry sends them again), both reconnect, and every push acknowledged by either, before or after,
+    reaches both secondaries; the push queue ends empty and both workers end healthy."""
+    primary, eu, us = registry_factory("primary"), registry_factory("eu"), registry_factory("us")
+    repository = "restart/workers"
+    url = own_cluster.url(own_cluster.database())
+    workers: list[Served] = []
+    pushed: dict[str, str] = {}
+    acknowledged: list[str] = []
+    sockets = Path(tempfile.mkdtemp(prefix="pgw-"))  # a unix socket path stays under ~100 bytes
+    try:
+        for name in ("a", "b"):
+            port = free_port()
+            config = write_geo_config(
+                tmp_path / name, primary, [eu, us], key_pair,
+                engine={"reconcile_interval": 3600, "database": url, "lease_seconds": 6},
+                notifications={"listen": f"127.0.0.1:{port}", "secret": SECRET},
+            )  # fmt: skip
+            # Two workers of one host on one database: each names its own API socket (the default is
+            # made from the database, the same for both).
+            data = tomllib.loads(config.read_text())
+            data["api"] = {"listen": str(sockets / f"{name}.sock")}
+            config.write_text(tomli_w.dumps(data))
+            workers.append(Served(config, port, tmp_path / f"{name}.log").start())
+        with RawPusher.for_registry(primary) as pusher:
+
+            def push(i: int) -> dict[str, object]:
+                image = oci_image(f"pg-workers-{i}")
+                pusher.push_tree(repository, image, f"t{i}")
+                pushed[f"t{i}"] = image.digest
+                event = notification(repository, tag=f"t{i}", event_id=f"w-{i}-{uuid.uuid4()}")
+                event["target"]["digest"] = image.digest
+                return event
+
+            def deliver(event: dict[str, object], to: Served) -> int:
+                response = post(to, {"events": [event]})
+                if response.status_code == 200:
+                    acknowledged.append(str(event["id"]))
+                return response.status_code
+
+            assert [deliver(push(i), workers[i % 2]) for i in range(4)] == [200] * 4
+            own_cluster.stop("fast")
+            stopped = time.monotonic()
+            refused = [push(i) for i in range(4, 8)]
+            during = [deliver(event, workers[i % 2]) for i, event in enumerate(refused)]
+            own_cluster.start()
+            restarted = time.monotonic()
+            for worker in workers:
+                wait_until(
+                    lambda w=worker: _health(w)[0] == 200, timeout=60, what="healthy after the restart"
+                )
+            healthy = time.monotonic() - restarted
+            # What the registry does with a refused event: it sends it again.
+            assert [deliver(event, workers[i % 2]) for i, event in enumerate(refused)] == [200] * 4
+            assert [deliver(push(i), workers[i % 2]) for i in range(8, 12)] == [200] * 4
+        with RawPusher.for_registry(eu) as e, RawPusher.for_registry(us) as u:
+            wait_replicated([e, u], repository, dict(pushed), timeout=120)
+        for worker in workers:
+            wait_until(lambda w=worker: _idle(w), timeout=60, what="both workers idle")
+        print(
+            f"PostgreSQL down {restarted - stopped:.1f} s under two workers; both healthy "
+            f"{healthy:.2f} s after it started again; {len(pushed)} tags on both secondaries"
+        )
+        assert during == [503] * 4, "an event got a 200 while the database was away"
+        config = workers[0].config
+        assert db_query(config.parent, "SELECT COUNT(*) FROM push_queue") == [(0,)]
+        stored = {str(e) for (e,) in db_query(config.parent, "SELECT event_id FROM notifications")}
+        assert set(acknowledged) <= stored, f"acknowledged but lost: {set(acknowledged) - stored}"
+        for worker in workers:
+            assert worker.stop(signal.SIGTERM) == 0
+    finally:
+        for worker in workers:
+            worker.stop(signal.SIGKILL)
+        shutil.rmtree(sockets, ignore_errors=True)
+    for worker in workers:
+        text = worker.log_path.read_text()
+        assert "the tracking database does not answer" in text, worker.log_path
+        assert "the tracking database answers again" in text, worker.log_path
+    assert_log_clean(*(w.log_path for w in workers))
 
 
 def test_work_committed_elsewhere_wakes_an_idle_engine_by_notify_not_by_its_poll(
