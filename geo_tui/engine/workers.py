@@ -86,11 +86,13 @@ class WorkerLeases:
             pushes = await engine._db(engine.tracking.release_pushes, owner)
             recovered = await engine._db(engine.tracking.recover_worker, owner)
             if recovered or pushes:
-                engine.log(
-                    "warning",
-                    f"picked up {recovered} repositories and {pushes} pushes left in progress by worker "
-                    f"{owner} (its process is gone)",
+                what = " and ".join(
+                    f"{count} {noun}"
+                    for count, noun in ((recovered, "repositories"), (pushes, "pushes"))
+                    if count
                 )
+                gone = f"left in progress by worker {owner} (its process is gone)"
+                engine.log("warning", f"picked up {what} {gone}")
                 engine._pushes.wake()
 
     def recover_started(self) -> int:

@@ -463,12 +463,16 @@ def test_an_acknowledged_event_survives_kill_9(
         (repository,),
     )
     assert len(rows) == 2
+    # The event asks for no whole-repository run. A push copy that began in the few ms between the 200
+    # and the kill fails on the stopped sites, and a failed push copy asks for one: then its log says so.
+    failed_copy = "copy of pushed v1 failed" in (tmp_path / "serve-1.log").read_text()
     for site, state, generation, _ in rows:
         assert state in ("pending", "started", "failed"), (site, state)  # never synced: the sites are down
-        assert generation == before[site], (site, generation, before[site])  # no whole-repository run asked
-    # The push itself is queued for its copy, with its time kept for the lag figure.
+        allowed = {before[site], before[site] + 1} if failed_copy else {before[site]}
+        assert generation in allowed, (site, generation, before[site], failed_copy)
     queued = db_query(config_dir, "SELECT repository, tag, received_at FROM push_queue")
-    assert [(r, t) for r, t, _ in queued] == [(repository, "v1")] and queued[0][2] is not None
+    if not failed_copy:  # the push itself is queued for its copy, with its time kept for the lag figure
+        assert [(r, t) for r, t, _ in queued] == [(repository, "v1")] and queued[0][2] is not None
 
     eu.start()
     us.start()
