@@ -24,7 +24,7 @@ def _print_workers(view: WorkersView) -> None:
         print(
             f"  {w.host:<{width}} {w.pid or '?':>7}  {ago(0.0, w.heartbeat_age):<12} {count(w.in_flight):>9} "
             f"{rate(w.throughput) if w.throughput is not None else '-':>12}  "
-            f"{w.state.upper() if w.stale else w.state}"
+            f"{w.state.upper() if w.stale else w.state}{', leader' if w.leader else ''}"
         )
 
 
@@ -36,6 +36,7 @@ def _workers_json(view: WorkersView) -> list[dict[str, object]]:
             "pid": w.pid,
             "heartbeat_age": round(w.heartbeat_age, 3),
             "state": "stale" if w.stale else "live",
+            "leader": w.leader,
             "in_flight": w.in_flight,
             "repositories": [list(key) for key in w.repositories],
             "throughput": w.throughput,

@@ -11,6 +11,7 @@ from geo_tui.registry import RegistryError, is_valid_repository_name
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .tracking.leadership import LeaderFence
 
 __all__ = ["Discovery"]
 
@@ -31,7 +32,11 @@ class Discovery:
         if self._named_during_catalog is not None:
             self._named_during_catalog.update(repositories)
 
-    async def discover(self, *, write_timeout: float | None = None) -> list[str]:
+    async def discover(
+        self, *, write_timeout: float | None = None, fence: LeaderFence | None = None
+    ) -> list[str]:
+        """`fence`: the leader's discovery, whose writes go in only while it still leads: a catalog read
+        before this worker froze must not mark absent a repository the next leader has found since."""
         engine = self._engine
         named: set[str] = set()
         self._named_during_catalog = named
@@ -52,8 +57,8 @@ class Discovery:
             # write (a notification's row) can land between a site's two steps and be marked absent.
             return {
                 name: (
-                    tracking.ensure_rows(name, names),
-                    tracking.mark_absent_from_primary(name, set(names) | named),
+                    tracking.ensure_rows(name, names, fence=fence),
+                    tracking.mark_absent_from_primary(name, set(names) | named, fence=fence),
                 )
                 for name, names in wanted.items()
             }
@@ -78,13 +83,16 @@ class Discovery:
         while True:
             # Any other failure (the tracking database refusing writes, a bug) goes to the supervisor,
             # which logs it and starts this again: the reconcile never ends in silence (issue 12).
+            # A leader that lost its lock (frozen, and taken over from) stops here: NotLeader.
+            fence = await engine.leadership.confirm("discovery")
             with engine._supervisor.cycle("discovery"):
                 try:
-                    await self.discover(write_timeout=BACKGROUND_WRITE_TIMEOUT)
+                    await self.discover(write_timeout=BACKGROUND_WRITE_TIMEOUT, fence=fence)
                     await engine._db(
                         engine.tracking.request_reconcile,
                         sites=engine.secondary_names,
                         timeout=BACKGROUND_WRITE_TIMEOUT,
+                        fence=fence,
                     )
                     engine._poke()
                 except RegistryError as exc:

@@ -214,6 +214,7 @@ class Engine:
 
     async def close(self) -> None:
         await self.stop()
+        self.leadership.release()  # an engine opened but never started may hold the lock (tests, tools)
         for site in self._sites.values():
             await site.client.aclose()
         self._sites.clear()

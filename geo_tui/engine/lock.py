@@ -150,7 +150,7 @@ class DatabaseClaim:
 class SharedClaim(DatabaseClaim):
     """A PostgreSQL tracking database is shared by many workers (issue 16): no engine holds it whole.
     Each worker has its row in the database instead (`tracking.claims`), and the duties that must run
-    once per cluster go to the holder of a session advisory lock (`engine.workers.Leadership`)."""
+    once per cluster go to the holder of a session advisory lock (`engine.leadership.Leadership`)."""
 
     def __init__(self, local: Path, target: PostgresDatabase, command: str) -> None:
         super().__init__(local, command)

@@ -114,6 +114,7 @@ class WorkerInfo:
     throughput: float | None  # bytes a second; None: its heartbeat does not say
     stale: bool
     repositories: tuple[tuple[str, str], ...] = ()
+    leader: bool = False  # it runs the singleton duties (discovery, the reconcile, verification)
 
     @property
     def state(self) -> str:
@@ -156,6 +157,7 @@ def workers_view(
                 throughput=row.throughput,
                 stale=age > stale_after,
                 repositories=repositories,
+                leader=row.leader,
             )
         )
     return WorkersView(tuple(workers), stale_after)

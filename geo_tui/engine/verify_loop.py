@@ -28,6 +28,8 @@ class VerificationLoop:
         set_work(Work(background=True))  # it reads whole repositories: each site's budget holds it
         while True:
             engine._supervisor.beat("verification")
+            # A leader that lost its lock (frozen, and taken over from) verifies no more: NotLeader.
+            await engine.leadership.confirm("verification")
             if not engine.paused:
                 rows = engine.tracking.verification_due(sites=engine.secondary_names, limit=50)
                 by_repo: dict[str, list[str]] = {}

@@ -8,10 +8,9 @@ streaming blobs (streams.py), stamps its row's heartbeat with how much it has in
 leases that ran out (any worker's: a dead worker's rows go back through the failure path; its pushes are
 simply anyone's claim). A clean stop takes the row away and gives its pushes back.
 
-`Leadership` is a session ``pg_try_advisory_lock`` on a connection of its own: the worker holding it runs
-discovery, the periodic reconcile and verification; the others try again every few seconds, and one of
-them takes over when the holder's session ends (the server drops the lock with it). On SQLite there is
-one engine per file, and it always leads.
+`Leadership` (leadership.py) is who runs discovery, the periodic reconcile and verification: the holder
+of a session ``pg_try_advisory_lock``, taken over from when its session ends or its worker stops beating.
+On SQLite there is one engine per file, and it always leads.
 """
 
 from __future__ import annotations
@@ -21,23 +20,19 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .backoff import retry_delay
 from .describe import describe_error
+from .leadership import Leadership
 from .streams import ClusterStreams, StreamRecords
 
 if TYPE_CHECKING:
-    import psycopg
-
     from .engine import Engine
-    from .tracking.postgres import PostgresDatabase
 
-__all__ = ["Leadership", "WorkerLeases"]
+__all__ = ["Leadership", "WorkerLeases", "cluster_parts"]
 
 Key = tuple[str, str]
-LEADERSHIP_RETRY = 3.0  # seconds between a follower's tries of the leadership lock (and the leader's check)
 
 
 class WorkerLeases:
@@ -242,111 +237,6 @@ def _dead_here(worker: str) -> bool:
     return False
 
 
-class Leadership:
-    """Who runs the cluster's singleton duties. ``target`` None (SQLite): this engine, always."""
-
-    def __init__(self, engine: Engine, target: PostgresDatabase | None) -> None:
-        self._engine = engine
-        self._target = target
-        self._session: psycopg.Connection[Any] | None = None
-        self._held = asyncio.Event()
-        self._lost = asyncio.Event()
-        if target is None:
-            self._held.set()
-
-    @property
-    def leads(self) -> bool:
-        return self._held.is_set()
-
-    def start(self, interval: float) -> list[str]:
-        """Start, supervised, the tasks of many workers (none on SQLite); their names."""
-        engine = self._engine
-        if self._target is None:
-            return []
-        engine._supervisor.start("leadership", self.run_forever, interval=interval, heartbeat=True)
-        engine._supervisor.start("leases", engine.leases.run_forever, interval=interval, heartbeat=True)
-        return ["leadership", "leases"]
-
-    async def run_forever(self) -> None:
-        """Take the lock when free, and keep checking the session that holds it (PostgreSQL only)."""
-        try:
-            while True:
-                if self._session is None:
-                    await self._try()
-                else:
-                    await self._check()
-                self._engine._supervisor.beat("leadership")
-                await asyncio.sleep(LEADERSHIP_RETRY)
-        finally:
-            self._drop()
-
-    async def _try(self) -> None:
-        from .tracking.postgres import ENGINE_LOCK, application_name
-
-        assert self._target is not None
-        target = self._target
-
-        def attempt() -> psycopg.Connection[Any] | None:
-            session = target.connect(application=application_name("geo-tui leader"))
-            row = session.execute("SELECT pg_try_advisory_lock(%s)", (ENGINE_LOCK,)).fetchone()
-            if row is not None and row[0] is True:
-                return session
-            session.close()
-            return None
-
-        session = await asyncio.to_thread(attempt)
-        if session is not None:
-            # The verifications a leader before this one left started are this one's to run again.
-            await self._engine._db(self._engine.tracking.recover_verifications)
-            self._session = session
-            self._lost.clear()
-            self._held.set()
-            self._engine.log("info", "this worker now runs discovery, the reconcile and verification")
-
-    async def _check(self) -> None:
-        session = self._session
-        assert session is not None
-        try:
-            await asyncio.to_thread(lambda: session.execute("SELECT 1").fetchone())
-        except Exception as exc:
-            self._drop()
-            self._engine.log("warning", f"lost the leadership: {describe_error(exc)}")
-
-    def _drop(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            with contextlib.suppress(Exception):
-                session.close()  # the server drops the advisory lock with the session
-        if self._target is not None:
-            self._held.clear()
-            self._lost.set()
-
-    def gated(self, name: str, run: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
-        """`run` as a task that runs only while this worker leads (beating `name` while it waits), and
-        is cancelled when the leadership is lost."""
-
-        async def gate() -> None:
-            while True:
-                while not self._held.is_set():
-                    self._engine._supervisor.beat(name)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._held.wait(), timeout=1.0)
-                task = asyncio.ensure_future(run())
-                lost = asyncio.ensure_future(self._lost.wait())
-                try:
-                    await asyncio.wait([task, lost], return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    lost.cancel()
-                    if not task.done():
-                        task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await task
-                if task.done() and not task.cancelled():
-                    task.result()  # a failure of `run` goes to the supervisor
-
-        return gate
-
-
 def cluster_parts(engine: Engine) -> tuple[WorkerLeases, Leadership]:
     """This engine's worker leases (none held on SQLite) and its leadership."""
     from .tracking import tracking_database
@@ -354,8 +244,9 @@ def cluster_parts(engine: Engine) -> tuple[WorkerLeases, Leadership]:
 
     target = tracking_database(engine.config.engine)
     if not isinstance(target, PostgresDatabase):
-        return WorkerLeases(engine, None), Leadership(engine, None)
-    return WorkerLeases(engine, _new_worker_id()), Leadership(engine, target)
+        return WorkerLeases(engine, None), Leadership(engine, None, None)
+    worker = _new_worker_id()
+    return WorkerLeases(engine, worker), Leadership(engine, target, worker)
 
 
 _issued: set[str] = set()

@@ -84,7 +84,8 @@ def test_two_workers_see_each_other(
     lines = capsys.readouterr().out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("workers (stale after"))
     rows = [line for line in lines[start + 2 : start + 4] if line.strip()]
-    assert len(rows) == 2 and all(row.rstrip().endswith("live") for row in rows)
+    assert len(rows) == 2 and all(row.rstrip().endswith(("live", "live, leader")) for row in rows), rows
+    assert sum(row.rstrip().endswith("live, leader") for row in rows) == 1, rows  # one of them leads
 
 
 def test_a_console_and_resync_on_a_worker_host_attach_to_a_live_worker(

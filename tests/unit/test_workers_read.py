@@ -194,6 +194,8 @@ def test_status_prints_the_workers_table(
 ) -> None:
     tracking = Tracking(tracking_target)
     register_three(tracking, time.time())  # status reads the ages by the real clock
+    with tracking._tx() as db:  # geo-b leads: its row names its leadership session (leadership.stamp)
+        db.execute("UPDATE workers SET leader_pid = 4321 WHERE id = ?", (OTHER,))
     tracking.close()
     config = status_config(tmp_path, tracking_target)
     assert main(["--config", str(config), "status"]) == 0
@@ -205,7 +207,7 @@ def test_status_prints_the_workers_table(
     assert set(table) == {"geo-a", "geo-b", "geo-c"}
     # host, pid, heartbeat age (2 s, or a little more on a busy machine), in flight, throughput, state
     assert re.fullmatch(r"\s+geo-a\s+4242\s+\d+ s ago\s+2\s+3\.5 MiB/s\s+live", table["geo-a"])
-    assert table["geo-b"].split()[-2:] == ["-", "live"]  # its heartbeat never said its throughput
+    assert table["geo-b"].split()[-3:] == ["-", "live,", "leader"]  # its heartbeat never said its throughput
     assert table["geo-c"].split()[1:4] == ["9", "3", "min"]
     assert table["geo-c"].endswith("STALE: NO HEARTBEAT FOR 3 MIN")
     assert main(["--config", str(config), "status", "--json"]) == 0
@@ -213,6 +215,11 @@ def test_status_prints_the_workers_table(
     workers = {w["host"]: w for w in document["workers"]}
     assert workers["geo-a"]["in_flight"] == 2 and len(workers["geo-a"]["repositories"]) == 2
     assert workers["geo-c"]["state"] == "stale"
+    assert {host: w["leader"] for host, w in workers.items()} == {
+        "geo-a": False,
+        "geo-b": True,
+        "geo-c": False,
+    }
 
 
 def test_status_says_nothing_of_workers_when_none_registered(

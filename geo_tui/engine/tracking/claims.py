@@ -47,6 +47,7 @@ class WorkerRow:
     throughput: float | None = (
         None  # bytes a second it copies, as of its last heartbeat that said (None: never)
     )
+    leader: bool = False  # its row names the session that held the leadership lock when it took it
 
 
 class LeaseClaims(TrackingStore):
@@ -269,7 +270,8 @@ class LeaseClaims(TrackingStore):
 
     def workers(self) -> list[WorkerRow]:
         rows = self._query(
-            "SELECT id, started_at, heartbeat_at, listen, working, throughput FROM workers ORDER BY id"
+            "SELECT id, started_at, heartbeat_at, listen, working, throughput, leader_pid FROM workers "
+            "ORDER BY id"
         )
         return [
             WorkerRow(
@@ -279,6 +281,7 @@ class LeaseClaims(TrackingStore):
                 str(r["listen"]),
                 int(r["working"]),
                 float(r["throughput"]) if r["throughput"] is not None else None,
+                r["leader_pid"] is not None,
             )
             for r in rows
         ]

@@ -83,6 +83,10 @@ class Dialect(Protocol):
         """Inside a write transaction that changed `what` ("pause"): tell every engine on the database
         when it commits (rows and log lines announce themselves: migration 7's triggers)."""
 
+    def check_fence(self, db: Any, fence: object | None) -> None:
+        """At the start of a leader's duty write: raise `leadership.NotLeader` unless `fence` (a
+        `leadership.LeaderFence`; None: no check) still leads, and hold that until the commit."""
+
 
 class SqliteDialect:
     """SQLite: ``BEGIN IMMEDIATE`` takes the file's write lock, which also serialises migrations."""
@@ -131,6 +135,9 @@ class SqliteDialect:
 
     def changed(self, db: sqlite3.Connection, what: str) -> None:
         """One engine per file: it tells its own watchers."""
+
+    def check_fence(self, db: sqlite3.Connection, fence: object | None) -> None:
+        """One engine per file, which always leads."""
 
 
 SQLITE = SqliteDialect()

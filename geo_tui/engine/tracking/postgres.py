@@ -27,6 +27,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from . import schema
+from .leadership import ENGINE_LOCK, check_fence
 from .schema import DatabaseUnusable, Migration
 
 __all__ = [
@@ -40,9 +41,8 @@ __all__ = [
     "is_postgres_url",
 ]
 
-# pg_advisory_lock keys ("geotui" and a number): the migrating transaction, and the one engine.
+# pg_advisory_lock keys ("geotui" and a number): migrating (the leadership's is in leadership.py).
 MIGRATION_LOCK = 0x67656F7475690001
-ENGINE_LOCK = 0x67656F7475690002
 # The claims of the push queue, which take turns (see PostgresDialect.lock_push_claims).
 PUSH_CLAIM_LOCK = 0x67656F7475690010
 SITE_LOCK_CLASS = 0x67656F74  # "geot": the two-key advisory locks of the per-site claim caps
@@ -357,6 +357,10 @@ class PostgresDialect:
         """Tell every worker, when this transaction commits, that `what` changed ("pause")."""
         db.execute("SELECT pg_notify(?, ?)", (CHANGE_CHANNEL, f"{what} {time.time():.6f}"))
 
+    def check_fence(self, db: PostgresConnection, fence: object | None) -> None:
+        """A leader's duty write goes in only while its session holds the lock (leadership.py)."""
+        check_fence(db, fence)
+
 
 POSTGRES = PostgresDialect()
 
@@ -491,5 +495,6 @@ MIGRATIONS: tuple[Migration[PostgresConnection], ...] = (
         "the worker of each log line, and changes announced (issue 16)",
         _statements(*schema.EVENT_LOG_WORKER_STATEMENTS, *CHANGE_STATEMENTS),
     ),
+    Migration(8, "the leader's session (issue 16)", _statements(*schema.LEADER_STATEMENTS)),
 )
 assert [m.version for m in MIGRATIONS] == [m.version for m in schema.MIGRATIONS]

@@ -43,18 +43,21 @@ class SyncQueue(TrackingStore):
 
     # -- discovery -------------------------------------------------------------------------
 
-    def ensure_rows(self, site: str, repositories: Iterable[str]) -> int:
-        """Create pending rows for repositories not tracked yet; mark all given ones as on the primary."""
-        with self._tx() as db:
+    def ensure_rows(self, site: str, repositories: Iterable[str], *, fence: object | None = None) -> int:
+        """Create pending rows for repositories not tracked yet; mark all given ones as on the primary.
+        `fence`: the leader's discovery writes only while it leads (store's `_tx`)."""
+        with self._tx(fence) as db:
             tracked = int(db.executemany(TRACK, [(site, repo) for repo in repositories]).rowcount)
             if tracked:
                 self.dialect.announce(db, "sync")
             return tracked
 
-    def mark_absent_from_primary(self, site: str, present: set[str]) -> list[str]:
+    def mark_absent_from_primary(
+        self, site: str, present: set[str], *, fence: object | None = None
+    ) -> list[str]:
         """Flag rows whose repository the primary's catalog no longer lists. Returns their names."""
         gone = [r for r in self.repository_names(site) if r not in present]
-        with self._tx() as db:
+        with self._tx(fence) as db:
             db.executemany(
                 "UPDATE repositories SET on_primary = 0 WHERE site = ? AND repository = ?",
                 [(site, r) for r in gone],
@@ -221,12 +224,12 @@ class SyncQueue(TrackingStore):
                 self.dialect.announce(db, "sync")
             return bool(cur.rowcount)
 
-    def request_reconcile(self, *, sites: Sequence[str] | None = None) -> int:
+    def request_reconcile(self, *, sites: Sequence[str] | None = None, fence: object | None = None) -> int:
         """Queue the periodic reconcile: every row not running now goes to pending. A run in progress
         keeps its generation: it reads the primary anyway, and bumping it at every interval meant a
         run longer than the interval was never marked synced (issue 17)."""
         where, params = self._selection(sites, None)
-        with self._tx() as db:
+        with self._tx(fence) as db:
             cur = db.execute(
                 "UPDATE repositories SET generation = generation + 1, retry_at = NULL, retry_count = 0, "
                 f"state = 'pending' WHERE {where} AND state != 'started'",

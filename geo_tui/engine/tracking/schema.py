@@ -253,6 +253,11 @@ BLOB_STREAM_STATEMENTS = (
 # to every worker (`postgres.CHANGE_STATEMENTS`); SQLite has one engine per file, which tells its own.
 EVENT_LOG_WORKER_STATEMENTS = ("ALTER TABLE event_log ADD COLUMN worker TEXT",)
 
+# Migration 8: the server process of the session holding the leadership lock, stamped by the worker that
+# holds it (issue 16): a contender finds whose heartbeat stands behind a lock it cannot get (a frozen
+# leader's), and a leader's duty writes check it (`dialect.check_fence`). NULL on every other row.
+LEADER_STATEMENTS = ("ALTER TABLE workers ADD COLUMN leader_pid INTEGER",)
+
 # Append the next one here, never edit one that shipped: Migration(2, "what it adds", _sql("CREATE ...")).
 MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
     Migration(1, "the tables of the releases before schema versions", _first_schema),
@@ -268,6 +273,7 @@ MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
     Migration(
         7, "the worker of each log line, and changes announced (issue 16)", _sql(*EVENT_LOG_WORKER_STATEMENTS)
     ),
+    Migration(8, "the leader's session (issue 16)", _sql(*LEADER_STATEMENTS)),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

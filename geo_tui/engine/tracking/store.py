@@ -167,11 +167,13 @@ class TrackingStore:
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[Any]:
-        """A write transaction on the writing connection (`sqlite3.Connection` or `PostgresConnection`)."""
+    def _tx(self, fence: object | None = None) -> Iterator[Any]:
+        """A write transaction on the writing connection (`sqlite3.Connection` or `PostgresConnection`);
+        with a `fence` (a leader's duty), only while that leader's session still leads (`check_fence`)."""
         with self._lock, _damage_named(self.path):
             self.dialect.begin(self._db)
             try:
+                self.dialect.check_fence(self._db, fence)
                 yield self._db
             except BaseException:
                 self.dialect.rollback(self._db)
