@@ -156,6 +156,41 @@ async def test_an_idle_connection_the_server_closed_is_replaced() -> None:
     assert opened == 3
 
 
+async def test_many_requests_at_once_share_the_capped_connections() -> None:
+    """40 requests at once through a pool of 3: never more than 3 connections open or requests being
+    answered at a time, each connection kept and reused, and a request that fails (its connection
+    refused mid-answer) gives its slot back, so the others still all finish."""
+    opened = busy = most_busy = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal opened, busy, most_busy
+        opened += 1
+        while True:
+            line, _, _ = await read_request(reader)
+            busy += 1
+            most_busy = max(most_busy, busy)
+            await asyncio.sleep(0.005)
+            busy -= 1
+            if "/broken" in line:
+                writer.write(b"HTTP/1.1 200 X\r\nContent-Length: 10\r\n\r\nshort")
+                await writer.drain()
+                return  # closes the connection five bytes short
+            writer.write(response(200, line.split()[1].encode()))
+            await writer.drain()
+
+    async with serving(handler) as url, client(url, connections=3) as http:
+        paths = [f"/{i}" if i % 10 else f"/broken-{i}" for i in range(40)]
+        results = await asyncio.gather(*(http.get(p) for p in paths), return_exceptions=True)
+        for path, result in zip(paths, results, strict=True):
+            if "broken" in path:
+                assert isinstance(result, httpx.RemoteProtocolError | httpx.ReadError), result
+            else:
+                assert isinstance(result, httpx.Response) and result.text == path
+        assert (await http.get("/after")).text == "/after"  # every slot came back
+    assert most_busy <= 3
+    assert opened <= 3 + 4  # the three kept, and one new one after each of the 4 broken answers
+
+
 async def test_tls_verified_against_a_ca_file_and_refused_without_it(tmp_path: Path) -> None:
     files = make_tls_files(tmp_path / "tls")
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
