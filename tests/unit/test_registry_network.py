@@ -233,6 +233,25 @@ async def test_the_registry_client_uses_its_own_sockets() -> None:
         assert all(isinstance(pool._transport, DirectTransport) for pool in pools)
 
 
+async def test_a_cookie_the_registry_sets_goes_back_to_it() -> None:
+    """Responses are only handed to the cookie jar when they set a cookie (a load balancer's sticky
+    session, say): that cookie still goes back on the requests after it, and nothing before it."""
+    cookies: list[str | None] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            _, headers, _ = await read_request(reader)
+            cookies.append(headers.get("cookie"))
+            extra = "Set-Cookie: lb=node-2; Path=/\r\n" if len(cookies) == 2 else ""
+            writer.write(response(200, b"{}", extra))
+            await writer.drain()
+
+    async with serving(handler) as url, RegistryClient("r", url, NoAuth()) as registry:
+        for _ in range(4):
+            await registry.ping()
+    assert cookies == [None, None, "lb=node-2", "lb=node-2"]
+
+
 async def test_reading_or_writing_a_closed_stream_is_a_network_error() -> None:
     """httpx sees its own error types (ReadError, WriteError), never a bare OSError."""
     from geo_tui.registry._network import AsyncioBackend
