@@ -210,7 +210,8 @@ class Session:
             allowed += self.base_timeout
         http = self.meta if pool == "meta" else self.blobs
         try:
-            if httpx.URL(url).scheme not in ("http", "https"):
+            target = httpx.URL(url)  # parsed once: build_request takes the parsed URL as it is
+            if target.scheme not in ("http", "https"):
                 raise httpx.InvalidURL("not http(s)")
         except httpx.InvalidURL:
             # URLs can come from the registry (Location, Link): a bad one is its fault, not ours.
@@ -224,7 +225,7 @@ class Session:
                 async with asyncio.timeout(None) as window:
                     request = http.build_request(
                         method,
-                        url,
+                        target,
                         headers=request_headers,
                         content=content,
                         extensions=_deadline_from_connection(window, allowed),

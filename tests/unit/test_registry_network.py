@@ -156,6 +156,41 @@ async def test_an_idle_connection_the_server_closed_is_replaced() -> None:
     assert opened == 3
 
 
+async def test_many_requests_at_once_share_the_capped_connections() -> None:
+    """40 requests at once through a pool of 3: never more than 3 connections open or requests being
+    answered at a time, each connection kept and reused, and a request that fails (its connection
+    refused mid-answer) gives its slot back, so the others still all finish."""
+    opened = busy = most_busy = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal opened, busy, most_busy
+        opened += 1
+        while True:
+            line, _, _ = await read_request(reader)
+            busy += 1
+            most_busy = max(most_busy, busy)
+            await asyncio.sleep(0.005)
+            busy -= 1
+            if "/broken" in line:
+                writer.write(b"HTTP/1.1 200 X\r\nContent-Length: 10\r\n\r\nshort")
+                await writer.drain()
+                return  # closes the connection five bytes short
+            writer.write(response(200, line.split()[1].encode()))
+            await writer.drain()
+
+    async with serving(handler) as url, client(url, connections=3) as http:
+        paths = [f"/{i}" if i % 10 else f"/broken-{i}" for i in range(40)]
+        results = await asyncio.gather(*(http.get(p) for p in paths), return_exceptions=True)
+        for path, result in zip(paths, results, strict=True):
+            if "broken" in path:
+                assert isinstance(result, httpx.RemoteProtocolError | httpx.ReadError), result
+            else:
+                assert isinstance(result, httpx.Response) and result.text == path
+        assert (await http.get("/after")).text == "/after"  # every slot came back
+    assert most_busy <= 3
+    assert opened <= 3 + 4  # the three kept, and one new one after each of the 4 broken answers
+
+
 async def test_tls_verified_against_a_ca_file_and_refused_without_it(tmp_path: Path) -> None:
     files = make_tls_files(tmp_path / "tls")
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -196,6 +231,25 @@ async def test_the_registry_client_uses_its_own_sockets() -> None:
     async with RegistryClient("r", "http://127.0.0.1:1", NoAuth()) as registry:
         pools = (registry._session.meta, registry._session.blobs)
         assert all(isinstance(pool._transport, DirectTransport) for pool in pools)
+
+
+async def test_a_cookie_the_registry_sets_goes_back_to_it() -> None:
+    """Responses are only handed to the cookie jar when they set a cookie (a load balancer's sticky
+    session, say): that cookie still goes back on the requests after it, and nothing before it."""
+    cookies: list[str | None] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            _, headers, _ = await read_request(reader)
+            cookies.append(headers.get("cookie"))
+            extra = "Set-Cookie: lb=node-2; Path=/\r\n" if len(cookies) == 2 else ""
+            writer.write(response(200, b"{}", extra))
+            await writer.drain()
+
+    async with serving(handler) as url, RegistryClient("r", url, NoAuth()) as registry:
+        for _ in range(4):
+            await registry.ping()
+    assert cookies == [None, None, "lb=node-2", "lb=node-2"]
 
 
 async def test_reading_or_writing_a_closed_stream_is_a_network_error() -> None:
