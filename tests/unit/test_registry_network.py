@@ -289,3 +289,25 @@ async def test_the_registry_client_verifies_tls_unless_told_not_to(tmp_path: Pat
         for verify in (str(files.ca), False):
             async with RegistryClient("tls-site", url, NoAuth(), verify=verify) as registry:
                 assert await registry.ping() >= 0
+
+
+async def test_httpcore_connection_locks_take_a_free_lock_without_a_loop_cycle() -> None:
+    """The one private name of httpcore the client relies on (`_network._locks_without_checkpoint`):
+    `httpcore._synchronization.AsyncLock`, whose `setup` makes the anyio lock that the patch replaces
+    with a fast-acquire one. This fails when httpcore renames or reshapes it (pyproject pins httpcore
+    below 1.1 for that reason): a free lock must be taken without yielding to the event loop."""
+    from httpcore import _synchronization
+
+    direct_transport(httpx.URL("http://127.0.0.1:1/"), ssl.create_default_context(), 1)  # applies the patch
+    lock = _synchronization.AsyncLock()
+    yielded = False
+
+    def mark() -> None:
+        nonlocal yielded
+        yielded = True
+
+    asyncio.get_running_loop().call_soon(mark)
+    async with lock:
+        assert not yielded, "httpcore's AsyncLock yielded for a free lock: the patch no longer applies"
+    await asyncio.sleep(0)
+    assert yielded
