@@ -19,7 +19,7 @@ from geo_tui.config import Config, redactor_for
 from geo_tui.registry import RegistryClient
 
 from .cluster_view import ClusterView
-from .database import DatabaseWriter, is_passing_fault
+from .database import DatabaseReader, DatabaseWriter, is_passing_fault
 from .describe import describe_error, prefixed
 from .discovery import Discovery
 from .intake import NotificationIntake
@@ -35,7 +35,7 @@ from .recorder import Recorder
 from .repository import ManifestCache
 from .scheduler import Scheduler
 from .supervisor import Supervisor
-from .tracking import PauseState, RepositoryRow, SyncState, Tracking, tracking_database
+from .tracking import LogRecord, PauseState, RepositoryRow, SiteCounts, SyncState, Tracking, tracking_database
 from .updates import Broadcast, EngineStatus, LogLine, Reload, SiteHealth, Update
 from .verify import VerificationDepth, VerificationResult, Verifier
 from .verify_loop import VerificationLoop
@@ -102,6 +102,7 @@ class Engine:
         self.metrics = EngineMetrics()
         self.last_event_at: float | None = None
         self._writer: DatabaseWriter | None = None
+        self._reader: DatabaseReader | None = None
         self._supervisor = Supervisor(
             report=lambda _task, message: self.log("error", message),
             restarted=lambda task: self.metrics.task_restarts.labels(task).inc(),
@@ -167,6 +168,7 @@ class Engine:
             self.claim.release()
             raise
         self._writer = DatabaseWriter()
+        self._reader = _reader_for(self._tracking)
         for name in ENGINE_LOGGERS:
             logging.getLogger(name).addFilter(self._log_filter)
         self.scheduler.open()
@@ -180,6 +182,7 @@ class Engine:
             request_timeout=self._request_timeout,
             redactor=self.redactor,
             write=self._db,
+            read=self.read,
             # background requests wait for push copies running, and on the primary for its own pull
             # notifications backing up (see notifications.PullBacklog)
             gates=[self._pushes.yield_to_pushes],
@@ -220,6 +223,9 @@ class Engine:
         if self._writer is not None:
             self._writer.close()  # the log lines still queued go in first
             self._writer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._tracking is not None:
             self.leases.unregister()
             self._tracking.close()
@@ -299,12 +305,29 @@ class Engine:
         self._emit(LogLine(record))
 
     def snapshot(self) -> EngineSnapshot:
+        """The site cards now, read in place (the service reads them off the loop: `read_snapshot`)."""
+        return self._snapshot_of(*self._snapshot_reads())
+
+    async def read_snapshot(self, *, timeout: float | None = None) -> EngineSnapshot:
+        """`snapshot`, its reads made by `read`: a PostgreSQL server not answering raises a passing
+        fault within `timeout` (the reads' own bound by default)."""
+        return self._snapshot_of(*await self.read(self._snapshot_reads, timeout=timeout))
+
+    def _snapshot_reads(self) -> tuple[dict[str, SiteCounts], float | None]:
         counts = self.tracking.counts(self.secondary_names)
         pushed = self.tracking.oldest_queued_push()  # a push waiting for its copy is lag on every site
+        return counts, pushed
+
+    def _snapshot_of(self, counts: dict[str, SiteCounts], pushed: float | None) -> EngineSnapshot:
         sites = self.monitor.snapshots(counts, pushed, self.discovery.primary_repositories)
         return EngineSnapshot(
             sites, self._running, self.paused, self.scheduler.in_flight, tuple(self.tasks_down())
         )
+
+    @property
+    def running(self) -> bool:
+        """Started and not stopped (read without the database)."""
+        return self._running
 
     def tasks_down(self) -> list[str]:
         """Background tasks down (failed and not back, or stuck) for longer than their interval."""
@@ -325,6 +348,27 @@ class Engine:
             raise RuntimeError("the engine is not open")
         return await self._writer(fn, *args, timeout=timeout, urgent=urgent, **kwargs)
 
+    async def read(
+        self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> T:
+        """A tracking-database read: ``await engine.read(engine.tracking.rows, sites=...)``. On SQLite it
+        runs in place; on PostgreSQL on a reading thread with a pooled connection, and a server that does
+        not answer within `timeout` (default: a few seconds) raises a passing fault, which also marks
+        the database down (`wakeups.database`) until a read answers again."""
+        reader = self._reader
+        if reader is None:
+            raise RuntimeError("the engine is not open")
+        if not reader.threaded:
+            return fn(*args, **kwargs)
+        try:
+            value = await reader(fn, *args, timeout=timeout, **kwargs)
+        except Exception as exc:
+            if is_passing_fault(exc):
+                self.wakeups.database.lost("reads", describe_error(exc))
+            raise
+        self.wakeups.database.answered("reads")
+        return value
+
     def rows(
         self, *, sites: Sequence[str] | None = None, states: Sequence[SyncState] | None = None
     ) -> list[RepositoryRow]:
@@ -333,17 +377,23 @@ class Engine:
     async def repository_detail(self, repository: str) -> RepositoryDetail:
         """Tags and digests of one repository on every site as last seen (the tracking database: a
         20,000-tag repository costs no request), with its rows and history."""
-        seen = self.tracking.tags_seen(repository)
+        seen, rows, history = await self.read(self._detail_reads, repository)
         sites = tuple(
             SiteTags(name, seen[name][0], seen_at=seen[name][1])
             if name in seen
             else SiteTags(name, None, "not seen yet: no sync or push copy of it has run")
             for name in self._sites
         )
+        return RepositoryDetail(repository, sites, rows, history)
+
+    def _detail_reads(
+        self, repository: str
+    ) -> tuple[dict[str, tuple[dict[str, str], float]], tuple[RepositoryRow, ...], tuple[LogRecord, ...]]:
+        seen = self.tracking.tags_seen(repository)
         rows = tuple(
             r for name in self.secondary_names if (r := self.tracking.row(name, repository)) is not None
         )
-        return RepositoryDetail(repository, sites, rows, tuple(self.tracking.repository_log(repository)))
+        return seen, rows, tuple(self.tracking.repository_log(repository))
 
     async def check_health(self) -> dict[str, SiteHealth]:
         """Ping every site now; each site's health, as watchers are told it."""
@@ -452,7 +502,9 @@ class Engine:
         secondary's tags reach), record the result, and queue a resync for every mismatch or missing blob."""
         names = list(sites or self.secondary_names)
         if repositories is None:
-            tracked = {r for site in names for r in self.tracking.repository_names(site)}
+            tracked = await self.read(
+                lambda: {r for site in names for r in self.tracking.repository_names(site)}
+            )
             wanted = sorted(tracked | set(await self.discover()))
             unknown: list[str] = []
         else:
@@ -472,3 +524,13 @@ class Engine:
         ]
         self._poke()
         return sorted(results, key=lambda r: (r.site, r.repository))
+
+
+def _reader_for(tracking: Tracking) -> DatabaseReader:
+    """In place on SQLite; on PostgreSQL one thread per pooled connection, and a bound a second past
+    the server's own (statement_timeout): a frozen server never answers at all."""
+    if not tracking.threaded_reads:
+        return DatabaseReader(0, 0.0)
+    from .tracking.postgres import READ_POOL_SIZE, READ_TIMEOUT, ReadUnanswered
+
+    return DatabaseReader(READ_POOL_SIZE[1], READ_TIMEOUT + 1.0, ReadUnanswered)

@@ -29,7 +29,9 @@ class VerificationLoop:
         while True:
             engine._supervisor.beat("verification")
             if not engine.paused:
-                rows = engine.tracking.verification_due(sites=engine.secondary_names, limit=50)
+                rows = await engine.read(
+                    engine.tracking.verification_due, sites=engine.secondary_names, limit=50
+                )
                 by_repo: dict[str, list[str]] = {}
                 for row in rows:
                     by_repo.setdefault(row.repository, []).append(row.site)
