@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import httpx
 
@@ -308,10 +308,28 @@ class Engine:
         """The site cards now, read in place (the service reads them off the loop: `read_snapshot`)."""
         return self._snapshot_of(*self._snapshot_reads())
 
-    async def read_snapshot(self, *, timeout: float | None = None) -> EngineSnapshot:
-        """`snapshot`, its reads made by `read`: a PostgreSQL server not answering raises a passing
-        fault within `timeout` (the reads' own bound by default)."""
-        return self._snapshot_of(*await self.read(self._snapshot_reads, timeout=timeout))
+    @overload
+    async def read_snapshot(self, *, timeout: float | None = None) -> EngineSnapshot: ...
+
+    @overload
+    async def read_snapshot(
+        self, *, timeout: float | None = None, also: Callable[[], T]
+    ) -> tuple[EngineSnapshot, T]: ...
+
+    async def read_snapshot(
+        self, *, timeout: float | None = None, also: Callable[[], T] | None = None
+    ) -> EngineSnapshot | tuple[EngineSnapshot, T]:
+        """`snapshot`, its reads made by `read` (and `also()`'s in the same turn, its result returned
+        beside): a PostgreSQL server not answering raises a passing fault within `timeout` (the reads'
+        own bound by default)."""
+        if also is None:
+            return self._snapshot_of(*await self.read(self._snapshot_reads, timeout=timeout))
+
+        def reads() -> tuple[tuple[dict[str, SiteCounts], float | None], T]:
+            return self._snapshot_reads(), also()
+
+        (counts, pushed), more = await self.read(reads, timeout=timeout)
+        return self._snapshot_of(counts, pushed), more
 
     def _snapshot_reads(self) -> tuple[dict[str, SiteCounts], float | None]:
         counts = self.tracking.counts(self.secondary_names)

@@ -84,10 +84,11 @@ class ReceiverApp:
         queued: int | None = None
         state = "waiting for its database"
         try:
-            snapshot = await engine.read_snapshot(timeout=HEALTH_READ_TIMEOUT)
-            queued = sum(s.counts.pending for s in snapshot.sites if s.counts is not None)
-            # pushes waiting for their copy
-            queued += await engine.read(engine.tracking.push_queue_depth, timeout=HEALTH_READ_TIMEOUT)
+            snapshot, pushes = await engine.read_snapshot(
+                timeout=HEALTH_READ_TIMEOUT, also=engine.tracking.push_queue_depth
+            )
+            # the rows waiting, and the pushes waiting for their copy
+            queued = sum(s.counts.pending for s in snapshot.sites if s.counts is not None) + pushes
             state = "paused" if snapshot.paused else ("running" if snapshot.running else "stopped")
         except Exception as exc:
             if not is_passing_fault(exc):
