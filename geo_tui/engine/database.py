@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -65,22 +65,20 @@ class DatabaseReader:
     ) -> None:
         self.timeout = timeout
         self._unanswered = unanswered
-        self._executor = (
-            ThreadPoolExecutor(threads, thread_name_prefix="geo-tui-read") if threads > 0 else None
-        )
+        self._threads = _ReadingThreads(threads) if threads > 0 else None
 
     @property
     def threaded(self) -> bool:
-        return self._executor is not None
+        return self._threads is not None
 
     async def __call__(
         self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None, **kwargs: Any
     ) -> T:
         """``fn(*args, **kwargs)``'s result; on threads, within `timeout` (default: the reader's)."""
-        if self._executor is None:
+        if self._threads is None:
             return fn(*args, **kwargs)
         limit = self.timeout if timeout is None else timeout
-        future = asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args, **kwargs))
+        future = asyncio.wrap_future(self._threads.submit(partial(fn, *args, **kwargs)))
         try:
             async with asyncio.timeout(limit) as waited:
                 return await future
@@ -91,8 +89,38 @@ class DatabaseReader:
 
     def close(self) -> None:
         """Stop taking reads; threads still waiting on the database are left to end on their own."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._threads is not None:
+            self._threads.close()
+
+
+class _ReadingThreads:
+    """A few daemon threads that run calls: unlike a ThreadPoolExecutor's, a thread waiting on a server
+    that never answers does not hold up the process's exit (the interpreter joins an executor's)."""
+
+    def __init__(self, count: int) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._count = count
+        for n in range(count):
+            threading.Thread(target=self._serve, name=f"geo-tui-read-{n}", daemon=True).start()
+
+    def submit(self, call: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        self._calls.put((future, call))
+        return future
+
+    def close(self) -> None:
+        for _ in range(self._count):
+            self._calls.put(None)
+
+    def _serve(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, call = item
+            if not future.set_running_or_notify_cancel():
+                continue  # its caller stopped waiting before it started
+            try:
+                future.set_result(call())
+            except BaseException as exc:
+                future.set_exception(exc)
 
 
 # Lanes of the queue, served lowest first: urgent writes, ordinary writes, then the stop.
