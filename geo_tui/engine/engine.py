@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar
 
 import httpx
 
@@ -19,23 +19,24 @@ from geo_tui.config import Config, redactor_for
 from geo_tui.registry import RegistryClient
 
 from .cluster_view import ClusterView
-from .database import DatabaseReader, DatabaseWriter, is_passing_fault
+from .database import DatabaseWriter, is_passing_fault
 from .describe import describe_error, prefixed
 from .discovery import Discovery
 from .intake import NotificationIntake
 from .jobs import RepositoryJobs
 from .lock import claim_for
 from .metrics import EngineMetrics
-from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, SiteTags, SyncSummary
+from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, SyncSummary
 from .monitor import Site, SiteMonitor, open_sites
 from .notifications import PullBacklog, RegistryEvent
 from .passes import Pass
 from .pushes import PushCopier
+from .reads import EngineReads
 from .recorder import Recorder
 from .repository import ManifestCache
 from .scheduler import Scheduler
 from .supervisor import Supervisor
-from .tracking import LogRecord, PauseState, RepositoryRow, SiteCounts, SyncState, Tracking, tracking_database
+from .tracking import PauseState, RepositoryRow, SyncState, Tracking, tracking_database
 from .updates import Broadcast, EngineStatus, LogLine, Reload, SiteHealth, Update
 from .verify import VerificationDepth, VerificationResult, Verifier
 from .verify_loop import VerificationLoop
@@ -98,11 +99,12 @@ class Engine:
         self._tracking: Tracking | None = None
         self.paused = False  # the cluster's pause (the tracking database's), as `cluster` last read it
         self.pause_state = PauseState(False)
-        self._running = False
+        self.running = False
         self.metrics = EngineMetrics()
         self.last_event_at: float | None = None
         self._writer: DatabaseWriter | None = None
-        self._reader: DatabaseReader | None = None
+        # Tracking-database reads: `await engine.read(engine.tracking.rows, ...)` (reads.py)
+        self.read = EngineReads(self)
         self._supervisor = Supervisor(
             report=lambda _task, message: self.log("error", message),
             restarted=lambda task: self.metrics.task_restarts.labels(task).inc(),
@@ -168,7 +170,7 @@ class Engine:
             self.claim.release()
             raise
         self._writer = DatabaseWriter()
-        self._reader = _reader_for(self._tracking)
+        self.read.open(self._tracking)
         for name in ENGINE_LOGGERS:
             logging.getLogger(name).addFilter(self._log_filter)
         self.scheduler.open()
@@ -223,9 +225,7 @@ class Engine:
         if self._writer is not None:
             self._writer.close()  # the log lines still queued go in first
             self._writer = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        self.read.close()
         if self._tracking is not None:
             self.leases.unregister()
             self._tracking.close()
@@ -244,9 +244,9 @@ class Engine:
     async def start(self) -> None:
         """Run in the background: discovery, the scheduler, health checks, verification, reconcile."""
         await self.open()
-        if self._running:
+        if self.running:
             return
-        self._running = True
+        self.running = True
         # Each supervised, with how long it may be down before health, metrics and the console say so (the
         # reconcile's interval, or a minute); the loops of a few seconds also beat each round.
         start, loop, lead = self._supervisor.start, LOOP_TASK_INTERVAL, self.leadership.gated
@@ -267,9 +267,9 @@ class Engine:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop scheduling; let copies in flight finish for ``grace`` seconds, then leave them pending."""
-        if not self._running and not self.scheduler.jobs and not self._pushes.running:
+        if not self.running and not self.scheduler.jobs and not self._pushes.running:
             return
-        self._running = False
+        self.running = False
         await self._supervisor.stop()
         jobs = [*self.scheduler.jobs.values(), *self._pushes.running.values()]
         if jobs:
@@ -305,47 +305,8 @@ class Engine:
         self._emit(LogLine(record))
 
     def snapshot(self) -> EngineSnapshot:
-        """The site cards now, read in place (the service reads them off the loop: `read_snapshot`)."""
-        return self._snapshot_of(*self._snapshot_reads())
-
-    @overload
-    async def read_snapshot(self, *, timeout: float | None = None) -> EngineSnapshot: ...
-
-    @overload
-    async def read_snapshot(
-        self, *, timeout: float | None = None, also: Callable[[], T]
-    ) -> tuple[EngineSnapshot, T]: ...
-
-    async def read_snapshot(
-        self, *, timeout: float | None = None, also: Callable[[], T] | None = None
-    ) -> EngineSnapshot | tuple[EngineSnapshot, T]:
-        """`snapshot`, its reads made by `read` (and `also()`'s in the same turn, its result returned
-        beside): a PostgreSQL server not answering raises a passing fault within `timeout` (the reads'
-        own bound by default)."""
-        if also is None:
-            return self._snapshot_of(*await self.read(self._snapshot_reads, timeout=timeout))
-
-        def reads() -> tuple[tuple[dict[str, SiteCounts], float | None], T]:
-            return self._snapshot_reads(), also()
-
-        (counts, pushed), more = await self.read(reads, timeout=timeout)
-        return self._snapshot_of(counts, pushed), more
-
-    def _snapshot_reads(self) -> tuple[dict[str, SiteCounts], float | None]:
-        counts = self.tracking.counts(self.secondary_names)
-        pushed = self.tracking.oldest_queued_push()  # a push waiting for its copy is lag on every site
-        return counts, pushed
-
-    def _snapshot_of(self, counts: dict[str, SiteCounts], pushed: float | None) -> EngineSnapshot:
-        sites = self.monitor.snapshots(counts, pushed, self.discovery.primary_repositories)
-        return EngineSnapshot(
-            sites, self._running, self.paused, self.scheduler.in_flight, tuple(self.tasks_down())
-        )
-
-    @property
-    def running(self) -> bool:
-        """Started and not stopped (read without the database)."""
-        return self._running
+        """The site cards now, read in place (the service reads them off the loop: `read.snapshot`)."""
+        return self.read.snapshot_now()
 
     def tasks_down(self) -> list[str]:
         """Background tasks down (failed and not back, or stuck) for longer than their interval."""
@@ -366,27 +327,6 @@ class Engine:
             raise RuntimeError("the engine is not open")
         return await self._writer(fn, *args, timeout=timeout, urgent=urgent, **kwargs)
 
-    async def read(
-        self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None, **kwargs: Any
-    ) -> T:
-        """A tracking-database read: ``await engine.read(engine.tracking.rows, sites=...)``. On SQLite it
-        runs in place; on PostgreSQL on a reading thread with a pooled connection, and a server that does
-        not answer within `timeout` (default: a few seconds) raises a passing fault, which also marks
-        the database down (`wakeups.database`) until a read answers again."""
-        reader = self._reader
-        if reader is None:
-            raise RuntimeError("the engine is not open")
-        if not reader.threaded:
-            return fn(*args, **kwargs)
-        try:
-            value = await reader(fn, *args, timeout=timeout, **kwargs)
-        except Exception as exc:
-            if is_passing_fault(exc):
-                self.wakeups.database.lost("reads", describe_error(exc))
-            raise
-        self.wakeups.database.answered("reads")
-        return value
-
     def rows(
         self, *, sites: Sequence[str] | None = None, states: Sequence[SyncState] | None = None
     ) -> list[RepositoryRow]:
@@ -395,23 +335,7 @@ class Engine:
     async def repository_detail(self, repository: str) -> RepositoryDetail:
         """Tags and digests of one repository on every site as last seen (the tracking database: a
         20,000-tag repository costs no request), with its rows and history."""
-        seen, rows, history = await self.read(self._detail_reads, repository)
-        sites = tuple(
-            SiteTags(name, seen[name][0], seen_at=seen[name][1])
-            if name in seen
-            else SiteTags(name, None, "not seen yet: no sync or push copy of it has run")
-            for name in self._sites
-        )
-        return RepositoryDetail(repository, sites, rows, history)
-
-    def _detail_reads(
-        self, repository: str
-    ) -> tuple[dict[str, tuple[dict[str, str], float]], tuple[RepositoryRow, ...], tuple[LogRecord, ...]]:
-        seen = self.tracking.tags_seen(repository)
-        rows = tuple(
-            r for name in self.secondary_names if (r := self.tracking.row(name, repository)) is not None
-        )
-        return seen, rows, tuple(self.tracking.repository_log(repository))
+        return await self.read.repository_detail(repository)
 
     async def check_health(self) -> dict[str, SiteHealth]:
         """Ping every site now; each site's health, as watchers are told it."""
@@ -542,13 +466,3 @@ class Engine:
         ]
         self._poke()
         return sorted(results, key=lambda r: (r.site, r.repository))
-
-
-def _reader_for(tracking: Tracking) -> DatabaseReader:
-    """In place on SQLite; on PostgreSQL one thread per pooled connection, and a bound a second past
-    the server's own (statement_timeout): a frozen server never answers at all."""
-    if not tracking.threaded_reads:
-        return DatabaseReader(0, 0.0)
-    from .tracking.postgres import READ_POOL_SIZE, READ_TIMEOUT, ReadUnanswered
-
-    return DatabaseReader(READ_POOL_SIZE[1], READ_TIMEOUT + 1.0, ReadUnanswered)

@@ -206,7 +206,7 @@ class Recorder:
         engine = self._engine
         if not engine._broadcast.watched:
             return
-        if engine._reader is not None and engine._reader.threaded:  # PostgreSQL: read off the loop
+        if engine.read.threaded:  # PostgreSQL: read off the loop
             task = asyncio.ensure_future(self._announce_row(site, repository))
             self._announcing.add(task)
             task.add_done_callback(self._announcing.discard)

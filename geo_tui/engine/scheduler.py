@@ -62,7 +62,7 @@ class Scheduler:
         started = clock()
         leases = self._engine.leases
         # serve renews its leases in a task of its own; a one-shot pass on PostgreSQL renews them here
-        alone = leases.owner is not None and not self._engine._running
+        alone = leases.owner is not None and not self._engine.running
         renewing = asyncio.ensure_future(leases.run_forever()) if alone else None
         try:
             if prepare is not None:

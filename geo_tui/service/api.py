@@ -203,7 +203,7 @@ class ApiApp:
         }
 
     async def _snapshot(self, query: dict[str, list[str]]) -> dict[str, Any]:
-        return encode_snapshot(await self._engine.read_snapshot())
+        return encode_snapshot(await self._engine.read.snapshot())
 
     async def _rows(self, query: dict[str, list[str]]) -> dict[str, Any]:
         offset = _integer(query, "offset", 0, 0, 1 << 62)
@@ -315,7 +315,7 @@ class ApiApp:
     async def _snapshots_forever(self) -> None:
         while self._streams:
             with contextlib.suppress(Exception):  # the database closing under a shutdown
-                snapshot = self._engine.redactor.scrub(encode_snapshot(await self._engine.read_snapshot()))
+                snapshot = self._engine.redactor.scrub(encode_snapshot(await self._engine.read.snapshot()))
                 text = encode_message("snapshot", snapshot=snapshot)
                 for stream in list(self._streams):
                     stream.offer(text)

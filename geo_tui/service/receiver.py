@@ -84,8 +84,8 @@ class ReceiverApp:
         queued: int | None = None
         state = "waiting for its database"
         try:
-            snapshot, pushes = await engine.read_snapshot(
-                timeout=HEALTH_READ_TIMEOUT, also=engine.tracking.push_queue_depth
+            snapshot, pushes = await engine.read.snapshot_and(
+                engine.tracking.push_queue_depth, timeout=HEALTH_READ_TIMEOUT
             )
             # the rows waiting, and the pushes waiting for their copy
             queued = sum(s.counts.pending for s in snapshot.sites if s.counts is not None) + pushes

@@ -21,15 +21,9 @@ from psycopg_pool import PoolTimeout
 
 from geo_tui.engine import Tracking
 from geo_tui.engine.database import DatabaseReader, is_passing_fault
-from geo_tui.engine.engine import _reader_for
-from geo_tui.engine.tracking.postgres import (
-    IDLE_IN_TRANSACTION_MS,
-    READ_POOL_SIZE,
-    READ_TIMEOUT,
-    PostgresDatabase,
-    PostgresReadPool,
-    ReadUnanswered,
-)
+from geo_tui.engine.reads import reader_for
+from geo_tui.engine.tracking.postgres import IDLE_IN_TRANSACTION_MS, PostgresDatabase
+from geo_tui.engine.tracking.read_pool import READ_POOL_SIZE, READ_TIMEOUT, PostgresReadPool, ReadUnanswered
 from tests.support.postgres import PASSWORD_ROLE, PostgresCluster
 
 PASSWORD = "pool-Secret-1b9e77c0-never-shown"
@@ -152,7 +146,7 @@ async def test_sqlite_reads_run_in_place_on_the_loop(tmp_path: Path) -> None:
     tracking = Tracking(tmp_path / "t.db")
     try:
         tracking.ensure_rows("eu", ["app"])
-        reader = _reader_for(tracking)
+        reader = reader_for(tracking)
         assert not tracking.threaded_reads and not reader.threaded
         seen: list[int] = []
 
@@ -201,11 +195,11 @@ def test_the_pool_logs_in_with_the_password_and_never_shows_it(
 _READ_AND_EXIT = """
 import asyncio, sys, time
 from geo_tui.engine import Tracking
-from geo_tui.engine.engine import _reader_for
+from geo_tui.engine.reads import reader_for
 from geo_tui.engine.tracking.postgres import PostgresDatabase
 
 tracking = Tracking(PostgresDatabase(sys.argv[1]))
-reader = _reader_for(tracking)
+reader = reader_for(tracking)
 print("open", flush=True)
 sys.stdin.readline()  # the server is frozen now
 

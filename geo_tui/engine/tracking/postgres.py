@@ -1,18 +1,16 @@
 """PostgreSQL as the tracking database (issue 16), through psycopg 3's synchronous API and psycopg-pool.
 
 The tracking interface stays the SQLite one: synchronous calls, each query written once for both
-backends. Writes run on the engine's database thread (`database.DatabaseWriter`) on one connection.
-Reads take a connection of a small `psycopg_pool.ConnectionPool` (`PostgresReadPool`), and the engine
-makes them from threads of its own (`database.DatabaseReader`), never on its event loop: a server that
-stops answering (frozen, its host gone; libpq has no read timeout) then holds a reading thread, not the
-loop, and the caller gets a passing fault within seconds. The sync pool rather than psycopg's async API
-and `AsyncConnectionPool`: the read methods stay the ones SQLite uses, in place, without a second, async
-copy of every query, and SQLite's reads stay on the loop, where WAL makes them quick.
+backends. Writes run on the engine's database thread (`database.DatabaseWriter`), on one connection;
+reads on a small `psycopg_pool.ConnectionPool` (`read_pool`), from reading threads of the engine's own
+(`database.DatabaseReader`), never its event loop: a server that stops answering (frozen, its host gone;
+libpq has no read timeout) holds a thread, not the loop. A sync pool, not `AsyncConnectionPool`: the read
+methods stay SQLite's, with no async copy of every query, and SQLite keeps reading in place on the loop.
 
 Here: where the database is (`PostgresDatabase`, its password kept apart from its URL), a connection
-that takes the queries' ``?`` placeholders and reopens itself after a lost connection, the read pool,
-the dialect (`PostgresDialect`), the migrations (the SQLite ones' statements, in PostgreSQL's types)
-and which errors are passing faults.
+that takes the queries' ``?`` placeholders and reopens itself after a lost connection, the dialect
+(`PostgresDialect`), the migrations (the SQLite ones' statements, in PostgreSQL's types) and which
+errors are passing faults.
 """
 
 from __future__ import annotations
@@ -40,8 +38,6 @@ __all__ = [
     "PostgresConnection",
     "PostgresDatabase",
     "PostgresDialect",
-    "PostgresReadPool",
-    "ReadUnanswered",
     "is_passing_fault",
     "is_postgres_url",
 ]
@@ -57,19 +53,6 @@ CONNECT_TIMEOUT = 5  # seconds: a server that does not answer is a passing fault
 # its locks, the push claims' turn among them, and stop every other worker: the server ends a session
 # idle in a transaction this long (ms). geo-tui's transactions never wait on anything but the database.
 IDLE_IN_TRANSACTION_MS = 15_000
-# Reads (issue 16): a few pooled connections (`PostgresReadPool`), read from threads, never the loop. A
-# read gets a connection and an answer within READ_TIMEOUT seconds each, or fails as a passing fault.
-READ_POOL_SIZE = (1, 4)
-READ_TIMEOUT = 5.0
-# A reading session on a host that vanished is found dead by TCP: idle within ~11 s (as listen.py's),
-# with a query unacknowledged within 15 s; the thread reading it ends then, long after its caller gave up.
-READ_KEEPALIVES = {
-    "keepalives": 1,
-    "keepalives_idle": 5,
-    "keepalives_interval": 2,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 15_000,
-}
 WAKE_CHANNEL = "geo_tui_work"  # NOTIFY channel: work was queued (see PostgresDialect.announce)
 # NOTIFY channel: repositories rows changed, a log line was stored, the pause changed (migration 7's
 # triggers, `PostgresDialect.changed`); every worker re-reads what it names (engine/cluster_view.py).
@@ -123,8 +106,7 @@ class PostgresDatabase:
             raise DatabaseUnreachable(str(self), exc) from None
 
     def connect_arguments(self, application: str, **options: Any) -> dict[str, Any]:
-        """What `connect` passes to libpq besides the URL (the read pool's connections take the same):
-        autocommit, rows by name, our session settings, the password. Never logged."""
+        """What `connect` passes besides the URL (and the read pool too): never logged."""
         extra: dict[str, Any] = {"password": self.password} if self.password is not None else {}
         extra.update(options)
         extra["options"] = " ".join(
@@ -218,7 +200,7 @@ def _rows(cursor: Any) -> Callable[[Sequence[Any]], Row]:
 
 
 @functools.lru_cache(maxsize=512)
-def _placeholders(sql: str) -> str:
+def placeholders(sql: str) -> str:
     """The query with psycopg's placeholders: ``?`` becomes ``%s`` (the queries hold no other ? or %)."""
     return sql.replace("%", "%%").replace("?", "%s")
 
@@ -254,7 +236,7 @@ class PostgresConnection:
         return conn
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Row]:
-        return self._conn.execute(_placeholders(sql), list(parameters))
+        return self._conn.execute(placeholders(sql), list(parameters))
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any:
         """Like sqlite3's: ``rowcount`` is the rows all of them changed (0 for no parameters)."""
@@ -262,7 +244,7 @@ class PostgresConnection:
         if not batch:
             return _NOTHING_DONE
         cursor = self._conn.cursor()
-        cursor.executemany(_placeholders(sql), batch)
+        cursor.executemany(placeholders(sql), batch)
         return cursor
 
     def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
@@ -295,66 +277,6 @@ class PostgresConnection:
 
     def close(self) -> None:
         self._conn.close()
-
-
-class ReadUnanswered(psycopg.OperationalError):
-    """A read the tracking database did not answer in time: a server frozen or overloaded, a host gone
-    (a passing fault, as a lost connection is)."""
-
-
-class PostgresReadPool:
-    """The engine's reads, on a small `psycopg_pool.ConnectionPool` shared by the threads that read
-    (`database.DatabaseReader`): each read takes a connection, checked first, and gives it back. A read
-    waits at most `timeout` for a connection (then `PoolTimeout`) and runs at most `timeout` on the server
-    (``statement_timeout`` of these sessions); both are passing faults. Reconnecting is the pool's."""
-
-    def __init__(
-        self,
-        database: PostgresDatabase,
-        application: str,
-        *,
-        size: tuple[int, int] = READ_POOL_SIZE,
-        timeout: float = READ_TIMEOUT,
-    ) -> None:
-        from psycopg_pool import ConnectionPool
-
-        self.database = database
-        self.timeout = timeout
-        arguments = database.connect_arguments(
-            application, options=f"-c statement_timeout={int(timeout * 1000)}", **READ_KEEPALIVES
-        )
-        self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
-            database.url,  # never carries the password: that is in `arguments`, which the pool never logs
-            kwargs=arguments,
-            min_size=size[0],
-            max_size=size[1],
-            timeout=timeout,
-            check=ConnectionPool.check_connection,
-            name="geo-tui reads",
-            open=False,
-        )
-        # Not waiting for its first connection: the store's writing connection has just shown that the
-        # server answers and takes the password, and the first read waits for one anyway.
-        self._pool.open(wait=False)
-
-    def read(self, sql: str, params: Sequence[object]) -> list[Any]:
-        """The rows of one query. A connection lost under it (a server restarted between the check and
-        the query) is tried once more on another."""
-        with self._pool.connection() as conn:
-            try:
-                return conn.execute(_placeholders(sql), list(params)).fetchall()
-            except psycopg.OperationalError:
-                if not conn.broken:
-                    raise  # the server's answer (a statement timeout, ...): a new connection is no cure
-        with self._pool.connection() as conn:  # the broken one went back to be replaced
-            return conn.execute(_placeholders(sql), list(params)).fetchall()
-
-    def stats(self) -> dict[str, int]:
-        """The pool's counters (psycopg_pool's names): connections, waiting, errors, ..."""
-        return dict(self._pool.get_stats())
-
-    def close(self) -> None:
-        self._pool.close(timeout=1.0)
 
 
 class PostgresDialect:

@@ -25,7 +25,8 @@ from .rows import ROW_COLUMNS
 from .schema import DatabaseDamaged
 
 if TYPE_CHECKING:
-    from .postgres import PostgresDatabase, PostgresReadPool
+    from .postgres import PostgresDatabase
+    from .read_pool import PostgresReadPool
 
 __all__ = ["TrackingStore"]
 
@@ -115,7 +116,8 @@ class TrackingStore:
             raise
 
     def _open_postgres(self, database: PostgresDatabase, read_only: bool) -> None:
-        from .postgres import MIGRATIONS, POSTGRES, PostgresConnection, PostgresReadPool, application_name
+        from .postgres import MIGRATIONS, POSTGRES, PostgresConnection, application_name
+        from .read_pool import PostgresReadPool
 
         self.path, self.dialect = str(database), POSTGRES
         self._db = PostgresConnection(database, application_name("geo-tui tracking"))
