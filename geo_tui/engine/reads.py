@@ -107,6 +107,18 @@ class EngineReads:
         )
         return RepositoryDetail(repository, sites, rows, history)
 
+    async def metrics(self, *, timeout: float | None = None) -> bytes:
+        """/metrics' text: the repositories' counts read first, bounded (none while the database does
+        not answer: geo_tui_tracking_database_up says so), then rendered on the loop."""
+        engine = self._engine
+        try:
+            counts = await self(engine.tracking.counts, engine.secondary_names, timeout=timeout)
+        except Exception as exc:
+            if not is_passing_fault(exc):
+                raise
+            counts = {}
+        return engine.metrics.render(counts)
+
     def _snapshot_reads(self) -> tuple[dict[str, SiteCounts], float | None]:
         engine = self._engine
         counts = engine.tracking.counts(engine.secondary_names)

@@ -42,6 +42,7 @@ MAX_BODY = 1024 * 1024
 # How long /-/health waits for the tracking database's counts before it answers without them: a monitor
 # polling it must hear "waiting for its database" at once, not when libpq gives up.
 HEALTH_READ_TIMEOUT = 0.5
+METRICS_READ_TIMEOUT = 2.0  # and /metrics for the repositories' counts (it answers without them)
 KNOWN_ACTIONS = frozenset({"push", "pull", "delete", "mount"})  # a metric label: never the sender's text
 
 
@@ -66,13 +67,7 @@ class ReceiverApp:
             # A background task down is an engine that no longer replicates: say so to the monitor.
             await send_json(send, 503 if health["unhealthy"] else 200, health)
         elif path == METRICS_PATH and method in ("GET", "HEAD"):
-            try:  # its collectors read the tracking database: off the loop on PostgreSQL
-                body = await self._engine.read(self._engine.metrics.render)
-            except Exception as exc:
-                if not is_passing_fault(exc):
-                    raise
-                await send_json(send, 503, {"error": describe_error(exc)})
-                return
+            body = await self._engine.read.metrics(timeout=METRICS_READ_TIMEOUT)
             await send_response(send, 200, body, METRICS_CONTENT_TYPE.encode())
         else:
             await send_json(send, 404, {"error": "not found"})

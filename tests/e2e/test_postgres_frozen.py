@@ -70,6 +70,7 @@ def test_a_frozen_postgres_server_leaves_health_and_the_api_answering_and_the_wo
     pushed: dict[str, str] = {}
     health: list[tuple[float, int, dict[str, object]]] = []  # (seconds taken, status, document)
     api: dict[str, tuple[float, int, str]] = {}
+    metrics: tuple[float, int, str] = (0.0, 0, "")
     try:
         with RawPusher.for_registry(primary) as pusher:
             image = oci_image("frozen-0")
@@ -94,6 +95,10 @@ def test_a_frozen_postgres_server_leaves_health_and_the_api_answering_and_the_wo
             while time.monotonic() - frozen_at < FROZEN_FOR:
                 health.append(_health(served))
                 time.sleep(0.25)
+                if len(health) == 3:  # a scrape meanwhile: answered without the counts, the database down
+                    started = time.monotonic()
+                    scraped = _HTTP.get(served.url + "/metrics")
+                    metrics = (time.monotonic() - started, scraped.status_code, scraped.text)
             for reader in readers:
                 reader.join(30)
         thawed = time.monotonic()
@@ -114,6 +119,7 @@ def test_a_frozen_postgres_server_leaves_health_and_the_api_answering_and_the_wo
             f"{len(health)} times, slowest {slowest * 1000:.0f} ms (before the freeze "
             f"{max(before) * 1000:.0f} ms); API "
             + ", ".join(f"{p} {t:.2f} s ({c})" for p, (t, c, _) in sorted(api.items()))
+            + f"; /metrics {metrics[0]:.2f} s ({metrics[1]})"
             + f"; healthy {recovered:.2f} s after SIGCONT; the push after it on both secondaries "
             f"{replicated:.1f} s after SIGCONT"
         )
@@ -124,6 +130,9 @@ def test_a_frozen_postgres_server_leaves_health_and_the_api_answering_and_the_wo
         assert unusable, "health never said the tracking database was away"
         assert all("tracking database" in str(d["status"]) for d in unusable), unusable
         assert any(d["engine"] == "waiting for its database" for d in unusable), unusable
+        taken, code, text = metrics
+        assert code == 200 and taken < 3.0, metrics[:2]  # its counts' read is bounded at 2 s
+        assert "geo_tui_tracking_database_up 0.0" in text.splitlines()
         assert set(api) == {"info", "snapshot", "rows"}, api
         taken, code, _ = api["info"]
         assert code == 200 and taken < HEALTH_WITHIN, api["info"]

@@ -121,7 +121,7 @@ async def test_a_frozen_server_costs_the_loop_nothing_and_reads_resume_when_it_c
                 unanswered.append(time.monotonic() - started)
                 assert is_passing_fault(fault.value)
                 assert "answered no read in 1 s" in str(fault.value)
-        assert max(unanswered) < 1.5, unanswered
+        assert max(unanswered) < 2.0, unanswered  # 1 s, and a late wake on a loaded machine
         continued = time.monotonic()
         while True:  # the reads waiting on the server finish; the next read is answered
             try:
@@ -134,7 +134,7 @@ async def test_a_frozen_server_costs_the_loop_nothing_and_reads_resume_when_it_c
             f"frozen reads gave up after {max(unanswered):.2f} s at most; answered again "
             f"{time.monotonic() - continued:.2f} s after SIGCONT; longest loop gap {max(gaps) * 1000:.0f} ms"
         )
-        assert max(gaps) < 0.5, max(gaps)  # never held by a read (1 s each); 0.02 s ticks on a busy machine
+        assert max(gaps) < 0.9, max(gaps)  # never held by a read (1 s each); 0.3 s seen on a loaded machine
     finally:
         ticking = False
         await ticker

@@ -6,6 +6,7 @@ connection, and fails as a passing fault, as a lost connection does.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,10 @@ __all__ = ["READ_POOL_SIZE", "READ_TIMEOUT", "PostgresReadPool", "ReadUnanswered
 # read gets a connection and an answer within READ_TIMEOUT seconds each, or fails as a passing fault.
 READ_POOL_SIZE = (1, 4)
 READ_TIMEOUT = 5.0
+# The pool tries to reconnect with a backoff that doubles (1, 2, 4, ... s): after a 17 s outage its next try
+# came 14 s after the server was back. It gives up after this many seconds instead, and the next read then
+# starts a fresh try at once, so a server back is found within a couple of seconds.
+READ_RECONNECT_WINDOW = 4.0
 # A reading session on a host that vanished is found dead by TCP: idle within ~11 s (as listen.py's),
 # with a query unacknowledged within 15 s; the thread reading it ends then, long after its caller gave up.
 READ_KEEPALIVES = {
@@ -29,6 +34,11 @@ READ_KEEPALIVES = {
     "keepalives_count": 3,
     "tcp_user_timeout": 15_000,
 }
+
+# psycopg_pool warns of each failed try to reconnect, and with no handler of its own the warnings reached a
+# serve's output through logging's last resort, unformatted, a line a try: the engine says an outage once
+# (wakeups.DatabaseState). A library's logger with a NullHandler still reaches handlers set above it.
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 
 
 class ReadUnanswered(psycopg.OperationalError):
@@ -61,6 +71,7 @@ class PostgresReadPool:
             min_size=size[0],
             max_size=size[1],
             timeout=timeout,
+            reconnect_timeout=READ_RECONNECT_WINDOW,
             check=ConnectionPool.check_connection,
             name="geo-tui reads",
             open=False,
