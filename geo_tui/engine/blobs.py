@@ -97,9 +97,11 @@ class BlobCopier:
         retry_delay: float = 0.5,
         on_bytes: Callable[[str, int], None] | None = None,
         write: Write = in_place,
+        read: Write = in_place,
         streams: ClusterStreams | None = None,
     ) -> None:
-        """``streams``: the cluster-wide turns at streaming (many workers on PostgreSQL), or None."""
+        """``streams``: the cluster-wide turns at streaming (many workers on PostgreSQL), or None;
+        ``read``: how the tracking database is read (the engine's `read`: off the loop on PostgreSQL)."""
         self.primary = primary
         self.secondary = secondary
         self.site = site
@@ -108,6 +110,7 @@ class BlobCopier:
         self.retry_delay = retry_delay
         self._on_bytes = on_bytes
         self._write = write
+        self._read = read
         self._streams = streams
         self._inflight: dict[str, _Stream] = {}
         self._hints: set[asyncio.Future[object]] = set()  # blob locations being written (see _located)
@@ -131,7 +134,7 @@ class BlobCopier:
         from the primary once for every secondary of a push job."""
         digest = blob.digest
         slot: AbstractAsyncContextManager[object] = slots if slots is not None else nullcontext()
-        early = self._early(repository, blob, reads) if look else None
+        early = await self._early(repository, blob, reads) if look else None
         try:
             present = look and await self.secondary.head_blob(repository, digest) is not None
         except BaseException:
@@ -266,7 +269,9 @@ class BlobCopier:
     async def _mount(self, repository: str, blob: Descriptor, stats: CopyStats) -> str | _Mounted | None:
         """Mount the blob from a repository of the secondary known to hold it: _MOUNTED, or the
         upload session a registry opened instead (202), or None when no source is known."""
-        for source in self.tracking.blob_sources(self.site, blob.digest, exclude=repository):
+        for source in await self._read(
+            self.tracking.blob_sources, self.site, blob.digest, exclude=repository
+        ):
             try:
                 location = await self.secondary.mount_blob(repository, blob.digest, source)
             except (NotFound, RegistryRejected):
@@ -396,14 +401,14 @@ class BlobCopier:
             raise explained from exc
         return len(body)
 
-    def _early(self, repository: str, blob: Descriptor, reads: SharedReads | None) -> EarlyStart | None:
+    async def _early(self, repository: str, blob: Descriptor, reads: SharedReads | None) -> EarlyStart | None:
         """A push's small blob that no stream or known mount source covers: its upload session and its
         bytes from the primary start beside the HEAD, one round trip fewer on the push's path (when the
         HEAD finds it, the session is cancelled: two requests more). Other work HEADs first."""
         digest = blob.digest
         if reads is None or not 0 <= blob.size <= SMALL_BLOB_BYTES or digest in self._inflight:
             return None
-        if self.tracking.blob_sources(self.site, digest, exclude=repository, limit=1):
+        if await self._read(self.tracking.blob_sources, self.site, digest, exclude=repository, limit=1):
             return None  # a mount (one request) beats an upload
         opening = asyncio.ensure_future(self.secondary.open_upload(repository, blob.digest))
         reading = asyncio.ensure_future(self._read_shared(repository, blob, reads))

@@ -81,7 +81,7 @@ class ClusterView:
         changed = state.paused != engine.paused
         engine.paused, engine.pause_state = state.paused, state
         if changed:
-            engine._emit(EngineStatus(engine._running, state.paused))
+            engine._emit(EngineStatus(engine.running, state.paused))
             if not state.paused:
                 engine._poke()
                 engine._pushes.wake("local", None)

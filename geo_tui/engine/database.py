@@ -2,7 +2,9 @@
 
 Another process holding the write lock, or a full file system, then delays only the coroutines that
 write (issue 12, case 4: one locked database froze the receiver and `/-/health` for seconds). Reads
-stay on the loop: in WAL mode a reader never waits for a writer. A write that fails on such a passing
+(`DatabaseReader`) stay on the loop on SQLite: in WAL mode a reader never waits for a writer. On
+PostgreSQL they run on threads of their own, each bounded in time: a server that stops answering
+(frozen, or its host gone) must not freeze the loop with it (issue 16). A write that fails on such a passing
 fault is tried again, with backoff, until it succeeds, its deadline passes, or its caller stops waiting.
 Writes run one at a time, in the order they were asked for, except that urgent ones (a push's copy,
 and the notifications the receiver stores before its 200: issue 17) go before every ordinary write still
@@ -21,6 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -28,7 +31,7 @@ from typing import Any, TypeVar
 from .budget import for_a_push
 from .tracking.dialect import is_passing_fault
 
-__all__ = ["DatabaseBusy", "DatabaseWriter", "Write", "in_place", "is_passing_fault"]
+__all__ = ["DatabaseBusy", "DatabaseReader", "DatabaseWriter", "Write", "in_place", "is_passing_fault"]
 
 log = logging.getLogger("geo_tui.engine.database")
 
@@ -47,6 +50,77 @@ async def in_place(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
 
 class DatabaseBusy(Exception):
     """A write did not get into the tracking database before its deadline (the last SQLite error says why)."""
+
+
+class DatabaseReader:
+    """Tracking-database reads for an event loop: ``await reader(tracking.method, *args)``.
+
+    In place when `threads` is 0 (SQLite: a WAL read is quicker than a hop to a thread). Otherwise on
+    one of `threads` threads, and the caller waits at most `timeout` seconds: then `unanswered(text)`
+    is raised (a passing fault) while the thread goes on waiting for the database alone. A read that
+    never started by then is dropped."""
+
+    def __init__(
+        self, threads: int, timeout: float, unanswered: Callable[[str], Exception] = TimeoutError
+    ) -> None:
+        self.timeout = timeout
+        self._unanswered = unanswered
+        self._threads = _ReadingThreads(threads) if threads > 0 else None
+
+    @property
+    def threaded(self) -> bool:
+        return self._threads is not None
+
+    async def __call__(
+        self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> T:
+        """``fn(*args, **kwargs)``'s result; on threads, within `timeout` (default: the reader's)."""
+        if self._threads is None:
+            return fn(*args, **kwargs)
+        limit = self.timeout if timeout is None else timeout
+        future = asyncio.wrap_future(self._threads.submit(partial(fn, *args, **kwargs)))
+        try:
+            async with asyncio.timeout(limit) as waited:
+                return await future
+        except TimeoutError:
+            if not waited.expired():
+                raise  # the read's own error
+            raise self._unanswered(f"the tracking database answered no read in {limit:g} s") from None
+
+    def close(self) -> None:
+        """Stop taking reads; threads still waiting on the database are left to end on their own."""
+        if self._threads is not None:
+            self._threads.close()
+
+
+class _ReadingThreads:
+    """A few daemon threads that run calls: unlike a ThreadPoolExecutor's, a thread waiting on a server
+    that never answers does not hold up the process's exit (the interpreter joins an executor's)."""
+
+    def __init__(self, count: int) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._count = count
+        for n in range(count):
+            threading.Thread(target=self._serve, name=f"geo-tui-read-{n}", daemon=True).start()
+
+    def submit(self, call: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        self._calls.put((future, call))
+        return future
+
+    def close(self) -> None:
+        for _ in range(self._count):
+            self._calls.put(None)
+
+    def _serve(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, call = item
+            if not future.set_running_or_notify_cancel():
+                continue  # its caller stopped waiting before it started
+            try:
+                future.set_result(call())
+            except BaseException as exc:
+                future.set_exception(exc)
 
 
 # Lanes of the queue, served lowest first: urgent writes, ordinary writes, then the stop.

@@ -26,11 +26,12 @@ from .intake import NotificationIntake
 from .jobs import RepositoryJobs
 from .lock import claim_for
 from .metrics import EngineMetrics
-from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, SiteTags, SyncSummary
+from .model import EngineSnapshot, RepositoryDetail, SiteSnapshot, SiteSummary, SyncSummary
 from .monitor import Site, SiteMonitor, open_sites
 from .notifications import PullBacklog, RegistryEvent
 from .passes import Pass
 from .pushes import PushCopier
+from .reads import EngineReads
 from .recorder import Recorder
 from .repository import ManifestCache
 from .scheduler import Scheduler
@@ -98,10 +99,12 @@ class Engine:
         self._tracking: Tracking | None = None
         self.paused = False  # the cluster's pause (the tracking database's), as `cluster` last read it
         self.pause_state = PauseState(False)
-        self._running = False
+        self.running = False
         self.metrics = EngineMetrics()
         self.last_event_at: float | None = None
         self._writer: DatabaseWriter | None = None
+        # Tracking-database reads: `await engine.read(engine.tracking.rows, ...)` (reads.py)
+        self.read = EngineReads(self)
         self._supervisor = Supervisor(
             report=lambda _task, message: self.log("error", message),
             restarted=lambda task: self.metrics.task_restarts.labels(task).inc(),
@@ -167,6 +170,7 @@ class Engine:
             self.claim.release()
             raise
         self._writer = DatabaseWriter()
+        self.read.open(self._tracking)
         for name in ENGINE_LOGGERS:
             logging.getLogger(name).addFilter(self._log_filter)
         self.scheduler.open()
@@ -180,6 +184,7 @@ class Engine:
             request_timeout=self._request_timeout,
             redactor=self.redactor,
             write=self._db,
+            read=self.read,
             # background requests wait for push copies running, and on the primary for its own pull
             # notifications backing up (see notifications.PullBacklog)
             gates=[self._pushes.yield_to_pushes],
@@ -221,6 +226,7 @@ class Engine:
         if self._writer is not None:
             self._writer.close()  # the log lines still queued go in first
             self._writer = None
+        self.read.close()
         if self._tracking is not None:
             self.leases.unregister()
             self._tracking.close()
@@ -239,9 +245,9 @@ class Engine:
     async def start(self) -> None:
         """Run in the background: discovery, the scheduler, health checks, verification, reconcile."""
         await self.open()
-        if self._running:
+        if self.running:
             return
-        self._running = True
+        self.running = True
         # Each supervised, with how long it may be down before health, metrics and the console say so (the
         # reconcile's interval, or a minute); the loops of a few seconds also beat each round.
         start, loop, lead = self._supervisor.start, LOOP_TASK_INTERVAL, self.leadership.gated
@@ -262,9 +268,9 @@ class Engine:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop scheduling; let copies in flight finish for ``grace`` seconds, then leave them pending."""
-        if not self._running and not self.scheduler.jobs and not self._pushes.running:
+        if not self.running and not self.scheduler.jobs and not self._pushes.running:
             return
-        self._running = False
+        self.running = False
         await self._supervisor.stop()
         jobs = [*self.scheduler.jobs.values(), *self._pushes.running.values()]
         if jobs:
@@ -300,12 +306,8 @@ class Engine:
         self._emit(LogLine(record))
 
     def snapshot(self) -> EngineSnapshot:
-        counts = self.tracking.counts(self.secondary_names)
-        pushed = self.tracking.oldest_queued_push()  # a push waiting for its copy is lag on every site
-        sites = self.monitor.snapshots(counts, pushed, self.discovery.primary_repositories)
-        return EngineSnapshot(
-            sites, self._running, self.paused, self.scheduler.in_flight, tuple(self.tasks_down())
-        )
+        """The site cards now, read in place (the service reads them off the loop: `read.snapshot`)."""
+        return self.read.snapshot_now()
 
     def tasks_down(self) -> list[str]:
         """Background tasks down (failed and not back, or stuck) for longer than their interval."""
@@ -334,17 +336,7 @@ class Engine:
     async def repository_detail(self, repository: str) -> RepositoryDetail:
         """Tags and digests of one repository on every site as last seen (the tracking database: a
         20,000-tag repository costs no request), with its rows and history."""
-        seen = self.tracking.tags_seen(repository)
-        sites = tuple(
-            SiteTags(name, seen[name][0], seen_at=seen[name][1])
-            if name in seen
-            else SiteTags(name, None, "not seen yet: no sync or push copy of it has run")
-            for name in self._sites
-        )
-        rows = tuple(
-            r for name in self.secondary_names if (r := self.tracking.row(name, repository)) is not None
-        )
-        return RepositoryDetail(repository, sites, rows, tuple(self.tracking.repository_log(repository)))
+        return await self.read.repository_detail(repository)
 
     async def check_health(self) -> dict[str, SiteHealth]:
         """Ping every site now; each site's health, as watchers are told it."""
@@ -453,7 +445,9 @@ class Engine:
         secondary's tags reach), record the result, and queue a resync for every mismatch or missing blob."""
         names = list(sites or self.secondary_names)
         if repositories is None:
-            tracked = {r for site in names for r in self.tracking.repository_names(site)}
+            tracked = await self.read(
+                lambda: {r for site in names for r in self.tracking.repository_names(site)}
+            )
             wanted = sorted(tracked | set(await self.discover()))
             unknown: list[str] = []
         else:

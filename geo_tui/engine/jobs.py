@@ -68,7 +68,7 @@ class RepositoryJobs:
             if claimed is not None:
                 first[row.site], generations[row.site] = claimed, row.generation
             else:
-                first[row.site] = tracking.never_started(row.site, repository)
+                first[row.site] = await engine.read(tracking.never_started, row.site, repository)
                 generations[row.site] = await engine._db(tracking.mark_started, row.site, repository)
             engine.recorder.row_changed(row.site, repository)
         try:

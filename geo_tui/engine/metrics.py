@@ -26,6 +26,7 @@ class _StateCollector(Collector):
     def __init__(self, counts: Callable[[], Mapping[str, SiteCounts]], in_flight: Callable[[], int]) -> None:
         self._counts = counts
         self._in_flight = in_flight
+        self.scraped: Mapping[str, SiteCounts] | None = None  # read beforehand for this scrape
 
     def collect(self) -> Iterator[Metric]:
         by_state = GaugeMetricFamily(
@@ -40,7 +41,7 @@ class _StateCollector(Collector):
             "geo_tui_queue_depth", "Repositories waiting to sync, per site", labels=["site"]
         )
         try:
-            counts = self._counts()
+            counts = self.scraped if self.scraped is not None else self._counts()
         except Exception as exc:  # the database away: geo_tui_tracking_database_up says so
             if not is_passing_fault(exc):
                 raise
@@ -91,6 +92,7 @@ class EngineMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._state: _StateCollector | None = None  # the repositories by state (watch_state)
         self.bytes_copied = Counter(
             "geo_tui_bytes_copied", "Blob bytes streamed into a secondary", ["site"], registry=self.registry
         )
@@ -239,11 +241,21 @@ class EngineMetrics:
     def watch_state(
         self, counts: Callable[[], Mapping[str, SiteCounts]], in_flight: Callable[[], int]
     ) -> None:
-        self.registry.register(_StateCollector(counts, in_flight))
+        self._state = _StateCollector(counts, in_flight)
+        self.registry.register(self._state)
 
     def watch_tasks(self, tasks: Callable[[], Mapping[str, bool]]) -> None:
         """`tasks()`: each supervised task's name, and whether it is down."""
         self.registry.register(_TaskCollector(tasks))
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, counts: Mapping[str, SiteCounts] | None = None) -> bytes:
+        """The exposition text; `counts`: the repositories' counts read beforehand (off the loop, on
+        PostgreSQL), else `watch_state`'s callable reads them now."""
+        state = self._state
+        if state is not None:
+            state.scraped = counts
+        try:
+            return generate_latest(self.registry)
+        finally:
+            if state is not None:
+                state.scraped = None

@@ -62,6 +62,7 @@ def open_sites(
     request_timeout: float,
     redactor: Redactor,
     write: Write,
+    read: Write,
     gates: Sequence[Gate] = (),
     primary_gates: Sequence[Gate] = (),
     streams: ClusterStreams | None = None,
@@ -98,6 +99,7 @@ def open_sites(
             tracking,
             on_bytes=monitor.bytes_counter(entry),
             write=write,
+            read=read,
             streams=streams,
         )
     return sites

@@ -115,7 +115,9 @@ class PushCopier:
                     running = self.running.get(repository)
                     if running is not None:
                         await asyncio.wait([running])
-                    elif self._engine.tracking.queued_pushes(1, repository=repository):  # any worker's
+                    elif await self._engine.read(  # any worker's
+                        self._engine.tracking.queued_pushes, 1, repository=repository
+                    ):
                         await asyncio.sleep(DIGEST_PUSH_GRACE / 5)
                     else:
                         return
@@ -222,7 +224,7 @@ class PushCopier:
             set_work(work)  # counts this job's requests, on every site
             plan = CopyPlan.from_pushes(await self._resolve(repository, queued))
             sites = [s.name for s in engine.config.secondaries if s.wants(repository)]
-            plan = self._not_yet_copied(repository, plan, queued, sites)
+            plan = await self._not_yet_copied(repository, plan, queued, sites)
             # Empty: queued again and deleted on the primary since, or copied already (below).
             if not plan.tags and not plan.digests:
                 await self._done(repository, queued)
@@ -268,7 +270,7 @@ class PushCopier:
             engine._flush_bytes()
             self._wake.set()
 
-    def _not_yet_copied(
+    async def _not_yet_copied(
         self, repository: str, plan: CopyPlan, queued: list[QueuedPush], sites: list[str]
     ) -> CopyPlan:
         """The plan without the tags that every secondary holds at the pushed digest already, as this
@@ -280,7 +282,8 @@ class PushCopier:
         if not plan.tags or not sites:
             return plan
         again = {push.tag for push in queued if push.tag is not None and not push.digest}
-        seen = self._engine.tracking.tags_seen_on(sites, repository, [tag for tag, _ in plan.tags])
+        tags = [tag for tag, _ in plan.tags]
+        seen = await self._engine.read(self._engine.tracking.tags_seen_on, sites, repository, tags)
 
         def there(tag: str, digest: str) -> bool:
             return tag not in again and all(seen.get((site, tag), ("", 0.0))[0] == digest for site in sites)

@@ -8,9 +8,11 @@ its fields label the metric.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from .backoff import in_run_delay, retry_delay
+from .database import is_passing_fault
 from .describe import describe_stats
 from .failure import Failure
 from .passes import Pass
@@ -29,6 +31,7 @@ class Recorder:
     def __init__(self, engine: Engine, in_run_retry_base: float) -> None:
         self._engine = engine
         self._in_run_retry_base = in_run_retry_base
+        self._announcing: set[asyncio.Future[None]] = set()  # rows read for the watchers (PostgreSQL)
 
     async def outcome(
         self,
@@ -106,7 +109,7 @@ class Recorder:
         now = engine._clock()
         key = (site, repository)
         attempts = run.tries(key)
-        row = engine.tracking.row(site, repository)
+        row = await engine.read(engine.tracking.row, site, repository)
         count = (row.retry_count if row else 0) + 1
         final = not run.retries_in_run(key)
         if final:
@@ -203,6 +206,21 @@ class Recorder:
         engine = self._engine
         if not engine._broadcast.watched:
             return
+        if engine.read.threaded:  # PostgreSQL: read off the loop
+            task = asyncio.ensure_future(self._announce_row(site, repository))
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
+            return
         row = engine.tracking.row(site, repository)
         if row is not None:
             engine._emit(RepositoryUpdated(row))
+
+    async def _announce_row(self, site: str, repository: str) -> None:
+        try:
+            row = await self._engine.read(self._engine.tracking.row, site, repository)
+        except Exception as exc:
+            if not is_passing_fault(exc):
+                raise
+            return  # the database away (said once, elsewhere): the watchers reload when it is back
+        if row is not None:
+            self._engine._emit(RepositoryUpdated(row))

@@ -62,7 +62,7 @@ class Scheduler:
         started = clock()
         leases = self._engine.leases
         # serve renews its leases in a task of its own; a one-shot pass on PostgreSQL renews them here
-        alone = leases.owner is not None and not self._engine._running
+        alone = leases.owner is not None and not self._engine.running
         renewing = asyncio.ensure_future(leases.run_forever()) if alone else None
         try:
             if prepare is not None:
@@ -92,7 +92,7 @@ class Scheduler:
                     engine.wakeups.database.answered("reads")
                 engine._supervisor.beat("scheduler")
                 if not run.is_standing and not self.jobs and not engine.paused:
-                    pending_retry = self._next_in_run_retry(run)
+                    pending_retry = await self._next_in_run_retry(run)
                     if pending_retry is None:
                         return
                     await self._wait(wake, max(0.0, pending_retry - engine._clock()))
@@ -120,8 +120,12 @@ class Scheduler:
             return groups
         if engine.leases.owner is not None:
             return await self._claim(run, room, engine.leases.owner)
-        due = engine.tracking.due(
-            engine._clock(), sites=run.sites, repositories=run.repositories, limit=max(100, room * 8)
+        due = await engine.read(
+            engine.tracking.due,
+            engine._clock(),
+            sites=run.sites,
+            repositories=run.repositories,
+            limit=max(100, room * 8),
         )
         for row in due:
             # A repository whose pushes are being copied waits for them: its run would copy the same
@@ -204,13 +208,15 @@ class Scheduler:
             self._engine._flush_bytes()
             self.poke()
 
-    def _next_in_run_retry(self, run: Pass) -> float | None:
+    async def _next_in_run_retry(self, run: Pass) -> float | None:
         wanted = set(run.repositories) if run.repositories is not None else None
+        tracking = self._engine.tracking
+        rows = await self._engine.read(
+            tracking.rows, sites=run.sites, states=[SyncState.FAILED, SyncState.PENDING]
+        )
         due = [
             row.retry_at
-            for row in self._engine.tracking.rows(
-                sites=run.sites, states=[SyncState.FAILED, SyncState.PENDING]
-            )
+            for row in rows
             if row.on_primary and run.may_start(row.key) and (wanted is None or row.repository in wanted)
         ]
         return min((d or 0.0) for d in due) if due else None

@@ -31,7 +31,9 @@ class VerificationLoop:
             # A leader that lost its lock (frozen, and taken over from) verifies no more: NotLeader.
             await engine.leadership.confirm("verification")
             if not engine.paused:
-                rows = engine.tracking.verification_due(sites=engine.secondary_names, limit=50)
+                rows = await engine.read(
+                    engine.tracking.verification_due, sites=engine.secondary_names, limit=50
+                )
                 by_repo: dict[str, list[str]] = {}
                 for row in rows:
                     by_repo.setdefault(row.repository, []).append(row.site)

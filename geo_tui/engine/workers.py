@@ -72,9 +72,14 @@ class WorkerLeases:
         """Rows leased by an earlier worker of this host whose process is gone (killed, crashed) go back
         to pending at once, as SQLite's engine recovers its own: their lease need not run out first."""
         engine = self._engine
-        owners = {owner for _, _, owner, _ in engine.tracking.leased()}
-        owners |= {owner for _, _, owner, _ in engine.tracking.leased_pushes()}
-        owners |= {worker.id for worker in engine.tracking.workers()}
+        tracking = engine.tracking
+        owners = await engine.read(
+            lambda: (
+                {owner for _, _, owner, _ in tracking.leased()}
+                | {owner for _, _, owner, _ in tracking.leased_pushes()}
+                | {worker.id for worker in tracking.workers()}
+            )
+        )
         for owner in sorted(owners - {self.owner}):
             if not _dead_here(owner):
                 continue

@@ -198,12 +198,12 @@ class ApiApp:
             "database": config.engine.database_name,
             "primary": config.primary.name,
             "secondaries": self._engine.secondary_names,
-            "running": self._engine.snapshot().running,
+            "running": self._engine.running,
             "paused": self._engine.paused,
         }
 
     async def _snapshot(self, query: dict[str, list[str]]) -> dict[str, Any]:
-        return encode_snapshot(self._engine.snapshot())
+        return encode_snapshot(await self._engine.read.snapshot())
 
     async def _rows(self, query: dict[str, list[str]]) -> dict[str, Any]:
         offset = _integer(query, "offset", 0, 0, 1 << 62)
@@ -214,8 +214,13 @@ class ApiApp:
         except ValueError:
             raise _Refused(400, f"state: one of {', '.join(SyncState)}") from None
         contains = (query.get("contains") or [""])[0]
-        rows = self._engine.tracking.rows(
-            sites=sites, states=states, contains=contains or None, limit=limit + 1, offset=offset
+        rows = await self._engine.read(
+            self._engine.tracking.rows,
+            sites=sites,
+            states=states,
+            contains=contains or None,
+            limit=limit + 1,
+            offset=offset,
         )
         more = len(rows) > limit
         return {
@@ -225,7 +230,8 @@ class ApiApp:
 
     async def _logs(self, query: dict[str, list[str]]) -> dict[str, Any]:
         limit = _integer(query, "limit", 500, 1, 10_000)
-        return {"records": [encode_log(r) for r in self._engine.tracking.recent_log(limit)]}
+        records = await self._engine.read(self._engine.tracking.recent_log, limit)
+        return {"records": [encode_log(r) for r in records]}
 
     async def _detail(self, query: dict[str, list[str]]) -> dict[str, Any]:
         repository = (query.get("repository") or [""])[0]
@@ -237,7 +243,8 @@ class ApiApp:
         tracking = self._engine.tracking
         # stale after a lease without a heartbeat (three missed): its leases have run out too
         stale_after = self._engine.config.engine.lease_seconds
-        view = workers_view(tracking.workers(), tracking.leased(), tracking.now(), stale_after)
+        workers, leased = await self._engine.read(lambda: (tracking.workers(), tracking.leased()))
+        view = workers_view(workers, leased, tracking.now(), stale_after)
         return encode_workers(view)
 
     _READERS: dict[str, Callable[[ApiApp, dict[str, list[str]]], Awaitable[dict[str, Any]]]] = {
@@ -308,7 +315,7 @@ class ApiApp:
     async def _snapshots_forever(self) -> None:
         while self._streams:
             with contextlib.suppress(Exception):  # the database closing under a shutdown
-                snapshot = self._engine.redactor.scrub(encode_snapshot(self._engine.snapshot()))
+                snapshot = self._engine.redactor.scrub(encode_snapshot(await self._engine.read.snapshot()))
                 text = encode_message("snapshot", snapshot=snapshot)
                 for stream in list(self._streams):
                     stream.offer(text)

@@ -41,7 +41,7 @@ class CommandHandlers:
             count = await engine.resync(sites=sites, failed_only=command.failed, recheck_blobs=command.blobs)
         else:
             count = 0
-            for site, repositories in self._by_site(command.keys).items():
+            for site, repositories in (await self._by_site(command.keys)).items():
                 count += await engine.resync(
                     sites=[site], repositories=repositories, recheck_blobs=command.blobs
                 )
@@ -54,9 +54,10 @@ class CommandHandlers:
         sites = list(command.sites) if command.sites is not None else None
         keys: Sequence[RowKey] | None = command.keys
         if keys is None and command.failed:
+            rows = await engine.read(engine.tracking.rows, sites=sites or engine.secondary_names)
             keys = [
                 r.key
-                for r in engine.tracking.rows(sites=sites or engine.secondary_names)
+                for r in rows
                 if r.state is SyncState.FAILED or r.verification_state is VerificationState.FAILED
             ]
         depth, sample = command.depth, command.sample
@@ -64,7 +65,7 @@ class CommandHandlers:
             results = await engine.verify(sites=sites, depth=depth, sample=sample)
         else:
             results = []
-            for site, repositories in self._by_site(keys).items():
+            for site, repositories in (await self._by_site(keys)).items():
                 results += await engine.verify(
                     sites=[site], repositories=repositories, depth=depth, sample=sample
                 )
@@ -80,14 +81,14 @@ class CommandHandlers:
         await self._engine.resume()
         return CommandAnswer(True, "replication resumed")
 
-    def _by_site(self, keys: Sequence[RowKey]) -> dict[str, list[str]]:
+    async def _by_site(self, keys: Sequence[RowKey]) -> dict[str, list[str]]:
         """The keys grouped by site, each a tracked row: a typo must not become a row (the CLI's resync
         checks the same)."""
         grouped: dict[str, list[str]] = {}
         for site, repository in keys:
             grouped.setdefault(site, []).append(repository)
         for site, repositories in grouped.items():
-            tracked = set(self._engine.tracking.repository_names(site))
+            tracked = set(await self._engine.read(self._engine.tracking.repository_names, site))
             for repository in repositories:
                 if repository not in tracked:
                     raise InvalidCommand(f"keys: {repository!r} is not tracked on {site!r}")

@@ -39,6 +39,10 @@ EVENTS_PATH = "/api/v4/container_registry_event/events"
 HEALTH_PATH = "/-/health"
 METRICS_PATH = "/metrics"
 MAX_BODY = 1024 * 1024
+# How long /-/health waits for the tracking database's counts before it answers without them: a monitor
+# polling it must hear "waiting for its database" at once, not when libpq gives up.
+HEALTH_READ_TIMEOUT = 0.5
+METRICS_READ_TIMEOUT = 2.0  # and /metrics for the repositories' counts (it answers without them)
 KNOWN_ACTIONS = frozenset({"push", "pull", "delete", "mount"})  # a metric label: never the sender's text
 
 
@@ -59,24 +63,27 @@ class ReceiverApp:
                 return
             await self._events(scope, receive, send)
         elif path == HEALTH_PATH and method in ("GET", "HEAD"):
-            health = self.health()
+            health = await self.health()
             # A background task down is an engine that no longer replicates: say so to the monitor.
             await send_json(send, 503 if health["unhealthy"] else 200, health)
         elif path == METRICS_PATH and method in ("GET", "HEAD"):
-            body = self._engine.metrics.render()
+            body = await self._engine.read.metrics(timeout=METRICS_READ_TIMEOUT)
             await send_response(send, 200, body, METRICS_CONTENT_TYPE.encode())
         else:
             await send_json(send, 404, {"error": "not found"})
 
-    def health(self) -> dict[str, Any]:
-        """The engine's state; ``unhealthy`` (a 503) while a task is down or the database away."""
+    async def health(self) -> dict[str, Any]:
+        """The engine's state; ``unhealthy`` (a 503) while a task is down or the database away. Answers
+        within HEALTH_READ_TIMEOUT seconds whatever the database does (issue 16: a frozen server)."""
         engine = self._engine
         queued: int | None = None
         state = "waiting for its database"
         try:
-            snapshot = engine.snapshot()
-            queued = sum(s.counts.pending for s in snapshot.sites if s.counts is not None)
-            queued += engine.tracking.push_queue_depth()  # pushes waiting for their copy
+            snapshot, pushes = await engine.read.snapshot_and(
+                engine.tracking.push_queue_depth, timeout=HEALTH_READ_TIMEOUT
+            )
+            # the rows waiting, and the pushes waiting for their copy
+            queued = sum(s.counts.pending for s in snapshot.sites if s.counts is not None) + pushes
             state = "paused" if snapshot.paused else ("running" if snapshot.running else "stopped")
         except Exception as exc:
             if not is_passing_fault(exc):

@@ -256,7 +256,7 @@ async def test_a_scheduler_alive_but_stuck_is_down_in_health_metrics_and_the_sna
         stuck.set()
         await until(lambda: engine.tasks_down() == ["scheduler"], 20, "the scheduler named down")
         assert engine.snapshot().tasks_down == ("scheduler",)  # what the console's header shows
-        health = receiver.health()
+        health = await receiver.health()
         assert health["tasks_down"] == ["scheduler"] and health["status"] == "task down: scheduler"
         assert down_gauge(engine, "scheduler") == 1.0 and down_gauge(engine, "flush") == 0.0
         restarts = engine.metrics.registry.get_sample_value(

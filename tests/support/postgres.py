@@ -20,11 +20,13 @@ import itertools
 import os
 import pwd
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +135,29 @@ class PostgresCluster:
                 capture_output=True,
                 timeout=60,
             )
+
+    def server_processes(self) -> list[int]:
+        """The postmaster and every process it forked (backends, checkpointer, WAL writer, ...)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True)
+        return [postmaster, *(int(pid) for pid in children.stdout.split())]
+
+    @contextmanager
+    def frozen(self) -> Iterator[list[int]]:
+        """Every process of the server stopped (SIGSTOP) while inside: a server that answers nothing and
+        drops nothing, as a storage stall or a suspended VM. Always continued (SIGCONT) on the way out."""
+        pids = self.server_processes()
+        stopped: list[int] = []
+        try:
+            for pid in pids:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+            yield stopped
+        finally:
+            for pid in stopped:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def remove(self) -> None:
         self.stop()

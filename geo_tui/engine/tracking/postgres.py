@@ -1,9 +1,11 @@
-"""PostgreSQL as the tracking database (issue 16), through psycopg 3's synchronous API.
+"""PostgreSQL as the tracking database (issue 16), through psycopg 3's synchronous API and psycopg-pool.
 
-The tracking interface stays the SQLite one: synchronous calls, writes on the engine's database thread
-(`database.DatabaseWriter`) and reads on a connection of their own. psycopg's sync API fits that as it
-is; its async API (and a pool) would need a second, async tracking interface beside the first, for no
-gain while one process holds one writing connection (many workers claiming rows come next).
+The tracking interface stays the SQLite one: synchronous calls, each query written once for both
+backends. Writes run on the engine's database thread (`database.DatabaseWriter`), on one connection;
+reads on a small `psycopg_pool.ConnectionPool` (`read_pool`), from reading threads of the engine's own
+(`database.DatabaseReader`), never its event loop: a server that stops answering (frozen, its host gone;
+libpq has no read timeout) holds a thread, not the loop. A sync pool, not `AsyncConnectionPool`: the read
+methods stay SQLite's, with no async copy of every query, and SQLite keeps reading in place on the loop.
 
 Here: where the database is (`PostgresDatabase`, its password kept apart from its URL), a connection
 that takes the queries' ``?`` placeholders and reopens itself after a lost connection, the dialect
@@ -98,6 +100,13 @@ class PostgresDatabase:
     def connect(self, *, application: str = "geo-tui", **options: Any) -> psycopg.Connection[Row]:
         """An autocommit connection whose rows are read by column name (or position); `options` are
         more libpq parameters (keepalives, ...)."""
+        try:
+            return psycopg.connect(self.url, **self.connect_arguments(application, **options))
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnreachable(str(self), exc) from None
+
+    def connect_arguments(self, application: str, **options: Any) -> dict[str, Any]:
+        """What `connect` passes besides the URL (and the read pool too): never logged."""
         extra: dict[str, Any] = {"password": self.password} if self.password is not None else {}
         extra.update(options)
         extra["options"] = " ".join(
@@ -109,17 +118,13 @@ class PostgresDatabase:
             )
             if part
         )
-        try:
-            return psycopg.connect(
-                self.url,
-                autocommit=True,
-                row_factory=_rows,
-                connect_timeout=CONNECT_TIMEOUT,
-                application_name=application[:63],
-                **extra,
-            )
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnreachable(str(self), exc) from None
+        return {
+            "autocommit": True,
+            "row_factory": _rows,
+            "connect_timeout": CONNECT_TIMEOUT,
+            "application_name": application[:63],
+            **extra,
+        }
 
 
 class DatabaseUnreachable(DatabaseUnusable, psycopg.OperationalError):
@@ -195,7 +200,7 @@ def _rows(cursor: Any) -> Callable[[Sequence[Any]], Row]:
 
 
 @functools.lru_cache(maxsize=512)
-def _placeholders(sql: str) -> str:
+def placeholders(sql: str) -> str:
     """The query with psycopg's placeholders: ``?`` becomes ``%s`` (the queries hold no other ? or %)."""
     return sql.replace("%", "%%").replace("?", "%s")
 
@@ -231,7 +236,7 @@ class PostgresConnection:
         return conn
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Row]:
-        return self._conn.execute(_placeholders(sql), list(parameters))
+        return self._conn.execute(placeholders(sql), list(parameters))
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any:
         """Like sqlite3's: ``rowcount`` is the rows all of them changed (0 for no parameters)."""
@@ -239,7 +244,7 @@ class PostgresConnection:
         if not batch:
             return _NOTHING_DONE
         cursor = self._conn.cursor()
-        cursor.executemany(_placeholders(sql), batch)
+        cursor.executemany(placeholders(sql), batch)
         return cursor
 
     def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:

@@ -2,8 +2,9 @@
 
 One SQLite file in WAL mode, owner-only with its sidecars, or a PostgreSQL database (`postgres`). One
 connection (and lock) writes and one (and lock) reads: in WAL mode a reader never waits for a writer,
-nor does it in PostgreSQL. Rows come back as `sqlite3.Row` or `postgres.Row`, read by column name. What
-the two backends do differently is in their `dialect`.
+nor does it in PostgreSQL, where an engine's reads take connections of a small pool
+(`postgres.PostgresReadPool`) from whichever thread reads. Rows come back as `sqlite3.Row` or
+`postgres.Row`, read by column name. What the two backends do differently is in their `dialect`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .schema import DatabaseDamaged
 
 if TYPE_CHECKING:
     from .postgres import PostgresDatabase
+    from .read_pool import PostgresReadPool
 
 __all__ = ["TrackingStore"]
 
@@ -92,6 +94,8 @@ class TrackingStore:
         # sqlite3.Connection, or postgres.PostgresConnection: both take the same queries (dialect.py)
         self._db: Any
         self._reader: Any
+        # PostgreSQL's engine: its reads' pool (any thread may read, no lock), None otherwise
+        self._pool: PostgresReadPool | None = None
         if not isinstance(path, Path):
             self._open_postgres(path, read_only)
             return
@@ -113,23 +117,24 @@ class TrackingStore:
 
     def _open_postgres(self, database: PostgresDatabase, read_only: bool) -> None:
         from .postgres import MIGRATIONS, POSTGRES, PostgresConnection, application_name
+        from .read_pool import PostgresReadPool
 
         self.path, self.dialect = str(database), POSTGRES
         self._db = PostgresConnection(database, application_name("geo-tui tracking"))
         try:
             self.schema_version = schema.stored_version(self._db, self.path, POSTGRES)
             schema.pending(self.schema_version, MIGRATIONS, self.path)
-            if read_only:
-                self._reader, self._read_lock = self._db, self._lock
-            else:
+            self._reader, self._read_lock = self._db, self._lock  # an engine reads from its pool
+            if not read_only:
                 with self._lock:
                     _, self.schema_version = schema.migrate(self._db, self.path, MIGRATIONS, POSTGRES)
-                self._reader = PostgresConnection(database, application_name("geo-tui tracking reader"))
                 self._next_log_id = int(
                     self._db.execute("SELECT COALESCE(MAX(id), 0) FROM event_log").fetchone()[0]
                 )
             have = POSTGRES.columns(self._db, "repositories")
             self._row_columns = ", ".join(c for c in ROW_COLUMNS if c in have or not have)
+            if not read_only:  # last: nothing after it can fail and leave the pool open
+                self._pool = PostgresReadPool(database, application_name("geo-tui tracking reader"))
         except BaseException:
             self._db.close()
             raise
@@ -160,6 +165,8 @@ class TrackingStore:
         with self._stream_lock:
             if self._stream_db is not None:
                 self._stream_db.close()
+        if self._pool is not None:
+            self._pool.close()
         with self._read_lock:
             if self._reader is not self._db:
                 self._reader.close()
@@ -181,8 +188,16 @@ class TrackingStore:
             self._db.execute("COMMIT")
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        if self._pool is not None:
+            return self._pool.read(sql, params)
         with self._read_lock, _damage_named(self.path):
             return self.dialect.read(self._reader, sql, params)
+
+    @property
+    def threaded_reads(self) -> bool:
+        """True when reads go through a pool that threads share (PostgreSQL), and so belong off the
+        event loop; False on SQLite, whose WAL reads are quick enough to make in place."""
+        return self._pool is not None
 
     @property
     def writer_pid(self) -> int | None:
