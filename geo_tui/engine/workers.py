@@ -245,7 +245,7 @@ def _dead_here(worker: str) -> bool:
 def cluster_parts(engine: Engine) -> tuple[WorkerLeases, Leadership]:
     """This engine's worker leases (none held on SQLite) and its leadership."""
     if engine.config.engine.database_url is None:  # SQLite: no psycopg to import (~0.1 s of CPU a start)
-        return WorkerLeases(engine, None), Leadership(engine, None)
+        return WorkerLeases(engine, None), Leadership(engine, None, None)
     from .tracking import tracking_database
     from .tracking.postgres import PostgresDatabase
 
