@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import functools
 import ipaddress
 import select
 import socket
@@ -37,11 +36,13 @@ from typing import Any
 import httpcore
 import httpx
 
+from ._httpcore_patches import READ_SIZE, locks_without_checkpoint, read_more_per_call
+from ._pool import ConnectionPool
+
 SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 
 # The most one read asks of the kernel. recv() allocates that much and shrinks it to what came: 1 MiB
 # reads cost the same CPU in bench/backfill.py but raised peak RSS from ~64 to ~79 MiB (40 streams).
-READ_SIZE = 256 * 1024
 
 # What a wait on the socket was for: the exception to raise when the timeout runs out.
 _Timeout = type[httpcore.TimeoutException]
@@ -286,45 +287,6 @@ async def _connect_first(
     raise httpcore.ConnectError(str(failure)) from failure
 
 
-@functools.cache
-def _read_more_per_call() -> None:
-    """httpcore asks its socket for 64 KiB at a time, and each read goes through h11 and httpx's
-    chunker in Python. Reads of up to READ_SIZE take what the kernel has buffered in one pass: ~12%
-    less CPU per backfill (bench/backfill.py). Memory stays bounded, as a read returns only what is
-    already there. A class attribute, so it holds for httpx's own transport too (behind a proxy)."""
-    httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = READ_SIZE
-
-
-# Whether httpcore's connection locks take the uncontended path without a trip through the event loop
-# (`_locks_without_checkpoint`); False gives httpcore's own behaviour back.
-FAST_CONNECTION_LOCKS = True
-
-
-@functools.cache
-def _locks_without_checkpoint() -> None:
-    """Under asyncio, httpcore's AsyncLock is an anyio.Lock, whose acquire yields to the event loop
-    even when the lock is free, and an HTTP/1.1 connection takes its locks ~6 times a request: a loop
-    cycle each, ~9% of a no-op compare's CPU under cProfile. A connection of ConnectionPool serves one
-    request at a time, so its locks are never contended: anyio's `fast_acquire` (anyio 4.5+) takes a
-    free lock at once, and waits as before when it is not."""
-    if not FAST_CONNECTION_LOCKS:
-        return
-    import anyio
-    from httpcore import _synchronization
-
-    if "fast_acquire" not in (getattr(anyio.Lock.__new__, "__kwdefaults__", None) or {}):
-        return  # an older anyio: httpcore's locks stay as they are
-
-    original = _synchronization.AsyncLock.setup
-
-    def setup(lock: _synchronization.AsyncLock) -> None:
-        original(lock)
-        if lock._backend == "asyncio":
-            lock._anyio_lock = anyio.Lock(fast_acquire=True)
-
-    _synchronization.AsyncLock.setup = setup  # type: ignore[method-assign,assignment]
-
-
 # httpcore's exceptions and the httpx ones they become (both name them alike), the most specific first.
 _HTTPX_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = tuple(
     (getattr(httpcore, name), getattr(httpx, name))
@@ -373,143 +335,11 @@ class _Body(httpx.AsyncByteStream):
                 await closing()
 
 
-_OriginKey = tuple[bytes, bytes, int]  # scheme, host, port (httpcore's Origin is not hashable)
-
-
-class ConnectionPool:
-    """HTTP/1.1 connections (httpcore's own) to the origins of one registry: at most `connections`
-    requests at a time, each on an idle connection of its origin if one is open, else on a new one.
-
-    httpcore's AsyncConnectionPool queues every request it cannot serve yet and, at each request and
-    each response closed, walks the whole queue against every connection (and every idle connection
-    against all the others, polling each socket): with the engine's ~100 HEADs in flight on 16
-    connections, that walk was ~13% of a no-op compare's CPU (bench/backfill.py, 400 repositories).
-    Here a request waits on a semaphore instead, and only the connection it takes is looked at.
-    """
-
-    def __init__(self, ssl_context: ssl.SSLContext, connections: int, keepalive_expiry: float) -> None:
-        self._ssl_context = ssl_context
-        self._max = max(1, connections)
-        self._keepalive_expiry = keepalive_expiry
-        self._backend = AsyncioBackend()
-        self._slots = asyncio.Semaphore(self._max)
-        self._idle: dict[_OriginKey, list[httpcore.AsyncHTTPConnection]] = {}
-        self._open = 0  # connections open, idle or busy
-        self._closed = False
-
-    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
-        await self._slots.acquire()
-        try:
-            origin = request.url.origin
-            key = (origin.scheme, origin.host, origin.port)
-            while True:
-                connection = await self._connection_for(origin, key)
-                try:
-                    response = await connection.handle_async_request(request)
-                except httpcore.ConnectionNotAvailable:
-                    await self._returned(connection, key)  # closed meanwhile: another one
-                    continue
-                except BaseException:
-                    await self._returned(connection, key)
-                    raise
-                break
-        except BaseException:
-            self._slots.release()
-            raise
-        assert isinstance(response.stream, AsyncIterable)
-        # The connection's own response, its headers checked once already: only its body is wrapped.
-        response.stream = _HeldConnection(response.stream, self, connection, key)
-        return response
-
-    async def _connection_for(self, origin: httpcore.Origin, key: _OriginKey) -> httpcore.AsyncHTTPConnection:
-        """An idle connection to `origin` still open (the last one returned), or a new one; past the
-        cap on connections, an idle one to another origin is closed first."""
-        idle = self._idle.get(key)
-        while idle:
-            connection = idle.pop()
-            if connection.is_available() and not connection.has_expired():
-                return connection
-            await self._drop(connection)
-        if self._open >= self._max:
-            for others in self._idle.values():
-                if others:
-                    await self._drop(others.pop(0))
-                    break
-        self._open += 1
-        return httpcore.AsyncHTTPConnection(
-            origin,
-            ssl_context=self._ssl_context,
-            keepalive_expiry=self._keepalive_expiry,
-            network_backend=self._backend,
-        )
-
-    async def _drop(self, connection: httpcore.AsyncHTTPConnection) -> None:
-        self._open -= 1
-        with contextlib.suppress(Exception):
-            await connection.aclose()
-
-    async def _returned(self, connection: httpcore.AsyncHTTPConnection, key: _OriginKey) -> None:
-        """A request is done with `connection`: kept while idle and open, else closed (a connection
-        that failed to connect counts as idle to httpcore, and as closed)."""
-        if not self._closed and connection.is_idle() and not connection.is_closed():
-            self._idle.setdefault(key, []).append(connection)
-        else:
-            await self._drop(connection)
-
-    async def release(self, connection: httpcore.AsyncHTTPConnection, key: _OriginKey) -> None:
-        """A response was closed: its connection goes back, and its slot to the next request."""
-        try:
-            await self._returned(connection, key)
-        finally:
-            self._slots.release()
-
-    async def aclose(self) -> None:
-        self._closed = True
-        for idle in self._idle.values():
-            while idle:
-                await self._drop(idle.pop())
-
-
-class _HeldConnection:
-    """A response body that gives its connection back to the pool once closed (or once it fails)."""
-
-    def __init__(
-        self,
-        stream: AsyncIterable[bytes],
-        pool: ConnectionPool,
-        connection: httpcore.AsyncHTTPConnection,
-        key: _OriginKey,
-    ) -> None:
-        self._stream = stream
-        self._pool = pool
-        self._key = key
-        self._connection: httpcore.AsyncHTTPConnection | None = connection
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for part in self._stream:
-                yield part
-        except BaseException:
-            await self.aclose()
-            raise
-
-    async def aclose(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is None:
-            return
-        try:
-            closing = getattr(self._stream, "aclose", None)
-            if closing is not None:
-                await closing()
-        finally:
-            await self._pool.release(connection, self._key)
-
-
 class DirectTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 straight to one registry over `AsyncioBackend` sockets, `connections` at most."""
 
     def __init__(self, ssl_context: ssl.SSLContext, connections: int, keepalive_expiry: float = 5.0) -> None:
-        self._pool = ConnectionPool(ssl_context, connections, keepalive_expiry)
+        self._pool = ConnectionPool(ssl_context, connections, keepalive_expiry, AsyncioBackend())
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -538,8 +368,8 @@ class DirectTransport(httpx.AsyncBaseTransport):
 def direct_transport(url: httpx.URL, ssl_context: ssl.SSLContext, connections: int) -> DirectTransport | None:
     """A DirectTransport for a registry, or None when the environment routes `url` through a proxy
     (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, minus NO_PROXY): httpx's own transport then does the job."""
-    _read_more_per_call()
-    _locks_without_checkpoint()
+    read_more_per_call()
+    locks_without_checkpoint()
     proxies = urllib.request.getproxies_environment()
     if (proxies.get(url.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(url.host):
         return None

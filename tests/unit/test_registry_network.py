@@ -292,7 +292,7 @@ async def test_the_registry_client_verifies_tls_unless_told_not_to(tmp_path: Pat
 
 
 async def test_httpcore_connection_locks_take_a_free_lock_without_a_loop_cycle() -> None:
-    """The one private name of httpcore the client relies on (`_network._locks_without_checkpoint`):
+    """The one private name of httpcore the client relies on (`_httpcore_patches.locks_without_checkpoint`):
     `httpcore._synchronization.AsyncLock`, whose `setup` makes the anyio lock that the patch replaces
     with a fast-acquire one. This fails when httpcore renames or reshapes it (pyproject pins httpcore
     below 1.1 for that reason): a free lock must be taken without yielding to the event loop."""

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from . import schema
 from .leadership import ENGINE_LOCK, check_fence
+from .pg_urls import describe_url, url_options
 from .schema import DatabaseUnusable, Migration
 
 __all__ = [
@@ -113,7 +113,7 @@ class PostgresDatabase:
             part
             for part in (  # the last setting of a name wins: ours, then the URL's, then the caller's
                 f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
-                _url_options(self.url),
+                url_options(self.url),
                 extra.get("options"),
             )
             if part
@@ -133,35 +133,6 @@ class DatabaseUnreachable(DatabaseUnusable, psycopg.OperationalError):
     def __init__(self, where: str, exc: BaseException) -> None:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         DatabaseUnusable.__init__(self, where, f"tracking database {where}: cannot connect ({reason})")
-
-
-def _url_options(url: str) -> str | None:
-    """The URL's own ``options`` parameter, kept beside ours (a keyword would replace it)."""
-    try:
-        found = conninfo_to_dict(url).get("options")
-    except psycopg.ProgrammingError:
-        return None
-    return str(found) if found else None
-
-
-def describe_url(url: str) -> str:
-    """``postgresql://user@host:port/name`` of a libpq URL, without password or other parameters."""
-    try:
-        parts = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "postgresql://(an unreadable URL)"
-    user = f"{parts['user']}@" if parts.get("user") else ""
-    host = str(parts.get("host") or "localhost")
-    port = f":{parts['port']}" if parts.get("port") else ""
-    return f"postgresql://{user}{host}{port}/{parts.get('dbname') or ''}"
-
-
-def url_password(url: str) -> bool:
-    """True if the URL carries a password (inline or as a parameter)."""
-    try:
-        return bool(conninfo_to_dict(url).get("password"))
-    except psycopg.ProgrammingError:
-        return False
 
 
 def application_name(command: str) -> str:
