@@ -66,6 +66,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
+from geo_tui.setup.snippets import BACKOFF, THRESHOLD, TIMEOUT  # noqa: E402
 from tests.support.distribution import Distribution, free_port  # noqa: E402
 from tests.support.geo import image_with_layers, write_geo_config  # noqa: E402
 from tests.support.keys import repository_scope, session_key_pair  # noqa: E402
@@ -809,9 +810,9 @@ def primary_endpoint(url: str, blob_events: bool = False, pull_events: bool = Fa
         "name": "geo_event",
         "url": url,
         "headers": {"Authorization": [SECRET]},
-        "timeout": "500ms",
-        "threshold": 5,
-        "backoff": "1s",
+        "timeout": TIMEOUT,
+        "threshold": THRESHOLD,
+        "backoff": BACKOFF,
     }
     if not blob_events:
         endpoint["ignore"] = {"mediatypes": ["application/octet-stream"]}

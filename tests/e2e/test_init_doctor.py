@@ -129,7 +129,7 @@ def test_init_writes_what_the_registries_need(tmp_path: Path) -> None:
     assert Path(token["rootcertbundle"]) == init_done.config.parent / "registry.crt"
     endpoint = primary["notifications"]["endpoints"][0]
     assert endpoint["url"] == f"http://127.0.0.1:{init_done.listen}/api/v4/container_registry_event/events"
-    assert (endpoint["timeout"], endpoint["threshold"], endpoint["backoff"]) == ("500ms", 5, "1s")
+    assert (endpoint["timeout"], endpoint["threshold"], endpoint["backoff"]) == ("5s", 5, "1s")
     assert "notifications" not in init_done.snippets["eu"]
     assert init_done.secret not in init_done.stdout  # --snippets-dir: the secret stays in 0600 files
     for path in (init_done.config, init_done.config.parent / "registry.key"):

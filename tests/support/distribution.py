@@ -24,6 +24,7 @@ from typing import IO, Any, Self
 
 import httpx
 
+from geo_tui.setup.snippets import BACKOFF, THRESHOLD, TIMEOUT
 from tests.support.binaries import find_binary
 from tests.support.keys import DEFAULT_ISSUER, DEFAULT_SERVICE, TestKeyPair, repository_scope
 from tests.support.tls import TLSFiles
@@ -312,9 +313,9 @@ class Distribution(RegistryProbe):
             endpoint: dict[str, Any] = {
                 "name": "geo_event",
                 "url": self.notification_url,
-                "timeout": "500ms",
-                "threshold": 5,
-                "backoff": "1s",
+                "timeout": TIMEOUT,
+                "threshold": THRESHOLD,
+                "backoff": BACKOFF,
                 # As `geo-tui init` writes it: geo-tui acts on no blob or pull event, and each is a delivery
                 # ahead of the next push's. Distribution 2.8 applies `actions` only beside `mediatypes`.
                 "ignore": {"mediatypes": ["application/octet-stream"]},

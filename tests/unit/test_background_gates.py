@@ -13,8 +13,11 @@ import time
 import httpx
 import pytest
 
+from geo_tui.engine import budget as budget_module
+from geo_tui.engine import pushes as pushes_module
+from geo_tui.engine.budget import MIN_SHARE, RequestBudget, Work, request_hook, set_work
 from geo_tui.engine.notifications import PullBacklog
-from geo_tui.engine.pushes import PUSH_YIELD, PushCopier
+from geo_tui.engine.pushes import PACE_WINDOW, PUSH_SHARE, PUSH_YIELD, PushCopier
 
 HEAD = httpx.Request("HEAD", "http://primary/v2/group/app/manifests/v1")
 BLOB = httpx.Request("GET", "http://primary/v2/group/app/blobs/sha256:" + "ab" * 32)
@@ -129,3 +132,127 @@ async def test_while_pushes_come_one_own_pull_at_most_is_ahead_of_them() -> None
     backlog.seen(0)
     await asyncio.wait_for(waiting, 0.5)
     assert backlog.current_limit == 4
+
+
+class _Sleeps:
+    """A budget's clock that only moves when the budget sleeps: the waits it asks for, without waiting."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 100.0
+        self.waits: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            self.waits.append(seconds)
+            self.now += seconds
+
+        monkeypatch.setattr(budget_module.asyncio, "sleep", sleep)
+
+    def clock(self) -> float:
+        return self.now
+
+
+async def test_while_pushes_come_the_budget_runs_at_its_share_and_never_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sleeps = _Sleeps(monkeypatch)
+    share = [1.0]
+    budget = RequestBudget(100, clock=sleeps.clock, pace=lambda: share[0])
+    for _ in range(20):  # a burst of 10, then one every 10 ms
+        await budget.take()
+    assert budget.current_rate() == 100 and sleeps.waits[-1] == pytest.approx(0.01)
+    share[0] = 0.1  # pushes come: a tenth of the rate, every request 100 ms after the one before
+    sleeps.waits.clear()
+    for _ in range(5):
+        await budget.take()
+    assert budget.current_rate() == pytest.approx(10)
+    assert sleeps.waits[1:] == pytest.approx([0.1] * 4)
+    share[0] = 0.0  # a share of nothing still moves, at MIN_SHARE
+    assert budget.current_rate() == pytest.approx(100 * MIN_SHARE)
+    share[0] = 1.0  # the pushes stopped: the full rate again
+    sleeps.waits.clear()
+    for _ in range(3):
+        await budget.take()
+    assert sleeps.waits[-1] == pytest.approx(0.01)
+
+
+async def test_a_background_request_that_waited_for_its_slot_yields_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sleeps = _Sleeps(monkeypatch)
+    asked: list[tuple[str, bool]] = []
+
+    async def yielding(request: httpx.Request, background: bool) -> None:
+        asked.append(("yield", background))
+
+    async def gate(request: httpx.Request, background: bool) -> None:
+        asked.append(("gate", background))
+
+    hook = request_hook(RequestBudget(10, clock=sleeps.clock), [gate], yields=[yielding])
+    set_work(Work(background=True))
+    for _ in range(2):  # the burst's slots: no wait, asked once each (yields first)
+        await hook(HEAD)
+    assert asked == [("yield", True), ("gate", True)] * 2 and not sleeps.waits
+    asked.clear()
+    await hook(HEAD)  # waited 100 ms for its slot: a push may have come meanwhile
+    assert sleeps.waits == [pytest.approx(0.1)]
+    assert asked == [("yield", True), ("gate", True), ("yield", True)]  # the counting gate once
+    asked.clear()
+    push = Work()
+    set_work(push)
+    for _ in range(3):  # a push's copy never takes from the budget
+        await hook(HEAD)
+    assert len(sleeps.waits) == 1 and push.requests == 3
+    assert asked == [("yield", False), ("gate", False)] * 3
+
+
+class _Engine:
+    """What PushCopier reads of its engine here: a clock the test moves, and metrics (none)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.metrics = None
+
+    def _clock(self) -> float:
+        return self.now
+
+
+async def test_background_work_yields_from_the_moment_a_push_is_received(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pushes_module, "ANNOUNCED_HOLD", 0.2)
+    engine = _Engine()
+    copier = PushCopier(engine)  # type: ignore[arg-type]
+    assert copier.background_share() == 1.0
+    copier.announce()  # the receiver took a push event; its copy has not started
+    assert copier.background_share() == PUSH_SHARE
+    waiting = asyncio.ensure_future(copier.yield_to_pushes(HEAD, True))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # held before any copy runs
+    await asyncio.wait_for(copier.yield_to_pushes(HEAD, False), 0.05)  # a push's request never waits
+    # Nothing claimed it (its store failed, or the engine is paused): let go after ANNOUNCED_HOLD.
+    engine.now += 0.2
+    await asyncio.wait_for(waiting, 1.0)
+    await asyncio.wait_for(copier.yield_to_pushes(HEAD, True), 0.05)
+    assert copier.background_share() == PUSH_SHARE  # still within PACE_WINDOW of the push
+    engine.now += PACE_WINDOW
+    assert copier.background_share() == 1.0
+
+
+async def test_a_copy_that_ends_before_the_announcement_expires_keeps_nothing_held() -> None:
+    engine = _Engine()
+    copier = PushCopier(engine)  # type: ignore[arg-type]
+    copier.announce()
+    # run_forever starts the copy: the announcement is its now, and its end lets background work go
+    copier._announced_at = None
+    copier._settle_idle()
+    await asyncio.wait_for(copier.yield_to_pushes(HEAD, True), 0.05)
+    copier.announce()  # another push while one is copied: held until both are done
+    copier.running["group/app"] = asyncio.ensure_future(asyncio.sleep(0))
+    copier._announced_at = None  # its copy started too
+    copier._settle_idle()
+    waiting = asyncio.ensure_future(copier.yield_to_pushes(HEAD, True))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # a copy still runs
+    del copier.running["group/app"]
+    copier._settle_idle()
+    await asyncio.wait_for(waiting, 0.1)

@@ -13,8 +13,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from geo_tui.config import Config
+from geo_tui.engine.intake import NOTIFICATION_STORE_TIMEOUT, WRITE_MARGIN
 from geo_tui.setup.plan import SetupPlan, SitePlan, execute_plan
-from geo_tui.setup.snippets import SnippetOptions, notification_url_for, site_snippets
+from geo_tui.setup.snippets import (
+    TIMEOUT,
+    TIMEOUT_SECONDS,
+    SnippetOptions,
+    notification_url_for,
+    site_snippets,
+)
 
 REALM = "https://gitlab.example.com/jwt/auth"
 NOTIFY_URL = "https://geo.example.com:5050/api/v4/container_registry_event/events"
@@ -65,7 +72,7 @@ def test_distribution_snippets_are_yaml_with_the_exact_keys(written: Config) -> 
                     "name": "geo_tui",
                     "url": NOTIFY_URL,
                     "headers": {"Authorization": [secret]},
-                    "timeout": "500ms",
+                    "timeout": "5s",
                     "threshold": 5,
                     "backoff": "1s",
                     "ignore": {"mediatypes": ["application/octet-stream"], "actions": ["pull"]},
@@ -96,7 +103,7 @@ def test_gitlab_snippets_use_gitlab_rb_keys(written: Config) -> None:
     for line in (
         "'name' => 'geo_tui',",
         f"'url' => '{NOTIFY_URL}',",
-        "'timeout' => '500ms',",
+        "'timeout' => '5s',",
         "'threshold' => 5,",
         "'backoff' => '1s',",
         "'ignore' => { 'mediatypes' => ['application/octet-stream'], 'actions' => ['pull'] },",
@@ -141,3 +148,10 @@ def test_listening_everywhere_gives_the_registry_a_host_name(tmp_path: Path) -> 
     url = plan.effective_notification_url
     assert url == f"http://{socket.getfqdn()}:5050/api/v4/container_registry_event/events"
     assert not re.search(r"//0\.0\.0\.0", url)
+
+
+def test_the_primary_waits_for_the_receiver_s_answer_longer_than_the_receiver_may_take() -> None:
+    # The receiver answers once the events are stored: 200, or 503 after its store deadline. A registry
+    # timing out before that sends an event that may be stored already again, every event behind it waiting.
+    assert TIMEOUT == f"{TIMEOUT_SECONDS}s"
+    assert TIMEOUT_SECONDS > NOTIFICATION_STORE_TIMEOUT + WRITE_MARGIN
