@@ -137,7 +137,6 @@ class Engine:
             lambda: self.pull_backlog.outstanding,
             lambda: self.pull_backlog.held_seconds,
             lambda: self._pushes.yielded_seconds,
-            self._pushes.background_share,
         )
         # The names push copies (pushes.py) call the parts by.
         self._poke = self.scheduler.poke
@@ -186,12 +185,10 @@ class Engine:
             redactor=self.redactor,
             write=self._db,
             read=self.read,
-            # background requests wait for push copies announced or running, and on the primary for
-            # its own pull notifications backing up (see notifications.PullBacklog); while pushes
-            # come, each site's budget runs at a share of its rate
-            yields=[self._pushes.yield_to_pushes],
+            # background requests wait for push copies running, and on the primary for its own pull
+            # notifications backing up (see notifications.PullBacklog)
+            gates=[self._pushes.yield_to_pushes],
             primary_gates=[self.pull_backlog.hold],
-            pace=self._pushes.background_share,
             streams=self.leases.open_streams(self.tracking),  # PostgreSQL's many workers
         )
         self.primary = self._sites[self.config.primary.name].client

@@ -218,14 +218,10 @@ class EngineMetrics:
         )
 
     def watch_backlog(
-        self,
-        outstanding: Callable[[], float],
-        held: Callable[[], float],
-        yielded: Callable[[], float],
-        share: Callable[[], float] = lambda: 1.0,
+        self, outstanding: Callable[[], float], held: Callable[[], float], yielded: Callable[[], float]
     ) -> None:
-        """geo-tui's own primary reads not notified yet, how long background work waited on them and
-        on push copies, and the share of its request budget it may use now."""
+        """geo-tui's own primary reads not notified yet, and how long background work waited on them
+        and on push copies."""
         Gauge(
             "geo_tui_own_pulls_outstanding",
             "geo-tui's manifest reads of the primary whose pull notification has not come back",
@@ -241,11 +237,6 @@ class EngineMetrics:
             "Seconds background requests waited for push copies to finish",
             registry=self.registry,
         ).set_function(yielded)
-        Gauge(
-            "geo_tui_background_budget_share",
-            "Share of reconcile_requests_per_second background work may use now (less while pushes come)",
-            registry=self.registry,
-        ).set_function(share)
 
     def watch_state(
         self, counts: Callable[[], Mapping[str, SiteCounts]], in_flight: Callable[[], int]

@@ -63,21 +63,19 @@ def open_sites(
     redactor: Redactor,
     write: Write,
     read: Write,
-    yields: Sequence[Gate] = (),
+    gates: Sequence[Gate] = (),
     primary_gates: Sequence[Gate] = (),
-    pace: Callable[[], float] = lambda: 1.0,
     streams: ClusterStreams | None = None,
 ) -> dict[str, Site]:
     """A client for every site, and a blob copier for every secondary. Each client holds background
-    work to the site's own budget (at `pace()` of its rate), to `yields` and to `primary_gates` on the
-    primary: see .budget. ``streams``: with many workers, one stream of a blob per secondary across
-    all of them."""
+    work to the site's own budget and to `gates` (and `primary_gates` on the primary): see .budget.
+    ``streams``: with many workers, one stream of a blob per secondary across all of them."""
     signer = build_signer(config.auth) if config.auth is not None else None
     blob_connections = config.engine.blob_concurrency * 2
     clock = monitor.clock
     sites: dict[str, Site] = {}
     for site in config.sites:
-        budget = RequestBudget(config.engine.reconcile_requests_per_second, pace=pace)
+        budget = RequestBudget(config.engine.reconcile_requests_per_second)
         client = build_client(
             site,
             config,
@@ -87,7 +85,7 @@ def open_sites(
             timeout=request_timeout,
             redactor=redactor,
             on_request=request_hook(
-                budget, primary_gates if site.name == config.primary.name else (), yields=yields
+                budget, [*gates, *(primary_gates if site.name == config.primary.name else ())]
             ),
         )
         sites[site.name] = Site(site, client, throughput=Throughput(clock), completions=CompletionRate(clock))

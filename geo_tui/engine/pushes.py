@@ -37,7 +37,7 @@ from .wakeups import Wake
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["ANNOUNCED_HOLD", "DIGEST_PUSH_GRACE", "PACE_WINDOW", "PUSH_SHARE", "PUSH_YIELD", "PushCopier"]
+__all__ = ["DIGEST_PUSH_GRACE", "PUSH_YIELD", "PushCopier"]
 
 log = logging.getLogger("geo_tui.engine")
 
@@ -48,16 +48,6 @@ DIGEST_PUSH_GRACE = 0.5
 # them this long at most: the registries, the event loop and the database serve the push first, and a
 # steady stream of pushes slows the background work without stopping it.
 PUSH_YIELD = 1.0
-# Background work yields from the moment the receiver takes a push event, not only once its copy
-# starts: its store, wake-up and claim ran beside a 20,000-tag reconcile's 600 requests a second
-# (issue 17). Until a copy starts, or this long at most (a store that failed, a pause).
-ANNOUNCED_HOLD = 1.0
-# While pushes come (one received within PACE_WINDOW seconds), each site's background budget runs at
-# PUSH_SHARE of `reconcile_requests_per_second`: at 20,000 tags its requests took most of serve's CPU
-# (74% of its samples beside the pushes, most of them in loopback sends), so the next push's delivery,
-# store and copy waited for a CPU between them.
-PACE_WINDOW = 10.0
-PUSH_SHARE = 0.1
 # A verification waits this long at most for the pushes of a repository to be copied (PushCopier.copied).
 SETTLE_WAIT = 30.0
 # Manifests a coalesced job reads from the primary at once, before its copies start.
@@ -71,10 +61,8 @@ class PushCopier:
         self._engine = engine
         self.running: dict[str, asyncio.Task[None]] = {}
         self._wake = Wake("push", engine.metrics)
-        self._idle = asyncio.Event()  # no copy running nor announced: background work goes on
+        self._idle = asyncio.Event()  # no copy running: background work goes on
         self._idle.set()
-        self._announced_at: float | None = None  # a push received, its copy not started yet
-        self._last_push_at = float("-inf")  # when the receiver last took a push (PACE_WINDOW)
         self.yielded_seconds = 0.0  # background requests' waits for copies, for /metrics
         # A whole-repository run's primary view, and the pushes copied while it runs (see module doc).
         self._views: dict[str, PrimaryRepository] = {}
@@ -84,28 +72,6 @@ class PushCopier:
 
     def wake(self, cause: str = "local", sent: float | None = None) -> None:
         self._wake.set(cause, sent)
-
-    # -- background work gives way ---------------------------------------------------------------------
-
-    def announce(self) -> None:
-        """The receiver took push events (before storing them): background requests yield from now,
-        until a copy starts or ANNOUNCED_HOLD passes, and each site's budget slows for PACE_WINDOW."""
-        now = self._engine._clock()
-        self._announced_at = self._last_push_at = now
-        self._idle.clear()
-        asyncio.get_running_loop().call_later(ANNOUNCED_HOLD, self._settle_idle)
-
-    def background_share(self) -> float:
-        """The share of each site's background budget allowed now (budget.RequestBudget's `pace`)."""
-        return PUSH_SHARE if self._engine._clock() - self._last_push_at < PACE_WINDOW else 1.0
-
-    def _settle_idle(self) -> None:
-        """Let background work go on if no copy runs and no push announced is still waiting for one."""
-        announced = self._announced_at
-        if announced is not None and self._engine._clock() - announced >= ANNOUNCED_HOLD:
-            self._announced_at = announced = None
-        if not self.running and announced is None:
-            self._idle.set()
 
     # -- what the engine's whole-repository runs tell it ------------------------------------------------
 
@@ -186,7 +152,6 @@ class PushCopier:
                     )
                 for repository, queued in claim.repositories.items():
                     self._idle.clear()
-                    self._announced_at = None  # its copy starts: the running copy holds them now
                     self._held[repository] = [p.id for p in queued]
                     self.running[repository] = asyncio.ensure_future(self._job(repository, queued))
             waiters = [asyncio.ensure_future(self._wake.wait()), *self.running.values()]
@@ -300,7 +265,8 @@ class PushCopier:
         finally:
             self.running.pop(repository, None)
             self._held.pop(repository, None)
-            self._settle_idle()
+            if not self.running:
+                self._idle.set()
             engine._flush_bytes()
             self._wake.set()
 

@@ -22,7 +22,6 @@ import httpx
 import pytest
 
 from geo_tui.engine.notifications import OWN_PULLS_AHEAD
-from geo_tui.engine.pushes import PUSH_SHARE
 from tests.e2e.test_serve import SECRET, db_query, health, wait_settled
 from tests.support.binaries import find_binary
 from tests.support.distribution import AccessLogLine, Distribution, free_port
@@ -400,66 +399,6 @@ def test_a_push_is_not_queued_behind_a_running_reconcile_s_pull_notifications(bi
     assert max(outstanding) <= 2 * OWN_PULLS_AHEAD, outstanding
     wait_settled(served, BIG, timeout=600)
     assert on_secondaries(big, BIG, "beside", image.digest)
-
-
-def background_figures(served: Served) -> dict[str, float]:
-    """What serve says of its background work: the seconds its requests yielded to push copies, and
-    the share of its request budget allowed now."""
-    wanted = ("geo_tui_background_yielded_seconds", "geo_tui_background_budget_share")
-    figures = {}
-    for line in httpx.get(served.url + "/metrics", timeout=5).text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in wanted:
-            figures[name.removeprefix("geo_tui_background_")] = float(value)
-    assert len(figures) == len(wanted), figures
-    return figures
-
-
-def test_a_budgeted_reconcile_gives_way_to_a_push_and_is_still_running_when_it_is_copied(
-    big: BigLive,
-) -> None:
-    """A reconcile of BIG within its request budget (the default kind): a push made while it reads the
-    primary is copied while it still runs; its requests yielded to that copy, and its budget slowed to
-    a share while the push came (issue 17: the background never delays a push's copy)."""
-    big.serve(settle=False, reconcile_interval=3600, reconcile_requests_per_second=100)
-    served = big.served
-    assert served is not None
-    wait_until(lambda: quiet(served), timeout=300, what="the primary's notification queue drained")
-    before = background_figures(served)
-    assert before["budget_share"] == 1.0  # no push for a while: the whole budget
-    since = big.primary.registry.settled_mark()
-    resynced = subprocess.run(
-        [sys.executable, "-m", "geo_tui", "--config", str(served.config), "resync", BIG],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert resynced.returncode == 0, resynced.stderr
-    wait_until(
-        lambda: primary_reads_of_big(big, since) >= 50, timeout=120, what="the run reading the primary"
-    )
-    image = image_with_layers([layer_blob("big-yield")], seed="big-yield")
-    big.primary.pusher.push_tree(BIG, image, "yield")
-    shares = []
-
-    def arrived() -> bool:
-        shares.append(background_figures(served)["budget_share"])
-        return on_secondaries(big, BIG, "yield", image.digest)
-
-    wait_until(arrived, timeout=120, what="yield on both secondaries")
-    after = background_figures(served)
-    read_when_copied = primary_reads_of_big(big, since)
-    assert read_when_copied < TAGS, read_when_copied  # copied before the run had read the primary
-    # The run's requests waited for the copy, and its budget ran at the pushes' share meanwhile.
-    assert after["yielded_seconds"] > before["yielded_seconds"], (before, after)
-    assert min(shares) == pytest.approx(PUSH_SHARE), shares
-    wait_until(  # and the run goes on: slowed, never stopped
-        lambda: primary_reads_of_big(big, since) > read_when_copied + 20,
-        timeout=120,
-        what="the reconcile still reading the primary after the push was copied",
-    )
-    wait_settled(served, BIG, timeout=600)
-    assert on_secondaries(big, BIG, "yield", image.digest)
 
 
 @pytest.fixture(scope="module")
