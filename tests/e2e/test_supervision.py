@@ -167,10 +167,10 @@ async def test_a_full_disk_for_a_while_does_not_end_the_reconcile(
     real_tx = Tracking._tx
 
     @contextlib.contextmanager
-    def tx(self: Tracking) -> Iterator[sqlite3.Connection]:
+    def tx(self: Tracking, fence: object | None = None) -> Iterator[sqlite3.Connection]:
         if full.is_set():  # what SQLite raises when the file system has no room left
             raise sqlite3.OperationalError("database or disk is full")
-        with real_tx(self) as db:
+        with real_tx(self, fence) as db:
             yield db
 
     monkeypatch.setattr(Tracking, "_tx", tx)
