@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from tests.support.distribution import Distribution
 from tests.support.geo import write_geo_config
 from tests.support.keys import TestKeyPair
 from tests.support.postgres import database_option
+from tests.support.served import Served
 
 
 @pytest.fixture
@@ -27,3 +29,17 @@ def config_for(
         return write_geo_config(tmp_path / "geo", primary, list(secondaries), key_pair, **kwargs)
 
     return make
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Served]]:
+    """The `serve` workers a test starts (appends); at its end each still running is thawed (SIGCONT: a
+    test may have frozen it) and killed. Modules whose workers come from elsewhere define their own."""
+    started: list[Served] = []
+    try:
+        yield started
+    finally:
+        for worker in started:
+            if worker.process is not None and worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGCONT)
+            worker.stop(signal.SIGKILL)

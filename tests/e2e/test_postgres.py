@@ -8,7 +8,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -26,16 +26,6 @@ from tests.support.oci import oci_image
 from tests.support.postgres import PostgresCluster
 from tests.support.push import RawPusher
 from tests.support.served import Served, wait_until
-
-
-@pytest.fixture
-def own_cluster(local_files: Path) -> Iterator[PostgresCluster]:
-    """A cluster this test alone stops and starts."""
-    cluster = PostgresCluster()
-    try:
-        yield cluster
-    finally:
-        cluster.remove()
 
 
 def test_postgres_crashing_under_serve_loses_no_acknowledged_event(

@@ -21,7 +21,7 @@ import time
 import tomllib
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -48,14 +48,29 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def own_cluster(local_files: Path) -> Iterator[PostgresCluster]:
-    """A cluster this test alone stops and starts."""
-    cluster = PostgresCluster()
-    try:
-        yield cluster
-    finally:
-        cluster.remove()
+def serve_notified(
+    registry_factory: Callable[..., Distribution],
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+    cluster: PostgresCluster,
+) -> tuple[Distribution, Distribution, Distribution, Served, Path]:
+    """A primary that notifies one `serve` (started, tracking in a new database of `cluster`), and two
+    secondaries: (primary, eu, us, served, its log)."""
+    port = free_port()
+    primary = registry_factory(
+        "primary", notification_url=f"http://127.0.0.1:{port}{EVENTS}", notification_secret=SECRET
+    )
+    eu, us = registry_factory("eu"), registry_factory("us")
+    config = write_geo_config(
+        tmp_path / "geo",
+        primary,
+        [eu, us],
+        key_pair,
+        engine={"reconcile_interval": 3600, "database": cluster.url(cluster.database())},
+        notifications={"listen": f"127.0.0.1:{port}", "secret": SECRET},
+    )
+    log = tmp_path / "serve.log"
+    return primary, eu, us, Served(config, port, log).start(), log
 
 
 def metric(served: Served, name: str, **labels: str) -> float:
@@ -90,22 +105,9 @@ def test_postgres_restarted_under_serve_while_pushes_arrive_loses_nothing(
     tmp_path: Path,
     own_cluster: PostgresCluster,
 ) -> None:
-    port = free_port()
-    primary = registry_factory(
-        "primary", notification_url=f"http://127.0.0.1:{port}{EVENTS}", notification_secret=SECRET
-    )
-    eu, us = registry_factory("eu"), registry_factory("us")
     repository = "restart/live"
-    config = write_geo_config(
-        tmp_path / "geo",
-        primary,
-        [eu, us],
-        key_pair,
-        engine={"reconcile_interval": 3600, "database": own_cluster.url(own_cluster.database())},
-        notifications={"listen": f"127.0.0.1:{port}", "secret": SECRET},
-    )
-    log = tmp_path / "serve.log"
-    served = Served(config, port, log).start()
+    primary, eu, us, served, log = serve_notified(registry_factory, key_pair, tmp_path, own_cluster)
+    config = served.config
     pushed: dict[str, str] = {}
     acknowledged: list[str] = []
     refused_during_outage: list[int] = []

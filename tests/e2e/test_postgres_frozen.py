@@ -9,21 +9,21 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from geo_tui.config import default_api_socket, load_config
-from tests.e2e.test_serve import SECRET, assert_log_clean, wait_replicated
-from tests.support.distribution import Distribution, free_port
-from tests.support.geo import write_geo_config
+from tests.e2e.test_postgres_events import serve_notified
+from tests.e2e.test_serve import assert_log_clean, wait_replicated
+from tests.support.distribution import Distribution
 from tests.support.keys import TestKeyPair
 from tests.support.oci import oci_image
 from tests.support.postgres import PostgresCluster
 from tests.support.push import RawPusher
-from tests.support.served import EVENTS, Served, wait_until
+from tests.support.served import Served, wait_until
 
 pytestmark = [
     pytest.mark.distribution_only("Distribution's own notifications, and its retries of a 503"),
@@ -34,39 +34,15 @@ FROZEN_FOR = 8.0  # seconds
 HEALTH_WITHIN = 1.0  # seconds: what a monitor polling /-/health may wait
 
 
-@pytest.fixture
-def own_cluster(local_files: Path) -> Iterator[PostgresCluster]:
-    """A cluster this test alone freezes."""
-    cluster = PostgresCluster()
-    try:
-        yield cluster
-    finally:
-        cluster.remove()
-
-
 def test_a_frozen_postgres_server_leaves_health_and_the_api_answering_and_the_worker_recovers(
     registry_factory: Callable[..., Distribution],
     key_pair: TestKeyPair,
     tmp_path: Path,
     own_cluster: PostgresCluster,
 ) -> None:
-    port = free_port()
-    primary = registry_factory(
-        "primary", notification_url=f"http://127.0.0.1:{port}{EVENTS}", notification_secret=SECRET
-    )
-    eu, us = registry_factory("eu"), registry_factory("us")
     repository = "frozen/live"
-    config = write_geo_config(
-        tmp_path / "geo",
-        primary,
-        [eu, us],
-        key_pair,
-        engine={"reconcile_interval": 3600, "database": own_cluster.url(own_cluster.database())},
-        notifications={"listen": f"127.0.0.1:{port}", "secret": SECRET},
-    )
-    log = tmp_path / "serve.log"
-    served = Served(config, port, log).start()
-    socket = default_api_socket(load_config(config).engine.database)
+    primary, eu, us, served, log = serve_notified(registry_factory, key_pair, tmp_path, own_cluster)
+    socket = default_api_socket(load_config(served.config).engine.database)
     pushed: dict[str, str] = {}
     health: list[tuple[float, int, dict[str, object]]] = []  # (seconds taken, status, document)
     api: dict[str, tuple[float, int, str]] = {}

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,19 +41,6 @@ __all__ = ["sockets"]  # the fixture, imported for this module's tests
 LEASE = 2.0
 RECONCILE = 10.0  # the shortest the config allows
 LEADS = "this worker now runs discovery, the reconcile and verification"
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Served]]:
-    """The workers a test starts; at its end each is thawed (SIGCONT) and killed."""
-    started: list[Served] = []
-    try:
-        yield started
-    finally:
-        for worker in started:
-            if worker.process is not None and worker.process.poll() is None:
-                worker.process.send_signal(signal.SIGCONT)
-            worker.stop(signal.SIGKILL)
 
 
 def worker_id(worker: Served) -> str:

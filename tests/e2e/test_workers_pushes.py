@@ -16,7 +16,7 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -59,17 +59,6 @@ def pushed_event(repository: str, tag: str, digest: str) -> dict[str, Any]:
     event = notification(repository, tag=tag, event_id=f"{repository}:{tag}:{uuid.uuid4()}")
     event["target"]["digest"] = digest
     return event
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Served]]:
-    """The workers a test starts; any still running at its end are killed."""
-    started: list[Served] = []
-    try:
-        yield started
-    finally:
-        for worker in started:
-            worker.stop(signal.SIGKILL)
 
 
 def test_a_push_received_by_a_worker_frozen_after_its_200_is_copied_by_another(

@@ -199,6 +199,16 @@ def local_files(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 @pytest.fixture
+def own_cluster(local_files: Path) -> Iterator[PostgresCluster]:
+    """A cluster of the test's own, which it may stop, restart or freeze without touching the session's."""
+    cluster = PostgresCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
 def postgres_database(postgres_cluster: PostgresCluster, local_files: Path) -> PostgresDatabase:
     """A fresh, empty database of the session's cluster, as the tracking store opens it."""
     return PostgresDatabase(postgres_cluster.url(postgres_cluster.database()))

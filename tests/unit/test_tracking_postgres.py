@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -136,16 +135,6 @@ def test_sqlite_keeps_one_engine_per_file(tmp_path: Path) -> None:
 
 
 # -- a restarted server ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def own_cluster(local_files: Path) -> Iterator[PostgresCluster]:
-    """A cluster this test alone may stop and start."""
-    cluster = PostgresCluster()
-    try:
-        yield cluster
-    finally:
-        cluster.remove()
 
 
 async def test_writes_wait_out_a_crashed_and_restarted_server_and_none_acknowledged_is_lost(

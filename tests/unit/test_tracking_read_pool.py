@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,16 +26,6 @@ from geo_tui.engine.tracking.read_pool import READ_POOL_SIZE, READ_TIMEOUT, Post
 from tests.support.postgres import PASSWORD_ROLE, PostgresCluster
 
 PASSWORD = "pool-Secret-1b9e77c0-never-shown"
-
-
-@pytest.fixture
-def own_cluster(local_files: Path) -> Iterator[PostgresCluster]:
-    """A cluster this test alone freezes."""
-    cluster = PostgresCluster()
-    try:
-        yield cluster
-    finally:
-        cluster.remove()
 
 
 def test_reads_share_a_small_pool_of_sessions_with_our_settings(postgres_database: PostgresDatabase) -> None:
