@@ -156,17 +156,22 @@ class Leadership:
         engine.log("info", "this worker now runs discovery, the reconcile and verification")
 
     async def _check(self) -> None:
-        session = self._session
-        assert session is not None
+        assert self._session is not None
+        await self._still_held(self._session, "")
+
+    async def _still_held(self, session: psycopg.Connection[Any], then: str) -> bool:
+        """Whether `session` holds the lock still; if not (or it failed), the leadership is dropped, with
+        one line ending in `then` (what does not happen because of it)."""
         from .tracking.leadership import holds_lock
 
         try:
             held = await asyncio.to_thread(holds_lock, session)
         except Exception as exc:
-            self._lose(f"its session failed ({describe_error(exc)})")
-            return
+            self._lose(f"its session failed ({describe_error(exc)}){then}")
+            return False
         if not held:
-            self._lose("its session no longer holds the lock")
+            self._lose(f"its session no longer holds the lock{then}")
+        return held
 
     async def confirm(self, duty: str) -> LeaderFence | None:
         """Before each round of a duty: the fence its writes carry (None on SQLite), once the session is
@@ -176,15 +181,7 @@ class Leadership:
         session, fence = self._session, self._fence
         if session is None or fence is None:
             raise NotLeader("this worker does not lead")
-        from .tracking.leadership import holds_lock
-
-        try:
-            held = await asyncio.to_thread(holds_lock, session)
-        except Exception as exc:
-            self._lose(f"its session failed ({describe_error(exc)}); {duty} does not run")
-            raise NotLeader(duty) from None
-        if not held:
-            self._lose(f"its session no longer holds the lock; {duty} does not run")
+        if not await self._still_held(session, f"; {duty} does not run"):
             raise NotLeader(duty)
         return fence
 

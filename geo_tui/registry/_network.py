@@ -41,9 +41,6 @@ from ._pool import ConnectionPool
 
 SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 
-# The most one read asks of the kernel. recv() allocates that much and shrinks it to what came: 1 MiB
-# reads cost the same CPU in bench/backfill.py but raised peak RSS from ~64 to ~79 MiB (40 streams).
-
 # What a wait on the socket was for: the exception to raise when the timeout runs out.
 _Timeout = type[httpcore.TimeoutException]
 
