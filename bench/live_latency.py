@@ -433,6 +433,7 @@ class Bench:
             )
         totals["held"] = (float(values.get("geo_tui_background_held_seconds", 0.0)), 1.0)
         totals["yielded"] = (float(values.get("geo_tui_background_yielded_seconds", 0.0)), 1.0)
+        totals["gave_way"] = (float(values.get("geo_tui_background_gave_way_seconds", 0.0)), 1.0)
         return totals
 
     @staticmethod
@@ -443,7 +444,7 @@ class Bench:
         means: dict[str, Any] = {}
         for name, (total, count) in after.items():
             total0, count0 = before.get(name, (0.0, 0.0))
-            if name in ("held", "yielded"):
+            if name in ("held", "yielded", "gave_way"):
                 means[f"{name}_s"] = _round(total - total0)
             elif count > count0:
                 means[name] = _round((total - total0) / (count - count0), 4)
@@ -903,7 +904,8 @@ def render(results: dict[str, Any], failures: list[str], notes: list[str]) -> st
             "          delivery: event timestamp at the primary -> receipt (Distribution's queue); "
             "store, queued, copy: geo-tui (receipt -> stored; receipt -> copy started; -> tag written; "
             "within copy, manifest: -> manifests read, blobs: -> blobs in place); "
-            "held_s / yielded_s: background requests' waits for the own-pull backlog / for push copies"
+            "held_s / yielded_s: background requests' waits for the own-pull backlog / for pushes (summed); "
+            "gave_way_s: wall seconds during which background requests waited for pushes"
         )
         lines.append(
             f"          targets: p50 <= {TARGET_LARGE_P50} s, p99 <= {TARGET_LARGE_P99} s, "

@@ -136,7 +136,9 @@ class Engine:
         self.metrics.watch_backlog(
             lambda: self.pull_backlog.outstanding,
             lambda: self.pull_backlog.held_seconds,
-            lambda: self._pushes.yielded_seconds,
+            lambda: self._pushes.priority.yielded_seconds,
+            lambda: self._pushes.priority.held_seconds,
+            self._pushes.priority.allowance,
         )
         # The names push copies (pushes.py) call the parts by.
         self._poke = self.scheduler.poke

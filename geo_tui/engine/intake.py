@@ -61,6 +61,8 @@ class NotificationIntake:
         for event in relevant:
             if any(site.wants(event.repository) for site in secondaries):
                 (pushes if event.copyable else whole).append(event)
+        if pushes:
+            engine._pushes.priority.announce()  # background work gives way from here, not from the copy
 
         def pairs(chosen: list[RegistryEvent]) -> list[tuple[str, str]]:
             return sorted(

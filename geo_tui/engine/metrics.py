@@ -218,10 +218,15 @@ class EngineMetrics:
         )
 
     def watch_backlog(
-        self, outstanding: Callable[[], float], held: Callable[[], float], yielded: Callable[[], float]
+        self,
+        outstanding: Callable[[], float],
+        held: Callable[[], float],
+        yielded: Callable[[], float],
+        gave_way: Callable[[], float],
+        allowance: Callable[[], float],
     ) -> None:
-        """geo-tui's own primary reads not notified yet, and how long background work waited on them
-        and on push copies."""
+        """geo-tui's own primary reads not notified yet, how long background work waited on them and
+        on pushes, and how much longer it may give way to pushes now (see .priority)."""
         Gauge(
             "geo_tui_own_pulls_outstanding",
             "geo-tui's manifest reads of the primary whose pull notification has not come back",
@@ -234,9 +239,20 @@ class EngineMetrics:
         ).set_function(held)
         Gauge(
             "geo_tui_background_yielded_seconds",
-            "Seconds background requests waited for push copies to finish",
+            "Seconds background requests waited for pushes on their way (summed over requests)",
             registry=self.registry,
         ).set_function(yielded)
+        Gauge(
+            "geo_tui_background_gave_way_seconds",
+            "Seconds of wall time during which background requests waited for pushes",
+            registry=self.registry,
+        ).set_function(gave_way)
+        Gauge(
+            "geo_tui_background_give_way_allowance_seconds",
+            "How long background work may still give way to pushes now (0: it goes first; refills "
+            "while it runs)",
+            registry=self.registry,
+        ).set_function(allowance)
 
     def watch_state(
         self, counts: Callable[[], Mapping[str, SiteCounts]], in_flight: Callable[[], int]

@@ -29,6 +29,7 @@ from geo_tui.registry import ManifestInfo, RegistryError
 from .budget import Work, set_work
 from .describe import describe_error
 from .failure import failure_of
+from .priority import PushPriority
 from .replicate import CopyPlan, PrimaryRepository, SharedReads, copy_pushed
 from .tracking import PushClaim, QueuedPush
 from .tracking.dialect import is_passing_fault
@@ -37,17 +38,13 @@ from .wakeups import Wake
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["DIGEST_PUSH_GRACE", "PUSH_YIELD", "PushCopier"]
+__all__ = ["DIGEST_PUSH_GRACE", "PushCopier"]
 
 log = logging.getLogger("geo_tui.engine")
 
 # A push by digest alone (an index's child, a referrer) waits this long for the push that references it,
 # so both are copied in one run; after it, it is copied on its own.
 DIGEST_PUSH_GRACE = 0.5
-# While push copies run, each background request (reconcile, deletion runs, verification) waits for
-# them this long at most: the registries, the event loop and the database serve the push first, and a
-# steady stream of pushes slows the background work without stopping it.
-PUSH_YIELD = 1.0
 # A verification waits this long at most for the pushes of a repository to be copied (PushCopier.copied).
 SETTLE_WAIT = 30.0
 # Manifests a coalesced job reads from the primary at once, before its copies start.
@@ -61,9 +58,9 @@ class PushCopier:
         self._engine = engine
         self.running: dict[str, asyncio.Task[None]] = {}
         self._wake = Wake("push", engine.metrics)
-        self._idle = asyncio.Event()  # no copy running: background work goes on
-        self._idle.set()
-        self.yielded_seconds = 0.0  # background requests' waits for copies, for /metrics
+        # background requests wait for pushes on their way, for a bounded share of the time (on the
+        # loop's own clock: its waits are timed by it, whatever clock the engine was given)
+        self.priority = PushPriority()
         # A whole-repository run's primary view, and the pushes copied while it runs (see module doc).
         self._views: dict[str, PrimaryRepository] = {}
         self._pushed_during: dict[str, list[QueuedPush]] = {}
@@ -96,15 +93,10 @@ class PushCopier:
                 await self._requeue(again)
 
     async def yield_to_pushes(self, _request: object, background: bool) -> None:
-        """A request gate (budget.request_hook): background work waits while copies run, at most
-        PUSH_YIELD seconds a request. A push's copy never waits here."""
-        if not background or self._idle.is_set():
-            return
-        started = self._engine._clock()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(PUSH_YIELD):
-                await self._idle.wait()
-        self.yielded_seconds += max(0.0, self._engine._clock() - started)
+        """A request gate (budget.request_hook): background work gives way to pushes on their way (see
+        .priority). A push's copy never waits here."""
+        if background:
+            await self.priority.give_way()
 
     async def copied(self, repository: str) -> None:
         """Return once no push of ``repository`` is queued or being copied, or after SETTLE_WAIT seconds
@@ -151,9 +143,11 @@ class PushCopier:
                         repository=repository,
                     )
                 for repository, queued in claim.repositories.items():
-                    self._idle.clear()
                     self._held[repository] = [p.id for p in queued]
-                    self.running[repository] = asyncio.ensure_future(self._job(repository, queued))
+                    job = asyncio.ensure_future(self._job(repository, queued))
+                    self.running[repository] = job
+                    self.priority.copy_started()  # ended when the task is done, even cancelled unstarted
+                    job.add_done_callback(lambda _job: self.priority.copy_ended())
             waiters = [asyncio.ensure_future(self._wake.wait()), *self.running.values()]
             try:
                 await asyncio.wait(
@@ -265,8 +259,6 @@ class PushCopier:
         finally:
             self.running.pop(repository, None)
             self._held.pop(repository, None)
-            if not self.running:
-                self._idle.set()
             engine._flush_bytes()
             self._wake.set()
 

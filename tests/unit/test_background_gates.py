@@ -1,5 +1,5 @@
 """Background requests give way to pushes: they wait while their own pull notifications back up at the
-primary (PullBacklog) and while push copies run (PushCopier.yield_to_pushes).
+primary (PullBacklog) and while pushes are on their way (PushCopier.yield_to_pushes, .priority).
 
 Distribution 2.8 sends a pull event for every manifest read and delivers an endpoint's events one at
 a time; a push event queued behind thousands of geo-tui's own pulls waited for all of them.
@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from geo_tui.engine.notifications import PullBacklog
-from geo_tui.engine.pushes import PUSH_YIELD, PushCopier
+from geo_tui.engine.priority import PushPriority
+from geo_tui.engine.pushes import PushCopier
 
 HEAD = httpx.Request("HEAD", "http://primary/v2/group/app/manifests/v1")
 BLOB = httpx.Request("GET", "http://primary/v2/group/app/blobs/sha256:" + "ab" * 32)
@@ -94,21 +95,65 @@ class _Clocked:
     metrics = None
 
 
-async def test_background_requests_yield_to_running_push_copies_for_a_bounded_time() -> None:
+async def test_background_requests_give_way_to_a_running_push_copy_until_it_ends() -> None:
     copier = PushCopier(_Clocked())  # type: ignore[arg-type]
-    await asyncio.wait_for(copier.yield_to_pushes(HEAD, True), 0.05)  # no copy running: no wait
-    copier._idle.clear()  # a copy runs (run_forever clears it as it starts one)
+    await asyncio.wait_for(copier.yield_to_pushes(HEAD, True), 0.05)  # no push: no wait
+    copier.priority.copy_started()
     await asyncio.wait_for(copier.yield_to_pushes(HEAD, False), 0.05)  # a push's own request never waits
     waiting = asyncio.ensure_future(copier.yield_to_pushes(HEAD, True))
     await asyncio.sleep(0.05)
     assert not waiting.done()
-    copier._idle.set()  # the last copy ended
+    copier.priority.copy_ended()  # the last copy ended
     await asyncio.wait_for(waiting, 0.1)
-    copier._idle.clear()
+    assert 0.04 <= copier.priority.yielded_seconds < 0.2
+
+
+async def test_a_push_received_holds_background_work_until_its_copy_or_for_a_bounded_time() -> None:
+    priority = PushPriority(announced_hold=0.2)
+    priority.announce()  # the receiver took a push event; no copy yet
     started = time.monotonic()
-    await copier.yield_to_pushes(HEAD, True)  # pushes that never end slow background work, never stop it
-    assert PUSH_YIELD - 0.02 <= time.monotonic() - started < PUSH_YIELD + 0.5
-    assert copier.yielded_seconds >= PUSH_YIELD
+    await priority.give_way()  # no copy started: let go when the announcement runs out
+    assert 0.18 <= time.monotonic() - started < 0.5
+    assert not priority.pushes_on_their_way
+    priority.announce()
+    priority.copy_started()  # its copy starts: held until it ends, not by the announcement
+    waiting = asyncio.ensure_future(priority.give_way())
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    priority.copy_ended()
+    await asyncio.wait_for(waiting, 0.1)
+
+
+async def test_one_request_gives_way_for_request_hold_at_most() -> None:
+    priority = PushPriority(request_hold=0.2)
+    priority.copy_started()  # a copy that never ends
+    started = time.monotonic()
+    await priority.give_way()
+    assert 0.18 <= time.monotonic() - started < 0.5
+
+
+async def test_pushes_that_never_stop_hold_background_work_for_a_bounded_share_of_the_time() -> None:
+    """A burst is served first while the bucket lasts (capacity / (1 - share)); after it, background
+    work is held about `share` of the time, and each request that finds the bucket empty goes at once."""
+    priority = PushPriority(capacity=0.3, share=0.5, request_hold=0.25)
+    priority.copy_started()  # pushes on their way for the whole test
+    started = time.monotonic()
+    await priority.give_way()
+    await priority.give_way()
+    burst = time.monotonic() - started
+    assert 0.5 <= burst < 0.8  # 0.25 + 0.25 of the bucket's 0.6 s
+    await priority.give_way()  # the last 0.1 s
+    assert priority.allowance() < 0.02
+    instant = time.monotonic()
+    await asyncio.wait_for(priority.give_way(), 0.01)  # empty: goes at once
+    assert time.monotonic() - instant < 0.01
+    held_before, mark = priority.held_seconds, time.monotonic()
+    while time.monotonic() - mark < 2.0:  # background work: a request, then 20 ms of its own work
+        await priority.give_way()
+        await asyncio.sleep(0.02)
+    share = (priority.held_seconds - held_before) / (time.monotonic() - mark)
+    assert 0.35 <= share <= 0.6, share
+    assert priority.pushes_on_their_way
 
 
 async def test_while_pushes_come_one_own_pull_at_most_is_ahead_of_them() -> None:
