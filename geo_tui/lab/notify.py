@@ -64,10 +64,22 @@ def event(
 
 
 class Notifier:
-    """Posts queued events to `url` with `secret` as the Authorization value; start/stop on the lab's loop."""
+    """Posts queued events to `url` with `secret` as the Authorization value; start/stop on the lab's loop.
+    Events whose action is in `ignore_actions`, or whose target's media type is in `ignore_media_types`,
+    are not sent (Distribution's ``ignore.actions`` and ``ignore.mediatypes``)."""
 
-    def __init__(self, url: str, secret: str | None, *, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        secret: str | None,
+        *,
+        timeout: float = 2.0,
+        ignore_actions: frozenset[str] = frozenset(),
+        ignore_media_types: frozenset[str] = frozenset(),
+    ) -> None:
         self.url = url
+        self.ignore_actions = ignore_actions
+        self.ignore_media_types = ignore_media_types
         self._secret = secret
         self._timeout = timeout
         self._queue: asyncio.Queue[dict[str, Any]] | None = None
@@ -83,9 +95,12 @@ class Notifier:
         self._task = asyncio.get_running_loop().create_task(self._send_forever(), name="lab-notifier")
 
     def publish(self, payload: dict[str, Any]) -> None:
-        """Queue one event (never blocks); dropped when the notifier is not running."""
-        if self._queue is not None:
-            self._queue.put_nowait(payload)
+        """Queue one event (never blocks); dropped when the notifier is not running or ignores it."""
+        if self._queue is None or payload.get("action") in self.ignore_actions:
+            return
+        if payload.get("target", {}).get("mediaType") in self.ignore_media_types:
+            return
+        self._queue.put_nowait(payload)
 
     async def stop(self) -> None:
         task, self._task, self._queue = self._task, None, None

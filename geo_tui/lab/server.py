@@ -39,7 +39,9 @@ class LabRegistry:
     """A small OCI registry on 127.0.0.1 keeping its content under `root` (see the module docstring).
 
     `auth` is ``"token"`` (Bearer JWTs signed by the key of `trust_pem`, with `issuer` and `service`) or
-    ``"none"``. Notifications go to `notification_url` with `notification_secret` as Authorization.
+    ``"none"``. Notifications go to `notification_url` with `notification_secret` as Authorization, but
+    for the actions in `ignore_actions` and the media types in `ignore_media_types` (Distribution's
+    ``notifications.endpoints[].ignore``).
     `schema1` and `read_only` mimic Distribution's ``compatibility.schema1.enabled`` and
     ``storage.maintenance.readonly``; both are read at start(). `referrers` serves the OCI 1.1 referrers
     API (Distribution 2.8 has none), listing `referrers_page_size` descriptors a page.
@@ -59,6 +61,8 @@ class LabRegistry:
         token_realm: str | None = None,
         notification_url: str | None = None,
         notification_secret: str | None = None,
+        ignore_actions: frozenset[str] = frozenset(),
+        ignore_media_types: frozenset[str] = frozenset(),
         delete_enabled: bool = True,
         access_log: Path | None = None,
         schema1: bool = True,
@@ -83,6 +87,8 @@ class LabRegistry:
         self.token_realm = token_realm
         self.notification_url = notification_url
         self._notification_secret = notification_secret
+        self.ignore_actions = ignore_actions
+        self.ignore_media_types = ignore_media_types
         self.delete_enabled = delete_enabled
         self.access_log = access_log
         self.schema1 = schema1
@@ -144,7 +150,14 @@ class LabRegistry:
         self._socket = self._bind()
         access_log = AccessLog(self.access_log) if self.access_log is not None else None
         notifier = (
-            Notifier(self.notification_url, self._notification_secret) if self.notification_url else None
+            Notifier(
+                self.notification_url,
+                self._notification_secret,
+                ignore_actions=self.ignore_actions,
+                ignore_media_types=self.ignore_media_types,
+            )
+            if self.notification_url
+            else None
         )
         app = self._app(access_log, notifier)
         # log_config=None: uvicorn must not reconfigure the process's logging (the console owns the screen).

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from geo_tui._parent import on_stdin_closed
 from geo_tui.registry import JwtAuth, RegistryClient, RegistryError, TokenSigner
+from geo_tui.setup.snippets import IGNORED_ACTION, IGNORED_MEDIA_TYPE
 
 from .server import LabRegistry
 from .workload import Workload
@@ -86,6 +87,9 @@ def _start_registries(spec: DemoSiteSpec) -> dict[str, LabRegistry]:
             service=spec.service,
             notification_url=spec.notification_url if primary else None,
             notification_secret=spec.notification_secret if primary else None,
+            # as `geo-tui init`'s Distribution snippet has it: no events for geo-tui's own reads, nor blobs
+            ignore_actions=frozenset({IGNORED_ACTION}),
+            ignore_media_types=frozenset({IGNORED_MEDIA_TYPE}),
         ).start()
     return registries
 

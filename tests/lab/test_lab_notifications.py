@@ -40,6 +40,27 @@ def _tag_deleted(tag: str) -> Callable[[list[dict[str, Any]]], bool]:
     return lambda events: any(e["action"] == "delete" and e["target"].get("tag") == tag for e in events)
 
 
+def test_ignored_actions_and_media_types_are_not_sent(sink: Sink, tmp_path: Path) -> None:
+    """As Distribution's ``ignore`` in `geo-tui init`'s snippet, which the demo's primary copies: no pull
+    events, no blob events; the manifest push and the deletes still come, in order."""
+    image = oci.oci_image(1)
+    lab = LabRegistry(
+        tmp_path / "lab",
+        auth="none",
+        notification_url=sink.url,
+        notification_secret=SECRET,
+        ignore_actions=frozenset({"pull"}),
+        ignore_media_types=frozenset({"application/octet-stream"}),
+    )
+    with lab, RawPusher(lab.url) as pusher:
+        pusher.push_tree("notify/app", image, "v1")
+        assert pusher.get_manifest("notify/app", "v1").status_code == 200
+        assert pusher.delete_manifest("notify/app", image.digest).status_code == 202
+        events = sink.wait(_tag_deleted("v1"))
+    actions = [(e["action"], e["target"].get("mediaType")) for e in events]
+    assert actions == [("push", oci.OCI_MANIFEST), ("delete", None), ("delete", None)]
+
+
 def test_push_pull_delete_events_in_distribution_format(sink: Sink, tmp_path: Path) -> None:
     image = oci.oci_image(1)
     lab = LabRegistry(tmp_path / "lab", auth="none", notification_url=sink.url, notification_secret=SECRET)
