@@ -122,6 +122,49 @@ async def delete_tags(
     await delete_gone(run, graph, gone, protected, errors, warnings)
 
 
+async def _still_gone(
+    run: RepositoryRun,
+    graph: SecondaryGraph,
+    gone: Mapping[str, str],
+    protected: set[str],
+    errors: list[Failure],
+    warnings: list[str],
+) -> dict[str, str]:
+    """The `gone` tags that the primary still does not have, asked again tag by tag (a HEAD each) just
+    before they are deleted. The listing that named them gone was read at the start of the run: a tag
+    pushed since then may already be on the secondary, put there by that push's own copy (on this worker
+    or another), and must not be deleted on the strength of the older listing. A tag the primary has
+    again is kept; one the primary cannot answer for is kept and fails the repository. Either way, what
+    a kept tag reaches on the secondary joins `protected`."""
+    confirmed: dict[str, str] = {}
+    back: list[str] = []
+
+    async def ask(tag: str) -> None:
+        try:
+            found = await run.primary.head_manifest(run.repository, tag)
+        except RegistryError as exc:
+            keep(tag, exc)
+            return
+        if found is None:
+            confirmed[tag] = gone[tag]
+        else:
+            back.append(tag)
+            protected.update(graph.reach([gone[tag]]))
+
+    def keep(tag: str, exc: Exception) -> None:
+        prefix = f"tag {tag}: kept, the primary cannot confirm it is gone: "
+        errors.append(failure_of(exc, run.primary.name).within(prefix))
+        protected.update(graph.reach([gone[tag]]))
+
+    for tag, exc in await for_each_limited(list(gone), ask, METADATA_CONCURRENCY):
+        keep(tag, exc)
+    for tag in sorted(back):
+        warnings.append(
+            f"tag {tag} kept on {run.blobs.site}: the primary has it again (pushed while this run read it)"
+        )
+    return confirmed
+
+
 async def delete_gone(
     run: RepositoryRun,
     graph: SecondaryGraph,
@@ -133,12 +176,15 @@ async def delete_gone(
     """Delete the `gone` tags (tag -> digest on the secondary, read in this run), by tag where the
     registry can, else by digest, never a digest in `protected` (what the tags that stay reach now)."""
     secondary, repository, site = run.secondary, run.repository, run.blobs.site
+    gone = await _still_gone(run, graph, gone, protected, errors, warnings)
+    deleted: list[str] = []
     # Parents before children: a manifest an index reaches is deleted after the index's tag.
     for tag in sorted(gone, key=lambda t: (-len(graph.reach([gone[t]])), t)):
         digest = gone[tag]
         try:
             await secondary.delete_manifest(repository, tag)
             run.stats.tags_deleted += 1
+            deleted.append(tag)
             continue
         except NotFound:
             continue  # already gone
@@ -149,7 +195,7 @@ async def delete_gone(
                     "or set replicate_deletions = false"
                 )
                 errors.append(Failure("secondary", "refuses_deletes", text, 405))
-                return
+                break
             # 400 DIGEST_INVALID: Distribution 2.8 cannot delete a tag alone; fall through to by-digest
         except RegistryError as exc:
             errors.append(failure_of(exc, run.primary.name).within(f"tag {tag}: delete: "))
@@ -164,9 +210,30 @@ async def delete_gone(
             continue
         try:
             await secondary.delete_manifest(repository, digest)
-            run.stats.tags_deleted += sum(1 for d in gone.values() if d == digest)
+            taken = [t for t, d in gone.items() if d == digest]
+            run.stats.tags_deleted += len(taken)
+            deleted.extend(taken)
         except NotFound:
             continue
         except RegistryError as exc:
             errors.append(failure_of(exc, run.primary.name).within(f"tag {tag}: delete {digest}: "))
             protected |= graph.reach([digest])
+    await _pushed_again(run, deleted, errors)
+
+
+async def _pushed_again(run: RepositoryRun, deleted: list[str], errors: list[Failure]) -> None:
+    """Ask the primary once more for each tag just deleted: one pushed again between the question before
+    the delete and the delete itself (its push's copy may have landed in between) fails the repository,
+    so that the next run copies it; the run does not end synced without it."""
+
+    async def ask(tag: str) -> None:
+        if await run.primary.head_manifest(run.repository, tag) is not None:
+            text = (
+                f"tag {tag} was pushed to the primary again while this run deleted it on "
+                f"{run.blobs.site}; the next run copies it"
+            )
+            errors.append(Failure("primary", "pushed_again", text))
+
+    for tag, exc in await for_each_limited(deleted, ask, METADATA_CONCURRENCY):
+        prefix = f"tag {tag}: deleted, and the primary cannot confirm it is still gone: "
+        errors.append(failure_of(exc, run.primary.name).within(prefix))

@@ -9,9 +9,12 @@ pulling the kept images whole from the secondary, and checks that the run did no
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from geo_tui.engine.engine import SyncSummary
@@ -187,3 +190,112 @@ async def test_tag_listed_but_not_served_by_the_primary_is_kept_and_fails_the_re
         summary = await engine.sync_once()
     assert summary.ok, summary.sites[SECONDARY].failures
     assert tag_digests(secondary_pusher, repository) == held
+
+
+# -- a tag pushed again while a run reads: the listing that named it gone is older than the primary -------
+
+
+class _PushAfter(httpx.AsyncBaseTransport):
+    """Passes requests to `inner`; once armed, right after the primary has answered `method` `path`
+    (a listing, a HEAD), calls `push` (in a thread): a push that lands after the run read that."""
+
+    def __init__(
+        self, inner: httpx.AsyncBaseTransport, method: str, path: str, push: Callable[[], None]
+    ) -> None:
+        self._inner, self._method, self._path, self._push = inner, method, path, push
+        self.armed = False
+        self.fired = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if self.armed and request.method == self._method and request.url.path == self._path:
+            self.armed = False
+            await asyncio.to_thread(self._push)
+            self.fired += 1
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@pytest.mark.parametrize("primary_answers", ["200", "500"])
+async def test_tag_pushed_again_while_a_run_reads_is_not_deleted(
+    primary_answers: str,
+    primary: Distribution,
+    secondary: Distribution,
+    primary_pusher: RawPusher,
+    secondary_pusher: RawPusher,
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`late` is on the secondary and gone from the primary (deleted there: Distribution 2.8 cannot delete
+    a tag alone, so it is put on the secondary directly). A run lists the primary's tags; right after,
+    `late` is pushed to the primary again. The listing names `late` gone, but before deleting it the run
+    asks the primary again: it has `late`, so the tag stays, with a warning. When that question fails
+    (500), the tag stays and the repository fails, until the primary answers."""
+    repository = "del/race"
+    v1, late = oci_image("race-v1"), oci_image("race-late")
+    push_all(primary_pusher, {repository: {"v1": v1}})
+    faults = FaultTransport()
+    push = lambda: primary_pusher.push_tree(repository, late, "late")  # noqa: E731
+    racing = _PushAfter(faults, "GET", f"/v2/{repository}/tags/list", push)
+    config = geo_config(tmp_path, primary, secondary, key_pair)
+    async with make_engine(config, primary=racing) as engine:
+        assert (await engine.sync_once()).ok
+        secondary_pusher.push_tree(repository, late, "late")
+        if primary_answers == "500":
+            faults.fail("HEAD", rf"^/v2/{repository}/manifests/late$", 500)
+        racing.armed = True
+        summary = await engine.sync_once()
+        assert racing.fired == 1
+        assert summary.sites[SECONDARY].stats.tags_deleted == 0
+        assert tag_digests(secondary_pusher, repository) == {"v1": v1.digest, "late": late.digest}
+        assert_pulls_whole(secondary, repository, "late", late, tmp_path)
+        if primary_answers == "200":
+            assert summary.ok, summary.sites[SECONDARY].failures
+            assert "tag late kept on secondary: the primary has it again" in warnings_of(summary)
+        else:
+            # The first attempt fails on the question; the in-run retry lists `late` and fails its HEAD.
+            reason = failed_reason(summary, repository)
+            assert "tag late" in reason and "500" in reason, reason
+            said = [r.getMessage() for r in caplog.records]
+            assert any("tag late: kept, the primary cannot confirm it is gone" in m for m in said), said
+            faults.clear()
+            summary = await engine.sync_once()
+            assert summary.ok, summary.sites[SECONDARY].failures
+    assert tag_digests(secondary_pusher, repository) == {"v1": v1.digest, "late": late.digest}
+
+
+async def test_tag_pushed_again_between_the_question_and_the_delete_fails_the_repository(
+    primary: Distribution,
+    secondary: Distribution,
+    primary_pusher: RawPusher,
+    secondary_pusher: RawPusher,
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The primary answers 404 for `late` (gone), and `late` is pushed there again right after, before
+    the run deletes it on the secondary. After its deletions the run asks the primary once more: `late` is
+    back, so that attempt fails (it would end synced without `late`), and the in-run retry copies it."""
+    repository = "del/race2"
+    v1, late = oci_image("race2-v1"), oci_image("race2-late")
+    push_all(primary_pusher, {repository: {"v1": v1}})
+    push = lambda: primary_pusher.push_tree(repository, late, "late")  # noqa: E731
+    racing = _PushAfter(FaultTransport(), "HEAD", f"/v2/{repository}/manifests/late", push)
+    config = geo_config(tmp_path, primary, secondary, key_pair)
+    async with make_engine(config, primary=racing) as engine:
+        assert (await engine.sync_once()).ok
+        secondary_pusher.push_tree(repository, late, "late")
+        racing.armed = True
+        summary = await engine.sync_once()
+        assert racing.fired == 1
+        stats = summary.sites[SECONDARY].stats
+        assert stats.tags_deleted == 1  # on the strength of the 404
+        assert stats.tags_pushed == 1  # by the retry that the first attempt's failure asked for
+        assert summary.ok, summary.sites[SECONDARY].failures
+        said = [r.getMessage() for r in caplog.records]
+        needle = "tag late was pushed to the primary again while this run deleted it on secondary"
+        assert any(needle in m for m in said), said
+    assert tag_digests(secondary_pusher, repository) == {"v1": v1.digest, "late": late.digest}
