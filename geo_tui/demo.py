@@ -33,6 +33,7 @@ from geo_tui.setup.keys import (
     self_signed_certificate,
     write_new_file,
 )
+from geo_tui.setup.snippets import IGNORED_ACTION, IGNORED_MEDIA_TYPE
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -246,6 +247,9 @@ def demo_lab(
             speed=speed,
             scale=scale,
             outage=Outage(site=SITES[2]),
+            # as `geo-tui init`'s Distribution snippet has it: no events for geo-tui's own reads, nor blobs
+            ignore_actions=(IGNORED_ACTION,),
+            ignore_media_types=(IGNORED_MEDIA_TYPE,),
             remove_on_exit=str(directory),
         )
         process, lines, watch = _start_site(directory, spec, on_seeded)

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from geo_tui._parent import on_stdin_closed
 from geo_tui.registry import JwtAuth, RegistryClient, RegistryError, TokenSigner
-from geo_tui.setup.snippets import IGNORED_ACTION, IGNORED_MEDIA_TYPE
 
 from .server import LabRegistry
 from .workload import Workload
@@ -56,6 +55,9 @@ class DemoSiteSpec:
     scale: float = 1.0
     push_interval: float = 3.0
     outage: Outage | None = None
+    # the primary's notifications leave these out (Distribution's ignore.actions and ignore.mediatypes)
+    ignore_actions: tuple[str, ...] = ()
+    ignore_media_types: tuple[str, ...] = ()
     remove_on_exit: str | None = None  # the demo's directory: gone even if the console was killed
 
     def write(self, path: Path) -> None:
@@ -66,7 +68,14 @@ class DemoSiteSpec:
     def read(cls, path: Path) -> DemoSiteSpec:
         data = json.loads(path.read_text())
         outage = data.pop("outage", None)
-        return cls(**data, outage=Outage(**outage) if outage else None)
+        actions = tuple(data.pop("ignore_actions", ()))
+        media_types = tuple(data.pop("ignore_media_types", ()))
+        return cls(
+            **data,
+            outage=Outage(**outage) if outage else None,
+            ignore_actions=actions,
+            ignore_media_types=media_types,
+        )
 
 
 def _say(line: str) -> None:
@@ -87,9 +96,8 @@ def _start_registries(spec: DemoSiteSpec) -> dict[str, LabRegistry]:
             service=spec.service,
             notification_url=spec.notification_url if primary else None,
             notification_secret=spec.notification_secret if primary else None,
-            # as `geo-tui init`'s Distribution snippet has it: no events for geo-tui's own reads, nor blobs
-            ignore_actions=frozenset({IGNORED_ACTION}),
-            ignore_media_types=frozenset({IGNORED_MEDIA_TYPE}),
+            ignore_actions=frozenset(spec.ignore_actions),
+            ignore_media_types=frozenset(spec.ignore_media_types),
         ).start()
     return registries
 
