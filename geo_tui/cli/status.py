@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 from geo_tui.cli.common import EXIT_FAILED, EXIT_OK, UsageError
 from geo_tui.config import Config, redactor_for
@@ -47,7 +46,7 @@ def _workers_json(view: WorkersView) -> list[dict[str, object]]:
 
 
 def _repository_status(
-    config: Config, args: argparse.Namespace, seen: dict[str, tuple[dict[str, str], float]]
+    config: Config, args: argparse.Namespace, seen: dict[str, tuple[dict[str, str], float]], now: float
 ) -> int:
     """`status --repository`: tag -> digest on each site as last seen. Exit 1 when they differ."""
     from geo_tui.console.glyphs import short_digest
@@ -63,7 +62,6 @@ def _repository_status(
         }
         print(json.dumps(document, indent=2))
         return EXIT_FAILED if differing else EXIT_OK
-    now = time.time()
     print(f"{args.repository}: tags as the engine last saw them")
     for s in sites:
         print(
@@ -94,7 +92,7 @@ async def cmd_status(config: Config, args: argparse.Namespace, sites: list[str] 
     tracking = Tracking(tracking_database(config.engine))
     try:
         if args.repository is not None:
-            return _repository_status(config, args, tracking.tags_seen(args.repository))
+            return _repository_status(config, args, tracking.tags_seen(args.repository), tracking.now())
         names = [s.name for s in config.secondaries]
         counts = tracking.counts(names)
         failed = tracking.rows(sites=names, states=[SyncState.FAILED])

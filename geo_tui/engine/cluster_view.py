@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from .describe import describe_error
@@ -146,4 +145,4 @@ class ClusterView:
             for record in records:
                 engine._emit(LogLine(record))
             if oldest is not None and (rows or records):
-                engine.metrics.cluster_change_latency.observe(max(0.0, time.time() - oldest))
+                engine.metrics.cluster_change_latency.observe(max(0.0, engine._clock() - oldest))

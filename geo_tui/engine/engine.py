@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -37,6 +36,7 @@ from .repository import ManifestCache
 from .scheduler import Scheduler
 from .supervisor import Supervisor
 from .tracking import PauseState, RepositoryRow, SyncState, Tracking, tracking_database
+from .tracking.clock import DatabaseClock
 from .updates import Broadcast, EngineStatus, LogLine, Reload, SiteHealth, Update
 from .verify import VerificationDepth, VerificationResult, Verifier
 from .verify_loop import VerificationLoop
@@ -73,7 +73,7 @@ class Engine:
         config: Config,
         *,
         transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
         in_run_retry_base: float = 0.5,
         health_interval: float = HEALTH_INTERVAL,
@@ -89,7 +89,9 @@ class Engine:
         # One engine per tracking database: open() claims it, close() lets it go.
         self.claim = claim_for(config.engine, command)
         self._transports = dict(transports or {})
-        self._clock = clock
+        # This host's wall clock, set to the tracking database's on PostgreSQL (tracking/clock.py): many
+        # hosts' workers compare the times they write. A clock passed in (tests) is used as it is.
+        self._clock: Callable[[], float] = clock if clock is not None else DatabaseClock()
         self._rng = rng or random.Random()
         self._request_timeout = request_timeout  # without progress; and the base of every deadline
         self._broadcast = Broadcast()

@@ -210,6 +210,12 @@ class EngineMetrics:
             buckets=WAKE_BUCKETS,
             registry=self.registry,
         )
+        self.clock_offset = Gauge(
+            "geo_tui_clock_offset_seconds",
+            "The tracking database's clock minus this host's, as last measured (PostgreSQL: every "
+            "worker stamps rows with the database's clock; 0 on SQLite)",
+            registry=self.registry,
+        )
         self.cluster_change_latency = Histogram(
             "geo_tui_cluster_change_seconds",
             "From another worker's change (its statement's NOTIFY) to this worker's watchers told",

@@ -57,7 +57,7 @@ class PushCopier:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self.running: dict[str, asyncio.Task[None]] = {}
-        self._wake = Wake("push", engine.metrics)
+        self._wake = Wake("push", engine.metrics, engine._clock)
         # background requests wait for pushes on their way, for a bounded share of the time (on the
         # loop's own clock: its waits are timed by it, whatever clock the engine was given)
         self.priority = PushPriority()

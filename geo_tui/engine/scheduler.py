@@ -43,7 +43,7 @@ class Scheduler:
         self._first: set[Key] = set()  # claimed rows whose sync never started before
 
     def open(self) -> None:
-        self._wake = Wake("scheduler", self._engine.metrics)
+        self._wake = Wake("scheduler", self._engine.metrics, self._engine._clock)
 
     def poke(self, cause: str = "local", sent: float | None = None) -> None:
         """Look for due rows now (new work arrived, or a job ended); ``cause`` and ``sent``: see Wake."""

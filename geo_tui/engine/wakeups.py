@@ -35,10 +35,13 @@ class Wake:
     """An asyncio event that remembers why it was first set since it was last cleared, and when the
     notify that set it was sent: `woke()` after a wait names the cause ("backstop": nothing set it)."""
 
-    def __init__(self, part: str, metrics: EngineMetrics | None = None) -> None:
+    def __init__(
+        self, part: str, metrics: EngineMetrics | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         # Made on the engine's loop: the event binds to the loop that first waits on it.
         self.part = part
         self._metrics = metrics
+        self._clock = clock  # the engine's: a notify is stamped with the database's clock
         self._event = asyncio.Event()
         self._cause: str | None = None
         self._sent: float | None = None
@@ -64,7 +67,7 @@ class Wake:
         if self._metrics is not None:
             self._metrics.wakeups.labels(self.part, cause).inc()
             if self._sent is not None:
-                self._metrics.wake_latency.labels(self.part).observe(max(0.0, time.time() - self._sent))
+                self._metrics.wake_latency.labels(self.part).observe(max(0.0, self._clock() - self._sent))
         return cause
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import time
@@ -26,13 +27,19 @@ from .backoff import retry_delay
 from .describe import describe_error
 from .leadership import Leadership
 from .streams import ClusterStreams, StreamRecords
+from .tracking.clock import DatabaseClock
 
 if TYPE_CHECKING:
     from .engine import Engine
 
 __all__ = ["Leadership", "WorkerLeases", "cluster_parts"]
 
+log = logging.getLogger("geo_tui.engine")
+
 Key = tuple[str, str]
+
+CLOCK_ALIGN_EVERY = 60.0  # seconds between two measurements of this host's clock against the database's
+CLOCK_SKEW_TOLD = 1.0  # seconds apart beyond which the log says this host's clock is off
 
 
 class WorkerLeases:
@@ -45,6 +52,8 @@ class WorkerLeases:
         self.expired = 0  # rows whose lease this worker's sweeps found run out
         self._renewed_at = engine._clock()  # the last heartbeat that reached the database
         self.streams: ClusterStreams | None = None  # this worker's blob streams (open_streams)
+        self._aligned_at: float | None = None  # time.monotonic() of the clock's last alignment
+        self._skew_told = False  # the log said this host's clock is off (and has not said it is back)
 
     def open_streams(self, records: StreamRecords) -> ClusterStreams | None:
         """The cluster-wide turns at streaming blobs that this worker's copiers take (None on SQLite:
@@ -64,6 +73,7 @@ class WorkerLeases:
         """At start: register, and send the rows of leases run out back through the failure path."""
         if self.owner is None:
             return
+        self._clock_measured()  # the tracking database set the clock as it opened (tracking/clock.py)
         await self.register()
         await self._recover_dead_here()
         await self.sweep()
@@ -184,6 +194,41 @@ class WorkerLeases:
         if not await engine._db(beat, self.owner, engine._clock(), scheduler.in_flight, throughput):
             await self.register()  # our row was taken away (a sweep of an operator's): put it back
         await self.sweep()
+        if self._aligned_at is None or time.monotonic() - self._aligned_at >= CLOCK_ALIGN_EVERY:
+            await self.align_clock()
+
+    async def align_clock(self) -> None:
+        """Measure this host's clock against the tracking database's again (the hosts' clocks drift,
+        and time sync may step them); a read that fails keeps the last offset until the next beat."""
+        engine = self._engine
+        try:
+            await engine.read(engine.tracking.align_clock)
+        except Exception as exc:
+            log.debug("could not read the tracking database's clock: %s", describe_error(exc))
+            return
+        self._clock_measured()
+
+    def _clock_measured(self) -> None:
+        """Show the clock's offset (metrics), and say in the log when this host's clock is off by more
+        than CLOCK_SKEW_TOLD, and when it is back."""
+        clock = self._engine._clock
+        if not isinstance(clock, DatabaseClock) or not clock.aligned:
+            return
+        self._aligned_at = time.monotonic()
+        engine = self._engine
+        engine.metrics.clock_offset.set(clock.offset)
+        off = abs(clock.offset) > CLOCK_SKEW_TOLD
+        if off and not self._skew_told:
+            way = "ahead of" if clock.offset < 0 else "behind"
+            engine.log(
+                "warning",
+                f"this host's clock is {abs(clock.offset):.1f} s {way} the tracking database's: "
+                "this worker stamps leases, heartbeats and schedules with the database's time, but set "
+                "up time sync (NTP) on this host, as the registry tokens it signs carry its own",
+            )
+        elif self._skew_told and not off:
+            engine.log("info", "this host's clock is within 1 s of the tracking database's again")
+        self._skew_told = off
 
     async def _renew_pushes(self) -> None:
         """Renew the leases of the pushes this worker copies; a job that lost any is cancelled."""

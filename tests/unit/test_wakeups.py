@@ -14,7 +14,7 @@ import psycopg
 from geo_tui.engine import Tracking
 from geo_tui.engine.listen import WakeListener
 from geo_tui.engine.metrics import EngineMetrics
-from geo_tui.engine.tracking.postgres import PostgresDatabase, read_wake_payload, wake_payload
+from geo_tui.engine.tracking.postgres import PostgresDatabase, read_wake_payload
 from geo_tui.engine.wakeups import DatabaseState, Wake
 
 
@@ -50,7 +50,7 @@ def test_a_wake_names_its_first_cause_and_times_a_notified_one() -> None:
 
 
 def test_wake_payloads_round_trip_and_foreign_ones_read_as_a_sync() -> None:
-    assert read_wake_payload(wake_payload("push", 1700000000.25)) == ("push", 1700000000.25)
+    assert read_wake_payload("push 1700000000.250000") == ("push", 1700000000.25)
     assert read_wake_payload("sync 12.5") == ("sync", 12.5)
     assert read_wake_payload("") == ("sync", None)
     assert read_wake_payload("hello world") == ("sync", None)

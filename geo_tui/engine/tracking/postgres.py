@@ -20,7 +20,6 @@ import hashlib
 import os
 import re
 import socket
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,8 +62,8 @@ CHANGED_KEYS_LIMIT = 1000
 CHANGE_PAYLOAD_BYTES = 7000
 
 
-def wake_payload(work: str, sent: float) -> str:
-    return f"{work} {sent:.6f}"
+# When a NOTIFY was sent, by the server's clock (the text the change triggers stamp theirs with).
+_SENT = "to_char(extract(epoch FROM clock_timestamp()), 'FM9999999999.000000')"
 
 
 def read_wake_payload(payload: str) -> tuple[str, float | None]:
@@ -326,12 +325,13 @@ class PostgresDialect:
 
     def announce(self, db: PostgresConnection, work: str) -> None:
         """NOTIFY every engine listening (`wakeups.WakeListener`) when this transaction commits; the
-        payload carries when, so a listener can tell how long the wake took."""
-        db.execute("SELECT pg_notify(?, ?)", (WAKE_CHANNEL, wake_payload(work, time.time())))
+        payload carries when, by the server's clock as the change triggers' do (and every worker's clock
+        is set to it: clock.py), so a listener can tell how long the wake took."""
+        db.execute(f"SELECT pg_notify(?, ? || ' ' || {_SENT})", (WAKE_CHANNEL, work))
 
     def changed(self, db: PostgresConnection, what: str) -> None:
         """Tell every worker, when this transaction commits, that `what` changed ("pause")."""
-        db.execute("SELECT pg_notify(?, ?)", (CHANGE_CHANNEL, f"{what} {time.time():.6f}"))
+        db.execute(f"SELECT pg_notify(?, ? || ' ' || {_SENT})", (CHANGE_CHANNEL, what))
 
     def check_fence(self, db: PostgresConnection, fence: object | None) -> None:
         """A leader's duty write goes in only while its session holds the lock (leadership.py)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import schema
+from .clock import SERVER_TIME, DatabaseClock
 from .dialect import SQLITE, Dialect
 from .rows import ROW_COLUMNS
 from .schema import DatabaseDamaged
@@ -79,7 +79,8 @@ class TrackingStore:
         to every free text stored (failure reasons, log lines): the configured secrets never reach the
         file. Raises DatabaseDamaged or DatabaseTooNew (one line each), having written nothing; for
         PostgreSQL also DatabaseUnreachable."""
-        self._clock = clock or time.time
+        # On PostgreSQL set to the server's clock (clock.py), unless the caller brings a clock of its own.
+        self._clock = clock or DatabaseClock()
         self._redact = redact or (lambda text: text)
         self._lock = threading.RLock()
         self._read_lock = threading.RLock()
@@ -131,6 +132,9 @@ class TrackingStore:
                 self._next_log_id = int(
                     self._db.execute("SELECT COALESCE(MAX(id), 0) FROM event_log").fetchone()[0]
                 )
+            if isinstance(self._clock, DatabaseClock):
+                with self._lock:
+                    self._clock.align(self._server_time)
             have = POSTGRES.columns(self._db, "repositories")
             self._row_columns = ", ".join(c for c in ROW_COLUMNS if c in have or not have)
             if not read_only:  # last: nothing after it can fail and leave the pool open
@@ -208,6 +212,28 @@ class TrackingStore:
     def now(self) -> float:
         """The clock rows are stamped with."""
         return self._clock()
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
+    def align_clock(self) -> DatabaseClock | None:
+        """PostgreSQL: measure the clock's offset from the server's again (clock.py) and return the
+        clock; None where there is nothing to align (SQLite, or a clock the caller brought)."""
+        if self.dialect.name != "postgresql" or not isinstance(self._clock, DatabaseClock):
+            return None
+        pool = self._pool
+        if pool is not None:
+            self._clock.align(lambda: float(pool.read(SERVER_TIME, ())[0][0]))
+        else:
+            with self._lock:
+                self._clock.align(self._server_time)
+        return self._clock
+
+    def _server_time(self) -> float:
+        """The server's clock, read on the writing connection (its lock held)."""
+        self._db.ensure()
+        return float(self._db.execute(SERVER_TIME).fetchone()[0])
 
     @property
     def journal_mode(self) -> str:
