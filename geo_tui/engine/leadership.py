@@ -247,7 +247,8 @@ def _take_over(session: psycopg.Connection[Any], holder: LockHolder) -> str | No
     except psycopg.errors.InsufficientPrivilege as exc:
         return (
             f"cannot end the leadership session of worker {holder.worker}, whose heartbeat is older than "
-            f"the lease ({' '.join(str(exc).split())}): waiting for it to end"
+            f"the lease ({' '.join(str(exc).split())}): waiting for it to end; to let a worker take over "
+            "from a frozen one, connect every worker as one role, or grant theirs pg_signal_backend"
         )
     if not ended:
         return ""

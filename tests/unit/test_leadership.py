@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +22,8 @@ from geo_tui.engine.tracking import SyncState
 from geo_tui.engine.tracking.leadership import ENGINE_LOCK, KEEPALIVE, LeaderFence, LockHolder
 from geo_tui.engine.tracking.postgres import PostgresDatabase
 from geo_tui.engine.updates import LogLine, Update
-from tests.unit.test_workers import LEASE, Clock, run
+from tests.support.postgres import PostgresCluster
+from tests.unit.test_workers import LEASE, Clock, config_for, run
 
 NOW = 1_700_000_000.0
 
@@ -250,3 +252,60 @@ def test_a_duty_round_that_finds_the_lead_lost_stops_and_the_gate_waits_again(
             await asyncio.gather(gate, return_exceptions=True)
 
     run(tmp_path, postgres_database.url, body)
+
+
+def test_a_worker_of_another_role_cannot_end_a_frozen_leaders_session_and_says_so(
+    tmp_path: Path, postgres_cluster: PostgresCluster, local_files: Path
+) -> None:
+    """Workers that connect as different roles, neither a member of the other nor of pg_signal_backend:
+    a stale leader's session cannot be ended, so the contender waits for it and says why once; given
+    pg_signal_backend (as the README asks of such a setup), it takes over."""
+    suffix = uuid.uuid4().hex[:8]
+    role_a, role_b = f"geo_a_{suffix}", f"geo_b_{suffix}"
+    with postgres_cluster.admin() as admin:
+        for role in (role_a, role_b):
+            admin.execute(f"CREATE ROLE {role} LOGIN")
+    name = postgres_cluster.database(owner=role_a)
+    clock = Clock()
+
+    async def main() -> None:
+        a = Engine(config_for(tmp_path / "a", postgres_cluster.url(name, role_a)), clock=clock)
+        await a.open()
+        with postgres_cluster.admin(name) as admin:  # B may use A's tables, and no more than that
+            admin.execute(f"GRANT USAGE ON SCHEMA public TO {role_b}")
+            admin.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role_b}")
+            admin.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role_b}")
+        b = Engine(config_for(tmp_path / "b", postgres_cluster.url(name, role_b)), clock=clock)
+        await b.open()
+        said = lines(b)
+        try:
+            await a.leadership._try()
+            assert a.leadership.leads
+            fence = await a.leadership.confirm("discovery")
+            assert fence is not None
+            clock.now += LEASE + 5  # A froze: its heartbeat is older than the lease
+            for _ in range(3):
+                await b.leadership._try()
+            assert not b.leadership.leads
+            assert await a.leadership.confirm("discovery") == fence  # A's session was not ended
+            waiting = [line for line in said if line.startswith("cannot end the leadership session")]
+            assert len(waiting) == 1, said  # once, not every try
+            assert f"of worker {a.leases.owner}, whose heartbeat is older than the lease" in waiting[0]
+            assert "pg_signal_backend)" in waiting[0]  # the server's reason
+            assert waiting[0].endswith(
+                ": waiting for it to end; to let a worker take over from a frozen one, connect every "
+                "worker as one role, or grant theirs pg_signal_backend"
+            )
+
+            with postgres_cluster.admin() as admin:
+                admin.execute(f"GRANT pg_signal_backend TO {role_b}")
+            await b.leadership._try()
+            assert b.leadership.leads
+            assert any(line.startswith("took the leadership over from worker") for line in said)
+            with pytest.raises(NotLeader):
+                await a.leadership.confirm("discovery")
+        finally:
+            for engine in (b, a):
+                await engine.close()
+
+    asyncio.run(main())
