@@ -26,8 +26,8 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "
 
 class WakeListener:
     """A thread with a connection of its own that LISTENs on the tracking database's wake channel and
-    calls ``on_wake(work, sent)`` on the loop for each NOTIFY ("push" or "sync"; ``sent`` the sender's
-    clock). A lost connection is reported (``on_state(reason)``; None once listening again) and
+    calls ``on_wake(work, sent)`` on the loop for each NOTIFY ("push" or "sync"; ``sent`` by the
+    server's clock). A lost connection is reported (``on_state(reason)``; None once listening again) and
     reopened with backoff; once listening again it wakes everything (``on_wake("sync", None)`` and
     ``on_wake("push", None)``), as notifies sent meanwhile went nowhere.
 
