@@ -73,7 +73,7 @@ class RepositoryJobs:
             engine.recorder.row_changed(row.site, repository)
         try:
             try:
-                view = open_primary_repository(repository)
+                view = open_primary_repository(repository, readers=len(rows))
             except Exception as exc:  # the primary could not be read: every secondary's row fails
                 failure = failure_of(exc, engine.config.primary.name, text=blame_primary(exc), side="primary")
                 for row in rows:

@@ -28,6 +28,7 @@ from .pool import METADATA_CONCURRENCY, for_each_limited
 from .referrers import is_fallback_tag, replicate_referrers
 from .replicate import replicate_repository
 from .repository import REFERRERS_TAG_PREFIX, ManifestCache, PrimaryRepository, RepositoryOutcome
+from .shared_heads import SharedHeads
 from .tags import listed_yet_absent, read_primary_repository
 from .trees import RepositoryRun
 
@@ -45,11 +46,11 @@ class ListingNotSorted(Exception):
     """A registry listed a repository's tags out of lexical order: a merge would give a wrong diff."""
 
 
-def open_primary_repository(repository: str) -> PrimaryRepository:
-    """The primary's repository for a merged run: nothing is read here, each secondary's run lists it
-    (a primary that is down or does not know the repository is told by each, as a listing failure or
-    an empty primary)."""
-    return PrimaryRepository(repository, exists=True, streamed=True)
+def open_primary_repository(repository: str, readers: int = 1) -> PrimaryRepository:
+    """The primary's repository for a merged run of `readers` secondaries: nothing is read here, each
+    secondary's run lists it (a primary that is down or does not know the repository is told by each,
+    as a listing failure or an empty primary), and the runs share their HEADs of its tags."""
+    return PrimaryRepository(repository, exists=True, streamed=True, heads=SharedHeads(readers))
 
 
 def _ascending(tags: list[str], after: str) -> bool:
@@ -172,6 +173,7 @@ class _Merge:
     # Told what the run waits on, for a deadline's reason: reading the primary, or copying to the site.
     phase: Callable[[str], None] = lambda doing: None
     copying: str = "copying"
+    heads: SharedHeads | None = None  # the primary's HEADs, shared with the other secondaries' runs
 
 
 async def _compare_chunk(
@@ -185,7 +187,11 @@ async def _compare_chunk(
 
     async def head(entry: _Entry) -> None:
         tag, _, on_secondary = entry
-        info = await run.primary.head_manifest(repository, tag)
+
+        def ask() -> Awaitable[ManifestInfo | None]:
+            return run.primary.head_manifest(repository, tag)
+
+        info = await (merge.heads.head(tag, ask) if merge.heads is not None else ask())
         if info is None:  # deleted since the listing, or a replica behind: keep the copy meanwhile
             unserved.add(tag)
             return
@@ -298,7 +304,7 @@ async def replicate_merged(
         return await in_memory(view)
     repository = view.name
     run = RepositoryRun(repository, blobs.primary, secondary, blobs, cache, blob_concurrency)
-    merge = _Merge(seen=seen, phase=phase, copying=f"copying to {site}")
+    merge = _Merge(seen=seen, phase=phase, copying=f"copying to {site}", heads=view.heads)
     try:
         await _merge_listings(
             run, merge, first_run=first_run, tag_concurrency=tag_concurrency, recheck=recheck_blobs

@@ -7,10 +7,14 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from geo_tui.registry import Manifest, ManifestInfo
 
 from .failure import Failure, joined
+
+if TYPE_CHECKING:
+    from .shared_heads import SharedHeads
 
 __all__ = [
     "REFERRERS_TAG_PREFIX",
@@ -74,6 +78,8 @@ class PrimaryRepository:
     # fills `reached` with the distinct manifests the primary's tags point at (for the size).
     streamed: bool = False
     reached: set[str] = field(default_factory=set)
+    # A streamed view's HEADs of the primary's tags, shared by the secondaries' runs (shared_heads.py).
+    heads: SharedHeads | None = None
 
     @property
     def digests(self) -> dict[str, str]:

@@ -18,7 +18,7 @@ from geo_tui.config import load_config
 from geo_tui.engine import Engine
 from tests.e2e.test_faults import SECONDARY, geo_config, make_engine
 from tests.support.distribution import Distribution
-from tests.support.geo import tag_digests
+from tests.support.geo import tag_digests, write_geo_config
 from tests.support.keys import TestKeyPair
 from tests.support.many_tags import tag_names, write_tags
 from tests.support.oci import oci_image
@@ -132,3 +132,50 @@ async def test_thousands_of_tags_sync_exactly_through_the_merge_deletions_and_th
     async with make_engine(geo_config(tmp_path, primary, secondary, key_pair)) as engine:
         again = await engine.sync_once()  # the no-op compare: nothing written, the kept tag said again
     assert again.ok and again.sites[SECONDARY].stats.writes == 0, again.sites[SECONDARY]
+
+
+@pytest.mark.timeout(900)
+async def test_both_secondaries_runs_head_each_primary_tag_once(
+    primary: Distribution,
+    secondary: Distribution,
+    secondary2: Distribution,
+    primary_pusher: RawPusher,
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+) -> None:
+    """One job compares a repository of 1,200 tags (three chunks) into two secondaries, each lacking a
+    few tags of its own: every tag of the primary is HEADed once for both runs (engine/shared_heads.py),
+    not once per secondary, and both end with every tag."""
+    repository = "ci/shared-heads"
+    image = oci_image("shared-heads")
+    tags = tag_names(1_200)
+    digest = primary_pusher.push_tree(repository, image, tags[0])
+    write_tags(primary, repository, digest, tags[1:])
+    lacking = {secondary.name: set(tags[3::100]), secondary2.name: set(tags[7::100])}
+    for registry in (secondary, secondary2):
+        with RawPusher.for_registry(registry) as pusher:
+            assert pusher.push_tree(repository, image, tags[0]) == digest
+        write_tags(registry, repository, digest, [t for t in tags[1:] if t not in lacking[registry.name]])
+
+    mark = primary.settled_mark()
+    config = write_geo_config(tmp_path / "geo", primary, [secondary, secondary2], key_pair)
+    async with make_engine(config) as engine:
+        summary = await engine.sync_once()
+    assert summary.ok, {name: site.failures for name, site in summary.sites.items()}
+    for registry in (secondary, secondary2):
+        site = summary.sites[registry.name]
+        assert site.synced == 1 and site.stats.tags_pushed == len(lacking[registry.name]) == 12
+        with RawPusher.for_registry(registry) as pusher:
+            assert tag_digests(pusher, repository) == dict.fromkeys(tags, digest)
+    heads = primary.requests("HEAD", f"/v2/{repository}/manifests/build-", since_mark=mark)
+    primary.settled_mark()
+    by_tag: dict[str, int] = {}
+    for entry in heads:
+        tag = entry.uri.rsplit("/", 1)[-1]
+        by_tag[tag] = by_tag.get(tag, 0) + 1
+    assert sorted(by_tag) == sorted(tags)
+    twice = sorted(t for t, n in by_tag.items() if n > 1)
+    # Each run HEADed every tag on its own before: 2,400. A tag the other run reached more than 10 s
+    # later is asked again (none is expected here: the runs go side by side).
+    assert len(heads) <= 1_200 + 24, (len(heads), twice[:10])
+    print(f"primary HEADs of tags for two secondaries: {len(heads)} for 1,200 tags ({len(twice)} twice)")
