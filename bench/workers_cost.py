@@ -206,6 +206,11 @@ class Bench:
                     "database": url,
                     "reconcile_interval": 3600,
                     "repository_concurrency": self.args.repository_concurrency,
+                    **(
+                        {}
+                        if self.args.reconcile_rps is None
+                        else {"reconcile_requests_per_second": self.args.reconcile_rps}
+                    ),
                 },
             )
             data = tomllib.loads(path.read_text())
@@ -247,6 +252,9 @@ class Bench:
 
         unique = content.unique_bytes
         results = {
+            # serve paces whole-repository work, the no-op included, at this many requests a second per
+            # site (None: geo-tui's default; 0: unpaced)
+            "reconcile_requests_per_second": args.reconcile_rps,
             "repositories": repositories,
             "tags": content.total_tags(),
             "unique_mib": round(unique / MiB, 2),
@@ -382,10 +390,17 @@ def shares_from_logs(logs: list[Path]) -> list[int]:
     ]
 
 
+def _rate(rate: float | None) -> str:
+    if rate is None:
+        return "geo-tui's default (it paces the no-op: 4 requests a repository per site)"
+    return "0 (unpaced)" if rate == 0 else f"{rate:g}"
+
+
 def render(results: dict[str, Any], failures: list[str]) -> str:
     lines = [
         f"engine cost: {results['repositories']} repositories, {results['tags']} tags, "
-        f"{results['unique_mib']} MiB unique",
+        f"{results['unique_mib']} MiB unique; serve's reconcile_requests_per_second: "
+        + _rate(results.get("reconcile_requests_per_second")),
         "",
         f"{'tool':<16}{'workers':>8}{'copy s':>9}{'copy CPU':>10}{'no-op s':>9}{'no-op CPU':>11}"
         f"{'CPU/1000 repos':>16}{'req/repo P+S':>14}{'idle CPU/s':>12}",
@@ -420,6 +435,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--engine-workers", dest="engine_workers", default="1,3", help="worker counts (default 1,3)"
     )
     group.add_argument("--repository-concurrency", type=int, default=4, help="per worker (default 4)")
+    group.add_argument(
+        "--reconcile-rps",
+        type=float,
+        default=None,
+        help="serve's reconcile_requests_per_second, which paces the no-op (default geo-tui's; 0: unpaced)",
+    )
     group.add_argument("--idle", type=float, default=3.0, help="seconds of idle CPU measured (default 3)")
     group.add_argument("--timeout", type=float, default=900.0, help="per phase (default 900 s)")
     group.add_argument("--keep", action="store_true", help="keep the temp dir (registries, workers' logs)")
