@@ -71,10 +71,16 @@ def test_waiting_for_a_pooled_connection_is_bounded(postgres_database: PostgresD
     try:
         with pool._pool.connection():  # the only connection, held elsewhere
             started = time.monotonic()
-            with pytest.raises(PoolTimeout) as waited:
+            with pytest.raises(ReadUnanswered) as waited:
                 pool.read("SELECT 1", ())
             assert time.monotonic() - started < 2.0
         assert is_passing_fault(waited.value)
+        # said as the reader's own deadline is, not in the pool's words (an API answer shows it)
+        assert str(waited.value) == (
+            "the tracking database answered no read in 0.5 s "
+            "(every connection of the read pool was waiting on it)"
+        )
+        assert isinstance(waited.value.__context__, PoolTimeout)
         assert pool.read("SELECT 1", ())[0][0] == 1
     finally:
         pool.close()

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .postgres import PostgresDatabase, Row, placeholders
 
@@ -82,7 +82,17 @@ class PostgresReadPool:
 
     def read(self, sql: str, params: Sequence[object]) -> list[Any]:
         """The rows of one query. A connection lost under it (a server restarted between the check and
-        the query) is tried once more on another."""
+        the query) is tried once more on another. No connection free within `timeout` (every one waits
+        on a server that does not answer) is said as the reader's own deadline is, not in the pool's words."""
+        try:
+            return self._read(sql, params)
+        except PoolTimeout:
+            raise ReadUnanswered(
+                f"the tracking database answered no read in {self.timeout:g} s "
+                "(every connection of the read pool was waiting on it)"
+            ) from None
+
+    def _read(self, sql: str, params: Sequence[object]) -> list[Any]:
         with self._pool.connection() as conn:
             try:
                 return conn.execute(placeholders(sql), list(params)).fetchall()
