@@ -130,11 +130,21 @@ class RepositoryJobs:
         repository = view.name
         primary_name, started = engine.config.primary.name, engine.tracking.now()
 
-        async def seen(on_primary: dict[str, str], on_secondary: dict[str, str]) -> None:
-            # tags last seen, a chunk at a time (engine/merge.py): what status and the detail screen show
-            tracking = engine.tracking
-            await engine._db(tracking.record_tags_seen, primary_name, repository, on_primary, complete=False)
-            await engine._db(tracking.record_tags_seen, site_name, repository, on_secondary, complete=False)
+        # The tags last seen, a chunk at a time (engine/merge.py): what status and the detail screen show,
+        # and what a push's copy takes as already there (engine/pushes.py). A chunk the run wrote to the
+        # secondary is recorded at once; one it only read is held and written with the run's outcome (most
+        # repositories have one chunk: a run that changes nothing ends in one write, instead of five).
+        last: dict[str, dict[str, str]] = {}
+
+        async def seen(on_primary: dict[str, str], on_secondary: dict[str, str], wrote: bool) -> None:
+            chunk = {primary_name: on_primary, site_name: on_secondary}
+            if last:
+                await engine._db(engine.tracking.record_seen, repository, dict(last))
+                last.clear()
+            if wrote:
+                await engine._db(engine.tracking.record_seen, repository, chunk)
+            else:
+                last.update(chunk)
 
         try:
             outcome = await replicate_merged(
@@ -156,4 +166,4 @@ class RepositoryJobs:
             failure = failure_of(exc, primary_name, text=describe_error(exc))
             outcome = RepositoryOutcome(site_name, repository, CopyStats(), [failure], [], len(view.tags))
         unfinished.pop(site_name, None)
-        await engine.recorder.outcome(row, view, outcome, generation, run, started)
+        await engine.recorder.outcome(row, view, outcome, generation, run, started, last)

@@ -152,8 +152,9 @@ class _SecondaryUnreadable(Exception):
         self.error = error
 
 
-# (tag -> digest on the primary, tag -> digest on the secondary) for one chunk
-SeenHook = Callable[[dict[str, str], dict[str, str]], Awaitable[None]]
+# (tag -> digest on the primary, tag -> digest on the secondary, whether the run wrote any of them to the
+# secondary) for one chunk
+SeenHook = Callable[[dict[str, str], dict[str, str], bool], Awaitable[None]]
 
 
 @dataclass
@@ -240,7 +241,7 @@ async def _compare_chunk(
         copied = set(stale).difference(t for t, _ in copies)
         seen_primary = {t: info.digest for t, info in primary.items()}
         seen_secondary = {**secondary, **{t: seen_primary[t] for t in copied}}
-        await merge.seen(seen_primary, seen_secondary)
+        await merge.seen(seen_primary, seen_secondary, bool(copied))
     if recheck:
         matching = [t for t, _, _ in listed if t in primary and secondary.get(t) == primary[t].digest]
         rechecks = await for_each_limited(
@@ -316,7 +317,7 @@ async def replicate_merged(
         outcome = await in_memory(whole)
         view.reached.update(info.digest for info in whole.tags.values())
         if seen is not None and outcome.ok:  # the secondary now holds what the primary's tags name
-            await seen(whole.digests, whole.digests)
+            await seen(whole.digests, whole.digests, bool(outcome.stats.writes))
         outcome.stats.add(run.stats)  # what the merge copied before it met the disorder
         outcome.warnings.insert(0, note)
         return outcome

@@ -41,8 +41,10 @@ class Recorder:
         generation: int,
         run: Pass,
         started: float,
+        seen: dict[str, dict[str, str]] | None = None,
     ) -> None:
-        """Record how one (secondary, repository) run ended; ``started``: when it began (tracking time)."""
+        """Record how one (secondary, repository) run ended; ``started``: when it began (tracking time);
+        ``seen``: the tags its last chunk saw (site -> tag -> digest), not recorded yet."""
         engine, site_name, repository = self._engine, row.site, view.name
         site = engine._sites[site_name]
         site.stats.add(outcome.stats)
@@ -52,9 +54,16 @@ class Recorder:
         for warning in warnings:
             engine.log("warning", warning, site=site_name, repository=repository)
         if not outcome.ok:
+            if seen:
+                await engine._db(engine.tracking.record_seen, repository, seen)
             await self.failed(site_name, repository, outcome.failure, run, generation)
             return
-        await self._tags_seen(site_name, view, started)
+        # A streamed run stamped every tag it saw (the last chunk's with the mark): those not seen are
+        # gone. A view read whole records its tags as the whole list.
+        if not view.streamed:
+            await engine._db(
+                engine.tracking.record_tags_seen, site_name, repository, view.digests, complete=True
+            )
         synced = await engine._db(
             engine.tracking.mark_synced,
             site_name,
@@ -63,6 +72,9 @@ class Recorder:
             tag_count=outcome.tag_count,
             size=await self._size_if_changed(row, view, outcome.stats),
             owner=engine.leases.owner,  # a lease lost meanwhile: another worker's row, left alone
+            seen=seen,
+            forget=(engine.config.primary.name, site_name) if view.streamed else (),
+            before=started if view.streamed else None,
         )
         engine.scheduler.settled(row.key)
         if outcome.stats.writes:
@@ -80,15 +92,6 @@ class Recorder:
         if not synced:
             engine._poke()  # new work arrived during the run
         self.row_changed(site_name, repository)
-
-    async def _tags_seen(self, site: str, view: PrimaryRepository, started: float) -> None:
-        engine, repository = self._engine, view.name
-        if not view.streamed:
-            await engine._db(engine.tracking.record_tags_seen, site, repository, view.digests, complete=True)
-            return
-        # every tag was seen during this run: those not seen are gone
-        for name in (engine.config.primary.name, site):
-            await engine._db(engine.tracking.forget_tags_seen, name, repository, before=started)
 
     async def _size_if_changed(
         self, row: RepositoryRow, view: PrimaryRepository, stats: CopyStats

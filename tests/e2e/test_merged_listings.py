@@ -8,6 +8,7 @@ said in a warning.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +180,69 @@ async def test_both_secondaries_runs_head_each_primary_tag_once(
     # later is asked again (none is expected here: the runs go side by side).
     assert len(heads) <= 1_200 + 24, (len(heads), twice[:10])
     print(f"primary HEADs of tags for two secondaries: {len(heads)} for 1,200 tags ({len(twice)} twice)")
+
+
+def _untag(registry: Distribution, repository: str, tag: str) -> None:
+    """Drop `tag` from `repository` in the registry's storage, as a deletion on the primary would."""
+    if getattr(registry, "kind", "distribution") == "lab":
+        (Path(registry.root_dir) / "repositories" / repository / "_manifests" / "tags" / tag).unlink()
+    else:
+        base = Path(registry.root_dir) / "docker/registry/v2/repositories" / repository / "_manifests/tags"
+        shutil.rmtree(base / tag)
+
+
+@pytest.mark.timeout(300)
+async def test_a_run_that_changes_nothing_ends_in_one_tracking_write(
+    primary: Distribution,
+    secondary: Distribution,
+    primary_pusher: RawPusher,
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+) -> None:
+    """A whole-repository run records the tags it saw on both sides: a chunk it wrote to the secondary
+    at once, and a chunk it only read with the run's mark, in one transaction. A compare that changes
+    nothing then ends in one write, the tags seen are stamped anew, and a tag gone from the primary
+    (and deleted on the secondary) is forgotten on both."""
+    repository = "ci/one-write"
+    digest = primary_pusher.push_tree(repository, oci_image("one-write"), "v1")
+    write_tags(primary, repository, digest, ["v2"])
+    gone = primary_pusher.push_tree(repository, oci_image("one-write-gone"), "v3")
+    config = write_geo_config(tmp_path / "geo", primary, [secondary], key_pair)
+    recording = {"record_seen", "record_tags_seen", "forget_tags_seen", "mark_synced"}
+    async with make_engine(config) as engine:
+        writes: list[tuple[str, Any]] = []
+        write = engine._db
+
+        async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            if fn.__name__ in recording:
+                writes.append((fn.__name__, kwargs.get("seen")))
+            return await write(fn, *args, **kwargs)
+
+        engine._db = counted  # type: ignore[method-assign]
+        copy = await engine.sync_once()
+        assert copy.ok and copy.sites[SECONDARY].stats.tags_pushed == 3, copy.sites[SECONDARY]
+        # the chunk it wrote to the secondary is recorded before the run ends; the mark carries none
+        assert [name for name, _ in writes] == ["record_seen", "mark_synced"], writes
+        assert not writes[1][1]
+
+        writes.clear()
+        started = engine.tracking.now()
+        again = await engine.sync_once()
+        assert again.ok and again.sites[SECONDARY].stats.writes == 0, again.sites[SECONDARY]
+        assert [name for name, _ in writes] == ["mark_synced"], writes
+        both = {"v1": digest, "v2": digest, "v3": gone}
+        assert writes[0][1] == {primary.name: both, secondary.name: both}
+        seen = engine.tracking.tags_seen(repository)
+        for site in (primary.name, secondary.name):
+            assert seen[site][0] == both and seen[site][1] >= started, (site, seen[site])
+
+        _untag(primary, repository, "v3")
+        writes.clear()
+        deleted = await engine.sync_once()
+        assert deleted.ok and deleted.sites[SECONDARY].stats.tags_deleted == 1, deleted.sites[SECONDARY]
+        assert [name for name, _ in writes] == ["mark_synced"], writes
+        seen = engine.tracking.tags_seen(repository)
+        for site in (primary.name, secondary.name):
+            assert seen[site][0] == {"v1": digest, "v2": digest}, (site, seen[site])
+    with RawPusher.for_registry(secondary) as pusher:
+        assert tag_digests(pusher, repository) == {"v1": digest, "v2": digest}

@@ -16,10 +16,39 @@ from typing import Any
 
 from .store import TrackingStore
 
-__all__ = ["PushClaim", "PushRecords", "QueuedPush"]
+__all__ = ["PushClaim", "PushRecords", "QueuedPush", "forget_unseen", "seen_in"]
 
 _BATCH = 400  # ids per statement (SQLite allows 32766 parameters)
 _COLUMNS = "id, received_at, repository, tag, digest"
+
+
+def seen_in(db: Any, repository: str, seen: dict[str, dict[str, str]], now: float) -> None:
+    """Stamp tag -> digest as seen at ``now`` on each site of ``seen``, within the caller's transaction:
+    one statement for up to `_BATCH` rows (a many-row VALUES costs a fraction of a statement per row, or
+    of executemany's pipeline, for a chunk of a few tags)."""
+    rows = [
+        (site, repository, tag, digest, now) for site, tags in seen.items() for tag, digest in tags.items()
+    ]
+    for start in range(0, len(rows), _BATCH):
+        part = rows[start : start + _BATCH]
+        db.execute(
+            "INSERT INTO tags_seen (site, repository, tag, digest, seen_at) VALUES "
+            + ",".join(["(?, ?, ?, ?, ?)"] * len(part))
+            + " ON CONFLICT (site, repository, tag) DO UPDATE SET digest = excluded.digest, "
+            "seen_at = excluded.seen_at",
+            [value for row in part for value in row],
+        )
+
+
+def forget_unseen(db: Any, sites: Sequence[str], repository: str, before: float) -> None:
+    """A whole-repository run stamped every tag of these ``sites`` it saw since ``before``: forget the
+    others (gone from the site), within the caller's transaction."""
+    if sites:
+        db.execute(
+            f"DELETE FROM tags_seen WHERE site IN ({','.join('?' * len(sites))}) AND repository = ? "
+            "AND seen_at < ?",
+            [*sites, repository, before],
+        )
 
 
 @dataclass(frozen=True)
@@ -200,21 +229,14 @@ class PushRecords(TrackingStore):
         with self._tx() as db:
             if complete:
                 db.execute("DELETE FROM tags_seen WHERE site = ? AND repository = ?", (site, repository))
-            db.executemany(
-                "INSERT INTO tags_seen (site, repository, tag, digest, seen_at) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (site, repository, tag) DO UPDATE SET digest = excluded.digest, "
-                "seen_at = excluded.seen_at",
-                [(site, repository, tag, digest, now) for tag, digest in tags.items()],
-            )
+            seen_in(db, repository, {site: tags}, now)
 
-    def forget_tags_seen(self, site: str, repository: str, *, before: float) -> None:
-        """A whole-repository run recorded every tag of ``site`` chunk by chunk since ``before``: the
-        tags it did not see are gone."""
+    def record_seen(self, repository: str, seen: dict[str, dict[str, str]]) -> None:
+        """Remember tag -> digest as seen now on each site of ``seen`` (a chunk of a whole-repository run,
+        on the primary and on a secondary), in one transaction."""
+        now = self.now()
         with self._tx() as db:
-            db.execute(
-                "DELETE FROM tags_seen WHERE site = ? AND repository = ? AND seen_at < ?",
-                (site, repository, before),
-            )
+            seen_in(db, repository, seen, now)
 
     def tags_seen_on(
         self, sites: Sequence[str], repository: str, tags: Sequence[str]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from .pushes import forget_unseen, seen_in
 from .rows import RepositoryRow
 from .store import TrackingStore
 
@@ -151,12 +152,23 @@ class SyncQueue(TrackingStore):
         tag_count: int,
         size: int | None,
         owner: str | None = None,
+        seen: dict[str, dict[str, str]] | None = None,
+        forget: Sequence[str] = (),
+        before: float | None = None,
     ) -> bool:
         """Synced only if no new work came during the run; otherwise back to pending. True if synced.
-        With the `owner` of a lease (`claims`): only while it holds the row; a lost lease changes nothing."""
+        With the `owner` of a lease (`claims`): only while it holds the row; a lost lease changes nothing.
+
+        A whole-repository run's last tags ``seen`` (site -> tag -> digest) are recorded with it, and the
+        tags of the sites to ``forget`` that it did not stamp since ``before`` are forgotten, in the same
+        transaction: one write to end a run that changed nothing, instead of five."""
         now = self._clock()
         held, lease = _held(owner)
         with self._tx() as db:
+            if seen:
+                seen_in(db, repository, seen, now)
+            if before is not None:
+                forget_unseen(db, forget, repository, before)
             cur = db.execute(
                 "UPDATE repositories SET state = 'synced', retry_count = 0, retry_at = NULL, "
                 f"started_at = NULL, {_RELEASE}, "
