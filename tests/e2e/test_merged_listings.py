@@ -19,6 +19,7 @@ from geo_tui.config import load_config
 from geo_tui.engine import Engine
 from tests.e2e.test_faults import SECONDARY, geo_config, make_engine
 from tests.support.distribution import Distribution
+from tests.support.faults import FaultTransport
 from tests.support.geo import tag_digests, write_geo_config
 from tests.support.keys import TestKeyPair
 from tests.support.many_tags import tag_names, write_tags
@@ -246,3 +247,44 @@ async def test_a_run_that_changes_nothing_ends_in_one_tracking_write(
             assert seen[site][0] == {"v1": digest, "v2": digest}, (site, seen[site])
     with RawPusher.for_registry(secondary) as pusher:
         assert tag_digests(pusher, repository) == {"v1": digest, "v2": digest}
+
+
+@pytest.mark.timeout(300)
+async def test_a_failed_primary_head_is_not_shared_each_secondarys_run_asks_and_fails_it(
+    primary: Distribution,
+    secondary: Distribution,
+    secondary2: Distribution,
+    primary_pusher: RawPusher,
+    key_pair: TestKeyPair,
+    tmp_path: Path,
+) -> None:
+    """Two secondaries' runs share the primary's HEADs of a repository (engine/shared_heads.py), but not
+    a failed one: with the primary answering 500 to every HEAD of one tag, each run asks it on its own,
+    fails the repository naming the tag and the status, and copies the other tag; once the primary
+    answers, both end whole."""
+    repository = "ci/shared-fault"
+    good = primary_pusher.push_tree(repository, oci_image("shared-fault-good"), "v1")
+    broken = primary_pusher.push_tree(repository, oci_image("shared-fault-broken"), "v2")
+    faults = FaultTransport()
+    rule = faults.fail("HEAD", rf"^/v2/{repository}/manifests/v2$", 500)
+    config = write_geo_config(tmp_path / "geo", primary, [secondary, secondary2], key_pair)
+    async with make_engine(config, primary=faults) as engine:
+        summary = await engine.sync_once()
+        for registry in (secondary, secondary2):
+            site = summary.sites[registry.name]
+            assert (site.failed, site.synced) == (1, 0), site
+            assert repository in site.failures, site
+            reason = site.failures[repository]
+            assert "v2" in reason and "500" in reason, reason
+            with RawPusher.for_registry(registry) as pusher:
+                assert tag_digests(pusher, repository) == {"v1": good}
+        # each site's attempts, each HEAD tried 1 + 3 times by its client: shared, it would be half
+        attempts = engine.config.engine.sync_attempts
+        assert attempts > 1 and rule.fired == 2 * attempts * 4, faults.log
+
+        faults.clear()
+        again = await engine.sync_once()
+        assert again.ok, {name: site.failures for name, site in again.sites.items()}
+    for registry in (secondary, secondary2):
+        with RawPusher.for_registry(registry) as pusher:
+            assert tag_digests(pusher, repository) == {"v1": good, "v2": broken}
