@@ -38,6 +38,7 @@ import httpx
 
 from ._httpcore_patches import READ_SIZE, locks_without_checkpoint, read_more_per_call
 from ._pool import ConnectionPool
+from ._session import CONNECTED
 
 SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 
@@ -341,15 +342,19 @@ class DirectTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         assert isinstance(request.stream, httpx.AsyncByteStream)
+        extensions = request.extensions  # the timeouts, among others
+        connected = extensions.get(CONNECTED)
+        if connected is not None:  # the pool says when the request has its connection: no trace needed
+            extensions = {k: v for k, v in extensions.items() if k != "trace" and k != CONNECTED}
         core = httpcore.Request(
             method=request.method,
             url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
             headers=request.headers.raw,
             content=request.stream,
-            extensions=request.extensions,  # the timeouts, among others
+            extensions=extensions,
         )
         with _as_httpx_errors():
-            response = await self._pool.handle_async_request(core)
+            response = await self._pool.handle_async_request(core, connected)
         assert isinstance(response.stream, AsyncIterable)
         return httpx.Response(
             status_code=response.status,

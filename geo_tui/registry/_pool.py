@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 import httpcore
 
@@ -44,13 +44,20 @@ class ConnectionPool:
         self._open = 0  # connections open, idle or busy
         self._closed = False
 
-    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
+    async def handle_async_request(
+        self, request: httpcore.Request, connected: Callable[[], None] | None = None
+    ) -> httpcore.Response:
+        """The response of `request` on a connection of this pool; `connected()` is called once the
+        request has its connection (its slot taken, the connection chosen, before it connects)."""
         await self._slots.acquire()
         try:
             origin = request.url.origin
             key = (origin.scheme, origin.host, origin.port)
             while True:
                 connection = await self._connection_for(origin, key)
+                if connected is not None:
+                    connected()
+                    connected = None
                 try:
                     response = await connection.handle_async_request(request)
                 except httpcore.ConnectionNotAvailable:

@@ -311,3 +311,46 @@ async def test_httpcore_connection_locks_take_a_free_lock_without_a_loop_cycle()
         assert not yielded, "httpcore's AsyncLock yielded for a free lock: the patch no longer applies"
     await asyncio.sleep(0)
     assert yielded
+
+
+async def test_the_deadline_starts_when_the_request_has_its_connection_and_httpcore_traces_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Over our own transport, a request's deadline starts once our pool gives it a connection (the
+    transport says so; httpcore is handed no `trace`, which would cost it ~10 awaits a request): the
+    second of two HEADs on one connection waits out the first without that wait counting, and a request
+    slow on its own still fails at its deadline, naming the site."""
+    delays = [0.3, 0.2, 1.0]
+    traced: list[str] = []
+    real_request = httpcore.Request.__init__
+
+    def request(self: httpcore.Request, *args: object, **kwargs: object) -> None:
+        extensions = kwargs.get("extensions") or {}
+        assert isinstance(extensions, dict)
+        traced.extend(str(k) for k in extensions if k in ("trace", "geo_tui.connected"))
+        real_request(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(httpcore.Request, "__init__", request)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            await asyncio.sleep(delays.pop(0))
+            writer.write(response(200, b"", "Docker-Content-Digest: sha256:" + "a" * 64 + "\r\n"))
+            await writer.drain()
+
+    async with (
+        serving(handler) as url,
+        # a deadline of 0.4 s a small request (the base timeout; min_transfer_rate adds nothing at 0 bytes)
+        RegistryClient("slow-site", url, NoAuth(), max_connections=1, timeout=0.4, retries=0) as registry,
+    ):
+        started = asyncio.get_running_loop().time()
+        first, second = await asyncio.gather(
+            registry.ping(), registry.ping()
+        )  # 0.3 s, then 0.2 s after waiting 0.3 s for the one connection
+        assert asyncio.get_running_loop().time() - started >= 0.5
+        assert first >= 0 and second >= 0
+        with pytest.raises(RegistryError) as slow:
+            await registry.ping()  # 1.0 s on its own: past the 0.4 s deadline
+    assert "slow-site" in str(slow.value) and "too slow" in str(slow.value), slow.value
+    assert traced == [], traced
