@@ -8,7 +8,6 @@ said in a warning.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from tests.support.distribution import Distribution
 from tests.support.faults import FaultTransport
 from tests.support.geo import tag_digests, write_geo_config
 from tests.support.keys import TestKeyPair
-from tests.support.many_tags import tag_names, write_tags
+from tests.support.many_tags import remove_tag, tag_names, write_tags
 from tests.support.oci import oci_image
 from tests.support.push import RawPusher
 from tests.support.synthetic import REPOSITORY, SyntheticRegistry, synthetic_sync_in_child, write_config
@@ -183,15 +182,6 @@ async def test_both_secondaries_runs_head_each_primary_tag_once(
     print(f"primary HEADs of tags for two secondaries: {len(heads)} for 1,200 tags ({len(twice)} twice)")
 
 
-def _untag(registry: Distribution, repository: str, tag: str) -> None:
-    """Drop `tag` from `repository` in the registry's storage, as a deletion on the primary would."""
-    if getattr(registry, "kind", "distribution") == "lab":
-        (Path(registry.root_dir) / "repositories" / repository / "_manifests" / "tags" / tag).unlink()
-    else:
-        base = Path(registry.root_dir) / "docker/registry/v2/repositories" / repository / "_manifests/tags"
-        shutil.rmtree(base / tag)
-
-
 @pytest.mark.timeout(300)
 async def test_a_run_that_changes_nothing_ends_in_one_tracking_write(
     primary: Distribution,
@@ -237,7 +227,7 @@ async def test_a_run_that_changes_nothing_ends_in_one_tracking_write(
         for site in (primary.name, secondary.name):
             assert seen[site][0] == both and seen[site][1] >= started, (site, seen[site])
 
-        _untag(primary, repository, "v3")
+        remove_tag(primary, repository, "v3")
         writes.clear()
         deleted = await engine.sync_once()
         assert deleted.ok and deleted.sites[SECONDARY].stats.tags_deleted == 1, deleted.sites[SECONDARY]

@@ -10,12 +10,13 @@ manifest's digest in that repository already).
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
 from tests.support.distribution import RegistryProbe
 
-__all__ = ["tag_names", "write_tags"]
+__all__ = ["remove_tag", "tag_names", "write_tags"]
 
 
 def tag_names(count: int, prefix: str = "build-") -> list[str]:
@@ -23,18 +24,39 @@ def tag_names(count: int, prefix: str = "build-") -> list[str]:
     return [f"{prefix}{i:07d}" for i in range(count)]
 
 
+def _lab(registry: RegistryProbe) -> bool:
+    return getattr(registry, "kind", "distribution") == "lab"
+
+
+def _tags_dir(registry: RegistryProbe, repository: str) -> Path:
+    """The directory holding `repository`'s tags in the registry's storage (the layouts above)."""
+    root = Path(registry.root_dir)
+    if _lab(registry):
+        return root / "repositories" / repository / "_manifests" / "tags"
+    return root / "docker/registry/v2/repositories" / repository / "_manifests/tags"
+
+
+def remove_tag(registry: RegistryProbe, repository: str, tag: str) -> None:
+    """Drop `tag` from `repository` in the registry's storage, as a deletion of it would."""
+    path = _tags_dir(registry, repository) / tag
+    if _lab(registry):
+        path.unlink()
+    else:
+        shutil.rmtree(path)
+
+
 def write_tags(registry: RegistryProbe, repository: str, digest: str, tags: Iterable[str]) -> int:
     """Point every tag in `tags` at `digest` in `repository`; returns how many were written."""
     written = 0
-    if getattr(registry, "kind", "distribution") == "lab":
-        directory = Path(registry.root_dir) / "repositories" / repository / "_manifests" / "tags"
+    if _lab(registry):
+        directory = _tags_dir(registry, repository)
         directory.mkdir(parents=True, exist_ok=True)
         for tag in tags:
             (directory / tag).write_text(digest)
             written += 1
         return written
     algorithm, hex_digest = digest.split(":", 1)
-    base = Path(registry.root_dir) / "docker/registry/v2/repositories" / repository / "_manifests/tags"
+    base = _tags_dir(registry, repository)
     link = digest.encode()
     for tag in tags:
         current = base / tag / "current"
